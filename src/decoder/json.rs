@@ -1,0 +1,215 @@
+//! JSON text building blocks for the change stream.
+//!
+//! The decoder writes documents straight into a byte buffer instead of
+//! building a `serde_json::Value` per row: the hot path is one append per
+//! piece, and the pieces that never change for a relation (column names, type
+//! names) are rendered once and cached (see `shape.rs`). Everything here is
+//! pure and tested without a server.
+
+use std::io::Write;
+
+/// Append `s` as a JSON string literal (RFC 8259 escaping). Bytes >= 0x80 are
+/// copied as they are: the database encoding is expected to be UTF-8.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&s[start..i]);
+                let _ = write!(out, "\\u{:04x}", b);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+/// Append an integer as a JSON number.
+pub(crate) fn push_int(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Append a float: a JSON number with the shortest text that reads back to the
+/// same binary value, or the strings `"NaN"`, `"Infinity"`, `"-Infinity"`
+/// (JSON has no literal for them; PostgreSQL spells them this way).
+pub(crate) fn push_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        push_non_finite(out, v.is_nan(), v.is_sign_negative());
+    }
+}
+
+/// `real` counterpart of [`push_f64`]: shortest text for the 32-bit value, so
+/// `1.1::real` is `1.1`, as PostgreSQL prints it.
+pub(crate) fn push_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        push_non_finite(out, v.is_nan(), v.is_sign_negative());
+    }
+}
+
+fn push_non_finite(out: &mut Vec<u8>, nan: bool, negative: bool) {
+    out.extend_from_slice(match (nan, negative) {
+        (true, _) => b"\"NaN\"",
+        (false, false) => b"\"Infinity\"",
+        (false, true) => b"\"-Infinity\"",
+    });
+}
+
+/// Append bytes as the JSON string `"\\x0a0b"`: PostgreSQL's hex `bytea`
+/// text, independent of the session's `bytea_output`.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2 + 5);
+    out.extend_from_slice(b"\"\\\\x");
+    for &b in bytes {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+    out.push(b'"');
+}
+
+/// Append an LSN as a JSON string in PostgreSQL's `X/X` form.
+pub(crate) fn push_lsn(out: &mut Vec<u8>, lsn: u64) {
+    let _ = write!(out, "\"{:X}/{:X}\"", lsn >> 32, lsn as u32);
+}
+
+/// Re-indent one compact JSON document (as this module writes it) for the
+/// `pretty-print` option. Only structure outside string literals is touched,
+/// so values are never altered.
+pub(crate) fn pretty(compact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut escaped = false;
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b'\t', depth));
+    };
+    let mut i = 0;
+    while i < compact.len() {
+        let b = compact[i];
+        if in_str {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                out.push(b);
+            }
+            b'{' | b'[' => {
+                let close = if b == b'{' { b'}' } else { b']' };
+                if compact.get(i + 1) == Some(&close) {
+                    out.extend_from_slice(&[b, close]);
+                    i += 2;
+                    continue;
+                }
+                out.push(b);
+                depth += 1;
+                newline(&mut out, depth);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(b);
+            }
+            b',' => {
+                out.push(b);
+                newline(&mut out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn strings_escape_exactly_what_json_requires() {
+        let raw = "a\"b\\c\nd\te\u{1}f\u{7f}é€😀";
+        let out = s(|o| push_str(o, raw.as_bytes()));
+        assert_eq!(out, "\"a\\\"b\\\\c\\nd\\te\\u0001f\u{7f}é€😀\"");
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, raw);
+    }
+
+    #[test]
+    fn every_control_character_round_trips() {
+        let raw: String = (0u8..0x20).map(char::from).collect();
+        let back: String = serde_json::from_str(&s(|o| push_str(o, raw.as_bytes()))).unwrap();
+        assert_eq!(back, raw);
+    }
+
+    #[test]
+    fn floats_are_shortest_and_exact() {
+        for v in [0.1, 1.0, -0.0, 1e300, 5e-324, 123456789.125, f64::MAX, f64::MIN_POSITIVE] {
+            let text = s(|o| push_f64(o, v));
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{text}");
+        }
+        assert_eq!(s(|o| push_f32(o, 1.1)), "1.1");
+        assert_eq!(s(|o| push_f64(o, f64::NAN)), "\"NaN\"");
+        assert_eq!(s(|o| push_f64(o, f64::INFINITY)), "\"Infinity\"");
+        assert_eq!(s(|o| push_f32(o, f32::NEG_INFINITY)), "\"-Infinity\"");
+    }
+
+    #[test]
+    fn integers_and_lsns() {
+        assert_eq!(s(|o| push_int(o, i64::MIN)), "-9223372036854775808");
+        assert_eq!(s(|o| push_lsn(o, 0x1_0000_00AB)), "\"1/AB\"");
+        assert_eq!(s(|o| push_lsn(o, 0)), "\"0/0\"");
+    }
+
+    #[test]
+    fn bytea_is_postgres_hex_text() {
+        let out = s(|o| push_hex(o, &[0, 0xab, 0x10]));
+        assert_eq!(out, "\"\\\\x00ab10\"");
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "\\x00ab10");
+    }
+
+    #[test]
+    fn pretty_print_keeps_the_document() {
+        let doc = br#"{"action":"I","columns":[{"name":"a,{b}","value":"x\"]"}],"e":[]}"#;
+        let out = pretty(doc);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains('\n'));
+        let a: serde_json::Value = serde_json::from_slice(doc).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,27 @@
+//! Part 1 of the mission: the `logical_ext` output plugin, a JSON change
+//! stream compatible with wal2json format-version 2 (docs/FORMAT.md).
+//!
+//! Design notes
+//! - `plugin.rs` holds the C entry points (`_PG_output_plugin_init` and the
+//!   callbacks); they only convert pointers and call `stream.rs`.
+//! - `stream.rs` is one decoding session: options, caches, the transaction
+//!   being replayed, and the writing of documents, one per change, into a
+//!   reused buffer (never a whole transaction: no 1 GB limit).
+//! - `shape.rs` (how a relation prints) and `publication.rs` (where its
+//!   changes go) are cached per relation and dropped on the relcache /
+//!   syscache invalidations that reorderbuffer replays at the exact position
+//!   of a DDL in the stream.
+//! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
+//! - `values.rs` is the per-column hot path.
+
+mod json;
+mod options;
+mod plugin;
+mod publication;
+mod selectors;
+mod shape;
+mod stream;
+mod values;
+
+/// Version of the documented stream format (docs/FORMAT.md).
+pub(crate) const FORMAT_VERSION: i32 = 1;

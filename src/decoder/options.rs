@@ -1,0 +1,327 @@
+//! The output plugin's options: a closed set, parsed by one pure function.
+//!
+//! Names follow wal2json where the behaviour is the same, so wal2json
+//! consumers keep their option lists; `origin` and `publication_names` are
+//! ours (the latter spelled as pgoutput spells it). Any unknown, duplicated
+//! or malformed option is an [`OptionError`], reported once by the plugin
+//! layer as SQLSTATE 22023.
+
+use super::selectors::{TablePattern, parse_identifier_list, parse_list, parse_table_patterns};
+
+/// Which DML kinds are emitted (`actions` option, or a publication's `publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Actions {
+    pub(crate) insert: bool,
+    pub(crate) update: bool,
+    pub(crate) delete: bool,
+    pub(crate) truncate: bool,
+}
+
+impl Actions {
+    pub(crate) const ALL: Actions = Actions { insert: true, update: true, delete: true, truncate: true };
+    pub(crate) const NONE: Actions = Actions { insert: false, update: false, delete: false, truncate: false };
+
+    pub(crate) fn union(self, o: Actions) -> Actions {
+        Actions {
+            insert: self.insert || o.insert,
+            update: self.update || o.update,
+            delete: self.delete || o.delete,
+            truncate: self.truncate || o.truncate,
+        }
+    }
+
+    pub(crate) fn intersect(self, o: Actions) -> Actions {
+        Actions {
+            insert: self.insert && o.insert,
+            update: self.update && o.update,
+            delete: self.delete && o.delete,
+            truncate: self.truncate && o.truncate,
+        }
+    }
+}
+
+/// `origin` option: whether changes that arrived through a replication origin
+/// are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OriginMode {
+    Any,
+    None,
+}
+
+/// An entry of `filter-origins`: a numeric origin id or an origin name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OriginRef {
+    Id(u16),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Options {
+    pub(crate) include_transaction: bool,
+    pub(crate) include_xids: bool,
+    pub(crate) include_timestamp: bool,
+    pub(crate) include_lsn: bool,
+    pub(crate) include_origin: bool,
+    pub(crate) include_schemas: bool,
+    pub(crate) include_types: bool,
+    pub(crate) include_typmod: bool,
+    pub(crate) include_type_oids: bool,
+    pub(crate) include_pk: bool,
+    pub(crate) pretty_print: bool,
+    pub(crate) actions: Actions,
+    pub(crate) add_tables: Option<Vec<TablePattern>>,
+    pub(crate) filter_tables: Vec<TablePattern>,
+    pub(crate) add_msg_prefixes: Option<Vec<String>>,
+    pub(crate) filter_msg_prefixes: Vec<String>,
+    pub(crate) filter_origins: Vec<OriginRef>,
+    pub(crate) origin: OriginMode,
+    pub(crate) publication_names: Option<Vec<String>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            include_transaction: true,
+            include_xids: false,
+            include_timestamp: false,
+            include_lsn: false,
+            include_origin: false,
+            include_schemas: true,
+            include_types: true,
+            include_typmod: true,
+            include_type_oids: false,
+            include_pk: false,
+            pretty_print: false,
+            actions: Actions::ALL,
+            add_tables: None,
+            filter_tables: Vec::new(),
+            add_msg_prefixes: None,
+            filter_msg_prefixes: Vec::new(),
+            filter_origins: Vec::new(),
+            origin: OriginMode::Any,
+            publication_names: None,
+        }
+    }
+}
+
+impl Options {
+    /// Whether `add-tables` / `filter-tables` select this relation.
+    pub(crate) fn table_selected(&self, schema: &str, table: &str) -> bool {
+        !self.filter_tables.iter().any(|p| p.matches(schema, table))
+            && self.add_tables.as_ref().is_none_or(|add| add.iter().any(|p| p.matches(schema, table)))
+    }
+
+    /// Whether `add-msg-prefixes` / `filter-msg-prefixes` select this prefix.
+    pub(crate) fn prefix_selected(&self, prefix: &str) -> bool {
+        !self.filter_msg_prefixes.iter().any(|p| p == prefix)
+            && self.add_msg_prefixes.as_ref().is_none_or(|add| add.iter().any(|p| p == prefix))
+    }
+}
+
+/// Why an option list was refused. Reported as SQLSTATE 22023.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OptionError {
+    Unknown { name: String },
+    Duplicate { name: String },
+    Malformed { name: String, value: String, reason: String },
+}
+
+impl OptionError {
+    pub(crate) fn message(&self) -> String {
+        match self {
+            OptionError::Unknown { name } => format!("logical_ext: unrecognized option \"{name}\""),
+            OptionError::Duplicate { name } => format!("logical_ext: option \"{name}\" is given more than once"),
+            OptionError::Malformed { name, value, reason } => {
+                format!("logical_ext: invalid value \"{value}\" for option \"{name}\": {reason}")
+            }
+        }
+    }
+
+    pub(crate) fn hint(&self) -> String {
+        match self {
+            OptionError::Unknown { .. } => format!("Valid options are: {}.", KNOWN.join(", ")),
+            OptionError::Duplicate { .. } => "Give each option once.".into(),
+            OptionError::Malformed { name, .. } => format!("See docs/FORMAT.md for the syntax of \"{name}\"."),
+        }
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "format-version",
+    "include-transaction",
+    "include-xids",
+    "include-timestamp",
+    "include-lsn",
+    "include-origin",
+    "include-schemas",
+    "include-types",
+    "include-typmod",
+    "include-type-oids",
+    "include-pk",
+    "pretty-print",
+    "actions",
+    "add-tables",
+    "filter-tables",
+    "add-msg-prefixes",
+    "filter-msg-prefixes",
+    "filter-origins",
+    "origin",
+    "publication_names",
+];
+
+/// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
+/// on/off (at least `of`), 1/0.
+fn parse_bool(v: &str) -> Option<bool> {
+    let l = v.to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| l.len() >= min && word.starts_with(l.as_str());
+    if prefix_of("true", 1) || prefix_of("yes", 1) || l == "on" || l == "1" {
+        Some(true)
+    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || l == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Parse the `(name, value)` pairs the client passed. A missing value means
+/// `true` for booleans and is malformed for everything else.
+pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, OptionError> {
+    let mut o = Options::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in pairs {
+        if !KNOWN.contains(&name.as_str()) {
+            return Err(OptionError::Unknown { name: name.clone() });
+        }
+        if seen.contains(&name.as_str()) {
+            return Err(OptionError::Duplicate { name: name.clone() });
+        }
+        seen.push(name);
+        let bad = |reason: &str| OptionError::Malformed {
+            name: name.clone(),
+            value: value.clone().unwrap_or_default(),
+            reason: reason.to_string(),
+        };
+        let boolean = || match value {
+            None => Ok(true),
+            Some(v) => parse_bool(v).ok_or_else(|| bad("expected a boolean")),
+        };
+        let text = || value.as_deref().ok_or_else(|| bad("a value is required"));
+        match name.as_str() {
+            "format-version" => {
+                if text()?.trim() != "2" {
+                    return Err(bad("only format-version 2 (wal2json's JSON-per-change format) is supported"));
+                }
+            }
+            "include-transaction" => o.include_transaction = boolean()?,
+            "include-xids" => o.include_xids = boolean()?,
+            "include-timestamp" => o.include_timestamp = boolean()?,
+            "include-lsn" => o.include_lsn = boolean()?,
+            "include-origin" => o.include_origin = boolean()?,
+            "include-schemas" => o.include_schemas = boolean()?,
+            "include-types" => o.include_types = boolean()?,
+            "include-typmod" => o.include_typmod = boolean()?,
+            "include-type-oids" => o.include_type_oids = boolean()?,
+            "include-pk" => o.include_pk = boolean()?,
+            "pretty-print" => o.pretty_print = boolean()?,
+            "actions" => o.actions = parse_actions(text()?).map_err(|r| bad(&r))?,
+            "add-tables" => o.add_tables = Some(parse_table_patterns(text()?).map_err(|r| bad(&r))?),
+            "filter-tables" => o.filter_tables = parse_table_patterns(text()?).map_err(|r| bad(&r))?,
+            "add-msg-prefixes" => o.add_msg_prefixes = Some(parse_list(text()?).map_err(|r| bad(&r))?),
+            "filter-msg-prefixes" => o.filter_msg_prefixes = parse_list(text()?).map_err(|r| bad(&r))?,
+            "filter-origins" => {
+                o.filter_origins = parse_list(text()?)
+                    .map_err(|r| bad(&r))?
+                    .into_iter()
+                    .map(|item| match item.parse::<u16>() {
+                        Ok(id) => OriginRef::Id(id),
+                        Err(_) => OriginRef::Name(item),
+                    })
+                    .collect()
+            }
+            "origin" => {
+                o.origin = match text()?.to_ascii_lowercase().as_str() {
+                    "any" => OriginMode::Any,
+                    "none" => OriginMode::None,
+                    _ => return Err(bad("expected \"any\" or \"none\"")),
+                }
+            }
+            "publication_names" => o.publication_names = Some(parse_identifier_list(text()?).map_err(|r| bad(&r))?),
+            _ => unreachable!("every KNOWN option is handled"),
+        }
+    }
+    Ok(o)
+}
+
+fn parse_actions(v: &str) -> Result<Actions, String> {
+    let mut a = Actions::NONE;
+    for item in parse_list(v)? {
+        match item.as_str() {
+            "insert" => a.insert = true,
+            "update" => a.update = true,
+            "delete" => a.delete = true,
+            "truncate" => a.truncate = true,
+            other => return Err(format!("unknown action \"{other}\" (expected insert, update, delete, truncate)")),
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, Option<&str>)]) -> Result<Options, OptionError> {
+        let owned: Vec<(String, Option<String>)> =
+            pairs.iter().map(|(n, v)| (n.to_string(), v.map(str::to_string))).collect();
+        parse(&owned)
+    }
+
+    #[test]
+    fn defaults_match_wal2json_v2() {
+        let o = p(&[]).unwrap();
+        assert!(o.include_transaction && o.include_schemas && o.include_types && o.include_typmod);
+        assert!(!o.include_xids && !o.include_timestamp && !o.include_lsn && !o.include_pk);
+        assert_eq!(o.actions, Actions::ALL);
+        assert_eq!(o.origin, OriginMode::Any);
+    }
+
+    #[test]
+    fn booleans_accept_postgres_spellings() {
+        for (v, want) in
+            [("1", true), ("t", true), ("ON", true), ("yes", true), ("0", false), ("of", false), ("n", false)]
+        {
+            assert_eq!(p(&[("include-xids", Some(v))]).unwrap().include_xids, want, "{v}");
+        }
+        assert!(p(&[("include-xids", None)]).unwrap().include_xids);
+        assert!(matches!(p(&[("include-xids", Some("o"))]), Err(OptionError::Malformed { .. })));
+        assert!(matches!(p(&[("include-xids", Some("maybe"))]), Err(OptionError::Malformed { .. })));
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let e = p(&[("include-nothing", Some("1"))]).unwrap_err();
+        assert!(e.message().contains("include-nothing"));
+        let e = p(&[("include-xids", Some("1")), ("include-xids", Some("0"))]).unwrap_err();
+        assert_eq!(e, OptionError::Duplicate { name: "include-xids".into() });
+        let e = p(&[("actions", Some("insert,upsert"))]).unwrap_err();
+        assert!(e.message().contains("actions") && e.message().contains("upsert"));
+        assert!(p(&[("format-version", Some("1"))]).is_err());
+        assert!(p(&[("format-version", Some("2"))]).is_ok());
+        assert!(p(&[("origin", Some("some"))]).is_err());
+        assert!(p(&[("add-tables", None)]).is_err());
+    }
+
+    #[test]
+    fn filters() {
+        let o = p(&[("add-tables", Some("public.*")), ("filter-tables", Some("public.secret"))]).unwrap();
+        assert!(o.table_selected("public", "a"));
+        assert!(!o.table_selected("public", "secret"));
+        assert!(!o.table_selected("other", "a"));
+        let o = p(&[("filter-msg-prefixes", Some("x")), ("add-msg-prefixes", Some("x,y"))]).unwrap();
+        assert!(o.prefix_selected("y") && !o.prefix_selected("x") && !o.prefix_selected("z"));
+        let o = p(&[("filter-origins", Some("3,node_b"))]).unwrap();
+        assert_eq!(o.filter_origins, vec![OriginRef::Id(3), OriginRef::Name("node_b".into())]);
+        let o = p(&[("actions", Some("insert, delete"))]).unwrap();
+        assert_eq!(o.actions, Actions { insert: true, update: false, delete: true, truncate: false });
+    }
+}

@@ -1,0 +1,276 @@
+//! The output plugin's C entry points. Each callback only converts
+//! PostgreSQL's pointers into the small structs of `stream.rs`, switches to
+//! the per-change memory context and calls safe code; errors become
+//! PostgreSQL ERRORs through `#[pg_guard]`.
+
+use super::stream::{Decoder, Dml, Message, RowChange, Sink, Truncate, TxnInfo};
+use crate::ffi::{self, ContextSwitch};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Per-slot state hung on `ctx->output_plugin_private`.
+struct PluginState {
+    decoder: Decoder,
+    change_cxt: pg_sys::MemoryContext,
+}
+
+/// PostgreSQL looks this symbol up when a slot uses the `logical_ext` plugin.
+///
+/// # Safety
+/// Called by PostgreSQL with a callbacks struct to fill.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPluginCallbacks) {
+    // SAFETY: PostgreSQL passes a valid, zeroed struct.
+    let cb = unsafe { &mut *cb };
+    cb.startup_cb = Some(startup);
+    cb.begin_cb = Some(begin);
+    cb.change_cb = Some(change);
+    cb.truncate_cb = Some(truncate);
+    cb.commit_cb = Some(commit);
+    cb.message_cb = Some(message);
+    cb.filter_by_origin_cb = Some(filter_by_origin);
+    cb.shutdown_cb = Some(shutdown);
+}
+
+struct CtxSink(*mut pg_sys::LogicalDecodingContext);
+
+impl Sink for CtxSink {
+    fn write(&mut self, doc: &[u8]) {
+        // SAFETY: the context is the one PostgreSQL passed to the running
+        // callback; prepare/append/write is the documented write protocol.
+        unsafe {
+            pg_sys::OutputPluginPrepareWrite(self.0, true);
+            pg_sys::appendBinaryStringInfo((*self.0).out, doc.as_ptr().cast(), doc.len() as i32);
+            pg_sys::OutputPluginWrite(self.0, true);
+        }
+    }
+
+    fn skipped_transaction(&mut self) {
+        // SAFETY: as above.
+        unsafe { pg_sys::OutputPluginUpdateProgress(self.0, true) }
+    }
+}
+
+/// Run `f` on the session's state inside the per-change memory context,
+/// which is reset afterwards so nothing a change allocates outlives it.
+///
+/// # Safety
+/// `ctx` must be a decoding context whose startup callback ran.
+unsafe fn with_state(ctx: *mut pg_sys::LogicalDecodingContext, f: impl FnOnce(&mut Decoder, &mut CtxSink)) {
+    // SAFETY: startup stored a Box<PluginState> here.
+    let state = unsafe { &mut *((*ctx).output_plugin_private as *mut PluginState) };
+    {
+        let _cx = ContextSwitch::to(state.change_cxt);
+        f(&mut state.decoder, &mut CtxSink(ctx));
+    }
+    ffi::reset_memory_context(state.change_cxt);
+}
+
+fn options_of(list: *mut pg_sys::List) -> Vec<(String, Option<String>)> {
+    // SAFETY: output_plugin_options is a List of DefElem with String args.
+    unsafe {
+        ffi::ptr_list::<pg_sys::DefElem>(list)
+            .into_iter()
+            .map(|d| {
+                let arg = (*d).arg;
+                let value = (!arg.is_null()).then(|| ffi::cstr_to_string((*(arg as *mut pg_sys::String)).sval));
+                (ffi::cstr_to_string((*d).defname), value)
+            })
+            .collect()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    opt: *mut pg_sys::OutputPluginOptions,
+    _is_init: bool,
+) {
+    register_invalidation_callbacks();
+    // SAFETY: PostgreSQL passes valid pointers.
+    let (ctx, opt) = unsafe { (&mut *ctx, &mut *opt) };
+    opt.output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+    opt.receive_rewrites = false;
+    let cache_cxt = ffi::new_memory_context(ctx.context, c"logical_ext cache");
+    let change_cxt = ffi::new_memory_context(ctx.context, c"logical_ext change");
+    let decoder = match Decoder::new(&options_of(ctx.output_plugin_options), cache_cxt) {
+        Ok(d) => d,
+        Err(e) => {
+            ErrorReport::new(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message(), function_name!())
+                .set_hint(e.hint())
+                .report(PgLogLevel::ERROR);
+            unreachable!("ERROR does not return")
+        }
+    };
+    ctx.output_plugin_private = Box::into_raw(Box::new(PluginState { decoder, change_cxt })).cast();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
+    // SAFETY: startup stored a Box<PluginState>; we take it back once.
+    unsafe {
+        let p = (*ctx).output_plugin_private as *mut PluginState;
+        if !p.is_null() {
+            drop(Box::from_raw(p));
+            (*ctx).output_plugin_private = std::ptr::null_mut();
+        }
+    }
+}
+
+fn txn_info(txn: *mut pg_sys::ReorderBufferTXN) -> TxnInfo {
+    // SAFETY: PostgreSQL passes the transaction being replayed.
+    let t = unsafe { &*txn };
+    TxnInfo {
+        xid: t.xid.into_inner(),
+        origin: t.origin_id,
+        commit_lsn: t.final_lsn,
+        end_lsn: t.end_lsn,
+        // SAFETY: for a committed transaction the union holds commit_time.
+        commit_time: unsafe { t.xact_time.commit_time },
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn begin(ctx: *mut pg_sys::LogicalDecodingContext, txn: *mut pg_sys::ReorderBufferTXN) {
+    let info = txn_info(txn);
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, _| d.begin(info)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn commit(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+    _commit_lsn: pg_sys::XLogRecPtr,
+) {
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, sink| d.commit(sink)) }
+}
+
+fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
+    if buf.is_null() {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: a non-null tuple buffer embeds its HeapTupleData.
+        unsafe { &mut (*buf).tuple }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn change(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+    rel: pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    // SAFETY: PostgreSQL passes a valid change; for DML the union holds `tp`.
+    let ch = unsafe {
+        let c = &*change;
+        let dml = match c.action {
+            pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_INSERT => Dml::Insert,
+            pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_UPDATE => Dml::Update,
+            pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_DELETE => Dml::Delete,
+            _ => return,
+        };
+        RowChange { dml, lsn: c.lsn, old: tuple_of(c.data.tp.oldtuple), new: tuple_of(c.data.tp.newtuple) }
+    };
+    // SAFETY: rel is open for the duration of the callback.
+    unsafe { with_state(ctx, |d, sink| d.change(sink, rel, ch)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn truncate(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+    nrelations: i32,
+    relations: *mut pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    // SAFETY: PostgreSQL passes `nrelations` open relations and a TRUNCATE
+    // change whose union holds `truncate`.
+    let (rels, t) = unsafe {
+        let c = &*change;
+        (
+            std::slice::from_raw_parts(relations, nrelations as usize),
+            Truncate { lsn: c.lsn, cascade: c.data.truncate.cascade, restart_identity: c.data.truncate.restart_seqs },
+        )
+    };
+    // SAFETY: the relations stay open for the callback.
+    unsafe { with_state(ctx, |d, sink| d.truncate(sink, rels, t)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn message(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    _txn: *mut pg_sys::ReorderBufferTXN,
+    lsn: pg_sys::XLogRecPtr,
+    transactional: bool,
+    prefix: *const std::ffi::c_char,
+    size: pg_sys::Size,
+    content: *const std::ffi::c_char,
+) {
+    // SAFETY: prefix is NUL-terminated; content has `size` bytes.
+    let (prefix, content) =
+        unsafe { (ffi::cstr_to_string(prefix), std::slice::from_raw_parts(content as *const u8, size)) };
+    let m = Message { lsn, transactional, prefix: &prefix, content };
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, sink| d.message(sink, m)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn filter_by_origin(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    origin: pg_sys::RepOriginId,
+) -> bool {
+    // SAFETY: startup stored a PluginState here; this only reads it.
+    let state = unsafe { &*((*ctx).output_plugin_private as *const PluginState) };
+    state.decoder.filtered_origin(origin)
+}
+
+static CALLBACKS_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Register (once per process; PostgreSQL cannot unregister) the catalog
+/// invalidation callbacks that keep the relation caches exact.
+fn register_invalidation_callbacks() {
+    if CALLBACKS_REGISTERED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: registering plain functions with a dummy argument.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0usize));
+        for cache in [
+            pg_sys::SysCacheIdentifier::PUBLICATIONOID,
+            pg_sys::SysCacheIdentifier::PUBLICATIONRELMAP,
+            pg_sys::SysCacheIdentifier::PUBLICATIONNAMESPACEMAP,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(publication_invalidated),
+                pg_sys::Datum::from(0usize),
+            );
+        }
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::TYPEOID as i32,
+            Some(type_invalidated),
+            pg_sys::Datum::from(0usize),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    super::stream::invalidate_relation((relid != pg_sys::InvalidOid).then_some(relid));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn publication_invalidated(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    super::stream::invalidate_publications();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn type_invalidated(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    super::stream::invalidate_relation(None);
+}

@@ -1,0 +1,649 @@
+//! One decoding session: the options, the relation caches, the transaction
+//! being replayed, and the writing of every document of docs/FORMAT.md.
+//!
+//! The plugin layer (`plugin.rs`) turns PostgreSQL's callback arguments into
+//! the small structs below and calls a [`Decoder`] method inside a per-change
+//! memory context, which it resets afterwards; documents are written through a
+//! [`Sink`] one at a time, so memory stays bounded whatever the size of a
+//! transaction.
+//!
+//! BEGIN is deferred until the first document of a transaction is written, so
+//! a transaction whose changes are all filtered out produces nothing (and the
+//! sink is told it was skipped, so that the walsender can still confirm
+//! progress).
+
+use super::json;
+use super::options::{OptionError, Options, OriginMode, OriginRef};
+use super::publication::{FilterAction, PubDef, Route, load_publications};
+use super::shape::Shape;
+use super::values;
+use crate::ffi;
+use pgrx::pg_sys;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// Where documents go (the walsender or the SQL function's tuplestore).
+pub(crate) trait Sink {
+    fn write(&mut self, doc: &[u8]);
+    /// Report progress for a transaction that produced no output.
+    fn skipped_transaction(&mut self);
+}
+
+/// The transaction fields the stream prints.
+pub(crate) struct TxnInfo {
+    pub(crate) xid: u32,
+    pub(crate) origin: u16,
+    pub(crate) commit_lsn: u64,
+    pub(crate) end_lsn: u64,
+    pub(crate) commit_time: i64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dml {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// A row change, with its tuples (NULL when absent).
+pub(crate) struct RowChange {
+    pub(crate) dml: Dml,
+    pub(crate) lsn: u64,
+    pub(crate) old: pg_sys::HeapTuple,
+    pub(crate) new: pg_sys::HeapTuple,
+}
+
+pub(crate) struct Truncate {
+    pub(crate) lsn: u64,
+    pub(crate) cascade: bool,
+    pub(crate) restart_identity: bool,
+}
+
+pub(crate) struct Message<'a> {
+    pub(crate) lsn: u64,
+    pub(crate) transactional: bool,
+    pub(crate) prefix: &'a str,
+    pub(crate) content: &'a [u8],
+}
+
+// Invalidations arrive through process-wide callbacks (registered once per
+// backend in plugin.rs); they are only noted here and applied at the next
+// cache lookup, never in the middle of building an entry.
+thread_local! {
+    static DIRTY: Cell<bool> = const { Cell::new(false) };
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+#[derive(Default)]
+struct Pending {
+    all: bool,
+    publications: bool,
+    rels: Vec<pg_sys::Oid>,
+}
+
+/// Note a relcache invalidation (`None`: every relation).
+pub(crate) fn invalidate_relation(relid: Option<pg_sys::Oid>) {
+    PENDING.with_borrow_mut(|p| match relid {
+        Some(r) if p.rels.len() < 1024 => p.rels.push(r),
+        _ => p.all = true,
+    });
+    DIRTY.set(true);
+}
+
+/// Note a publication catalog change: every route must be recomputed.
+pub(crate) fn invalidate_publications() {
+    PENDING.with_borrow_mut(|p| {
+        p.publications = true;
+        p.all = true;
+    });
+    DIRTY.set(true);
+}
+
+struct Txn {
+    info: TxnInfo,
+    timestamp: String,
+    begun: bool,
+    skip: bool,
+}
+
+pub(crate) struct Decoder {
+    opts: Options,
+    cache_cxt: pg_sys::MemoryContext,
+    shapes: HashMap<pg_sys::Oid, Shape>,
+    routes: HashMap<pg_sys::Oid, Route>,
+    publications: Option<Vec<PubDef>>,
+    origin_ids: Vec<u16>,
+    origin_names: Vec<String>,
+    txn: Option<Txn>,
+    buf: Vec<u8>,
+    new_vals: (Vec<pg_sys::Datum>, Vec<bool>),
+    old_vals: (Vec<pg_sys::Datum>, Vec<bool>),
+    unchanged: Vec<usize>,
+}
+
+impl Decoder {
+    pub(crate) fn new(
+        pairs: &[(String, Option<String>)],
+        cache_cxt: pg_sys::MemoryContext,
+    ) -> Result<Decoder, OptionError> {
+        let opts = super::options::parse(pairs)?;
+        let mut origin_ids = Vec::new();
+        let mut origin_names = Vec::new();
+        for o in &opts.filter_origins {
+            match o {
+                OriginRef::Id(id) => origin_ids.push(*id),
+                OriginRef::Name(n) => origin_names.push(n.clone()),
+            }
+        }
+        Ok(Decoder {
+            opts,
+            cache_cxt,
+            shapes: HashMap::new(),
+            routes: HashMap::new(),
+            publications: None,
+            origin_ids,
+            origin_names,
+            txn: None,
+            buf: Vec::with_capacity(8192),
+            new_vals: (Vec::new(), Vec::new()),
+            old_vals: (Vec::new(), Vec::new()),
+            unchanged: Vec::new(),
+        })
+    }
+
+    /// `filter_by_origin_cb`: drop a transaction before it is even queued.
+    /// Origin names are resolved lazily (inside a transaction) by `begin`.
+    pub(crate) fn filtered_origin(&self, origin: u16) -> bool {
+        (self.opts.origin == OriginMode::None && origin != 0) || (origin != 0 && self.origin_ids.contains(&origin))
+    }
+
+    fn resolve_origin_names(&mut self) {
+        // SAFETY: IsTransactionState only reads the transaction state.
+        if self.origin_names.is_empty() || !unsafe { pg_sys::IsTransactionState() } {
+            return;
+        }
+        let ids = &mut self.origin_ids;
+        self.origin_names.retain(|name| {
+            let c = std::ffi::CString::new(name.as_str()).expect("option text has no NUL");
+            // SAFETY: catalog lookup inside a transaction; missing_ok.
+            let id = unsafe { pg_sys::replorigin_by_name(c.as_ptr(), true) };
+            if id != 0 {
+                ids.push(id);
+            }
+            id == 0
+        });
+    }
+
+    pub(crate) fn begin(&mut self, info: TxnInfo) {
+        self.resolve_origin_names();
+        let skip = self.filtered_origin(info.origin);
+        let timestamp = if self.opts.include_timestamp {
+            // SAFETY: timestamptz_to_str returns a static buffer we copy at once.
+            unsafe { ffi::cstr_to_string(pg_sys::timestamptz_to_str(info.commit_time)) }
+        } else {
+            String::new()
+        };
+        self.txn = Some(Txn { info, timestamp, begun: false, skip });
+    }
+
+    pub(crate) fn commit(&mut self, sink: &mut dyn Sink) {
+        let Some(txn) = self.txn.take() else { return };
+        if !txn.begun {
+            sink.skipped_transaction();
+            return;
+        }
+        if self.opts.include_transaction {
+            self.buf.clear();
+            self.txn_head(&txn, b'C');
+            self.buf.push(b'}');
+            self.flush(sink);
+        }
+    }
+
+    /// Write `{"action":"B"|"C"…}`'s fields without the closing brace.
+    fn txn_head(&mut self, txn: &Txn, action: u8) {
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"action\":\"");
+        b.push(action);
+        b.push(b'"');
+        push_txn_fields(b, &self.opts, Some(txn));
+        if self.opts.include_lsn {
+            b.extend_from_slice(b",\"lsn\":");
+            json::push_lsn(b, txn.info.commit_lsn);
+            b.extend_from_slice(b",\"nextlsn\":");
+            json::push_lsn(b, txn.info.end_lsn);
+        }
+    }
+
+    /// Write the BEGIN document if this is the transaction's first output.
+    fn ensure_begun(&mut self, sink: &mut dyn Sink) {
+        let Some(mut txn) = self.txn.take() else { return };
+        if !txn.begun {
+            txn.begun = true;
+            if self.opts.include_transaction {
+                self.buf.clear();
+                self.txn_head(&txn, b'B');
+                self.buf.push(b'}');
+                self.flush(sink);
+            }
+        }
+        self.txn = Some(txn);
+    }
+
+    fn flush(&mut self, sink: &mut dyn Sink) {
+        if self.opts.pretty_print {
+            sink.write(&json::pretty(&self.buf));
+        } else {
+            sink.write(&self.buf);
+        }
+    }
+
+    fn skipping(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| t.skip)
+    }
+
+    fn apply_invalidations(&mut self) {
+        if !DIRTY.replace(false) {
+            return;
+        }
+        let p = PENDING.take();
+        if p.publications {
+            self.publications = None;
+        }
+        if p.all {
+            self.shapes.clear();
+            self.routes.clear();
+        } else {
+            for r in &p.rels {
+                self.shapes.remove(r);
+            }
+            self.routes.retain(|relid, route| !p.rels.contains(relid) && !p.rels.contains(&route.emit_as));
+        }
+    }
+
+    /// The cached route of `rel`, computed on first use.
+    ///
+    /// # Safety
+    /// `rel` must be open; inside a decoding callback.
+    unsafe fn route(&mut self, rel: pg_sys::Relation) -> &Route {
+        // SAFETY: rel is open.
+        let relid = unsafe { (*rel).rd_id };
+        if !self.routes.contains_key(&relid) {
+            let route = match &self.opts.publication_names {
+                None => Route::direct(relid, self.opts.actions),
+                Some(names) => {
+                    let pubs = self.publications.get_or_insert_with(|| load_publications(names));
+                    // SAFETY: as required by this function.
+                    let mut r = unsafe { Route::published(rel, pubs, self.cache_cxt) };
+                    r.actions = r.actions.intersect(self.opts.actions);
+                    r
+                }
+            };
+            self.routes.insert(relid, route);
+        }
+        &self.routes[&relid]
+    }
+
+    /// The cached shape of `relid` (`rel` when it is that relation).
+    ///
+    /// # Safety
+    /// `rel` must be open; inside a decoding callback.
+    unsafe fn ensure_shape(&mut self, relid: pg_sys::Oid, rel: pg_sys::Relation) {
+        if self.shapes.contains_key(&relid) {
+            return;
+        }
+        // SAFETY: rel is open; another relid is a valid published ancestor,
+        // opened and closed around the build.
+        let shape = unsafe {
+            if (*rel).rd_id == relid {
+                Shape::build(rel, &self.opts, self.cache_cxt)
+            } else {
+                let other = pg_sys::RelationIdGetRelation(relid);
+                let s = Shape::build(other, &self.opts, self.cache_cxt);
+                pg_sys::RelationClose(other);
+                s
+            }
+        };
+        self.shapes.insert(relid, shape);
+    }
+
+    /// INSERT, UPDATE or DELETE.
+    ///
+    /// # Safety
+    /// `rel` must be open and the tuples (if not NULL) rows of it.
+    pub(crate) unsafe fn change(&mut self, sink: &mut dyn Sink, rel: pg_sys::Relation, ch: RowChange) {
+        if self.skipping() {
+            return;
+        }
+        self.apply_invalidations();
+        // SAFETY: as required by this function.
+        let route = unsafe { self.route(rel) };
+        let wanted = match ch.dml {
+            Dml::Insert => route.actions.insert,
+            Dml::Update => route.actions.update,
+            Dml::Delete => route.actions.delete,
+        };
+        if !wanted {
+            return;
+        }
+        let emit_as = route.emit_as;
+        let convert = route.convert;
+        // SAFETY: as required by this function.
+        unsafe { self.ensure_shape(emit_as, rel) };
+        let shape = &self.shapes[&emit_as];
+        if !self.opts.table_selected(&shape.schema, &shape.table) {
+            return;
+        }
+        let (mut old, mut new) = (ch.old, ch.new);
+        if !convert.is_null() {
+            // SAFETY: the map converts rows of `rel` to rows of `emit_as`.
+            unsafe {
+                if !old.is_null() {
+                    old = pg_sys::execute_attr_map_tuple(old, convert);
+                }
+                if !new.is_null() {
+                    new = pg_sys::execute_attr_map_tuple(new, convert);
+                }
+            }
+        }
+        let route = &self.routes[&rel_id(rel)];
+        // Row filters, with pgoutput's transformation of UPDATEs that move a
+        // row into or out of the filtered set.
+        let mut dml = ch.dml;
+        if let Some(f) = &route.filter {
+            // SAFETY: the tuples are rows of emit_as (converted above).
+            let keep = unsafe {
+                match dml {
+                    Dml::Insert => f.passes(FilterAction::Insert, new),
+                    Dml::Delete => old.is_null() || f.passes(FilterAction::Delete, old),
+                    Dml::Update if old.is_null() => f.passes(FilterAction::Update, new),
+                    Dml::Update => match (f.passes(FilterAction::Update, old), f.passes(FilterAction::Update, new)) {
+                        (false, false) => false,
+                        (false, true) => {
+                            dml = Dml::Insert;
+                            true
+                        }
+                        (true, false) => {
+                            dml = Dml::Delete;
+                            true
+                        }
+                        (true, true) => true,
+                    },
+                }
+            };
+            if !keep {
+                return;
+            }
+        }
+        self.ensure_begun(sink);
+        // SAFETY: tuples of emit_as's row type, as established above.
+        unsafe { self.write_row(emit_as, rel_id(rel), dml, ch.lsn, old, new) };
+        self.flush(sink);
+    }
+
+    /// Render one I/U/D document into `buf`.
+    ///
+    /// # Safety
+    /// `old`/`new` are NULL or rows of relation `emit_as`.
+    unsafe fn write_row(
+        &mut self,
+        emit_as: pg_sys::Oid,
+        relid: pg_sys::Oid,
+        dml: Dml,
+        lsn: u64,
+        old: pg_sys::HeapTuple,
+        new: pg_sys::HeapTuple,
+    ) {
+        let Decoder { opts, shapes, routes, txn, buf, new_vals, old_vals, unchanged, .. } = self;
+        let shape = &shapes[&emit_as];
+        let mask = routes[&relid].columns.as_deref();
+        let shown = |i: usize| mask.is_none_or(|m| m[i]);
+        // SAFETY: as required by this function.
+        let (has_old, has_new) = unsafe { (deform(old, shape, old_vals), deform(new, shape, new_vals)) };
+
+        buf.clear();
+        buf.extend_from_slice(match dml {
+            Dml::Insert => b"{\"action\":\"I\"",
+            Dml::Update => b"{\"action\":\"U\"",
+            Dml::Delete => b"{\"action\":\"D\"",
+        });
+        push_txn_fields(buf, opts, txn.as_ref());
+        if opts.include_lsn {
+            buf.extend_from_slice(b",\"lsn\":");
+            json::push_lsn(buf, lsn);
+        }
+        buf.extend_from_slice(&shape.names);
+
+        unchanged.clear();
+        if dml != Dml::Delete && has_new {
+            buf.extend_from_slice(b",\"columns\":[");
+            let mut first = true;
+            for (ci, col) in shape.columns.iter().enumerate() {
+                if !shown(col.index) {
+                    continue;
+                }
+                let (mut d, mut null) = (new_vals.0[col.index], new_vals.1[col.index]);
+                // SAFETY: a non-null varlena datum of this column.
+                if !null && col.varlena && unsafe { values::is_unchanged_toast(d) } {
+                    // The old row (REPLICA IDENTITY FULL) still has the value.
+                    if has_old && !old_vals.1[col.index] {
+                        (d, null) = (old_vals.0[col.index], false);
+                    } else {
+                        unchanged.push(ci);
+                        continue;
+                    }
+                }
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.extend_from_slice(&col.head);
+                if null {
+                    buf.extend_from_slice(b"null");
+                } else {
+                    // SAFETY: a valid non-null datum of this column's type.
+                    unsafe { values::push_value(buf, &col.kind, d) };
+                }
+                buf.push(b'}');
+            }
+            buf.push(b']');
+        }
+
+        // Identity: the old key (or whole old row with FULL); when an UPDATE
+        // did not change the key, PostgreSQL logs no old tuple and the key is
+        // taken from the new row.
+        let (id_vals, from_old) = if has_old { (&*old_vals, true) } else { (&*new_vals, false) };
+        let identity_source = if dml == Dml::Insert {
+            false
+        } else if from_old {
+            true
+        } else {
+            dml == Dml::Update && shape.has_identity_key && has_new
+        };
+        if identity_source {
+            buf.extend_from_slice(b",\"identity\":[");
+            let mut first = true;
+            for col in &shape.columns {
+                let member = if from_old && shape.identity_full { true } else { col.in_identity_key };
+                if !member || !shown(col.index) {
+                    continue;
+                }
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.extend_from_slice(&col.head);
+                if id_vals.1[col.index] {
+                    buf.extend_from_slice(b"null");
+                } else {
+                    // SAFETY: a valid non-null datum; old tuples are flattened.
+                    unsafe { values::push_value(buf, &col.kind, id_vals.0[col.index]) };
+                }
+                buf.push(b'}');
+            }
+            buf.push(b']');
+        }
+
+        if !unchanged.is_empty() {
+            buf.extend_from_slice(b",\"unchanged_toast\":[");
+            for (n, ci) in unchanged.iter().enumerate() {
+                if n > 0 {
+                    buf.push(b',');
+                }
+                json::push_str(buf, shape.columns[*ci].name.as_bytes());
+            }
+            buf.push(b']');
+        }
+
+        if opts.include_pk && dml != Dml::Insert {
+            buf.extend_from_slice(b",\"pk\":[");
+            let mut first = true;
+            for col in shape.columns.iter().filter(|c| c.in_pk) {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.extend_from_slice(&col.pk_item);
+            }
+            buf.push(b']');
+        }
+        buf.push(b'}');
+    }
+
+    /// TRUNCATE of `rels` (one document per emitted relation).
+    ///
+    /// # Safety
+    /// Every relation must be open.
+    pub(crate) unsafe fn truncate(&mut self, sink: &mut dyn Sink, rels: &[pg_sys::Relation], t: Truncate) {
+        if self.skipping() {
+            return;
+        }
+        self.apply_invalidations();
+        for &rel in rels {
+            // SAFETY: rel is open.
+            let route = unsafe { self.route(rel) };
+            // A partition published as its root is truncated through the root.
+            if !route.actions.truncate || route.emit_as != rel_id(rel) {
+                continue;
+            }
+            // SAFETY: rel is open.
+            unsafe { self.ensure_shape(rel_id(rel), rel) };
+            let shape = &self.shapes[&rel_id(rel)];
+            if !self.opts.table_selected(&shape.schema, &shape.table) {
+                continue;
+            }
+            self.ensure_begun(sink);
+            let shape = &self.shapes[&rel_id(rel)];
+            let b = &mut self.buf;
+            b.clear();
+            b.extend_from_slice(b"{\"action\":\"T\"");
+            push_txn_fields(b, &self.opts, self.txn.as_ref());
+            if self.opts.include_lsn {
+                b.extend_from_slice(b",\"lsn\":");
+                json::push_lsn(b, t.lsn);
+            }
+            b.extend_from_slice(&shape.names);
+            b.extend_from_slice(if t.cascade { b",\"cascade\":true" } else { b",\"cascade\":false" });
+            b.extend_from_slice(if t.restart_identity {
+                b",\"restart_identity\":true"
+            } else {
+                b",\"restart_identity\":false"
+            });
+            b.extend_from_slice(b",\"relations\":");
+            json::push_int(b, rels.len() as i64);
+            b.push(b'}');
+            self.flush(sink);
+        }
+    }
+
+    /// A logical message (`pg_logical_emit_message`).
+    pub(crate) fn message(&mut self, sink: &mut dyn Sink, m: Message<'_>) {
+        if !self.opts.prefix_selected(m.prefix) || (m.transactional && self.skipping()) {
+            return;
+        }
+        if m.transactional {
+            self.ensure_begun(sink);
+        }
+        let txn = if m.transactional { self.txn.as_ref() } else { None };
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(b"{\"action\":\"M\"");
+        push_txn_fields(b, &self.opts, txn);
+        if self.opts.include_lsn {
+            b.extend_from_slice(b",\"lsn\":");
+            json::push_lsn(b, m.lsn);
+        }
+        b.extend_from_slice(if m.transactional { b",\"transactional\":true" } else { b",\"transactional\":false" });
+        b.extend_from_slice(b",\"prefix\":");
+        json::push_str(b, m.prefix.as_bytes());
+        b.extend_from_slice(b",\"content\":");
+        if std::str::from_utf8(m.content).is_ok() {
+            json::push_str(b, m.content);
+        } else {
+            json::push_hex(b, m.content);
+            b.extend_from_slice(b",\"content_encoding\":\"hex\"");
+        }
+        b.push(b'}');
+        self.flush(sink);
+    }
+}
+
+fn rel_id(rel: pg_sys::Relation) -> pg_sys::Oid {
+    // SAFETY: callers pass open relations.
+    unsafe { (*rel).rd_id }
+}
+
+/// `xid`, `timestamp`, `origin` as the options ask; `null`s outside a
+/// transaction (non-transactional messages), as wal2json does.
+fn push_txn_fields(b: &mut Vec<u8>, opts: &Options, txn: Option<&Txn>) {
+    if opts.include_xids {
+        b.extend_from_slice(b",\"xid\":");
+        match txn {
+            Some(t) => json::push_int(b, t.info.xid as i64),
+            None => b.extend_from_slice(b"null"),
+        }
+    }
+    if opts.include_timestamp {
+        b.extend_from_slice(b",\"timestamp\":");
+        match txn {
+            Some(t) => json::push_str(b, t.timestamp.as_bytes()),
+            None => b.extend_from_slice(b"null"),
+        }
+    }
+    if opts.include_origin {
+        b.extend_from_slice(b",\"origin\":");
+        match txn {
+            Some(t) => json::push_int(b, t.info.origin as i64),
+            None => b.extend_from_slice(b"null"),
+        }
+    }
+}
+
+/// Deform `tuple` into `vals`; false when `tuple` is NULL.
+///
+/// # Safety
+/// `tuple` must be NULL or a row whose descriptor has `shape.natts` attributes
+/// matching the shape's relation.
+unsafe fn deform(tuple: pg_sys::HeapTuple, shape: &Shape, vals: &mut (Vec<pg_sys::Datum>, Vec<bool>)) -> bool {
+    if tuple.is_null() {
+        return false;
+    }
+    vals.0.resize(shape.natts, pg_sys::Datum::from(0usize));
+    vals.1.resize(shape.natts, true);
+    // SAFETY: the descriptor matches the tuple; the arrays have natts slots.
+    // heap_deform_tuple fills missing trailing attributes with NULLs, and the
+    // descriptor is the one the shape was built from.
+    unsafe {
+        pg_sys::heap_deform_tuple(tuple, shape.desc, vals.0.as_mut_ptr(), vals.1.as_mut_ptr());
+        // A row written before an `ADD COLUMN ... DEFAULT` is shorter than the
+        // descriptor: its trailing columns take the stored "missing" value,
+        // which heap_deform_tuple leaves as NULL.
+        let in_tuple = ((*(*tuple).t_data).t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16) as usize;
+        for i in in_tuple..shape.natts {
+            if (*(*shape.desc).attrs.as_ptr().add(i)).atthasmissing {
+                vals.0[i] = pg_sys::getmissingattr(shape.desc, i as i32 + 1, &mut vals.1[i]);
+            }
+        }
+    }
+    true
+}

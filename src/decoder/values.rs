@@ -1,0 +1,70 @@
+//! Rendering one datum as JSON, per [`ValueKind`]. This is the per-column hot
+//! path: fixed-width types are formatted from the datum itself, text-like
+//! types are escaped straight from the (detoasted) varlena, and only the
+//! remaining types pay for an output-function call.
+
+use super::json;
+use super::shape::ValueKind;
+use pgrx::pg_sys;
+use std::ffi::CStr;
+
+/// Whether a varlena datum is a TOAST pointer to data on disk, i.e. a value
+/// that an UPDATE left unchanged and that is therefore not in the WAL.
+///
+/// # Safety
+/// `datum` must be a non-null varlena datum.
+pub(crate) unsafe fn is_unchanged_toast(datum: pg_sys::Datum) -> bool {
+    let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: the caller guarantees a varlena pointer.
+    unsafe {
+        pgrx::varlena::varatt_is_1b_e(ptr)
+            && pgrx::varlena::vartag_1b_e(ptr) as u32 == pg_sys::vartag_external::VARTAG_ONDISK
+    }
+}
+
+/// The bytes of a varlena datum, detoasted (decompressed, or fetched from an
+/// indirect pointer built by the reorder buffer) into the current context.
+///
+/// # Safety
+/// `datum` must be a non-null varlena datum that is not an on-disk pointer.
+unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
+    // SAFETY: pg_detoast_datum_packed returns the value itself or a palloc'd
+    // copy that lives until the per-change context is reset.
+    unsafe {
+        let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+        std::slice::from_raw_parts(pgrx::varlena::vardata_any(v) as *const u8, pgrx::varlena::varsize_any_exhdr(v))
+    }
+}
+
+/// Append the JSON for a non-null `datum` of a column of kind `kind`.
+///
+/// # Safety
+/// `datum` must be a valid, non-null datum of the column's type.
+pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_sys::Datum) {
+    let raw = datum.value();
+    match kind {
+        ValueKind::Bool => out.extend_from_slice(if raw != 0 { b"true" } else { b"false" }),
+        ValueKind::Int2 => json::push_int(out, raw as i16 as i64),
+        ValueKind::Int4 => json::push_int(out, raw as i32 as i64),
+        ValueKind::Int8 => json::push_int(out, raw as i64),
+        ValueKind::Oid => json::push_int(out, raw as u32 as i64),
+        ValueKind::Float4 => json::push_f32(out, f32::from_bits(raw as u32)),
+        ValueKind::Float8 => json::push_f64(out, f64::from_bits(raw as u64)),
+        // SAFETY: text-like and bytea columns hold varlena datums.
+        ValueKind::Text => json::push_str(out, unsafe { varlena_bytes(datum) }),
+        // SAFETY: as above.
+        ValueKind::Bytea => json::push_hex(out, unsafe { varlena_bytes(datum) }),
+        ValueKind::Name => {
+            // SAFETY: a name datum points to a NUL-terminated NameData.
+            let s = unsafe { CStr::from_ptr(datum.cast_mut_ptr()) };
+            json::push_str(out, s.to_bytes());
+        }
+        ValueKind::Output(finfo) => {
+            let finfo = &**finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo;
+            // SAFETY: finfo was set up by fmgr_info_cxt for this type's output
+            // function; the result is a palloc'd C string.
+            let s = unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(finfo, datum)) };
+            json::push_str(out, s.to_bytes());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The thin FFI layer: declarations PostgreSQL exports but pgrx does not
+//! bind, and small safe wrappers around the PostgreSQL calls every part of the
+//! extension uses (memory contexts, C strings, lists). Nothing here knows
+//! about replication; mission code calls these instead of repeating the
+//! pointer handling.
+
+use pgrx::pg_sys;
+use std::ffi::{CStr, c_char};
+
+unsafe extern "C-unwind" {
+    /// `catalog/partition.h`: the ancestors of a partition, nearest first.
+    pub(crate) fn get_partition_ancestors(relid: pg_sys::Oid) -> *mut pg_sys::List;
+}
+
+/// Create an `AllocSet` memory context under `parent`.
+pub(crate) fn new_memory_context(parent: pg_sys::MemoryContext, name: &'static CStr) -> pg_sys::MemoryContext {
+    // SAFETY: `parent` is a live context handed to us by PostgreSQL and `name`
+    // is a static string, as AllocSetContextCreate requires.
+    unsafe {
+        pg_sys::AllocSetContextCreateInternal(
+            parent,
+            name.as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        )
+    }
+}
+
+/// Switches `CurrentMemoryContext` for its lifetime, and back on drop (also
+/// when a Rust panic unwinds through it).
+pub(crate) struct ContextSwitch {
+    old: pg_sys::MemoryContext,
+}
+
+impl ContextSwitch {
+    pub(crate) fn to(cxt: pg_sys::MemoryContext) -> Self {
+        // SAFETY: backends are single-threaded; CurrentMemoryContext is a plain
+        // global we save and restore.
+        let old = unsafe {
+            let old = pg_sys::CurrentMemoryContext;
+            pg_sys::CurrentMemoryContext = cxt;
+            old
+        };
+        ContextSwitch { old }
+    }
+}
+
+impl Drop for ContextSwitch {
+    fn drop(&mut self) {
+        // SAFETY: restores the context saved in `to`.
+        unsafe { pg_sys::CurrentMemoryContext = self.old };
+    }
+}
+
+/// Reset a memory context (free everything allocated in it).
+pub(crate) fn reset_memory_context(cxt: pg_sys::MemoryContext) {
+    // SAFETY: callers pass contexts they created and no longer reference.
+    unsafe { pg_sys::MemoryContextReset(cxt) }
+}
+
+/// Copy a NUL-terminated C string into Rust (lossy for invalid UTF-8).
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string.
+pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller guarantees a NUL-terminated string.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// The OIDs of a PostgreSQL `List` of OIDs.
+///
+/// # Safety
+/// `list` must be NIL or a valid `T_OidList`.
+pub(crate) unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a valid list has `length` initialised cells.
+    let cells = unsafe { std::slice::from_raw_parts((*list).elements, (*list).length as usize) };
+    // SAFETY: an OidList stores OIDs in `oid_value`.
+    cells.iter().map(|c| unsafe { c.oid_value }).collect()
+}
+
+/// The pointers of a PostgreSQL `List` of pointers.
+///
+/// # Safety
+/// `list` must be NIL or a valid `T_List`.
+pub(crate) unsafe fn ptr_list<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a valid list has `length` initialised cells.
+    let cells = unsafe { std::slice::from_raw_parts((*list).elements, (*list).length as usize) };
+    // SAFETY: a pointer list stores pointers in `ptr_value`.
+    cells.iter().map(|c| unsafe { c.ptr_value } as *mut T).collect()
+}
+
+/// The name of a namespace (schema), or an empty string if it is gone.
+pub(crate) fn namespace_name(nsp: pg_sys::Oid) -> String {
+    // SAFETY: get_namespace_name returns NULL or a palloc'd C string.
+    unsafe { cstr_to_string(pg_sys::get_namespace_name(nsp)) }
+}

@@ -1,0 +1,10 @@
+//! Server settings (`logical_ext.*`). The prefix is reserved at load time so
+//! a misspelt `logical_ext.*` setting is an error instead of being silently
+//! kept as a placeholder. Later parts register their settings here.
+
+use pgrx::pg_sys;
+
+pub(crate) fn register() {
+    // SAFETY: called from _PG_init with a static string.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"logical_ext".as_ptr()) }
+}
