@@ -35,7 +35,7 @@ pub(crate) struct Column {
     pub(crate) name: String,
     /// `{"name":…[,"type":…][,"typeoid":…],"value":`
     pub(crate) head: Vec<u8>,
-    /// `{"name":…[,"type":…]}` for the `pk` array.
+    /// `{"name":…[,"type":…][,"typeoid":…]}` for the `pk` array.
     pub(crate) pk_item: Vec<u8>,
     pub(crate) kind: ValueKind,
     /// varlena: may be an unchanged TOAST pointer in an UPDATE.
@@ -111,12 +111,12 @@ impl Shape {
                 item.extend_from_slice(b",\"type\":");
                 json::push_str(&mut item, type_name(att.atttypid, att.atttypmod, opts.include_typmod).as_bytes());
             }
-            let mut pk_item = item.clone();
-            pk_item.push(b'}');
             if opts.include_type_oids {
                 item.extend_from_slice(b",\"typeoid\":");
                 json::push_int(&mut item, u32::from(att.atttypid) as i64);
             }
+            let mut pk_item = item.clone();
+            pk_item.push(b'}');
             item.extend_from_slice(b",\"value\":");
             columns.push(Column {
                 index,

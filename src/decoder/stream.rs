@@ -21,6 +21,27 @@ use crate::ffi;
 use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Relation caches are keyed by OID: hashing a u32 needs no SipHash.
+#[derive(Default)]
+struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v);
+    }
+}
+
+type OidMap<V> = HashMap<pg_sys::Oid, V, BuildHasherDefault<OidHasher>>;
 
 /// Where documents go (the walsender or the SQL function's tuplestore).
 pub(crate) trait Sink {
@@ -109,8 +130,8 @@ struct Txn {
 pub(crate) struct Decoder {
     opts: Options,
     cache_cxt: pg_sys::MemoryContext,
-    shapes: HashMap<pg_sys::Oid, Shape>,
-    routes: HashMap<pg_sys::Oid, Route>,
+    shapes: OidMap<Shape>,
+    routes: OidMap<Route>,
     publications: Option<Vec<PubDef>>,
     origin_ids: Vec<u16>,
     origin_names: Vec<String>,
@@ -138,8 +159,8 @@ impl Decoder {
         Ok(Decoder {
             opts,
             cache_cxt,
-            shapes: HashMap::new(),
-            routes: HashMap::new(),
+            shapes: OidMap::default(),
+            routes: OidMap::default(),
             publications: None,
             origin_ids,
             origin_names,
@@ -154,7 +175,7 @@ impl Decoder {
     /// `filter_by_origin_cb`: drop a transaction before it is even queued.
     /// Origin names are resolved lazily (inside a transaction) by `begin`.
     pub(crate) fn filtered_origin(&self, origin: u16) -> bool {
-        (self.opts.origin == OriginMode::None && origin != 0) || (origin != 0 && self.origin_ids.contains(&origin))
+        origin != 0 && (self.opts.origin == OriginMode::None || self.origin_ids.contains(&origin))
     }
 
     fn resolve_origin_names(&mut self) {
@@ -217,6 +238,9 @@ impl Decoder {
 
     /// Write the BEGIN document if this is the transaction's first output.
     fn ensure_begun(&mut self, sink: &mut dyn Sink) {
+        if self.txn.as_ref().is_none_or(|t| t.begun) {
+            return;
+        }
         let Some(mut txn) = self.txn.take() else { return };
         if !txn.begun {
             txn.begun = true;
@@ -495,7 +519,7 @@ impl Decoder {
             buf.push(b']');
         }
 
-        if opts.include_pk && dml != Dml::Insert {
+        if opts.include_pk {
             buf.extend_from_slice(b",\"pk\":[");
             let mut first = true;
             for col in shape.columns.iter().filter(|c| c.in_pk) {

@@ -1,0 +1,173 @@
+//! Option parsing: every boolean option with every accepted spelling, its
+//! default, and every kind of option error (SQLSTATE 22023 naming the option).
+//! Spec: docs/FORMAT.md (Options).
+
+use logical_ext_pg_test::decoding::*;
+use logical_ext_pg_test::json::*;
+use logical_ext_pg_test::postgres::error::SqlState;
+use logical_ext_pg_test::*;
+
+/// Decoded stream for one set of options, as seen by the effect checks.
+struct Stream {
+    changes: Vec<Change>,
+}
+
+impl Stream {
+    fn first(&self, action: &str) -> &serde_json::Value {
+        &self
+            .changes
+            .iter()
+            .find(|c| c.action() == action)
+            .unwrap_or_else(|| panic!("no {action} in\n{}", dump(&self.changes)))
+            .doc
+    }
+    fn name_column(&self) -> &serde_json::Value {
+        entry(self.first("I"), "columns", "name").expect("column name")
+    }
+}
+
+/// (option, default, "is the option in effect?")
+type Effect = (&'static str, bool, fn(&Stream) -> bool);
+
+const EFFECTS: &[Effect] = &[
+    ("include-transaction", true, |s| s.changes.iter().any(|c| c.action() == "B")),
+    ("include-xids", false, |s| s.first("B").get("xid").is_some()),
+    ("include-timestamp", false, |s| s.first("B").get("timestamp").is_some()),
+    ("include-lsn", false, |s| s.first("B").get("lsn").is_some() && s.first("B").get("nextlsn").is_some()),
+    ("include-origin", false, |s| s.first("B").get("origin").is_some()),
+    ("include-schemas", true, |s| s.first("I").get("schema").is_some()),
+    ("include-types", true, |s| s.name_column().get("type").is_some()),
+    ("include-typmod", true, |s| s.name_column()["type"] == "character varying(20)"),
+    ("include-type-oids", false, |s| s.name_column().get("typeoid").is_some()),
+    ("include-pk", false, |s| s.first("U").get("pk").is_some()),
+    ("pretty-print", false, |s| s.changes.iter().all(|c| c.data.contains('\n'))),
+];
+
+// The spellings FORMAT.md lists (PostgreSQL's parse_bool is case-insensitive).
+const TRUE_SPELLINGS: &[&str] = &["1", "true", "on", "yes", "TRUE", "On"];
+const FALSE_SPELLINGS: &[&str] = &["0", "false", "off", "no", "FALSE", "Off"];
+
+#[test]
+fn boolean_options_defaults_and_spellings() {
+    let (_cluster, mut c) = plugin_cluster("dec_bool_options");
+    exec(
+        &mut c,
+        "CREATE TABLE opt_t (id int PRIMARY KEY, name varchar(20));
+         INSERT INTO opt_t VALUES (1, 'a');
+         UPDATE opt_t SET name = 'b' WHERE id = 1;",
+    );
+    // include-typmod's check needs include-types on, which is the default.
+    let mut failures = Vec::new();
+    let base = peek_changes(&mut c, "s", &[]);
+    for (opt, default, effect) in EFFECTS {
+        if effect(&Stream { changes: base.clone() }) != *default {
+            failures.push(format!("{opt}: default is not {default}"));
+        }
+        for (spellings, want) in [(TRUE_SPELLINGS, true), (FALSE_SPELLINGS, false)] {
+            for sp in spellings {
+                match try_changes(&mut c, false, "s", None, &[(opt, Some(sp))]) {
+                    Ok(changes) => {
+                        if effect(&Stream { changes }) != want {
+                            failures.push(format!("{opt}={sp}: effect is not {want}"));
+                        }
+                    }
+                    Err(e) => failures.push(format!("{opt}={sp}: {}", describe_error(&e))),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn non_boolean_options_accept_valid_values() {
+    let (_cluster, mut c) = plugin_cluster("dec_valid_options");
+    exec(&mut c, "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t;");
+    exec(&mut c, "SELECT pg_replication_origin_create('o1')");
+    exec(&mut c, "INSERT INTO t VALUES (1)");
+    let valid: &[&[(&str, &str)]] = &[
+        &[("format-version", "2")],
+        &[("actions", "insert,update,delete,truncate")],
+        &[("actions", "insert")],
+        &[("add-tables", "public.t")],
+        &[("add-tables", "*.*")],
+        &[("filter-tables", "\"a b\".\"c,d\"")],
+        &[("add-msg-prefixes", "a,\"b,c\"")],
+        &[("filter-msg-prefixes", "x")],
+        &[("filter-origins", "o1")],
+        &[("filter-origins", "1")],
+        &[("origin", "none")],
+        &[("origin", "any")],
+        &[("publication_names", "p")],
+    ];
+    let mut failures = Vec::new();
+    for o in valid {
+        match try_changes(&mut c, false, "s", None, &opts(o)) {
+            Ok(rows) if rows.iter().any(|r| r.action() == "I") => {}
+            Ok(rows) => failures.push(format!("{o:?}: no insert:\n{}", dump(&rows))),
+            Err(e) => failures.push(format!("{o:?}: {}", describe_error(&e))),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn option_errors_are_22023_and_name_the_option() {
+    let (_cluster, mut c) = plugin_cluster("dec_option_errors");
+    exec(&mut c, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);");
+    // (options, the option the message must name)
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("no-such-option", "1")], "no-such-option"),
+        (&[("include-xids", "1"), ("include-xids", "0")], "include-xids"),
+        (&[("actions", "insert"), ("actions", "delete")], "actions"),
+        (&[("include-xids", "maybe")], "include-xids"),
+        (&[("include-lsn", "2")], "include-lsn"),
+        (&[("pretty-print", "")], "pretty-print"),
+        (&[("include-transaction", "yes please")], "include-transaction"),
+        (&[("actions", "insert,frobnicate")], "actions"),
+        (&[("add-tables", "public.\"unterminated")], "add-tables"),
+        (&[("add-tables", "no_dot")], "add-tables"),
+        (&[("filter-tables", "\"a\"b.c")], "filter-tables"),
+        (&[("add-msg-prefixes", "\"open")], "add-msg-prefixes"),
+        (&[("filter-msg-prefixes", "\"open")], "filter-msg-prefixes"),
+        (&[("format-version", "1")], "format-version"),
+        (&[("format-version", "3")], "format-version"),
+        (&[("format-version", "two")], "format-version"),
+        (&[("origin", "sometimes")], "origin"),
+        (&[("filter-origins", "\"open")], "filter-origins"),
+        (&[("publication_names", "\"open")], "publication_names"),
+    ];
+    let mut failures = Vec::new();
+    for (o, name) in cases {
+        match try_changes(&mut c, false, "s", None, &opts(o)) {
+            Ok(rows) => failures.push(format!("{o:?}: accepted, {} row(s): {}", rows.len(), actions(&rows))),
+            Err(e) => {
+                let msg = describe_error(&e);
+                if e.code() != Some(&SqlState::INVALID_PARAMETER_VALUE) {
+                    failures.push(format!("{o:?}: SQLSTATE is not 22023: {msg}"));
+                }
+                let text = e
+                    .as_db_error()
+                    .map(|d| format!("{} {}", d.message(), d.detail().unwrap_or("")))
+                    .unwrap_or_default();
+                if !text.contains(name) {
+                    failures.push(format!("{o:?}: message does not name {name}: {msg}"));
+                }
+            }
+        }
+    }
+    // After all those errors the slot still decodes.
+    let rows = peek_changes(&mut c, "s", &[]);
+    assert_eq!(actions(&rows), "B I C");
+    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Options are checked when decoding starts, even when there is nothing to
+/// decode (pg_recvlogical users see errors at once).
+#[test]
+fn option_errors_without_changes() {
+    let (_cluster, mut c) = plugin_cluster("dec_option_errors_empty");
+    let e = try_changes(&mut c, false, "s", None, &opts(&[("bogus", "1")]))
+        .expect_err("unknown option with an empty stream");
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{}", describe_error(&e));
+}
