@@ -2,6 +2,7 @@
 //!
 //! Parts of the mission, one module each:
 //! - [`decoder`]: the `logical_ext` output plugin (JSON change stream).
+//! - [`apply`]: subscriptions applied by background workers.
 //!
 //! `ffi` is the thin layer of PostgreSQL calls shared by the parts.
 
@@ -9,6 +10,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod apply;
 mod decoder;
 mod ffi;
 mod settings;
@@ -16,6 +18,7 @@ mod settings;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    apply::init();
 }
 
 /// The version of the JSON stream format documented in docs/FORMAT.md.

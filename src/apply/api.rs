@@ -1,0 +1,418 @@
+//! The SQL interface of subscriptions (schema `logical_ext`). Each function
+//! validates its input into the typed config of `config.rs` first, then
+//! changes the catalog table, then starts or stops workers — starting only
+//! once the transaction commits (and restarting on abort what it stopped), so
+//! a worker never runs against uncommitted settings.
+
+use super::catalog::{self, Subscription};
+use super::config::{self, Origin, WorkerOptions};
+use super::conninfo::redact;
+use super::launcher::start_apply_worker;
+use super::status;
+use super::walrcv::{Connection, quote_ident, quote_literal};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgXactCallbackEvent, register_xact_callback};
+use std::time::{Duration, Instant};
+
+/// The one place SQL-facing errors are raised: SQLSTATE, message, hint.
+fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
+    let hint: String = hint.into();
+    let mut r = ErrorReport::new(code, format!("logical_ext: {}", msg.into()), "logical_ext");
+    if !hint.is_empty() {
+        r = r.set_hint(hint);
+    }
+    r.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+fn require_superuser(what: &str) {
+    // SAFETY: reads the current user's role attributes.
+    if !unsafe { pg_sys::superuser() } {
+        fail(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be superuser to {what}"),
+            "Subscriptions apply changes as their owner, who must be a superuser.",
+        );
+    }
+}
+
+fn require_preload() {
+    if !super::preloaded() {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "logical_ext is not loaded through shared_preload_libraries",
+            "Add logical_ext to shared_preload_libraries in postgresql.conf and restart the server; apply workers need it.",
+        );
+    }
+}
+
+fn my_database() -> pg_sys::Oid {
+    // SAFETY: set at backend start.
+    unsafe { pg_sys::MyDatabaseId }
+}
+
+fn load(name: &str) -> Subscription {
+    catalog::by_name(name).unwrap_or_else(|| {
+        fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("subscription \"{name}\" does not exist"), "")
+    })
+}
+
+fn connect(conninfo: &str, name: &str) -> Connection {
+    Connection::connect(conninfo, name).unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("could not connect to the publisher: {}", redact(&e.0)),
+            "Check the connection string and that the publisher accepts replication connections (pg_hba.conf).",
+        )
+    })
+}
+
+/// Start the worker once the current transaction commits.
+fn start_at_commit(subid: i32, owner: pg_sys::Oid) {
+    let db = my_database();
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        start_apply_worker(db, subid, owner);
+    });
+}
+
+/// Stop the worker now; start it again if the transaction aborts.
+fn stop_worker(sub: &Subscription) {
+    let db = my_database();
+    let Some(pid) = status::live_pid(db.to_u32(), sub.id) else { return };
+    // SAFETY: signalling the apply worker process we found in shared memory.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status::live_pid(db.to_u32(), sub.id).is_some() {
+        if Instant::now() > deadline {
+            fail(
+                PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                format!("the apply worker of subscription \"{}\" (pid {pid}) did not stop", sub.name),
+                "Try again; see the server log for what the worker is doing.",
+            );
+        }
+        // SAFETY: a short sleep that still honours query cancellation.
+        unsafe {
+            pg_sys::pg_usleep(10_000);
+            pgrx::check_for_interrupts!();
+        }
+    }
+    if sub.enabled {
+        let (id, owner) = (sub.id, sub.owner);
+        register_xact_callback(PgXactCallbackEvent::Abort, move || {
+            start_apply_worker(db, id, owner);
+        });
+    }
+}
+
+fn check_publications(conn: &mut Connection, pubs: &[String]) {
+    let list: Vec<String> = pubs.iter().map(|p| quote_literal(p)).collect();
+    let q = format!(
+        "SELECT p FROM unnest(ARRAY[{}]::text[]) AS p WHERE p NOT IN (SELECT pubname FROM pg_catalog.pg_publication)",
+        list.join(",")
+    );
+    let missing = conn.exec(&q, 1).unwrap_or_else(|e| {
+        fail(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("could not check publications: {}", e.0), "")
+    });
+    if let Some(row) = missing.first() {
+        fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("publication \"{}\" does not exist on the publisher", row[0].clone().unwrap_or_default()),
+            "Create it on the publisher first (CREATE PUBLICATION).",
+        );
+    }
+}
+
+/// Create a subscription: the slot on the publisher (unless `create_slot`
+/// is false), a local replication origin, and the apply worker.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern]
+fn create_subscription(
+    name: &str,
+    conninfo: &str,
+    publications: Vec<String>,
+    slot_name: default!(Option<&str>, "NULL"),
+    create_slot: default!(bool, true),
+    enabled: default!(bool, true),
+    copy_data: default!(bool, true),
+    origin: default!(&str, "'any'"),
+    options: default!(JsonB, "'{}'"),
+) {
+    require_superuser("create subscriptions");
+    require_preload();
+    if copy_data {
+        fail(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "initial table synchronization (copy_data => true) is not available yet",
+            "Copy the existing rows yourself (e.g. pg_dump --data-only) and pass copy_data => false.",
+        );
+    }
+    if name.is_empty() {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "subscription name must not be empty", "");
+    }
+    if publications.is_empty() {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "at least one publication is required", "");
+    }
+    let origin = Origin::parse(origin).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
+    WorkerOptions::parse(&options.0).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
+    let slot = slot_name.unwrap_or(name).to_string();
+    if !config::valid_slot_name(&slot) {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("\"{slot}\" is not a valid replication slot name"),
+            "Slot names use lower-case letters, digits and underscores (at most 63); pass slot_name => '...'.",
+        );
+    }
+    if catalog::by_name(name).is_some() {
+        fail(PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT, format!("subscription \"{name}\" already exists"), "");
+    }
+
+    if create_slot {
+        // SAFETY: refuses to run inside an explicit transaction block, since
+        // creating the remote slot cannot be rolled back.
+        unsafe { pg_sys::PreventInTransactionBlock(true, c"logical_ext.create_subscription".as_ptr()) };
+    }
+    let mut conn = connect(conninfo, name);
+    check_publications(&mut conn, &publications);
+    if create_slot {
+        let cmd = format!("CREATE_REPLICATION_SLOT {} LOGICAL logical_ext (SNAPSHOT 'nothing')", quote_ident(&slot));
+        // Returns slot_name, consistent_point, snapshot_name, output_plugin.
+        conn.exec(&cmd, 4).unwrap_or_else(|e| {
+            fail(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("could not create replication slot \"{slot}\" on the publisher: {}", e.0),
+                "The publisher needs wal_level = logical, a free max_replication_slots entry and logical_ext in output_plugin_libraries.",
+            )
+        });
+    }
+    drop(conn);
+
+    // SAFETY: reads the current user.
+    let owner = unsafe { pg_sys::GetUserId() };
+    let id = Spi::get_one_with_args::<i32>(
+        "INSERT INTO logical_ext.subscription (name, owner, conninfo, publications, slot_name, origin, enabled, options) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        &[
+            name.into(),
+            owner.into(),
+            conninfo.into(),
+            publications.into(),
+            slot.as_str().into(),
+            origin.as_str().into(),
+            enabled.into(),
+            options.into(),
+        ],
+    )
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not record subscription: {e}"), ""))
+    .expect("RETURNING id");
+    let origin_name = std::ffi::CString::new(Subscription::origin_name(id)).expect("no NUL");
+    // SAFETY: creates the origin in this transaction (rolled back with it).
+    unsafe { pg_sys::replorigin_create(origin_name.as_ptr()) };
+    if enabled {
+        start_at_commit(id, owner);
+    }
+}
+
+/// Drop a subscription: stop its worker, drop the remote slot (when
+/// `drop_slot` and the publisher is reachable), the origin and the record.
+#[pg_extern]
+fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
+    require_superuser("drop subscriptions");
+    let sub = load(name);
+    stop_worker(&sub);
+    if let (true, Some(slot)) = (drop_slot, &sub.slot_name) {
+        let mut conn = Connection::connect(&sub.conninfo, &sub.name).unwrap_or_else(|e| {
+            fail(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("could not connect to the publisher to drop slot \"{slot}\": {}", redact(&e.0)),
+                format!(
+                    "To drop the subscription without dropping the slot, call logical_ext.drop_subscription('{name}', drop_slot => false), \
+                     then drop the slot on the publisher with SELECT pg_drop_replication_slot('{slot}')."
+                ),
+            )
+        });
+        if let Err(e) = conn.exec(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(slot)), 0) {
+            if e.0.contains("does not exist") {
+                warning!("logical_ext: replication slot \"{slot}\" did not exist on the publisher");
+            } else {
+                fail(
+                    PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                    format!("could not drop replication slot \"{slot}\" on the publisher: {}", e.0),
+                    format!(
+                        "Pass drop_slot => false and drop the slot on the publisher with pg_drop_replication_slot('{slot}')."
+                    ),
+                );
+            }
+        }
+    }
+    let origin = std::ffi::CString::new(Subscription::origin_name(sub.id)).expect("no NUL");
+    // SAFETY: the worker using the origin has stopped; missing_ok.
+    unsafe { pg_sys::replorigin_drop_by_name(origin.as_ptr(), true, false) };
+    Spi::run_with_args("DELETE FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()]).unwrap_or_else(|e| {
+        fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not delete subscription: {e}"), "")
+    });
+    let (db, id) = (my_database().to_u32(), sub.id);
+    if super::preloaded() {
+        register_xact_callback(PgXactCallbackEvent::Commit, move || status::forget(db, id));
+    }
+}
+
+/// Enable a subscription: its worker starts at commit.
+#[pg_extern]
+fn enable_subscription(name: &str) {
+    require_superuser("enable subscriptions");
+    require_preload();
+    let sub = load(name);
+    Spi::run_with_args("UPDATE logical_ext.subscription SET enabled = true WHERE id = $1", &[sub.id.into()])
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    start_at_commit(sub.id, sub.owner);
+}
+
+/// Disable a subscription: its worker stops now (and restarts if this
+/// transaction rolls back).
+#[pg_extern]
+fn disable_subscription(name: &str) {
+    require_superuser("disable subscriptions");
+    let sub = load(name);
+    stop_worker(&sub);
+    Spi::run_with_args("UPDATE logical_ext.subscription SET enabled = false WHERE id = $1", &[sub.id.into()])
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+}
+
+/// Change a subscription's settings: `conninfo`, `publications`, `origin`,
+/// `slot_name`, and the worker options (`retry_min_delay_ms`,
+/// `retry_max_delay_ms`; `null` resets one to its default).
+#[pg_extern]
+fn alter_subscription(name: &str, options: JsonB) {
+    require_superuser("alter subscriptions");
+    let sub = load(name);
+    let Some(changes) = options.0.as_object() else {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "options must be a JSON object", "")
+    };
+    let bad = |key: &str, want: &str| -> ! {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("\"{key}\" must be {want}"), "")
+    };
+    let mut sets: Vec<(&str, pgrx::datum::DatumWithOid<'static>)> = Vec::new();
+    let mut worker_opts = serde_json::Map::new();
+    let current: JsonB =
+        Spi::get_one_with_args("SELECT options FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()])
+            .ok()
+            .flatten()
+            .unwrap_or(JsonB(serde_json::json!({})));
+    if let Some(o) = current.0.as_object() {
+        worker_opts = o.clone();
+    }
+    for (k, v) in changes {
+        match k.as_str() {
+            "conninfo" => {
+                sets.push(("conninfo", v.as_str().map(str::to_string).unwrap_or_else(|| bad(k, "a string")).into()))
+            }
+            "publications" => {
+                let pubs: Vec<String> = v
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| {
+                        a.iter()
+                            .map(|p| p.as_str().map(str::to_string).unwrap_or_else(|| bad(k, "an array of names")))
+                            .collect()
+                    })
+                    .unwrap_or_else(|| bad(k, "a non-empty array of publication names"));
+                sets.push(("publications", pubs.into()));
+            }
+            "origin" => {
+                let o =
+                    v.as_str().map(Origin::parse).and_then(Result::ok).unwrap_or_else(|| bad(k, "\"any\" or \"none\""));
+                sets.push(("origin", o.as_str().into()));
+            }
+            "slot_name" => {
+                let s =
+                    v.as_str().filter(|s| config::valid_slot_name(s)).unwrap_or_else(|| bad(k, "a valid slot name"));
+                sets.push(("slot_name", s.to_string().into()));
+            }
+            key if config::WORKER_OPTION_KEYS.contains(&key) => {
+                if v.is_null() {
+                    worker_opts.remove(key);
+                } else {
+                    worker_opts.insert(key.to_string(), v.clone());
+                }
+            }
+            other => fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("unknown subscription setting \"{other}\""),
+                format!(
+                    "Valid settings: conninfo, publications, origin, slot_name, {}.",
+                    config::WORKER_OPTION_KEYS.join(", ")
+                ),
+            ),
+        }
+    }
+    let opts = serde_json::Value::Object(worker_opts);
+    WorkerOptions::parse(&opts).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
+    sets.push(("options", JsonB(opts).into()));
+    stop_worker(&sub);
+    for (col, val) in sets {
+        Spi::run_with_args(
+            &format!("UPDATE logical_ext.subscription SET {col} = $1 WHERE id = $2"),
+            &[val, sub.id.into()],
+        )
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    }
+    if sub.enabled {
+        start_at_commit(sub.id, sub.owner);
+    }
+}
+
+/// `conninfo` with the password hidden.
+#[pg_extern(immutable, parallel_safe)]
+fn redact_conninfo(conninfo: &str) -> String {
+    redact(conninfo)
+}
+
+/// Shared-memory state of this database's apply workers (times in µs since
+/// 2000-01-01; the `subscription_status` view presents them).
+#[pg_extern]
+#[allow(clippy::type_complexity)]
+fn worker_status() -> TableIterator<
+    'static,
+    (
+        name!(subid, i32),
+        name!(pid, Option<i32>),
+        name!(state, Option<String>),
+        name!(received_lsn, i64),
+        name!(latest_end_lsn, i64),
+        name!(last_msg_send_time, i64),
+        name!(last_msg_receipt_time, i64),
+        name!(last_commit_time, i64),
+        name!(applied_transactions, i64),
+        name!(applied_changes, i64),
+        name!(last_error, Option<String>),
+        name!(last_error_time, i64),
+    ),
+> {
+    if !super::preloaded() {
+        return TableIterator::new(Vec::new());
+    }
+    let db = my_database().to_u32();
+    let rows: Vec<_> = status::all()
+        .into_iter()
+        .filter(|s| s.dboid == db && s.subid != 0)
+        .map(|s| {
+            let live = status::live_pid(db, s.subid);
+            (
+                s.subid,
+                live,
+                live.and(s.state().map(|st| st.as_str().to_string())),
+                s.received_lsn as i64,
+                s.latest_end_lsn as i64,
+                s.last_send_time,
+                s.last_receipt_time,
+                s.last_commit_time,
+                s.applied_txns,
+                s.applied_changes,
+                s.error().map(str::to_string),
+                s.error_time,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}

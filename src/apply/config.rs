@@ -1,0 +1,122 @@
+//! A subscription's settings as data: the `origin` mode, the `options` jsonb
+//! (closed set of keys, unknown ones refused), and the retry backoff they
+//! imply. Pure and unit-tested; SQL functions report the errors.
+
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Apply every change.
+    Any,
+    /// Ask the publisher to drop changes that arrived there through a
+    /// replication origin (bidirectional setups: no loops).
+    None,
+}
+
+impl Origin {
+    pub(crate) fn parse(s: &str) -> Result<Origin, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "any" => Ok(Origin::Any),
+            "none" => Ok(Origin::None),
+            _ => Err(format!("invalid origin \"{s}\": expected \"any\" or \"none\"")),
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Origin::Any => "any",
+            Origin::None => "none",
+        }
+    }
+}
+
+/// Worker options stored in `logical_ext.subscription.options`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerOptions {
+    /// First delay before retrying after an error.
+    pub(crate) retry_min_delay: Duration,
+    /// Cap of the exponential backoff.
+    pub(crate) retry_max_delay: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { retry_min_delay: Duration::from_millis(500), retry_max_delay: Duration::from_secs(30) }
+    }
+}
+
+pub(crate) const WORKER_OPTION_KEYS: &[&str] = &["retry_min_delay_ms", "retry_max_delay_ms"];
+
+fn millis(v: &Value, key: &str) -> Result<Duration, String> {
+    v.as_u64()
+        .filter(|ms| (1..=86_400_000).contains(ms))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("option \"{key}\" must be an integer number of milliseconds between 1 and 86400000"))
+}
+
+impl WorkerOptions {
+    /// Parse the `options` object; unknown keys are refused.
+    pub(crate) fn parse(v: &Value) -> Result<WorkerOptions, String> {
+        let obj = v.as_object().ok_or("options must be a JSON object")?;
+        let mut o = WorkerOptions::default();
+        for (k, val) in obj {
+            match k.as_str() {
+                "retry_min_delay_ms" => o.retry_min_delay = millis(val, k)?,
+                "retry_max_delay_ms" => o.retry_max_delay = millis(val, k)?,
+                other => {
+                    return Err(format!(
+                        "unknown subscription option \"{other}\" (valid: {})",
+                        WORKER_OPTION_KEYS.join(", ")
+                    ));
+                }
+            }
+        }
+        if o.retry_min_delay > o.retry_max_delay {
+            return Err("retry_min_delay_ms must not exceed retry_max_delay_ms".into());
+        }
+        Ok(o)
+    }
+
+    /// Delay before retry number `attempt` (0-based): doubling, capped.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+        self.retry_min_delay.saturating_mul(factor).min(self.retry_max_delay)
+    }
+}
+
+/// Slot names are what PostgreSQL accepts: lower-case letters, digits and
+/// underscores, at most 63 bytes.
+pub(crate) fn valid_slot_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_and_backoff() {
+        let o = WorkerOptions::parse(&json!({"retry_min_delay_ms": 100, "retry_max_delay_ms": 1000})).unwrap();
+        assert_eq!(o.backoff(0), Duration::from_millis(100));
+        assert_eq!(o.backoff(3), Duration::from_millis(800));
+        assert_eq!(o.backoff(4), Duration::from_millis(1000));
+        assert_eq!(o.backoff(1000), Duration::from_millis(1000));
+        assert_eq!(WorkerOptions::parse(&json!({})).unwrap(), WorkerOptions::default());
+        assert!(WorkerOptions::parse(&json!({"nope": 1})).unwrap_err().contains("nope"));
+        assert!(WorkerOptions::parse(&json!({"retry_min_delay_ms": -1})).is_err());
+        assert!(WorkerOptions::parse(&json!({"retry_min_delay_ms": 5000, "retry_max_delay_ms": 10})).is_err());
+        assert!(WorkerOptions::parse(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn origins_and_slot_names() {
+        assert_eq!(Origin::parse("NONE").unwrap(), Origin::None);
+        assert!(Origin::parse("local").is_err());
+        assert!(valid_slot_name("sub_1"));
+        assert!(!valid_slot_name("Sub"));
+        assert!(!valid_slot_name(""));
+        assert!(!valid_slot_name(&"a".repeat(64)));
+    }
+}

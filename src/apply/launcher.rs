@@ -1,0 +1,105 @@
+//! Starting apply workers. At server start a launcher (a static background
+//! worker, registered while `shared_preload_libraries` is processed) lists
+//! the databases and starts a short-lived starter in each; a starter finds
+//! the enabled subscriptions of its database (if logical_ext is installed
+//! there) and starts their apply workers. The SQL functions start and stop
+//! workers directly when subscriptions change.
+//!
+//! Apply workers are dynamic workers with a restart time, so PostgreSQL
+//! restarts one that crashed; a duplicate started by a racing launcher finds
+//! its subscription claimed (`status.rs`) and exits.
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::time::Duration;
+
+/// Database the launcher connects to in order to list the databases.
+const LAUNCHER_DATABASE: &str = "postgres";
+
+pub(crate) fn register_launcher() {
+    BackgroundWorkerBuilder::new("logical_ext launcher")
+        .set_type("logical_ext launcher")
+        .set_function("logical_ext_launcher_main")
+        .set_library("logical_ext")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+/// `bgw_extra` of an apply worker: its database and the subscription owner.
+fn extra(dboid: pg_sys::Oid, owner: pg_sys::Oid) -> String {
+    format!("{} {}", dboid.to_u32(), owner.to_u32())
+}
+
+pub(crate) fn parse_extra(s: &str) -> (pg_sys::Oid, pg_sys::Oid) {
+    let mut it = s.split_whitespace().map(|p| p.parse::<u32>().unwrap_or(0));
+    (pg_sys::Oid::from(it.next().unwrap_or(0)), pg_sys::Oid::from(it.next().unwrap_or(0)))
+}
+
+/// Start the apply worker of a subscription. Returns false (after a
+/// WARNING) when no background worker slot is free.
+pub(crate) fn start_apply_worker(dboid: pg_sys::Oid, subid: i32, owner: pg_sys::Oid) -> bool {
+    let r = BackgroundWorkerBuilder::new(&format!("logical_ext apply {subid}"))
+        .set_type("logical_ext apply")
+        .set_function("logical_ext_apply_main")
+        .set_library("logical_ext")
+        .set_argument(Some(pg_sys::Datum::from(subid)))
+        .set_extra(&extra(dboid, owner))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load_dynamic();
+    if r.is_err() {
+        warning!(
+            "logical_ext: could not start the apply worker of subscription {subid}: no free background worker slot"
+        );
+        return false;
+    }
+    true
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn logical_ext_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(LAUNCHER_DATABASE), None);
+    let dbs: Vec<pg_sys::Oid> = BackgroundWorker::transaction(|| {
+        Spi::connect(|c| {
+            c.select("SELECT oid FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate", None, &[])?
+                .map(|r| r.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or(pg_sys::InvalidOid)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_else(|e| pgrx::error!("logical_ext launcher: could not list databases: {e}"))
+    });
+    for db in dbs {
+        let r = BackgroundWorkerBuilder::new(&format!("logical_ext starter {}", db.to_u32()))
+            .set_type("logical_ext starter")
+            .set_function("logical_ext_starter_main")
+            .set_library("logical_ext")
+            .set_argument(Some(pg_sys::Datum::from(db)))
+            .enable_spi_access()
+            .load_dynamic();
+        if r.is_err() {
+            warning!("logical_ext launcher: no free background worker slot to scan database {}", db.to_u32());
+        }
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn logical_ext_starter_main(arg: pg_sys::Datum) {
+    let dboid = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    let subs = BackgroundWorker::transaction(|| {
+        let installed = Spi::get_one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'logical_ext'")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if installed { super::catalog::enabled() } else { Vec::new() }
+    });
+    for (subid, owner) in subs {
+        start_apply_worker(dboid, subid, owner);
+    }
+}

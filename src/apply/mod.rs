@@ -1,0 +1,54 @@
+//! Part 2 of the mission: subscriptions applied by background workers.
+//!
+//! Design notes
+//! - `api.rs`: the SQL functions (create/drop/enable/disable/alter, status).
+//! - `catalog.rs`: the `logical_ext.subscription` record; `config.rs`: its
+//!   settings as typed data (pure); `conninfo.rs`: password redaction (pure).
+//! - `launcher.rs`: starts workers at server start and on demand.
+//! - `worker.rs`: the apply loop (stream, apply, feedback, retry).
+//! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
+//!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
+//!   through the executor; `status.rs`: shared-memory worker status.
+//!
+//! Workers need `shared_preload_libraries = 'logical_ext'` (shared memory and
+//! the launcher are set up only then); without it the SQL functions that
+//! would need a worker raise an error with a HINT.
+
+mod api;
+mod catalog;
+mod config;
+mod conninfo;
+mod executor;
+mod launcher;
+mod protocol;
+mod relation;
+mod status;
+mod walrcv;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the library was loaded by `shared_preload_libraries` (inherited by
+/// every backend forked from the postmaster).
+pub(crate) fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// Called from `_PG_init`.
+pub(crate) fn init() {
+    // SAFETY: reads a flag PostgreSQL sets while loading preload libraries.
+    if !unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    PRELOADED.store(true, Ordering::Relaxed);
+    status::init_shmem();
+    launcher::register_launcher();
+}
+
+pgrx::extension_sql_file!(
+    "../../sql/subscription.sql",
+    name = "subscription",
+    requires = [api::worker_status, api::redact_conninfo]
+);

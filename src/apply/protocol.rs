@@ -1,0 +1,257 @@
+//! The wire formats the apply worker speaks, as pure functions: the streaming
+//! replication CopyData messages (`w` XLogData, `k` keepalive, `r` standby
+//! status update) and the JSON documents of the `logical_ext` output plugin
+//! (docs/FORMAT.md), parsed with serde into a closed [`Doc`] enum.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// A message received inside the COPY BOTH stream.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Inbound<'a> {
+    /// `w`: one document of the plugin; `wal_end` is the server's WAL end.
+    XLogData { start: u64, wal_end: u64, send_time: i64, payload: &'a [u8] },
+    /// `k`: the server's position, and whether it wants a reply now.
+    Keepalive { wal_end: u64, send_time: i64, reply_requested: bool },
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) struct WireError(pub(crate) String);
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+pub(crate) fn parse_inbound(buf: &[u8]) -> Result<Inbound<'_>, WireError> {
+    match buf.first() {
+        Some(b'w') if buf.len() >= 25 => Ok(Inbound::XLogData {
+            start: be_u64(buf, 1),
+            wal_end: be_u64(buf, 9),
+            send_time: be_u64(buf, 17) as i64,
+            payload: &buf[25..],
+        }),
+        Some(b'k') if buf.len() >= 18 => Ok(Inbound::Keepalive {
+            wal_end: be_u64(buf, 1),
+            send_time: be_u64(buf, 9) as i64,
+            reply_requested: buf[17] != 0,
+        }),
+        Some(t) => {
+            Err(WireError(format!("unexpected replication message type \"{}\" of {} bytes", *t as char, buf.len())))
+        }
+        None => Err(WireError("empty replication message".into())),
+    }
+}
+
+/// The 34-byte standby status update (`r`): positions written, flushed and
+/// applied, the client's clock (PostgreSQL epoch, µs), and whether the server
+/// should reply at once.
+pub(crate) fn status_update(write: u64, flush: u64, apply: u64, now: i64, reply: bool) -> [u8; 34] {
+    let mut m = [0u8; 34];
+    m[0] = b'r';
+    m[1..9].copy_from_slice(&write.to_be_bytes());
+    m[9..17].copy_from_slice(&flush.to_be_bytes());
+    m[17..25].copy_from_slice(&apply.to_be_bytes());
+    m[25..33].copy_from_slice(&now.to_be_bytes());
+    m[33] = reply as u8;
+    m
+}
+
+/// Parse PostgreSQL's `X/X` LSN text.
+pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+pub(crate) fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn as u32)
+}
+
+/// One `{"name":…,"value":…}` entry; the value is kept as raw JSON so its
+/// text reaches the type's input function without a float round trip.
+#[derive(Deserialize, Debug)]
+pub(crate) struct Column<'a> {
+    #[serde(borrow)]
+    pub(crate) name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) value: &'a RawValue,
+}
+
+impl Column<'_> {
+    /// The value as text for an input function, or `None` for SQL NULL.
+    pub(crate) fn text(&self) -> Result<Option<Cow<'_, str>>, String> {
+        let raw = self.value.get();
+        match raw.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<Cow<'_, str>>(raw).map(Some).map_err(|e| e.to_string()),
+            Some(b'n') if raw == "null" => Ok(None),
+            Some(b'{') | Some(b'[') => Err(format!("unexpected structured value {raw}")),
+            Some(_) => Ok(Some(Cow::Borrowed(raw))),
+            None => Err("empty value".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawDoc<'a> {
+    action: &'a str,
+    #[serde(default, borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    lsn: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    nextlsn: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    table: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    columns: Option<Vec<Column<'a>>>,
+    #[serde(default, borrow)]
+    identity: Option<Vec<Column<'a>>>,
+    #[serde(default)]
+    restart_identity: Option<bool>,
+}
+
+/// A relation as the publisher names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RemoteRel {
+    pub(crate) schema: String,
+    pub(crate) table: String,
+}
+
+/// A decoded document of the stream, as the worker needs it.
+#[derive(Debug)]
+pub(crate) enum Doc<'a> {
+    Begin,
+    Commit {
+        end_lsn: u64,
+        timestamp: Option<Cow<'a, str>>,
+    },
+    Insert {
+        rel: RemoteRel,
+        new: Vec<Column<'a>>,
+    },
+    /// Columns whose TOASTed value did not change are absent from `new`
+    /// (listed in the document's `unchanged_toast`): the local value stays.
+    Update {
+        rel: RemoteRel,
+        new: Vec<Column<'a>>,
+        identity: Option<Vec<Column<'a>>>,
+    },
+    Delete {
+        rel: RemoteRel,
+        identity: Option<Vec<Column<'a>>>,
+    },
+    /// One per relation of a TRUNCATE statement (same `lsn`); the publisher's
+    /// CASCADE already listed every relation, so no cascade flag is needed.
+    Truncate {
+        rel: RemoteRel,
+        restart_identity: bool,
+        lsn: Option<Cow<'a, str>>,
+    },
+    /// A logical message (`pg_logical_emit_message`).
+    Message,
+}
+
+/// Parse one document. Errors say what is wrong; the caller adds the LSN.
+pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
+    let d: RawDoc<'_> = serde_json::from_slice(payload).map_err(|e| format!("malformed JSON document: {e}"))?;
+    let rel = |d: &RawDoc<'_>| -> Result<RemoteRel, String> {
+        Ok(RemoteRel {
+            schema: d.schema.as_deref().ok_or("document has no \"schema\" (include-schemas must be on)")?.to_string(),
+            table: d.table.as_deref().ok_or("document has no \"table\"")?.to_string(),
+        })
+    };
+    Ok(match d.action {
+        "B" => Doc::Begin,
+        "C" => Doc::Commit {
+            end_lsn: d
+                .nextlsn
+                .as_deref()
+                .and_then(parse_lsn)
+                .ok_or("COMMIT document has no valid \"nextlsn\" (include-lsn must be on)")?,
+            timestamp: d.timestamp,
+        },
+        "I" => Doc::Insert { rel: rel(&d)?, new: d.columns.ok_or("INSERT document has no \"columns\"")? },
+        "U" => Doc::Update {
+            rel: rel(&d)?,
+            new: d.columns.ok_or("UPDATE document has no \"columns\"")?,
+            identity: d.identity,
+        },
+        "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
+        "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
+        "M" => Doc::Message,
+        other => return Err(format!("unknown action \"{other}\"")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xlogdata_and_keepalive() {
+        let mut w = vec![b'w'];
+        w.extend_from_slice(&1u64.to_be_bytes());
+        w.extend_from_slice(&2u64.to_be_bytes());
+        w.extend_from_slice(&3u64.to_be_bytes());
+        w.extend_from_slice(b"{}");
+        assert_eq!(
+            parse_inbound(&w).unwrap(),
+            Inbound::XLogData { start: 1, wal_end: 2, send_time: 3, payload: b"{}" }
+        );
+        let mut k = vec![b'k'];
+        k.extend_from_slice(&7u64.to_be_bytes());
+        k.extend_from_slice(&8u64.to_be_bytes());
+        k.push(1);
+        assert_eq!(parse_inbound(&k).unwrap(), Inbound::Keepalive { wal_end: 7, send_time: 8, reply_requested: true });
+        assert!(parse_inbound(b"w123").is_err());
+        assert!(parse_inbound(b"x").is_err());
+    }
+
+    #[test]
+    fn status_update_layout() {
+        let m = status_update(0x10, 0x20, 0x30, 0x40, true);
+        assert_eq!(m[0], b'r');
+        assert_eq!(be_u64(&m, 1), 0x10);
+        assert_eq!(be_u64(&m, 9), 0x20);
+        assert_eq!(be_u64(&m, 17), 0x30);
+        assert_eq!(be_u64(&m, 25), 0x40);
+        assert_eq!(m[33], 1);
+    }
+
+    #[test]
+    fn lsns() {
+        assert_eq!(parse_lsn("1/AB"), Some(0x1_0000_00AB));
+        assert_eq!(format_lsn(0x1_0000_00AB), "1/AB");
+        assert_eq!(parse_lsn("zz"), None);
+    }
+
+    #[test]
+    fn documents() {
+        let d = br#"{"action":"U","schema":"public","table":"t","columns":[{"name":"a","value":1.5e300},{"name":"b","value":"x\"y"},{"name":"c","value":null}],"identity":[{"name":"a","value":1}],"unchanged_toast":["big"]}"#;
+        match parse_doc(d).unwrap() {
+            Doc::Update { rel, new, identity } => {
+                assert_eq!(rel, RemoteRel { schema: "public".into(), table: "t".into() });
+                assert_eq!(new[0].text().unwrap().as_deref(), Some("1.5e300"));
+                assert_eq!(new[1].text().unwrap().as_deref(), Some("x\"y"));
+                assert_eq!(new[2].text().unwrap(), None);
+                assert_eq!(identity.unwrap().len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_doc(br#"{"action":"C","lsn":"0/10","nextlsn":"0/20","timestamp":"2026-01-01 00:00:00+00"}"#)
+            .unwrap()
+        {
+            Doc::Commit { end_lsn, timestamp } => {
+                assert_eq!(end_lsn, 0x20);
+                assert!(timestamp.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_doc(br#"{"action":"C"}"#).is_err());
+        assert!(parse_doc(br#"{"action":"I","schema":"s","table":"t"}"#).is_err());
+        assert!(parse_doc(b"{not json").is_err());
+        assert!(parse_doc(br#"{"action":"Z"}"#).is_err());
+    }
+}

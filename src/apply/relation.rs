@@ -1,0 +1,191 @@
+//! Mapping a publisher's relation onto the subscriber's: the local table of
+//! the same schema and name, its columns matched **by name** (the subscriber
+//! may have extra columns, filled by defaults; a publisher column missing here
+//! is an error naming table and column), and each column's input function.
+//!
+//! Entries are cached per remote relation and all dropped when a relcache
+//! invalidation arrives (an ALTER TABLE on the subscriber, or DDL applied by
+//! this worker), together with the memory context holding their FmgrInfos.
+
+use super::protocol::RemoteRel;
+use crate::ffi;
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::CString;
+
+pub(crate) struct Input {
+    finfo: Box<pg_sys::FmgrInfo>,
+    ioparam: pg_sys::Oid,
+    typmod: i32,
+}
+
+impl Input {
+    /// Convert `text` to a datum of the column's type.
+    pub(crate) fn datum(&self, text: &str, scratch: &mut Vec<u8>) -> pg_sys::Datum {
+        scratch.clear();
+        scratch.extend_from_slice(text.as_bytes());
+        if scratch.contains(&0) {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_UNTRANSLATABLE_CHARACTER,
+                "logical_ext: a replicated value contains a NUL byte",
+                function_name!(),
+            )
+            .report(PgLogLevel::ERROR);
+        }
+        scratch.push(0);
+        let finfo = &*self.finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo;
+        // SAFETY: finfo was set up for the column type's input function; the
+        // string is NUL-terminated and outlives the call.
+        unsafe { pg_sys::InputFunctionCall(finfo, scratch.as_mut_ptr().cast(), self.ioparam, self.typmod) }
+    }
+}
+
+pub(crate) struct LocalRel {
+    pub(crate) relid: pg_sys::Oid,
+    /// `schema.table` for messages.
+    pub(crate) display: String,
+    pub(crate) natts: usize,
+    by_name: HashMap<String, usize>,
+    /// Per attribute index; `None` for dropped or generated columns.
+    pub(crate) inputs: Vec<Option<Input>>,
+    /// The index used to find rows (replica identity index, else primary
+    /// key) and its key attribute indexes; `None`: compare whole rows.
+    pub(crate) key: Option<(pg_sys::Oid, Vec<usize>)>,
+}
+
+impl LocalRel {
+    /// The local attribute index of remote column `name`.
+    pub(crate) fn attr(&self, name: &str) -> usize {
+        match self.by_name.get(name) {
+            Some(&i) => i,
+            None => {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                    format!(
+                        "logical_ext: table \"{}\" on the subscriber has no column \"{name}\" sent by the publisher",
+                        self.display
+                    ),
+                    function_name!(),
+                )
+                .set_hint("Add the column on the subscriber; the worker retries the transaction with backoff.")
+                .report(PgLogLevel::ERROR);
+                unreachable!()
+            }
+        }
+    }
+}
+
+thread_local! {
+    static STALE: Cell<bool> = const { Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    STALE.set(true);
+}
+
+pub(crate) struct RelationMap {
+    entries: HashMap<RemoteRel, LocalRel>,
+    cxt: pg_sys::MemoryContext,
+}
+
+impl RelationMap {
+    /// Create the map and register its invalidation callback (once per worker).
+    pub(crate) fn new() -> RelationMap {
+        // SAFETY: registering a plain function; TopMemoryContext is always valid.
+        let cxt = unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0usize));
+            ffi::new_memory_context(pg_sys::TopMemoryContext, c"logical_ext relation map")
+        };
+        RelationMap { entries: HashMap::new(), cxt }
+    }
+
+    /// The local relation for `remote`; call inside a transaction.
+    pub(crate) fn get(&mut self, remote: &RemoteRel) -> &LocalRel {
+        if STALE.replace(false) {
+            self.entries.clear();
+            ffi::reset_memory_context(self.cxt);
+        }
+        if !self.entries.contains_key(remote) {
+            let entry = build(remote, self.cxt);
+            self.entries.insert(remote.clone(), entry);
+        }
+        &self.entries[remote]
+    }
+}
+
+fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
+    let display = format!("{}.{}", remote.schema, remote.table);
+    let s = CString::new(remote.schema.as_str()).expect("no NUL in names");
+    let t = CString::new(remote.table.as_str()).expect("no NUL in names");
+    // SAFETY: catalog lookups inside a transaction.
+    let relid = unsafe {
+        let nsp = pg_sys::get_namespace_oid(s.as_ptr(), true);
+        if nsp == pg_sys::InvalidOid { pg_sys::InvalidOid } else { pg_sys::get_relname_relid(t.as_ptr(), nsp) }
+    };
+    if relid == pg_sys::InvalidOid {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("logical_ext: table \"{display}\" replicated by the publisher does not exist on the subscriber"),
+            function_name!(),
+        )
+        .set_hint("Create the table on the subscriber; the worker retries the transaction with backoff.")
+        .report(PgLogLevel::ERROR);
+    }
+    // SAFETY: relid is a valid relation; opened and closed around reading its
+    // descriptor (the lock is kept until the end of the transaction).
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+        let desc = (*rel).rd_att;
+        let natts = (*desc).natts as usize;
+        let mut by_name = HashMap::new();
+        let mut inputs = Vec::with_capacity(natts);
+        for i in 0..natts {
+            let att = &*(*desc).attrs.as_ptr().add(i);
+            if att.attisdropped || att.attgenerated != 0 {
+                inputs.push(None);
+                continue;
+            }
+            by_name.insert(ffi::cstr_to_string(att.attname.data.as_ptr()), i);
+            let (mut func, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+            pg_sys::getTypeInputInfo(att.atttypid, &mut func, &mut ioparam);
+            let mut finfo = Box::new(pg_sys::FmgrInfo::default());
+            pg_sys::fmgr_info_cxt(func, &mut *finfo, cxt);
+            inputs.push(Some(Input { finfo, ioparam, typmod: att.atttypmod }));
+        }
+        let key = lookup_key(rel);
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        LocalRel { relid, display, natts, by_name, inputs, key }
+    }
+}
+
+/// The replica identity index (or primary key) of `rel` and its key columns.
+///
+/// # Safety
+/// `rel` must be open.
+unsafe fn lookup_key(rel: pg_sys::Relation) -> Option<(pg_sys::Oid, Vec<usize>)> {
+    // SAFETY: rel is open; the bitmaps are palloc'd copies.
+    unsafe {
+        let (idx, kind) = match pg_sys::RelationGetReplicaIndex(rel) {
+            i if i != pg_sys::InvalidOid => (i, pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY),
+            _ => (pg_sys::RelationGetPrimaryKeyIndex(rel), pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY),
+        };
+        if idx == pg_sys::InvalidOid {
+            return None;
+        }
+        let set = pg_sys::RelationGetIndexAttrBitmap(rel, kind);
+        let mut cols = Vec::new();
+        let mut m = -1;
+        loop {
+            m = pg_sys::bms_next_member(set, m);
+            if m < 0 {
+                break;
+            }
+            cols.push((m + pg_sys::FirstLowInvalidHeapAttributeNumber - 1) as usize);
+        }
+        Some((idx, cols))
+    }
+}

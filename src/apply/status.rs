@@ -1,0 +1,211 @@
+//! Shared-memory status of apply workers: one slot per running (or last
+//! run) worker, read by `logical_ext.subscription_status` and written only by
+//! the worker that owns it. A worker claims its subscription's slot at start;
+//! a second worker for the same subscription (a launcher racing a
+//! crash-restart) finds it owned by a live process and exits, so a
+//! subscription never has two appliers.
+
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+
+pub(crate) const MAX_WORKERS: usize = 64;
+const ERROR_LEN: usize = 480;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum WorkerState {
+    Starting = 1,
+    Streaming = 2,
+    Error = 3,
+}
+
+impl WorkerState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Streaming => "streaming",
+            WorkerState::Error => "error",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<WorkerState> {
+        match v {
+            1 => Some(WorkerState::Starting),
+            2 => Some(WorkerState::Streaming),
+            3 => Some(WorkerState::Error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    pub(crate) dboid: u32,
+    pub(crate) subid: i32,
+    pub(crate) pid: i32,
+    state: u8,
+    pub(crate) received_lsn: u64,
+    pub(crate) latest_end_lsn: u64,
+    pub(crate) last_send_time: i64,
+    pub(crate) last_receipt_time: i64,
+    pub(crate) last_commit_time: i64,
+    pub(crate) applied_txns: i64,
+    pub(crate) applied_changes: i64,
+    pub(crate) error_time: i64,
+    error_len: u16,
+    error: [u8; ERROR_LEN],
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            dboid: 0,
+            subid: 0,
+            pid: 0,
+            state: 0,
+            received_lsn: 0,
+            latest_end_lsn: 0,
+            last_send_time: 0,
+            last_receipt_time: 0,
+            last_commit_time: 0,
+            applied_txns: 0,
+            applied_changes: 0,
+            error_time: 0,
+            error_len: 0,
+            error: [0; ERROR_LEN],
+        }
+    }
+}
+
+impl Slot {
+    pub(crate) fn state(&self) -> Option<WorkerState> {
+        WorkerState::from_u8(self.state)
+    }
+
+    pub(crate) fn error(&self) -> Option<&str> {
+        (self.error_len > 0).then(|| std::str::from_utf8(&self.error[..self.error_len as usize]).unwrap_or("?"))
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Table {
+    slots: [Slot; MAX_WORKERS],
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table { slots: [Slot::default(); MAX_WORKERS] }
+    }
+}
+
+// SAFETY: plain old data with no pointers, shared between processes.
+unsafe impl PGRXSharedMemory for Table {}
+
+pub(crate) static STATUS: PgLwLock<Table> = unsafe { PgLwLock::new(c"logical_ext_apply_status") };
+
+/// Set up the shared memory (from `_PG_init` while preloading).
+pub(crate) fn init_shmem() {
+    pgrx::pg_shmem_init!(STATUS);
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+/// Claim the slot of (dboid, subid) for this process. `false` when another
+/// live process owns it.
+pub(crate) fn claim(dboid: u32, subid: i32, pid: i32) -> bool {
+    let mut t = STATUS.exclusive();
+    if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid && s.subid != 0) {
+        if s.pid != 0 && s.pid != pid && alive(s.pid) {
+            return false;
+        }
+        s.pid = pid;
+        s.state = WorkerState::Starting as u8;
+        return true;
+    }
+    // A never-used slot, else one whose worker is gone.
+    let free = match t.slots.iter().position(|s| s.subid == 0) {
+        Some(i) => Some(i),
+        None => t.slots.iter().position(|s| !alive(s.pid)),
+    };
+    match free.map(|i| &mut t.slots[i]) {
+        Some(s) => {
+            *s = Slot { dboid, subid, pid, state: WorkerState::Starting as u8, ..Slot::default() };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Give the slot up (the worker is exiting); counters stay for the view
+/// until the subscription is dropped.
+pub(crate) fn release(dboid: u32, subid: i32, pid: i32) {
+    let mut t = STATUS.exclusive();
+    if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid && s.pid == pid) {
+        s.pid = 0;
+        s.state = 0;
+    }
+}
+
+/// Forget a dropped subscription.
+pub(crate) fn forget(dboid: u32, subid: i32) {
+    let mut t = STATUS.exclusive();
+    for s in t.slots.iter_mut().filter(|s| s.dboid == dboid && s.subid == subid) {
+        *s = Slot::default();
+    }
+}
+
+/// Update this worker's slot.
+pub(crate) fn update(dboid: u32, subid: i32, f: impl FnOnce(&mut Slot)) {
+    let mut t = STATUS.exclusive();
+    if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid) {
+        f(s);
+    }
+}
+
+impl Slot {
+    pub(crate) fn set_state(&mut self, st: WorkerState) {
+        self.state = st as u8;
+    }
+
+    pub(crate) fn set_error(&mut self, msg: &str, at: i64) {
+        let mut n = msg.len().min(ERROR_LEN);
+        while !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.error[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        self.error_len = n as u16;
+        self.error_time = at;
+        self.state = WorkerState::Error as u8;
+    }
+
+    pub(crate) fn clear_error(&mut self) {
+        self.error_len = 0;
+    }
+}
+
+/// A copy of (dboid, subid)'s slot, if any.
+pub(crate) fn get(dboid: u32, subid: i32) -> Option<Slot> {
+    let t = STATUS.share();
+    t.slots.iter().find(|s| s.dboid == dboid && s.subid == subid).copied()
+}
+
+/// The pid of the live worker of (dboid, subid), if any.
+pub(crate) fn live_pid(dboid: u32, subid: i32) -> Option<i32> {
+    get(dboid, subid).map(|s| s.pid).filter(|&p| alive(p))
+}
+
+pub(crate) fn my_pid() -> i32 {
+    // SAFETY: MyProcPid is set at process start.
+    unsafe { pg_sys::MyProcPid }
+}
+
+/// Copies of every used slot.
+pub(crate) fn all() -> Vec<Slot> {
+    let t = STATUS.share();
+    t.slots.iter().filter(|s| s.subid != 0).copied().collect()
+}

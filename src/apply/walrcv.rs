@@ -1,0 +1,137 @@
+//! The connection to the publisher, through PostgreSQL's own
+//! `libpqwalreceiver` (the library its apply worker uses): connect in
+//! replication mode, run replication commands and SQL, stream CopyData, send
+//! feedback. This is the FFI boundary of the apply part; callers get a safe
+//! [`Connection`] that disconnects on drop.
+
+use crate::ffi;
+use pgrx::pg_sys;
+use std::ffi::{CString, c_char};
+
+/// Why talking to the publisher failed.
+#[derive(Debug)]
+pub(crate) struct WalRcvError(pub(crate) String);
+
+pub(crate) struct Connection {
+    conn: *mut pg_sys::WalReceiverConn,
+}
+
+fn functions() -> &'static pg_sys::WalReceiverFunctionsType {
+    // SAFETY: load_file runs libpqwalreceiver's _PG_init, which sets the
+    // global function table; loading twice is a no-op.
+    unsafe {
+        if pg_sys::WalReceiverFunctions.is_null() {
+            pg_sys::load_file(c"libpqwalreceiver".as_ptr(), false);
+        }
+        &*pg_sys::WalReceiverFunctions
+    }
+}
+
+/// Result of [`Connection::receive`].
+pub(crate) enum Received<'a> {
+    Data(&'a [u8]),
+    /// Nothing buffered: wait for the socket.
+    WouldBlock(pg_sys::pgsocket),
+    /// The server ended the COPY stream.
+    End,
+}
+
+impl Connection {
+    /// Connect to `conninfo` in logical replication mode (`replication=database`).
+    pub(crate) fn connect(conninfo: &str, appname: &str) -> Result<Connection, WalRcvError> {
+        let ci = CString::new(conninfo).map_err(|_| WalRcvError("conninfo contains a NUL byte".into()))?;
+        let app = CString::new(appname).expect("no NUL in application name");
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: valid C strings; walrcv_connect returns NULL and sets err on failure.
+        let conn = unsafe { (functions().walrcv_connect.expect("bound"))(ci.as_ptr(), true, app.as_ptr(), &mut err) };
+        if conn.is_null() {
+            // SAFETY: err is NULL or a palloc'd message.
+            return Err(WalRcvError(unsafe { ffi::cstr_to_string(err) }.trim().to_string()));
+        }
+        Ok(Connection { conn })
+    }
+
+    /// Run a command; rows (all as text) when it returns tuples.
+    pub(crate) fn exec(&mut self, query: &str, ncols: usize) -> Result<Vec<Vec<Option<String>>>, WalRcvError> {
+        let q = CString::new(query).map_err(|_| WalRcvError("query contains a NUL byte".into()))?;
+        let types = vec![pg_sys::TEXTOID; ncols.max(1)];
+        // SAFETY: a live connection; the result is freed below.
+        let res =
+            unsafe { (functions().walrcv_exec.expect("bound"))(self.conn, q.as_ptr(), ncols as i32, types.as_ptr()) };
+        // SAFETY: walrcv_exec always returns a result.
+        let r = unsafe { &*res };
+        let out = match r.status {
+            pg_sys::WalRcvExecStatus::WALRCV_OK_COMMAND
+            | pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_BOTH
+            | pg_sys::WalRcvExecStatus::WALRCV_OK_COPY_OUT => Ok(Vec::new()),
+            pg_sys::WalRcvExecStatus::WALRCV_OK_TUPLES => {
+                // SAFETY: a tuple result carries a tuplestore of `ncols` text columns.
+                Ok(unsafe { read_tuples(r, ncols) })
+            }
+            // SAFETY: err is set on error statuses.
+            _ => Err(WalRcvError(unsafe { ffi::cstr_to_string(r.err) }.trim().to_string())),
+        };
+        // SAFETY: frees the result once.
+        unsafe { pg_sys::walrcv_clear_result(res) };
+        out
+    }
+
+    /// The next CopyData message, if one is buffered.
+    pub(crate) fn receive(&mut self) -> Received<'_> {
+        let mut buf: *mut c_char = std::ptr::null_mut();
+        let mut fd: pg_sys::pgsocket = -1;
+        // SAFETY: a live connection in COPY BOTH mode; the buffer stays valid
+        // until the next receive call, which the borrow of self enforces.
+        let len = unsafe { (functions().walrcv_receive.expect("bound"))(self.conn, &mut buf, &mut fd) };
+        match len {
+            0 => Received::WouldBlock(fd),
+            // SAFETY: len bytes at buf.
+            n if n > 0 => Received::Data(unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) }),
+            _ => Received::End,
+        }
+    }
+
+    pub(crate) fn send(&mut self, msg: &[u8]) {
+        // SAFETY: a live connection; msg has msg.len() bytes.
+        unsafe { (functions().walrcv_send.expect("bound"))(self.conn, msg.as_ptr().cast(), msg.len() as i32) }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // SAFETY: disconnects once; the pointer is not used afterwards.
+        unsafe { (functions().walrcv_disconnect.expect("bound"))(self.conn) }
+    }
+}
+
+/// # Safety
+/// `r` must be a WALRCV_OK_TUPLES result with `ncols` text columns.
+unsafe fn read_tuples(r: &pg_sys::WalRcvExecResult, ncols: usize) -> Vec<Vec<Option<String>>> {
+    let mut rows = Vec::new();
+    // SAFETY: standard tuplestore reading into a slot of the result's descriptor.
+    unsafe {
+        let slot = pg_sys::MakeSingleTupleTableSlot(r.tupledesc, &pg_sys::TTSOpsMinimalTuple);
+        while pg_sys::tuplestore_gettupleslot(r.tuplestore, true, false, slot) {
+            let mut row = Vec::with_capacity(ncols);
+            for i in 1..=ncols as i32 {
+                let mut isnull = false;
+                let d = pg_sys::slot_getattr(slot, i, &mut isnull);
+                row.push((!isnull).then(|| ffi::cstr_to_string(pg_sys::text_to_cstring(d.cast_mut_ptr()))));
+            }
+            rows.push(row);
+            pg_sys::ExecClearTuple(slot);
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    }
+    rows
+}
+
+/// Quote an identifier for a replication command (`"..."`, quotes doubled).
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quote a string literal (`'...'`, quotes doubled; standard_conforming_strings).
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

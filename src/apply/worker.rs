@@ -1,0 +1,484 @@
+//! The apply worker: one background worker per enabled subscription. It
+//! streams the publisher's `logical_ext` slot and applies each remote
+//! transaction as one local transaction, in commit order.
+//!
+//! Exactly once: the subscription's replication origin records the remote
+//! commit's end LSN in the same local commit as the data, and each session
+//! starts streaming from that origin's progress. Feedback reports as flushed
+//! only what is durably committed here (or, when nothing is pending, all that
+//! was received, so the publisher can release WAL and shut down promptly).
+//!
+//! Errors of any kind (connection, malformed message, apply) abort the local
+//! transaction, are recorded in shared memory (`subscription_status`), and the
+//! session is retried after an exponential backoff.
+
+use super::catalog::{self, Subscription};
+use super::executor;
+use super::protocol::{self, Doc, Inbound, RemoteRel};
+use super::relation::RelationMap;
+use super::status::{self, WorkerState};
+use super::walrcv::{Connection, Received, quote_ident, quote_literal};
+use crate::ffi::{self, ContextSwitch};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+/// How often feedback is sent at the latest while streaming.
+const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Entry point of an apply worker (registered by `launcher.rs`).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
+    let subid = arg.value() as i32;
+    let (dboid, owner) = super::launcher::parse_extra(BackgroundWorker::get_extra());
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), Some(owner));
+    let me = status::my_pid();
+    if !status::claim(dboid.to_u32(), subid, me) {
+        log!("logical_ext: subscription {subid} already has an apply worker");
+        return;
+    }
+    let mut w = Worker::new(dboid.to_u32(), subid);
+    w.run();
+    status::release(dboid.to_u32(), subid, me);
+}
+
+/// Why a session ended without error.
+enum Stop {
+    /// SIGTERM, or the subscription was disabled or dropped.
+    Exit,
+}
+
+struct Worker {
+    dboid: u32,
+    subid: i32,
+    relmap: Option<RelationMap>,
+    attempt: u32,
+    origin_ready: bool,
+    msg_cxt: pg_sys::MemoryContext,
+}
+
+/// State of one streaming session.
+struct Session {
+    last_received: u64,
+    last_committed: u64,
+    /// Remote end LSN of the last transaction known flushed locally.
+    flushed: u64,
+    /// (remote end LSN, local commit end LSN) not yet known flushed locally.
+    pending: VecDeque<(u64, u64)>,
+    in_txn: bool,
+    last_feedback: Instant,
+    last_reported: (u64, u64),
+    truncates: Vec<(RemoteRel, bool)>,
+    truncate_lsn: Option<String>,
+    scratch: Vec<u8>,
+    changes: i64,
+}
+
+impl Worker {
+    fn new(dboid: u32, subid: i32) -> Worker {
+        // SAFETY: TopMemoryContext is valid for the life of the process.
+        let msg_cxt = ffi::new_memory_context(unsafe { pg_sys::TopMemoryContext }, c"logical_ext apply message");
+        Worker { dboid, subid, relmap: None, attempt: 0, origin_ready: false, msg_cxt }
+    }
+
+    fn run(&mut self) {
+        set_session_settings();
+        loop {
+            if BackgroundWorker::sigterm_received() {
+                return;
+            }
+            let outcome =
+                PgTryBuilder::new(AssertUnwindSafe(|| self.session())).catch_others(|e| Err(error_text(e))).execute();
+            match outcome {
+                Ok(Stop::Exit) => return,
+                Err(msg) => {
+                    // SAFETY: abandon whatever transaction the error left open.
+                    unsafe { pg_sys::AbortCurrentTransaction() };
+                    ffi::reset_memory_context(self.msg_cxt);
+                    let now = now_ts();
+                    status::update(self.dboid, self.subid, |s| s.set_error(&msg, now));
+                    let delay = self.retry_delay();
+                    self.attempt = self.attempt.saturating_add(1);
+                    log!("logical_ext: apply worker for subscription {}: {msg}; retrying in {delay:?}", self.subid);
+                    if !sleep(delay) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn retry_delay(&self) -> Duration {
+        let sub = in_transaction(|| catalog::by_id(self.subid));
+        sub.map(|s| s.options).unwrap_or_default().backoff(self.attempt)
+    }
+
+    /// Connect, stream and apply until stopped or an error is raised.
+    fn session(&mut self) -> Result<Stop, String> {
+        let Some(sub) = in_transaction(|| catalog::by_id(self.subid)).filter(|s| s.enabled) else {
+            return Ok(Stop::Exit);
+        };
+        let Some(slot) = sub.slot_name.clone() else {
+            return Err("subscription has no slot (slot_name is NULL): set one with alter_subscription".into());
+        };
+        let start = self.setup_origin(&sub);
+        status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Starting));
+        let mut conn = Connection::connect(&sub.conninfo, &sub.name)
+            .map_err(|e| format!("could not connect to the publisher: {}", crate::apply::conninfo::redact(&e.0)))?;
+        let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
+        let cmd = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
+             \"include-types\" 'off', \"include-schemas\" 'on', \"publication_names\" {}, \"origin\" '{}')",
+            quote_ident(&slot),
+            protocol::format_lsn(start),
+            quote_literal(&pubs.join(",")),
+            sub.origin.as_str()
+        );
+        conn.exec(&cmd, 0).map_err(|e| format!("could not start replication: {}", e.0))?;
+        status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
+        if self.relmap.is_none() {
+            self.relmap = Some(RelationMap::new());
+        }
+        let mut ses = Session {
+            last_received: start,
+            last_committed: start,
+            flushed: start,
+            pending: VecDeque::new(),
+            in_txn: false,
+            last_feedback: Instant::now(),
+            last_reported: (0, 0),
+            truncates: Vec::new(),
+            truncate_lsn: None,
+            scratch: Vec::new(),
+            changes: 0,
+        };
+        self.stream(&mut conn, &mut ses)
+    }
+
+    /// Attach this process to the subscription's replication origin (once)
+    /// and return the LSN to resume from.
+    fn setup_origin(&mut self, sub: &Subscription) -> u64 {
+        in_transaction(|| {
+            let name = std::ffi::CString::new(Subscription::origin_name(sub.id)).expect("no NUL");
+            // SAFETY: inside a transaction; the origin exists for every subscription.
+            unsafe {
+                if !self.origin_ready {
+                    let id = pg_sys::replorigin_by_name(name.as_ptr(), false);
+                    pg_sys::replorigin_session_setup(id);
+                    pg_sys::replorigin_session_origin = id;
+                    self.origin_ready = true;
+                }
+                pg_sys::replorigin_session_get_progress(false)
+            }
+        })
+    }
+
+    fn stream(&mut self, conn: &mut Connection, ses: &mut Session) -> Result<Stop, String> {
+        loop {
+            if BackgroundWorker::sigterm_received() {
+                return Ok(Stop::Exit);
+            }
+            let mut reply_now = false;
+            match conn.receive() {
+                Received::Data(buf) => match protocol::parse_inbound(buf).map_err(|e| e.0)? {
+                    Inbound::XLogData { start, wal_end, send_time, payload } => {
+                        ses.last_received = ses.last_received.max(start).max(wal_end);
+                        let now = now_ts();
+                        status::update(self.dboid, self.subid, |s| {
+                            s.received_lsn = start;
+                            s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                            s.last_send_time = send_time;
+                            s.last_receipt_time = now;
+                        });
+                        let _cx = ContextSwitch::to(self.msg_cxt);
+                        let r = self.apply_doc(ses, payload, start);
+                        drop(_cx);
+                        ffi::reset_memory_context(self.msg_cxt);
+                        r?;
+                    }
+                    Inbound::Keepalive { wal_end, send_time, reply_requested } => {
+                        ses.last_received = ses.last_received.max(wal_end);
+                        let now = now_ts();
+                        status::update(self.dboid, self.subid, |s| {
+                            s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                            s.last_send_time = send_time;
+                            s.last_receipt_time = now;
+                        });
+                        reply_now = reply_requested;
+                    }
+                },
+                Received::WouldBlock(fd) => {
+                    self.feedback(conn, ses, false);
+                    wait_socket(fd, Duration::from_secs(1));
+                    if BackgroundWorker::sighup_received() {
+                        // SAFETY: re-reading the configuration file, as any worker does on SIGHUP.
+                        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+                        if !in_transaction(|| catalog::by_id(self.subid)).is_some_and(|s| s.enabled) {
+                            return Ok(Stop::Exit);
+                        }
+                    }
+                    continue;
+                }
+                Received::End => return Err("the publisher ended the replication stream".into()),
+            }
+            if reply_now || ses.last_feedback.elapsed() >= FEEDBACK_INTERVAL {
+                self.feedback(conn, ses, reply_now);
+            }
+        }
+    }
+
+    /// Report write/flush/apply positions.
+    fn feedback(&self, conn: &mut Connection, ses: &mut Session, force: bool) {
+        // SAFETY: reads the local WAL flush position.
+        let flushed_local = unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) };
+        while let Some(&(remote, local)) = ses.pending.front() {
+            if local > flushed_local {
+                break;
+            }
+            ses.flushed = ses.flushed.max(remote);
+            ses.pending.pop_front();
+        }
+        let flush = if ses.pending.is_empty() && !ses.in_txn && ses.truncates.is_empty() {
+            // Nothing applied is waiting for a local flush: everything
+            // received is as good as flushed (pitfall in platform.md).
+            ses.last_received
+        } else {
+            ses.flushed
+        };
+        let write = ses.last_received;
+        if !force && (write, flush) == ses.last_reported && ses.last_feedback.elapsed() < Duration::from_secs(10) {
+            return;
+        }
+        let msg = protocol::status_update(write, flush, flush, now_ts(), false);
+        conn.send(&msg);
+        ses.last_reported = (write, flush);
+        ses.last_feedback = Instant::now();
+    }
+
+    /// Apply one document of the stream.
+    fn apply_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        let doc = protocol::parse_doc(payload)
+            .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
+        if !matches!(doc, Doc::Truncate { .. }) {
+            self.flush_truncates(ses);
+        }
+        match doc {
+            Doc::Begin => {
+                if ses.in_txn {
+                    return Err(format!("BEGIN inside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                // SAFETY: starting the local transaction of a remote one.
+                unsafe {
+                    pg_sys::SetCurrentStatementStartTimestamp();
+                    pg_sys::StartTransactionCommand();
+                }
+                ses.in_txn = true;
+                ses.changes = 0;
+            }
+            Doc::Commit { end_lsn, timestamp } => {
+                if !ses.in_txn {
+                    return Err(format!("COMMIT outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                // SAFETY: the origin position and timestamp are written into
+                // this commit record: progress commits atomically with the data.
+                unsafe {
+                    pg_sys::replorigin_session_origin_lsn = end_lsn;
+                    pg_sys::replorigin_session_origin_timestamp = ts;
+                    pg_sys::CommitTransactionCommand();
+                    ses.pending.push_back((end_lsn, pg_sys::XactLastCommitEnd));
+                    pg_sys::replorigin_session_origin_lsn = 0;
+                    pg_sys::replorigin_session_origin_timestamp = 0;
+                }
+                ses.in_txn = false;
+                ses.last_committed = end_lsn;
+                let changes = ses.changes;
+                status::update(self.dboid, self.subid, |s| {
+                    s.applied_txns += 1;
+                    s.applied_changes += changes;
+                    s.last_commit_time = ts;
+                    s.clear_error();
+                    s.set_state(WorkerState::Streaming);
+                });
+                self.attempt = 0;
+            }
+            Doc::Insert { rel, new } => self.change(ses, lsn, |relmap, scratch| {
+                executor::insert(relmap.get(&rel), &new, scratch);
+            })?,
+            Doc::Update { rel, new, identity, .. } => self.change(ses, lsn, |relmap, scratch| {
+                let local = relmap.get(&rel);
+                let key = identity.as_deref().unwrap_or(&new);
+                if !executor::update(local, key, &new, scratch) {
+                    debug1!("logical_ext: row to update in \"{}\" not found", local.display);
+                }
+            })?,
+            Doc::Delete { rel, identity } => {
+                let Some(identity) = identity else {
+                    return Err(format!(
+                        "DELETE on {}.{} at {} carries no replica identity",
+                        rel.schema,
+                        rel.table,
+                        protocol::format_lsn(lsn)
+                    ));
+                };
+                self.change(ses, lsn, |relmap, scratch| {
+                    let local = relmap.get(&rel);
+                    if !executor::delete(local, &identity, scratch) {
+                        debug1!("logical_ext: row to delete in \"{}\" not found", local.display);
+                    }
+                })?
+            }
+            Doc::Truncate { rel, restart_identity, lsn: tlsn, .. } => {
+                if !ses.in_txn {
+                    return Err(format!("TRUNCATE outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                let tlsn = tlsn.map(|s| s.into_owned());
+                if ses.truncate_lsn != tlsn {
+                    self.flush_truncates(ses);
+                    ses.truncate_lsn = tlsn;
+                }
+                ses.truncates.push((rel, restart_identity));
+            }
+            // Logical messages are for the DDL part; nothing to apply yet.
+            Doc::Message => {}
+        }
+        Ok(())
+    }
+
+    /// Run one row change inside the current remote transaction.
+    fn change(
+        &mut self,
+        ses: &mut Session,
+        lsn: u64,
+        f: impl FnOnce(&mut RelationMap, &mut Vec<u8>),
+    ) -> Result<(), String> {
+        if !ses.in_txn {
+            return Err(format!("change outside a transaction at {}", protocol::format_lsn(lsn)));
+        }
+        let relmap = self.relmap.as_mut().expect("set up at session start");
+        // SAFETY: each change runs with a fresh snapshot and is made visible
+        // to the next one, as in worker.c's begin/end_replication_step.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        f(relmap, &mut ses.scratch);
+        // SAFETY: pairs with the push above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommandCounterIncrement();
+        }
+        ses.changes += 1;
+        Ok(())
+    }
+
+    /// Apply the TRUNCATE documents of one statement together.
+    fn flush_truncates(&mut self, ses: &mut Session) {
+        if ses.truncates.is_empty() {
+            return;
+        }
+        let relmap = self.relmap.as_mut().expect("set up at session start");
+        let restart = ses.truncates.iter().any(|t| t.1);
+        let relids: Vec<pg_sys::Oid> = ses.truncates.iter().map(|(r, _)| relmap.get(r).relid).collect();
+        // SAFETY: inside the remote transaction; see `change`.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        executor::truncate(&relids, restart);
+        // SAFETY: pairs with the push above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommandCounterIncrement();
+        }
+        ses.changes += relids.len() as i64;
+        ses.truncates.clear();
+        ses.truncate_lsn = None;
+    }
+}
+
+/// Settings of the apply session: fire only REPLICA/ALWAYS triggers, as
+/// native replication does, and commit asynchronously (feedback only reports
+/// what is flushed).
+fn set_session_settings() {
+    for (name, value) in [(c"session_replication_role", c"replica"), (c"synchronous_commit", c"off")] {
+        // SAFETY: setting built-in GUCs with valid names and values.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
+}
+
+/// Run `f` in its own transaction with a snapshot.
+fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the standard transaction wrapper of a background worker.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let r = f();
+    // SAFETY: pairs with the above.
+    unsafe {
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommitTransactionCommand();
+    }
+    r
+}
+
+fn error_text(e: CaughtError) -> String {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
+            r.message().to_string()
+        }
+    }
+}
+
+pub(crate) fn now_ts() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+fn parse_timestamptz(text: &str) -> i64 {
+    let c = std::ffi::CString::new(text).unwrap_or_default();
+    // SAFETY: timestamptz_in with a valid C string; it raises an ERROR on bad input.
+    unsafe {
+        pgrx::direct_function_call::<i64>(
+            pg_sys::timestamptz_in,
+            &[Some(pg_sys::Datum::from(c.as_ptr())), Some(pg_sys::Datum::from(0u32)), Some(pg_sys::Datum::from(-1i32))],
+        )
+        .unwrap_or(0)
+    }
+}
+
+/// Wait until the socket is readable, the latch is set, or the timeout.
+fn wait_socket(fd: pg_sys::pgsocket, timeout: Duration) {
+    // SAFETY: waiting on our own latch and the connection's socket.
+    unsafe {
+        pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_SOCKET_READABLE | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
+                as i32,
+            fd,
+            timeout.as_millis() as i64,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+}
+
+/// Sleep on the latch; false when SIGTERM arrived.
+fn sleep(d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        if !BackgroundWorker::wait_latch(Some(deadline.saturating_duration_since(Instant::now()))) {
+            return false;
+        }
+    }
+    !BackgroundWorker::sigterm_received()
+}
