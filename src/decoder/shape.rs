@@ -9,6 +9,7 @@
 
 use super::json;
 use super::options::Options;
+use super::values::OutputFn;
 use crate::ffi;
 use pgrx::pg_sys;
 
@@ -26,7 +27,7 @@ pub(crate) enum ValueKind {
     Text,
     Name,
     Bytea,
-    Output(Box<pg_sys::FmgrInfo>),
+    Output(OutputFn),
 }
 
 pub(crate) struct Column {
@@ -176,17 +177,18 @@ unsafe fn value_kind(typid: pg_sys::Oid, fn_cxt: pg_sys::MemoryContext) -> Value
         pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::JSONOID => ValueKind::Text,
         pg_sys::NAMEOID => ValueKind::Name,
         pg_sys::BYTEAOID => ValueKind::Bytea,
-        _ => {
-            let mut func = pg_sys::Oid::INVALID;
-            let mut is_varlena = false;
-            let mut finfo = Box::new(pg_sys::FmgrInfo::default());
-            // SAFETY: valid type OID; finfo is a writable FmgrInfo and fn_cxt
-            // outlives it (it is the session's cache context).
-            unsafe {
-                pg_sys::getTypeOutputInfo(typid, &mut func, &mut is_varlena);
-                pg_sys::fmgr_info_cxt(func, &mut *finfo, fn_cxt);
+        // SAFETY: as required by this function.
+        _ => ValueKind::Output(unsafe { OutputFn::new(typid, fn_cxt) }),
+    }
+}
+
+impl Shape {
+    /// Drop the remembered renderings of output functions (see [`OutputFn`]).
+    pub(crate) fn forget_memos(&self) {
+        for c in &self.columns {
+            if let ValueKind::Output(f) = &c.kind {
+                f.forget();
             }
-            ValueKind::Output(finfo)
         }
     }
 }

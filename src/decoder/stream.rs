@@ -197,6 +197,7 @@ impl Decoder {
 
     pub(crate) fn begin(&mut self, info: TxnInfo) {
         self.resolve_origin_names();
+        self.shapes.values().for_each(Shape::forget_memos);
         let skip = self.filtered_origin(info.origin);
         let timestamp = if self.opts.include_timestamp {
             // SAFETY: timestamptz_to_str returns a static buffer we copy at once.

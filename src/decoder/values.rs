@@ -6,6 +6,7 @@
 use super::json;
 use super::shape::ValueKind;
 use pgrx::pg_sys;
+use std::cell::RefCell;
 use std::ffi::CStr;
 
 /// Whether a varlena datum is a TOAST pointer to data on disk, i.e. a value
@@ -28,10 +29,15 @@ pub(crate) unsafe fn is_unchanged_toast(datum: pg_sys::Datum) -> bool {
 /// # Safety
 /// `datum` must be a non-null varlena datum that is not an on-disk pointer.
 unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
-    // SAFETY: pg_detoast_datum_packed returns the value itself or a palloc'd
-    // copy that lives until the per-change context is reset.
+    let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: a varlena datum. Values stored inline and uncompressed (the
+    // common case in decoded tuples) are read in place; only compressed or
+    // indirect ones go through pg_detoast_datum_packed, whose palloc'd copy
+    // lives until the per-change context is reset.
     unsafe {
-        let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+        use pgrx::varlena::{varatt_is_1b, varatt_is_1b_e, varatt_is_4b_u};
+        let inline_plain = (varatt_is_1b(ptr) && !varatt_is_1b_e(ptr)) || varatt_is_4b_u(ptr);
+        let v = if inline_plain { ptr } else { pg_sys::pg_detoast_datum_packed(ptr) };
         std::slice::from_raw_parts(pgrx::varlena::vardata_any(v) as *const u8, pgrx::varlena::varsize_any_exhdr(v))
     }
 }
@@ -59,12 +65,71 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
             let s = unsafe { CStr::from_ptr(datum.cast_mut_ptr()) };
             json::push_str(out, s.to_bytes());
         }
-        ValueKind::Output(finfo) => {
-            let finfo = &**finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo;
-            // SAFETY: finfo was set up by fmgr_info_cxt for this type's output
-            // function; the result is a palloc'd C string.
-            let s = unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(finfo, datum)) };
-            json::push_str(out, s.to_bytes());
+        // SAFETY: as required by this function.
+        ValueKind::Output(f) => unsafe { f.push(out, datum) },
+    }
+}
+
+/// A type's output function. For pass-by-value types the last datum and its
+/// JSON are remembered, so a value repeated row after row (the `now()` of a
+/// bulk load, an enum-like code) is rendered once; the memo is dropped at
+/// every transaction start, so a settings change (TimeZone) is seen.
+pub(crate) struct OutputFn {
+    finfo: Box<pg_sys::FmgrInfo>,
+    memo: Option<RefCell<Option<(usize, Vec<u8>)>>>,
+}
+
+impl OutputFn {
+    /// # Safety
+    /// `typid` must be a valid type; `cxt` must outlive the function.
+    pub(crate) unsafe fn new(typid: pg_sys::Oid, cxt: pg_sys::MemoryContext) -> OutputFn {
+        let mut func = pg_sys::Oid::INVALID;
+        let mut is_varlena = false;
+        let mut finfo = Box::new(pg_sys::FmgrInfo::default());
+        // SAFETY: valid type OID; finfo is writable and cxt outlives it.
+        let byval = unsafe {
+            pg_sys::getTypeOutputInfo(typid, &mut func, &mut is_varlena);
+            pg_sys::fmgr_info_cxt(func, &mut *finfo, cxt);
+            pg_sys::get_typbyval(typid)
+        };
+        OutputFn { finfo, memo: byval.then(|| RefCell::new(None)) }
+    }
+
+    pub(crate) fn forget(&self) {
+        if let Some(m) = &self.memo {
+            m.take();
         }
+    }
+
+    /// # Safety
+    /// `datum` must be a valid non-null datum of the type.
+    unsafe fn push(&self, out: &mut Vec<u8>, datum: pg_sys::Datum) {
+        let Some(memo) = &self.memo else {
+            // SAFETY: as required by this function.
+            return unsafe { self.render(out, datum) };
+        };
+        let mut m = memo.borrow_mut();
+        if let Some((d, json)) = m.as_ref()
+            && *d == datum.value()
+        {
+            out.extend_from_slice(json);
+            return;
+        }
+        let mut json = m.take().map(|(_, v)| v).unwrap_or_default();
+        json.clear();
+        // SAFETY: as required by this function.
+        unsafe { self.render(&mut json, datum) };
+        out.extend_from_slice(&json);
+        *m = Some((datum.value(), json));
+    }
+
+    /// # Safety
+    /// As for `push`.
+    unsafe fn render(&self, out: &mut Vec<u8>, datum: pg_sys::Datum) {
+        let finfo = &*self.finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo;
+        // SAFETY: finfo was set up by fmgr_info_cxt for this type's output
+        // function; the result is a palloc'd C string.
+        let s = unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(finfo, datum)) };
+        json::push_str(out, s.to_bytes());
     }
 }
