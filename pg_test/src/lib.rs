@@ -13,6 +13,7 @@
 
 pub mod decoding;
 pub mod json;
+pub mod replication;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;

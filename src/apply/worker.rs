@@ -217,11 +217,10 @@ impl Worker {
                     self.feedback(conn, ses, false);
                     wait_socket(fd, Duration::from_secs(1));
                     if BackgroundWorker::sighup_received() {
-                        // SAFETY: re-reading the configuration file, as any worker does on SIGHUP.
+                        // SAFETY: re-reading the configuration file, as any
+                        // worker does on SIGHUP. (Subscription changes arrive
+                        // as a SIGTERM and a restart, never through this path.)
                         unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-                        if !in_transaction(|| catalog::by_id(self.subid)).is_some_and(|s| s.enabled) {
-                            return Ok(Stop::Exit);
-                        }
                     }
                     continue;
                 }
