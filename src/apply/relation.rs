@@ -177,15 +177,10 @@ unsafe fn lookup_key(rel: pg_sys::Relation) -> Option<(pg_sys::Oid, Vec<usize>)>
             return None;
         }
         let set = pg_sys::RelationGetIndexAttrBitmap(rel, kind);
-        let mut cols = Vec::new();
-        let mut m = -1;
-        loop {
-            m = pg_sys::bms_next_member(set, m);
-            if m < 0 {
-                break;
-            }
-            cols.push((m + pg_sys::FirstLowInvalidHeapAttributeNumber - 1) as usize);
-        }
+        let cols = ffi::bitmapset_members(set)
+            .into_iter()
+            .map(|m| (m + pg_sys::FirstLowInvalidHeapAttributeNumber - 1) as usize)
+            .collect();
         Some((idx, cols))
     }
 }

@@ -343,16 +343,7 @@ unsafe fn publication_rel_entry(
         let attrs = pg_sys::SysCacheGetAttr(cache, tup, ANUM_PRATTRS, &mut isnull);
         let cols = (!isnull).then(|| {
             let set = pg_sys::pub_collist_to_bitmapset(std::ptr::null_mut(), attrs, pg_sys::CurrentMemoryContext);
-            let mut out = Vec::new();
-            let mut member = -1;
-            loop {
-                member = pg_sys::bms_next_member(set, member);
-                if member < 0 {
-                    break;
-                }
-                out.push(member as i16);
-            }
-            out
+            ffi::bitmapset_members(set).into_iter().map(|m| m as i16).collect()
         });
         pg_sys::ReleaseSysCache(tup);
         (qual, cols)

@@ -152,61 +152,56 @@ impl Scanner<'_> {
     }
 }
 
-/// Parse `add-tables` / `filter-tables`: comma-separated `schema.table` items.
-pub(crate) fn parse_table_patterns(value: &str) -> Result<Vec<TablePattern>, String> {
+/// Parse a comma-separated list, each item read by `item`. An empty (or
+/// all-blank) value is an empty list when `allow_empty`.
+fn parse_items<T>(
+    value: &str,
+    allow_empty: bool,
+    mut item: impl FnMut(&mut Scanner<'_>) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let mut sc = Scanner { chars: value.chars().peekable() };
     let mut out = Vec::new();
     sc.skip_ws();
-    if sc.chars.peek().is_none() {
+    if allow_empty && sc.chars.peek().is_none() {
         return Ok(out);
     }
     loop {
-        let schema = sc.part(&['.', ','])?;
-        if sc.chars.next_if_eq(&'.').is_none() {
-            return Err(format!("\"{}\" is not of the form schema.table", schema.text));
-        }
-        let table = sc.part(&[','])?;
-        out.push(TablePattern { schema: schema.into_pattern(), table: table.into_pattern() });
+        out.push(item(&mut sc)?);
         if sc.end_of_item()? {
             return Ok(out);
         }
     }
 }
 
+/// Parse `add-tables` / `filter-tables`: comma-separated `schema.table` items.
+pub(crate) fn parse_table_patterns(value: &str) -> Result<Vec<TablePattern>, String> {
+    parse_items(value, true, |sc| {
+        let schema = sc.part(&['.', ','])?;
+        if sc.chars.next_if_eq(&'.').is_none() {
+            return Err(format!("\"{}\" is not of the form schema.table", schema.text));
+        }
+        let table = sc.part(&[','])?;
+        Ok(TablePattern { schema: schema.into_pattern(), table: table.into_pattern() })
+    })
+}
+
 /// Parse a comma-separated list of strings; an item may be double-quoted to
 /// hold commas or spaces. Used for message prefixes and origins.
 pub(crate) fn parse_list(value: &str) -> Result<Vec<String>, String> {
-    let mut sc = Scanner { chars: value.chars().peekable() };
-    let mut out = Vec::new();
-    sc.skip_ws();
-    if sc.chars.peek().is_none() {
-        return Ok(out);
-    }
-    loop {
-        out.push(sc.part(&[','])?.text);
-        if sc.end_of_item()? {
-            return Ok(out);
-        }
-    }
+    parse_items(value, true, |sc| Ok(sc.part(&[','])?.text))
 }
 
 /// Parse a list of identifiers as PostgreSQL's `SplitIdentifierString` does
 /// (and so pgoutput's `publication_names`): unquoted names are folded to lower
 /// case, quoted ones are kept as written.
 pub(crate) fn parse_identifier_list(value: &str) -> Result<Vec<String>, String> {
-    let mut sc = Scanner { chars: value.chars().peekable() };
-    let mut out = Vec::new();
-    sc.skip_ws();
-    loop {
+    parse_items(value, false, |sc| {
         let part = sc.part(&[','])?;
         if !part.quoted && part.text.contains('*') {
             return Err(format!("\"{}\" is not a valid name", part.text));
         }
-        out.push(if part.quoted { part.text } else { part.text.to_lowercase() });
-        if sc.end_of_item()? {
-            return Ok(out);
-        }
-    }
+        Ok(if part.quoted { part.text } else { part.text.to_lowercase() })
+    })
 }
 
 #[cfg(test)]

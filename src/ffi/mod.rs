@@ -104,3 +104,20 @@ pub(crate) fn namespace_name(nsp: pg_sys::Oid) -> String {
     // SAFETY: get_namespace_name returns NULL or a palloc'd C string.
     unsafe { cstr_to_string(pg_sys::get_namespace_name(nsp)) }
 }
+
+/// The members of a `Bitmapset` (NULL is the empty set), in ascending order.
+///
+/// # Safety
+/// `set` must be NULL or a valid Bitmapset.
+pub(crate) unsafe fn bitmapset_members(set: *const pg_sys::Bitmapset) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut m = -1;
+    loop {
+        // SAFETY: bms_next_member walks a valid (or NULL) set.
+        m = unsafe { pg_sys::bms_next_member(set, m) };
+        if m < 0 {
+            return out;
+        }
+        out.push(m);
+    }
+}
