@@ -3,6 +3,8 @@
 //! Parts of the mission, one module each:
 //! - [`decoder`]: the `logical_ext` output plugin (JSON change stream).
 //! - [`apply`]: subscriptions applied by background workers.
+//! - [`monitoring`]: slot health, replication status, stale-slot clean-up,
+//!   Prometheus metrics, and the background sampler behind them.
 //!
 //! `ffi` is the thin layer of PostgreSQL calls shared by the parts.
 
@@ -13,12 +15,14 @@ use pgrx::prelude::*;
 mod apply;
 mod decoder;
 mod ffi;
+mod monitoring;
 mod settings;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
     apply::init();
+    monitoring::init();
 }
 
 /// The version of the JSON stream format documented in docs/FORMAT.md.

@@ -121,3 +121,50 @@ pub(crate) unsafe fn bitmapset_members(set: *const pg_sys::Bitmapset) -> Vec<i32
         out.push(m);
     }
 }
+
+/// Runs `f` in an internal subtransaction, as a PL/pgSQL `EXCEPTION` block
+/// does: released when `f` returns, rolled back when it raises a PostgreSQL
+/// ERROR, which is then returned instead of propagated. Memory context and
+/// resource owner are restored either way. A Rust panic rolls back and
+/// propagates.
+pub(crate) fn in_subtransaction<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> Result<T, pgrx::pg_sys::panic::ErrorReportWithLevel> {
+    use pgrx::pg_sys::panic::CaughtError;
+    use pgrx::pg_sys::pg_try::PgTryBuilder;
+
+    // SAFETY: reads of backend globals; BeginInternalSubTransaction needs a
+    // transaction in progress, which every SQL function call has.
+    let (cxt, owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::CurrentMemoryContext = saved.0;
+        saved
+    };
+    // SAFETY: restores what was saved above; the subtransaction is the
+    // current one when `finish` runs (f's own subtransactions are closed).
+    let finish = |commit: bool| unsafe {
+        if commit {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::CurrentMemoryContext = cxt;
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    let result = PgTryBuilder::new(|| Ok(f())).catch_others(|e| Err(e)).execute();
+    match result {
+        Ok(v) => {
+            finish(true);
+            Ok(v)
+        }
+        Err(CaughtError::PostgresError(e)) | Err(CaughtError::ErrorReport(e)) => {
+            finish(false);
+            Err(e)
+        }
+        Err(e @ CaughtError::RustPanic { .. }) => {
+            finish(false);
+            e.rethrow()
+        }
+    }
+}

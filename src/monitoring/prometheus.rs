@@ -1,0 +1,312 @@
+//! `logical_ext.metrics()`: the figures of `slot_health()`,
+//! `replication_status()` and the sampler in the Prometheus text exposition
+//! format (version 0.0.4). Pure: built from the reports, rendered to text.
+
+use super::health::{Status, WalStatus};
+use super::report::{SamplerReport, SlotReport, WalsenderReport};
+use std::fmt::Write as _;
+
+/// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_UNIX_SECS: f64 = 946_684_800.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Gauge,
+    Counter,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Family {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: Kind, help: &'static str) -> Family {
+        Family { name, help, kind, samples: Vec::new() }
+    }
+
+    fn add(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
+        self.samples.push((labels, value));
+    }
+}
+
+/// Label value escaping: backslash, double quote and newline.
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HELP text escaping: backslash and newline.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value as the format spells it (`NaN`, `+Inf`, `-Inf`, or a
+/// decimal number without exponent).
+pub(crate) fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+pub(crate) fn render(families: &[Family]) -> String {
+    let mut out = String::new();
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
+        let kind = match f.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+        for (labels, value) in &f.samples {
+            out.push_str(f.name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", format_value(*value));
+        }
+    }
+    out
+}
+
+fn slot_labels(s: &SlotReport) -> Vec<(&'static str, String)> {
+    vec![
+        ("slot_name", s.slot_name.clone()),
+        ("slot_type", s.slot_type.clone()),
+        ("database", s.database.clone().unwrap_or_default()),
+        ("plugin", s.plugin.clone().unwrap_or_default()),
+    ]
+}
+
+fn with(mut labels: Vec<(&'static str, String)>, k: &'static str, v: &str) -> Vec<(&'static str, String)> {
+    labels.push((k, v.to_string()));
+    labels
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// All metric families, in a fixed order. Series whose value is NULL in
+/// SQL are left out.
+pub(crate) fn families(slots: &[SlotReport], walsenders: &[WalsenderReport], sampler: &SamplerReport) -> Vec<Family> {
+    let mut active = Family::new(
+        "logical_ext_slot_active",
+        Kind::Gauge,
+        "Whether the replication slot is in use by a connection (1) or not (0).",
+    );
+    let mut lag = Family::new(
+        "logical_ext_slot_lag_bytes",
+        Kind::Gauge,
+        "WAL written since the slot's confirmed_flush_lsn (restart_lsn for physical slots), in bytes.",
+    );
+    let mut retained = Family::new(
+        "logical_ext_slot_retained_wal_bytes",
+        Kind::Gauge,
+        "WAL the slot holds back from removal (current position minus restart_lsn), in bytes.",
+    );
+    let mut safe = Family::new(
+        "logical_ext_slot_safe_wal_size_bytes",
+        Kind::Gauge,
+        "WAL that can still be written before the slot is lost (pg_replication_slots.safe_wal_size).",
+    );
+    let mut inactive = Family::new(
+        "logical_ext_slot_inactive_seconds",
+        Kind::Gauge,
+        "Seconds since the sampler saw the slot become inactive.",
+    );
+    let mut growth = Family::new(
+        "logical_ext_slot_wal_growth_bytes_per_second",
+        Kind::Gauge,
+        "Growth rate of the slot's retained WAL over the last 5 minutes of samples.",
+    );
+    let mut until = Family::new(
+        "logical_ext_slot_seconds_until_exhausted",
+        Kind::Gauge,
+        "Forecast seconds until the slot's retained WAL reaches the limit named by the basis label.",
+    );
+    let mut status = Family::new(
+        "logical_ext_slot_status",
+        Kind::Gauge,
+        "The slot's status from logical_ext.slot_health(): 1 for the current status, 0 for the others.",
+    );
+    let mut wal_status = Family::new(
+        "logical_ext_slot_wal_status",
+        Kind::Gauge,
+        "pg_replication_slots.wal_status: 1 for the current value, 0 for the others.",
+    );
+    for s in slots {
+        let l = slot_labels(s);
+        active.add(l.clone(), bool_value(s.active));
+        if let Some(v) = s.lag_bytes {
+            lag.add(l.clone(), v as f64);
+        }
+        if let Some(v) = s.retained_wal_bytes {
+            retained.add(l.clone(), v as f64);
+        }
+        if let Some(v) = s.safe_wal_size {
+            safe.add(l.clone(), v as f64);
+        }
+        if let Some(v) = s.inactive_seconds() {
+            inactive.add(l.clone(), v);
+        }
+        if let Some(v) = s.growth {
+            growth.add(l.clone(), v);
+        }
+        if let Some(v) = s.forecast.seconds_until_exhausted {
+            until.add(with(l.clone(), "basis", s.forecast.basis.as_str()), v);
+        }
+        for st in Status::ALL {
+            status.add(with(l.clone(), "status", st.as_str()), bool_value(s.status() == st));
+        }
+        if let Some(ws) = s.wal_status {
+            for w in WalStatus::ALL {
+                wal_status.add(with(l.clone(), "wal_status", w.as_str()), bool_value(ws == w));
+            }
+        }
+    }
+
+    let mut ws_lag = Family::new(
+        "logical_ext_walsender_lag_bytes",
+        Kind::Gauge,
+        "Bytes between the current WAL position and what the walsender sent or its client wrote, flushed, replayed.",
+    );
+    let mut ws_lag_s = Family::new(
+        "logical_ext_walsender_lag_seconds",
+        Kind::Gauge,
+        "pg_stat_replication write_lag, flush_lag and replay_lag, in seconds.",
+    );
+    for w in walsenders {
+        let l = vec![
+            ("application_name", w.application_name.clone()),
+            ("slot_name", w.slot_name.clone().unwrap_or_default()),
+            ("pid", w.pid.to_string()),
+        ];
+        for (stage, v) in ["sent", "write", "flush", "replay"].into_iter().zip(w.lag_bytes) {
+            if let Some(v) = v {
+                ws_lag.add(with(l.clone(), "stage", stage), v as f64);
+            }
+        }
+        for (stage, v) in ["write", "flush", "replay"].into_iter().zip(w.lag_seconds) {
+            if let Some(v) = v {
+                ws_lag_s.add(with(l.clone(), "stage", stage), v);
+            }
+        }
+    }
+
+    let mut running = Family::new(
+        "logical_ext_sampler_running",
+        Kind::Gauge,
+        "Whether the logical_ext sampler background worker runs (needs shared_preload_libraries).",
+    );
+    running.add(vec![], bool_value(sampler.running));
+    let mut samples =
+        Family::new("logical_ext_sampler_samples_total", Kind::Counter, "Sampling rounds since the server started.");
+    samples.add(vec![], sampler.samples_taken as f64);
+    let mut last = Family::new(
+        "logical_ext_sampler_last_sample_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the sampler's latest round.",
+    );
+    if let Some(at) = sampler.last_sample_at {
+        last.add(vec![], at as f64 / 1e6 + PG_EPOCH_UNIX_SECS);
+    }
+
+    vec![
+        active, lag, retained, safe, inactive, growth, until, status, wal_status, ws_lag, ws_lag_s, running, samples,
+        last,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values_and_help() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+        assert_eq!(escape_help("a\\b\nc \"q\""), "a\\\\b\\nc \"q\"");
+    }
+
+    #[test]
+    fn values_use_the_format_spelling() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn renders_help_type_and_samples() {
+        let mut f = Family::new("m_bytes", Kind::Gauge, "Some\nhelp.");
+        f.add(vec![("a", "x\"y".to_string()), ("b", String::new())], 3.5);
+        f.add(vec![], 2.0);
+        let mut c = Family::new("m_total", Kind::Counter, "Count.");
+        c.add(vec![], 7.0);
+        assert_eq!(
+            render(&[f, c]),
+            "# HELP m_bytes Some\\nhelp.\n# TYPE m_bytes gauge\nm_bytes{a=\"x\\\"y\",b=\"\"} 3.5\nm_bytes 2\n\
+             # HELP m_total Count.\n# TYPE m_total counter\nm_total 7\n"
+        );
+    }
+
+    #[test]
+    fn sampler_families_without_preload() {
+        let fams = families(&[], &[], &SamplerReport::default());
+        let text = render(&fams);
+        assert!(text.contains("\nlogical_ext_sampler_running 0\n"), "{text}");
+        assert!(text.contains("\nlogical_ext_sampler_samples_total 0\n"), "{text}");
+        assert!(!text.contains("\nlogical_ext_sampler_last_sample_timestamp_seconds "), "{text}");
+        // Every family is announced once, with a valid name.
+        for f in &fams {
+            assert_eq!(text.matches(&format!("# TYPE {} ", f.name)).count(), 1);
+            assert!(f.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn walsender_series_per_stage() {
+        let w = WalsenderReport {
+            pid: 42,
+            application_name: "sub\"1".to_string(),
+            slot_name: Some("s".to_string()),
+            lag_bytes: [Some(0), Some(10), None, Some(30)],
+            lag_seconds: [Some(0.5), None, None],
+        };
+        let text = render(&families(&[], &[w], &SamplerReport::default()));
+        assert!(text.contains(
+            "logical_ext_walsender_lag_bytes{application_name=\"sub\\\"1\",slot_name=\"s\",pid=\"42\",stage=\"write\"} 10\n"
+        ));
+        assert!(!text.contains("stage=\"flush\"} "), "NULL lag is left out:\n{text}");
+        assert!(text.contains(
+            "logical_ext_walsender_lag_seconds{application_name=\"sub\\\"1\",slot_name=\"s\",pid=\"42\",stage=\"write\"} 0.5\n"
+        ));
+    }
+}

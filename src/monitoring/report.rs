@@ -1,0 +1,281 @@
+//! Gathering: the live catalog rows (through SPI), the sampler's history
+//! (shared memory) and the settings, combined by the pure rules of
+//! `health.rs` into one [`SlotReport`] per slot. `slot_health()`,
+//! `drop_stale_slots()` and `metrics()` all start here, so they agree.
+
+use super::errors::OrReport;
+use super::health::{
+    self, Assessment, Facts, Forecast, HistoryGap, Inactivity, Status, Thresholds, Tracked, WalStatus,
+};
+use super::history::SlotHistory;
+use super::lsn::Lsn;
+use super::{sampler, settings, shmem};
+use pgrx::prelude::*;
+use std::collections::HashMap;
+
+/// One row of `logical_ext.slot_health()`.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotReport {
+    pub(crate) slot_name: String,
+    pub(crate) plugin: Option<String>,
+    pub(crate) slot_type: String,
+    pub(crate) database: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) active_pid: Option<i32>,
+    pub(crate) restart_lsn: Option<Lsn>,
+    pub(crate) confirmed_flush_lsn: Option<Lsn>,
+    pub(crate) lag_bytes: Option<i64>,
+    pub(crate) retained_wal_bytes: Option<i64>,
+    pub(crate) wal_status: Option<WalStatus>,
+    pub(crate) safe_wal_size: Option<i64>,
+    pub(crate) inactivity: Inactivity,
+    pub(crate) growth: Option<f64>,
+    pub(crate) forecast: Forecast,
+    pub(crate) assessment: Assessment,
+    /// The WAL position the figures were measured against.
+    pub(crate) wal_lsn: Lsn,
+    /// `TimestampTz` of the measurement.
+    pub(crate) now: i64,
+}
+
+impl SlotReport {
+    pub(crate) fn status(&self) -> Status {
+        self.assessment.status
+    }
+
+    /// Seconds since `inactive_since`, when known.
+    pub(crate) fn inactive_seconds(&self) -> Option<f64> {
+        self.inactivity.since().map(|at| (self.now - at).max(0) as f64 / 1e6)
+    }
+}
+
+/// What the sampler remembers, copied out of shared memory.
+struct History {
+    by_name: HashMap<String, SlotHistory>,
+}
+
+/// The sampler's state as this backend sees it: `Err` says why there is no
+/// history at all.
+fn history() -> Result<History, HistoryGap> {
+    if settings::monitor_interval().is_none() && shmem::attached() {
+        return Err(HistoryGap::SamplingOff);
+    }
+    shmem::read(|h, table| {
+        if h.sampler_pid == 0 {
+            return Err(HistoryGap::SamplerNotRunning);
+        }
+        let by_name = table.iter().filter(|e| e.in_use).map(|e| (e.name().to_string(), *e)).collect();
+        Ok(History { by_name })
+    })
+    .unwrap_or(Err(HistoryGap::NotPreloaded))
+}
+
+/// Free bytes (for unprivileged users) of the file system holding `pg_wal`.
+fn pg_wal_free_bytes() -> Option<u64> {
+    // SAFETY: DataDir is the server's data directory, set before any
+    // backend runs; statvfs fills the zeroed struct we pass.
+    unsafe {
+        let dir = crate::ffi::cstr_to_string(pgrx::pg_sys::DataDir);
+        let path = std::ffi::CString::new(format!("{dir}/pg_wal")).ok()?;
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+}
+
+/// `max_slot_wal_keep_size` in bytes, `None` when unlimited (-1).
+fn max_slot_wal_keep_size() -> Option<u64> {
+    // SAFETY: plain int GUC.
+    let mb = unsafe { pgrx::pg_sys::max_slot_wal_keep_size_mb };
+    u64::try_from(mb).ok().map(|mb| mb * 1024 * 1024)
+}
+
+/// One row of `pg_replication_slots`.
+struct SlotRow {
+    slot_name: String,
+    plugin: Option<String>,
+    slot_type: String,
+    database: Option<String>,
+    active: bool,
+    active_pid: Option<i32>,
+    restart_lsn: Option<Lsn>,
+    confirmed_flush_lsn: Option<Lsn>,
+    wal_status: Option<String>,
+    safe_wal_size: Option<i64>,
+}
+
+fn slot_rows() -> Vec<SlotRow> {
+    Spi::connect(|client| {
+        let table = client.select(
+            "SELECT slot_name::text, plugin::text, slot_type, database::text, active, active_pid,
+                    restart_lsn, confirmed_flush_lsn, wal_status, safe_wal_size
+               FROM pg_catalog.pg_replication_slots
+              ORDER BY slot_name",
+            None,
+            &[],
+        )?;
+        let mut rows = Vec::new();
+        for r in table {
+            rows.push(SlotRow {
+                slot_name: r.get::<String>(1)?.unwrap_or_default(),
+                plugin: r.get(2)?,
+                slot_type: r.get::<String>(3)?.unwrap_or_default(),
+                database: r.get(4)?,
+                active: r.get::<bool>(5)?.unwrap_or(false),
+                active_pid: r.get(6)?,
+                restart_lsn: r.get(7)?,
+                confirmed_flush_lsn: r.get(8)?,
+                wal_status: r.get(9)?,
+                safe_wal_size: r.get(10)?,
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(rows)
+    })
+    .or_report()
+}
+
+/// Every slot, assessed against `thresholds`.
+pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
+    let rows = slot_rows();
+    let history = history();
+    // SAFETY: always valid in a backend.
+    let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
+    let wal_lsn = sampler::current_wal_lsn();
+    let keep_size = max_slot_wal_keep_size();
+    let free = if keep_size.is_none() { pg_wal_free_bytes() } else { None };
+
+    rows.into_iter()
+        .map(|row| {
+            let wal_status = row.wal_status.as_deref().and_then(WalStatus::parse);
+            // Logical slots lag behind what their consumer confirmed;
+            // physical slots have no confirmed_flush_lsn, their restart_lsn
+            // is the standby's flush position.
+            let lag_from = row.confirmed_flush_lsn.or(row.restart_lsn);
+            let lag_bytes = lag_from.map(|l| wal_lsn.saturating_sub(l.0) as i64);
+            let retained = row.restart_lsn.map(|r| wal_lsn.saturating_sub(r.0) as i64);
+
+            let slot_history = history.as_ref().map(|h| h.by_name.get(&row.slot_name));
+            let tracked: Tracked = slot_history.map(|h| h.map(SlotHistory::activity)).map_err(|g| *g);
+            let inactivity = health::inactivity(row.active, tracked, now);
+            let growth = match slot_history {
+                Err(gap) => Err(*gap),
+                Ok(h) => {
+                    let points: Vec<(i64, i64)> =
+                        h.into_iter().flat_map(|h| h.samples()).filter_map(|s| Some((s.at, s.retained()?))).collect();
+                    health::growth_rate(&points).ok_or(HistoryGap::TooFewSamples)
+                }
+            };
+            let forecast = health::forecast(growth.ok(), wal_status, keep_size.is_some(), row.safe_wal_size, free);
+            let facts = Facts {
+                lag_bytes,
+                retained_bytes: retained,
+                wal_status,
+                inactivity,
+                growth,
+                forecast,
+                max_slot_wal_keep_size: keep_size,
+                now,
+            };
+            let assessment = health::assess(&facts, thresholds);
+            SlotReport {
+                slot_name: row.slot_name,
+                plugin: row.plugin,
+                slot_type: row.slot_type,
+                database: row.database,
+                active: row.active,
+                active_pid: row.active_pid,
+                restart_lsn: row.restart_lsn,
+                confirmed_flush_lsn: row.confirmed_flush_lsn,
+                lag_bytes,
+                retained_wal_bytes: retained,
+                wal_status,
+                safe_wal_size: row.safe_wal_size,
+                inactivity,
+                growth: facts.growth.ok(),
+                forecast,
+                assessment,
+                wal_lsn: Lsn(wal_lsn),
+                now,
+            }
+        })
+        .collect()
+}
+
+/// One walsender, from `logical_ext.replication_status()`.
+#[derive(Debug, Clone)]
+pub(crate) struct WalsenderReport {
+    pub(crate) pid: i32,
+    pub(crate) application_name: String,
+    pub(crate) slot_name: Option<String>,
+    /// sent, write, flush, replay lag in bytes.
+    pub(crate) lag_bytes: [Option<i64>; 4],
+    /// write, flush, replay lag in seconds.
+    pub(crate) lag_seconds: [Option<f64>; 3],
+}
+
+pub(crate) fn walsenders() -> Vec<WalsenderReport> {
+    Spi::connect(|client| {
+        let table = client.select(
+            "SELECT pid, application_name, slot_name::text,
+                    sent_lag_bytes, write_lag_bytes, flush_lag_bytes, replay_lag_bytes,
+                    extract(epoch FROM write_lag)::float8, extract(epoch FROM flush_lag)::float8,
+                    extract(epoch FROM replay_lag)::float8
+               FROM logical_ext.replication_status()",
+            None,
+            &[],
+        )?;
+        let mut rows = Vec::new();
+        for r in table {
+            rows.push(WalsenderReport {
+                pid: r.get::<i32>(1)?.unwrap_or(0),
+                application_name: r.get::<String>(2)?.unwrap_or_default(),
+                slot_name: r.get(3)?,
+                lag_bytes: [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+                lag_seconds: [r.get(8)?, r.get(9)?, r.get(10)?],
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(rows)
+    })
+    .or_report()
+}
+
+/// The sampler as `logical_ext.sampler_status()` shows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SamplerReport {
+    pub(crate) preloaded: bool,
+    pub(crate) running: bool,
+    pub(crate) pid: Option<i32>,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) interval_ms: Option<i32>,
+    pub(crate) last_sample_at: Option<i64>,
+    pub(crate) samples_taken: i64,
+    pub(crate) tracked_slots: i32,
+    pub(crate) capacity: i32,
+    pub(crate) untracked_slots: i32,
+    pub(crate) note: String,
+}
+
+pub(crate) fn sampler() -> SamplerReport {
+    let gap = history().err();
+    let mut r = shmem::read(|h, table| SamplerReport {
+        preloaded: true,
+        running: h.sampler_pid != 0,
+        pid: (h.sampler_pid != 0).then_some(h.sampler_pid),
+        started_at: (h.sampler_pid != 0).then_some(h.sampler_started_at),
+        interval_ms: (h.sampler_pid != 0).then_some(h.interval_ms),
+        last_sample_at: (h.samples_taken > 0).then_some(h.last_sample_at),
+        samples_taken: h.samples_taken as i64,
+        tracked_slots: table.iter().filter(|e| e.in_use).count() as i32,
+        capacity: h.capacity as i32,
+        untracked_slots: h.untracked_slots as i32,
+        note: String::new(),
+    })
+    .unwrap_or_default();
+    r.note = match gap {
+        Some(g) => g.explain().to_string(),
+        None => "sampling".to_string(),
+    };
+    r
+}

@@ -1,0 +1,163 @@
+//! The background sampler: every `logical_ext.monitor_interval` it copies
+//! the name, `active_pid` and `restart_lsn` of every replication slot out of
+//! PostgreSQL's slot array (as `pg_get_replication_slots()` does: the control
+//! lock shared, each slot's spinlock around the copy) together with the WAL
+//! write position, and records them in the shared history (`shmem.rs`,
+//! `history.rs`). It needs no database connection.
+//!
+//! Signals: SIGHUP reloads the configuration (a new interval applies at
+//! once), SIGTERM ends the loop at the next latch wake-up, which the signal
+//! itself triggers. The worker then exits with code 1, so the postmaster
+//! restarts it after [`RESTART_SECS`] unless the server is shutting down
+//! (`logical_ext.monitor_interval = 0` is the way to stop sampling).
+
+use super::history::{Observed, record_round};
+use super::{settings, shmem};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::pg_sys;
+use std::time::{Duration, Instant};
+
+/// `bgw_type`, as shown in `pg_stat_activity.backend_type`.
+pub(crate) const WORKER_TYPE: &str = "logical_ext monitor";
+/// Seconds before the postmaster restarts an exited sampler.
+pub(crate) const RESTART_SECS: u64 = 5;
+/// `ReplicationSlotControlLock` in PostgreSQL 15's `storage/lwlocknames.h`.
+const REPLICATION_SLOT_CONTROL_LOCK: usize = 37;
+
+/// Registers the sampler. Call only from `_PG_init` while
+/// `process_shared_preload_libraries_in_progress`.
+pub(crate) fn register() {
+    BackgroundWorkerBuilder::new(WORKER_TYPE)
+        .set_type(WORKER_TYPE)
+        .set_library("logical_ext")
+        .set_function("logical_ext_monitor_main")
+        .enable_shmem_access(None)
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(Some(Duration::from_secs(RESTART_SECS)))
+        .load();
+}
+
+/// The sampler's entry point (`bgw_function_name`).
+#[pgrx::pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SAFETY: registering a plain callback for this process's exit.
+    unsafe { pg_sys::before_shmem_exit(Some(forget_sampler), pg_sys::Datum::from(0)) };
+    // SAFETY: MyProcPid and GetCurrentTimestamp are always valid in a backend.
+    let (pid, started) = unsafe { (pg_sys::MyProcPid, pg_sys::GetCurrentTimestamp()) };
+    shmem::write(|h, _| {
+        h.sampler_pid = pid;
+        h.sampler_started_at = started;
+    });
+
+    let mut last_sample: Option<Instant> = None;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background process to reload.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let interval = settings::monitor_interval();
+        let interval_ms = interval.map_or(0, |d| d.as_millis() as i32);
+        shmem::write(|h, _| h.interval_ms = interval_ms);
+
+        let timeout = match interval {
+            None => None, // sampling off: sleep until a signal
+            Some(iv) => {
+                let due = last_sample.map_or(true, |t| t.elapsed() >= iv);
+                if due {
+                    sample_once();
+                    last_sample = Some(Instant::now());
+                }
+                let elapsed = last_sample.map_or(Duration::ZERO, |t| t.elapsed());
+                Some(iv.saturating_sub(elapsed).max(Duration::from_millis(1)))
+            }
+        };
+        if !BackgroundWorker::wait_latch(timeout) {
+            break;
+        }
+    }
+    // SAFETY: ends this process; exit code 1 lets the postmaster restart us
+    // after RESTART_SECS if this was not a server shutdown.
+    unsafe { pg_sys::proc_exit(1) }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn forget_sampler(_code: i32, _arg: pg_sys::Datum) {
+    // SAFETY: MyProcPid is valid; shmem::write takes our own LWLock, which is
+    // still usable in before_shmem_exit callbacks.
+    let pid = unsafe { pg_sys::MyProcPid };
+    shmem::write(|h, _| {
+        if h.sampler_pid == pid {
+            h.sampler_pid = 0;
+        }
+    });
+}
+
+/// The WAL position `slot_health()` measures against: `pg_current_wal_lsn()`
+/// on a primary, the replay position on a standby.
+pub(crate) fn current_wal_lsn() -> u64 {
+    // SAFETY: plain reads of shared XLog state, valid in any process
+    // attached to shared memory.
+    unsafe {
+        if pg_sys::RecoveryInProgress() {
+            pg_sys::GetXLogReplayRecPtr(std::ptr::null_mut())
+        } else {
+            pg_sys::GetXLogWriteRecPtr()
+        }
+    }
+}
+
+fn sample_once() {
+    // SAFETY: always valid in a backend.
+    let at = unsafe { pg_sys::GetCurrentTimestamp() };
+    let wal_lsn = current_wal_lsn();
+    let observed = read_slots();
+    shmem::write(|h, table| {
+        h.untracked_slots = record_round(table, &observed, at, wal_lsn) as u32;
+        h.last_sample_at = at;
+        h.samples_taken += 1;
+    });
+}
+
+/// Name, active and restart_lsn of every slot in use.
+fn read_slots() -> Vec<Observed> {
+    // SAFETY: plain int GUC.
+    let max = usize::try_from(unsafe { pg_sys::max_replication_slots }).unwrap_or(0);
+    let mut raw: Vec<(pg_sys::NameData, bool, u64)> = Vec::with_capacity(max);
+    // SAFETY: the same protocol as pg_get_replication_slots(): the control
+    // lock (shared) keeps slots from being created or dropped, each slot's
+    // spinlock makes the copy of its fields consistent. ReplicationSlotCtl
+    // holds max_replication_slots slots (NULL when that is 0). Nothing in the
+    // spinlocked section can fail or allocate (`raw` has room for every slot).
+    unsafe {
+        let ctl = pg_sys::ReplicationSlotCtl;
+        if ctl.is_null() || max == 0 {
+            return Vec::new();
+        }
+        let lock = &raw mut (*pg_sys::MainLWLockArray.add(REPLICATION_SLOT_CONTROL_LOCK)).lock;
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED);
+        let slots = (&raw mut (*ctl).replication_slots).cast::<pg_sys::ReplicationSlot>();
+        for i in 0..max {
+            let slot = slots.add(i);
+            if !(*slot).in_use {
+                continue;
+            }
+            pg_sys::SpinLockAcquire(&raw mut (*slot).mutex);
+            let name = (*slot).data.name;
+            let active = (*slot).active_pid != 0;
+            let restart_lsn = (*slot).data.restart_lsn;
+            pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
+            raw.push((name, active, restart_lsn));
+        }
+        pg_sys::LWLockRelease(lock);
+    }
+    raw.into_iter()
+        .map(|(name, active, restart_lsn)| Observed { name: name_to_string(&name), active, restart_lsn })
+        .collect()
+}
+
+fn name_to_string(n: &pg_sys::NameData) -> String {
+    let bytes: Vec<u8> = n.data.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -1,0 +1,79 @@
+//! The monitoring settings (`logical_ext.slot_lag_warning`,
+//! `logical_ext.slot_lag_critical`, `logical_ext.slot_inactive_warning`,
+//! `logical_ext.monitor_interval`). Defined by [`define`], which
+//! `crate::settings::register` calls before it reserves the prefix (so a value
+//! set in postgresql.conf before the library was loaded is kept).
+
+use super::health::Thresholds;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::time::Duration;
+
+/// kB; `-1` disables the check.
+static SLOT_LAG_WARNING_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+/// kB; `-1` disables the check.
+static SLOT_LAG_CRITICAL_KB: GucSetting<i32> = GucSetting::<i32>::new(10 * 1024 * 1024);
+/// Seconds; `-1` disables the check.
+static SLOT_INACTIVE_WARNING_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// Milliseconds; `0` stops sampling.
+static MONITOR_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+/// Smallest sampling interval accepted.
+pub(crate) const MIN_MONITOR_INTERVAL_MS: i32 = 100;
+
+pub(crate) fn define() {
+    GucRegistry::define_int_guc(
+        c"logical_ext.slot_lag_warning",
+        c"Replication lag (current WAL position minus confirmed_flush_lsn) at which logical_ext.slot_health() reports a slot as warning.",
+        c"-1 disables the check. The default, 1GB, follows the usual advice to alert above 1 GB of slot lag.",
+        &SLOT_LAG_WARNING_KB,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"logical_ext.slot_lag_critical",
+        c"Replication lag at which logical_ext.slot_health() reports a slot as critical.",
+        c"-1 disables the check.",
+        &SLOT_LAG_CRITICAL_KB,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"logical_ext.slot_inactive_warning",
+        c"How long a slot may stay inactive before logical_ext.slot_health() reports it as warning.",
+        c"0 warns about any inactive slot, -1 disables the check. Without the sampler (logical_ext not in \
+shared_preload_libraries) the inactive time is unknown and any inactive slot is reported.",
+        &SLOT_INACTIVE_WARNING_S,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"logical_ext.monitor_interval",
+        c"How often the logical_ext sampler records the position and state of every replication slot.",
+        c"Needs logical_ext in shared_preload_libraries. 0 stops sampling (the history is kept but ages).",
+        &MONITOR_INTERVAL_MS,
+        0,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+}
+
+/// The thresholds in force in this session.
+pub(crate) fn thresholds() -> Thresholds {
+    Thresholds::from_settings(SLOT_LAG_WARNING_KB.get(), SLOT_LAG_CRITICAL_KB.get(), SLOT_INACTIVE_WARNING_S.get())
+}
+
+/// The sampling interval, or `None` when sampling is switched off. Values
+/// below [`MIN_MONITOR_INTERVAL_MS`] are raised to it.
+pub(crate) fn monitor_interval() -> Option<Duration> {
+    match MONITOR_INTERVAL_MS.get() {
+        0 => None,
+        ms => Some(Duration::from_millis(ms.max(MIN_MONITOR_INTERVAL_MS) as u64)),
+    }
+}
