@@ -129,7 +129,7 @@ pub(crate) unsafe fn bitmapset_members(set: *const pg_sys::Bitmapset) -> Vec<i32
 /// propagates.
 pub(crate) fn in_subtransaction<T>(
     f: impl FnOnce() -> T + std::panic::UnwindSafe,
-) -> Result<T, pgrx::pg_sys::panic::ErrorReportWithLevel> {
+) -> Result<T, Box<pgrx::pg_sys::panic::ErrorReportWithLevel>> {
     use pgrx::pg_sys::panic::CaughtError;
     use pgrx::pg_sys::pg_try::PgTryBuilder;
 
@@ -152,19 +152,22 @@ pub(crate) fn in_subtransaction<T>(
         pg_sys::CurrentMemoryContext = cxt;
         pg_sys::CurrentResourceOwner = owner;
     };
-    let result = PgTryBuilder::new(|| Ok(f())).catch_others(|e| Err(e)).execute();
+    // The error is boxed to keep the Result small.
+    let result = PgTryBuilder::new(|| Ok(f())).catch_others(|e| Err(Box::new(e))).execute();
     match result {
         Ok(v) => {
             finish(true);
             Ok(v)
         }
-        Err(CaughtError::PostgresError(e)) | Err(CaughtError::ErrorReport(e)) => {
-            finish(false);
-            Err(e)
-        }
-        Err(e @ CaughtError::RustPanic { .. }) => {
-            finish(false);
-            e.rethrow()
-        }
+        Err(e) => match *e {
+            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+                finish(false);
+                Err(Box::new(report))
+            }
+            panic @ CaughtError::RustPanic { .. } => {
+                finish(false);
+                panic.rethrow()
+            }
+        },
     }
 }

@@ -40,6 +40,7 @@ type SlotHealthRow = (
 /// positions, lag, retained WAL, inactive time, WAL growth rate, exhaustion
 /// forecast, and a status (`ok`, `warning`, `critical`) with the reason.
 #[pg_extern(volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelt out here
 fn slot_health() -> TableIterator<
     'static,
     (
@@ -103,6 +104,7 @@ fn metrics() -> String {
 
 /// The state of the background sampler that records slot history.
 #[pg_extern(volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelt out here
 fn sampler_status() -> TableIterator<
     'static,
     (
@@ -225,6 +227,7 @@ fn record_drop(s: &SlotReport, role_name: &str, inactive_for: &Interval) {
 /// less. Every drop is logged and recorded in `logical_ext.slot_drop_audit`.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelt out here
 fn drop_stale_slots(
     inactive_for: Interval,
     dry_run: default!(bool, true),

@@ -115,8 +115,10 @@ pub(crate) struct TrackedActivity {
     /// Time of the first sample that saw it inactive (after an active one,
     /// or since the sampler first saw it); `None` while active.
     pub(crate) inactive_since: Option<i64>,
-    /// Whether any sample saw the slot active.
-    pub(crate) seen_active: bool,
+    /// Whether the sampler saw the current inactivity begin: it saw the slot
+    /// active, or saw it appear after its own first round. When false the
+    /// slot was already inactive when sampling started.
+    pub(crate) saw_start: bool,
 }
 
 /// What is known about how long a slot has been inactive.
@@ -157,7 +159,7 @@ pub(crate) fn inactivity(live_active: bool, tracked: Tracked, now: i64) -> Inact
         // one interval; report the later bound, now.
         Ok(None) => Inactivity::Since { at: now, at_least: false },
         Ok(Some(t)) => match t.inactive_since {
-            Some(at) if !t.active_in_last_sample => Inactivity::Since { at, at_least: !t.seen_active },
+            Some(at) if !t.active_in_last_sample => Inactivity::Since { at, at_least: !t.saw_start },
             _ => Inactivity::Since { at: now, at_least: false },
         },
     }
@@ -612,8 +614,8 @@ mod tests {
     #[test]
     fn inactivity_combines_live_state_and_history() {
         let now = 500 * S;
-        let tracked = |active_in_last_sample, inactive_since, seen_active| {
-            Ok(Some(TrackedActivity { active_in_last_sample, inactive_since, seen_active }))
+        let tracked = |active_in_last_sample, inactive_since, saw_start| {
+            Ok(Some(TrackedActivity { active_in_last_sample, inactive_since, saw_start }))
         };
         assert_eq!(inactivity(true, Err(HistoryGap::NotPreloaded), now), Inactivity::Active);
         assert_eq!(inactivity(true, tracked(false, Some(1), false), now), Inactivity::Active);

@@ -46,7 +46,8 @@ pub(crate) struct SlotHistory {
     pub(crate) in_use: bool,
     name_len: u8,
     name: [u8; NAME_LEN],
-    seen_active: bool,
+    /// Seen active, or appeared after the sampler's first round.
+    saw_start: bool,
     active_in_last_sample: bool,
     has_inactive_since: bool,
     inactive_since: i64,
@@ -62,7 +63,7 @@ impl SlotHistory {
         in_use: false,
         name_len: 0,
         name: [0; NAME_LEN],
-        seen_active: false,
+        saw_start: false,
         active_in_last_sample: false,
         has_inactive_since: false,
         inactive_since: 0,
@@ -71,8 +72,11 @@ impl SlotHistory {
         samples: [Sample { at: 0, wal_lsn: 0, restart_lsn: 0, active: false }; HISTORY_LEN],
     };
 
-    fn start(name: &str) -> SlotHistory {
+    /// A new entry; `appeared` when the slot was created after the
+    /// sampler's first round (so its inactivity started under observation).
+    fn start(name: &str, appeared: bool) -> SlotHistory {
         let mut h = SlotHistory::EMPTY;
+        h.saw_start = appeared;
         let bytes = &name.as_bytes()[..name.len().min(NAME_LEN - 1)];
         h.name[..bytes.len()].copy_from_slice(bytes);
         h.name_len = bytes.len() as u8;
@@ -91,7 +95,7 @@ impl SlotHistory {
         self.next = (self.next + 1) % HISTORY_LEN as u32;
         self.len = (self.len + 1).min(HISTORY_LEN as u32);
         if s.active {
-            self.seen_active = true;
+            self.saw_start = true;
             self.has_inactive_since = false;
         } else if !self.has_inactive_since {
             self.has_inactive_since = true;
@@ -111,16 +115,23 @@ impl SlotHistory {
         TrackedActivity {
             active_in_last_sample: self.active_in_last_sample,
             inactive_since: self.has_inactive_since.then_some(self.inactive_since),
-            seen_active: self.seen_active,
+            saw_start: self.saw_start,
         }
     }
 }
 
 /// One sampling round over the whole table: entries of slots that no longer
 /// exist are freed, new slots get a free entry, and every observed slot gets
-/// a sample. Returns how many observed slots found no free entry (cannot
+/// a sample. `first_round` is true for the sampler's very first round (its
+/// slots may have been inactive for long already). Returns how many observed slots found no free entry (cannot
 /// happen when the table has `max_replication_slots` entries).
-pub(crate) fn record_round(table: &mut [SlotHistory], observed: &[Observed], at: i64, wal_lsn: u64) -> usize {
+pub(crate) fn record_round(
+    table: &mut [SlotHistory],
+    observed: &[Observed],
+    first_round: bool,
+    at: i64,
+    wal_lsn: u64,
+) -> usize {
     for entry in table.iter_mut().filter(|e| e.in_use) {
         if !observed.iter().any(|o| o.name == entry.name()) {
             *entry = SlotHistory::EMPTY;
@@ -132,7 +143,7 @@ pub(crate) fn record_round(table: &mut [SlotHistory], observed: &[Observed], at:
             Some(i) => i,
             None => match table.iter().position(|e| !e.in_use) {
                 Some(i) => {
-                    table[i] = SlotHistory::start(&o.name);
+                    table[i] = SlotHistory::start(&o.name, !first_round);
                     i
                 }
                 None => {
@@ -156,7 +167,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_last_samples_in_order() {
-        let mut h = SlotHistory::start("s");
+        let mut h = SlotHistory::start("s", false);
         assert_eq!(h.samples().count(), 0);
         for i in 0..5 {
             h.record(Sample { at: i, wal_lsn: 100 + i as u64, restart_lsn: 1, active: false });
@@ -174,24 +185,24 @@ mod tests {
 
     #[test]
     fn activity_state_tracks_transitions() {
-        let mut h = SlotHistory::start("s");
+        let mut h = SlotHistory::start("s", false);
         let at = |t, active| Sample { at: t, wal_lsn: 0, restart_lsn: 0, active };
         h.record(at(10, false));
         h.record(at(20, false));
         assert_eq!(
             h.activity(),
-            TrackedActivity { active_in_last_sample: false, inactive_since: Some(10), seen_active: false }
+            TrackedActivity { active_in_last_sample: false, inactive_since: Some(10), saw_start: false }
         );
         h.record(at(30, true));
         assert_eq!(
             h.activity(),
-            TrackedActivity { active_in_last_sample: true, inactive_since: None, seen_active: true }
+            TrackedActivity { active_in_last_sample: true, inactive_since: None, saw_start: true }
         );
         h.record(at(40, false));
         h.record(at(50, false));
         assert_eq!(
             h.activity(),
-            TrackedActivity { active_in_last_sample: false, inactive_since: Some(40), seen_active: true }
+            TrackedActivity { active_in_last_sample: false, inactive_since: Some(40), saw_start: true }
         );
     }
 
@@ -205,13 +216,16 @@ mod tests {
     #[test]
     fn rounds_add_and_free_entries() {
         let mut table = [SlotHistory::EMPTY; 3];
-        assert_eq!(record_round(&mut table, &[obs("a", true, 5), obs("b", false, 6)], 1, 10), 0);
-        assert_eq!(record_round(&mut table, &[obs("a", true, 7), obs("b", false, 6)], 2, 20), 0);
+        assert_eq!(record_round(&mut table, &[obs("a", true, 5), obs("b", false, 6)], true, 1, 10), 0);
+        assert_eq!(record_round(&mut table, &[obs("a", true, 7), obs("b", false, 6)], false, 2, 20), 0);
         let names: Vec<&str> = table.iter().filter(|e| e.in_use).map(|e| e.name()).collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(table[0].samples().count(), 2);
         // "a" dropped, "c" and "d" created: "c" reuses a free entry.
-        assert_eq!(record_round(&mut table, &[obs("b", false, 6), obs("c", false, 9), obs("d", false, 9)], 3, 30), 0);
+        assert_eq!(
+            record_round(&mut table, &[obs("b", false, 6), obs("c", false, 9), obs("d", false, 9)], false, 3, 30),
+            0
+        );
         let mut names: Vec<&str> = table.iter().filter(|e| e.in_use).map(|e| e.name()).collect();
         names.sort();
         assert_eq!(names, vec!["b", "c", "d"]);
@@ -219,11 +233,16 @@ mod tests {
         assert_eq!(b.samples().count(), 3, "b keeps its history");
         let c = table.iter().find(|e| e.name() == "c").unwrap();
         assert_eq!(c.samples().map(|s| s.at).collect::<Vec<_>>(), vec![3], "c starts afresh");
+        // Slots of the first round may have been inactive for long before;
+        // slots appearing later were inactive only since they appeared.
+        assert!(!b.activity().saw_start, "b was there in the first round");
+        assert!(c.activity().saw_start, "c appeared under observation");
         // No room: reported, nothing else disturbed.
         assert_eq!(
             record_round(
                 &mut table,
                 &[obs("b", false, 6), obs("c", false, 9), obs("d", false, 9), obs("e", true, 1)],
+                false,
                 4,
                 40
             ),
@@ -235,7 +254,7 @@ mod tests {
     #[test]
     fn long_names_fit() {
         let name = "x".repeat(63);
-        let h = SlotHistory::start(&name);
+        let h = SlotHistory::start(&name, false);
         assert_eq!(h.name(), name);
     }
 }

@@ -64,7 +64,7 @@ pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
         let timeout = match interval {
             None => None, // sampling off: sleep until a signal
             Some(iv) => {
-                let due = last_sample.map_or(true, |t| t.elapsed() >= iv);
+                let due = last_sample.is_none_or(|t| t.elapsed() >= iv);
                 if due {
                     sample_once();
                     last_sample = Some(Instant::now());
@@ -114,7 +114,7 @@ fn sample_once() {
     let wal_lsn = current_wal_lsn();
     let observed = read_slots();
     shmem::write(|h, table| {
-        h.untracked_slots = record_round(table, &observed, at, wal_lsn) as u32;
+        h.untracked_slots = record_round(table, &observed, h.samples_taken == 0, at, wal_lsn) as u32;
         h.last_sample_at = at;
         h.samples_taken += 1;
     });
