@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# python3-prometheus-client: the reference parser the metrics() test feeds.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo
-          postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev)
+          postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev
+          python3-prometheus-client)
 
 log() { echo "== setup: $*" >&2; }
 

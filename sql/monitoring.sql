@@ -84,7 +84,7 @@ COMMENT ON FUNCTION logical_ext.replication_status() IS
 COMMENT ON FUNCTION logical_ext.slot_health() IS
     'One row per replication slot: lag, retained WAL, inactive time, growth, forecast, status and reason';
 COMMENT ON FUNCTION logical_ext.metrics() IS
-    'slot_health(), replication_status() and sampler figures in the Prometheus text format';
+    'slot_health(), replication_status(), logical_ext subscription and sampler figures in the Prometheus text format';
 COMMENT ON FUNCTION logical_ext.sampler_status() IS
     'State of the background sampler that records slot history';
 COMMENT ON FUNCTION logical_ext.drop_stale_slots(interval, boolean) IS

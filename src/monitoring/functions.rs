@@ -92,14 +92,21 @@ fn slot_health() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// The figures of slot_health(), replication_status() and the sampler in
-/// the Prometheus text exposition format.
+/// The figures of slot_health(), replication_status(), the logical_ext
+/// subscriptions of this database and the sampler in the Prometheus text
+/// exposition format.
 #[pg_extern(volatile, parallel_restricted)]
 fn metrics() -> String {
     let slots = report::slots(&settings::thresholds());
     let walsenders = report::walsenders();
+    let subscriptions = report::subscriptions();
     let sampler = report::sampler();
-    prometheus::render(&prometheus::families(&slots, &walsenders, &sampler))
+    prometheus::render(&prometheus::families(&prometheus::Inputs {
+        slots: &slots,
+        walsenders: &walsenders,
+        subscriptions: &subscriptions,
+        sampler: &sampler,
+    }))
 }
 
 /// The state of the background sampler that records slot history.

@@ -3,7 +3,7 @@
 //! format (version 0.0.4). Pure: built from the reports, rendered to text.
 
 use super::health::{Status, WalStatus};
-use super::report::{SamplerReport, SlotReport, WalsenderReport};
+use super::report::{SamplerReport, SlotReport, SubscriptionReport, WalsenderReport};
 use std::fmt::Write as _;
 
 /// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -111,9 +111,18 @@ fn bool_value(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
+/// The figures `metrics()` exposes.
+pub(crate) struct Inputs<'a> {
+    pub(crate) slots: &'a [SlotReport],
+    pub(crate) walsenders: &'a [WalsenderReport],
+    pub(crate) subscriptions: &'a [SubscriptionReport],
+    pub(crate) sampler: &'a SamplerReport,
+}
+
 /// All metric families, in a fixed order. Series whose value is NULL in
 /// SQL are left out.
-pub(crate) fn families(slots: &[SlotReport], walsenders: &[WalsenderReport], sampler: &SamplerReport) -> Vec<Family> {
+pub(crate) fn families(inputs: &Inputs<'_>) -> Vec<Family> {
+    let Inputs { slots, walsenders, subscriptions, sampler } = *inputs;
     let mut active = Family::new(
         "logical_ext_slot_active",
         Kind::Gauge,
@@ -218,6 +227,61 @@ pub(crate) fn families(slots: &[SlotReport], walsenders: &[WalsenderReport], sam
         }
     }
 
+    let mut sub_enabled = Family::new(
+        "logical_ext_subscription_enabled",
+        Kind::Gauge,
+        "Whether the logical_ext subscription is enabled.",
+    );
+    let mut sub_streaming = Family::new(
+        "logical_ext_subscription_streaming",
+        Kind::Gauge,
+        "Whether the subscription's apply worker is streaming (state = streaming).",
+    );
+    let mut sub_error = Family::new(
+        "logical_ext_subscription_error",
+        Kind::Gauge,
+        "Whether the subscription is failing (state = error; see subscription_status.last_error).",
+    );
+    let mut sub_lag = Family::new(
+        "logical_ext_subscription_lag_bytes",
+        Kind::Gauge,
+        "WAL the publisher has sent beyond what the subscription applied, in bytes.",
+    );
+    let mut sub_lag_s =
+        Family::new("logical_ext_subscription_lag_seconds", Kind::Gauge, "Apply lag of the subscription, in seconds.");
+    let mut sub_txns = Family::new(
+        "logical_ext_subscription_applied_transactions_total",
+        Kind::Counter,
+        "Transactions applied by the subscription's worker since it started.",
+    );
+    let mut sub_changes = Family::new(
+        "logical_ext_subscription_applied_changes_total",
+        Kind::Counter,
+        "Row changes applied by the subscription's worker since it started.",
+    );
+    let mut sub_last = Family::new(
+        "logical_ext_subscription_last_message_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last message the subscription received from its publisher.",
+    );
+    for s in subscriptions {
+        let l = vec![("subscription", s.name.clone())];
+        sub_enabled.add(l.clone(), bool_value(s.enabled));
+        sub_streaming.add(l.clone(), bool_value(s.state == "streaming"));
+        sub_error.add(l.clone(), bool_value(s.state == "error"));
+        if let Some(v) = s.lag_bytes {
+            sub_lag.add(l.clone(), v);
+        }
+        if let Some(v) = s.lag_seconds {
+            sub_lag_s.add(l.clone(), v);
+        }
+        sub_txns.add(l.clone(), s.applied_transactions as f64);
+        sub_changes.add(l.clone(), s.applied_changes as f64);
+        if let Some(v) = s.last_message_unix {
+            sub_last.add(l.clone(), v);
+        }
+    }
+
     let mut running = Family::new(
         "logical_ext_sampler_running",
         Kind::Gauge,
@@ -237,7 +301,27 @@ pub(crate) fn families(slots: &[SlotReport], walsenders: &[WalsenderReport], sam
     }
 
     vec![
-        active, lag, retained, safe, inactive, growth, until, status, wal_status, ws_lag, ws_lag_s, running, samples,
+        active,
+        lag,
+        retained,
+        safe,
+        inactive,
+        growth,
+        until,
+        status,
+        wal_status,
+        ws_lag,
+        ws_lag_s,
+        sub_enabled,
+        sub_streaming,
+        sub_error,
+        sub_lag,
+        sub_lag_s,
+        sub_txns,
+        sub_changes,
+        sub_last,
+        running,
+        samples,
         last,
     ]
 }
@@ -279,7 +363,8 @@ mod tests {
 
     #[test]
     fn sampler_families_without_preload() {
-        let fams = families(&[], &[], &SamplerReport::default());
+        let fams =
+            families(&Inputs { slots: &[], walsenders: &[], subscriptions: &[], sampler: &SamplerReport::default() });
         let text = render(&fams);
         assert!(text.contains("\nlogical_ext_sampler_running 0\n"), "{text}");
         assert!(text.contains("\nlogical_ext_sampler_samples_total 0\n"), "{text}");
@@ -288,7 +373,77 @@ mod tests {
         for f in &fams {
             assert_eq!(text.matches(&format!("# TYPE {} ", f.name)).count(), 1);
             assert!(f.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}", f.name);
+            assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}", f.name);
         }
+    }
+
+    #[test]
+    fn every_family_is_exposed_and_documented() {
+        let fams =
+            families(&Inputs { slots: &[], walsenders: &[], subscriptions: &[], sampler: &SamplerReport::default() });
+        let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
+        assert_eq!(
+            names,
+            [
+                "logical_ext_slot_active",
+                "logical_ext_slot_lag_bytes",
+                "logical_ext_slot_retained_wal_bytes",
+                "logical_ext_slot_safe_wal_size_bytes",
+                "logical_ext_slot_inactive_seconds",
+                "logical_ext_slot_wal_growth_bytes_per_second",
+                "logical_ext_slot_seconds_until_exhausted",
+                "logical_ext_slot_status",
+                "logical_ext_slot_wal_status",
+                "logical_ext_walsender_lag_bytes",
+                "logical_ext_walsender_lag_seconds",
+                "logical_ext_subscription_enabled",
+                "logical_ext_subscription_streaming",
+                "logical_ext_subscription_error",
+                "logical_ext_subscription_lag_bytes",
+                "logical_ext_subscription_lag_seconds",
+                "logical_ext_subscription_applied_transactions_total",
+                "logical_ext_subscription_applied_changes_total",
+                "logical_ext_subscription_last_message_timestamp_seconds",
+                "logical_ext_sampler_running",
+                "logical_ext_sampler_samples_total",
+                "logical_ext_sampler_last_sample_timestamp_seconds",
+            ]
+        );
+        let doc = include_str!("../../docs/MONITORING.md");
+        for n in names {
+            assert!(doc.contains(&format!("`{n}`")), "{n} is not documented in docs/MONITORING.md");
+        }
+    }
+
+    #[test]
+    fn subscription_series() {
+        let s = SubscriptionReport {
+            name: "sub1".to_string(),
+            enabled: true,
+            state: "streaming".to_string(),
+            lag_bytes: Some(128.0),
+            lag_seconds: None,
+            applied_transactions: 3,
+            applied_changes: 30,
+            last_message_unix: Some(1.5e9),
+        };
+        let text = render(&families(&Inputs {
+            slots: &[],
+            walsenders: &[],
+            subscriptions: &[s],
+            sampler: &SamplerReport::default(),
+        }));
+        for line in [
+            "logical_ext_subscription_enabled{subscription=\"sub1\"} 1\n",
+            "logical_ext_subscription_streaming{subscription=\"sub1\"} 1\n",
+            "logical_ext_subscription_error{subscription=\"sub1\"} 0\n",
+            "logical_ext_subscription_lag_bytes{subscription=\"sub1\"} 128\n",
+            "logical_ext_subscription_applied_changes_total{subscription=\"sub1\"} 30\n",
+            "logical_ext_subscription_last_message_timestamp_seconds{subscription=\"sub1\"} 1500000000\n",
+        ] {
+            assert!(text.contains(line), "{line}in\n{text}");
+        }
+        assert!(!text.contains("logical_ext_subscription_lag_seconds{"), "NULL is left out");
     }
 
     #[test]
@@ -300,7 +455,12 @@ mod tests {
             lag_bytes: [Some(0), Some(10), None, Some(30)],
             lag_seconds: [Some(0.5), None, None],
         };
-        let text = render(&families(&[], &[w], &SamplerReport::default()));
+        let text = render(&families(&Inputs {
+            slots: &[],
+            walsenders: &[w],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+        }));
         assert!(text.contains(
             "logical_ext_walsender_lag_bytes{application_name=\"sub\\\"1\",slot_name=\"s\",pid=\"42\",stage=\"write\"} 10\n"
         ));

@@ -241,6 +241,48 @@ pub(crate) fn walsenders() -> Vec<WalsenderReport> {
     .or_report()
 }
 
+/// One logical_ext subscription (the apply part), from
+/// `logical_ext.subscription_status`.
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriptionReport {
+    pub(crate) name: String,
+    pub(crate) enabled: bool,
+    pub(crate) state: String,
+    pub(crate) lag_bytes: Option<f64>,
+    pub(crate) lag_seconds: Option<f64>,
+    pub(crate) applied_transactions: i64,
+    pub(crate) applied_changes: i64,
+    /// Unix time of the last message from the publisher.
+    pub(crate) last_message_unix: Option<f64>,
+}
+
+pub(crate) fn subscriptions() -> Vec<SubscriptionReport> {
+    Spi::connect(|client| {
+        let table = client.select(
+            "SELECT name, enabled, state, lag_bytes::float8, extract(epoch FROM lag_time)::float8,
+                    applied_transactions, applied_changes, extract(epoch FROM last_msg_receipt_time)::float8
+               FROM logical_ext.subscription_status",
+            None,
+            &[],
+        )?;
+        let mut rows = Vec::new();
+        for r in table {
+            rows.push(SubscriptionReport {
+                name: r.get::<String>(1)?.unwrap_or_default(),
+                enabled: r.get::<bool>(2)?.unwrap_or(false),
+                state: r.get::<String>(3)?.unwrap_or_default(),
+                lag_bytes: r.get(4)?,
+                lag_seconds: r.get(5)?,
+                applied_transactions: r.get::<i64>(6)?.unwrap_or(0),
+                applied_changes: r.get::<i64>(7)?.unwrap_or(0),
+                last_message_unix: r.get(8)?,
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(rows)
+    })
+    .or_report()
+}
+
 /// The sampler as `logical_ext.sampler_status()` shows it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SamplerReport {
