@@ -84,9 +84,13 @@ pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn forget_sampler(_code: i32, _arg: pg_sys::Datum) {
-    // SAFETY: MyProcPid is valid; shmem::write takes our own LWLock, which is
-    // still usable in before_shmem_exit callbacks.
-    let pid = unsafe { pg_sys::MyProcPid };
+    // SAFETY: MyProcPid is valid. If an error ended the process while it
+    // held an LWLock (ours included), release it before taking ours again;
+    // LWLocks are still usable in before_shmem_exit callbacks.
+    let pid = unsafe {
+        pg_sys::LWLockReleaseAll();
+        pg_sys::MyProcPid
+    };
     shmem::write(|h, _| {
         if h.sampler_pid == pid {
             h.sampler_pid = 0;
