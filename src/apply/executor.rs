@@ -138,8 +138,8 @@ fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>],
 
 /// Fill columns the publisher did not send with their defaults.
 fn fill_defaults(e: &Edata, rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, present: &[bool]) {
-    for i in 0..rel.natts {
-        if present[i] || rel.inputs[i].is_none() {
+    for (i, (&sent, input)) in present.iter().zip(&rel.inputs).enumerate() {
+        if sent || input.is_none() {
             continue;
         }
         // SAFETY: attribute numbers are in range; the expression is evaluated

@@ -76,8 +76,12 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
 /// every transaction start, so a settings change (TimeZone) is seen.
 pub(crate) struct OutputFn {
     finfo: Box<pg_sys::FmgrInfo>,
-    memo: Option<RefCell<Option<(usize, Vec<u8>)>>>,
+    /// `None` for by-reference types; else the last (datum, JSON), if any.
+    memo: Option<RefCell<Option<Rendered>>>,
 }
+
+/// A datum and the JSON it rendered to.
+type Rendered = (usize, Vec<u8>);
 
 impl OutputFn {
     /// # Safety
