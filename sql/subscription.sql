@@ -12,6 +12,7 @@ CREATE TABLE logical_ext.subscription (
     origin       text NOT NULL DEFAULT 'any' CHECK (origin IN ('any', 'none')),
     enabled      boolean NOT NULL,
     options      jsonb NOT NULL DEFAULT '{}',
+    skip_lsn     pg_lsn,          -- set by skip_transaction(), cleared when skipped
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON logical_ext.subscription FROM PUBLIC;
@@ -41,6 +42,12 @@ RETURNS TABLE (
     last_error_time timestamptz,
     applied_transactions bigint,
     applied_changes bigint,
+    conflicts_insert_exists bigint,
+    conflicts_update_exists bigint,
+    conflicts_update_missing bigint,
+    conflicts_delete_missing bigint,
+    conflicts_update_origin_differs bigint,
+    conflicts_delete_origin_differs bigint,
     conninfo text,
     publications text[],
     slot_name text,
@@ -55,7 +62,7 @@ AS $$
                NULLIF(w.received_lsn, 0) AS recv, NULLIF(w.latest_end_lsn, 0) AS latest,
                NULLIF(w.last_msg_send_time, 0) AS send_us, NULLIF(w.last_msg_receipt_time, 0) AS recv_us,
                NULLIF(w.last_commit_time, 0) AS commit_us, NULLIF(w.last_error_time, 0) AS error_us,
-               w.applied_transactions AS txns, w.applied_changes AS changes,
+               w.applied_transactions AS txns, w.applied_changes AS changes, w.conflicts,
                pg_replication_origin_progress('logical_ext_' || s.id, false) AS applied
         FROM logical_ext.subscription s LEFT JOIN w ON w.subid = s.id
     )
@@ -75,6 +82,8 @@ AS $$
            t.werror,
            timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.error_us / 1e6),
            coalesce(t.txns, 0), coalesce(t.changes, 0),
+           coalesce(t.conflicts[1], 0), coalesce(t.conflicts[2], 0), coalesce(t.conflicts[3], 0),
+           coalesce(t.conflicts[4], 0), coalesce(t.conflicts[5], 0), coalesce(t.conflicts[6], 0),
            logical_ext.redact_conninfo(t.conninfo), t.publications, t.slot_name, t.origin
     FROM t ORDER BY t.name
 $$;
@@ -94,3 +103,51 @@ REVOKE ALL ON FUNCTION logical_ext.enable_subscription(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.disable_subscription(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.alter_subscription(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.worker_status() FROM PUBLIC;
+
+-- Conflict resolution rules (src/apply/conflict.rs decides with them).
+-- relation / conflict_type NULL = every relation / type; the most specific
+-- rule wins. Managed with logical_ext.set_conflict_resolution().
+CREATE TABLE logical_ext.conflict_resolution (
+    subscription  text NOT NULL REFERENCES logical_ext.subscription (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    relation      regclass,
+    conflict_type text CHECK (conflict_type IN ('insert_exists', 'update_exists', 'update_missing',
+                                                'delete_missing', 'update_origin_differs', 'delete_origin_differs')),
+    resolution    text NOT NULL,
+    UNIQUE NULLS NOT DISTINCT (subscription, relation, conflict_type)
+);
+REVOKE ALL ON logical_ext.conflict_resolution FROM PUBLIC;
+GRANT SELECT ON logical_ext.conflict_resolution TO pg_monitor;
+SELECT pg_catalog.pg_extension_config_dump('logical_ext.conflict_resolution', '');
+
+-- Every detected conflict. Rows are written in the transaction that applies
+-- the change; for resolution 'error' after its rollback. Old rows are pruned
+-- after logical_ext.conflict_log_retention.
+CREATE TABLE logical_ext.conflict_log (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    detected_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    subscription      text NOT NULL,
+    relation          text NOT NULL,
+    conflict_type     text NOT NULL,
+    resolution        text NOT NULL,
+    local_tuple       jsonb,
+    remote_tuple      jsonb,
+    remote_origin     text,
+    remote_commit_lsn pg_lsn,
+    remote_commit_ts  timestamptz,
+    local_commit_ts   timestamptz,
+    local_origin      text
+);
+CREATE INDEX ON logical_ext.conflict_log (detected_at);
+REVOKE ALL ON logical_ext.conflict_log FROM PUBLIC;
+GRANT SELECT ON logical_ext.conflict_log TO pg_monitor;
+
+-- The effective policy: per subscription and conflict type, for all tables
+-- and for each table with its own rules.
+CREATE VIEW logical_ext.conflict_resolutions AS
+    SELECT * FROM logical_ext.effective_conflict_resolutions();
+GRANT SELECT ON logical_ext.conflict_resolutions TO pg_monitor;
+
+REVOKE ALL ON FUNCTION logical_ext.set_conflict_resolution(text, text, text, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.skip_transaction(text, pg_lsn) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.effective_conflict_resolutions() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.effective_conflict_resolutions() TO pg_monitor;

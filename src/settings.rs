@@ -8,6 +8,7 @@ pub(crate) fn register() {
     // Define before reserving: reserving drops placeholders, which would
     // lose values set in postgresql.conf before the library was loaded.
     crate::monitoring::settings::define();
+    crate::apply::settings::define();
     // SAFETY: called from _PG_init with a static string.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"logical_ext".as_ptr()) }
 }

@@ -6,6 +6,7 @@
 
 use super::catalog::{self, Subscription};
 use super::config::{self, Origin, WorkerOptions};
+use super::conflict::{self, ConflictType, Resolution};
 use super::conninfo::redact;
 use super::launcher::start_apply_worker;
 use super::status;
@@ -387,6 +388,7 @@ fn worker_status() -> TableIterator<
         name!(applied_changes, i64),
         name!(last_error, Option<String>),
         name!(last_error_time, i64),
+        name!(conflicts, Vec<i64>),
     ),
 > {
     if !super::preloaded() {
@@ -411,8 +413,116 @@ fn worker_status() -> TableIterator<
                 s.applied_changes,
                 s.error().map(str::to_string),
                 s.error_time,
+                s.conflicts.to_vec(),
             )
         })
         .collect();
+    TableIterator::new(rows)
+}
+
+/// Restart a subscription's worker so that it reads changed settings: stop
+/// it now, start it at commit (and at abort, through `stop_worker`).
+fn restart_worker(sub: &Subscription) {
+    if !super::preloaded() {
+        return;
+    }
+    stop_worker(sub);
+    if sub.enabled {
+        start_at_commit(sub.id, sub.owner);
+    }
+}
+
+/// Set how a subscription resolves conflicts: its default (no type, no
+/// relation), or for one conflict type and/or one relation. The most
+/// specific rule wins. A resolution that makes no sense for the type is
+/// refused.
+#[pg_extern]
+fn set_conflict_resolution(
+    subscription: &str,
+    resolution: &str,
+    conflict_type: default!(Option<&str>, "NULL"),
+    relation: default!(Option<pgrx::PgRelation>, "NULL"),
+) {
+    let relation = relation.map(|r| r.oid());
+    require_superuser("set conflict resolutions");
+    let sub = load(subscription);
+    let res =
+        Resolution::parse(resolution).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
+    let ct = conflict_type.map(|c| {
+        ConflictType::parse(c).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""))
+    });
+    let types: Vec<ConflictType> = ct.map_or(ConflictType::ALL.to_vec(), |c| vec![c]);
+    if ct.is_some() && types.iter().any(|t| !conflict::allowed(*t, res)) {
+        let t = types[0];
+        let valid: Vec<&str> =
+            Resolution::ALL.iter().filter(|r| conflict::allowed(t, **r)).map(|r| r.as_str()).collect();
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("resolution \"{}\" makes no sense for conflict type \"{}\"", res.as_str(), t.as_str()),
+            format!("Valid resolutions for {}: {}.", t.as_str(), valid.join(", ")),
+        );
+    }
+    Spi::run_with_args(
+        "INSERT INTO logical_ext.conflict_resolution (subscription, relation, conflict_type, resolution) \
+         VALUES ($1, $2::oid::regclass, $3, $4) \
+         ON CONFLICT (subscription, relation, conflict_type) DO UPDATE SET resolution = EXCLUDED.resolution",
+        &[sub.name.as_str().into(), relation.into(), ct.map(|c| c.as_str()).into(), res.as_str().into()],
+    )
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    restart_worker(&sub);
+}
+
+/// Skip exactly the remote transaction that commits at `lsn` (its
+/// `remote_commit_lsn` in the conflict log), like ALTER SUBSCRIPTION SKIP.
+#[pg_extern]
+fn skip_transaction(subscription: &str, lsn: crate::ffi::lsn::Lsn) {
+    require_superuser("skip transactions");
+    let sub = load(subscription);
+    if lsn.0 == 0 {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "invalid LSN 0/0", "");
+    }
+    Spi::run_with_args("UPDATE logical_ext.subscription SET skip_lsn = $1 WHERE id = $2", &[lsn.into(), sub.id.into()])
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    restart_worker(&sub);
+}
+
+/// The resolution each subscription uses per conflict type: for all tables
+/// (`relation` NULL) and for every table that has rules of its own.
+#[pg_extern]
+fn effective_conflict_resolutions() -> TableIterator<
+    'static,
+    (
+        name!(subscription, String),
+        name!(relation, Option<pg_sys::Oid>),
+        name!(conflict_type, String),
+        name!(resolution, String),
+    ),
+> {
+    let rows = Spi::connect(|c| {
+        let subs: Vec<String> = c
+            .select("SELECT name FROM logical_ext.subscription ORDER BY name", None, &[])?
+            .map(|r| r.get::<String>(1).map(Option::unwrap_or_default))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for name in subs {
+            let rules = super::resolver::load_rules(&name);
+            let mut rels: Vec<u32> = rules.iter().filter_map(|r| r.relation).collect();
+            rels.sort_unstable();
+            rels.dedup();
+            for rel in std::iter::once(None).chain(rels.into_iter().map(Some)) {
+                for t in ConflictType::ALL {
+                    let res = conflict::effective(&rules, rel.unwrap_or(0), t);
+                    out.push((
+                        name.clone(),
+                        rel.map(pg_sys::Oid::from),
+                        t.as_str().to_string(),
+                        res.as_str().to_string(),
+                    ));
+                }
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     TableIterator::new(rows)
 }

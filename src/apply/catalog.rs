@@ -15,6 +15,8 @@ pub(crate) struct Subscription {
     pub(crate) origin: Origin,
     pub(crate) enabled: bool,
     pub(crate) options: WorkerOptions,
+    /// The commit LSN of a remote transaction to skip (skip_transaction).
+    pub(crate) skip_lsn: Option<u64>,
 }
 
 impl Subscription {
@@ -24,7 +26,7 @@ impl Subscription {
     }
 }
 
-const COLUMNS: &str = "id, name, owner, conninfo, publications, slot_name, origin, enabled, options";
+const COLUMNS: &str = "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text";
 
 fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::spi::SpiError> {
     let options: pgrx::JsonB = row.get(9)?.expect("options is NOT NULL");
@@ -38,6 +40,7 @@ fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::
         origin: Origin::parse(&row.get::<String>(7)?.unwrap_or_default()).unwrap_or(Origin::Any),
         enabled: row.get(8)?.expect("enabled is NOT NULL"),
         options: WorkerOptions::parse(&options.0).unwrap_or_default(),
+        skip_lsn: row.get::<String>(10)?.as_deref().and_then(super::protocol::parse_lsn),
     })
 }
 

@@ -38,15 +38,21 @@ pub(crate) struct WorkerOptions {
     pub(crate) retry_min_delay: Duration,
     /// Cap of the exponential backoff.
     pub(crate) retry_max_delay: Duration,
+    /// Disable the subscription at the first error instead of retrying.
+    pub(crate) disable_on_error: bool,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { retry_min_delay: Duration::from_millis(500), retry_max_delay: Duration::from_secs(30) }
+        WorkerOptions {
+            retry_min_delay: Duration::from_millis(500),
+            retry_max_delay: Duration::from_secs(30),
+            disable_on_error: false,
+        }
     }
 }
 
-pub(crate) const WORKER_OPTION_KEYS: &[&str] = &["retry_min_delay_ms", "retry_max_delay_ms"];
+pub(crate) const WORKER_OPTION_KEYS: &[&str] = &["retry_min_delay_ms", "retry_max_delay_ms", "disable_on_error"];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
     v.as_u64()
@@ -64,6 +70,9 @@ impl WorkerOptions {
             match k.as_str() {
                 "retry_min_delay_ms" => o.retry_min_delay = millis(val, k)?,
                 "retry_max_delay_ms" => o.retry_max_delay = millis(val, k)?,
+                "disable_on_error" => {
+                    o.disable_on_error = val.as_bool().ok_or("option \"disable_on_error\" must be true or false")?
+                }
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",
@@ -108,6 +117,8 @@ mod tests {
         assert!(WorkerOptions::parse(&json!({"retry_min_delay_ms": -1})).is_err());
         assert!(WorkerOptions::parse(&json!({"retry_min_delay_ms": 5000, "retry_max_delay_ms": 10})).is_err());
         assert!(WorkerOptions::parse(&json!([1])).is_err());
+        assert!(WorkerOptions::parse(&json!({"disable_on_error": true})).unwrap().disable_on_error);
+        assert!(WorkerOptions::parse(&json!({"disable_on_error": 1})).is_err());
     }
 
     #[test]

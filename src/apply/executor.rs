@@ -1,35 +1,104 @@
-//! Applying one row change to a local table through the executor, as
+//! Applying row changes to a local table through the executor, as
 //! PostgreSQL's own apply worker does (`worker.c`): constraints, every index,
 //! generated columns and ENABLE REPLICA/ALWAYS triggers behave natively.
 //! Values arrive as text and go through each column's input function;
 //! subscriber-only columns get their defaults.
+//!
+//! A [`Target`] is one change's executor state on one relation; the worker
+//! finds rows with it (by replica identity, or by unique index for conflict
+//! detection), asks who last wrote them, and inserts, updates or deletes.
 
 use super::protocol::Column;
 use super::relation::LocalRel;
+use crate::ffi;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+/// A located local row (locked until the end of the transaction).
+pub(crate) struct LocalRow(*mut pg_sys::TupleTableSlot);
+
+/// Who committed a local row: (replication origin, commit timestamp).
+pub(crate) struct RowWriter {
+    pub(crate) origin: u16,
+    pub(crate) commit_ts: i64,
+}
+
+impl LocalRow {
+    /// The origin and commit timestamp of the row's inserting/updating
+    /// transaction, when `track_commit_timestamp` recorded them.
+    pub(crate) fn writer(&self) -> Option<RowWriter> {
+        // SAFETY: the slot holds a heap tuple; commit-timestamp lookup is
+        // only attempted when the module is on (it raises an ERROR otherwise).
+        unsafe {
+            if !pg_sys::track_commit_timestamp {
+                return None;
+            }
+            let mut should_free = false;
+            let tup = pg_sys::ExecFetchSlotHeapTuple(self.0, false, &mut should_free);
+            let header = &*(*tup).t_data;
+            if u32::from(header.t_infomask) & pg_sys::HEAP_XMIN_FROZEN == pg_sys::HEAP_XMIN_FROZEN {
+                return None;
+            }
+            let xmin = header.t_choice.t_heap.t_xmin;
+            let (mut ts, mut origin) = (0i64, 0u16);
+            pg_sys::TransactionIdGetCommitTsData(xmin, &mut ts, &mut origin)
+                .then_some(RowWriter { origin, commit_ts: ts })
+        }
+    }
+
+    /// The row as a JSON object of column name → text (for the conflict log).
+    pub(crate) fn to_json(&self, rel: &LocalRel) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        // SAFETY: the slot holds a row of `rel`; output functions of the
+        // columns' types render non-null values.
+        unsafe {
+            pg_sys::slot_getallattrs(self.0);
+            let desc = (*self.0).tts_tupleDescriptor;
+            for (i, name) in rel.names.iter().enumerate() {
+                if rel.inputs[i].is_none() {
+                    continue;
+                }
+                let v = if *(*self.0).tts_isnull.add(i) {
+                    serde_json::Value::Null
+                } else {
+                    let att = &*(*desc).attrs.as_ptr().add(i);
+                    let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
+                    pg_sys::getTypeOutputInfo(att.atttypid, &mut func, &mut varlena);
+                    let text = pg_sys::OidOutputFunctionCall(func, *(*self.0).tts_values.add(i));
+                    serde_json::Value::String(ffi::cstr_to_string(text))
+                };
+                m.insert(name.clone(), v);
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+
+    fn same_row(&self, other: &LocalRow) -> bool {
+        // SAFETY: both slots hold located tuples with valid TIDs.
+        unsafe { pg_sys::ItemPointerEquals(&mut (*self.0).tts_tid, &mut (*other.0).tts_tid) }
+    }
+}
+
 /// Executor state for one change on one relation.
-struct Edata {
-    rel: pg_sys::Relation,
+pub(crate) struct Target<'r> {
+    pub(crate) rel: &'r LocalRel,
+    relation: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     rri: *mut pg_sys::ResultRelInfo,
 }
 
-impl Edata {
-    /// # Safety
-    /// Inside a transaction with an active snapshot.
-    unsafe fn begin(relid: pg_sys::Oid) -> Edata {
+impl<'r> Target<'r> {
+    /// Open `rel` for a change (inside a transaction with an active snapshot).
+    pub(crate) fn open(rel: &'r LocalRel) -> Target<'r> {
         // SAFETY: the standard executor set-up of worker.c's
         // create_edata_for_relation, all in the current memory context.
         unsafe {
-            let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as i32);
-            if (*(*rel).rd_rel).relkind as u8 != pg_sys::RELKIND_RELATION {
-                let name = crate::ffi::cstr_to_string((*(*rel).rd_rel).relname.data.as_ptr());
+            let relation = pg_sys::table_open(rel.relid, pg_sys::RowExclusiveLock as i32);
+            if (*(*relation).rd_rel).relkind as u8 != pg_sys::RELKIND_RELATION {
                 ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!("logical_ext: cannot apply changes to \"{name}\": only plain tables are supported as targets"),
+                    format!("logical_ext: cannot apply changes to \"{}\": only plain tables are supported as targets", rel.display),
                     function_name!(),
                 )
                 .set_hint("Publish the partitions (publish_via_partition_root = false) and create them as plain tables on the subscriber.")
@@ -39,66 +108,197 @@ impl Edata {
             let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>()) as *mut pg_sys::RangeTblEntry;
             (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
             (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
-            (*rte).relid = relid;
-            (*rte).relkind = (*(*rel).rd_rel).relkind;
+            (*rte).relid = rel.relid;
+            (*rte).relkind = (*(*relation).rd_rel).relkind;
             (*rte).rellockmode = pg_sys::AccessShareLock as i32;
             pg_sys::ExecInitRangeTable(estate, pg_sys::lappend(std::ptr::null_mut(), rte.cast()));
             let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
             (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
-            pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
+            pg_sys::InitResultRelInfo(rri, relation, 1, std::ptr::null_mut(), 0);
             (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
             pg_sys::AfterTriggerBeginQuery();
             pg_sys::ExecOpenIndices(rri, false);
-            Edata { rel, estate, rri }
+            Target { rel, relation, estate, rri }
         }
-    }
-
-    fn desc(&self) -> pg_sys::TupleDesc {
-        // SAFETY: rel is open.
-        unsafe { (*self.rel).rd_att }
     }
 
     /// A virtual slot of the relation's row type, all NULL.
     fn virtual_slot(&self) -> *mut pg_sys::TupleTableSlot {
-        // SAFETY: estate and desc are valid; the slot is freed with the estate.
+        // SAFETY: estate and descriptor are valid; freed with the estate.
         unsafe {
-            let slot = pg_sys::ExecInitExtraTupleSlot(self.estate, self.desc(), &pg_sys::TTSOpsVirtual);
+            let desc = (*self.relation).rd_att;
+            let slot = pg_sys::ExecInitExtraTupleSlot(self.estate, desc, &pg_sys::TTSOpsVirtual);
             pg_sys::ExecClearTuple(slot);
-            let n = (*self.desc()).natts as usize;
-            std::slice::from_raw_parts_mut((*slot).tts_isnull, n).fill(true);
+            std::slice::from_raw_parts_mut((*slot).tts_isnull, (*desc).natts as usize).fill(true);
             slot
         }
     }
 
-    /// Find the local row matching the key values in `search`.
-    fn find(&self, rel: &LocalRel, search: *mut pg_sys::TupleTableSlot) -> Option<*mut pg_sys::TupleTableSlot> {
-        // SAFETY: valid relation, estate and slots; the found row is locked.
+    /// The new row of an INSERT: the sent columns, defaults for the others.
+    pub(crate) fn new_row(&self, cols: &[Column<'_>], scratch: &mut Vec<u8>) -> *mut pg_sys::TupleTableSlot {
+        let slot = self.virtual_slot();
+        let present = store(self.rel, slot, cols, scratch);
+        self.fill_defaults(slot, &present);
+        // SAFETY: a complete virtual tuple of the relation.
+        unsafe { pg_sys::ExecStoreVirtualTuple(slot) };
+        slot
+    }
+
+    /// The updated row: `local` with the sent columns replaced (columns not
+    /// sent, such as unchanged TOAST, keep their local value).
+    pub(crate) fn merged_row(
+        &self,
+        local: &LocalRow,
+        cols: &[Column<'_>],
+        scratch: &mut Vec<u8>,
+    ) -> *mut pg_sys::TupleTableSlot {
+        let slot = self.virtual_slot();
+        let n = self.rel.natts;
+        // SAFETY: copies the located row's datums (valid while it stays in
+        // its slot) into the new slot.
         unsafe {
-            let local = pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable);
-            let found = match &rel.key {
-                Some((idx, _)) => pg_sys::RelationFindReplTupleByIndex(
-                    self.rel,
-                    *idx,
-                    pg_sys::LockTupleMode::LockTupleExclusive,
-                    search,
-                    local,
-                ),
-                None => {
-                    pg_sys::RelationFindReplTupleSeq(self.rel, pg_sys::LockTupleMode::LockTupleExclusive, search, local)
+            pg_sys::slot_getallattrs(local.0);
+            std::ptr::copy_nonoverlapping((*local.0).tts_values, (*slot).tts_values, n);
+            std::ptr::copy_nonoverlapping((*local.0).tts_isnull, (*slot).tts_isnull, n);
+        }
+        store(self.rel, slot, cols, scratch);
+        // SAFETY: a complete virtual tuple.
+        unsafe { pg_sys::ExecStoreVirtualTuple(slot) };
+        slot
+    }
+
+    fn fill_defaults(&self, slot: *mut pg_sys::TupleTableSlot, present: &[bool]) {
+        for (i, (&sent, input)) in present.iter().zip(&self.rel.inputs).enumerate() {
+            if sent || input.is_none() {
+                continue;
+            }
+            // SAFETY: attribute numbers are in range; the default is evaluated
+            // in the executor's per-tuple context.
+            unsafe {
+                let def = pg_sys::build_column_default(self.relation, i as i32 + 1);
+                if def.is_null() {
+                    continue;
                 }
-            };
-            found.then_some(local)
+                let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(def.cast()), std::ptr::null_mut());
+                let econtext = pg_sys::MakePerTupleExprContext(self.estate);
+                let mut isnull = false;
+                *(*slot).tts_values.add(i) = pg_sys::ExecEvalExpr(state, econtext, &mut isnull);
+                *(*slot).tts_isnull.add(i) = isnull;
+            }
         }
     }
 
-    fn finish(self) {
-        // SAFETY: tears down what `begin` set up, once.
+    /// Find the row identified by `key` (the replica identity values).
+    pub(crate) fn find(&self, key: &[Column<'_>], scratch: &mut Vec<u8>) -> Option<LocalRow> {
+        let search = self.virtual_slot();
+        let present = store(self.rel, search, key, scratch);
+        let missing = match &self.rel.key {
+            Some((_, cols)) => cols.iter().any(|&c| !present[c]),
+            None => (0..self.rel.natts).any(|i| self.rel.inputs[i].is_some() && !present[i]),
+        };
+        if missing {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("logical_ext: the publisher's replica identity does not cover how table \"{}\" identifies rows on the subscriber", self.rel.display),
+                function_name!(),
+            )
+            .set_hint("Give the subscriber table the same primary key or replica identity index as the publisher, or use REPLICA IDENTITY FULL on the publisher.")
+            .report(PgLogLevel::ERROR);
+        }
+        // SAFETY: a virtual slot whose values were just set.
+        unsafe { pg_sys::ExecStoreVirtualTuple(search) };
+        match &self.rel.key {
+            Some((idx, _)) => self.find_by_index(*idx, search),
+            None => {
+                // SAFETY: valid relation and slots; the found row is locked.
+                unsafe {
+                    let local = pg_sys::table_slot_create(self.relation, &mut (*self.estate).es_tupleTable);
+                    pg_sys::RelationFindReplTupleSeq(
+                        self.relation,
+                        pg_sys::LockTupleMode::LockTupleExclusive,
+                        search,
+                        local,
+                    )
+                    .then_some(LocalRow(local))
+                }
+            }
+        }
+    }
+
+    fn find_by_index(&self, idx: pg_sys::Oid, search: *mut pg_sys::TupleTableSlot) -> Option<LocalRow> {
+        // SAFETY: valid relation, index and slots; the found row is locked.
+        unsafe {
+            let local = pg_sys::table_slot_create(self.relation, &mut (*self.estate).es_tupleTable);
+            pg_sys::RelationFindReplTupleByIndex(
+                self.relation,
+                idx,
+                pg_sys::LockTupleMode::LockTupleExclusive,
+                search,
+                local,
+            )
+            .then_some(LocalRow(local))
+        }
+    }
+
+    /// A local row (other than `except`) that `row` would collide with on a
+    /// unique index, if any.
+    pub(crate) fn find_unique(&self, row: *mut pg_sys::TupleTableSlot, except: Option<&LocalRow>) -> Option<LocalRow> {
+        for (idx, keys) in &self.rel.uniques {
+            // SAFETY: the slot has natts entries; NULL keys never collide.
+            if keys.iter().any(|&k| unsafe { *(*row).tts_isnull.add(k) }) {
+                continue;
+            }
+            if let Some(found) = self.find_by_index(*idx, row) {
+                if except.is_some_and(|e| e.same_row(&found)) {
+                    continue;
+                }
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn insert(&self, row: *mut pg_sys::TupleTableSlot) {
+        // SAFETY: a complete row of the relation.
+        unsafe { pg_sys::ExecSimpleRelationInsert(self.rri, self.estate, row) }
+    }
+
+    pub(crate) fn update(&self, local: &LocalRow, row: *mut pg_sys::TupleTableSlot) {
+        // SAFETY: standard EPQ set-up around ExecSimpleRelationUpdate.
+        unsafe {
+            let mut epq = pg_sys::EPQState::default();
+            pg_sys::EvalPlanQualInit(&mut epq, self.estate, std::ptr::null_mut(), std::ptr::null_mut(), -1);
+            epq.origslot = row;
+            pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, &mut epq, local.0, row);
+            pg_sys::EvalPlanQualEnd(&mut epq);
+        }
+    }
+
+    pub(crate) fn delete(&self, local: &LocalRow) {
+        // SAFETY: standard EPQ set-up around ExecSimpleRelationDelete.
+        unsafe {
+            let mut epq = pg_sys::EPQState::default();
+            pg_sys::EvalPlanQualInit(&mut epq, self.estate, std::ptr::null_mut(), std::ptr::null_mut(), -1);
+            epq.origslot = local.0;
+            pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, &mut epq, local.0);
+            pg_sys::EvalPlanQualEnd(&mut epq);
+        }
+    }
+}
+
+impl Drop for Target<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // An ERROR is unwinding: the transaction abort releases all of it.
+            return;
+        }
+        // SAFETY: tears down what `open` set up, once.
         unsafe {
             pg_sys::ExecCloseIndices(self.rri);
             pg_sys::AfterTriggerEndQuery(self.estate);
             pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
             pg_sys::FreeExecutorState(self.estate);
-            pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
+            pg_sys::table_close(self.relation, pg_sys::NoLock as i32);
         }
     }
 }
@@ -134,116 +334,6 @@ fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>],
         present[i] = true;
     }
     present
-}
-
-/// Fill columns the publisher did not send with their defaults.
-fn fill_defaults(e: &Edata, rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, present: &[bool]) {
-    for (i, (&sent, input)) in present.iter().zip(&rel.inputs).enumerate() {
-        if sent || input.is_none() {
-            continue;
-        }
-        // SAFETY: attribute numbers are in range; the expression is evaluated
-        // in the executor's per-tuple context.
-        unsafe {
-            let def = pg_sys::build_column_default(e.rel, i as i32 + 1);
-            if def.is_null() {
-                continue;
-            }
-            let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(def.cast()), std::ptr::null_mut());
-            let econtext = pg_sys::MakePerTupleExprContext(e.estate);
-            let mut isnull = false;
-            let d = pg_sys::ExecEvalExpr(state, econtext, &mut isnull);
-            *(*slot).tts_values.add(i) = d;
-            *(*slot).tts_isnull.add(i) = isnull;
-        }
-    }
-}
-
-/// The search slot for UPDATE/DELETE: the key values.
-fn search_slot(e: &Edata, rel: &LocalRel, key: &[Column<'_>], scratch: &mut Vec<u8>) -> *mut pg_sys::TupleTableSlot {
-    let slot = e.virtual_slot();
-    let present = store(rel, slot, key, scratch);
-    let missing = match &rel.key {
-        Some((_, cols)) => cols.iter().any(|&c| !present[c]),
-        None => (0..rel.natts).any(|i| rel.inputs[i].is_some() && !present[i]),
-    };
-    if missing {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("logical_ext: the publisher's replica identity does not cover how table \"{}\" identifies rows on the subscriber", rel.display),
-            function_name!(),
-        )
-        .set_hint("Give the subscriber table the same primary key or replica identity index as the publisher, or use REPLICA IDENTITY FULL on the publisher.")
-        .report(PgLogLevel::ERROR);
-    }
-    // SAFETY: a virtual slot whose values were just set.
-    unsafe { pg_sys::ExecStoreVirtualTuple(slot) };
-    slot
-}
-
-pub(crate) fn insert(rel: &LocalRel, new: &[Column<'_>], scratch: &mut Vec<u8>) {
-    // SAFETY: called inside a transaction with an active snapshot.
-    let e = unsafe { Edata::begin(rel.relid) };
-    let slot = e.virtual_slot();
-    let present = store(rel, slot, new, scratch);
-    fill_defaults(&e, rel, slot, &present);
-    // SAFETY: a complete virtual tuple of the relation.
-    unsafe {
-        pg_sys::ExecStoreVirtualTuple(slot);
-        pg_sys::ExecSimpleRelationInsert(e.rri, e.estate, slot);
-    }
-    e.finish();
-}
-
-/// UPDATE; `false` when no local row matched.
-pub(crate) fn update(rel: &LocalRel, key: &[Column<'_>], new: &[Column<'_>], scratch: &mut Vec<u8>) -> bool {
-    // SAFETY: called inside a transaction with an active snapshot.
-    let e = unsafe { Edata::begin(rel.relid) };
-    let search = search_slot(&e, rel, key, scratch);
-    let found = e.find(rel, search);
-    if let Some(local) = found {
-        let slot = e.virtual_slot();
-        // SAFETY: copies the local row's datums (valid while `local` holds
-        // the locked tuple), then overwrites the columns the publisher sent;
-        // columns it did not send (unchanged TOAST) keep their local value.
-        unsafe {
-            pg_sys::slot_getallattrs(local);
-            std::ptr::copy_nonoverlapping((*local).tts_values, (*slot).tts_values, rel.natts);
-            std::ptr::copy_nonoverlapping((*local).tts_isnull, (*slot).tts_isnull, rel.natts);
-        }
-        store(rel, slot, new, scratch);
-        // SAFETY: standard EPQ set-up around ExecSimpleRelationUpdate.
-        unsafe {
-            pg_sys::ExecStoreVirtualTuple(slot);
-            let mut epq = pg_sys::EPQState::default();
-            pg_sys::EvalPlanQualInit(&mut epq, e.estate, std::ptr::null_mut(), std::ptr::null_mut(), -1);
-            epq.origslot = slot;
-            pg_sys::ExecSimpleRelationUpdate(e.rri, e.estate, &mut epq, local, slot);
-            pg_sys::EvalPlanQualEnd(&mut epq);
-        }
-    }
-    e.finish();
-    found.is_some()
-}
-
-/// DELETE; `false` when no local row matched.
-pub(crate) fn delete(rel: &LocalRel, key: &[Column<'_>], scratch: &mut Vec<u8>) -> bool {
-    // SAFETY: called inside a transaction with an active snapshot.
-    let e = unsafe { Edata::begin(rel.relid) };
-    let search = search_slot(&e, rel, key, scratch);
-    let found = e.find(rel, search);
-    if let Some(local) = found {
-        // SAFETY: standard EPQ set-up around ExecSimpleRelationDelete.
-        unsafe {
-            let mut epq = pg_sys::EPQState::default();
-            pg_sys::EvalPlanQualInit(&mut epq, e.estate, std::ptr::null_mut(), std::ptr::null_mut(), -1);
-            epq.origslot = local;
-            pg_sys::ExecSimpleRelationDelete(e.rri, e.estate, &mut epq, local);
-            pg_sys::EvalPlanQualEnd(&mut epq);
-        }
-    }
-    e.finish();
-    found.is_some()
 }
 
 /// TRUNCATE of the local relations `relids` in one statement, as the

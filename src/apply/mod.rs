@@ -5,6 +5,9 @@
 //! - `catalog.rs`: the `logical_ext.subscription` record; `config.rs`: its
 //!   settings as typed data (pure); `conninfo.rs`: password redaction (pure).
 //! - `launcher.rs`: starts workers at server start and on demand.
+//! - Conflicts: `conflict.rs` (types, resolutions, decisions; pure),
+//!   `rows.rs` (detecting them while applying a row), `resolver.rs` (rules
+//!   and the conflict log).
 //! - `worker.rs`: the apply loop (stream, apply, feedback, retry).
 //! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
@@ -17,11 +20,15 @@
 mod api;
 mod catalog;
 mod config;
+mod conflict;
 mod conninfo;
 mod executor;
 mod launcher;
 mod protocol;
 mod relation;
+mod resolver;
+mod rows;
+pub(crate) mod settings;
 mod status;
 mod walrcv;
 mod worker;
@@ -50,5 +57,11 @@ pub(crate) fn init() {
 pgrx::extension_sql_file!(
     "../../sql/subscription.sql",
     name = "subscription",
-    requires = [api::worker_status, api::redact_conninfo]
+    requires = [
+        api::worker_status,
+        api::redact_conninfo,
+        api::set_conflict_resolution,
+        api::skip_transaction,
+        api::effective_conflict_resolutions
+    ]
 );

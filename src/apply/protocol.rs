@@ -77,6 +77,16 @@ pub(crate) struct Column<'a> {
     pub(crate) value: &'a RawValue,
 }
 
+/// Columns as a JSON object of name → value (for the conflict log).
+pub(crate) fn columns_json(cols: &[Column<'_>]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for c in cols {
+        let v = serde_json::from_str(c.value.get()).unwrap_or(serde_json::Value::Null);
+        m.insert(c.name.to_string(), v);
+    }
+    serde_json::Value::Object(m)
+}
+
 impl Column<'_> {
     /// The value as text for an input function, or `None` for SQL NULL.
     pub(crate) fn text(&self) -> Result<Option<Cow<'_, str>>, String> {
@@ -108,6 +118,8 @@ struct RawDoc<'a> {
     columns: Option<Vec<Column<'a>>>,
     #[serde(default, borrow)]
     identity: Option<Vec<Column<'a>>>,
+    #[serde(default, borrow)]
+    unchanged_toast: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     restart_identity: Option<bool>,
 }
@@ -122,7 +134,12 @@ pub(crate) struct RemoteRel {
 /// A decoded document of the stream, as the worker needs it.
 #[derive(Debug)]
 pub(crate) enum Doc<'a> {
-    Begin,
+    /// `commit_lsn`: the transaction's commit LSN (what skip_transaction
+    /// takes); `timestamp`: its commit time.
+    Begin {
+        commit_lsn: Option<u64>,
+        timestamp: Option<Cow<'a, str>>,
+    },
     Commit {
         end_lsn: u64,
         timestamp: Option<Cow<'a, str>>,
@@ -133,10 +150,13 @@ pub(crate) enum Doc<'a> {
     },
     /// Columns whose TOASTed value did not change are absent from `new`
     /// (listed in the document's `unchanged_toast`): the local value stays.
+    /// `complete`: nothing was left out, so the row could be inserted if it
+    /// is missing.
     Update {
         rel: RemoteRel,
         new: Vec<Column<'a>>,
         identity: Option<Vec<Column<'a>>>,
+        complete: bool,
     },
     Delete {
         rel: RemoteRel,
@@ -163,7 +183,7 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
         })
     };
     Ok(match d.action {
-        "B" => Doc::Begin,
+        "B" => Doc::Begin { commit_lsn: d.lsn.as_deref().and_then(parse_lsn), timestamp: d.timestamp },
         "C" => Doc::Commit {
             end_lsn: d
                 .nextlsn
@@ -177,6 +197,7 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
             rel: rel(&d)?,
             new: d.columns.ok_or("UPDATE document has no \"columns\"")?,
             identity: d.identity,
+            complete: d.unchanged_toast.as_ref().is_none_or(|u| u.is_empty()),
         },
         "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
@@ -231,7 +252,8 @@ mod tests {
     fn documents() {
         let d = br#"{"action":"U","schema":"public","table":"t","columns":[{"name":"a","value":1.5e300},{"name":"b","value":"x\"y"},{"name":"c","value":null}],"identity":[{"name":"a","value":1}],"unchanged_toast":["big"]}"#;
         match parse_doc(d).unwrap() {
-            Doc::Update { rel, new, identity } => {
+            Doc::Update { rel, new, identity, complete } => {
+                assert!(!complete);
                 assert_eq!(rel, RemoteRel { schema: "public".into(), table: "t".into() });
                 assert_eq!(new[0].text().unwrap().as_deref(), Some("1.5e300"));
                 assert_eq!(new[1].text().unwrap().as_deref(), Some("x\"y"));

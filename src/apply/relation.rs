@@ -51,9 +51,14 @@ pub(crate) struct LocalRel {
     by_name: HashMap<String, usize>,
     /// Per attribute index; `None` for dropped or generated columns.
     pub(crate) inputs: Vec<Option<Input>>,
+    /// Column names by attribute index (empty for dropped columns).
+    pub(crate) names: Vec<String>,
     /// The index used to find rows (replica identity index, else primary
     /// key) and its key attribute indexes; `None`: compare whole rows.
     pub(crate) key: Option<(pg_sys::Oid, Vec<usize>)>,
+    /// Unique indexes that conflict detection can probe (immediate, on plain
+    /// columns, not partial): (index, key attribute indexes).
+    pub(crate) uniques: Vec<(pg_sys::Oid, Vec<usize>)>,
 }
 
 impl LocalRel {
@@ -143,13 +148,15 @@ fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
         let natts = (*desc).natts as usize;
         let mut by_name = HashMap::new();
         let mut inputs = Vec::with_capacity(natts);
+        let mut names = Vec::with_capacity(natts);
         for i in 0..natts {
             let att = &*(*desc).attrs.as_ptr().add(i);
+            names.push(if att.attisdropped { String::new() } else { ffi::cstr_to_string(att.attname.data.as_ptr()) });
             if att.attisdropped || att.attgenerated != 0 {
                 inputs.push(None);
                 continue;
             }
-            by_name.insert(ffi::cstr_to_string(att.attname.data.as_ptr()), i);
+            by_name.insert(names[i].clone(), i);
             let (mut func, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
             pg_sys::getTypeInputInfo(att.atttypid, &mut func, &mut ioparam);
             let mut finfo = Box::new(pg_sys::FmgrInfo::default());
@@ -157,8 +164,9 @@ fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
             inputs.push(Some(Input { finfo, ioparam, typmod: att.atttypmod }));
         }
         let key = lookup_key(rel);
+        let uniques = probeable_unique_indexes(rel);
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
-        LocalRel { relid, display, natts, by_name, inputs, key }
+        LocalRel { relid, display, natts, by_name, inputs, names, key, uniques }
     }
 }
 
@@ -183,4 +191,27 @@ unsafe fn lookup_key(rel: pg_sys::Relation) -> Option<(pg_sys::Oid, Vec<usize>)>
             .collect();
         Some((idx, cols))
     }
+}
+
+/// # Safety
+/// `rel` must be open.
+unsafe fn probeable_unique_indexes(rel: pg_sys::Relation) -> Vec<(pg_sys::Oid, Vec<usize>)> {
+    let mut out = Vec::new();
+    // SAFETY: rel is open; each index is opened and closed around reading
+    // its pg_index row.
+    unsafe {
+        for oid in ffi::oid_list(pg_sys::RelationGetIndexList(rel)) {
+            let idx = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
+            let form = &*(*idx).rd_index;
+            let plain =
+                pg_sys::RelationGetIndexExpressions(idx).is_null() && pg_sys::RelationGetIndexPredicate(idx).is_null();
+            if form.indisunique && form.indimmediate && plain {
+                let n = form.indnkeyatts as usize;
+                let keys = form.indkey.values.as_slice(n).iter().map(|&a| a as usize - 1).collect();
+                out.push((oid, keys));
+            }
+            pg_sys::index_close(idx, pg_sys::NoLock as i32);
+        }
+    }
+    out
 }

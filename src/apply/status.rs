@@ -54,6 +54,8 @@ pub(crate) struct Slot {
     pub(crate) applied_txns: i64,
     pub(crate) applied_changes: i64,
     pub(crate) error_time: i64,
+    /// Conflicts by type (ConflictType::index).
+    pub(crate) conflicts: [i64; 6],
     error_len: u16,
     error: [u8; ERROR_LEN],
 }
@@ -73,6 +75,7 @@ impl Default for Slot {
             applied_txns: 0,
             applied_changes: 0,
             error_time: 0,
+            conflicts: [0; 6],
             error_len: 0,
             error: [0; ERROR_LEN],
         }

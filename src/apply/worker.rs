@@ -13,9 +13,12 @@
 //! session is retried after an exponential backoff.
 
 use super::catalog::{self, Subscription};
-use super::executor;
+use super::conflict::{Rule, Writer};
+use super::executor::{self, Target};
 use super::protocol::{self, Doc, Inbound, RemoteRel};
 use super::relation::RelationMap;
+use super::resolver::{self, ConflictRecord};
+use super::rows::{self, Outcome, RowContext};
 use super::status::{self, WorkerState};
 use super::walrcv::{Connection, Received, quote_ident, quote_literal};
 use crate::ffi::{self, ContextSwitch};
@@ -59,8 +62,16 @@ struct Worker {
     subid: i32,
     relmap: Option<RelationMap>,
     attempt: u32,
-    origin_ready: bool,
+    /// This subscription's replication origin, once set up.
+    origin: Option<u16>,
     msg_cxt: pg_sys::MemoryContext,
+    /// The subscription as of the current session.
+    sub: Option<Subscription>,
+    rules: Vec<Rule>,
+    remote_node: u64,
+    /// A conflict resolved as `error`: logged once its transaction is rolled back.
+    failed_conflict: Option<Box<ConflictRecord>>,
+    warned_no_commit_ts: bool,
 }
 
 /// State of one streaming session.
@@ -78,13 +89,30 @@ struct Session {
     truncate_lsn: Option<String>,
     scratch: Vec<u8>,
     changes: i64,
+    /// The remote transaction being applied: commit LSN and time.
+    commit_lsn: Option<u64>,
+    commit_ts: i64,
+    /// It is the one skip_transaction named: its changes are dropped.
+    skipping: bool,
 }
 
 impl Worker {
     fn new(dboid: u32, subid: i32) -> Worker {
         // SAFETY: TopMemoryContext is valid for the life of the process.
         let msg_cxt = ffi::new_memory_context(unsafe { pg_sys::TopMemoryContext }, c"logical_ext apply message");
-        Worker { dboid, subid, relmap: None, attempt: 0, origin_ready: false, msg_cxt }
+        Worker {
+            dboid,
+            subid,
+            relmap: None,
+            attempt: 0,
+            origin: None,
+            msg_cxt,
+            sub: None,
+            rules: Vec::new(),
+            remote_node: 0,
+            failed_conflict: None,
+            warned_no_commit_ts: false,
+        }
     }
 
     fn run(&mut self) {
@@ -101,8 +129,27 @@ impl Worker {
                     // SAFETY: abandon whatever transaction the error left open.
                     unsafe { pg_sys::AbortCurrentTransaction() };
                     ffi::reset_memory_context(self.msg_cxt);
+                    if let Some(rec) = self.failed_conflict.take() {
+                        // The conflict record survives the rollback.
+                        in_transaction(|| resolver::log(&rec));
+                        self.count_conflict(&rec);
+                    }
                     let now = now_ts();
                     status::update(self.dboid, self.subid, |s| s.set_error(&msg, now));
+                    if self.sub.as_ref().is_some_and(|s| s.options.disable_on_error) {
+                        in_transaction(|| {
+                            Spi::run_with_args(
+                                "UPDATE logical_ext.subscription SET enabled = false WHERE id = $1",
+                                &[self.subid.into()],
+                            )
+                        })
+                        .unwrap_or_else(|e| pgrx::error!("logical_ext: could not disable the subscription: {e}"));
+                        log!(
+                            "logical_ext: subscription {} disabled after an error (disable_on_error): {msg}",
+                            self.subid
+                        );
+                        return;
+                    }
                     let delay = self.retry_delay();
                     self.attempt = self.attempt.saturating_add(1);
                     log!("logical_ext: apply worker for subscription {}: {msg}; retrying in {delay:?}", self.subid);
@@ -112,6 +159,11 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn count_conflict(&self, rec: &ConflictRecord) {
+        let i = rec.conflict.index();
+        status::update(self.dboid, self.subid, |s| s.conflicts[i] += 1);
     }
 
     fn retry_delay(&self) -> Duration {
@@ -128,9 +180,28 @@ impl Worker {
             return Err("subscription has no slot (slot_name is NULL): set one with alter_subscription".into());
         };
         let start = self.setup_origin(&sub);
+        self.rules = in_transaction(|| {
+            resolver::prune(super::settings::CONFLICT_LOG_RETENTION.get());
+            resolver::load_rules(&sub.name)
+        });
+        // SAFETY: reads a GUC variable.
+        if !unsafe { pg_sys::track_commit_timestamp } && !self.warned_no_commit_ts {
+            self.warned_no_commit_ts = true;
+            ereport!(
+                PgLogLevel::WARNING,
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "logical_ext: subscription \"{}\": update_origin_differs and delete_origin_differs cannot be detected",
+                    sub.name
+                ),
+                "Set track_commit_timestamp = on on the subscriber (and restart) to detect them and to use last_update_wins / first_update_wins."
+            );
+        }
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Starting));
         let mut conn = Connection::connect(&sub.conninfo, &sub.name)
             .map_err(|e| format!("could not connect to the publisher: {}", crate::apply::conninfo::redact(&e.0)))?;
+        let ident = conn.exec("IDENTIFY_SYSTEM", 4).map_err(|e| format!("IDENTIFY_SYSTEM failed: {}", e.0))?;
+        self.remote_node = ident.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
         let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
         let cmd = format!(
             "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
@@ -157,7 +228,11 @@ impl Worker {
             truncate_lsn: None,
             scratch: Vec::new(),
             changes: 0,
+            commit_lsn: None,
+            commit_ts: 0,
+            skipping: false,
         };
+        self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
     }
 
@@ -168,11 +243,11 @@ impl Worker {
             let name = std::ffi::CString::new(Subscription::origin_name(sub.id)).expect("no NUL");
             // SAFETY: inside a transaction; the origin exists for every subscription.
             unsafe {
-                if !self.origin_ready {
+                if self.origin.is_none() {
                     let id = pg_sys::replorigin_by_name(name.as_ptr(), false);
                     pg_sys::replorigin_session_setup(id);
                     pg_sys::replorigin_session_origin = id;
-                    self.origin_ready = true;
+                    self.origin = Some(id);
                 }
                 pg_sys::replorigin_session_get_progress(false)
             }
@@ -268,7 +343,7 @@ impl Worker {
             self.flush_truncates(ses);
         }
         match doc {
-            Doc::Begin => {
+            Doc::Begin { commit_lsn, timestamp } => {
                 if ses.in_txn {
                     return Err(format!("BEGIN inside a transaction at {}", protocol::format_lsn(lsn)));
                 }
@@ -279,12 +354,19 @@ impl Worker {
                 }
                 ses.in_txn = true;
                 ses.changes = 0;
+                ses.commit_lsn = commit_lsn;
+                ses.commit_ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                let skip = self.sub.as_ref().and_then(|s| s.skip_lsn);
+                ses.skipping = skip.is_some() && skip == commit_lsn;
             }
             Doc::Commit { end_lsn, timestamp } => {
                 if !ses.in_txn {
                     return Err(format!("COMMIT outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
-                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                if ses.skipping {
+                    self.finish_skip(ses);
+                }
+                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(ses.commit_ts);
                 // SAFETY: the origin position and timestamp are written into
                 // this commit record: progress commits atomically with the data.
                 unsafe {
@@ -296,6 +378,7 @@ impl Worker {
                     pg_sys::replorigin_session_origin_timestamp = 0;
                 }
                 ses.in_txn = false;
+                ses.skipping = false;
                 ses.last_committed = end_lsn;
                 let changes = ses.changes;
                 status::update(self.dboid, self.subid, |s| {
@@ -307,15 +390,12 @@ impl Worker {
                 });
                 self.attempt = 0;
             }
-            Doc::Insert { rel, new } => self.change(ses, lsn, |relmap, scratch| {
-                executor::insert(relmap.get(&rel), &new, scratch);
-            })?,
-            Doc::Update { rel, new, identity, .. } => self.change(ses, lsn, |relmap, scratch| {
-                let local = relmap.get(&rel);
+            Doc::Insert { rel, new } => {
+                self.change(ses, lsn, &rel, |ctx, t, scratch| rows::insert(ctx, t, &new, scratch))?
+            }
+            Doc::Update { rel, new, identity, complete } => self.change(ses, lsn, &rel, |ctx, t, scratch| {
                 let key = identity.as_deref().unwrap_or(&new);
-                if !executor::update(local, key, &new, scratch) {
-                    debug1!("logical_ext: row to update in \"{}\" not found", local.display);
-                }
+                rows::update(ctx, t, key, &new, complete, scratch)
             })?,
             Doc::Delete { rel, identity } => {
                 let Some(identity) = identity else {
@@ -326,16 +406,14 @@ impl Worker {
                         protocol::format_lsn(lsn)
                     ));
                 };
-                self.change(ses, lsn, |relmap, scratch| {
-                    let local = relmap.get(&rel);
-                    if !executor::delete(local, &identity, scratch) {
-                        debug1!("logical_ext: row to delete in \"{}\" not found", local.display);
-                    }
-                })?
+                self.change(ses, lsn, &rel, |ctx, t, scratch| rows::delete(ctx, t, &identity, scratch))?
             }
             Doc::Truncate { rel, restart_identity, lsn: tlsn, .. } => {
                 if !ses.in_txn {
                     return Err(format!("TRUNCATE outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                if ses.skipping {
+                    return Ok(());
                 }
                 let tlsn = tlsn.map(|s| s.into_owned());
                 if ses.truncate_lsn != tlsn {
@@ -350,28 +428,82 @@ impl Worker {
         Ok(())
     }
 
-    /// Run one row change inside the current remote transaction.
+    /// Run one row change inside the current remote transaction, and act on
+    /// its conflict outcome.
     fn change(
         &mut self,
         ses: &mut Session,
         lsn: u64,
-        f: impl FnOnce(&mut RelationMap, &mut Vec<u8>),
+        rel: &RemoteRel,
+        f: impl FnOnce(&RowContext<'_>, &Target<'_>, &mut Vec<u8>) -> Outcome,
     ) -> Result<(), String> {
         if !ses.in_txn {
             return Err(format!("change outside a transaction at {}", protocol::format_lsn(lsn)));
         }
+        if ses.skipping {
+            return Ok(());
+        }
+        let sub = self.sub.as_ref().expect("set at session start");
+        let origin_name = Subscription::origin_name(sub.id);
+        let ctx = RowContext {
+            rules: &self.rules,
+            subscription: &sub.name,
+            my_origin: self.origin.unwrap_or(0),
+            origin_name: &origin_name,
+            remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
+            // SAFETY: reads the control file's system identifier.
+            local_node: unsafe { pg_sys::GetSystemIdentifier() },
+            commit_lsn: ses.commit_lsn,
+            // SAFETY: reads a GUC variable.
+            detect_origin: unsafe { pg_sys::track_commit_timestamp },
+        };
         let relmap = self.relmap.as_mut().expect("set up at session start");
         // SAFETY: each change runs with a fresh snapshot and is made visible
         // to the next one, as in worker.c's begin/end_replication_step.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-        f(relmap, &mut ses.scratch);
+        let outcome = {
+            let target = Target::open(relmap.get(rel));
+            f(&ctx, &target, &mut ses.scratch)
+        };
+        let result = match outcome {
+            Outcome::Applied => Ok(()),
+            Outcome::Resolved(rec) => {
+                resolver::log(&rec);
+                self.count_conflict(&rec);
+                Ok(())
+            }
+            Outcome::Failed(rec, msg) => {
+                self.failed_conflict = Some(rec);
+                Err(msg)
+            }
+        };
         // SAFETY: pairs with the push above.
         unsafe {
             pg_sys::PopActiveSnapshot();
             pg_sys::CommandCounterIncrement();
         }
         ses.changes += 1;
-        Ok(())
+        result
+    }
+
+    /// The transaction named by skip_transaction ends: clear the request in
+    /// the same commit that records its position as applied.
+    fn finish_skip(&mut self, ses: &Session) {
+        // SAFETY: inside the remote transaction, as in `change`.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        Spi::run_with_args("UPDATE logical_ext.subscription SET skip_lsn = NULL WHERE id = $1", &[self.subid.into()])
+            .unwrap_or_else(|e| pgrx::error!("logical_ext: could not clear skip_lsn: {e}"));
+        // SAFETY: pairs with the push above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        if let Some(sub) = self.sub.as_mut() {
+            sub.skip_lsn = None;
+        }
+        log!(
+            "logical_ext: subscription {}: skipped the remote transaction committed at {} ({} changes not applied)",
+            self.subid,
+            ses.commit_lsn.map(protocol::format_lsn).unwrap_or_default(),
+            ses.changes
+        );
     }
 
     /// Apply the TRUNCATE documents of one statement together.

@@ -5,6 +5,8 @@
 //! pointer handling.
 
 use pgrx::pg_sys;
+
+pub(crate) mod lsn;
 use std::ffi::{CStr, c_char};
 
 unsafe extern "C-unwind" {

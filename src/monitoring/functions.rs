@@ -4,9 +4,9 @@
 
 use super::errors::{MonitorError, OrReport};
 use super::health::{self, DropVerdict, HistoryGap};
-use super::lsn::Lsn;
 use super::report::{self, SlotReport};
 use super::{prometheus, settings};
+use crate::ffi::lsn::Lsn;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 

@@ -37,7 +37,7 @@ mod errors;
 mod functions;
 mod health;
 mod history;
-mod lsn;
+
 mod prometheus;
 mod report;
 mod sampler;

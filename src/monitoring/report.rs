@@ -8,8 +8,8 @@ use super::health::{
     self, Assessment, Facts, Forecast, HistoryGap, Inactivity, Status, Thresholds, Tracked, WalStatus,
 };
 use super::history::SlotHistory;
-use super::lsn::Lsn;
 use super::{sampler, settings, shmem};
+use crate::ffi::lsn::Lsn;
 use pgrx::prelude::*;
 use std::collections::HashMap;
 

@@ -2,8 +2,9 @@
 //! (pgrx 0.18 has no mapping for it). A `pg_lsn` Datum is the 64-bit
 //! `XLogRecPtr` passed by value.
 
-use pgrx::callconv::{BoxRet, FcInfo};
+use pgrx::callconv::{Arg, ArgAbi, BoxRet, FcInfo};
 use pgrx::datum::Datum;
+use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum, impl_sql_translatable};
 
@@ -43,6 +44,20 @@ unsafe impl BoxRet for Lsn {
             Some(d) => unsafe { fcinfo.return_raw_datum(d) },
             None => fcinfo.return_null(),
         }
+    }
+}
+
+// SAFETY: a pg_lsn argument is a by-value Datum read with `FromDatum`.
+unsafe impl<'fcx> ArgAbi<'fcx> for Lsn {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        // SAFETY: the argument's type is pg_lsn.
+        unsafe { arg.unbox_arg_using_from_datum().unwrap_or_else(|| panic!("argument {index} must not be null")) }
+    }
+
+    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: as above.
+        unsafe { arg.unbox_arg_using_from_datum().into() }
     }
 }
 
