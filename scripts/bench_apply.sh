@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Apply catch-up throughput of a logical_ext subscription against a native
+# PostgreSQL subscription (CREATE SUBSCRIPTION, pgoutput), same machine, same
+# run, same WAL. Not part of CI; see docs/BENCHMARKS.md. Run as root (or as
+# postgres):
+#
+#   scripts/bench_apply.sh                                   # 1M rows + pgbench scale 10 for 30 s
+#   BENCH_ROWS=100000 BENCH_PGBENCH_SECONDS=10 scripts/bench_apply.sh   # quick check
+#
+# Two throwaway clusters: a publisher, and a subscriber (shared_preload_libraries
+# = logical_ext) whose database `native` holds the native subscription and
+# database `le` the logical_ext one, each with its own slot on the publisher.
+# For each workload both subscriptions exist (slots created) but are disabled
+# while the publisher is loaded; then each is enabled in turn, alone, and timed
+# until it has applied the publisher's last transaction; then the subscriber's
+# tables are compared with the publisher's (count and md5), and the run fails
+# if they differ.
+#
+# Environment:
+#   BENCH_ROWS              rows of the bulk workload (default 1000000)
+#   BENCH_TXNS              its transactions (default 10)
+#   BENCH_PGBENCH_SCALE     pgbench scale (default 10)
+#   BENCH_PGBENCH_SECONDS   pgbench duration (default 30)
+#   BENCH_PGBENCH_CLIENTS   pgbench clients (default 4, 2 threads)
+#   BENCH_WORKLOADS         subset of: bulk pgbench (default both)
+#   BENCH_ORDER             order in which the subscriptions catch up (default "native logical_ext")
+#   BENCH_TIMEOUT           seconds one catch-up may take before the run fails (default 1800)
+#   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR/..
+. scripts/cluster.sh
+
+ROWS=${BENCH_ROWS:-1000000}
+TXNS=${BENCH_TXNS:-10}
+SCALE=${BENCH_PGBENCH_SCALE:-10}
+SECONDS_PGB=${BENCH_PGBENCH_SECONDS:-30}
+CLIENTS=${BENCH_PGBENCH_CLIENTS:-4}
+WORKLOADS=${BENCH_WORKLOADS:-bulk pgbench}
+ORDER=${BENCH_ORDER:-native logical_ext}
+TIMEOUT=${BENCH_TIMEOUT:-1800}
+[ "$ROWS" -ge "$TXNS" ] || { echo "BENCH_ROWS must be >= BENCH_TXNS" >&2; exit 2; }
+
+say() { echo "== $*" >&2; }
+pub() { cluster_psql pub "$@"; }
+# sub DB [psql arguments...]
+sub() { local db=$1; shift; PGOPTIONS="-c client_min_messages=warning" cluster_psql sub -d "$db" "$@"; }
+# database of each kind of subscription on the subscriber
+declare -A DB=([native]=native [logical_ext]=le)
+
+# The same 8 mixed-type columns as scripts/bench_decode.sh.
+ROW_SQL="g, (g % 100000)::int, (g % 1000) / 7.0::float8,
+  timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second',
+  (g % 100000) * 1.01, md5(g::text), g % 2 = 0,
+  jsonb_build_object('id', g, 'tag', 'item-' || g % 10, 'ok', g % 3 = 0)"
+BULK_DDL="CREATE TABLE bench (id bigint PRIMARY KEY, i int, f float8, ts timestamptz,
+                              n numeric, t text, b bool, j jsonb);"
+
+# create_subscriptions NAME PUBLICATION: both kinds, disabled, slots created now.
+create_subscriptions() {
+  local name=$1 publication=$2 conninfo
+  conninfo=$(cluster_conninfo pub)
+  sub native -c "CREATE SUBSCRIPTION ${name}_native CONNECTION '$conninfo' PUBLICATION $publication
+                 WITH (enabled = false, copy_data = false, slot_name = '${name}_native')" >/dev/null
+  sub le -c "SELECT logical_ext.create_subscription('${name}_le', '$conninfo', ARRAY['$publication'],
+                 enabled => false, copy_data => false)" >/dev/null
+}
+
+drop_subscriptions() {
+  local name=$1
+  sub native -c "DROP SUBSCRIPTION ${name}_native" >/dev/null
+  sub le -c "SELECT logical_ext.drop_subscription('${name}_le')" >/dev/null
+}
+
+# A last transaction on the publisher that changes one published row; prints
+# an LSN taken inside it, before its commit: a subscription has applied
+# everything up to and including this transaction once its origin's
+# remote_lsn (the end of the last applied commit) is at least that LSN.
+marker() {
+  pub -At <<SQL | tail -n 1
+BEGIN;
+$1;
+SELECT pg_current_wal_insert_lsn();
+COMMIT;
+SQL
+}
+
+# catch_up KIND NAME TARGET_LSN: enables the subscription and prints the
+# seconds until its origin reached TARGET_LSN. The origin is polled every
+# 10 ms from the `postgres` database: a session in the subscription's own
+# database that stays in one statement would hold back the xmin horizon there
+# and stop HOT pruning of the tables being applied to (pgbench's 10 branch
+# rows then grow chains of dead versions and the apply slows down
+# quadratically, for native and logical_ext alike).
+catch_up() {
+  local kind=$1 name=$2 target=$3 db origin enable t0 t1
+  db=${DB[$kind]}
+  if [ "$kind" = native ]; then
+    origin=$(sub "$db" -Atc "SELECT 'pg_' || oid FROM pg_subscription WHERE subname = '${name}_native'")
+    enable="ALTER SUBSCRIPTION ${name}_native ENABLE"
+  else
+    origin=$(sub "$db" -Atc "SELECT 'logical_ext_' || id FROM logical_ext.subscription WHERE name = '${name}_le'")
+    enable="SELECT logical_ext.enable_subscription('${name}_le')"
+  fi
+  t0=$(date +%s.%N)
+  sub "$db" -c "$enable" >/dev/null
+  sub postgres <<SQL
+DO \$\$
+DECLARE deadline timestamptz := clock_timestamp() + interval '$TIMEOUT seconds';
+BEGIN
+  WHILE coalesce((SELECT remote_lsn FROM pg_replication_origin_status WHERE external_id = '$origin'),
+                 '0/0') < '$target'::pg_lsn LOOP
+    IF clock_timestamp() > deadline THEN
+      RAISE EXCEPTION '$kind subscription $name did not reach % within $TIMEOUT s', '$target';
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END \$\$;
+SQL
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+# digest DB QUERY ORDER: "count md5" of the rows of QUERY (run on the
+# publisher when DB is "pub").
+digest() {
+  local sql="SELECT count(*) || ' ' || md5(coalesce(string_agg(md5(t::text), '' ORDER BY $3), ''))
+             FROM ($2) t"
+  if [ "$1" = pub ]; then pub -Atc "$sql"; else sub "$1" -Atc "$sql"; fi
+}
+
+# verify KIND QUERY ORDER...: the subscriber's rows equal the publisher's.
+verify() {
+  local kind=$1 want got; shift
+  while [ $# -ge 2 ]; do
+    want=$(digest pub "$1" "$2")
+    got=$(digest "${DB[$kind]}" "$1" "$2")
+    if [ "$want" != "$got" ]; then
+      echo "!! $kind: '$1' differs: publisher $want, subscriber $got" >&2
+      STATUS=FAILED
+    fi
+    shift 2
+  done
+}
+
+run_bulk() {
+  local i lo hi target kind secs
+  say "bulk: $ROWS rows x 8 columns in $TXNS transactions"
+  pub -c "$BULK_DDL CREATE PUBLICATION bulk_pub FOR TABLE bench;" >/dev/null
+  for kind in native logical_ext; do sub "${DB[$kind]}" -c "$BULK_DDL" >/dev/null; done
+  create_subscriptions bulk bulk_pub
+  for ((i = 0; i < TXNS; i++)); do
+    lo=$((i * ROWS / TXNS + 1)) hi=$(((i + 1) * ROWS / TXNS))
+    pub -c "INSERT INTO bench SELECT $ROW_SQL FROM generate_series($lo, $hi) g" >/dev/null
+  done
+  target=$(marker "UPDATE bench SET i = i WHERE id = 1")
+  pub -c CHECKPOINT >/dev/null
+  for kind in $ORDER; do
+    sub "${DB[$kind]}" -c CHECKPOINT >/dev/null
+    secs=$(catch_up "$kind" bulk "$target")
+    STATUS=ok
+    verify "$kind" "SELECT * FROM bench" id
+    say "$(printf 'bulk    %-12s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$ROWS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
+    printf 'bulk\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$ROWS" "$STATUS" >>"$RESULTS"
+  done
+  drop_subscriptions bulk
+}
+
+run_pgbench() {
+  local target kind secs out txns
+  say "pgbench: tpcb-like, scale $SCALE, $CLIENTS clients, $SECONDS_PGB s"
+  "$PGBIN/pgbench" -i -q -s "$SCALE" -h "${CLUSTER_DIR[pub]}/sock" -p "${CLUSTER_PORT[pub]}" -U postgres postgres \
+    >/dev/null 2>&1
+  pub -c "CREATE PUBLICATION pgb_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers,
+                                               pgbench_history" >/dev/null
+  # pgbench -i writes the same rows every time: the subscribers start equal.
+  for kind in native logical_ext; do
+    "$PGBIN/pgbench" -i -q -s "$SCALE" -h "${CLUSTER_DIR[sub]}/sock" -p "${CLUSTER_PORT[sub]}" -U postgres \
+      "${DB[$kind]}" >/dev/null 2>&1
+  done
+  create_subscriptions pgb pgb_pub
+  out=$("$PGBIN/pgbench" -n -c "$CLIENTS" -j 2 -T "$SECONDS_PGB" -h "${CLUSTER_DIR[pub]}/sock" \
+          -p "${CLUSTER_PORT[pub]}" -U postgres postgres 2>&1)
+  txns=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+  say "pgbench: $txns transactions ($(echo "$out" | grep -E '^tps' | head -n 1))"
+  target=$(marker "UPDATE pgbench_branches SET filler = filler WHERE bid = 1")
+  pub -c CHECKPOINT >/dev/null
+  for kind in $ORDER; do
+    sub "${DB[$kind]}" -c CHECKPOINT >/dev/null
+    secs=$(catch_up "$kind" pgb "$target")
+    STATUS=ok
+    verify "$kind" "SELECT * FROM pgbench_accounts" aid "SELECT * FROM pgbench_branches" bid \
+      "SELECT * FROM pgbench_tellers" tid "SELECT * FROM pgbench_history" "t::text"
+    say "$(printf 'pgbench %-12s %8.3f s  %10.0f tx/s    %s' "$kind" "$secs" "$(awk -v a="$txns" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
+    printf 'pgbench\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$txns" "$STATUS" >>"$RESULTS"
+  done
+  drop_subscriptions pgb
+}
+
+report() {
+  awk -F'\t' '
+    { secs[$1, $2] = $3; n[$1] = $4; st[$1, $2] = $5; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+    END {
+      print "| workload | applied | native: catch-up (s) | native: per s | logical_ext: catch-up (s) | logical_ext: per s | logical_ext / native | check |"
+      print "|---|---:|---:|---:|---:|---:|---:|---|"
+      for (i = 1; i <= k; i++) {
+        w = order[i]; unit = (w == "bulk") ? "rows" : "transactions"
+        a = secs[w, "native"]; b = secs[w, "logical_ext"]
+        printf "| %s | %d %s | %.3f | %.0f | %.3f | %.0f | **%.2f×** | %s |\n", w, n[w], unit, a, n[w] / a, b, n[w] / b,
+          a / b, (st[w, "native"] == "ok" && st[w, "logical_ext"] == "ok") ? "ok" : "FAILED"
+      }
+    }' "$RESULTS"
+}
+
+run_setup
+say "starting a publisher and a subscriber"
+CONF=("autovacuum = off" "shared_buffers = '1GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '1h'"
+      "fsync = off" "synchronous_commit = off")
+cluster_start pub "" "${CONF[@]}"
+cluster_start sub logical_ext "${CONF[@]}"
+RESULTS=$CLUSTER_BASE/results.tsv
+: >"$RESULTS"
+cluster_psql sub -c "CREATE DATABASE native" -c "CREATE DATABASE le" >/dev/null
+sub le -c "CREATE EXTENSION logical_ext" >/dev/null
+for wl in $WORKLOADS; do "run_$wl"; done
+
+echo
+echo "Apply catch-up, $(date -u +%Y-%m-%d), $(nproc) cores, $("$PGBIN/postgres" --version);" \
+     "native = CREATE SUBSCRIPTION (pgoutput, text, streaming off); order: $ORDER"
+echo
+report
+if grep -qP '\tFAILED$' "$RESULTS"; then
+  echo "!! a subscriber's tables differ from the publisher's: see the messages above" >&2
+  exit 1
+fi
