@@ -92,6 +92,8 @@ impl Column<'_> {
     pub(crate) fn text(&self) -> Result<Option<Cow<'_, str>>, String> {
         let raw = self.value.get();
         match raw.as_bytes().first() {
+            // A string without escapes is its own text: no second parse.
+            Some(b'"') if !raw.contains('\\') => Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1]))),
             Some(b'"') => serde_json::from_str::<Cow<'_, str>>(raw).map(Some).map_err(|e| e.to_string()),
             Some(b'n') if raw == "null" => Ok(None),
             Some(b'{') | Some(b'[') => Err(format!("unexpected structured value {raw}")),

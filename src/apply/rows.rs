@@ -109,9 +109,14 @@ fn fail(rec: Box<ConflictRecord>) -> Outcome {
 }
 
 /// INSERT, detecting `insert_exists` on every probeable unique index.
+///
+/// With resolution `error` no probe is made (the common, fast path): the
+/// unique violation itself fails the transaction, and the worker records it
+/// as `insert_exists` (see `Worker::unique_violation`).
 pub(crate) fn insert(ctx: &RowContext<'_>, t: &Target<'_>, new: &[Column<'_>], scratch: &mut Vec<u8>) -> Outcome {
     let row = t.new_row(new, scratch);
-    let Some(existing) = t.find_unique(row, None) else {
+    let probe = conflict::effective(ctx.rules, t.rel.relid.to_u32(), ConflictType::InsertExists) != Resolution::Error;
+    let Some(existing) = probe.then(|| t.find_unique(row, None)).flatten() else {
         t.insert(row);
         return Outcome::Applied;
     };
@@ -166,7 +171,9 @@ pub(crate) fn update(
         }
     }
     let row = t.merged_row(&local, new, scratch);
-    if let Some(other) = t.find_unique(row, Some(&local)) {
+    // As for INSERT: with resolution `error` the unique violation reports itself.
+    let probe = conflict::effective(ctx.rules, t.rel.relid.to_u32(), ConflictType::UpdateExists) != Resolution::Error;
+    if let Some(other) = probe.then(|| t.find_unique(row, Some(&local))).flatten() {
         match ctx.decide(t, ConflictType::UpdateExists, &other, new) {
             Ok((true, rec)) => {
                 t.delete(&other);

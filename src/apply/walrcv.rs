@@ -16,6 +16,15 @@ pub(crate) struct Connection {
     conn: *mut pg_sys::WalReceiverConn,
 }
 
+/// Call into libpqwalreceiver. Its functions are reached through a function
+/// table, not pgrx's guarded bindings, so an ERROR they raise (a lost
+/// connection) must be caught here and turned into a Rust panic that
+/// unwinds normally — never a longjmp across Rust frames.
+fn guarded<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: backends are single-threaded; this is the main thread.
+    unsafe { pg_sys::submodules::ffi::pg_guard_ffi_boundary(f) }
+}
+
 fn functions() -> &'static pg_sys::WalReceiverFunctionsType {
     // SAFETY: load_file runs libpqwalreceiver's _PG_init, which sets the
     // global function table; loading twice is a no-op.
@@ -43,7 +52,9 @@ impl Connection {
         let app = CString::new(appname).expect("no NUL in application name");
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: valid C strings; walrcv_connect returns NULL and sets err on failure.
-        let conn = unsafe { (functions().walrcv_connect.expect("bound"))(ci.as_ptr(), true, app.as_ptr(), &mut err) };
+        let conn = guarded(|| unsafe {
+            (functions().walrcv_connect.expect("bound"))(ci.as_ptr(), true, app.as_ptr(), &mut err)
+        });
         if conn.is_null() {
             // SAFETY: err is NULL or a palloc'd message.
             return Err(WalRcvError(unsafe { ffi::cstr_to_string(err) }.trim().to_string()));
@@ -56,8 +67,9 @@ impl Connection {
         let q = CString::new(query).map_err(|_| WalRcvError("query contains a NUL byte".into()))?;
         let types = vec![pg_sys::TEXTOID; ncols.max(1)];
         // SAFETY: a live connection; the result is freed below.
-        let res =
-            unsafe { (functions().walrcv_exec.expect("bound"))(self.conn, q.as_ptr(), ncols as i32, types.as_ptr()) };
+        let res = guarded(|| unsafe {
+            (functions().walrcv_exec.expect("bound"))(self.conn, q.as_ptr(), ncols as i32, types.as_ptr())
+        });
         // SAFETY: walrcv_exec always returns a result.
         let r = unsafe { &*res };
         let out = match r.status {
@@ -82,7 +94,7 @@ impl Connection {
         let mut fd: pg_sys::pgsocket = -1;
         // SAFETY: a live connection in COPY BOTH mode; the buffer stays valid
         // until the next receive call, which the borrow of self enforces.
-        let len = unsafe { (functions().walrcv_receive.expect("bound"))(self.conn, &mut buf, &mut fd) };
+        let len = guarded(|| unsafe { (functions().walrcv_receive.expect("bound"))(self.conn, &mut buf, &mut fd) });
         match len {
             0 => Received::WouldBlock(fd),
             // SAFETY: len bytes at buf.
@@ -93,14 +105,16 @@ impl Connection {
 
     pub(crate) fn send(&mut self, msg: &[u8]) {
         // SAFETY: a live connection; msg has msg.len() bytes.
-        unsafe { (functions().walrcv_send.expect("bound"))(self.conn, msg.as_ptr().cast(), msg.len() as i32) }
+        guarded(|| unsafe {
+            (functions().walrcv_send.expect("bound"))(self.conn, msg.as_ptr().cast(), msg.len() as i32)
+        })
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         // SAFETY: disconnects once; the pointer is not used afterwards.
-        unsafe { (functions().walrcv_disconnect.expect("bound"))(self.conn) }
+        guarded(|| unsafe { (functions().walrcv_disconnect.expect("bound"))(self.conn) })
     }
 }
 

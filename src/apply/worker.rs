@@ -13,7 +13,7 @@
 //! session is retried after an exponential backoff.
 
 use super::catalog::{self, Subscription};
-use super::conflict::{Rule, Writer};
+use super::conflict::{ConflictType, Resolution, Rule, Writer};
 use super::executor::{self, Target};
 use super::protocol::{self, Doc, Inbound, RemoteRel};
 use super::relation::RelationMap;
@@ -71,6 +71,9 @@ struct Worker {
     remote_node: u64,
     /// A conflict resolved as `error`: logged once its transaction is rolled back.
     failed_conflict: Option<Box<ConflictRecord>>,
+    /// The INSERT/UPDATE being applied (its document and commit LSN/time),
+    /// to record a unique violation it raises as a conflict.
+    in_flight: Option<(ConflictType, Vec<u8>, Option<u64>, i64)>,
     warned_no_commit_ts: bool,
 }
 
@@ -111,6 +114,7 @@ impl Worker {
             rules: Vec::new(),
             remote_node: 0,
             failed_conflict: None,
+            in_flight: None,
             warned_no_commit_ts: false,
         }
     }
@@ -121,14 +125,19 @@ impl Worker {
             if BackgroundWorker::sigterm_received() {
                 return;
             }
-            let outcome =
-                PgTryBuilder::new(AssertUnwindSafe(|| self.session())).catch_others(|e| Err(error_text(e))).execute();
+            // Errors the worker detects itself carry no SQLSTATE of interest.
+            let session = AssertUnwindSafe(|| self.session().map_err(|m| (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, m)));
+            let outcome = PgTryBuilder::new(session).catch_others(|e| Err(error_text(e))).execute();
             match outcome {
                 Ok(Stop::Exit) => return,
-                Err(msg) => {
+                Err((code, msg)) => {
                     // SAFETY: abandon whatever transaction the error left open.
                     unsafe { pg_sys::AbortCurrentTransaction() };
                     ffi::reset_memory_context(self.msg_cxt);
+                    if code == PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION && self.failed_conflict.is_none() {
+                        self.failed_conflict = self.unique_violation();
+                    }
+                    self.in_flight = None;
                     if let Some(rec) = self.failed_conflict.take() {
                         // The conflict record survives the rollback.
                         in_transaction(|| resolver::log(&rec));
@@ -159,6 +168,30 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The conflict a unique violation of the in-flight change stands for
+    /// (its resolution was `error`, so nothing probed for it beforehand).
+    fn unique_violation(&self) -> Option<Box<ConflictRecord>> {
+        let (kind, payload, commit_lsn, commit_ts) = self.in_flight.as_ref()?;
+        let (rel, new) = match protocol::parse_doc(payload).ok()? {
+            Doc::Insert { rel, new } | Doc::Update { rel, new, .. } => (rel, new),
+            _ => return None,
+        };
+        let sub = self.sub.as_ref()?;
+        Some(Box::new(ConflictRecord {
+            subscription: sub.name.clone(),
+            relation: format!("{}.{}", rel.schema, rel.table),
+            conflict: *kind,
+            resolution: Resolution::Error,
+            local_tuple: None,
+            remote_tuple: protocol::columns_json(&new),
+            remote_origin: Subscription::origin_name(sub.id),
+            remote_commit_lsn: commit_lsn.map(protocol::format_lsn),
+            remote_commit_ts: Some(*commit_ts).filter(|&t| t != 0),
+            local_commit_ts: None,
+            local_origin: None,
+        }))
     }
 
     fn count_conflict(&self, rec: &ConflictRecord) {
@@ -391,12 +424,16 @@ impl Worker {
                 self.attempt = 0;
             }
             Doc::Insert { rel, new } => {
+                self.remember(ConflictType::InsertExists, payload, ses);
                 self.change(ses, lsn, &rel, |ctx, t, scratch| rows::insert(ctx, t, &new, scratch))?
             }
-            Doc::Update { rel, new, identity, complete } => self.change(ses, lsn, &rel, |ctx, t, scratch| {
-                let key = identity.as_deref().unwrap_or(&new);
-                rows::update(ctx, t, key, &new, complete, scratch)
-            })?,
+            Doc::Update { rel, new, identity, complete } => {
+                self.remember(ConflictType::UpdateExists, payload, ses);
+                self.change(ses, lsn, &rel, |ctx, t, scratch| {
+                    let key = identity.as_deref().unwrap_or(&new);
+                    rows::update(ctx, t, key, &new, complete, scratch)
+                })?
+            }
             Doc::Delete { rel, identity } => {
                 let Some(identity) = identity else {
                     return Err(format!(
@@ -486,6 +523,14 @@ impl Worker {
         result
     }
 
+    /// Keep a copy of the INSERT/UPDATE about to be applied (see `in_flight`).
+    fn remember(&mut self, kind: ConflictType, payload: &[u8], ses: &Session) {
+        let mut buf = self.in_flight.take().map(|f| f.1).unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.in_flight = Some((kind, buf, ses.commit_lsn, ses.commit_ts));
+    }
+
     /// The transaction named by skip_transaction ends: clear the request in
     /// the same commit that records its position as applied.
     fn finish_skip(&mut self, ses: &Session) {
@@ -562,10 +607,10 @@ fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-fn error_text(e: CaughtError) -> String {
+fn error_text(e: CaughtError) -> (PgSqlErrorCode, String) {
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
-            r.message().to_string()
+            (r.sql_error_code(), r.message().to_string())
         }
     }
 }
