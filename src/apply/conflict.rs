@@ -108,9 +108,21 @@ pub(crate) struct Rule {
     pub(crate) resolution: Resolution,
 }
 
+/// The resolution when no rule applies: what native logical replication
+/// does (and PostgreSQL 18 logs) — a constraint violation stops the apply
+/// (`error`), a missing row is skipped, and a row last written by someone
+/// else is overwritten. Every detected conflict is logged either way.
+pub(crate) fn builtin_default(c: ConflictType) -> Resolution {
+    match c {
+        ConflictType::InsertExists | ConflictType::UpdateExists => Resolution::Error,
+        ConflictType::UpdateMissing | ConflictType::DeleteMissing => Resolution::Skip,
+        ConflictType::UpdateOriginDiffers | ConflictType::DeleteOriginDiffers => Resolution::ApplyRemote,
+    }
+}
+
 /// The resolution for `c` on relation `relid`: the most specific rule wins
 /// (table and type, then table, then type, then the subscription default);
-/// with no rule, `error`.
+/// with no rule, [`builtin_default`].
 pub(crate) fn effective(rules: &[Rule], relid: u32, c: ConflictType) -> Resolution {
     let rank = |r: &Rule| match (r.relation, r.conflict) {
         (Some(rel), Some(t)) if rel == relid && t == c => Some(4),
@@ -124,7 +136,7 @@ pub(crate) fn effective(rules: &[Rule], relid: u32, c: ConflictType) -> Resoluti
         .filter_map(|r| rank(r).map(|k| (k, r.resolution)))
         .filter(|(_, res)| allowed(c, *res))
         .max_by_key(|(k, _)| *k)
-        .map_or(Resolution::Error, |(_, res)| res)
+        .map_or(builtin_default(c), |(_, res)| res)
 }
 
 /// Who last wrote a row, for timestamp-based resolutions.
@@ -215,10 +227,15 @@ mod tests {
         assert_eq!(effective(&rules, 7, ConflictType::UpdateMissing), Resolution::KeepLocal);
         assert_eq!(effective(&rules, 8, ConflictType::InsertExists), Resolution::ApplyRemote);
         assert_eq!(effective(&rules, 8, ConflictType::DeleteMissing), Resolution::Skip);
-        assert_eq!(effective(&[], 8, ConflictType::DeleteMissing), Resolution::Error);
+        assert_eq!(effective(&[], 8, ConflictType::InsertExists), Resolution::Error);
+        assert_eq!(effective(&[], 8, ConflictType::DeleteMissing), Resolution::Skip);
+        assert_eq!(effective(&[], 8, ConflictType::UpdateOriginDiffers), Resolution::ApplyRemote);
         // A subscription-wide last_update_wins does not apply to missing rows.
         let lww = vec![Rule { relation: None, conflict: None, resolution: Resolution::LastUpdateWins }];
-        assert_eq!(effective(&lww, 1, ConflictType::UpdateMissing), Resolution::Error);
+        assert_eq!(effective(&lww, 1, ConflictType::UpdateMissing), Resolution::Skip);
+        // A subscription-wide `error` does.
+        let err = vec![Rule { relation: None, conflict: None, resolution: Resolution::Error }];
+        assert_eq!(effective(&err, 1, ConflictType::DeleteMissing), Resolution::Error);
     }
 
     #[test]

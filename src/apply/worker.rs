@@ -233,7 +233,10 @@ impl Worker {
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Starting));
         let mut conn = Connection::connect(&sub.conninfo, &sub.name)
             .map_err(|e| format!("could not connect to the publisher: {}", crate::apply::conninfo::redact(&e.0)))?;
-        let ident = conn.exec("IDENTIFY_SYSTEM", 4).map_err(|e| format!("IDENTIFY_SYSTEM failed: {}", e.0))?;
+        // In a transaction: building the result's tuple descriptor needs the
+        // catalog caches and a resource owner.
+        let ident = in_transaction(|| conn.exec("IDENTIFY_SYSTEM", 4))
+            .map_err(|e| format!("IDENTIFY_SYSTEM failed: {}", e.0))?;
         self.remote_node = ident.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
         let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
         let cmd = format!(
