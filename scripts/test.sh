@@ -21,4 +21,4 @@ cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/
 
 echo "== cluster tests (pg_test/)"
 cd pg_test
-cargo test --release -- --test-threads="${PG_TEST_THREADS:-2}"
+cargo test --release --no-fail-fast -- --test-threads="${PG_TEST_THREADS:-2}"
