@@ -166,17 +166,17 @@ fn subscription_lifecycle() {
     pair.assert_same_tables(&["t"]);
     assert_eq!(count(&mut sub, "t"), before + 500 - 86, "500 inserted, 86 of ids 1..100 deleted (14 were already)");
 
-    // Alter the connection string (a new password): the worker restarts
-    // with it, and the new password is as hidden as the old one.
-    let pid = pair.status("s").worker_pid;
+    // Alter the connection string (a new password): the worker starts a new
+    // session with it (in the same process), and the new password is as
+    // hidden as the old one.
     let new_conninfo = format!("{} password=other-{PASSWORD}", pair.publisher_conninfo());
     sub.execute(
         "SELECT logical_ext.alter_subscription('s', jsonb_build_object('conninfo', $1::text))",
         &[&new_conninfo],
     )
     .unwrap_or_else(|e| panic!("alter_subscription: {}", describe_error(&e)));
-    let st = pair.wait_status("s", "a new worker streaming", |s| {
-        s.state == "streaming" && s.worker_pid.is_some() && s.worker_pid != pid
+    let st = pair.wait_status("s", "the worker streaming with the new conninfo", |s| {
+        s.state == "streaming" && s.worker_pid.is_some() && s.conninfo.contains("password=********")
     });
     assert!(!st.conninfo.contains(PASSWORD), "{st:#?}");
     let shown: String = mon.query_one("SELECT conninfo FROM logical_ext.subscription_status", &[]).unwrap().get(0);

@@ -8,7 +8,7 @@ use super::catalog::{self, Subscription};
 use super::config::{self, Origin, WorkerOptions};
 use super::conflict::{self, ConflictType, Resolution};
 use super::conninfo::redact;
-use super::launcher::start_apply_worker;
+use super::launcher::{ensure_apply_worker, start_apply_worker};
 use super::status;
 use super::walrcv::{Connection, quote_ident, quote_literal};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -69,22 +69,29 @@ fn connect(conninfo: &str, name: &str) -> Connection {
     })
 }
 
-/// Start the worker once the current transaction commits.
+/// Once the current transaction commits, make the worker run with the
+/// committed settings (start it, or have the running one start a new session).
 fn start_at_commit(subid: i32, owner: pg_sys::Oid) {
     let db = my_database();
     register_xact_callback(PgXactCallbackEvent::Commit, move || {
-        start_apply_worker(db, subid, owner);
+        ensure_apply_worker(db, subid, owner);
     });
 }
 
 /// Stop the worker now; start it again if the transaction aborts.
 fn stop_worker(sub: &Subscription) {
     let db = my_database();
-    let Some(pid) = status::live_pid(db.to_u32(), sub.id) else { return };
-    // SAFETY: signalling the apply worker process we found in shared memory.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    if !super::preloaded() {
+        return;
+    }
+    // A new generation: workers started earlier but not running yet will
+    // not take over (status::claim).
+    status::request(db.to_u32(), sub.id);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status::live_pid(db.to_u32(), sub.id).is_some() {
+    while let Some(pid) = status::live_pid(db.to_u32(), sub.id) {
+        // SAFETY: signalling the apply worker that owns the slot now (it may
+        // have changed since the last round).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         if Instant::now() > deadline {
             fail(
                 PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
@@ -350,7 +357,6 @@ fn alter_subscription(name: &str, options: JsonB) {
     let opts = serde_json::Value::Object(worker_opts);
     WorkerOptions::parse(&opts).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
     sets.push(("options", JsonB(opts).into()));
-    stop_worker(&sub);
     for (col, val) in sets {
         Spi::run_with_args(
             &format!("UPDATE logical_ext.subscription SET {col} = $1 WHERE id = $2"),
@@ -420,14 +426,9 @@ fn worker_status() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// Restart a subscription's worker so that it reads changed settings: stop
-/// it now, start it at commit (and at abort, through `stop_worker`).
+/// Have the worker pick up changed settings once they are committed.
 fn restart_worker(sub: &Subscription) {
-    if !super::preloaded() {
-        return;
-    }
-    stop_worker(sub);
-    if sub.enabled {
+    if super::preloaded() && sub.enabled {
         start_at_commit(sub.id, sub.owner);
     }
 }

@@ -27,25 +27,47 @@ pub(crate) fn register_launcher() {
         .load();
 }
 
-/// `bgw_extra` of an apply worker: its database and the subscription owner.
-fn extra(dboid: pg_sys::Oid, owner: pg_sys::Oid) -> String {
-    format!("{} {}", dboid.to_u32(), owner.to_u32())
+/// `bgw_extra` of an apply worker: its database, the subscription owner and
+/// the generation it was started for (`status::request`).
+fn extra(dboid: pg_sys::Oid, owner: pg_sys::Oid, generation: u64) -> String {
+    format!("{} {} {generation}", dboid.to_u32(), owner.to_u32())
 }
 
-pub(crate) fn parse_extra(s: &str) -> (pg_sys::Oid, pg_sys::Oid) {
-    let mut it = s.split_whitespace().map(|p| p.parse::<u32>().unwrap_or(0));
-    (pg_sys::Oid::from(it.next().unwrap_or(0)), pg_sys::Oid::from(it.next().unwrap_or(0)))
+pub(crate) fn parse_extra(s: &str) -> (pg_sys::Oid, pg_sys::Oid, u64) {
+    let mut it = s.split_whitespace().map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut next = || it.next().unwrap_or(0);
+    (pg_sys::Oid::from(next() as u32), pg_sys::Oid::from(next() as u32), next())
 }
 
 /// Start the apply worker of a subscription. Returns false (after a
 /// WARNING) when no background worker slot is free.
 pub(crate) fn start_apply_worker(dboid: pg_sys::Oid, subid: i32, owner: pg_sys::Oid) -> bool {
+    let generation = super::status::request(dboid.to_u32(), subid);
+    register_apply_worker(dboid, subid, owner, generation)
+}
+
+/// Make the subscription's worker run with its current settings: a running
+/// worker is asked (new generation + SIGHUP) to start a new session, which
+/// re-reads the catalog; otherwise a worker is started.
+pub(crate) fn ensure_apply_worker(dboid: pg_sys::Oid, subid: i32, owner: pg_sys::Oid) -> bool {
+    let generation = super::status::request(dboid.to_u32(), subid);
+    match super::status::live_pid(dboid.to_u32(), subid) {
+        Some(pid) => {
+            // SAFETY: signalling the worker process that owns the slot.
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            true
+        }
+        None => register_apply_worker(dboid, subid, owner, generation),
+    }
+}
+
+fn register_apply_worker(dboid: pg_sys::Oid, subid: i32, owner: pg_sys::Oid, generation: u64) -> bool {
     let r = BackgroundWorkerBuilder::new(&format!("logical_ext apply {subid}"))
         .set_type("logical_ext apply")
         .set_function("logical_ext_apply_main")
         .set_library("logical_ext")
         .set_argument(Some(pg_sys::Datum::from(subid)))
-        .set_extra(&extra(dboid, owner))
+        .set_extra(&extra(dboid, owner, generation))
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(5)))

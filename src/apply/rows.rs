@@ -96,7 +96,13 @@ impl RowContext<'_> {
 }
 
 fn fail(rec: Box<ConflictRecord>) -> Outcome {
-    let msg = format!(
+    let msg = failure_message(&rec);
+    Outcome::Failed(rec, msg)
+}
+
+/// The error message of a conflict resolved as `error`.
+pub(crate) fn failure_message(rec: &ConflictRecord) -> String {
+    format!(
         "conflict {} on \"{}\"{} (resolution error)",
         rec.conflict.as_str(),
         rec.relation,
@@ -104,8 +110,7 @@ fn fail(rec: Box<ConflictRecord>) -> Outcome {
             .as_deref()
             .map(|l| format!(" in the remote transaction committed at {l}"))
             .unwrap_or_default()
-    );
-    Outcome::Failed(rec, msg)
+    )
 }
 
 /// INSERT, detecting `insert_exists` on every probeable unique index.

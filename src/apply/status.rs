@@ -46,6 +46,9 @@ pub(crate) struct Slot {
     pub(crate) subid: i32,
     pub(crate) pid: i32,
     state: u8,
+    /// Latest requested worker generation, and the owner's.
+    generation: u64,
+    owner_generation: u64,
     pub(crate) received_lsn: u64,
     pub(crate) latest_end_lsn: u64,
     pub(crate) last_send_time: i64,
@@ -67,6 +70,8 @@ impl Default for Slot {
             subid: 0,
             pid: 0,
             state: 0,
+            generation: 0,
+            owner_generation: 0,
             received_lsn: 0,
             latest_end_lsn: 0,
             last_send_time: 0,
@@ -118,30 +123,60 @@ fn alive(pid: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
 
-/// Claim the slot of (dboid, subid) for this process. `false` when another
-/// live process owns it.
-pub(crate) fn claim(dboid: u32, subid: i32, pid: i32) -> bool {
-    let mut t = STATUS.exclusive();
-    if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid && s.subid != 0) {
-        if s.pid != 0 && s.pid != pid && alive(s.pid) {
-            return false;
+/// The slot of (dboid, subid), allocating one (never used, else one whose
+/// worker is gone) when there is none.
+fn slot_for(t: &mut Table, dboid: u32, subid: i32) -> Option<&mut Slot> {
+    let i = match t.slots.iter().position(|s| s.dboid == dboid && s.subid == subid && s.subid != 0) {
+        Some(i) => i,
+        None => {
+            let i = t.slots.iter().position(|s| s.subid == 0).or_else(|| t.slots.iter().position(|s| !alive(s.pid)))?;
+            t.slots[i] = Slot { dboid, subid, ..Slot::default() };
+            i
         }
-        s.pid = pid;
-        s.state = WorkerState::Starting as u8;
-        return true;
-    }
-    // A never-used slot, else one whose worker is gone.
-    let free = match t.slots.iter().position(|s| s.subid == 0) {
-        Some(i) => Some(i),
-        None => t.slots.iter().position(|s| !alive(s.pid)),
     };
-    match free.map(|i| &mut t.slots[i]) {
+    Some(&mut t.slots[i])
+}
+
+/// Ask for a (re)start of the worker of (dboid, subid): returns the new
+/// generation to start the worker with. Workers started for an older
+/// generation that have not claimed the slot yet will not (see [`claim`]),
+/// and a running older one gives way to the newer one.
+pub(crate) fn request(dboid: u32, subid: i32) -> u64 {
+    let mut t = STATUS.exclusive();
+    match slot_for(&mut t, dboid, subid) {
         Some(s) => {
-            *s = Slot { dboid, subid, pid, state: WorkerState::Starting as u8, ..Slot::default() };
-            true
+            s.generation += 1;
+            s.generation
         }
-        None => false,
+        None => 0,
     }
+}
+
+/// Claim the slot of (dboid, subid) for this process, started for
+/// `generation`. `false` when a newer worker was requested since, or a live
+/// worker of the same or a newer generation owns it.
+pub(crate) fn claim(dboid: u32, subid: i32, pid: i32, generation: u64) -> bool {
+    let mut t = STATUS.exclusive();
+    let Some(s) = slot_for(&mut t, dboid, subid) else { return false };
+    if generation < s.generation || (s.pid != 0 && s.pid != pid && alive(s.pid) && s.owner_generation >= generation) {
+        return false;
+    }
+    s.pid = pid;
+    s.owner_generation = generation;
+    s.state = WorkerState::Starting as u8;
+    true
+}
+
+/// The latest requested generation of (dboid, subid)'s worker.
+pub(crate) fn generation(dboid: u32, subid: i32) -> u64 {
+    let t = STATUS.share();
+    t.slots.iter().find(|s| s.dboid == dboid && s.subid == subid).map_or(0, |s| s.generation)
+}
+
+/// Whether this process still owns the slot (a newer worker may take over).
+pub(crate) fn still_owner(dboid: u32, subid: i32, pid: i32) -> bool {
+    let t = STATUS.share();
+    t.slots.iter().any(|s| s.dboid == dboid && s.subid == subid && s.pid == pid)
 }
 
 /// Give the slot up (the worker is exiting); counters stay for the view

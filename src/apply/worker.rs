@@ -24,7 +24,7 @@ use super::walrcv::{Connection, Received, quote_ident, quote_literal};
 use crate::ffi::{self, ContextSwitch};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -38,15 +38,15 @@ const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
     let subid = arg.value() as i32;
-    let (dboid, owner) = super::launcher::parse_extra(BackgroundWorker::get_extra());
+    let (dboid, owner, generation) = super::launcher::parse_extra(BackgroundWorker::get_extra());
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), Some(owner));
     let me = status::my_pid();
-    if !status::claim(dboid.to_u32(), subid, me) {
-        log!("logical_ext: subscription {subid} already has an apply worker");
+    if !status::claim(dboid.to_u32(), subid, me, generation) {
+        debug1!("logical_ext: subscription {subid} has a newer apply worker");
         return;
     }
-    let mut w = Worker::new(dboid.to_u32(), subid);
+    let mut w = Worker::new(dboid.to_u32(), subid, generation);
     w.run();
     status::release(dboid.to_u32(), subid, me);
 }
@@ -55,6 +55,9 @@ pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
 enum Stop {
     /// SIGTERM, or the subscription was disabled or dropped.
     Exit,
+    /// The settings changed (a new generation was requested): start a new
+    /// session with them.
+    Reload,
 }
 
 struct Worker {
@@ -75,6 +78,8 @@ struct Worker {
     /// to record a unique violation it raises as a conflict.
     in_flight: Option<(ConflictType, Vec<u8>, Option<u64>, i64)>,
     warned_no_commit_ts: bool,
+    /// The settings generation this worker runs with (`status::request`).
+    generation: u64,
 }
 
 /// State of one streaming session.
@@ -97,10 +102,14 @@ struct Session {
     commit_ts: i64,
     /// It is the one skip_transaction named: its changes are dropped.
     skipping: bool,
+    /// A newer worker took over this subscription: stop after this commit.
+    displaced: bool,
+    /// The settings changed: start a new session after this commit.
+    reload: bool,
 }
 
 impl Worker {
-    fn new(dboid: u32, subid: i32) -> Worker {
+    fn new(dboid: u32, subid: i32, generation: u64) -> Worker {
         // SAFETY: TopMemoryContext is valid for the life of the process.
         let msg_cxt = ffi::new_memory_context(unsafe { pg_sys::TopMemoryContext }, c"logical_ext apply message");
         Worker {
@@ -116,6 +125,7 @@ impl Worker {
             failed_conflict: None,
             in_flight: None,
             warned_no_commit_ts: false,
+            generation,
         }
     }
 
@@ -130,12 +140,23 @@ impl Worker {
             let outcome = PgTryBuilder::new(session).catch_others(|e| Err(error_text(e))).execute();
             match outcome {
                 Ok(Stop::Exit) => return,
+                Ok(Stop::Reload) => {
+                    let latest = status::generation(self.dboid, self.subid);
+                    if !status::claim(self.dboid, self.subid, status::my_pid(), latest) {
+                        return;
+                    }
+                    self.generation = latest;
+                }
                 Err((code, msg)) => {
                     // SAFETY: abandon whatever transaction the error left open.
                     unsafe { pg_sys::AbortCurrentTransaction() };
                     ffi::reset_memory_context(self.msg_cxt);
+                    let mut msg = msg;
                     if code == PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION && self.failed_conflict.is_none() {
                         self.failed_conflict = self.unique_violation();
+                        if let Some(rec) = &self.failed_conflict {
+                            msg = format!("{}: {msg}", rows::failure_message(rec));
+                        }
                     }
                     self.in_flight = None;
                     if let Some(rec) = self.failed_conflict.take() {
@@ -172,14 +193,15 @@ impl Worker {
 
     /// The conflict a unique violation of the in-flight change stands for
     /// (its resolution was `error`, so nothing probed for it beforehand).
-    fn unique_violation(&self) -> Option<Box<ConflictRecord>> {
+    fn unique_violation(&mut self) -> Option<Box<ConflictRecord>> {
         let (kind, payload, commit_lsn, commit_ts) = self.in_flight.as_ref()?;
-        let (rel, new) = match protocol::parse_doc(payload).ok()? {
-            Doc::Insert { rel, new } | Doc::Update { rel, new, .. } => (rel, new),
+        let (rel, new, key) = match protocol::parse_doc(payload).ok()? {
+            Doc::Insert { rel, new } => (rel, new, None),
+            Doc::Update { rel, new, identity, .. } => (rel, new, Some(identity)),
             _ => return None,
         };
         let sub = self.sub.as_ref()?;
-        Some(Box::new(ConflictRecord {
+        let mut rec = Box::new(ConflictRecord {
             subscription: sub.name.clone(),
             relation: format!("{}.{}", rel.schema, rel.table),
             conflict: *kind,
@@ -191,7 +213,38 @@ impl Worker {
             remote_commit_ts: Some(*commit_ts).filter(|&t| t != 0),
             local_commit_ts: None,
             local_origin: None,
+        });
+        // The transaction is rolled back: look the colliding local row up in
+        // a fresh one (best effort; the record stands without it).
+        let relmap = self.relmap.as_mut()?;
+        let found = PgTryBuilder::new(AssertUnwindSafe(|| {
+            in_transaction(|| {
+                let local = relmap.get(&rel);
+                let t = Target::open(local);
+                let scratch = &mut Vec::new();
+                match &key {
+                    None => t.find_unique(t.new_row(&new, scratch), None),
+                    // The row being updated, then the other row its new values collide with.
+                    Some(identity) => t.find(identity.as_deref().unwrap_or(&new), scratch).and_then(|updated| {
+                        let row = t.merged_row(&updated, &new, scratch);
+                        t.find_unique(row, Some(&updated))
+                    }),
+                }
+                .map(|l| (l.to_json(local), l.writer()))
+            })
         }))
+        .catch_others(|_| {
+            // SAFETY: abandon the failed look-up transaction.
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            None
+        })
+        .execute();
+        if let Some((json, writer)) = found {
+            rec.local_tuple = Some(json);
+            rec.local_commit_ts = writer.as_ref().map(|w| w.commit_ts);
+            rec.local_origin = writer.map(|w| if w.origin == 0 { "local".to_string() } else { w.origin.to_string() });
+        }
+        Some(rec)
     }
 
     fn count_conflict(&self, rec: &ConflictRecord) {
@@ -220,15 +273,16 @@ impl Worker {
         // SAFETY: reads a GUC variable.
         if !unsafe { pg_sys::track_commit_timestamp } && !self.warned_no_commit_ts {
             self.warned_no_commit_ts = true;
-            ereport!(
-                PgLogLevel::WARNING,
+            ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(
                     "logical_ext: subscription \"{}\": update_origin_differs and delete_origin_differs cannot be detected",
                     sub.name
                 ),
-                "Set track_commit_timestamp = on on the subscriber (and restart) to detect them and to use last_update_wins / first_update_wins."
-            );
+                function_name!(),
+            )
+            .set_hint("Set track_commit_timestamp = on on the subscriber (and restart) to detect them and to use last_update_wins / first_update_wins.")
+            .report(PgLogLevel::WARNING);
         }
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Starting));
         let mut conn = Connection::connect(&sub.conninfo, &sub.name)
@@ -267,6 +321,8 @@ impl Worker {
             commit_lsn: None,
             commit_ts: 0,
             skipping: false,
+            displaced: false,
+            reload: false,
         };
         self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
@@ -292,8 +348,11 @@ impl Worker {
 
     fn stream(&mut self, conn: &mut Connection, ses: &mut Session) -> Result<Stop, String> {
         loop {
-            if BackgroundWorker::sigterm_received() {
+            if BackgroundWorker::sigterm_received() || ses.displaced {
                 return Ok(Stop::Exit);
+            }
+            if ses.reload {
+                return Ok(Stop::Reload);
             }
             let mut reply_now = false;
             match conn.receive() {
@@ -325,6 +384,15 @@ impl Worker {
                     }
                 },
                 Received::WouldBlock(fd) => {
+                    if !ses.in_txn {
+                        if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+                            // A newer worker took over.
+                            return Ok(Stop::Exit);
+                        }
+                        if status::generation(self.dboid, self.subid) != self.generation {
+                            return Ok(Stop::Reload);
+                        }
+                    }
                     self.feedback(conn, ses, false);
                     wait_socket(fd, Duration::from_secs(1));
                     if BackgroundWorker::sighup_received() {
@@ -425,6 +493,8 @@ impl Worker {
                     s.set_state(WorkerState::Streaming);
                 });
                 self.attempt = 0;
+                ses.displaced = !status::still_owner(self.dboid, self.subid, status::my_pid());
+                ses.reload = status::generation(self.dboid, self.subid) != self.generation;
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);
