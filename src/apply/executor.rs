@@ -24,6 +24,13 @@ pub(crate) struct RowWriter {
     pub(crate) commit_ts: i64,
 }
 
+impl RowWriter {
+    /// How the conflict log names the writer's origin.
+    pub(crate) fn origin_label(&self) -> String {
+        if self.origin == 0 { "local".to_string() } else { self.origin.to_string() }
+    }
+}
+
 impl LocalRow {
     /// The origin and commit timestamp of the row's inserting/updating
     /// transaction, when `track_commit_timestamp` recorded them.

@@ -73,7 +73,7 @@ impl RowContext<'_> {
             remote_commit_lsn: self.commit_lsn.map(format_lsn),
             remote_commit_ts: Some(self.remote.commit_ts).filter(|&t| t != 0),
             local_commit_ts: writer.as_ref().map(|w| w.commit_ts),
-            local_origin: writer.map(|w| if w.origin == 0 { "local".to_string() } else { w.origin.to_string() }),
+            local_origin: writer.map(|w| w.origin_label()),
         })
     }
 

@@ -242,7 +242,7 @@ impl Worker {
         if let Some((json, writer)) = found {
             rec.local_tuple = Some(json);
             rec.local_commit_ts = writer.as_ref().map(|w| w.commit_ts);
-            rec.local_origin = writer.map(|w| if w.origin == 0 { "local".to_string() } else { w.origin.to_string() });
+            rec.local_origin = writer.map(|w| w.origin_label());
         }
         Some(rec)
     }
