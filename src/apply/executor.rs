@@ -320,8 +320,8 @@ fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>],
             std::slice::from_raw_parts_mut((*slot).tts_isnull, rel.natts),
         )
     };
-    for c in cols {
-        let i = rel.attr(&c.name);
+    for (pos, c) in cols.iter().enumerate() {
+        let i = rel.attr_at(pos, &c.name);
         let input = rel.inputs[i].as_ref().expect("mapped columns have an input function");
         match c.text() {
             Ok(Some(text)) => {

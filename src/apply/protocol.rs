@@ -177,7 +177,10 @@ pub(crate) enum Doc<'a> {
 
 /// Parse one document. Errors say what is wrong; the caller adds the LSN.
 pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
-    let d: RawDoc<'_> = serde_json::from_slice(payload).map_err(|e| format!("malformed JSON document: {e}"))?;
+    // Validate UTF-8 once for the whole document: serde_json's str reader
+    // then skips the per-string validation of its slice reader.
+    let text = std::str::from_utf8(payload).map_err(|e| format!("document is not UTF-8: {e}"))?;
+    let d: RawDoc<'_> = serde_json::from_str(text).map_err(|e| format!("malformed JSON document: {e}"))?;
     let rel = |d: &RawDoc<'_>| -> Result<RemoteRel, String> {
         Ok(RemoteRel {
             schema: d.schema.as_deref().ok_or("document has no \"schema\" (include-schemas must be on)")?.to_string(),

@@ -12,7 +12,7 @@ use crate::ffi;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
 
@@ -59,9 +59,31 @@ pub(crate) struct LocalRel {
     /// Unique indexes that conflict detection can probe (immediate, on plain
     /// columns, not partial): (index, key attribute indexes).
     pub(crate) uniques: Vec<(pg_sys::Oid, Vec<usize>)>,
+    /// Remote column order last seen, with local indexes (see `attr_at`).
+    order: RefCell<Vec<(Box<str>, usize)>>,
 }
 
 impl LocalRel {
+    /// The local attribute index of the remote column `name` sent at
+    /// position `pos` of a document. Documents of a table list their columns
+    /// in the same order, so the last answer for each position is checked
+    /// first (a string compare instead of a hash lookup).
+    pub(crate) fn attr_at(&self, pos: usize, name: &str) -> usize {
+        let mut order = self.order.borrow_mut();
+        if let Some((n, i)) = order.get(pos)
+            && **n == *name
+        {
+            return *i;
+        }
+        let i = self.attr(name);
+        if pos < order.len() {
+            order[pos] = (name.into(), i);
+        } else if pos == order.len() {
+            order.push((name.into(), i));
+        }
+        i
+    }
+
     /// The local attribute index of remote column `name`.
     pub(crate) fn attr(&self, name: &str) -> usize {
         match self.by_name.get(name) {
@@ -93,7 +115,10 @@ unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg
 }
 
 pub(crate) struct RelationMap {
-    entries: HashMap<RemoteRel, LocalRel>,
+    /// Few relations per subscription: a vector, searched from the last hit
+    /// (consecutive changes usually touch the same table).
+    entries: Vec<(RemoteRel, LocalRel)>,
+    last: usize,
     cxt: pg_sys::MemoryContext,
 }
 
@@ -105,7 +130,7 @@ impl RelationMap {
             pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0usize));
             ffi::new_memory_context(pg_sys::TopMemoryContext, c"logical_ext relation map")
         };
-        RelationMap { entries: HashMap::new(), cxt }
+        RelationMap { entries: Vec::new(), last: 0, cxt }
     }
 
     /// The local relation for `remote`; call inside a transaction.
@@ -114,11 +139,18 @@ impl RelationMap {
             self.entries.clear();
             ffi::reset_memory_context(self.cxt);
         }
-        if !self.entries.contains_key(remote) {
-            let entry = build(remote, self.cxt);
-            self.entries.insert(remote.clone(), entry);
+        let hit = self.entries.get(self.last).is_some_and(|(r, _)| r == remote);
+        if !hit {
+            self.last = match self.entries.iter().position(|(r, _)| r == remote) {
+                Some(i) => i,
+                None => {
+                    let entry = build(remote, self.cxt);
+                    self.entries.push((remote.clone(), entry));
+                    self.entries.len() - 1
+                }
+            };
         }
-        &self.entries[remote]
+        &self.entries[self.last].1
     }
 }
 
@@ -166,7 +198,7 @@ fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
         let key = lookup_key(rel);
         let uniques = probeable_unique_indexes(rel);
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
-        LocalRel { relid, display, natts, by_name, inputs, names, key, uniques }
+        LocalRel { relid, display, natts, by_name, inputs, names, key, uniques, order: RefCell::new(Vec::new()) }
     }
 }
 
