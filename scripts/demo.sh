@@ -153,6 +153,30 @@ SQL
              FROM logical_ext.subscription_status"
 }
 
+conflicts() {
+  section "9. Conflicts are detected, resolved by policy, and logged"
+  sub -a <<'SQL'
+-- a row written on the subscriber that the publisher is about to insert too
+INSERT INTO items (id, name, price) VALUES (5000, 'local version', 1.00);
+SELECT logical_ext.set_conflict_resolution('demo_sub', 'apply_remote', 'insert_exists');
+SELECT * FROM logical_ext.conflict_resolutions WHERE relation IS NULL;
+SQL
+  pub -c "INSERT INTO items VALUES (5000, 'publisher version', 9.99, '{new}')"
+  local target
+  target=$(pub -Atc "SELECT pg_current_wal_lsn()")
+  wait_for "subscriber caught up to $target" \
+    "SELECT applied_lsn >= '$target' FROM logical_ext.subscription_status WHERE name = 'demo_sub'"
+  sub -c "SELECT id, name, price FROM items WHERE id = 5000"
+  sub -x -c "SELECT conflict_type, resolution, local_tuple, remote_tuple, remote_commit_lsn
+             FROM logical_ext.conflict_log ORDER BY id DESC LIMIT 1"
+}
+
+slot_health() {
+  section "10. Slot monitoring on the publisher: which slot will fill the disk"
+  pub -c "SELECT slot_name, plugin, active, pg_size_pretty(lag_bytes) AS lag, status, reason
+          FROM logical_ext.slot_health() ORDER BY slot_name"
+}
+
 main() {
   run_setup
   start_publisher
@@ -163,6 +187,8 @@ main() {
   recvlogical_stream
   start_subscriber
   subscribe
+  conflicts
+  slot_health
   section "Done: the cluster is stopped and removed on exit"
 }
 
