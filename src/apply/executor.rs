@@ -204,12 +204,23 @@ impl<'r> Target<'r> {
             None => (0..self.rel.natts).any(|i| self.rel.inputs[i].is_some() && !present[i]),
         };
         if missing {
+            let hint = if self.rel.key.is_some() {
+                "Give the subscriber table the same primary key or replica identity index as the publisher, \
+                 or use REPLICA IDENTITY FULL on the publisher."
+            } else {
+                "Without a primary key or replica identity index on the subscriber, rows are matched on every \
+                 column, so the publisher must send them all (REPLICA IDENTITY FULL) and the subscriber table \
+                 must not have extra columns; add a primary key on the subscriber instead."
+            };
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("logical_ext: the publisher's replica identity does not cover how table \"{}\" identifies rows on the subscriber", self.rel.display),
+                format!(
+                    "logical_ext: the publisher's replica identity does not cover how table \"{}\" identifies rows on the subscriber",
+                    self.rel.display
+                ),
                 function_name!(),
             )
-            .set_hint("Give the subscriber table the same primary key or replica identity index as the publisher, or use REPLICA IDENTITY FULL on the publisher.")
+            .set_hint(hint)
             .report(PgLogLevel::ERROR);
         }
         // SAFETY: a virtual slot whose values were just set.
