@@ -106,6 +106,8 @@ struct Session {
     displaced: bool,
     /// The settings changed: start a new session after this commit.
     reload: bool,
+    /// Conflicts resolved in the current remote transaction, by type.
+    conflicts: [i64; 6],
 }
 
 impl Worker {
@@ -323,6 +325,7 @@ impl Worker {
             skipping: false,
             displaced: false,
             reload: false,
+            conflicts: [0; 6],
         };
         self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
@@ -458,6 +461,7 @@ impl Worker {
                 }
                 ses.in_txn = true;
                 ses.changes = 0;
+                ses.conflicts = [0; 6];
                 ses.commit_lsn = commit_lsn;
                 ses.commit_ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
                 let skip = self.sub.as_ref().and_then(|s| s.skip_lsn);
@@ -485,9 +489,13 @@ impl Worker {
                 ses.skipping = false;
                 ses.last_committed = end_lsn;
                 let changes = ses.changes;
+                let conflicts = std::mem::take(&mut ses.conflicts);
                 status::update(self.dboid, self.subid, |s| {
                     s.applied_txns += 1;
                     s.applied_changes += changes;
+                    for (total, n) in s.conflicts.iter_mut().zip(conflicts) {
+                        *total += n;
+                    }
                     s.last_commit_time = ts;
                     s.clear_error();
                     s.set_state(WorkerState::Streaming);
@@ -578,8 +586,10 @@ impl Worker {
         let result = match outcome {
             Outcome::Applied => Ok(()),
             Outcome::Resolved(rec) => {
+                // Logged in this transaction; counted when it commits, so a
+                // retried transaction does not count its conflicts twice.
                 resolver::log(&rec);
-                self.count_conflict(&rec);
+                ses.conflicts[rec.conflict.index()] += 1;
                 Ok(())
             }
             Outcome::Failed(rec, msg) => {
