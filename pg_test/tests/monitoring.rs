@@ -515,9 +515,12 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     assert_eq!(drop_stale(&mut c, bound, true), vec![], "nothing stale is left");
 }
 
+/// One sample: (sample name, labels, value).
+type Sample = (String, BTreeMap<String, String>, f64);
+
 /// Parses Prometheus text with the reference Python client's parser and
-/// returns `family name → [(sample name, labels, value)]`.
-fn parse_prometheus(text: &str) -> BTreeMap<String, (String, Vec<(String, BTreeMap<String, String>, f64)>)> {
+/// returns `family name → (type, samples)`.
+fn parse_prometheus(text: &str) -> BTreeMap<String, (String, Vec<Sample>)> {
     const SCRIPT: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
