@@ -30,6 +30,9 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
+/// Row messages between two updates of the shared-memory receipt figures.
+const RECEIPT_REPORT_EVERY: u32 = 256;
+
 /// How often feedback is sent at the latest while streaming.
 const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -80,6 +83,8 @@ struct Worker {
     warned_no_commit_ts: bool,
     /// The settings generation this worker runs with (`status::request`).
     generation: u64,
+    /// Name of the subscription's replication origin.
+    origin_name: String,
 }
 
 /// State of one streaming session.
@@ -108,6 +113,10 @@ struct Session {
     reload: bool,
     /// Conflicts resolved in the current remote transaction, by type.
     conflicts: [i64; 6],
+    /// The last XLogData (start, WAL end, send time) and how many arrived
+    /// since shared memory was last told.
+    last_message: (u64, u64, i64),
+    unreported: u32,
 }
 
 impl Worker {
@@ -128,6 +137,7 @@ impl Worker {
             in_flight: None,
             warned_no_commit_ts: false,
             generation,
+            origin_name: Subscription::origin_name(subid),
         }
     }
 
@@ -326,6 +336,8 @@ impl Worker {
             displaced: false,
             reload: false,
             conflicts: [0; 6],
+            last_message: (start, start, 0),
+            unreported: 0,
         };
         self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
@@ -362,13 +374,20 @@ impl Worker {
                 Received::Data(buf) => match protocol::parse_inbound(buf).map_err(|e| e.0)? {
                     Inbound::XLogData { start, wal_end, send_time, payload } => {
                         ses.last_received = ses.last_received.max(start).max(wal_end);
-                        let now = now_ts();
-                        status::update(self.dboid, self.subid, |s| {
-                            s.received_lsn = start;
-                            s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
-                            s.last_send_time = send_time;
-                            s.last_receipt_time = now;
-                        });
+                        // Shared memory is updated every RECEIPT_REPORT_EVERY
+                        // messages (and on keepalives), not per row.
+                        ses.unreported += 1;
+                        if ses.unreported >= RECEIPT_REPORT_EVERY {
+                            ses.unreported = 0;
+                            let now = now_ts();
+                            status::update(self.dboid, self.subid, |s| {
+                                s.received_lsn = start;
+                                s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                                s.last_send_time = send_time;
+                                s.last_receipt_time = now;
+                            });
+                        }
+                        ses.last_message = (start, wal_end, send_time);
                         let _cx = ContextSwitch::to(self.msg_cxt);
                         let r = self.apply_doc(ses, payload, start);
                         drop(_cx);
@@ -378,7 +397,9 @@ impl Worker {
                     Inbound::Keepalive { wal_end, send_time, reply_requested } => {
                         ses.last_received = ses.last_received.max(wal_end);
                         let now = now_ts();
+                        let (received, _, _) = ses.last_message;
                         status::update(self.dboid, self.subid, |s| {
+                            s.received_lsn = s.received_lsn.max(received);
                             s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
                             s.last_send_time = send_time;
                             s.last_receipt_time = now;
@@ -490,7 +511,14 @@ impl Worker {
                 ses.last_committed = end_lsn;
                 let changes = ses.changes;
                 let conflicts = std::mem::take(&mut ses.conflicts);
+                let (received, wal_end, send_time) = ses.last_message;
+                let now = now_ts();
+                ses.unreported = 0;
                 status::update(self.dboid, self.subid, |s| {
+                    s.received_lsn = received;
+                    s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                    s.last_send_time = send_time;
+                    s.last_receipt_time = now;
                     s.applied_txns += 1;
                     s.applied_changes += changes;
                     for (total, n) in s.conflicts.iter_mut().zip(conflicts) {
@@ -562,12 +590,12 @@ impl Worker {
             return Ok(());
         }
         let sub = self.sub.as_ref().expect("set at session start");
-        let origin_name = Subscription::origin_name(sub.id);
+        let origin_name = &self.origin_name;
         let ctx = RowContext {
             rules: &self.rules,
             subscription: &sub.name,
             my_origin: self.origin.unwrap_or(0),
-            origin_name: &origin_name,
+            origin_name,
             remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
             // SAFETY: reads the control file's system identifier.
             local_node: unsafe { pg_sys::GetSystemIdentifier() },
