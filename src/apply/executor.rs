@@ -276,60 +276,6 @@ impl<'r> Target<'r> {
         None
     }
 
-    /// Whether rows can be inserted in batches (`insert_many`): a heap table
-    /// without row triggers or stored generated columns, so nothing runs per
-    /// row but constraint checks and index insertion, which `insert_many`
-    /// does itself.
-    pub(crate) fn can_insert_many(&self) -> bool {
-        // SAFETY: reads fields of the open relation and its result info.
-        unsafe {
-            let trig = (*self.rri).ri_TrigDesc;
-            let no_row_triggers = trig.is_null()
-                || !((*trig).trig_insert_before_row
-                    || (*trig).trig_insert_after_row
-                    || (*trig).trig_insert_instead_row);
-            let constr = (*(*self.relation).rd_att).constr;
-            let no_generated = constr.is_null() || !(*constr).has_generated_stored;
-            (*(*self.relation).rd_rel).relam == pg_sys::HEAP_TABLE_AM_OID && no_row_triggers && no_generated
-        }
-    }
-
-    /// Insert complete rows in one `heap_multi_insert` (as COPY does), then
-    /// their index entries. Only when `can_insert_many`.
-    pub(crate) fn insert_many(&self, rows: &mut [*mut pg_sys::TupleTableSlot]) {
-        // SAFETY: rows are complete virtual tuples of the relation; each is
-        // checked against the table's constraints before the heap insert,
-        // and gets its TID from heap_multi_insert before its index entries.
-        unsafe {
-            if !(*(*self.relation).rd_att).constr.is_null() {
-                for &row in rows.iter() {
-                    pg_sys::ExecConstraints(self.rri, row, self.estate);
-                }
-            }
-            pg_sys::heap_multi_insert(
-                self.relation,
-                rows.as_mut_ptr(),
-                rows.len() as i32,
-                (*self.estate).es_output_cid,
-                0,
-                std::ptr::null_mut(),
-            );
-            if (*self.rri).ri_NumIndices > 0 {
-                for &row in rows.iter() {
-                    pg_sys::ExecInsertIndexTuples(
-                        self.rri,
-                        row,
-                        self.estate,
-                        false,
-                        false,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    );
-                }
-            }
-        }
-    }
-
     pub(crate) fn insert(&self, row: *mut pg_sys::TupleTableSlot) {
         // SAFETY: a complete row of the relation.
         unsafe { pg_sys::ExecSimpleRelationInsert(self.rri, self.estate, row) }

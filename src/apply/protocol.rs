@@ -175,20 +175,6 @@ pub(crate) enum Doc<'a> {
     Message,
 }
 
-/// The relation of an INSERT document as the worker requests them
-/// (`{"action":"I","schema":…,"table":…,…}`), read without parsing the rest;
-/// `None` for any other document, or names with escapes (the caller then
-/// parses the whole document).
-pub(crate) fn peek_insert(payload: &[u8]) -> Option<(&[u8], &[u8])> {
-    let rest = payload.strip_prefix(br#"{"action":"I","schema":""#)?;
-    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    let (schema, rest) = rest.split_at(end);
-    let rest = rest.strip_prefix(br#"","table":""#)?;
-    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    let (table, rest) = rest.split_at(end);
-    rest.starts_with(b"\",").then_some((schema, table))
-}
-
 /// Parse one document. Errors say what is wrong; the caller adds the LSN.
 pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
     // Validate UTF-8 once for the whole document: serde_json's str reader
@@ -258,15 +244,6 @@ mod tests {
         assert_eq!(be_u64(&m, 17), 0x30);
         assert_eq!(be_u64(&m, 25), 0x40);
         assert_eq!(m[33], 1);
-    }
-
-    #[test]
-    fn insert_documents_are_recognised_without_parsing() {
-        let d = br#"{"action":"I","schema":"public","table":"t","columns":[]}"#;
-        assert_eq!(peek_insert(d), Some((&b"public"[..], &b"t"[..])));
-        assert_eq!(peek_insert(br#"{"action":"U","schema":"public","table":"t","columns":[]}"#), None);
-        assert_eq!(peek_insert(br#"{"action":"I","schema":"a"b","table":"t","columns":[]}"#), None);
-        assert_eq!(peek_insert(br#"{"action":"I","xid":1,"schema":"s","table":"t"}"#), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! session is retried after an exponential backoff.
 
 use super::catalog::{self, Subscription};
-use super::conflict::{self, ConflictType, Resolution, Rule, Writer};
+use super::conflict::{ConflictType, Resolution, Rule, Writer};
 use super::executor::{self, Target};
 use super::protocol::{self, Doc, Inbound, RemoteRel};
 use super::relation::RelationMap;
@@ -29,9 +29,6 @@ use pgrx::prelude::*;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
-
-/// INSERTs applied together at most (see `flush_inserts`).
-const INSERT_BATCH: usize = 1000;
 
 /// Row messages between two updates of the shared-memory receipt figures.
 const RECEIPT_REPORT_EVERY: u32 = 256;
@@ -120,9 +117,6 @@ struct Session {
     /// since shared memory was last told.
     last_message: (u64, u64, i64),
     unreported: u32,
-    /// INSERT documents collected for one relation (see `flush_inserts`).
-    inserts: Vec<Vec<u8>>,
-    inserts_rel: Option<RemoteRel>,
 }
 
 impl Worker {
@@ -344,8 +338,6 @@ impl Worker {
             conflicts: [0; 6],
             last_message: (start, start, 0),
             unreported: 0,
-            inserts: Vec::new(),
-            inserts_rel: None,
         };
         self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
@@ -473,30 +465,6 @@ impl Worker {
 
     /// Apply one document of the stream.
     fn apply_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
-        // Consecutive INSERTs into one table are collected and applied
-        // together (`flush_inserts`). Not on a retry: a failure is then
-        // attributed to its exact row.
-        if let Some((schema, table)) = protocol::peek_insert(payload)
-            && ses.in_txn
-            && !ses.skipping
-            && self.attempt == 0
-        {
-            let same =
-                ses.inserts_rel.as_ref().is_some_and(|r| r.schema.as_bytes() == schema && r.table.as_bytes() == table);
-            if !same {
-                self.flush_inserts(ses, lsn)?;
-                ses.inserts_rel = Some(RemoteRel {
-                    schema: String::from_utf8_lossy(schema).into_owned(),
-                    table: String::from_utf8_lossy(table).into_owned(),
-                });
-            }
-            ses.inserts.push(payload.to_vec());
-            if ses.inserts.len() >= INSERT_BATCH {
-                self.flush_inserts(ses, lsn)?;
-            }
-            return Ok(());
-        }
-        self.flush_inserts(ses, lsn)?;
         let doc = protocol::parse_doc(payload)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
         if !matches!(doc, Doc::Truncate { .. }) {
@@ -692,55 +660,6 @@ impl Worker {
             ses.commit_lsn.map(protocol::format_lsn).unwrap_or_default(),
             ses.changes
         );
-    }
-
-    /// Apply the collected INSERTs: in one `heap_multi_insert` when the table
-    /// allows it and no conflict probe is needed (insert_exists resolved as
-    /// `error`, where the unique violation reports itself), else row by row.
-    fn flush_inserts(&mut self, ses: &mut Session, lsn: u64) -> Result<(), String> {
-        let Some(rel) = ses.inserts_rel.take() else { return Ok(()) };
-        let payloads = std::mem::take(&mut ses.inserts);
-        // A failure of the batch is not attributed to any one row (the retry
-        // applies row by row and records the exact conflict).
-        self.in_flight = None;
-        let mut rows = Vec::with_capacity(payloads.len());
-        for p in &payloads {
-            match protocol::parse_doc(p) {
-                Ok(Doc::Insert { new, .. }) => rows.push(new),
-                Ok(_) => unreachable!("peek_insert only accepts INSERT documents"),
-                Err(e) => return Err(format!("malformed message at {}: {e}", protocol::format_lsn(lsn))),
-            }
-        }
-        let relmap = self.relmap.as_mut().expect("set up at session start");
-        // SAFETY: as in `change`: a fresh snapshot for the batch, made
-        // visible to what follows.
-        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-        let batched = {
-            let local = relmap.get(&rel);
-            let t = Target::open(local);
-            let probe =
-                conflict::effective(&self.rules, local.relid.to_u32(), ConflictType::InsertExists) != Resolution::Error;
-            let ok = !probe && t.can_insert_many();
-            if ok {
-                let mut slots: Vec<_> = rows.iter().map(|new| t.new_row(new, &mut ses.scratch)).collect();
-                t.insert_many(&mut slots);
-            }
-            ok
-        };
-        // SAFETY: pairs with the push above.
-        unsafe {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommandCounterIncrement();
-        }
-        if batched {
-            ses.changes += rows.len() as i64;
-            return Ok(());
-        }
-        for (p, new) in payloads.iter().zip(&rows) {
-            self.remember(ConflictType::InsertExists, p, ses);
-            self.change(ses, lsn, &rel, |ctx, t, scratch| rows::insert(ctx, t, new, scratch))?;
-        }
-        Ok(())
     }
 
     /// Apply the TRUNCATE documents of one statement together.
