@@ -149,15 +149,24 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration, what: &str) -> Out
 /// Polls `cond` with a short backoff until it returns true; panics naming
 /// `description` when `timeout` passes first. Use this, never fixed sleeps, to
 /// wait for something to happen.
-pub fn wait_until(timeout: Duration, description: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, description: &str, cond: impl FnMut() -> bool) {
+    if !poll_until(timeout, cond) {
+        panic!("timed out after {timeout:?} waiting until {description}");
+    }
+}
+
+/// Polls `cond` with a short backoff (2 ms doubling to 100 ms) until it
+/// returns true (`true`) or `timeout` passes (`false`). The one polling loop
+/// of the harness; callers decide how to fail.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
     loop {
         if cond() {
-            return;
+            return true;
         }
         if start.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting until {description}");
+            return false;
         }
         std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
         pause = (pause * 2).min(Duration::from_millis(100));

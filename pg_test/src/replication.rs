@@ -21,7 +21,7 @@
 use crate::{Client, Cluster, NoTls, describe_error, parse_lsn};
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The subscriber's extra settings.
 pub const SUBSCRIBER_CONF: &[&str] = &["shared_preload_libraries = 'logical_ext'"];
@@ -93,20 +93,11 @@ fn status_from_row(r: &postgres::Row) -> Status {
 pub fn wait_or_explain(
     timeout: Duration,
     description: &str,
-    mut cond: impl FnMut() -> bool,
+    cond: impl FnMut() -> bool,
     explain: impl FnOnce() -> String,
 ) {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if cond() {
-            return;
-        }
-        if start.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting until {description}\n{}", explain());
-        }
-        std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
-        pause = (pause * 2).min(Duration::from_millis(100));
+    if !crate::poll_until(timeout, cond) {
+        panic!("timed out after {timeout:?} waiting until {description}\n{}", explain());
     }
 }
 
