@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # python3-prometheus-client: the reference parser the metrics() test feeds.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo
           postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev

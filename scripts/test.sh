@@ -17,7 +17,7 @@ trap 'rm -rf "$pgdata_parent"' EXIT
 cargo pgrx test pg15 --runas postgres --pgdata "$pgdata_parent/data"
 
 echo "== installing the release build for the cluster tests"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+cargo pgrx install --release --pg-config "${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" >/dev/null
 
 echo "== cluster tests (pg_test/)"
 cd pg_test

@@ -31,7 +31,8 @@ pub use postgres;
 pub use postgres::{Client, NoTls};
 pub use serde_json;
 
-/// Where the PostgreSQL 15 programs are.
+/// Where the PostgreSQL 15 programs are, unless `LOGICAL_EXT_PG_BIN` says otherwise
+/// (a second, relocated copy of the server lets two checkouts test side by side).
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Parent of every cluster directory.
 pub const BASE_DIR: &str = "/tmp/logical_ext_pg_test";
@@ -57,7 +58,10 @@ pub const BASE_CONF: &[&str] = &[
 
 /// Path of a PostgreSQL program, e.g. `pg_bin("pg_recvlogical")`.
 pub fn pg_bin(name: &str) -> PathBuf {
-    Path::new(PG_BIN).join(name)
+    match std::env::var_os("LOGICAL_EXT_PG_BIN") {
+        Some(dir) => Path::new(&dir).join(name),
+        None => Path::new(PG_BIN).join(name),
+    }
 }
 
 /// Whether this process runs as root (then servers run as `postgres`).
