@@ -14,7 +14,8 @@ echo "== unit and in-server tests (cargo pgrx test)"
 pgdata_parent=$(mktemp -d /tmp/logical_ext_pgrx.XXXXXX)
 chown postgres: "$pgdata_parent"
 trap 'rm -rf "$pgdata_parent"' EXIT
-cargo pgrx test pg15 --runas postgres --pgdata "$pgdata_parent/data"
+# flock: cargo pgrx test always uses port 32215; two checkouts must take turns.
+flock /tmp/logical_ext_pgrx_test.lock cargo pgrx test pg15 --runas postgres --pgdata "$pgdata_parent/data"
 
 echo "== installing the release build for the cluster tests"
 cargo pgrx install --release --pg-config "${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" >/dev/null
