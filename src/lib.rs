@@ -5,6 +5,7 @@
 //! - [`apply`]: subscriptions applied by background workers.
 //! - [`monitoring`]: slot health, replication status, stale-slot clean-up,
 //!   Prometheus metrics, and the background sampler behind them.
+//! - [`ddl`]: DDL capture by event triggers and its replay in stream order.
 //!
 //! `ffi` is the thin layer of PostgreSQL calls shared by the parts.
 
@@ -13,6 +14,7 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod apply;
+mod ddl;
 mod decoder;
 mod ffi;
 mod monitoring;
@@ -23,6 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::register();
     apply::init();
     monitoring::init();
+    ddl::init();
 }
 
 /// The version of the JSON stream format documented in docs/FORMAT.md.

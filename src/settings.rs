@@ -9,6 +9,7 @@ pub(crate) fn register() {
     // lose values set in postgresql.conf before the library was loaded.
     crate::monitoring::settings::define();
     crate::apply::settings::define();
+    crate::ddl::settings::define();
     // SAFETY: called from _PG_init with a static string.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"logical_ext".as_ptr()) }
 }

@@ -173,6 +173,8 @@ pub(crate) enum Doc<'a> {
     },
     /// A logical message (`pg_logical_emit_message`).
     Message,
+    /// A DDL event (src/ddl/), replayed at its place in the transaction.
+    Ddl(Box<crate::ddl::DdlEvent>),
 }
 
 /// Parse one document. Errors say what is wrong; the caller adds the LSN.
@@ -207,6 +209,9 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
         "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
         "M" => Doc::Message,
+        "DDL" => Doc::Ddl(Box::new(
+            crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
+        )),
         other => return Err(format!("unknown action \"{other}\"")),
     })
 }
@@ -280,5 +285,11 @@ mod tests {
         assert!(parse_doc(br#"{"action":"I","schema":"s","table":"t"}"#).is_err());
         assert!(parse_doc(b"{not json").is_err());
         assert!(parse_doc(br#"{"action":"Z"}"#).is_err());
+        let ddl = br#"{"action":"DDL","lsn":"0/10","source":"event_trigger","command_tag":"ALTER TABLE","object_type":"table","object_identity":"public.t","schema":"public","search_path":"public","role":"r","publications":["p"],"command":"ALTER TABLE t ADD c int"}"#;
+        match parse_doc(ddl).unwrap() {
+            Doc::Ddl(e) => assert_eq!(e.command, "ALTER TABLE t ADD c int"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_doc(br#"{"action":"DDL","command":"x"}"#).is_err());
     }
 }

@@ -568,8 +568,27 @@ impl Worker {
                 }
                 ses.truncates.push((rel, restart_identity));
             }
-            // Logical messages are for the DDL part; nothing to apply yet.
+            // Plain logical messages are for other consumers.
             Doc::Message => {}
+            Doc::Ddl(event) => {
+                if !ses.in_txn {
+                    return Err(format!("DDL outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                if ses.skipping {
+                    return Ok(());
+                }
+                let sub = &self.sub.as_ref().expect("set at session start").name;
+                // SAFETY: inside the remote transaction; see `change`.
+                unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+                let result = crate::ddl::replay(&event, sub, lsn, &protocol::format_lsn(lsn));
+                // SAFETY: pairs with the push above; later changes see the new schema.
+                unsafe {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommandCounterIncrement();
+                }
+                ses.changes += 1;
+                result?
+            }
         }
         Ok(())
     }

@@ -76,6 +76,9 @@ pub(crate) struct Options {
     pub(crate) filter_origins: Vec<OriginRef>,
     pub(crate) origin: OriginMode,
     pub(crate) publication_names: Option<Vec<String>>,
+    /// DDL events (prefix `logical_ext.ddl`) as `"DDL"` documents; off: as
+    /// the plain messages they are, exactly as wal2json prints them.
+    pub(crate) include_ddl: bool,
 }
 
 impl Default for Options {
@@ -100,6 +103,7 @@ impl Default for Options {
             filter_origins: Vec::new(),
             origin: OriginMode::Any,
             publication_names: None,
+            include_ddl: true,
         }
     }
 }
@@ -167,6 +171,7 @@ const KNOWN: &[&str] = &[
     "filter-origins",
     "origin",
     "publication_names",
+    "include-ddl",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -223,6 +228,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "include-type-oids" => o.include_type_oids = boolean()?,
             "include-pk" => o.include_pk = boolean()?,
             "pretty-print" => o.pretty_print = boolean()?,
+            "include-ddl" => o.include_ddl = boolean()?,
             "actions" => o.actions = parse_actions(text()?).map_err(|r| bad(&r))?,
             "add-tables" => o.add_tables = Some(parse_table_patterns(text()?).map_err(|r| bad(&r))?),
             "filter-tables" => o.filter_tables = parse_table_patterns(text()?).map_err(|r| bad(&r))?,

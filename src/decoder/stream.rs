@@ -294,7 +294,12 @@ impl Decoder {
         // SAFETY: rel is open.
         let relid = unsafe { (*rel).rd_id };
         if !self.routes.contains_key(&relid) {
+            // SAFETY: rel is open.
+            let own = ffi::namespace_name(unsafe { (*(*rel).rd_rel).relnamespace }) == "logical_ext";
             let route = match &self.opts.publication_names {
+                // logical_ext's own tables (subscriptions, logs) are this
+                // node's bookkeeping: never streamed.
+                _ if own => Route::direct(relid, super::options::Actions::NONE),
                 None => Route::direct(relid, self.opts.actions),
                 Some(names) => {
                     let pubs = self.publications.get_or_insert_with(|| load_publications(names));
@@ -586,6 +591,14 @@ impl Decoder {
         if !self.opts.prefix_selected(m.prefix) || (m.transactional && self.skipping()) {
             return;
         }
+        if m.transactional && self.opts.include_ddl && m.prefix == crate::ddl::PREFIX {
+            // A DDL event is printed as its own document; anything else
+            // under the prefix stays a plain message.
+            if let Some(event) = crate::ddl::DdlEvent::from_json(m.content) {
+                self.ddl(sink, m.lsn, &event);
+                return;
+            }
+        }
         if m.transactional {
             self.ensure_begun(sink);
         }
@@ -609,6 +622,30 @@ impl Decoder {
             b.extend_from_slice(b",\"content_encoding\":\"hex\"");
         }
         b.push(b'}');
+        self.flush(sink);
+    }
+}
+
+impl Decoder {
+    /// A DDL event (docs/FORMAT.md, "DDL"), for consumers following its
+    /// publications (or everything).
+    fn ddl(&mut self, sink: &mut dyn Sink, lsn: u64, event: &crate::ddl::DdlEvent) {
+        if !event.delivered_to(self.opts.publication_names.as_deref()) {
+            return;
+        }
+        self.ensure_begun(sink);
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(b"{\"action\":\"DDL\"");
+        push_txn_fields(b, &self.opts, self.txn.as_ref());
+        if self.opts.include_lsn {
+            b.extend_from_slice(b",\"lsn\":");
+            json::push_lsn(b, lsn);
+        }
+        // The event's own fields follow: its JSON object without the brace.
+        let body = event.to_json();
+        b.push(b',');
+        b.extend_from_slice(&body.as_bytes()[1..]);
         self.flush(sink);
     }
 }

@@ -12,6 +12,40 @@ use std::ffi::{CStr, c_char};
 unsafe extern "C-unwind" {
     /// `catalog/partition.h`: the ancestors of a partition, nearest first.
     pub(crate) fn get_partition_ancestors(relid: pg_sys::Oid) -> *mut pg_sys::List;
+    /// `replication/message.h` (not bound by pgrx): write a logical message.
+    fn LogLogicalMessage(
+        prefix: *const c_char,
+        message: *const c_char,
+        size: usize,
+        transactional: bool,
+    ) -> pg_sys::XLogRecPtr;
+}
+
+/// Write a logical message into WAL (`pg_logical_emit_message`); returns its
+/// position. A transactional one is decoded with its transaction and
+/// vanishes if it aborts.
+pub(crate) fn log_logical_message(prefix: &CStr, content: &[u8], transactional: bool) -> u64 {
+    // SAFETY: valid prefix and content for the duration of the call; the
+    // boundary turns an ERROR into a Rust panic.
+    unsafe {
+        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            LogLogicalMessage(prefix.as_ptr(), content.as_ptr().cast(), content.len(), transactional)
+        })
+    }
+}
+
+/// The command tag of each statement of `sql` (`CREATE TABLE`, `SELECT`,
+/// ...), by PostgreSQL's raw parser; a syntax error is raised as an ERROR.
+pub(crate) fn statement_tags(sql: &str) -> Vec<String> {
+    let c = std::ffi::CString::new(sql).unwrap_or_else(|_| pgrx::error!("the command contains a NUL byte"));
+    // SAFETY: raw_parser returns a List of RawStmt for a valid C string.
+    let stmts: Vec<*mut pg_sys::RawStmt> =
+        unsafe { ptr_list(pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT)) };
+    stmts
+        .into_iter()
+        // SAFETY: each RawStmt wraps a raw parse tree CreateCommandTag knows.
+        .map(|raw| unsafe { cstr_to_string(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag((*raw).stmt))) })
+        .collect()
 }
 
 /// Create an `AllocSet` memory context under `parent`.

@@ -1,0 +1,160 @@
+//! What capture does with one command: pure decisions over facts gathered
+//! from the catalogs (`capture.rs` gathers them, this decides).
+//!
+//! Order of the rules: a command touching temporary objects, objects of an
+//! extension, or logical_ext's own objects is never captured; then the
+//! `logical_ext.ddl_capture` mode says whether it concerns subscribers; only
+//! then are commands that cannot be replayed safely refused (so a refused
+//! command is one that really would have been replicated).
+
+use pgrx::{PostgresGucEnum, pg_sys};
+
+/// `logical_ext.ddl_capture`.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    #[name = c"off"]
+    Off,
+    /// DDL touching published tables, or anything in a schema a FOR TABLES
+    /// IN SCHEMA / FOR ALL TABLES publication covers.
+    #[name = c"published"]
+    Published,
+    /// Every command but the never-captured ones.
+    #[name = c"all"]
+    All,
+}
+
+/// What capture knows about one object a command touched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ObjectFacts {
+    pub(crate) temporary: bool,
+    pub(crate) in_extension: bool,
+    /// In the logical_ext schema.
+    pub(crate) own: bool,
+    pub(crate) publications: Vec<String>,
+}
+
+/// Facts about the statement itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct StatementFacts {
+    /// `CONCURRENTLY`: it runs outside a transaction block, so it cannot be
+    /// replayed inside the apply transaction.
+    pub(crate) concurrent: bool,
+    /// The statement's exact text could not be isolated.
+    pub(crate) text_unknown: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decision {
+    /// Not for subscribers: nothing is logged.
+    Ignore,
+    Capture {
+        publications: Vec<String>,
+    },
+    /// Would be replicated but cannot be: a WARNING and a log row.
+    Refuse {
+        reason: String,
+        hint: &'static str,
+    },
+}
+
+/// Commands whose replay would not reproduce the publisher's state.
+fn unsafe_to_replay(tag: &str) -> Option<&'static str> {
+    match tag {
+        "CREATE TABLE AS" | "SELECT INTO" => Some(
+            "it creates a table together with its rows, which would reach subscribers twice (rows in the change \
+             stream and rows made by the replayed command)",
+        ),
+        _ => None,
+    }
+}
+
+pub(crate) fn decide(mode: Mode, tag: &str, stmt: StatementFacts, objects: &[ObjectFacts]) -> Decision {
+    if mode == Mode::Off || objects.iter().any(|o| o.temporary || o.in_extension || o.own) {
+        return Decision::Ignore;
+    }
+    let mut publications: Vec<String> = objects.iter().flat_map(|o| o.publications.iter().cloned()).collect();
+    publications.sort();
+    publications.dedup();
+    if mode == Mode::Published && publications.is_empty() {
+        return Decision::Ignore;
+    }
+    if let Some(why) = unsafe_to_replay(tag) {
+        return Decision::Refuse {
+            reason: format!("{tag} is not replicated: {why}"),
+            hint: "Create the table with CREATE TABLE (replicated), then fill it with INSERT ... SELECT.",
+        };
+    }
+    if stmt.concurrent {
+        return Decision::Refuse {
+            reason: format!("{tag} ... CONCURRENTLY is not replicated: it cannot run inside the apply transaction"),
+            hint: "Run the same command on each subscriber, or use logical_ext.replicate_ddl() with the \
+                   non-concurrent form.",
+        };
+    }
+    if stmt.text_unknown {
+        return Decision::Refuse {
+            reason: format!(
+                "{tag} is not replicated: the statement's text could not be told apart from the rest of the query \
+                 string"
+            ),
+            hint: "Add logical_ext to shared_preload_libraries (or session_preload_libraries) so that capture sees \
+                   each statement, and replay this one with logical_ext.replicate_ddl().",
+        };
+    }
+    Decision::Capture { publications }
+}
+
+/// Whether WAL carries logical messages at all (`wal_level = logical`).
+pub(crate) fn wal_is_logical() -> bool {
+    // SAFETY: reads a GUC variable.
+    unsafe { pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(pubs: &[&str]) -> ObjectFacts {
+        ObjectFacts { publications: pubs.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+    const PLAIN: StatementFacts = StatementFacts { concurrent: false, text_unknown: false };
+
+    #[test]
+    fn modes() {
+        let published = [obj(&["b", "a"]), obj(&["a"])];
+        let unpublished = [obj(&[])];
+        assert_eq!(decide(Mode::Off, "ALTER TABLE", PLAIN, &published), Decision::Ignore);
+        assert_eq!(
+            decide(Mode::Published, "ALTER TABLE", PLAIN, &published),
+            Decision::Capture { publications: vec!["a".into(), "b".into()] }
+        );
+        assert_eq!(decide(Mode::Published, "ALTER TABLE", PLAIN, &unpublished), Decision::Ignore);
+        assert_eq!(decide(Mode::Published, "GRANT", PLAIN, &[]), Decision::Ignore);
+        assert_eq!(
+            decide(Mode::All, "CREATE FUNCTION", PLAIN, &unpublished),
+            Decision::Capture { publications: vec![] }
+        );
+    }
+
+    #[test]
+    fn never_captured() {
+        for o in [
+            ObjectFacts { temporary: true, ..obj(&["p"]) },
+            ObjectFacts { in_extension: true, ..obj(&["p"]) },
+            ObjectFacts { own: true, ..obj(&["p"]) },
+        ] {
+            assert_eq!(decide(Mode::All, "CREATE TABLE", PLAIN, &[obj(&["p"]), o]), Decision::Ignore);
+        }
+    }
+
+    #[test]
+    fn refusals_only_for_what_would_be_replicated() {
+        assert!(matches!(decide(Mode::Published, "CREATE TABLE AS", PLAIN, &[obj(&["p"])]), Decision::Refuse { .. }));
+        assert!(matches!(decide(Mode::All, "SELECT INTO", PLAIN, &[obj(&[])]), Decision::Refuse { .. }));
+        assert_eq!(decide(Mode::Published, "CREATE TABLE AS", PLAIN, &[obj(&[])]), Decision::Ignore);
+        let conc = StatementFacts { concurrent: true, ..PLAIN };
+        assert!(matches!(decide(Mode::Published, "CREATE INDEX", conc, &[obj(&["p"])]), Decision::Refuse { .. }));
+        let unknown = StatementFacts { text_unknown: true, ..PLAIN };
+        assert!(matches!(decide(Mode::Published, "ALTER TABLE", unknown, &[obj(&["p"])]), Decision::Refuse { .. }));
+    }
+}

@@ -1,0 +1,52 @@
+//! Replay on the subscriber: the apply worker meets a DDL event at its place
+//! in the stream and runs it here, inside the local transaction of the remote
+//! one, before the changes that follow it. The command runs exactly as
+//! captured (one statement, checked with the parser; never rebuilt from
+//! pieces) with the publisher's search_path, as the subscription owner (the
+//! role the worker runs as). A failure aborts the transaction and follows
+//! the subscription's error policy like any apply error.
+//!
+//! The replayed command is not captured again: the worker runs with
+//! `session_replication_role = replica`, where the (origin-enabled) event
+//! triggers do not fire.
+
+use super::capture::log_row;
+use super::event::DdlEvent;
+use crate::ffi;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+
+/// Run `event` in the current transaction; the error says what failed.
+pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &str) -> Result<(), String> {
+    let what = format!("DDL {} at {lsn_text} ({})", event.command_tag, event.command);
+    let run = AssertUnwindSafe(|| {
+        let statements = ffi::statement_tags(&event.command).len();
+        if statements != 1 {
+            return Err(format!("{what} carries {statements} statements; DDL events carry exactly one"));
+        }
+        let previous = Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')")
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        set_search_path(&event.search_path)?;
+        Spi::run(&event.command).map_err(|e| format!("{what} failed: {e}"))?;
+        set_search_path(&previous)?;
+        log_row(event, "apply", Some(subscription), Some(lsn), None);
+        Ok(())
+    });
+    PgTryBuilder::new(run)
+        .catch_others(|e| {
+            let msg = match e {
+                CaughtError::PostgresError(r)
+                | CaughtError::ErrorReport(r)
+                | CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
+            };
+            Err(format!("{what} failed: {msg}"))
+        })
+        .execute()
+}
+
+fn set_search_path(path: &str) -> Result<(), String> {
+    Spi::run_with_args("SELECT pg_catalog.set_config('search_path', $1, true)", &[path.into()])
+        .map_err(|e| format!("could not set search_path to {path:?}: {e}"))
+}
