@@ -18,7 +18,7 @@
 //! Every query here opens its own connection, so waits survive a crash
 //! restart of either server (connection errors just mean "not yet").
 
-use crate::{Client, Cluster, NoTls, describe_error, parse_lsn};
+use crate::{Client, Cluster, NoTls, describe_error, parse_lsn, run_checked};
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -441,5 +441,42 @@ pub fn expect_error(client: &mut Client, sql: &str) -> (String, String, String) 
             ),
             None => panic!("expected a server error from:\n{sql}\ngot {e:?}"),
         },
+    }
+}
+
+/// `pg_dump --schema-only --schema <schema>` of a cluster, with what differs
+/// between nodes for reasons other than the schema left out: comments,
+/// session settings, psql's per-dump restrict key, and publication
+/// membership (publisher only).
+pub fn schema_dump(cluster: &Cluster, schema: &str) -> String {
+    let out = run_checked(
+        cluster
+            .pg_command("pg_dump")
+            .args(["--schema-only", "--no-publications", "--no-subscriptions", "--schema", schema, "-d"])
+            .arg(cluster.conninfo()),
+        &format!("pg_dump of schema {schema} on {}", cluster.name()),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            // `\restrict <random key>` (pg_dump >= 15.14) differs per run.
+            !(l.is_empty()
+                || l.starts_with("--")
+                || l.starts_with("SET ")
+                || l.starts_with("SELECT pg_catalog.set_config")
+                || l.starts_with("\\restrict")
+                || l.starts_with("\\unrestrict"))
+                && !l.contains("PUBLICATION")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Pair {
+    /// Asserts that the schema's DDL is the same on both sides ([`schema_dump`]).
+    pub fn assert_same_schema(&self, schema: &str) {
+        let p = schema_dump(&self.publisher, schema);
+        let s = schema_dump(&self.subscriber, schema);
+        assert_eq!(s, p, "schema {schema}: subscriber (left) and publisher (right) differ");
     }
 }

@@ -94,9 +94,15 @@ fn rollback_temp_and_off_capture_nothing() {
     let (_cluster, mut c) = capture_cluster("ddl_capture_nothing");
     exec(&mut c, "BEGIN; ALTER TABLE app.t ADD COLUMN ghost int; ROLLBACK");
     exec(&mut c, "CREATE TEMP TABLE tmp (id int); ALTER TABLE tmp ADD COLUMN x int");
-    exec(&mut c, "SET logical_ext.ddl_capture = off; ALTER TABLE app.t ADD COLUMN quiet int; RESET logical_ext.ddl_capture");
+    exec(
+        &mut c,
+        "SET logical_ext.ddl_capture = off; ALTER TABLE app.t ADD COLUMN quiet int; RESET logical_ext.ddl_capture",
+    );
     // A DO block's DDL is captured statement by statement (the DO is not).
-    exec(&mut c, "DO $$ BEGIN EXECUTE 'ALTER TABLE app.t ADD COLUMN dyn int'; ALTER TABLE app.t DROP COLUMN dyn; END $$");
+    exec(
+        &mut c,
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE app.t ADD COLUMN dyn int'; ALTER TABLE app.t DROP COLUMN dyn; END $$",
+    );
     let changes = get_changes(&mut c, "s", &[]);
     assert_eq!(
         commands(&changes),
@@ -114,13 +120,20 @@ fn all_mode_and_drops() {
     // the time sql_drop fires, the snapshot taken before the DROP knows.
     exec(&mut c, "DROP TABLE public.pt");
     exec(&mut c, "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'");
-    exec(&mut c, "SET logical_ext.ddl_capture = 'all'; CREATE FUNCTION public.g() RETURNS int LANGUAGE sql AS 'SELECT 2'");
+    exec(
+        &mut c,
+        "SET logical_ext.ddl_capture = 'all'; CREATE FUNCTION public.g() RETURNS int LANGUAGE sql AS 'SELECT 2'",
+    );
     exec(&mut c, "DROP SCHEMA app CASCADE");
     let changes = get_changes(&mut c, "s", &[]);
     let d = ddl_docs(&changes);
     assert_eq!(
         commands(&changes),
-        ["DROP TABLE public.pt", "CREATE FUNCTION public.g() RETURNS int LANGUAGE sql AS 'SELECT 2'", "DROP SCHEMA app CASCADE"],
+        [
+            "DROP TABLE public.pt",
+            "CREATE FUNCTION public.g() RETURNS int LANGUAGE sql AS 'SELECT 2'",
+            "DROP SCHEMA app CASCADE"
+        ],
         "{}",
         dump(&changes)
     );
@@ -168,8 +181,10 @@ fn delivery_per_publication_and_include_ddl_off() {
 #[test]
 fn replicate_ddl_runs_and_replicates_one_statement() {
     let (_cluster, mut c) = capture_cluster("ddl_capture_replicate");
-    let lsn: String =
-        c.query_one("SELECT logical_ext.replicate_ddl('ALTER TABLE app.t ADD COLUMN r int')::text", &[]).unwrap().get(0);
+    let lsn: String = c
+        .query_one("SELECT logical_ext.replicate_ddl('ALTER TABLE app.t ADD COLUMN r int')::text", &[])
+        .unwrap()
+        .get(0);
     // Ran here, and travelled once (capture stayed quiet).
     let cols: i64 = c
         .query_one("SELECT count(*) FROM pg_attribute WHERE attrelid = 'app.t'::regclass AND attname = 'r'", &[])
@@ -185,10 +200,12 @@ fn replicate_ddl_runs_and_replicates_one_statement() {
     let log = log_rows(&mut c);
     assert_eq!(log, [("replicate_ddl".to_string(), "ALTER TABLE app.t ADD COLUMN r int".to_string(), true, None)]);
 
-    let (code, msg, hint) = replication::expect_error(&mut c, "SELECT logical_ext.replicate_ddl('CREATE TABLE a (); CREATE TABLE b ()')");
+    let (code, msg, hint) =
+        replication::expect_error(&mut c, "SELECT logical_ext.replicate_ddl('CREATE TABLE a (); CREATE TABLE b ()')");
     assert_eq!(code, "22023", "{msg}");
     assert!(hint.contains("once per statement"), "{hint}");
-    let (code, msg, _) = replication::expect_error(&mut c, "SELECT logical_ext.replicate_ddl('INSERT INTO app.t VALUES (9)')");
+    let (code, msg, _) =
+        replication::expect_error(&mut c, "SELECT logical_ext.replicate_ddl('INSERT INTO app.t VALUES (9)')");
     assert_eq!(code, "0A000", "{msg}");
     // Not for PUBLIC.
     exec(&mut c, "CREATE ROLE nobody LOGIN");
