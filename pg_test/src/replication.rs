@@ -460,13 +460,8 @@ pub fn schema_dump(cluster: &Cluster, schema: &str) -> String {
         .lines()
         .filter(|l| {
             // `\restrict <random key>` (pg_dump >= 15.14) differs per run.
-            !(l.is_empty()
-                || l.starts_with("--")
-                || l.starts_with("SET ")
-                || l.starts_with("SELECT pg_catalog.set_config")
-                || l.starts_with("\\restrict")
-                || l.starts_with("\\unrestrict"))
-                && !l.contains("PUBLICATION")
+            const NOISE: &[&str] = &["--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict"];
+            !l.is_empty() && !NOISE.iter().any(|p| l.starts_with(p)) && !l.contains("PUBLICATION")
         })
         .collect::<Vec<_>>()
         .join("\n")
