@@ -20,8 +20,8 @@ CHANGES_SQL="SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL,
   'include-xids', '1', 'include-lsn', '1', 'include-timestamp', '1')"
 
 start_publisher() {
-  section "1. A throwaway publisher cluster"
-  cluster_start publisher
+  section "1. A throwaway publisher cluster (shared_preload_libraries = 'logical_ext', for DDL capture)"
+  cluster_start publisher logical_ext
   note "$("$PGBIN/postgres" --version); $(cluster_conninfo publisher); data in ${CLUSTER_DIR[publisher]}"
   note "output_plugin_libraries = $(pub -Atc 'SHOW output_plugin_libraries')"
 }
@@ -171,8 +171,31 @@ SQL
              FROM logical_ext.conflict_log ORDER BY id DESC LIMIT 1"
 }
 
+ddl_replication() {
+  section "10. DDL travels in the stream and is replayed before the rows that use it"
+  pub -a <<'SQL'
+ALTER TABLE items ADD COLUMN origin_country text DEFAULT 'NL';
+INSERT INTO items VALUES (6000, 'cheese', 4.50, '{dairy}', 'FR');   -- uses the new column at once
+BEGIN; ALTER TABLE items ADD COLUMN never int; ROLLBACK;              -- rolled back: nothing travels
+CREATE TABLE items_copy AS SELECT * FROM items;                      -- not published: not captured
+ALTER TABLE items RENAME COLUMN tags TO labels;
+UPDATE items SET labels = '{dairy,aged}' WHERE id = 6000;
+SQL
+  local target
+  target=$(pub -Atc "SELECT pg_current_wal_lsn()")
+  wait_for "subscriber caught up to $target" \
+    "SELECT applied_lsn >= '$target' FROM logical_ext.subscription_status WHERE name = 'demo_sub'"
+  note "the DDL events as the output plugin prints them (slot 'demo'):"
+  pub -At -c "SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL, 'include-lsn', '1')
+              WHERE data::jsonb->>'action' = 'DDL'"
+  note "the subscriber has the new schema and the rows that need it:"
+  sub -c "SELECT id, name, labels, origin_country FROM items WHERE id = 6000"
+  sub -c "SELECT source, subscription, lsn, command FROM logical_ext.ddl_log ORDER BY id"
+  pub -c "SELECT source, command_tag, object_identity, publications, replicated FROM logical_ext.ddl_log ORDER BY id"
+}
+
 slot_health() {
-  section "10. Slot monitoring on the publisher: which slot will fill the disk"
+  section "11. Slot monitoring on the publisher: which slot will fill the disk"
   pub -c "SELECT slot_name, plugin, active, pg_size_pretty(lag_bytes) AS lag, status, reason
           FROM logical_ext.slot_health() ORDER BY slot_name"
 }
@@ -188,6 +211,7 @@ main() {
   start_subscriber
   subscribe
   conflicts
+  ddl_replication
   slot_health
   section "Done: the cluster is stopped and removed on exit"
 }
