@@ -98,6 +98,8 @@ fn rollback_temp_and_off_capture_nothing() {
         &mut c,
         "SET logical_ext.ddl_capture = off; ALTER TABLE app.t ADD COLUMN quiet int; RESET logical_ext.ddl_capture",
     );
+    // Publications are each node's own set-up, even when they name published tables.
+    exec(&mut c, "ALTER PUBLICATION p_app ADD TABLE public.pt; CREATE PUBLICATION p_more FOR TABLES IN SCHEMA app");
     // A DO block's DDL is captured statement by statement (the DO is not).
     exec(
         &mut c,

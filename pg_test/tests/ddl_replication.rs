@@ -34,7 +34,10 @@ fn ddl_pair(name: &str) -> Pair {
 
 fn applied_ddl(pair: &Pair) -> i64 {
     pair.sub_client()
-        .query_one("SELECT count(*) FROM logical_ext.ddl_log WHERE source = 'apply' AND subscription = 's'", &[])
+        .query_one(
+            "SELECT count(*) FROM logical_ext.ddl_log WHERE source = 'apply' AND subscription = 's' AND replicated",
+            &[],
+        )
         .expect("count ddl_log")
         .get(0)
 }
@@ -166,6 +169,16 @@ fn failed_replay_follows_the_error_policy() {
     });
     assert!(st.last_error.unwrap().contains("ADD COLUMN extra int"));
     assert_eq!(count(&mut pair.sub_client(), "app.t"), 0);
+    // Each failed attempt is recorded, and survives its rollback.
+    let failed: String = pair
+        .sub_client()
+        .query_one(
+            "SELECT reason FROM logical_ext.ddl_log WHERE source = 'apply' AND NOT replicated ORDER BY id LIMIT 1",
+            &[],
+        )
+        .expect("a ddl_log row for the failed replay")
+        .get(0);
+    assert!(failed.contains("already exists"), "{failed}");
     // Fixed by hand: the next attempt replays the DDL and the row.
     pair.sub_exec("ALTER TABLE app.t DROP COLUMN extra");
     pair.wait_sub_count("s", "app.t", 1);

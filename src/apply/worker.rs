@@ -176,6 +176,8 @@ impl Worker {
                         in_transaction(|| resolver::log(&rec));
                         self.count_conflict(&rec);
                     }
+                    // So does the record of a DDL replay that failed.
+                    in_transaction(crate::ddl::log_failed_replay);
                     let now = now_ts();
                     status::update(self.dboid, self.subid, |s| s.set_error(&msg, now));
                     if self.sub.as_ref().is_some_and(|s| s.options.disable_on_error) {

@@ -25,7 +25,7 @@ pub(crate) mod settings;
 mod statement;
 
 pub(crate) use event::{DdlEvent, PREFIX};
-pub(crate) use replay::replay;
+pub(crate) use replay::{log_failed_replay, replay};
 
 /// Called from `_PG_init` (in every process that loads the library).
 pub(crate) fn init() {

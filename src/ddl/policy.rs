@@ -2,7 +2,8 @@
 //! from the catalogs (`capture.rs` gathers them, this decides).
 //!
 //! Order of the rules: a command touching temporary objects, objects of an
-//! extension, or logical_ext's own objects is never captured; then the
+//! extension, or logical_ext's own objects, and commands on publications and
+//! subscriptions (each node's own set-up) are never captured; then the
 //! `logical_ext.ddl_capture` mode says whether it concerns subscribers; only
 //! then are commands that cannot be replayed safely refused (so a refused
 //! command is one that really would have been replicated).
@@ -68,8 +69,22 @@ fn unsafe_to_replay(tag: &str) -> Option<&'static str> {
     }
 }
 
+/// Commands about this node's own replication set-up: a subscriber has its
+/// own publications and subscriptions.
+fn node_local(tag: &str) -> bool {
+    matches!(
+        tag,
+        "CREATE PUBLICATION"
+            | "ALTER PUBLICATION"
+            | "DROP PUBLICATION"
+            | "CREATE SUBSCRIPTION"
+            | "ALTER SUBSCRIPTION"
+            | "DROP SUBSCRIPTION"
+    )
+}
+
 pub(crate) fn decide(mode: Mode, tag: &str, stmt: StatementFacts, objects: &[ObjectFacts]) -> Decision {
-    if mode == Mode::Off || objects.iter().any(|o| o.temporary || o.in_extension || o.own) {
+    if mode == Mode::Off || node_local(tag) || objects.iter().any(|o| o.temporary || o.in_extension || o.own) {
         return Decision::Ignore;
     }
     let mut publications: Vec<String> = objects.iter().flat_map(|o| o.publications.iter().cloned()).collect();
@@ -138,6 +153,7 @@ mod tests {
 
     #[test]
     fn never_captured() {
+        assert_eq!(decide(Mode::All, "ALTER PUBLICATION", PLAIN, &[obj(&["p"])]), Decision::Ignore);
         for o in [
             ObjectFacts { temporary: true, ..obj(&["p"]) },
             ObjectFacts { in_extension: true, ..obj(&["p"]) },

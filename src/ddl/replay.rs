@@ -4,7 +4,8 @@
 //! captured (one statement, checked with the parser; never rebuilt from
 //! pieces) with the publisher's search_path, as the subscription owner (the
 //! role the worker runs as). A failure aborts the transaction and follows
-//! the subscription's error policy like any apply error.
+//! the subscription's error policy like any apply error; the worker then
+//! records it in `ddl_log` ([`log_failed_replay`]).
 //!
 //! The replayed command is not captured again: the worker runs with
 //! `session_replication_role = replica`, where the (origin-enabled) event
@@ -15,6 +16,7 @@ use super::event::DdlEvent;
 use crate::ffi;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 
 /// Run `event` in the current transaction; the error says what failed.
@@ -34,7 +36,7 @@ pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &
         log_row(event, "apply", Some(subscription), Some(lsn), None);
         Ok(())
     });
-    PgTryBuilder::new(run)
+    let result = PgTryBuilder::new(run)
         .catch_others(|e| {
             let msg = match e {
                 CaughtError::PostgresError(r)
@@ -43,7 +45,25 @@ pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &
             };
             Err(format!("{what} failed: {msg}"))
         })
-        .execute()
+        .execute();
+    if let Err(msg) = &result {
+        FAILED.with(|f| *f.borrow_mut() = Some((event.clone(), subscription.to_string(), lsn, msg.clone())));
+    }
+    result
+}
+
+thread_local! {
+    /// A replay that failed, to be logged once its transaction is rolled back.
+    static FAILED: RefCell<Option<(DdlEvent, String, u64, String)>> = const { RefCell::new(None) };
+}
+
+/// After the apply worker rolled a failed transaction back (in a new
+/// transaction): log the replay that failed in it, if one did, as a
+/// `ddl_log` row with `replicated = false` and the error as the reason.
+pub(crate) fn log_failed_replay() {
+    if let Some((event, subscription, lsn, msg)) = FAILED.with(|f| f.borrow_mut().take()) {
+        log_row(&event, "apply", Some(&subscription), Some(lsn), Some(&msg));
+    }
 }
 
 fn set_search_path(path: &str) -> Result<(), String> {
