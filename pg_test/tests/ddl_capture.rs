@@ -215,3 +215,28 @@ fn replicate_ddl_runs_and_replicates_one_statement() {
         replication::expect_error(&mut c, "SET ROLE nobody; SELECT logical_ext.replicate_ddl('CREATE TABLE x ()')");
     assert_eq!(code, "42501");
 }
+
+#[test]
+fn without_preload_the_first_ddl_of_a_session_is_refused_not_guessed() {
+    // No shared_preload_libraries: a new session loads logical_ext only when
+    // its first DDL fires the event trigger, too late to see that statement.
+    let (cluster, mut c) = plugin_cluster("ddl_capture_no_preload");
+    exec(&mut c, "CREATE TABLE pt (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE pt");
+    get_changes(&mut c, "s", &[]);
+    let mut fresh = cluster.client();
+    exec(&mut fresh, "ALTER TABLE pt ADD COLUMN a int; ALTER TABLE pt ADD COLUMN b int");
+    exec(&mut fresh, "ALTER TABLE pt ADD COLUMN c int");
+    let log = log_rows(&mut c);
+    assert_eq!(log.len(), 3, "{log:?}");
+    // The refusal keeps the whole query string for the record.
+    assert_eq!(log[0].1, "ALTER TABLE pt ADD COLUMN a int; ALTER TABLE pt ADD COLUMN b int");
+    assert!(!log[0].2 && log[0].3.as_deref().unwrap_or("").contains("could not be told apart"), "{log:?}");
+    // Once loaded (from the next statement of the same string on), the
+    // session's statements are captured exactly.
+    assert_eq!(log[1], ("event_trigger".to_string(), "ALTER TABLE pt ADD COLUMN b int".to_string(), true, None));
+    assert_eq!(log[2], ("event_trigger".to_string(), "ALTER TABLE pt ADD COLUMN c int".to_string(), true, None));
+    assert_eq!(
+        commands(&get_changes(&mut c, "s", &[])),
+        ["ALTER TABLE pt ADD COLUMN b int", "ALTER TABLE pt ADD COLUMN c int"]
+    );
+}
