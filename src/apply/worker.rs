@@ -390,7 +390,7 @@ impl Worker {
     /// Returns why to stop, or `None` once no table waits for its copy.
     fn initial_copy(&self, sync: &mut SyncManager, sub: &Subscription, snap: &(String, u64)) -> Option<Stop> {
         loop {
-            if BackgroundWorker::sigterm_received() || !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+            if ffi::shutdown_requested() || !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                 return Some(Stop::Exit);
             }
             if status::generation(self.dboid, self.subid) != self.generation {
@@ -417,7 +417,7 @@ impl Worker {
         let opts = self.sub.as_ref().map(|s| s.options.clone()).unwrap_or_default();
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
         loop {
-            if BackgroundWorker::sigterm_received() || !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+            if ffi::shutdown_requested() || !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                 ses.displaced = true;
                 return;
             }

@@ -19,6 +19,15 @@ fn spi_fail(what: &str, e: pgrx::spi::SpiError) -> ! {
     pgrx::error!("logical_ext: could not {what} logical_ext.subscription_tables: {e}")
 }
 
+/// An UPDATE ... RETURNING one boolean: `None` when no row matched.
+fn update_returning(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Option<bool> {
+    Spi::connect_mut(|c| {
+        let mut rows = c.update(sql, Some(1), args)?;
+        rows.next().map(|r| r.get::<bool>(1)).transpose().map(Option::flatten)
+    })
+    .unwrap_or_else(|e| spi_fail("update", e))
+}
+
 /// The tables of `subid` that are not `ready` (and still exist).
 pub(crate) fn pending(subid: i32) -> Vec<TableSync> {
     Spi::connect(|c| {
@@ -49,13 +58,12 @@ pub(crate) fn pending(subid: i32) -> Vec<TableSync> {
 /// the copy replaces earlier contents (`resync`), or `None` when the table
 /// is no longer waiting for a copy (ready, dropped from the subscription).
 pub(crate) fn start_copy(subid: i32, relid: pg_sys::Oid) -> Option<bool> {
-    Spi::get_one_with_args::<bool>(
+    update_returning(
         "UPDATE logical_ext.subscription_tables SET state = 'copying', started_at = clock_timestamp(), \
          finished_at = NULL, rows_copied = 0, bytes_copied = 0, last_error = NULL \
          WHERE subid = $1 AND relid = $2::oid::regclass AND state IN ('init', 'copying', 'error') RETURNING resync",
         &[subid.into(), relid.into()],
     )
-    .unwrap_or_else(|e| spi_fail("update", e))
 }
 
 /// The copy committed (in this transaction): `state` from now on (unless
@@ -132,12 +140,11 @@ pub(crate) fn remove_other_tables(subid: i32, keep: &[pg_sys::Oid]) -> i64 {
 /// `resync_table`: copy the table again, replacing what it holds. `false`
 /// when the table is not part of the subscription.
 pub(crate) fn request_resync(subid: i32, relid: pg_sys::Oid) -> bool {
-    Spi::get_one_with_args::<bool>(
+    update_returning(
         "UPDATE logical_ext.subscription_tables SET state = 'init', resync = true, sync_lsn = NULL, rows_copied = 0, \
          bytes_copied = 0, started_at = NULL, finished_at = NULL, last_error = NULL \
          WHERE subid = $1 AND relid = $2::oid::regclass RETURNING true",
         &[subid.into(), relid.into()],
     )
-    .unwrap_or_else(|e| spi_fail("update", e))
-    .unwrap_or(false)
+    .is_some()
 }

@@ -10,7 +10,6 @@
 //! [`REPORT_EVERY`] rows.
 
 use crate::apply::walrcv::{Connection, Received};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -167,10 +166,9 @@ fn wait_socket(fd: pg_sys::pgsocket) {
     check_terminate();
 }
 
-/// A SIGTERM (pg_terminate_backend, drop_subscription) ends the copy with
-/// an ERROR: its transaction rolls back.
+/// A SIGTERM ends the copy with an ERROR: its transaction rolls back.
 fn check_terminate() {
-    if BackgroundWorker::sigterm_received() {
+    if crate::ffi::shutdown_requested() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
             "logical_ext: table copy terminated by administrator command",

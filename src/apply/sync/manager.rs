@@ -187,6 +187,7 @@ impl SyncManager {
             Ok(Ok(pid)) => {
                 registry::claim(self.dboid, self.subid, relid.to_u32(), pid);
             }
+            _ if crate::ffi::shutdown_requested() => {}
             _ => log!(
                 "logical_ext: subscription {}: no free background worker to copy table {} (max_worker_processes); retrying",
                 self.subid,

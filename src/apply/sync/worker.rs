@@ -93,7 +93,7 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
     if let Err(msg) = outcome {
         // SAFETY: abandon whatever transaction the error left open.
         unsafe { pg_sys::AbortCurrentTransaction() };
-        if BackgroundWorker::sigterm_received() {
+        if crate::ffi::shutdown_requested() {
             log!("logical_ext: copy of table {} for subscription {} stopped: {msg}", relid.to_u32(), job.subid);
         } else {
             log!("logical_ext: copy of table {} for subscription {} failed: {msg}", relid.to_u32(), job.subid);
