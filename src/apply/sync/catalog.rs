@@ -148,3 +148,59 @@ pub(crate) fn request_resync(subid: i32, relid: pg_sys::Oid) -> bool {
     )
     .is_some()
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn subscription() -> i32 {
+        Spi::get_one::<i32>(
+            "INSERT INTO logical_ext.subscription (name, owner, conninfo, publications, enabled) \
+             VALUES ('t', 10, 'dbname=x', ARRAY['p'], false) RETURNING id",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    /// The shape other parts (DDL replication) rely on: a row needs only
+    /// subid, relid and state.
+    #[pg_test]
+    fn a_table_row_needs_only_subid_relid_and_state() {
+        let id = subscription();
+        Spi::run(&format!(
+            "CREATE TABLE sync_shape (id int); \
+             INSERT INTO logical_ext.subscription_tables (subid, relid, state) VALUES ({id}, 'sync_shape', 'ready')"
+        ))
+        .unwrap();
+        let row = Spi::get_one::<String>(
+            "SELECT format('%s %s %s %s %s', relid, state, rows_copied, bytes_copied, resync) \
+             FROM logical_ext.subscription_tables",
+        )
+        .unwrap();
+        assert_eq!(row.as_deref(), Some("sync_shape ready 0 0 false"));
+        assert_eq!(super::pending(id).len(), 0, "ready tables are not pending");
+        Spi::run("UPDATE logical_ext.subscription_tables SET state = 'init'").unwrap();
+        let pending = super::pending(id);
+        assert_eq!((pending.len(), pending[0].table.as_str()), (1, "sync_shape"));
+        assert!(super::request_resync(id, pending[0].relid));
+        assert!(!super::request_resync(id + 1, pending[0].relid));
+    }
+
+    #[pg_test(
+        error = "new row for relation \"subscription_tables\" violates check constraint \"subscription_tables_state_check\""
+    )]
+    fn states_are_checked() {
+        let id = subscription();
+        Spi::run(&format!(
+            "INSERT INTO logical_ext.subscription_tables (subid, relid, state) VALUES ({id}, 'pg_class', 'syncdone')"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn sync_workers_setting_defaults_to_two() {
+        let v = Spi::get_one::<String>("SHOW logical_ext.max_sync_workers_per_subscription").unwrap();
+        assert_eq!(v.as_deref(), Some("2"));
+    }
+}
