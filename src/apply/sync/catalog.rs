@@ -178,7 +178,7 @@ mod tests {
              FROM logical_ext.subscription_tables",
         )
         .unwrap();
-        assert_eq!(row.as_deref(), Some("sync_shape ready 0 0 false"));
+        assert_eq!(row.as_deref(), Some("sync_shape ready 0 0 f"));
         assert_eq!(super::pending(id).len(), 0, "ready tables are not pending");
         Spi::run("UPDATE logical_ext.subscription_tables SET state = 'init'").unwrap();
         let pending = super::pending(id);
