@@ -61,11 +61,14 @@ impl SyncManager {
         self.tables = catalog::pending(self.subid);
     }
 
-    /// Reload when something changed since (outside a remote transaction).
-    pub(crate) fn reload_if_changed(&mut self) {
-        if status::sync_generation(self.dboid, self.subid) != self.generation {
+    /// Reload when something changed since (outside a remote transaction);
+    /// whether it did.
+    pub(crate) fn reload_if_changed(&mut self) -> bool {
+        let changed = status::sync_generation(self.dboid, self.subid) != self.generation;
+        if changed {
             in_transaction(|| self.reload());
         }
+        changed
     }
 
     /// What to do with a change of `rel` in the remote transaction
@@ -104,7 +107,7 @@ impl SyncManager {
         snapshot: Option<&(String, u64)>,
         applied_through: Option<u64>,
     ) {
-        self.reload_if_changed();
+        let changed = self.reload_if_changed();
         if self.tables.is_empty() {
             return;
         }
@@ -120,7 +123,9 @@ impl SyncManager {
                 self.tables.retain(|t| !done.contains(&t.relid));
             }
         }
-        if self.last_housekeeping.is_some_and(|t| t.elapsed() < HOUSEKEEPING_INTERVAL) {
+        // A finished copy frees its place at once; otherwise start copies
+        // and write progress every HOUSEKEEPING_INTERVAL.
+        if !changed && self.last_housekeeping.is_some_and(|t| t.elapsed() < HOUSEKEEPING_INTERVAL) {
             return;
         }
         self.last_housekeeping = Some(Instant::now());
