@@ -40,11 +40,12 @@ pub(crate) fn relkind_query(schema: &str, table: &str) -> String {
     )
 }
 
-/// The published columns (union over the publications), in table order.
+/// The published columns (union over the publications), in table order;
+/// generated columns are never sent (the subscriber computes its own).
 pub(crate) fn columns_query(pubs: &[String], schema: &str, table: &str) -> String {
     format!(
         "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-         WHERE a.attrelid = {}::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE a.attrelid = {}::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
          AND a.attname IN (SELECT pg_catalog.unnest(attnames) FROM pg_catalog.pg_publication_tables WHERE {}) \
          ORDER BY a.attnum",
         quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(table))),
