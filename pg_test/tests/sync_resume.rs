@@ -4,6 +4,7 @@
 //! restarted in the middle of a copy while the publisher keeps writing (the
 //! table gets a snapshot of its own and catches up with the stream).
 //! Progress (rows, bytes) shows in `subscription_tables` while copying.
+//! Dropping the subscription mid-copy stops the copy and leaves nothing.
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::sync::*;
@@ -100,4 +101,22 @@ fn subscriber_restart_mid_copy_resumes_while_publisher_writes() {
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["big", "events"]);
     assert!(count(&mut pair.pub_client(), "events") > 0);
+    assert_eq!(count(&mut pair.sub_client(), "logical_ext.conflict_log"), 0, "copied rows count as the subscription's");
+}
+
+#[test]
+fn drop_subscription_mid_copy_stops_and_cleans_up() {
+    let pair = start("sync_drop");
+    subscribe_copy(&pair, "s", &["p"], "");
+    wait_copying_with_progress(&pair);
+    let mut c = pair.sub_client();
+    exec(&mut c, "SELECT logical_ext.drop_subscription('s')");
+    // drop_subscription returns once the workers are gone.
+    assert_eq!(sync_worker_pids(&pair), Vec::<i32>::new());
+    assert_eq!(count(&mut c, "logical_ext.subscription_tables"), 0);
+    assert_eq!(count(&mut c, "pg_replication_origin WHERE roname LIKE 'logical_ext%'"), 0);
+    assert_eq!(count(&mut c, "big"), 0, "the interrupted copy left rows behind");
+    wait_until(CATCH_UP, "the publisher has no slot left", || {
+        count(&mut pair.pub_client(), "pg_replication_slots") == 0
+    });
 }

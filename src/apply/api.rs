@@ -293,6 +293,7 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     let origin = std::ffi::CString::new(Subscription::origin_name(sub.id)).expect("no NUL");
     // SAFETY: the worker using the origin has stopped; missing_ok.
     unsafe { pg_sys::replorigin_drop_by_name(origin.as_ptr(), true, false) };
+    sync_catalog::drop_copy_origins(sub.id);
     Spi::run_with_args("DELETE FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()]).unwrap_or_else(|e| {
         fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not delete subscription: {e}"), "")
     });

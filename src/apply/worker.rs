@@ -719,6 +719,7 @@ impl Worker {
             rules: &self.rules,
             subscription: &sub.name,
             my_origin: self.origin.unwrap_or(0),
+            copy_origins: self.sync.as_ref().map_or(&[], |s| s.copy_origins()),
             origin_name,
             remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
             // SAFETY: reads the control file's system identifier.

@@ -28,6 +28,34 @@ fn update_returning(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Option
     .unwrap_or_else(|e| spi_fail("update", e))
 }
 
+/// The name of the replication origin a subscription's copy number
+/// `number` commits with (`worker.rs`).
+pub(crate) fn copy_origin_name(subid: i32, number: u32) -> String {
+    format!("logical_ext_{subid}_copy_{number}")
+}
+
+const COPY_ORIGINS: &str = "SELECT roident::int4 FROM pg_catalog.pg_replication_origin \
+     WHERE roname LIKE 'logical\\_ext\\_' || $1 || '\\_copy\\_%'";
+
+/// The ids of the replication origins of `subid`'s copies.
+pub(crate) fn copy_origins(subid: i32) -> Vec<u16> {
+    Spi::connect(|c| {
+        c.select(COPY_ORIGINS, None, &[subid.to_string().into()])?
+            .map(|r| r.get::<i32>(1).map(|v| v.unwrap_or(0) as u16))
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read replication origins: {e}"))
+}
+
+/// Drop the replication origins of `subid`'s copies (with the subscription).
+pub(crate) fn drop_copy_origins(subid: i32) {
+    Spi::run_with_args(
+        &format!("SELECT pg_catalog.pg_replication_origin_drop(roname) FROM pg_catalog.pg_replication_origin WHERE roident IN ({COPY_ORIGINS})"),
+        &[subid.to_string().into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("logical_ext: could not drop replication origins: {e}"))
+}
+
 /// The tables of `subid` that are not `ready` (and still exist).
 pub(crate) fn pending(subid: i32) -> Vec<TableSync> {
     Spi::connect(|c| {

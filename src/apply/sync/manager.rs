@@ -33,6 +33,9 @@ pub(crate) struct SyncManager {
     generation: u64,
     /// The subscription's tables that are not `ready`.
     tables: Vec<TableSync>,
+    /// The replication origins table copies commit with: their rows count
+    /// as written by the subscription (conflict detection).
+    copy_origins: Vec<u16>,
     /// Failed copies: attempts so far and when to try again.
     retries: HashMap<u32, (u32, Instant)>,
     last_housekeeping: Option<Instant>,
@@ -47,6 +50,7 @@ impl SyncManager {
             owner: owner.to_u32(),
             generation: 0,
             tables: Vec::new(),
+            copy_origins: Vec::new(),
             retries: HashMap::new(),
             last_housekeeping: None,
         };
@@ -59,6 +63,11 @@ impl SyncManager {
         // triggers the next reload.
         self.generation = status::sync_generation(self.dboid, self.subid);
         self.tables = catalog::pending(self.subid);
+        self.copy_origins = catalog::copy_origins(self.subid);
+    }
+
+    pub(crate) fn copy_origins(&self) -> &[u16] {
+        &self.copy_origins
     }
 
     /// Reload when something changed since (outside a remote transaction);

@@ -2,7 +2,9 @@
 //! table of which subscription, and how far it got (rows and bytes, read by
 //! the apply worker, which writes them into `subscription_tables` while the
 //! copy's own transaction is still open). One entry per running copy; an
-//! entry whose process is gone is free.
+//! entry whose process is gone is free. Each entry also has a small number,
+//! unique among the subscription's running copies, that names the
+//! replication origin the copy commits with (`worker.rs`).
 
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
@@ -16,6 +18,8 @@ pub(crate) struct Entry {
     pub(crate) subid: i32,
     pub(crate) relid: u32,
     pub(crate) pid: i32,
+    /// Unique among the live copies of the subscription.
+    pub(crate) number: u32,
     pub(crate) rows: i64,
     pub(crate) bytes: i64,
 }
@@ -52,20 +56,20 @@ impl Entry {
     }
 }
 
-/// Record `pid` as the copier of (dboid, subid, relid). `false` when another
-/// live process already copies that table (or no entry is free).
-pub(crate) fn claim(dboid: u32, subid: i32, relid: u32, pid: i32) -> bool {
+/// Record `pid` as the copier of (dboid, subid, relid); returns the copy's
+/// number. `None` when another live process already copies that table (or
+/// no entry is free).
+pub(crate) fn claim(dboid: u32, subid: i32, relid: u32, pid: i32) -> Option<u32> {
     let mut r = REGISTRY.exclusive();
-    if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && alive(e.pid)) {
-        return e.pid == pid;
+    if let Some(e) = r.entries.iter().find(|e| e.is(dboid, subid, relid) && alive(e.pid)) {
+        return (e.pid == pid).then_some(e.number);
     }
-    match r.entries.iter_mut().find(|e| !alive(e.pid)) {
-        Some(e) => {
-            *e = Entry { dboid, subid, relid, pid, rows: 0, bytes: 0 };
-            true
-        }
-        None => false,
-    }
+    let taken: Vec<u32> =
+        r.entries.iter().filter(|e| e.dboid == dboid && e.subid == subid && alive(e.pid)).map(|e| e.number).collect();
+    let number = (0..).find(|n| !taken.contains(n)).unwrap_or(0);
+    let e = r.entries.iter_mut().find(|e| !alive(e.pid))?;
+    *e = Entry { dboid, subid, relid, pid, number, rows: 0, bytes: 0 };
+    Some(number)
 }
 
 /// The copy of (dboid, subid, relid) by `pid` has ended.

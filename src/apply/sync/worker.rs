@@ -15,7 +15,12 @@
 //! 3. In one local transaction: refuses a non-empty target (or empties it
 //!    for `resync_table`), copies the published rows and columns with COPY,
 //!    and records the new state. A copy that dies leaves nothing behind and
-//!    is started again by the apply worker.
+//!    is started again by the apply worker. The transaction commits with a
+//!    replication origin of the subscription's (`logical_ext_<subid>_copy_<n>`,
+//!    `n` unique among its running copies: PostgreSQL 15 lets one process
+//!    at a time use an origin), so the copied rows count as replicated: the
+//!    apply worker's conflict detection attributes them to the subscription,
+//!    and `origin => 'none'` subscriptions of other nodes do not receive them.
 //!
 //! Errors are recorded in `subscription_tables.last_error` with their
 //! SQLSTATE and HINT (`error`; retried with backoff by the apply worker).
@@ -83,12 +88,12 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
         Some(pg_sys::Oid::from(job.owner)),
     );
     let me = status::my_pid();
-    if !registry::claim(job.dboid, job.subid, relid.to_u32(), me) {
+    let Some(number) = registry::claim(job.dboid, job.subid, relid.to_u32(), me) else {
         debug1!("logical_ext: table {} of subscription {} is already being copied", relid.to_u32(), job.subid);
         return;
-    }
+    };
     set_replica_role();
-    let run = AssertUnwindSafe(|| copy_table(&job, relid));
+    let run = AssertUnwindSafe(|| copy_table(&job, relid, number));
     let outcome = PgTryBuilder::new(run).catch_others(|e| Err(describe(e))).execute();
     if let Err(msg) = outcome {
         // SAFETY: abandon whatever transaction the error left open.
@@ -113,7 +118,7 @@ pub(crate) fn tell_apply_worker(dboid: u32, subid: i32) {
     }
 }
 
-fn copy_table(job: &Job, relid: pg_sys::Oid) -> Result<(), String> {
+fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<(), String> {
     let (sub, resync) = in_transaction(|| (subs::by_id(job.subid), catalog::start_copy(job.subid, relid)));
     let (Some(sub), Some(resync)) = (sub.filter(|s| s.enabled), resync) else {
         return Ok(());
@@ -159,6 +164,7 @@ fn copy_table(job: &Job, relid: pg_sys::Oid) -> Result<(), String> {
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
+    use_copy_origin(&catalog::copy_origin_name(job.subid, number));
     let (schema, table) = local_name(relid);
     let display = format!("{schema}.{table}");
     let kind = conn.exec(&remote::relkind_query(&schema, &table), 1).map_err(|e| e.0)?;
@@ -188,10 +194,13 @@ fn copy_table(job: &Job, relid: pg_sys::Oid) -> Result<(), String> {
     let report = Box::new(move |rows, bytes| registry::progress(db, subid, rel, me, rows, bytes));
     let (mut conn, copied) = copy::copy_from(conn, relid, &columns, report);
     catalog::finish_copy(job.subid, relid, final_state, sync_lsn, copied.rows, copied.bytes);
-    // SAFETY: pairs with the start above.
+    // SAFETY: pairs with the start above; the origin is released once the
+    // commit record carries it.
     unsafe {
         pg_sys::PopActiveSnapshot();
         pg_sys::CommitTransactionCommand();
+        pg_sys::replorigin_session_reset();
+        pg_sys::replorigin_session_origin = 0;
     }
     exec(&mut conn, "COMMIT", 0)?;
     if final_state == State::Catchup {
@@ -207,6 +216,22 @@ fn copy_table(job: &Job, relid: pg_sys::Oid) -> Result<(), String> {
         final_state.as_str()
     );
     Ok(())
+}
+
+/// Commit the current transaction with the replication origin `name`
+/// (created on first use; it lives as long as the subscription).
+fn use_copy_origin(name: &str) {
+    let name = std::ffi::CString::new(name).expect("no NUL in origin names");
+    // SAFETY: inside a transaction; this process uses no other origin, and
+    // the origin is released after the commit (or when the process exits).
+    unsafe {
+        let mut id = pg_sys::replorigin_by_name(name.as_ptr(), true);
+        if id == 0 {
+            id = pg_sys::replorigin_create(name.as_ptr());
+        }
+        pg_sys::replorigin_session_setup(id);
+        pg_sys::replorigin_session_origin = id;
+    }
 }
 
 /// Refuse to copy into a table that already has rows (that would duplicate
