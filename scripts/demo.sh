@@ -143,7 +143,7 @@ SQL
   target=$(pub -Atc "SELECT pg_current_wal_lsn()")
   wait_for "subscriber caught up to $target" \
     "SELECT applied_lsn >= '$target' FROM logical_ext.subscription_status WHERE name = 'demo_sub'"
-  note "publisher and subscriber, same query (rows written since the subscription; copy_data is a later feature):"
+  note "publisher and subscriber, same query (rows written since the subscription; the demo subscribes with copy_data => false):"
   local q="SELECT count(*) AS items, sum(price) AS total, (SELECT title || ' / ' || length(body) FROM docs WHERE id = 2) AS doc FROM items WHERE id >= 100"
   pub -c "$q"
   sub -c "$q"

@@ -13,6 +13,7 @@ CREATE TABLE logical_ext.subscription (
     enabled      boolean NOT NULL,
     options      jsonb NOT NULL DEFAULT '{}',
     skip_lsn     pg_lsn,          -- set by skip_transaction(), cleared when skipped
+    slot_pending boolean NOT NULL DEFAULT false,  -- the worker creates the slot (exporting a snapshot for the initial copy)
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON logical_ext.subscription FROM PUBLIC;
@@ -20,6 +21,31 @@ SELECT pg_catalog.pg_extension_config_dump('logical_ext.subscription', '');
 
 COMMENT ON TABLE logical_ext.subscription IS
     'logical_ext subscriptions; use logical_ext.create_subscription() and friends, read logical_ext.subscription_status';
+
+-- Initial table synchronization (src/apply/sync/): one row per table of a
+-- subscription. Tables without a row are applied as they come. State:
+-- init -> copying -> catchup -> ready, or error (retried with backoff).
+-- sync_lsn: the snapshot the copy was taken at (changes committed before it
+-- are in the copy). rows_copied/bytes_copied grow while a copy runs.
+-- resync: set by resync_table(); the copy then replaces the table's rows
+-- instead of refusing a non-empty table.
+CREATE TABLE logical_ext.subscription_tables (
+    subid        integer NOT NULL REFERENCES logical_ext.subscription (id) ON DELETE CASCADE,
+    relid        regclass NOT NULL,
+    state        text NOT NULL DEFAULT 'init'
+                 CHECK (state IN ('init', 'copying', 'catchup', 'ready', 'error')),
+    sync_lsn     pg_lsn,
+    rows_copied  bigint NOT NULL DEFAULT 0,
+    bytes_copied bigint NOT NULL DEFAULT 0,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    last_error   text,
+    resync       boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (subid, relid)
+);
+REVOKE ALL ON logical_ext.subscription_tables FROM PUBLIC;
+GRANT SELECT ON logical_ext.subscription_tables TO pg_monitor;
+SELECT pg_catalog.pg_extension_config_dump('logical_ext.subscription_tables', '');
 
 -- Status of every subscription of this database: the record joined with the
 -- worker's shared-memory state and the origin's progress. SECURITY DEFINER so
@@ -79,8 +105,12 @@ AS $$
            CASE WHEN t.latest IS NULL OR t.applied IS NULL THEN NULL
                 WHEN ('0/0'::pg_lsn + t.latest::numeric) <= t.applied THEN interval '0'
                 ELSE now() - (timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.commit_us / 1e6)) END,
-           t.werror,
-           timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.error_us / 1e6),
+           coalesce(t.werror, (SELECT 'table ' || st.relid::text || ': ' || st.last_error
+                                 FROM logical_ext.subscription_tables st
+                                WHERE st.subid = t.id AND st.state = 'error' ORDER BY st.relid::oid LIMIT 1)),
+           CASE WHEN t.werror IS NOT NULL THEN timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.error_us / 1e6)
+                ELSE (SELECT max(st.finished_at) FROM logical_ext.subscription_tables st
+                       WHERE st.subid = t.id AND st.state = 'error') END,
            coalesce(t.txns, 0), coalesce(t.changes, 0),
            coalesce(t.conflicts[1], 0), coalesce(t.conflicts[2], 0), coalesce(t.conflicts[3], 0),
            coalesce(t.conflicts[4], 0), coalesce(t.conflicts[5], 0), coalesce(t.conflicts[6], 0),
@@ -103,6 +133,8 @@ REVOKE ALL ON FUNCTION logical_ext.enable_subscription(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.disable_subscription(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.alter_subscription(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.resync_table(text, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.refresh_subscription(text, boolean) FROM PUBLIC;
 
 -- Conflict resolution rules (src/apply/conflict.rs decides with them).
 -- relation / conflict_type NULL = every relation / type; the most specific

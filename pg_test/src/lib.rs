@@ -15,6 +15,7 @@ pub mod conflicts;
 pub mod decoding;
 pub mod json;
 pub mod replication;
+pub mod sync;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;

@@ -1,5 +1,5 @@
 //! The life of a subscription: refusals before anything is created
-//! (no preload, copy_data => true), create, status and privileges (the
+//! (no preload, a published table missing for copy_data), create, status and privileges (the
 //! password is never readable by a monitoring role), feedback (the
 //! publisher's slot advances while idle, even past WAL that carries nothing
 //! for the subscription), disable/enable, drop (remote slot and local origin
@@ -53,14 +53,18 @@ fn subscription_lifecycle() {
     assert_eq!(count(&mut pubc, "pg_replication_slots"), 0);
     assert_eq!(count(&mut pubc, "logical_ext.subscription"), 0);
 
-    // copy_data => true (the default) is not available yet: 0A000 and a hint.
+    // copy_data => true (the default) with a published table missing on the
+    // subscriber: 42P01 and a hint, before anything is created.
+    exec(&mut pubc, "CREATE PUBLICATION p_missing FOR TABLE unpublished");
     let mut sub = pair.sub_client();
-    let (code, msg, hint) =
-        expect_error(&mut sub, &format!("SELECT logical_ext.create_subscription('copying', '{conninfo}', ARRAY['p'])"));
-    assert_eq!(code, "0A000", "{msg}");
-    assert!(msg.contains("copy_data"), "{msg}");
+    let (code, msg, hint) = expect_error(
+        &mut sub,
+        &format!("SELECT logical_ext.create_subscription('copying', '{conninfo}', ARRAY['p_missing'])"),
+    );
+    assert_eq!(code, "42P01", "{msg}");
+    assert!(msg.contains("unpublished"), "{msg}");
     assert!(hint.contains("copy_data => false"), "hint: {hint:?}");
-    assert_eq!(count(&mut pubc, "pg_replication_slots"), 0, "copy_data => true left a slot behind");
+    assert_eq!(count(&mut pubc, "pg_replication_slots"), 0, "the refused subscription left a slot behind");
     assert_eq!(count(&mut sub, "logical_ext.subscription"), 0);
 
     // Create: a slot on the publisher, an origin here, a streaming worker.

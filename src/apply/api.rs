@@ -10,6 +10,7 @@ use super::conflict::{self, ConflictType, Resolution};
 use super::conninfo::redact;
 use super::launcher::{ensure_apply_worker, start_apply_worker};
 use super::status;
+use super::sync::{catalog as sync_catalog, registry as sync_registry, remote as sync_remote};
 use super::walrcv::{Connection, quote_ident, quote_literal};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -88,14 +89,19 @@ fn stop_worker(sub: &Subscription) {
     // not take over (status::claim).
     status::request(db.to_u32(), sub.id);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Some(pid) = status::live_pid(db.to_u32(), sub.id) {
-        // SAFETY: signalling the apply worker that owns the slot now (it may
-        // have changed since the last round).
+    // The apply worker first (it starts sync workers), then the copies.
+    let pids = || {
+        status::live_pid(db.to_u32(), sub.id)
+            .or_else(|| sync_registry::running(db.to_u32(), sub.id).first().map(|e| e.pid))
+    };
+    while let Some(pid) = pids() {
+        // SAFETY: signalling the apply or sync worker that owns the entry now
+        // (it may have changed since the last round).
         unsafe { libc::kill(pid, libc::SIGTERM) };
         if Instant::now() > deadline {
             fail(
                 PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-                format!("the apply worker of subscription \"{}\" (pid {pid}) did not stop", sub.name),
+                format!("a worker of subscription \"{}\" (pid {pid}) did not stop", sub.name),
                 "Try again; see the server log for what the worker is doing.",
             );
         }
@@ -131,8 +137,40 @@ fn check_publications(conn: &mut Connection, pubs: &[String]) {
     }
 }
 
+/// The local tables of the tables the publications cover (same schema and
+/// name). A missing one is an error when it is to be copied, else skipped
+/// (the apply worker reports it if changes arrive for it).
+fn published_tables(conn: &mut Connection, publications: &[String], copy: bool) -> Vec<pg_sys::Oid> {
+    let rows = conn.exec(&sync_remote::tables_query(publications), 2).unwrap_or_else(|e| {
+        fail(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("could not list the published tables: {}", e.0), "")
+    });
+    let mut out = Vec::new();
+    for row in rows {
+        let (schema, table) = (row[0].clone().unwrap_or_default(), row[1].clone().unwrap_or_default());
+        let (s, t) = (std::ffi::CString::new(schema.as_str()), std::ffi::CString::new(table.as_str()));
+        let (Ok(s), Ok(t)) = (s, t) else { continue };
+        // SAFETY: catalog lookups with valid C strings.
+        let relid = unsafe {
+            let nsp = pg_sys::get_namespace_oid(s.as_ptr(), true);
+            if nsp == pg_sys::InvalidOid { nsp } else { pg_sys::get_relname_relid(t.as_ptr(), nsp) }
+        };
+        if relid != pg_sys::InvalidOid {
+            out.push(relid);
+        } else if copy {
+            fail(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("table \"{schema}.{table}\" is published but does not exist on the subscriber"),
+                "Create it on the subscriber first (same schema, name and columns), or pass copy_data => false.",
+            );
+        }
+    }
+    out
+}
+
 /// Create a subscription: the slot on the publisher (unless `create_slot`
-/// is false), a local replication origin, and the apply worker.
+/// is false), a local replication origin, and the apply worker. With
+/// `copy_data` the worker creates the slot itself and first copies every
+/// published table (see `sync/`).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern]
 fn create_subscription(
@@ -148,13 +186,6 @@ fn create_subscription(
 ) {
     require_superuser("create subscriptions");
     require_preload();
-    if copy_data {
-        fail(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "initial table synchronization (copy_data => true) is not available yet",
-            "Copy the existing rows yourself (e.g. pg_dump --data-only) and pass copy_data => false.",
-        );
-    }
     if name.is_empty() {
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "subscription name must not be empty", "");
     }
@@ -182,7 +213,11 @@ fn create_subscription(
     }
     let mut conn = connect(conninfo, name);
     check_publications(&mut conn, &publications);
-    if create_slot {
+    let tables = published_tables(&mut conn, &publications, copy_data);
+    // With copy_data the worker creates the slot: it must hold the slot's
+    // exported snapshot while the tables are copied.
+    let slot_pending = create_slot && copy_data;
+    if create_slot && !slot_pending {
         let cmd = format!("CREATE_REPLICATION_SLOT {} LOGICAL logical_ext (SNAPSHOT 'nothing')", quote_ident(&slot));
         // Returns slot_name, consistent_point, snapshot_name, output_plugin.
         conn.exec(&cmd, 4).unwrap_or_else(|e| {
@@ -198,8 +233,8 @@ fn create_subscription(
     // SAFETY: reads the current user.
     let owner = unsafe { pg_sys::GetUserId() };
     let id = Spi::get_one_with_args::<i32>(
-        "INSERT INTO logical_ext.subscription (name, owner, conninfo, publications, slot_name, origin, enabled, options) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        "INSERT INTO logical_ext.subscription (name, owner, conninfo, publications, slot_name, origin, enabled, options, slot_pending) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         &[
             name.into(),
             owner.into(),
@@ -209,10 +244,12 @@ fn create_subscription(
             origin.as_str().into(),
             enabled.into(),
             options.into(),
+            slot_pending.into(),
         ],
     )
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not record subscription: {e}"), ""))
     .expect("RETURNING id");
+    sync_catalog::add_tables(id, &tables, copy_data);
     let origin_name = std::ffi::CString::new(Subscription::origin_name(id)).expect("no NUL");
     // SAFETY: creates the origin in this transaction (rolled back with it).
     unsafe { pg_sys::replorigin_create(origin_name.as_ptr()) };
@@ -228,7 +265,7 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     require_superuser("drop subscriptions");
     let sub = load(name);
     stop_worker(&sub);
-    if let (true, Some(slot)) = (drop_slot, &sub.slot_name) {
+    if let (true, Some(slot), false) = (drop_slot, &sub.slot_name, sub.slot_pending) {
         let mut conn = Connection::connect(&sub.conninfo, &sub.name).unwrap_or_else(|e| {
             fail(
                 PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
@@ -256,6 +293,7 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     let origin = std::ffi::CString::new(Subscription::origin_name(sub.id)).expect("no NUL");
     // SAFETY: the worker using the origin has stopped; missing_ok.
     unsafe { pg_sys::replorigin_drop_by_name(origin.as_ptr(), true, false) };
+    sync_catalog::drop_copy_origins(sub.id);
     Spi::run_with_args("DELETE FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()]).unwrap_or_else(|e| {
         fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not delete subscription: {e}"), "")
     });
@@ -471,6 +509,46 @@ fn set_conflict_resolution(
     )
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     restart_worker(&sub);
+}
+
+/// Copy one table of a subscription again: its rows are replaced by a new
+/// copy of the publisher's (in one transaction, when the copy is done);
+/// until then the table keeps its rows and its changes wait for the copy.
+#[pg_extern]
+fn resync_table(subscription: &str, relation: pgrx::PgRelation) {
+    require_superuser("resynchronize tables");
+    let sub = load(subscription);
+    let relid = relation.oid();
+    let name = relation.name().to_string();
+    drop(relation);
+    if !sync_catalog::request_resync(sub.id, relid) {
+        fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("table \"{name}\" is not part of subscription \"{}\"", sub.name),
+            format!(
+                "Tables added to its publications join with logical_ext.refresh_subscription('{}'); see logical_ext.subscription_tables.",
+                sub.name
+            ),
+        );
+    }
+    restart_worker(&sub);
+}
+
+/// Pick up tables added to (and forget tables removed from) the
+/// subscription's publications, like ALTER SUBSCRIPTION ... REFRESH
+/// PUBLICATION: new tables are copied (`copy_data`) or applied from now on.
+/// Returns how many tables were added.
+#[pg_extern]
+fn refresh_subscription(name: &str, copy_data: default!(bool, true)) -> i64 {
+    require_superuser("refresh subscriptions");
+    let sub = load(name);
+    let mut conn = connect(&sub.conninfo, &sub.name);
+    let tables = published_tables(&mut conn, &sub.publications, copy_data);
+    drop(conn);
+    sync_catalog::remove_other_tables(sub.id, &tables);
+    let added = sync_catalog::add_tables(sub.id, &tables, copy_data);
+    restart_worker(&sub);
+    added
 }
 
 /// Skip exactly the remote transaction that commits at `lsn` (its

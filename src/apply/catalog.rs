@@ -17,6 +17,9 @@ pub(crate) struct Subscription {
     pub(crate) options: WorkerOptions,
     /// The commit LSN of a remote transaction to skip (skip_transaction).
     pub(crate) skip_lsn: Option<u64>,
+    /// The worker is to create the slot, exporting a snapshot for the
+    /// initial copy (`sync/`).
+    pub(crate) slot_pending: bool,
 }
 
 impl Subscription {
@@ -26,7 +29,8 @@ impl Subscription {
     }
 }
 
-const COLUMNS: &str = "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text";
+const COLUMNS: &str =
+    "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text, slot_pending";
 
 fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::spi::SpiError> {
     let options: pgrx::JsonB = row.get(9)?.expect("options is NOT NULL");
@@ -41,6 +45,7 @@ fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::
         enabled: row.get(8)?.expect("enabled is NOT NULL"),
         options: WorkerOptions::parse(&options.0).unwrap_or_default(),
         skip_lsn: row.get::<String>(10)?.as_deref().and_then(super::protocol::parse_lsn),
+        slot_pending: row.get(11)?.unwrap_or(false),
     })
 }
 

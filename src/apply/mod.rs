@@ -12,6 +12,8 @@
 //! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
 //!   through the executor; `status.rs`: shared-memory worker status.
+//! - `sync/`: initial table synchronization (copy before streaming,
+//!   resumable per table, `resync_table`, `refresh_subscription`).
 //!
 //! Workers need `shared_preload_libraries = 'logical_ext'` (shared memory and
 //! the launcher are set up only then); without it the SQL functions that
@@ -30,6 +32,7 @@ mod resolver;
 mod rows;
 pub(crate) mod settings;
 mod status;
+mod sync;
 mod walrcv;
 mod worker;
 
@@ -51,6 +54,7 @@ pub(crate) fn init() {
     }
     PRELOADED.store(true, Ordering::Relaxed);
     status::init_shmem();
+    sync::registry::init_shmem();
     launcher::register_launcher();
 }
 
@@ -62,6 +66,8 @@ pgrx::extension_sql_file!(
         api::redact_conninfo,
         api::set_conflict_resolution,
         api::skip_transaction,
-        api::effective_conflict_resolutions
+        api::effective_conflict_resolutions,
+        api::resync_table,
+        api::refresh_subscription
     ]
 );

@@ -14,6 +14,9 @@ pub(crate) struct RowContext<'a> {
     pub(crate) subscription: &'a str,
     /// This subscription's replication origin (id and name).
     pub(crate) my_origin: u16,
+    /// The origins of the subscription's table copies: rows they wrote
+    /// count as written by the subscription.
+    pub(crate) copy_origins: &'a [u16],
     pub(crate) origin_name: &'a str,
     /// The remote transaction's writer (commit time, publisher's node id).
     pub(crate) remote: Writer,
@@ -40,16 +43,17 @@ impl RowContext<'_> {
             return None;
         }
         row.writer().map(|w| {
+            let origin = if self.copy_origins.contains(&w.origin) { self.my_origin } else { w.origin };
             // Rows written by this subscription carry the publisher's node;
             // local writes this node's; other origins their origin id.
-            let node = if w.origin == 0 {
+            let node = if origin == 0 {
                 self.local_node
-            } else if w.origin == self.my_origin {
+            } else if origin == self.my_origin {
                 self.remote.node
             } else {
-                u64::from(w.origin)
+                u64::from(origin)
             };
-            (Writer { commit_ts: w.commit_ts, node }, w.origin)
+            (Writer { commit_ts: w.commit_ts, node }, origin)
         })
     }
 

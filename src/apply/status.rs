@@ -19,6 +19,8 @@ pub(crate) enum WorkerState {
     Starting = 1,
     Streaming = 2,
     Error = 3,
+    /// Copying the tables before streaming (`sync/`).
+    Syncing = 4,
 }
 
 impl WorkerState {
@@ -27,6 +29,7 @@ impl WorkerState {
             WorkerState::Starting => "starting",
             WorkerState::Streaming => "streaming",
             WorkerState::Error => "error",
+            WorkerState::Syncing => "syncing",
         }
     }
 
@@ -35,6 +38,7 @@ impl WorkerState {
             1 => Some(WorkerState::Starting),
             2 => Some(WorkerState::Streaming),
             3 => Some(WorkerState::Error),
+            4 => Some(WorkerState::Syncing),
             _ => None,
         }
     }
@@ -49,6 +53,9 @@ pub(crate) struct Slot {
     /// Latest requested worker generation, and the owner's.
     generation: u64,
     owner_generation: u64,
+    /// Bumped whenever a table of the subscription changes sync state
+    /// (`sync/`): the apply worker then reloads them.
+    sync_generation: u64,
     pub(crate) received_lsn: u64,
     pub(crate) latest_end_lsn: u64,
     pub(crate) last_send_time: i64,
@@ -72,6 +79,7 @@ impl Default for Slot {
             state: 0,
             generation: 0,
             owner_generation: 0,
+            sync_generation: 0,
             received_lsn: 0,
             latest_end_lsn: 0,
             last_send_time: 0,
@@ -171,6 +179,20 @@ pub(crate) fn claim(dboid: u32, subid: i32, pid: i32, generation: u64) -> bool {
 pub(crate) fn generation(dboid: u32, subid: i32) -> u64 {
     let t = STATUS.share();
     t.slots.iter().find(|s| s.dboid == dboid && s.subid == subid).map_or(0, |s| s.generation)
+}
+
+/// Tell the apply worker of (dboid, subid) that table sync states changed.
+pub(crate) fn bump_sync_generation(dboid: u32, subid: i32) {
+    let mut t = STATUS.exclusive();
+    if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid) {
+        s.sync_generation += 1;
+    }
+}
+
+/// The current table-sync generation of (dboid, subid).
+pub(crate) fn sync_generation(dboid: u32, subid: i32) -> u64 {
+    let t = STATUS.share();
+    t.slots.iter().find(|s| s.dboid == dboid && s.subid == subid).map_or(0, |s| s.sync_generation)
 }
 
 /// Whether this process still owns the slot (a newer worker may take over).

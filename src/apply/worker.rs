@@ -20,6 +20,8 @@ use super::relation::RelationMap;
 use super::resolver::{self, ConflictRecord};
 use super::rows::{self, Outcome, RowContext};
 use super::status::{self, WorkerState};
+use super::sync::manager::SyncManager;
+use super::sync::state::Action;
 use super::walrcv::{Connection, Received, quote_ident, quote_literal};
 use crate::ffi::{self, ContextSwitch};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -85,6 +87,8 @@ struct Worker {
     generation: u64,
     /// Name of the subscription's replication origin.
     origin_name: String,
+    /// Tables of the subscription that are not `ready` (`sync/`).
+    sync: Option<SyncManager>,
 }
 
 /// State of one streaming session.
@@ -138,6 +142,7 @@ impl Worker {
             warned_no_commit_ts: false,
             generation,
             origin_name: Subscription::origin_name(subid),
+            sync: None,
         }
     }
 
@@ -306,6 +311,15 @@ impl Worker {
         let ident = in_transaction(|| conn.exec("IDENTIFY_SYSTEM", 4))
             .map_err(|e| format!("IDENTIFY_SYSTEM failed: {}", e.0))?;
         self.remote_node = ident.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let snapshot = if sub.slot_pending { self.create_slot_for_copy(&mut conn, &slot)? } else { None };
+        let mut sync = in_transaction(|| SyncManager::load(self.dboid, self.subid, sub.owner));
+        if let Some(snap) = &snapshot {
+            status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
+            if let Some(stop) = self.initial_copy(&mut sync, &sub, snap) {
+                return Ok(stop);
+            }
+        }
+        self.sync = Some(sync);
         let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
         let cmd = format!(
             "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
@@ -343,6 +357,104 @@ impl Worker {
         };
         self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
+    }
+
+    /// Create the slot of a new subscription whose tables are to be copied,
+    /// exporting its snapshot (valid while `conn` stays idle). `None` when
+    /// an earlier attempt created the slot but could not record it: the
+    /// tables are then copied with snapshots of their own.
+    fn create_slot_for_copy(&self, conn: &mut Connection, slot: &str) -> Result<Option<(String, u64)>, String> {
+        let cmd = format!("CREATE_REPLICATION_SLOT {} LOGICAL logical_ext (SNAPSHOT 'export')", quote_ident(slot));
+        let snapshot = match in_transaction(|| conn.exec(&cmd, 4)) {
+            Ok(rows) => {
+                let row = rows.first();
+                let lsn = row.and_then(|r| r[1].as_deref()).and_then(protocol::parse_lsn);
+                match (row.and_then(|r| r[2].clone()), lsn) {
+                    (Some(name), Some(lsn)) => Some((name, lsn)),
+                    _ => return Err(format!("{cmd} returned no snapshot")),
+                }
+            }
+            Err(e) if e.0.contains("already exists") => None,
+            Err(e) => return Err(format!("could not create replication slot \"{slot}\" on the publisher: {}", e.0)),
+        };
+        in_transaction(|| {
+            Spi::run_with_args(
+                "UPDATE logical_ext.subscription SET slot_pending = false WHERE id = $1",
+                &[self.subid.into()],
+            )
+        })
+        .map_err(|e| format!("could not record the new slot: {e}"))?;
+        Ok(snapshot)
+    }
+
+    /// The initial copy: sync workers copy every table with the exported
+    /// snapshot while this worker keeps it alive (its connection idle).
+    /// Returns why to stop, or `None` once no table waits for its copy.
+    fn initial_copy(&self, sync: &mut SyncManager, sub: &Subscription, snap: &(String, u64)) -> Option<Stop> {
+        loop {
+            if ffi::shutdown_requested() || !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+                return Some(Stop::Exit);
+            }
+            if status::generation(self.dboid, self.subid) != self.generation {
+                return Some(Stop::Reload);
+            }
+            sync.housekeeping(&sub.options, Some(snap), None);
+            if !sync.copies_pending() {
+                return None;
+            }
+            BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
+        }
+    }
+
+    /// Before a remote transaction starts: while a table is being copied,
+    /// wait (answering the publisher) until the copy is committed.
+    fn copy_in_progress(&mut self) -> bool {
+        self.sync.as_mut().is_some_and(|s| {
+            s.reload_if_changed();
+            s.copying()
+        })
+    }
+
+    fn wait_for_copies(&mut self, conn: &mut Connection, ses: &mut Session) {
+        let opts = self.sub.as_ref().map(|s| s.options.clone()).unwrap_or_default();
+        status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
+        loop {
+            if ffi::shutdown_requested() || !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+                ses.displaced = true;
+                return;
+            }
+            if status::generation(self.dboid, self.subid) != self.generation {
+                ses.reload = true;
+                return;
+            }
+            let Some(sync) = self.sync.as_mut() else { return };
+            sync.housekeeping(&opts, None, None);
+            if !sync.copying() {
+                status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
+                return;
+            }
+            self.feedback(conn, ses, false);
+            BackgroundWorker::wait_latch(Some(Duration::from_millis(500)));
+        }
+    }
+
+    /// Between transactions: sync housekeeping (see `SyncManager`).
+    fn sync_housekeeping(&mut self, applied_through: u64) {
+        let Some(sync) = self.sync.as_mut() else { return };
+        sync.reload_if_changed();
+        if sync.all_ready() {
+            return;
+        }
+        let opts = self.sub.as_ref().map(|s| s.options.clone()).unwrap_or_default();
+        sync.housekeeping(&opts, None, Some(applied_through));
+    }
+
+    fn apply_message(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        let _cx = ContextSwitch::to(self.msg_cxt);
+        let r = self.apply_doc(ses, payload, lsn);
+        drop(_cx);
+        ffi::reset_memory_context(self.msg_cxt);
+        r
     }
 
     /// Attach this process to the subscription's replication origin (once)
@@ -390,11 +502,19 @@ impl Worker {
                             });
                         }
                         ses.last_message = (start, wal_end, send_time);
-                        let _cx = ContextSwitch::to(self.msg_cxt);
-                        let r = self.apply_doc(ses, payload, start);
-                        drop(_cx);
-                        ffi::reset_memory_context(self.msg_cxt);
-                        r?;
+                        if !ses.in_txn && self.copy_in_progress() {
+                            let owned = payload.to_vec();
+                            self.wait_for_copies(conn, ses);
+                            if ses.displaced || ses.reload {
+                                continue;
+                            }
+                            self.apply_message(ses, &owned, start)?;
+                        } else {
+                            self.apply_message(ses, payload, start)?;
+                        }
+                        if !ses.in_txn {
+                            self.sync_housekeeping(ses.last_received);
+                        }
                     }
                     Inbound::Keepalive { wal_end, send_time, reply_requested } => {
                         ses.last_received = ses.last_received.max(wal_end);
@@ -418,6 +538,7 @@ impl Worker {
                         if status::generation(self.dboid, self.subid) != self.generation {
                             return Ok(Stop::Reload);
                         }
+                        self.sync_housekeeping(ses.last_received);
                     }
                     self.feedback(conn, ses, false);
                     wait_socket(fd, Duration::from_secs(1));
@@ -560,7 +681,7 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("TRUNCATE outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
-                if ses.skipping {
+                if ses.skipping || self.sync.as_ref().is_some_and(|s| s.action(&rel, ses.commit_lsn) == Action::Skip) {
                     return Ok(());
                 }
                 let tlsn = tlsn.map(|s| s.into_owned());
@@ -610,12 +731,16 @@ impl Worker {
         if ses.skipping {
             return Ok(());
         }
+        if self.sync.as_ref().is_some_and(|s| s.action(rel, ses.commit_lsn) == Action::Skip) {
+            return Ok(());
+        }
         let sub = self.sub.as_ref().expect("set at session start");
         let origin_name = &self.origin_name;
         let ctx = RowContext {
             rules: &self.rules,
             subscription: &sub.name,
             my_origin: self.origin.unwrap_or(0),
+            copy_origins: self.sync.as_ref().map_or(&[], |s| s.copy_origins()),
             origin_name,
             remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
             // SAFETY: reads the control file's system identifier.
@@ -723,7 +848,7 @@ fn set_session_settings() {
 }
 
 /// Run `f` in its own transaction with a snapshot.
-fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: the standard transaction wrapper of a background worker.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();

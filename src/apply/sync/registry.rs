@@ -1,0 +1,96 @@
+//! Shared memory of the running sync workers: which process copies which
+//! table of which subscription, and how far it got (rows and bytes, read by
+//! the apply worker, which writes them into `subscription_tables` while the
+//! copy's own transaction is still open). One entry per running copy; an
+//! entry whose process is gone is free. Each entry also has a small number,
+//! unique among the subscription's running copies, that names the
+//! replication origin the copy commits with (`worker.rs`).
+
+use pgrx::lwlock::PgLwLock;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+
+const MAX_ENTRIES: usize = 64;
+
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Entry {
+    pub(crate) dboid: u32,
+    pub(crate) subid: i32,
+    pub(crate) relid: u32,
+    pub(crate) pid: i32,
+    /// Unique among the live copies of the subscription.
+    pub(crate) number: u32,
+    pub(crate) rows: i64,
+    pub(crate) bytes: i64,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Registry {
+    entries: [Entry; MAX_ENTRIES],
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { entries: [Entry::default(); MAX_ENTRIES] }
+    }
+}
+
+// SAFETY: plain old data with no pointers, shared between processes.
+unsafe impl PGRXSharedMemory for Registry {}
+
+static REGISTRY: PgLwLock<Registry> = unsafe { PgLwLock::new(c"logical_ext_sync_workers") };
+
+/// Set up the shared memory (from `_PG_init` while preloading).
+pub(crate) fn init_shmem() {
+    pgrx::pg_shmem_init!(REGISTRY);
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+impl Entry {
+    fn is(&self, dboid: u32, subid: i32, relid: u32) -> bool {
+        self.dboid == dboid && self.subid == subid && self.relid == relid
+    }
+}
+
+/// Record `pid` as the copier of (dboid, subid, relid); returns the copy's
+/// number. `None` when another live process already copies that table (or
+/// no entry is free).
+pub(crate) fn claim(dboid: u32, subid: i32, relid: u32, pid: i32) -> Option<u32> {
+    let mut r = REGISTRY.exclusive();
+    if let Some(e) = r.entries.iter().find(|e| e.is(dboid, subid, relid) && alive(e.pid)) {
+        return (e.pid == pid).then_some(e.number);
+    }
+    let taken: Vec<u32> =
+        r.entries.iter().filter(|e| e.dboid == dboid && e.subid == subid && alive(e.pid)).map(|e| e.number).collect();
+    let number = (0..).find(|n| !taken.contains(n)).unwrap_or(0);
+    let e = r.entries.iter_mut().find(|e| !alive(e.pid))?;
+    *e = Entry { dboid, subid, relid, pid, number, rows: 0, bytes: 0 };
+    Some(number)
+}
+
+/// The copy of (dboid, subid, relid) by `pid` has ended.
+pub(crate) fn release(dboid: u32, subid: i32, relid: u32, pid: i32) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && e.pid == pid) {
+        *e = Entry::default();
+    }
+}
+
+/// Progress of the copy run by `pid`.
+pub(crate) fn progress(dboid: u32, subid: i32, relid: u32, pid: i32, rows: i64, bytes: i64) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && e.pid == pid) {
+        e.rows = rows;
+        e.bytes = bytes;
+    }
+}
+
+/// The live sync workers of a subscription.
+pub(crate) fn running(dboid: u32, subid: i32) -> Vec<Entry> {
+    let r = REGISTRY.share();
+    r.entries.iter().filter(|e| e.dboid == dboid && e.subid == subid && alive(e.pid)).copied().collect()
+}

@@ -1,0 +1,335 @@
+//! The sync worker: a dynamic background worker that copies one table of
+//! one subscription and exits. Started by the subscription's apply worker
+//! (`manager.rs`), at most `logical_ext.max_sync_workers_per_subscription`
+//! at a time per subscription.
+//!
+//! 1. Takes the table (`copying`, committed, and the apply worker told)
+//!    before any snapshot is taken on the publisher.
+//! 2. Opens a REPEATABLE READ transaction on the publisher with either the
+//!    snapshot the apply worker exported when it created the slot (initial
+//!    copy: the table is `ready` afterwards, consistent with the slot's start)
+//!    or, when that snapshot is gone (resume, resync, refresh), a snapshot of
+//!    its own: a TEMPORARY slot created with `(SNAPSHOT 'use')`, whose
+//!    consistent point becomes the table's `sync_lsn` (`catchup` afterwards;
+//!    see `state.rs` for how the apply worker treats it).
+//! 3. In one local transaction: refuses a non-empty target (or empties it
+//!    for `resync_table`), copies the published rows and columns with COPY,
+//!    and records the new state. A copy that dies leaves nothing behind and
+//!    is started again by the apply worker. The transaction commits with a
+//!    replication origin of the subscription's (`logical_ext_<subid>_copy_<n>`,
+//!    `n` unique among its running copies: PostgreSQL 15 lets one process
+//!    at a time use an origin), so the copied rows count as replicated: the
+//!    apply worker's conflict detection attributes them to the subscription,
+//!    and `origin => 'none'` subscriptions of other nodes do not receive them.
+//!
+//! Errors are recorded in `subscription_tables.last_error` with their
+//! SQLSTATE and HINT (`error`; retried with backoff by the apply worker).
+
+use super::catalog;
+use super::copy;
+use super::registry;
+use super::remote;
+use super::state::State;
+use crate::apply::catalog as subs;
+use crate::apply::protocol::parse_lsn;
+use crate::apply::status;
+use crate::apply::walrcv::{Connection, quote_ident};
+use crate::apply::worker::in_transaction;
+use crate::ffi;
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+
+/// What the apply worker asks a sync worker to do (`bgw_extra`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Job {
+    pub(crate) dboid: u32,
+    pub(crate) owner: u32,
+    pub(crate) subid: i32,
+    /// The exported snapshot and the slot's consistent point, when the
+    /// initial copy can still use them.
+    pub(crate) snapshot: Option<(String, u64)>,
+}
+
+impl Job {
+    pub(crate) fn to_extra(&self) -> String {
+        match &self.snapshot {
+            Some((name, lsn)) => format!("{} {} {} {name} {lsn}", self.dboid, self.owner, self.subid),
+            None => format!("{} {} {}", self.dboid, self.owner, self.subid),
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Job> {
+        let mut it = s.split_whitespace();
+        let dboid = it.next()?.parse().ok()?;
+        let owner = it.next()?.parse().ok()?;
+        let subid = it.next()?.parse().ok()?;
+        let snapshot = match (it.next(), it.next()) {
+            (Some(name), Some(lsn)) => Some((name.to_string(), lsn.parse().ok()?)),
+            _ => None,
+        };
+        Some(Job { dboid, owner, subid, snapshot })
+    }
+}
+
+/// Entry point of a sync worker; the argument is the table's OID.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
+    let relid = pg_sys::Oid::from(arg.value() as u32);
+    let Some(job) = Job::parse(BackgroundWorker::get_extra()) else {
+        log!("logical_ext: sync worker started without a valid job");
+        return;
+    };
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(job.dboid)),
+        Some(pg_sys::Oid::from(job.owner)),
+    );
+    let me = status::my_pid();
+    let Some(number) = registry::claim(job.dboid, job.subid, relid.to_u32(), me) else {
+        debug1!("logical_ext: table {} of subscription {} is already being copied", relid.to_u32(), job.subid);
+        return;
+    };
+    set_replica_role();
+    let run = AssertUnwindSafe(|| copy_table(&job, relid, number));
+    let outcome = PgTryBuilder::new(run).catch_others(|e| Err(describe(e))).execute();
+    if let Err(msg) = outcome {
+        // SAFETY: abandon whatever transaction the error left open.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        if crate::ffi::shutdown_requested() {
+            log!("logical_ext: copy of table {} for subscription {} stopped: {msg}", relid.to_u32(), job.subid);
+        } else {
+            log!("logical_ext: copy of table {} for subscription {} failed: {msg}", relid.to_u32(), job.subid);
+            in_transaction(|| catalog::fail_copy(job.subid, relid, &msg));
+        }
+    }
+    registry::release(job.dboid, job.subid, relid.to_u32(), me);
+    tell_apply_worker(job.dboid, job.subid);
+}
+
+/// The table states changed: have the apply worker reload them now.
+pub(crate) fn tell_apply_worker(dboid: u32, subid: i32) {
+    status::bump_sync_generation(dboid, subid);
+    if let Some(pid) = status::live_pid(dboid, subid) {
+        // SAFETY: SIGUSR1 only sets the apply worker's latch.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+    }
+}
+
+fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<(), String> {
+    let (sub, resync) = in_transaction(|| (subs::by_id(job.subid), catalog::start_copy(job.subid, relid)));
+    let (Some(sub), Some(resync)) = (sub.filter(|s| s.enabled), resync) else {
+        return Ok(());
+    };
+    if !resync {
+        // Cheap early refusal (before a snapshot is taken on the publisher);
+        // checked again in the copy's transaction.
+        in_transaction(|| prepare_target(relid, &qualified_name(relid), false));
+    }
+    // `copying` is committed: the apply worker waits for this copy before
+    // it applies anything more (it must not apply this table's changes
+    // past the snapshot taken below before the copy commits).
+    tell_apply_worker(job.dboid, job.subid);
+
+    let mut conn = Connection::connect(&sub.conninfo, &format!("{}_sync", sub.name))
+        .map_err(|e| format!("could not connect to the publisher: {}", crate::apply::conninfo::redact(&e.0)))?;
+    let exec = |conn: &mut Connection, sql: &str, ncols: usize| {
+        in_transaction(|| conn.exec(sql, ncols)).map_err(|e| format!("publisher: {} (while running: {sql})", e.0))
+    };
+    exec(&mut conn, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ", 0)?;
+    let (sync_lsn, final_state) = match &job.snapshot {
+        Some((name, lsn)) => {
+            exec(&mut conn, &format!("SET TRANSACTION SNAPSHOT '{name}'"), 0)?;
+            (*lsn, State::Ready)
+        }
+        None => {
+            // SAFETY: reads the control file's system identifier.
+            let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+            let slot = format!("le_{}_{}_sync_{sysid}", job.subid, relid.to_u32());
+            let cmd = format!(
+                "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL logical_ext (SNAPSHOT 'use')",
+                quote_ident(&slot)
+            );
+            let rows = exec(&mut conn, &cmd, 4)?;
+            let lsn = rows.first().and_then(|r| r[1].as_deref()).and_then(parse_lsn);
+            (lsn.ok_or_else(|| format!("{cmd} returned no consistent point"))?, State::Catchup)
+        }
+    };
+
+    // SAFETY: the standard transaction wrapper of a background worker.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    use_copy_origin(&catalog::copy_origin_name(job.subid, number));
+    let (schema, table) = local_name(relid);
+    let display = format!("{schema}.{table}");
+    let kind = conn.exec(&remote::relkind_query(&schema, &table), 1).map_err(|e| e.0)?;
+    let Some(kind) = kind.first().and_then(|r| r[0].clone()) else {
+        return Err(format!("table \"{display}\" does not exist on the publisher"));
+    };
+    let columns: Vec<String> = conn
+        .exec(&remote::columns_query(&sub.publications, &schema, &table), 1)
+        .map_err(|e| e.0)?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    if columns.is_empty() {
+        return Err(format!("table \"{display}\" is not published by {}", sub.publications.join(", ")));
+    }
+    let filters: Vec<Option<String>> = conn
+        .exec(&remote::filters_query(&sub.publications, &schema, &table), 1)
+        .map_err(|e| e.0)?
+        .into_iter()
+        .map(|r| r.into_iter().next().flatten())
+        .collect();
+    let filter = remote::combine_filters(&filters);
+    prepare_target(relid, &display, resync);
+    let cmd = remote::copy_command(&schema, &table, &columns, filter.as_deref(), kind == "p");
+    conn.exec(&cmd, 0).map_err(|e| format!("publisher: {} (while running: {cmd})", e.0))?;
+    let (db, subid, rel, me) = (job.dboid, job.subid, relid.to_u32(), status::my_pid());
+    let report = Box::new(move |rows, bytes| registry::progress(db, subid, rel, me, rows, bytes));
+    let (mut conn, copied) = copy::copy_from(conn, relid, &columns, report);
+    catalog::finish_copy(job.subid, relid, final_state, sync_lsn, copied.rows, copied.bytes);
+    // SAFETY: pairs with the start above; the origin is released once the
+    // commit record carries it.
+    unsafe {
+        pg_sys::PopActiveSnapshot();
+        pg_sys::CommitTransactionCommand();
+        pg_sys::replorigin_session_reset();
+        pg_sys::replorigin_session_origin = 0;
+    }
+    exec(&mut conn, "COMMIT", 0)?;
+    if final_state == State::Catchup {
+        // A (flushed, committed) WAL record past the copy's snapshot, so that the apply worker's
+        // stream passes `sync_lsn` (and marks the table ready) even when the
+        // publisher is otherwise idle. Best effort: it needs a superuser.
+        let _ = exec(&mut conn, "SELECT pg_catalog.pg_logical_emit_message(true, 'logical_ext_sync', '')", 1);
+    }
+    log!(
+        "logical_ext: subscription \"{}\": copied {} rows of \"{display}\" ({})",
+        sub.name,
+        copied.rows,
+        final_state.as_str()
+    );
+    Ok(())
+}
+
+/// Commit the current transaction with the replication origin `name`
+/// (created on first use; it lives as long as the subscription).
+fn use_copy_origin(name: &str) {
+    let name = std::ffi::CString::new(name).expect("no NUL in origin names");
+    // SAFETY: inside a transaction; this process uses no other origin, and
+    // the origin is released after the commit (or when the process exits).
+    unsafe {
+        let mut id = pg_sys::replorigin_by_name(name.as_ptr(), true);
+        if id == 0 {
+            id = pg_sys::replorigin_create(name.as_ptr());
+        }
+        pg_sys::replorigin_session_setup(id);
+        pg_sys::replorigin_session_origin = id;
+    }
+}
+
+/// Refuse to copy into a table that already has rows (that would duplicate
+/// them), unless `resync_table` asked to replace its contents.
+fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
+    let qualified = qualified_name(relid);
+    if resync {
+        Spi::run(&format!("TRUNCATE {qualified}"))
+            .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
+        return;
+    }
+    let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {qualified})"))
+        .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read \"{display}\": {e}"))
+        .unwrap_or(false);
+    if has_rows {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "logical_ext: table \"{display}\" on the subscriber is not empty; its initial copy would duplicate rows"
+            ),
+            function_name!(),
+        )
+        .set_hint(
+            "TRUNCATE the table on the subscriber (the copy is retried), or create the subscription with \
+             copy_data => false when its rows are already there.",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+}
+
+fn local_name(relid: pg_sys::Oid) -> (String, String) {
+    // SAFETY: catalog lookups inside a transaction; NULL (dropped) becomes "".
+    unsafe {
+        let table = ffi::cstr_to_string(pg_sys::get_rel_name(relid));
+        if table.is_empty() {
+            pgrx::error!("logical_ext: table {} no longer exists on the subscriber", relid.to_u32());
+        }
+        let schema = ffi::cstr_to_string(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)));
+        (schema, table)
+    }
+}
+
+fn qualified_name(relid: pg_sys::Oid) -> String {
+    let (schema, table) = local_name(relid);
+    format!("{}.{}", quote_ident(&schema), quote_ident(&table))
+}
+
+fn set_replica_role() {
+    for (name, value) in [(c"session_replication_role", c"replica"), (c"synchronous_commit", c"off")] {
+        // SAFETY: setting built-in GUCs with valid names and values.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
+}
+
+/// Message, SQLSTATE and HINT of an error, as `last_error` keeps them.
+fn describe(e: CaughtError) -> String {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
+            let mut s = format!("{} (SQLSTATE {})", r.message(), sqlstate(r.sql_error_code()));
+            if let Some(h) = r.hint() {
+                s.push_str(" HINT: ");
+                s.push_str(h);
+            }
+            s
+        }
+    }
+}
+
+/// The five-character SQLSTATE of a packed error code.
+fn sqlstate(code: PgSqlErrorCode) -> String {
+    let packed = code as i32;
+    (0..5).map(|i| char::from(b'0' + ((packed >> (6 * i)) & 0x3F) as u8)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Job, sqlstate};
+    use pgrx::PgSqlErrorCode;
+
+    #[test]
+    fn sqlstates_unpack() {
+        assert_eq!(sqlstate(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), "55000");
+        assert_eq!(sqlstate(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION), "23505");
+    }
+
+    #[test]
+    fn jobs_round_trip() {
+        let a = Job { dboid: 5, owner: 10, subid: 3, snapshot: None };
+        assert_eq!(Job::parse(&a.to_extra()), Some(a));
+        let b = Job { dboid: 5, owner: 10, subid: 3, snapshot: Some(("00000003-00000002-1".into(), 1 << 33)) };
+        assert_eq!(Job::parse(&b.to_extra()), Some(b));
+        assert_eq!(Job::parse("5 x"), None);
+    }
+}
