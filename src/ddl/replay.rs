@@ -33,6 +33,7 @@ pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &
         set_search_path(&event.search_path)?;
         Spi::run(&event.command).map_err(|e| format!("{what} failed: {e}"))?;
         set_search_path(&previous)?;
+        track_tables(event, subscription)?;
         log_row(event, "apply", Some(subscription), Some(lsn), None);
         Ok(())
     });
@@ -63,6 +64,32 @@ thread_local! {
 pub(crate) fn log_failed_replay() {
     if let Some((event, subscription, lsn, msg)) = FAILED.with(|f| f.borrow_mut().take()) {
         log_row(&event, "apply", Some(&subscription), Some(lsn), Some(&msg));
+    }
+}
+
+/// Keep `logical_ext.subscription_tables` (initial synchronization) in step:
+/// a table created by a replayed CREATE TABLE is empty on both sides at this
+/// point of the stream, so it is `ready` at once (and `refresh_subscription`
+/// will not take it for a new table to copy); rows of tables a replayed DROP
+/// removed are forgotten.
+fn track_tables(event: &DdlEvent, subscription: &str) -> Result<(), String> {
+    let err = |e: pgrx::spi::SpiError| format!("could not update logical_ext.subscription_tables: {e}");
+    match (event.command_tag.as_str(), event.object_identity.as_deref()) {
+        ("CREATE TABLE", Some(identity)) if !event.publications.is_empty() => Spi::run_with_args(
+            "INSERT INTO logical_ext.subscription_tables (subid, relid, state) \
+             SELECT s.id, pg_catalog.to_regclass($2), 'ready' FROM logical_ext.subscription s \
+             WHERE s.name = $1 AND pg_catalog.to_regclass($2) IS NOT NULL ON CONFLICT DO NOTHING",
+            &[subscription.into(), identity.into()],
+        )
+        .map_err(err),
+        (tag, _) if tag.starts_with("DROP ") => Spi::run_with_args(
+            "DELETE FROM logical_ext.subscription_tables t USING logical_ext.subscription s \
+             WHERE s.name = $1 AND t.subid = s.id \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid)",
+            &[subscription.into()],
+        )
+        .map_err(err),
+        _ => Ok(()),
     }
 }
 
