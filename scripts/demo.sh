@@ -126,12 +126,20 @@ SQL
 }
 
 subscribe() {
-  section "8. logical_ext.create_subscription: a background worker streams and applies"
+  section "8. logical_ext.create_subscription: copy the tables, then stream and apply"
+  pub -a <<'SQL'
+-- rows that exist before the subscription: the initial copy brings them
+INSERT INTO items SELECT g, 'old item ' || g, g, ARRAY['seed'] FROM generate_series(1, 50) g;
+SQL
   local conninfo
   conninfo="$(cluster_conninfo publisher) password=demo-secret"
   sub -a -v conninfo="$conninfo" <<'SQL'
-SELECT logical_ext.create_subscription('demo_sub', :'conninfo', ARRAY['demo_pub'], copy_data => false);
+SELECT logical_ext.create_subscription('demo_sub', :'conninfo', ARRAY['demo_pub']);   -- copy_data => true
 SQL
+  wait_for "the initial copy is done" \
+    "SELECT bool_and(state = 'ready') FROM logical_ext.subscription_tables"
+  sub -c "SELECT relid, state, rows_copied, bytes_copied, finished_at IS NOT NULL AS finished
+          FROM logical_ext.subscription_tables ORDER BY relid::text"
   pub -a <<'SQL'
 INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['bulk'] FROM generate_series(100, 1099) g;
 UPDATE items SET price = price * 2 WHERE id % 100 = 0;
@@ -143,8 +151,8 @@ SQL
   target=$(pub -Atc "SELECT pg_current_wal_lsn()")
   wait_for "subscriber caught up to $target" \
     "SELECT applied_lsn >= '$target' FROM logical_ext.subscription_status WHERE name = 'demo_sub'"
-  note "publisher and subscriber, same query (rows written since the subscription; the demo subscribes with copy_data => false):"
-  local q="SELECT count(*) AS items, sum(price) AS total, (SELECT title || ' / ' || length(body) FROM docs WHERE id = 2) AS doc FROM items WHERE id >= 100"
+  note "publisher and subscriber, same query (copied rows and streamed ones):"
+  local q="SELECT count(*) AS items, sum(price) AS total, (SELECT string_agg(title || ' / ' || length(body), ', ' ORDER BY id) FROM docs) AS docs FROM items"
   pub -c "$q"
   sub -c "$q"
   note "the subscription's status (the password is redacted):"
