@@ -41,18 +41,7 @@ ORDER=${BENCH_ORDER:-native logical_ext}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 [ "$ROWS" -ge "$TXNS" ] || { echo "BENCH_ROWS must be >= BENCH_TXNS" >&2; exit 2; }
 
-say() { echo "== $*" >&2; }
-pub() { cluster_psql pub "$@"; }
-# sub DB [psql arguments...]
-sub() { local db=$1; shift; PGOPTIONS="-c client_min_messages=warning" cluster_psql sub -d "$db" "$@"; }
-# database of each kind of subscription on the subscriber
-declare -A DB=([native]=native [logical_ext]=le)
-
-# The same 8 mixed-type columns as scripts/bench_decode.sh.
-ROW_SQL="g, (g % 100000)::int, (g % 1000) / 7.0::float8,
-  timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second',
-  (g % 100000) * 1.01, md5(g::text), g % 2 = 0,
-  jsonb_build_object('id', g, 'tag', 'item-' || g % 10, 'ok', g % 3 = 0)"
+. scripts/bench_pair.sh
 BULK_DDL="CREATE TABLE bench (id bigint PRIMARY KEY, i int, f float8, ts timestamptz,
                               n numeric, t text, b bool, j jsonb);"
 

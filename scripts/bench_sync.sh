@@ -36,17 +36,7 @@ ORDER=${BENCH_ORDER:-native logical_ext}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 [ "$ROWS" -ge "$TABLES" ] || { echo "BENCH_ROWS must be >= BENCH_TABLES" >&2; exit 2; }
 
-say() { echo "== $*" >&2; }
-pub() { cluster_psql pub "$@"; }
-# sub DB [psql arguments...]
-sub() { local db=$1; shift; PGOPTIONS="-c client_min_messages=warning" cluster_psql sub -d "$db" "$@"; }
-declare -A DB=([native]=native [logical_ext]=le)
-
-# The 8 mixed-type columns of scripts/bench_decode.sh and bench_apply.sh.
-ROW_SQL="g, (g % 100000)::int, (g % 1000) / 7.0::float8,
-  timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second',
-  (g % 100000) * 1.01, md5(g::text), g % 2 = 0,
-  jsonb_build_object('id', g, 'tag', 'item-' || g % 10, 'ok', g % 3 = 0)"
+. scripts/bench_pair.sh
 ddl() {
   local i
   for ((i = 1; i <= TABLES; i++)); do

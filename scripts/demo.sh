@@ -129,7 +129,7 @@ subscribe() {
   section "8. logical_ext.create_subscription: copy the tables, then stream and apply"
   pub -a <<'SQL'
 -- rows that exist before the subscription: the initial copy brings them
-INSERT INTO items SELECT g, 'old item ' || g, g, ARRAY['seed'] FROM generate_series(1, 50) g;
+INSERT INTO items SELECT g, 'old item ' || g, 1, ARRAY['seed'] FROM generate_series(10001, 10050) g;
 SQL
   local conninfo
   conninfo="$(cluster_conninfo publisher) password=demo-secret"

@@ -7,6 +7,7 @@
 use crate::ffi;
 use pgrx::pg_sys;
 use std::ffi::{CString, c_char};
+use std::time::Duration;
 
 /// Why talking to the publisher failed.
 #[derive(Debug)]
@@ -148,4 +149,20 @@ pub(crate) fn quote_ident(s: &str) -> String {
 /// Quote a string literal (`'...'`, quotes doubled; standard_conforming_strings).
 pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Wait until the socket is readable, the latch is set, or the timeout.
+pub(super) fn wait_socket(fd: pg_sys::pgsocket, timeout: Duration) {
+    // SAFETY: waiting on our own latch and the connection's socket.
+    unsafe {
+        pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_SOCKET_READABLE | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
+                as i32,
+            fd,
+            timeout.as_millis() as i64,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
 }

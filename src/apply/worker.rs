@@ -22,7 +22,7 @@ use super::rows::{self, Outcome, RowContext};
 use super::status::{self, WorkerState};
 use super::sync::manager::SyncManager;
 use super::sync::state::Action;
-use super::walrcv::{Connection, Received, quote_ident, quote_literal};
+use super::walrcv::{self, Connection, Received, quote_ident, quote_literal};
 use crate::ffi::{self, ContextSwitch};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -541,7 +541,7 @@ impl Worker {
                         self.sync_housekeeping(ses.last_received);
                     }
                     self.feedback(conn, ses, false);
-                    wait_socket(fd, Duration::from_secs(1));
+                    walrcv::wait_socket(fd, Duration::from_secs(1));
                     if BackgroundWorker::sighup_received() {
                         // SAFETY: re-reading the configuration file, as any
                         // worker does on SIGHUP. (Subscription changes arrive
@@ -833,7 +833,7 @@ impl Worker {
 /// Settings of the apply session: fire only REPLICA/ALWAYS triggers, as
 /// native replication does, and commit asynchronously (feedback only reports
 /// what is flushed).
-fn set_session_settings() {
+pub(super) fn set_session_settings() {
     for (name, value) in [(c"session_replication_role", c"replica"), (c"synchronous_commit", c"off")] {
         // SAFETY: setting built-in GUCs with valid names and values.
         unsafe {
@@ -886,22 +886,6 @@ fn parse_timestamptz(text: &str) -> i64 {
             &[Some(pg_sys::Datum::from(c.as_ptr())), Some(pg_sys::Datum::from(0u32)), Some(pg_sys::Datum::from(-1i32))],
         )
         .unwrap_or(0)
-    }
-}
-
-/// Wait until the socket is readable, the latch is set, or the timeout.
-fn wait_socket(fd: pg_sys::pgsocket, timeout: Duration) {
-    // SAFETY: waiting on our own latch and the connection's socket.
-    unsafe {
-        pg_sys::WaitLatchOrSocket(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_SOCKET_READABLE | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
-                as i32,
-            fd,
-            timeout.as_millis() as i64,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
     }
 }
 

@@ -151,18 +151,7 @@ impl Source {
 }
 
 fn wait_socket(fd: pg_sys::pgsocket) {
-    // SAFETY: waiting on our own latch and the connection's socket.
-    unsafe {
-        pg_sys::WaitLatchOrSocket(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_SOCKET_READABLE | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
-                as i32,
-            fd,
-            1000,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
+    super::super::walrcv::wait_socket(fd, std::time::Duration::from_secs(1));
     check_terminate();
 }
 

@@ -92,7 +92,8 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
         debug1!("logical_ext: table {} of subscription {} is already being copied", relid.to_u32(), job.subid);
         return;
     };
-    set_replica_role();
+    // As the apply worker: replica triggers only, asynchronous commit.
+    super::super::worker::set_session_settings();
     let run = AssertUnwindSafe(|| copy_table(&job, relid, number));
     let outcome = PgTryBuilder::new(run).catch_others(|e| Err(describe(e))).execute();
     if let Err(msg) = outcome {
@@ -277,20 +278,6 @@ fn local_name(relid: pg_sys::Oid) -> (String, String) {
 fn qualified_name(relid: pg_sys::Oid) -> String {
     let (schema, table) = local_name(relid);
     format!("{}.{}", quote_ident(&schema), quote_ident(&table))
-}
-
-fn set_replica_role() {
-    for (name, value) in [(c"session_replication_role", c"replica"), (c"synchronous_commit", c"off")] {
-        // SAFETY: setting built-in GUCs with valid names and values.
-        unsafe {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_OVERRIDE,
-            )
-        };
-    }
 }
 
 /// Message, SQLSTATE and HINT of an error, as `last_error` keeps them.
