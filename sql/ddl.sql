@@ -129,8 +129,10 @@ $$;
 CREATE FUNCTION logical_ext.ddl_published_schemas()
 RETURNS TABLE (nspname name, publications text[])
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
-    SELECT n.nspname, logical_ext.ddl_schema_publications(n.nspname) FROM pg_namespace n
-    WHERE cardinality(logical_ext.ddl_schema_publications(n.nspname)) > 0
+    SELECT nspname, publications
+    FROM (SELECT n.nspname, logical_ext.ddl_schema_publications(n.nspname) AS publications
+          FROM pg_namespace n) s
+    WHERE cardinality(publications) > 0
 $$;
 
 REVOKE ALL ON FUNCTION logical_ext.ddl_schema_publications(name), logical_ext.ddl_relation_publications(oid),

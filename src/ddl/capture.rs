@@ -49,7 +49,7 @@ WHERE d.original OR d.normal";
 fn active() -> bool {
     // SAFETY: reads a backend global.
     let creating_extension = unsafe { pg_sys::creating_extension };
-    DDL_CAPTURE.get() != Mode::Off && !statement::suppressed() && !creating_extension && policy::wal_is_logical()
+    DDL_CAPTURE.get() != Mode::Off && !statement::suppressed() && !creating_extension && ffi::wal_is_logical()
 }
 
 /// Called by the `sql_drop` event trigger.

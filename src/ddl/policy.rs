@@ -8,7 +8,7 @@
 //! then are commands that cannot be replayed safely refused (so a refused
 //! command is one that really would have been replicated).
 
-use pgrx::{PostgresGucEnum, pg_sys};
+use pgrx::PostgresGucEnum;
 
 /// `logical_ext.ddl_capture`.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,12 +117,6 @@ pub(crate) fn decide(mode: Mode, tag: &str, stmt: StatementFacts, objects: &[Obj
         };
     }
     Decision::Capture { publications }
-}
-
-/// Whether WAL carries logical messages at all (`wal_level = logical`).
-pub(crate) fn wal_is_logical() -> bool {
-    // SAFETY: reads a GUC variable.
-    unsafe { pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 
 use super::capture::{publish, role_name};
 use super::event::{DdlEvent, Source};
-use super::policy;
 use super::statement;
 use crate::ffi::{self, lsn::Lsn};
 use pgrx::pg_sys;
@@ -62,7 +61,7 @@ fn replicate_ddl(command: &str) -> Lsn {
         .set_hint("Pass a DDL command such as CREATE, ALTER, DROP, GRANT or COMMENT.")
         .report(PgLogLevel::ERROR);
     }
-    if !policy::wal_is_logical() {
+    if !ffi::wal_is_logical() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "logical_ext.replicate_ddl() needs wal_level = logical".to_string(),

@@ -34,6 +34,12 @@ pub(crate) fn log_logical_message(prefix: &CStr, content: &[u8], transactional: 
     }
 }
 
+/// Whether WAL carries logical messages at all (`wal_level = logical`).
+pub(crate) fn wal_is_logical() -> bool {
+    // SAFETY: reads a GUC variable.
+    unsafe { pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 }
+}
+
 /// The command tag of each statement of `sql` (`CREATE TABLE`, `SELECT`,
 /// ...), by PostgreSQL's raw parser; a syntax error is raised as an ERROR.
 pub(crate) fn statement_tags(sql: &str) -> Vec<String> {
