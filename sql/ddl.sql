@@ -1,7 +1,9 @@
 -- DDL capture (src/ddl/): the log of captured commands, the catalog questions
 -- capture asks ("which publications cover this object?"), and the event
 -- triggers. The triggers' functions are SECURITY DEFINER with a pinned
--- search_path; the Rust functions they call are not callable by PUBLIC.
+-- search_path (pg_catalog first, pg_temp explicitly last, so no temporary
+-- object can shadow a catalog); every helper pins the same search_path; the
+-- Rust functions they call are not callable by PUBLIC.
 
 CREATE TABLE logical_ext.ddl_log (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -23,18 +25,26 @@ CREATE TABLE logical_ext.ddl_log (
     replicated      boolean NOT NULL,
     -- Why a captured command was not replicated (NULL when it was).
     reason          text,
-    CHECK (replicated OR reason IS NOT NULL)
-);
+    CHECK (replicated OR reason IS NOT NULL),
+    -- Replicated rows only: the capturing (top-level) transaction and the
+    -- SHA-256 of the DDL message the row vouches for. The output plugin reads
+    -- them under the decoding snapshot (a user catalog table may be read
+    -- there) and prints a DDL document only for a message with such a row:
+    -- src/ddl/authentic.rs.
+    capture_xid     xid8,
+    digest          bytea
+) WITH (user_catalog_table = true);
 CREATE INDEX ON logical_ext.ddl_log (logged_at);
 REVOKE ALL ON logical_ext.ddl_log FROM PUBLIC;
-GRANT SELECT ON logical_ext.ddl_log TO pg_monitor;
+-- DDL text (never a password: statements carrying one are recorded by tag).
+GRANT SELECT ON logical_ext.ddl_log TO pg_monitor, logical_ext_operator;
 COMMENT ON TABLE logical_ext.ddl_log IS
     'DDL captured by logical_ext (replicated or refused) and DDL replayed by its apply workers';
 
 -- Publications that cover a schema: FOR TABLES IN SCHEMA it, and FOR ALL
 -- TABLES (which covers every schema but the system ones).
 CREATE FUNCTION logical_ext.ddl_schema_publications(nsp name)
-RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(DISTINCT p.pubname::text ORDER BY p.pubname::text), '{}')
     FROM pg_publication p
     WHERE (p.puballtables AND nsp NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND nsp !~ '^pg_temp')
@@ -46,7 +56,7 @@ $$;
 -- partition is published when it or an ancestor is listed, or sits in a
 -- listed schema.
 CREATE FUNCTION logical_ext.ddl_relation_publications(rel oid)
-RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH tree AS (
         SELECT rel AS relid UNION SELECT a.relid FROM pg_partition_ancestors(rel) a
     )
@@ -65,7 +75,7 @@ $$;
 -- a table's for what hangs off it (index, trigger, constraint, rule, policy,
 -- statistics, default), the schema's for anything else in a schema.
 CREATE FUNCTION logical_ext.ddl_object_publications(classid oid, objid oid, nsp text)
-RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+RETURNS text[] LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE classid
         WHEN 'pg_class'::regclass THEN (
             SELECT CASE
@@ -96,7 +106,7 @@ $$;
 
 -- Whether an object belongs to an extension (dependency type 'e').
 CREATE FUNCTION logical_ext.ddl_object_in_extension(classid oid, objid oid)
-RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM pg_depend d
                    WHERE d.classid = $1 AND d.objid = $2 AND d.deptype = 'e')
 $$;
@@ -106,7 +116,7 @@ $$;
 -- hangs off, a table listed in a FOR TABLE publication, with its publications.
 CREATE FUNCTION logical_ext.ddl_published_objects()
 RETURNS TABLE (classid oid, objid oid, publications text[])
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH listed AS (
         SELECT r.prrelid, p.pubname::text AS pub
         FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
@@ -128,7 +138,7 @@ $$;
 -- membership): publications per schema, as ddl_schema_publications says.
 CREATE FUNCTION logical_ext.ddl_published_schemas()
 RETURNS TABLE (nspname name, publications text[])
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT nspname, publications
     FROM (SELECT n.nspname, logical_ext.ddl_schema_publications(n.nspname) AS publications
           FROM pg_namespace n) s
@@ -142,14 +152,14 @@ REVOKE ALL ON FUNCTION logical_ext.ddl_schema_publications(name), logical_ext.dd
 -- The event triggers. sql_drop only notes what was dropped; the one capture
 -- per command happens at ddl_command_end, which fires after it.
 CREATE FUNCTION logical_ext.on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM logical_ext._ddl_note_dropped();
 END
 $$;
 
 CREATE FUNCTION logical_ext.on_ddl_command_end() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM logical_ext._ddl_capture(tg_tag);
 END

@@ -17,6 +17,8 @@ CREATE TABLE logical_ext.subscription (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON logical_ext.subscription FROM PUBLIC;
+-- Names are not secrets (subscription_status shows them); the conninfo is.
+GRANT SELECT (id, name) ON logical_ext.subscription TO pg_monitor;
 SELECT pg_catalog.pg_extension_config_dump('logical_ext.subscription', '');
 
 COMMENT ON TABLE logical_ext.subscription IS
@@ -171,7 +173,12 @@ CREATE TABLE logical_ext.conflict_log (
 );
 CREATE INDEX ON logical_ext.conflict_log (detected_at);
 REVOKE ALL ON logical_ext.conflict_log FROM PUBLIC;
-GRANT SELECT ON logical_ext.conflict_log TO pg_monitor;
+-- Row images (local_tuple, remote_tuple) are table data: superusers and
+-- logical_ext_operator only. pg_monitor sees what happened, not the rows.
+GRANT SELECT (id, detected_at, subscription, relation, conflict_type, resolution, remote_origin,
+              remote_commit_lsn, remote_commit_ts, local_commit_ts, local_origin)
+    ON logical_ext.conflict_log TO pg_monitor;
+GRANT SELECT ON logical_ext.conflict_log TO logical_ext_operator;
 
 -- The effective policy: per subscription and conflict type, for all tables
 -- and for each table with its own rules.

@@ -20,8 +20,20 @@ mod ffi;
 mod monitoring;
 mod settings;
 
+// The roles of docs/SECURITY.md, before any grant mentions them.
+pgrx::extension_sql_file!("../sql/roles.sql", name = "roles", bootstrap);
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Errors are PostgreSQL errors: pgrx attaches a Rust backtrace to an
+    // ERROR's DETAIL whenever the environment enables backtraces
+    // (RUST_BACKTRACE=1 in a service file is enough). RUST_LIB_BACKTRACE
+    // takes precedence for `Backtrace::capture`, the only kind pgrx takes,
+    // and is read at the first capture, which cannot have happened yet: no
+    // panic crossed this library before its _PG_init.
+    // SAFETY: PostgreSQL processes are single-threaded; nothing reads the
+    // environment concurrently.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     settings::register();
     apply::init();
     monitoring::init();

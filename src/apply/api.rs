@@ -263,6 +263,13 @@ fn create_subscription(
 #[pg_extern]
 fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     require_superuser("drop subscriptions");
+    if drop_slot {
+        // Dropping the remote slot cannot be rolled back: like DROP
+        // SUBSCRIPTION, refuse to run inside a transaction block (or a
+        // subtransaction).
+        // SAFETY: raises an ERROR when in a transaction block.
+        unsafe { pg_sys::PreventInTransactionBlock(true, c"logical_ext.drop_subscription".as_ptr()) };
+    }
     let sub = load(name);
     stop_worker(&sub);
     if let (true, Some(slot), false) = (drop_slot, &sub.slot_name, sub.slot_pending) {

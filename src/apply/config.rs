@@ -40,6 +40,14 @@ pub(crate) struct WorkerOptions {
     pub(crate) retry_max_delay: Duration,
     /// Disable the subscription at the first error instead of retrying.
     pub(crate) disable_on_error: bool,
+    /// Apply row changes as the subscription owner rather than as each
+    /// table's owner (PostgreSQL 16's `run_as_owner`; off by default: a
+    /// table owner's triggers and defaults never run with more privileges
+    /// than the table owner has).
+    pub(crate) run_as_owner: bool,
+    /// Replay every DDL event as this role instead of the role that ran it on
+    /// the publisher (opt-in; validated when replay needs it).
+    pub(crate) ddl_replay_role: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -48,11 +56,14 @@ impl Default for WorkerOptions {
             retry_min_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(30),
             disable_on_error: false,
+            run_as_owner: false,
+            ddl_replay_role: None,
         }
     }
 }
 
-pub(crate) const WORKER_OPTION_KEYS: &[&str] = &["retry_min_delay_ms", "retry_max_delay_ms", "disable_on_error"];
+pub(crate) const WORKER_OPTION_KEYS: &[&str] =
+    &["retry_min_delay_ms", "retry_max_delay_ms", "disable_on_error", "run_as_owner", "ddl_replay_role"];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
     v.as_u64()
@@ -72,6 +83,13 @@ impl WorkerOptions {
                 "retry_max_delay_ms" => o.retry_max_delay = millis(val, k)?,
                 "disable_on_error" => {
                     o.disable_on_error = val.as_bool().ok_or("option \"disable_on_error\" must be true or false")?
+                }
+                "run_as_owner" => {
+                    o.run_as_owner = val.as_bool().ok_or("option \"run_as_owner\" must be true or false")?
+                }
+                "ddl_replay_role" => {
+                    let name = val.as_str().filter(|s| !s.is_empty() && s.len() < 64 && !s.contains('\0'));
+                    o.ddl_replay_role = Some(name.ok_or("option \"ddl_replay_role\" must be a role name")?.to_string())
                 }
                 other => {
                     return Err(format!(
@@ -119,6 +137,13 @@ mod tests {
         assert!(WorkerOptions::parse(&json!([1])).is_err());
         assert!(WorkerOptions::parse(&json!({"disable_on_error": true})).unwrap().disable_on_error);
         assert!(WorkerOptions::parse(&json!({"disable_on_error": 1})).is_err());
+        assert!(WorkerOptions::parse(&json!({"run_as_owner": true})).unwrap().run_as_owner);
+        assert!(!WorkerOptions::default().run_as_owner);
+        assert!(WorkerOptions::parse(&json!({"run_as_owner": "yes"})).is_err());
+        let o = WorkerOptions::parse(&json!({"ddl_replay_role": "deployer"})).unwrap();
+        assert_eq!(o.ddl_replay_role.as_deref(), Some("deployer"));
+        assert!(WorkerOptions::parse(&json!({"ddl_replay_role": ""})).is_err());
+        assert!(WorkerOptions::parse(&json!({"ddl_replay_role": 3})).is_err());
     }
 
     #[test]

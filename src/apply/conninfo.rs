@@ -2,7 +2,10 @@
 //! lines, errors) goes through [`redact`], which hides the password in both
 //! the `key=value` and the URI forms. Pure and unit-tested.
 
-/// `conninfo` with any password replaced by `********`.
+use crate::ffi::parse::secret_option;
+
+/// `conninfo` with every secret (`password`, `sslpassword`, ...) replaced by
+/// `********`.
 pub(crate) fn redact(conninfo: &str) -> String {
     let trimmed = conninfo.trim_start();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
@@ -32,7 +35,7 @@ fn redact_uri(uri: &str) -> String {
             let params: Vec<String> = query
                 .split('&')
                 .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k == "password" => format!("{k}=********"),
+                    Some((k, _)) if secret_option(k) => format!("{k}=********"),
                     _ => p.to_string(),
                 })
                 .collect();
@@ -114,7 +117,7 @@ fn redact_keywords(s: &str) -> String {
                 chars.next();
             }
         }
-        if key == "password" {
+        if secret_option(&key) {
             out.push_str("********");
         } else {
             out.push_str(&value);
@@ -133,6 +136,8 @@ mod tests {
         assert_eq!(redact("password = 'se cr\\'et' dbname=d"), "password = ******** dbname=d");
         assert_eq!(redact("host=h port=5432"), "host=h port=5432");
         assert!(!redact("password=x\\ y host=h").contains('y'));
+        assert_eq!(redact("host=h sslpassword='k ey' sslkey=/k"), "host=h sslpassword=******** sslkey=/k");
+        assert_eq!(redact("SSLPASSWORD=k"), "SSLPASSWORD=********");
     }
 
     #[test]
@@ -140,5 +145,6 @@ mod tests {
         assert_eq!(redact("postgresql://u:secret@h:5/db?sslmode=off"), "postgresql://u:********@h:5/db?sslmode=off");
         assert_eq!(redact("postgres://h/db?password=secret&x=1"), "postgres://h/db?password=********&x=1");
         assert_eq!(redact("postgres://u@h"), "postgres://u@h");
+        assert_eq!(redact("postgres://h/db?sslpassword=k&a=1"), "postgres://h/db?sslpassword=********&a=1");
     }
 }

@@ -7,11 +7,37 @@
 //! A [`Target`] is one change's executor state on one relation; the worker
 //! finds rows with it (by replica identity, or by unique index for conflict
 //! detection), asks who last wrote them, and inserts, updates or deletes.
+//!
+//! Least privilege, as PostgreSQL 16 does: while a `Target` lives the
+//! backend runs as the table's owner (restricted, with a safe search_path,
+//! when that owner is less trusted than the subscription owner), so the
+//! table's triggers, defaults, index expressions and input functions never
+//! run with more privileges than the role that defined them. The
+//! subscription option `run_as_owner` opts out (changes are then applied as
+//! the subscription owner, as PostgreSQL 15 does).
 
 use super::protocol::Column;
 use super::relation::LocalRel;
 use crate::ffi;
+use crate::ffi::identity::AsRole;
 use pgrx::pg_sys;
+use std::cell::Cell;
+
+thread_local! {
+    /// `run_as_owner` of the subscription this process applies.
+    static AS_SUBSCRIPTION_OWNER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Apply as the subscription owner (`true`: the `run_as_owner` option) or as
+/// each table's owner (`false`, the default). Set at the start of a session.
+pub(crate) fn set_run_as_owner(on: bool) {
+    AS_SUBSCRIPTION_OWNER.with(|c| c.set(on));
+}
+
+/// The identity a change to a table owned by `owner` is applied with.
+fn as_table_owner(owner: pg_sys::Oid) -> Option<AsRole> {
+    (!AS_SUBSCRIPTION_OWNER.with(|c| c.get())).then(|| AsRole::become_role(owner))
+}
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -93,6 +119,9 @@ pub(crate) struct Target<'r> {
     relation: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     rri: *mut pg_sys::ResultRelInfo,
+    /// Dropped last: the executor is torn down (AFTER triggers fire) while
+    /// still running as the table owner.
+    _as_owner: Option<AsRole>,
 }
 
 impl<'r> Target<'r> {
@@ -111,6 +140,7 @@ impl<'r> Target<'r> {
                 .set_hint("Publish the partitions (publish_via_partition_root = false) and create them as plain tables on the subscriber.")
                 .report(PgLogLevel::ERROR);
             }
+            let as_owner = as_table_owner((*(*relation).rd_rel).relowner);
             let estate = pg_sys::CreateExecutorState();
             let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>()) as *mut pg_sys::RangeTblEntry;
             (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
@@ -125,7 +155,7 @@ impl<'r> Target<'r> {
             (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
             pg_sys::AfterTriggerBeginQuery();
             pg_sys::ExecOpenIndices(rri, false);
-            Target { rel, relation, estate, rri }
+            Target { rel, relation, estate, rri, _as_owner: as_owner }
         }
     }
 
@@ -370,6 +400,19 @@ pub(crate) fn truncate(relids: &[pg_sys::Oid], restart_identity: bool) {
             ids = pg_sys::lappend_oid(ids, relid);
             opened.push(r);
         }
+        // TRUNCATE triggers run as the owner; one statement cannot run as
+        // two owners, so tables of different owners need run_as_owner.
+        let owners: Vec<pg_sys::Oid> = opened.iter().map(|&r| (*(*r).rd_rel).relowner).collect();
+        if owners.windows(2).any(|w| w[0] != w[1]) && !AS_SUBSCRIPTION_OWNER.with(|c| c.get()) {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "logical_ext: cannot apply a TRUNCATE of tables with different owners as their owner".to_string(),
+                function_name!(),
+            )
+            .set_hint("Give the tables one owner on the subscriber, or set the subscription option run_as_owner.")
+            .report(PgLogLevel::ERROR);
+        }
+        let _as_owner = owners.first().and_then(|&o| as_table_owner(o));
         pg_sys::ExecuteTruncateGuts(rels, ids, ids, pg_sys::DropBehavior::DROP_RESTRICT, restart_identity);
         for r in opened {
             pg_sys::table_close(r, pg_sys::NoLock as i32);

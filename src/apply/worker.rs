@@ -285,6 +285,7 @@ impl Worker {
             return Err("subscription has no slot (slot_name is NULL): set one with alter_subscription".into());
         };
         let start = self.setup_origin(&sub);
+        super::executor::set_run_as_owner(sub.options.run_as_owner);
         self.rules = in_transaction(|| {
             resolver::prune(super::settings::CONFLICT_LOG_RETENTION.get());
             resolver::load_rules(&sub.name)

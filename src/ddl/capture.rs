@@ -120,21 +120,22 @@ fn capture(tag: &str) {
     }
     let touched = touched_objects();
     let current = statement::with_current(|s| {
-        (s.text.clone(), s.search_path.clone(), s.role, s.concurrent, std::mem::take(&mut s.dropped))
+        (s.text.clone(), s.search_path.clone(), s.role, s.concurrent, s.carries_secret, std::mem::take(&mut s.dropped))
     });
     let text_unknown = current.is_none();
     // Without the hook (library loaded by this very command) only the whole
     // query string is known: logged with the refusal, never replayed.
-    let (command, search_path, role, concurrent, dropped) = current.unwrap_or_else(|| {
+    let (command, search_path, role, concurrent, carries_secret, dropped) = current.unwrap_or_else(|| {
         // SAFETY: debug_query_string is NULL or the current query's text.
         let whole = unsafe { ffi::cstr_to_string(pg_sys::debug_query_string) };
+        let secret = ffi::parse::parse_statements(&whole).iter().any(|s| s.carries_secret);
         // SAFETY: reads the current user id.
-        (whole, String::new(), unsafe { pg_sys::GetSessionUserId() }, false, Vec::new())
+        (whole, String::new(), unsafe { pg_sys::GetSessionUserId() }, false, secret, Vec::new())
     });
     let facts: Vec<ObjectFacts> =
         touched.iter().map(|t| t.facts.clone()).chain(dropped.iter().map(|d| d.facts.clone())).collect();
     let mode = DDL_CAPTURE.get();
-    let decision = policy::decide(mode, tag, StatementFacts { concurrent, text_unknown }, &facts);
+    let decision = policy::decide(mode, tag, StatementFacts { concurrent, text_unknown, carries_secret }, &facts);
     let publications = match &decision {
         Decision::Ignore => return,
         Decision::Capture { publications } => publications.clone(),
@@ -159,7 +160,9 @@ fn capture(tag: &str) {
         role: role_name(role),
         // Under `all`, commands published nowhere concern every consumer.
         publications,
-        command,
+        // A password never reaches WAL, ddl_log or a WARNING.
+        command: if carries_secret { policy::redacted_command(tag) } else { command },
+        log_id: None,
     };
     match decision {
         Decision::Capture { .. } => {
@@ -205,11 +208,38 @@ pub(super) fn role_name(role: pg_sys::Oid) -> String {
     unsafe { ffi::cstr_to_string(pg_sys::GetUserNameFromId(role, true)) }
 }
 
-/// Replicate: the logical message, then its `ddl_log` row (same transaction).
+/// Replicate: the `ddl_log` row, then the logical message (same
+/// transaction). The row is what makes the message authentic: it carries the
+/// transaction's id and the SHA-256 of the message, and only this code (run
+/// by the event triggers or `replicate_ddl`, as the bootstrap superuser) can
+/// write it; the output plugin prints a DDL document only for a message whose
+/// row it finds, under the decoding snapshot, written by the same
+/// transaction (`authentic.rs`). Returns the message's position.
 pub(super) fn publish(event: &DdlEvent) -> u64 {
+    let _as = ffi::identity::AsRole::bootstrap_superuser();
+    let id = Spi::get_one::<i64>(
+        "SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('logical_ext.ddl_log', 'id'))",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| pgrx::error!("logical_ext: could not number a logical_ext.ddl_log row"));
+    let event = DdlEvent { log_id: Some(id), ..event.clone() };
+    let content = event.to_json();
+    insert_row(
+        &event,
+        event.source.as_str(),
+        None,
+        None,
+        None,
+        Some((id, super::authentic::digest(content.as_bytes()))),
+    );
+    // The row is visible to the decoding snapshot at the message's place.
+    // SAFETY: inside a transaction, as every SQL function call is.
+    unsafe { pg_sys::CommandCounterIncrement() };
     let prefix = std::ffi::CString::new(PREFIX).expect("static prefix");
-    let lsn = ffi::log_logical_message(&prefix, event.to_json().as_bytes(), true);
-    log_row(event, event.source.as_str(), None, Some(lsn), None);
+    let lsn = ffi::log_logical_message(&prefix, content.as_bytes(), true);
+    Spi::run_with_args("UPDATE logical_ext.ddl_log SET lsn = $1 WHERE id = $2", &[Lsn(lsn).into(), id.into()])
+        .unwrap_or_else(|e| pgrx::error!("logical_ext: could not write logical_ext.ddl_log: {e}"));
     lsn
 }
 
@@ -221,10 +251,27 @@ pub(crate) fn log_row(
     lsn: Option<u64>,
     reason: Option<&str>,
 ) {
+    let _as = ffi::identity::AsRole::bootstrap_superuser();
+    insert_row(event, source, subscription, lsn, reason, None);
+}
+
+/// `authentic`: the row's id and the digest of the message it vouches for.
+fn insert_row(
+    event: &DdlEvent,
+    source: &str,
+    subscription: Option<&str>,
+    lsn: Option<u64>,
+    reason: Option<&str>,
+    authentic: Option<(i64, Vec<u8>)>,
+) {
+    let (id, digest) = authentic.unzip();
     Spi::run_with_args(
-        "INSERT INTO logical_ext.ddl_log (source, subscription, lsn, command_tag, object_type, object_identity, \
-         schema_name, publications, search_path, role_name, command, replicated, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO logical_ext.ddl_log (id, source, subscription, lsn, command_tag, object_type, object_identity, \
+         schema_name, publications, search_path, role_name, command, replicated, reason, capture_xid, digest) \
+         OVERRIDING SYSTEM VALUE \
+         VALUES (coalesce($15, pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('logical_ext.ddl_log', 'id'))), \
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 CASE WHEN $14::bytea IS NULL THEN NULL ELSE pg_catalog.pg_current_xact_id() END, $14)",
         &[
             source.into(),
             subscription.into(),
@@ -239,6 +286,8 @@ pub(crate) fn log_row(
             event.command.as_str().into(),
             reason.is_none().into(),
             reason.into(),
+            digest.into(),
+            id.into(),
         ],
     )
     .unwrap_or_else(|e| pgrx::error!("logical_ext: could not write logical_ext.ddl_log: {e}"));

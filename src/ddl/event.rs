@@ -46,6 +46,12 @@ pub(crate) struct DdlEvent {
     pub(crate) publications: Vec<String>,
     /// Exactly the one statement that ran, as the user wrote it.
     pub(crate) command: String,
+    /// The `logical_ext.ddl_log` row that vouches for this event on the
+    /// publisher (`authentic.rs`). The output plugin prints a DDL document
+    /// only once it found that row, so a document carrying it comes from a
+    /// decoder that checked; subscribers refuse DDL documents without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) log_id: Option<i64>,
 }
 
 impl DdlEvent {
@@ -83,6 +89,7 @@ mod tests {
             role: "alice".into(),
             publications: pubs.iter().map(|s| s.to_string()).collect(),
             command: "ALTER TABLE \"a;b\" ADD c int".into(),
+            log_id: Some(7),
         }
     }
 
@@ -91,6 +98,9 @@ mod tests {
         let e = event(&["p"]);
         let json = e.to_json();
         assert!(json.contains("\"source\":\"event_trigger\""), "{json}");
+        assert!(json.ends_with(",\"log_id\":7}"), "{json}");
+        let unnumbered = DdlEvent { log_id: None, ..e.clone() };
+        assert!(!unnumbered.to_json().contains("log_id"));
         assert_eq!(DdlEvent::from_json(json.as_bytes()), Some(e));
         assert_eq!(DdlEvent::from_json(b"not json"), None);
         assert_eq!(DdlEvent::from_json(br#"{"command":"x"}"#), None);

@@ -16,6 +16,7 @@
 //!   plugin as a `"DDL"` document and replayed by `replay.rs` in the apply
 //!   worker before the changes that follow it.
 
+mod authentic;
 mod capture;
 mod event;
 mod policy;
@@ -24,6 +25,7 @@ mod replicate;
 pub(crate) mod settings;
 mod statement;
 
+pub(crate) use authentic::authenticate;
 pub(crate) use event::{DdlEvent, PREFIX};
 pub(crate) use replay::{log_failed_replay, replay};
 

@@ -8,6 +8,7 @@
 //! then are commands that cannot be replayed safely refused (so a refused
 //! command is one that really would have been replicated).
 
+use crate::ffi::parse::ParsedStatement;
 use pgrx::PostgresGucEnum;
 
 /// `logical_ext.ddl_capture`.
@@ -42,6 +43,8 @@ pub(crate) struct StatementFacts {
     pub(crate) concurrent: bool,
     /// The statement's exact text could not be isolated.
     pub(crate) text_unknown: bool,
+    /// A password or connection string appears in it.
+    pub(crate) carries_secret: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -99,6 +102,15 @@ pub(crate) fn decide(mode: Mode, tag: &str, stmt: StatementFacts, objects: &[Obj
             hint: "Create the table with CREATE TABLE (replicated), then fill it with INSERT ... SELECT.",
         };
     }
+    if stmt.carries_secret {
+        return Decision::Refuse {
+            reason: format!(
+                "{tag} is not replicated: it carries a password, and logical_ext never writes secrets into WAL, \
+                 ddl_log or its messages"
+            ),
+            hint: "Run the command on each node yourself (ddl_log records it without its text).",
+        };
+    }
     if stmt.concurrent {
         return Decision::Refuse {
             reason: format!("{tag} ... CONCURRENTLY is not replicated: it cannot run inside the apply transaction"),
@@ -119,6 +131,47 @@ pub(crate) fn decide(mode: Mode, tag: &str, stmt: StatementFacts, objects: &[Obj
     Decision::Capture { publications }
 }
 
+/// The text logged for a command that carries a secret: its tag only.
+pub(crate) fn redacted_command(tag: &str) -> String {
+    format!("{tag} (statement text not recorded: it carries a password)")
+}
+
+/// Replay on a subscriber re-checks what arrives, whatever the publisher
+/// says: exactly one statement, schema DDL (or GRANT/REVOKE/COMMENT and role
+/// commands), never row changes, transaction control, code blocks, session
+/// or server settings, COPY, or anything carrying a secret. `None`: may be
+/// replayed (as the role the subscription says, with that role's
+/// privileges); `Some(why)`: refused.
+pub(crate) fn replay_refusal(statements: &[ParsedStatement]) -> Option<String> {
+    let [one] = statements else {
+        return Some(format!("it carries {} statements; DDL events carry exactly one", statements.len()));
+    };
+    if one.carries_secret {
+        return Some(format!("{} carries a password or connection string", one.tag));
+    }
+    let tag = one.tag.as_str();
+    let schema_ddl = ["CREATE ", "ALTER ", "DROP "].iter().any(|p| tag.starts_with(p))
+        || matches!(
+            tag,
+            "GRANT" | "REVOKE" | "COMMENT" | "SECURITY LABEL" | "REFRESH MATERIALIZED VIEW" | "IMPORT FOREIGN SCHEMA"
+        );
+    let never = node_local(tag)
+        || unsafe_to_replay(tag).is_some()
+        || matches!(
+            tag,
+            "ALTER SYSTEM"
+                | "CREATE DATABASE"
+                | "DROP DATABASE"
+                | "ALTER DATABASE"
+                | "CREATE TABLESPACE"
+                | "DROP TABLESPACE"
+                | "ALTER TABLESPACE"
+                | "DROP OWNED"
+                | "REASSIGN OWNED"
+        );
+    if schema_ddl && !never { None } else { Some(format!("{tag} is not a DDL command logical_ext replays")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,7 +179,7 @@ mod tests {
     fn obj(pubs: &[&str]) -> ObjectFacts {
         ObjectFacts { publications: pubs.iter().map(|s| s.to_string()).collect(), ..Default::default() }
     }
-    const PLAIN: StatementFacts = StatementFacts { concurrent: false, text_unknown: false };
+    const PLAIN: StatementFacts = StatementFacts { concurrent: false, text_unknown: false, carries_secret: false };
 
     #[test]
     fn modes() {
@@ -166,5 +219,66 @@ mod tests {
         assert!(matches!(decide(Mode::Published, "CREATE INDEX", conc, &[obj(&["p"])]), Decision::Refuse { .. }));
         let unknown = StatementFacts { text_unknown: true, ..PLAIN };
         assert!(matches!(decide(Mode::Published, "ALTER TABLE", unknown, &[obj(&["p"])]), Decision::Refuse { .. }));
+        let secret = StatementFacts { carries_secret: true, ..PLAIN };
+        assert!(matches!(decide(Mode::All, "ALTER ROLE", secret, &[]), Decision::Refuse { .. }));
+        assert_eq!(decide(Mode::Published, "ALTER ROLE", secret, &[]), Decision::Ignore);
+        assert!(!redacted_command("ALTER ROLE").contains('\''));
+    }
+
+    fn stmt(tag: &str) -> ParsedStatement {
+        ParsedStatement { tag: tag.to_string(), carries_secret: false }
+    }
+
+    #[test]
+    fn replay_accepts_schema_ddl_only() {
+        for tag in [
+            "CREATE TABLE",
+            "ALTER TABLE",
+            "DROP TABLE",
+            "CREATE INDEX",
+            "CREATE FUNCTION",
+            "GRANT",
+            "REVOKE",
+            "COMMENT",
+            "CREATE ROLE",
+            "ALTER ROLE",
+            "GRANT ROLE",
+            "REFRESH MATERIALIZED VIEW",
+        ] {
+            assert_eq!(replay_refusal(&[stmt(tag)]), None, "{tag}");
+        }
+        for tag in [
+            "SELECT",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "COPY",
+            "DO",
+            "CALL",
+            "EXECUTE",
+            "SET",
+            "RESET",
+            "LOAD",
+            "ALTER SYSTEM",
+            "BEGIN",
+            "COMMIT",
+            "CREATE TABLE AS",
+            "SELECT INTO",
+            "CREATE SUBSCRIPTION",
+            "DROP DATABASE",
+            "DROP OWNED",
+            "REASSIGN OWNED",
+            "CHECKPOINT",
+            "VACUUM",
+            "LOCK TABLE",
+            "DISCARD ALL",
+            "NOTIFY",
+        ] {
+            assert!(replay_refusal(&[stmt(tag)]).is_some(), "{tag}");
+        }
+        assert!(replay_refusal(&[]).is_some());
+        assert!(replay_refusal(&[stmt("CREATE TABLE"), stmt("CREATE TABLE")]).is_some());
+        let secret = ParsedStatement { tag: "ALTER ROLE".into(), carries_secret: true };
+        assert!(replay_refusal(&[secret]).is_some());
     }
 }

@@ -2,8 +2,12 @@
 //! in the stream and runs it here, inside the local transaction of the remote
 //! one, before the changes that follow it. The command runs exactly as
 //! captured (one statement, checked with the parser; never rebuilt from
-//! pieces) with the publisher's search_path, as the subscription owner (the
-//! role the worker runs as). A failure aborts the transaction and follows
+//! pieces) with the publisher's search_path. Least privilege: it runs as the
+//! role that ran it on the publisher (the role of that name here), or as the
+//! subscription's `ddl_replay_role` when the operator opted in — never
+//! silently as the subscription owner — and only when it is DDL of a kind
+//! replay accepts (`policy::replay_refusal`) and came from a decoder that
+//! proved it authentic (`log_id`, see `authentic.rs`). A failure aborts the transaction and follows
 //! the subscription's error policy like any apply error; the worker then
 //! records it in `ddl_log` ([`log_failed_replay`]).
 //!
@@ -13,7 +17,9 @@
 
 use super::capture::log_row;
 use super::event::DdlEvent;
+use super::policy;
 use crate::ffi;
+use crate::ffi::identity::AsRole;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -23,15 +29,24 @@ use std::panic::AssertUnwindSafe;
 pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &str) -> Result<(), String> {
     let what = format!("DDL {} at {lsn_text} ({})", event.command_tag, event.command);
     let run = AssertUnwindSafe(|| {
-        let statements = ffi::statement_tags(&event.command).len();
-        if statements != 1 {
-            return Err(format!("{what} carries {statements} statements; DDL events carry exactly one"));
+        if event.log_id.is_none() {
+            return Err(format!(
+                "{what} was refused: it does not say which logical_ext.ddl_log row vouches for it, so the \
+                 publisher's logical_ext (older than 0.2.0) could not prove it authentic"
+            ));
         }
+        if let Some(why) = policy::replay_refusal(&ffi::parse::parse_statements(&event.command)) {
+            return Err(format!("{what} was refused: {why}"));
+        }
+        let role = replay_role(event, subscription).map_err(|why| format!("{what} was refused: {why}"))?;
         let previous = Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')")
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
-        set_search_path(&event.search_path)?;
-        Spi::run(&event.command).map_err(|e| format!("{what} failed: {e}"))?;
+        {
+            let _as = AsRole::become_role(role);
+            set_search_path(&event.search_path)?;
+            Spi::run(&event.command).map_err(|e| format!("{what} failed: {e}"))?;
+        }
         set_search_path(&previous)?;
         track_tables(event, subscription)?;
         log_row(event, "apply", Some(subscription), Some(lsn), None);
@@ -91,6 +106,26 @@ fn track_tables(event: &DdlEvent, subscription: &str) -> Result<(), String> {
         .map_err(err),
         _ => Ok(()),
     }
+}
+
+/// Who replays `event`: the subscription's `ddl_replay_role` if set, else
+/// the role of the captured name, which must exist here.
+fn replay_role(event: &DdlEvent, subscription: &str) -> Result<pgrx::pg_sys::Oid, String> {
+    let configured = Spi::get_one_with_args::<String>(
+        "SELECT s.options ->> 'ddl_replay_role' FROM logical_ext.subscription s WHERE s.name = $1",
+        &[subscription.into()],
+    )
+    .map_err(|e| e.to_string())?;
+    let (name, why_missing) = match configured {
+        Some(name) => (name, "the subscription's ddl_replay_role"),
+        None => (event.role.clone(), "the role that ran it on the publisher"),
+    };
+    ffi::identity::role_oid(&name).ok_or_else(|| {
+        format!(
+            "role \"{name}\" ({why_missing}) does not exist on this node; create it with the privileges it should \
+             have here, or set the subscription option ddl_replay_role"
+        )
+    })
 }
 
 fn set_search_path(path: &str) -> Result<(), String> {

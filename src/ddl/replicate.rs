@@ -38,13 +38,13 @@ pub(crate) fn refusal(tag: &str) -> Option<&'static str> {
 /// subscriber; returns the position of the replicated DDL message.
 #[pg_extern(volatile, parallel_unsafe)]
 fn replicate_ddl(command: &str) -> Lsn {
-    let tags = ffi::statement_tags(command);
-    let tag = match tags.as_slice() {
-        [one] => one.clone(),
+    let statements = ffi::parse::parse_statements(command);
+    let tag = match statements.as_slice() {
+        [one] => one.tag.clone(),
         _ => {
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("logical_ext.replicate_ddl() takes exactly one statement, got {}", tags.len()),
+                format!("logical_ext.replicate_ddl() takes exactly one statement, got {}", statements.len()),
                 function_name!(),
             )
             .set_hint("Call it once per statement.")
@@ -59,6 +59,18 @@ fn replicate_ddl(command: &str) -> Lsn {
             function_name!(),
         )
         .set_hint("Pass a DDL command such as CREATE, ALTER, DROP, GRANT or COMMENT.")
+        .report(PgLogLevel::ERROR);
+    }
+    if statements[0].carries_secret {
+        // The message must not repeat the command: it holds a password.
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("logical_ext.replicate_ddl() does not replicate this {tag}: it carries a password"),
+            function_name!(),
+        )
+        .set_hint(
+            "Run the command on each node yourself; logical_ext never writes passwords into WAL, ddl_log or logs.",
+        )
         .report(PgLogLevel::ERROR);
     }
     if !ffi::wal_is_logical() {
@@ -86,6 +98,7 @@ fn replicate_ddl(command: &str) -> Lsn {
         role: role_name(role),
         publications: Vec::new(),
         command: command.trim().to_string(),
+        log_id: None,
     };
     Lsn(publish(&event))
 }

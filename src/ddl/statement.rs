@@ -31,6 +31,9 @@ pub(crate) struct Statement {
     pub(crate) search_path: String,
     pub(crate) role: pg_sys::Oid,
     pub(crate) concurrent: bool,
+    /// A password or connection string appears in it: never captured
+    /// verbatim (see `policy.rs`).
+    pub(crate) carries_secret: bool,
     /// Taken before a DROP runs.
     pub(crate) before_drop: Option<DropSnapshot>,
     /// Noted by the `sql_drop` trigger.
@@ -171,8 +174,10 @@ impl Statement {
                 }
             }
         };
+        // SAFETY: `node` is the statement's parse tree (or NULL).
+        let carries_secret = unsafe { ffi::parse::node_carries_secret(node) };
         let before_drop = if is_drop { drop_snapshot() } else { None };
-        Statement { text, search_path, role, concurrent, before_drop, dropped: Vec::new() }
+        Statement { text, search_path, role, concurrent, carries_secret, before_drop, dropped: Vec::new() }
     }
 }
 
@@ -195,6 +200,10 @@ fn drop_snapshot() -> Option<DropSnapshot> {
         return None;
     }
     let mut snap = DropSnapshot::default();
+    // Any role may DROP its own objects: the catalog questions of the
+    // extension are asked as the bootstrap superuser (restricted operation,
+    // pinned search_path), not as the role, who may not call them.
+    let _as = ffi::identity::AsRole::bootstrap_superuser();
     Spi::connect(|c| {
         let rows =
             c.select("SELECT classid, objid, publications FROM logical_ext.ddl_published_objects()", None, &[])?;

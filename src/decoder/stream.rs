@@ -593,8 +593,10 @@ impl Decoder {
         }
         if m.transactional && self.opts.include_ddl && m.prefix == crate::ddl::PREFIX {
             // A DDL event is printed as its own document; anything else
-            // under the prefix stays a plain message.
-            if let Some(event) = crate::ddl::DdlEvent::from_json(m.content) {
+            // under the prefix — a forged one included — stays a plain
+            // message (ddl/authentic.rs says which is which).
+            let xid = self.txn.as_ref().map_or(0, |t| t.info.xid);
+            if let Some(event) = crate::ddl::authenticate(m.content, xid) {
                 self.ddl(sink, m.lsn, &event);
                 return;
             }

@@ -6,7 +6,9 @@
 
 use pgrx::pg_sys;
 
+pub(crate) mod identity;
 pub(crate) mod lsn;
+pub(crate) mod parse;
 use std::ffi::{CStr, c_char};
 
 unsafe extern "C-unwind" {
@@ -38,20 +40,6 @@ pub(crate) fn log_logical_message(prefix: &CStr, content: &[u8], transactional: 
 pub(crate) fn wal_is_logical() -> bool {
     // SAFETY: reads a GUC variable.
     unsafe { pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 }
-}
-
-/// The command tag of each statement of `sql` (`CREATE TABLE`, `SELECT`,
-/// ...), by PostgreSQL's raw parser; a syntax error is raised as an ERROR.
-pub(crate) fn statement_tags(sql: &str) -> Vec<String> {
-    let c = std::ffi::CString::new(sql).unwrap_or_else(|_| pgrx::error!("the command contains a NUL byte"));
-    // SAFETY: raw_parser returns a List of RawStmt for a valid C string.
-    let stmts: Vec<*mut pg_sys::RawStmt> =
-        unsafe { ptr_list(pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT)) };
-    stmts
-        .into_iter()
-        // SAFETY: each RawStmt wraps a raw parse tree CreateCommandTag knows.
-        .map(|raw| unsafe { cstr_to_string(pg_sys::GetCommandTagName(pg_sys::CreateCommandTag((*raw).stmt))) })
-        .collect()
 }
 
 /// Whether this process was asked to shut down (SIGTERM: pg_terminate_backend,

@@ -67,6 +67,9 @@ pub(crate) fn copy_from(
     // which stays set until `installed` is dropped.
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as i32);
+        // As for streamed changes (executor.rs): the table's triggers,
+        // defaults and input functions run as its owner.
+        let _as_owner = crate::ffi::identity::AsRole::become_role((*(*rel).rd_rel).relowner);
         let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
         pg_sys::addRangeTableEntryForRelation(
             pstate,

@@ -12,11 +12,13 @@ fn pub_list(pubs: &[String]) -> String {
     pubs.iter().map(|p| quote_literal(p)).collect::<Vec<_>>().join(", ")
 }
 
-/// `schemaname, tablename` of every table the publications cover.
+/// `schemaname, tablename` of every table the publications cover, except
+/// logical_ext's own tables (per-node bookkeeping: never copied or streamed,
+/// whatever a FOR ALL TABLES publication says).
 pub(crate) fn tables_query(pubs: &[String]) -> String {
     format!(
         "SELECT DISTINCT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
-         WHERE pubname IN ({}) ORDER BY 1, 2",
+         WHERE pubname IN ({}) AND schemaname <> 'logical_ext' ORDER BY 1, 2",
         pub_list(pubs)
     )
 }
@@ -136,5 +138,6 @@ mod tests {
         assert!(q.contains("'\"my schema\".\"T\"'::pg_catalog.regclass"), "{q}");
         assert!(q.contains("pubname IN ('p''1')"), "{q}");
         assert!(tables_query(&s(&["a", "b"])).contains("pubname IN ('a', 'b')"));
+        assert!(tables_query(&s(&["a"])).contains("schemaname <> 'logical_ext'"));
     }
 }
