@@ -1,0 +1,176 @@
+//! Who may call what (issue 11): every function, table and view of the
+//! extension × {superuser, logical_ext_operator member, pg_monitor member,
+//! table owner, plain login}, with the expected allow/deny as data in one
+//! place. A new function or relation without an entry fails the test.
+//!
+//! "Allowed" means the call got past the permission checks: it succeeded or
+//! failed with anything but SQLSTATE 42501 (insufficient_privilege). Entries
+//! probed with `Acl` ask `has_function_privilege` instead of calling (event
+//! trigger functions and the capture internals cannot be called directly).
+
+use logical_ext_pg_test::*;
+use std::collections::BTreeSet;
+
+const ROLES: [&str; 5] = ["postgres", "operator", "monitor", "owner", "plain"];
+
+enum Probe {
+    /// Run this SQL as the role.
+    Call(&'static str),
+    /// EXECUTE privilege on this function (regprocedure text).
+    Acl,
+}
+use Probe::*;
+
+const S: [bool; 5] = [true, false, false, false, false];
+/// Superuser, operator and pg_monitor.
+const MON: [bool; 5] = [true, true, true, false, false];
+/// Superuser and operator (row data).
+const OPS: [bool; 5] = [true, true, false, false, false];
+const ALL: [bool; 5] = [true; 5];
+
+/// (object as pg_describe_object/regprocedure names it, probe, allowed per ROLES)
+const MATRIX: &[(&str, Probe, [bool; 5])] = &[
+    // Subscriptions: managed by superusers, as CREATE SUBSCRIPTION is on 15.
+    (
+        "logical_ext.create_subscription(text,text,text[],text,boolean,boolean,boolean,text,jsonb)",
+        Call(
+            "SELECT logical_ext.create_subscription('m', 'host=127.0.0.1 port=1 dbname=x connect_timeout=2', '{p}', \
+             create_slot => false, enabled => false, copy_data => false)",
+        ),
+        S,
+    ),
+    ("logical_ext.alter_subscription(text,jsonb)", Call("SELECT logical_ext.alter_subscription('nosuch', '{}')"), S),
+    ("logical_ext.drop_subscription(text,boolean)", Call("SELECT logical_ext.drop_subscription('nosuch')"), S),
+    ("logical_ext.enable_subscription(text)", Call("SELECT logical_ext.enable_subscription('nosuch')"), S),
+    ("logical_ext.disable_subscription(text)", Call("SELECT logical_ext.disable_subscription('nosuch')"), S),
+    ("logical_ext.refresh_subscription(text,boolean)", Call("SELECT logical_ext.refresh_subscription('nosuch')"), S),
+    ("logical_ext.resync_table(text,regclass)", Call("SELECT logical_ext.resync_table('nosuch', 'public.owned')"), S),
+    (
+        "logical_ext.set_conflict_resolution(text,text,text,regclass)",
+        Call("SELECT logical_ext.set_conflict_resolution('nosuch', 'insert_exists', 'skip')"),
+        S,
+    ),
+    ("logical_ext.skip_transaction(text,pg_lsn)", Call("SELECT logical_ext.skip_transaction('nosuch', '0/1')"), S),
+    ("logical_ext.worker_status()", Call("SELECT count(*) FROM logical_ext.worker_status()"), S),
+    (
+        "logical_ext.subscription_status_rows()",
+        Call("SELECT count(*) FROM logical_ext.subscription_status_rows()"),
+        MON,
+    ),
+    (
+        "logical_ext.effective_conflict_resolutions()",
+        Call("SELECT count(*) FROM logical_ext.effective_conflict_resolutions()"),
+        MON,
+    ),
+    // Monitoring: figures for pg_monitor.
+    ("logical_ext.slot_health()", Call("SELECT count(*) FROM logical_ext.slot_health()"), MON),
+    ("logical_ext.replication_status()", Call("SELECT count(*) FROM logical_ext.replication_status()"), MON),
+    ("logical_ext.metrics()", Call("SELECT length(logical_ext.metrics())"), MON),
+    ("logical_ext.sampler_status()", Call("SELECT count(*) FROM logical_ext.sampler_status()"), MON),
+    (
+        "logical_ext.drop_stale_slots(interval,boolean)",
+        Call("SELECT count(*) FROM logical_ext.drop_stale_slots('100 years', true)"),
+        MON,
+    ),
+    // DDL: replicate_ddl for superusers (grant it to deployers); the capture
+    // internals for nobody else.
+    ("logical_ext.replicate_ddl(text)", Acl, S),
+    ("logical_ext._ddl_capture(text)", Acl, S),
+    ("logical_ext._ddl_note_dropped()", Acl, S),
+    ("logical_ext.on_sql_drop()", Acl, S),
+    ("logical_ext.on_ddl_command_end()", Acl, S),
+    ("logical_ext.ddl_schema_publications(name)", Acl, S),
+    ("logical_ext.ddl_relation_publications(oid)", Acl, S),
+    ("logical_ext.ddl_object_publications(oid,oid,text)", Acl, S),
+    ("logical_ext.ddl_object_in_extension(oid,oid)", Acl, S),
+    ("logical_ext.ddl_published_objects()", Acl, S),
+    ("logical_ext.ddl_published_schemas()", Acl, S),
+    // Harmless for everyone.
+    ("logical_ext.format_version()", Call("SELECT logical_ext.format_version()"), ALL),
+    ("logical_ext.version()", Call("SELECT logical_ext.version()"), ALL),
+    ("logical_ext.redact_conninfo(text)", Call("SELECT logical_ext.redact_conninfo('password=x')"), ALL),
+    // Tables and views.
+    ("logical_ext.subscription", Call("SELECT conninfo FROM logical_ext.subscription"), S),
+    ("logical_ext.subscription", Call("SELECT name FROM logical_ext.subscription"), MON),
+    ("logical_ext.subscription_status", Call("SELECT count(*) FROM logical_ext.subscription_status"), MON),
+    ("logical_ext.subscription_tables", Call("SELECT count(*) FROM logical_ext.subscription_tables"), MON),
+    ("logical_ext.conflict_resolution", Call("SELECT count(*) FROM logical_ext.conflict_resolution"), MON),
+    ("logical_ext.conflict_resolutions", Call("SELECT count(*) FROM logical_ext.conflict_resolutions"), MON),
+    ("logical_ext.conflict_log", Call("SELECT conflict_type, detected_at FROM logical_ext.conflict_log"), MON),
+    ("logical_ext.conflict_log", Call("SELECT local_tuple, remote_tuple FROM logical_ext.conflict_log"), OPS),
+    ("logical_ext.ddl_log", Call("SELECT count(*) FROM logical_ext.ddl_log"), MON),
+    ("logical_ext.slot_drop_audit", Call("SELECT count(*) FROM logical_ext.slot_drop_audit"), MON),
+];
+
+#[test]
+fn privilege_matrix() {
+    let c = Cluster::start("privileges", &["shared_preload_libraries = 'logical_ext'"]);
+    c.exec(
+        "CREATE EXTENSION logical_ext;
+         CREATE ROLE operator LOGIN IN ROLE logical_ext_operator;
+         CREATE ROLE monitor LOGIN IN ROLE pg_monitor;
+         CREATE ROLE owner LOGIN;
+         CREATE ROLE plain LOGIN;
+         CREATE TABLE public.owned (id int PRIMARY KEY);
+         ALTER TABLE public.owned OWNER TO owner;
+         CREATE PUBLICATION p FOR TABLE public.owned",
+    );
+    let mut client = c.client();
+
+    // Every function and relation of the extension has an entry.
+    let covered: BTreeSet<String> = MATRIX.iter().map(|(o, _, _)| o.replace(", ", ",").to_string()).collect();
+    let objects: Vec<String> = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'logical_ext'::regnamespace
+             UNION ALL
+             SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'logical_ext'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0).replace(", ", ","))
+        .collect();
+    let missing: Vec<&String> = objects.iter().filter(|o| !covered.contains(*o)).collect();
+    assert!(missing.is_empty(), "objects without an entry in the privilege matrix: {missing:?}");
+    let stale: Vec<&String> = covered.iter().filter(|o| !objects.contains(o)).collect();
+    assert!(stale.is_empty(), "entries for objects that do not exist: {stale:?}");
+
+    let mut wrong = Vec::new();
+    for (object, probe, expected) in MATRIX {
+        for (role, want) in ROLES.iter().zip(expected) {
+            let (allowed, detail) = match probe {
+                Acl => {
+                    let ok: bool = client
+                        .query_one(
+                            "SELECT pg_catalog.has_function_privilege($1, $2::text::regprocedure, 'EXECUTE')",
+                            &[role, object],
+                        )
+                        .unwrap()
+                        .get(0);
+                    (ok, String::new())
+                }
+                Call(sql) => {
+                    let r = client.batch_execute(&format!("SET ROLE {role}; {sql}"));
+                    let _ = client.batch_execute("RESET ROLE");
+                    match r {
+                        Ok(()) => (true, "ok".to_string()),
+                        Err(e) => {
+                            let denied = e.as_db_error().is_some_and(|d| d.code().code() == "42501");
+                            (!denied, describe_error(&e))
+                        }
+                    }
+                }
+            };
+            if allowed != *want {
+                wrong.push(format!("{role} on {object}: expected {}, got {} ({detail})", allow(*want), allow(allowed)));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "privilege matrix mismatches:\n{}", wrong.join("\n"));
+}
+
+fn allow(b: bool) -> &'static str {
+    if b { "allow" } else { "deny" }
+}

@@ -1,0 +1,124 @@
+//! `ALTER EXTENSION logical_ext UPDATE` from 0.1.0 gives exactly a fresh
+//! installation: the same member objects, columns, constraints, indexes,
+//! reloptions, grants (table, column and function ACLs), function attributes
+//! (SECURITY DEFINER, search_path, volatility, strictness, bodies), views,
+//! event triggers and comments.
+//!
+//! The 0.1.0 install script is `fixtures/logical_ext--0.1.0.sql` (what
+//! `cargo pgrx schema` generated for the 0.1.0 release); the test puts it next
+//! to the installed extension's files when it is not there already.
+
+use logical_ext_pg_test::*;
+use std::path::PathBuf;
+
+/// The catalog, described as text: one query per aspect.
+const ASPECTS: &[(&str, &str)] = &[
+    (
+        "members",
+        "SELECT pg_catalog.pg_describe_object(classid, objid, 0) FROM pg_catalog.pg_depend
+          WHERE refclassid = 'pg_catalog.pg_extension'::regclass AND deptype = 'e'
+            AND refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'logical_ext') ORDER BY 1",
+    ),
+    (
+        "functions",
+        "SELECT p.oid::regprocedure::text || ' -> ' || p.prorettype::regtype::text
+                || ' secdef=' || p.prosecdef || ' config=' || coalesce(p.proconfig::text, '')
+                || ' acl=' || coalesce(p.proacl::text, '') || ' vol=' || p.provolatile::text || ' par=' || p.proparallel::text
+                || ' strict=' || p.proisstrict || ' lang=' || l.lanname || ' src=' || p.prosrc
+           FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+          WHERE p.pronamespace = 'logical_ext'::regnamespace ORDER BY 1",
+    ),
+    (
+        "relations",
+        "SELECT c.relname || ' kind=' || c.relkind::text || ' acl=' || coalesce(c.relacl::text, '')
+                || ' opts=' || coalesce(c.reloptions::text, '') || ' cols=' || coalesce((
+                   SELECT string_agg(a.attname || ':' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+                                     || ':' || a.attnotnull || ':' || coalesce(a.attacl::text, '')
+                                     || ':' || a.attidentity::text || ':' || coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''),
+                                     ', ' ORDER BY a.attnum)
+                     FROM pg_catalog.pg_attribute a
+                     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+           FROM pg_catalog.pg_class c WHERE c.relnamespace = 'logical_ext'::regnamespace ORDER BY 1",
+    ),
+    (
+        "constraints",
+        "SELECT conrelid::regclass::text || ' ' || pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint
+          WHERE connamespace = 'logical_ext'::regnamespace ORDER BY 1",
+    ),
+    ("indexes", "SELECT indexdef FROM pg_catalog.pg_indexes WHERE schemaname = 'logical_ext' ORDER BY 1"),
+    (
+        "views",
+        "SELECT c.relname || ': ' || pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c
+          WHERE c.relnamespace = 'logical_ext'::regnamespace AND c.relkind = 'v' ORDER BY 1",
+    ),
+    (
+        "event triggers",
+        "SELECT evtname || ' ' || evtevent || ' ' || evtfoid::regproc::text || ' ' || evtenabled::text
+           FROM pg_catalog.pg_event_trigger ORDER BY 1",
+    ),
+    (
+        "comments",
+        "SELECT pg_catalog.pg_describe_object(classoid, objoid, objsubid) || ': ' || description
+           FROM pg_catalog.pg_description d
+          WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid
+                          AND e.deptype = 'e' AND e.refobjid = (SELECT oid FROM pg_catalog.pg_extension
+                                                                WHERE extname = 'logical_ext'))
+          ORDER BY 1",
+    ),
+    (
+        "extension",
+        "SELECT extversion || ' ' || extrelocatable || ' ' || extnamespace::regnamespace::text || ' '
+                || coalesce((SELECT string_agg(c::regclass::text, ',' ORDER BY c::regclass::text)
+                               FROM unnest(extconfig) c), '')
+           FROM pg_catalog.pg_extension WHERE extname = 'logical_ext'",
+    ),
+    ("schema", "SELECT coalesce(nspacl::text, '') FROM pg_catalog.pg_namespace WHERE nspname = 'logical_ext'"),
+];
+
+fn sharedir() -> PathBuf {
+    let out = run_checked(std::process::Command::new(pg_bin("pg_config")).arg("--sharedir"), "pg_config");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn describe(c: &Cluster, db: &str) -> Vec<(String, Vec<String>)> {
+    let mut client = c.client_db(db);
+    ASPECTS
+        .iter()
+        .map(|(name, sql)| {
+            let rows = client.query(*sql, &[]).unwrap_or_else(|e| panic!("{name}: {}", describe_error(&e)));
+            (name.to_string(), rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn upgraded_equals_fresh() {
+    let script = sharedir().join("extension/logical_ext--0.1.0.sql");
+    if !script.exists() {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/logical_ext--0.1.0.sql");
+        std::fs::copy(&fixture, &script)
+            .unwrap_or_else(|e| panic!("install {} as {}: {e}", fixture.display(), script.display()));
+    }
+    let c = Cluster::start("upgrade", &["shared_preload_libraries = 'logical_ext'"]);
+    c.exec("CREATE DATABASE fresh");
+    c.exec("CREATE DATABASE upgraded");
+    c.client_db("fresh").batch_execute("CREATE EXTENSION logical_ext").unwrap();
+    let mut up = c.client_db("upgraded");
+    up.batch_execute("CREATE EXTENSION logical_ext VERSION '0.1.0'")
+        .unwrap_or_else(|e| panic!("installing 0.1.0: {}", describe_error(&e)));
+    up.batch_execute("ALTER EXTENSION logical_ext UPDATE")
+        .unwrap_or_else(|e| panic!("ALTER EXTENSION UPDATE: {}", describe_error(&e)));
+    let (fresh, upgraded) = (describe(&c, "fresh"), describe(&c, "upgraded"));
+    let mut diffs = Vec::new();
+    for ((name, f), (_, u)) in fresh.iter().zip(&upgraded) {
+        for line in f.iter().filter(|l| !u.contains(l)) {
+            diffs.push(format!("{name}: only fresh:    {line}"));
+        }
+        for line in u.iter().filter(|l| !f.contains(l)) {
+            diffs.push(format!("{name}: only upgraded: {line}"));
+        }
+    }
+    assert!(diffs.is_empty(), "an upgraded 0.1.0 differs from a fresh install:\n{}", diffs.join("\n"));
+    assert!(fresh[0].1.len() > 30, "the extension has its objects: {:?}", fresh[0].1);
+}
