@@ -137,6 +137,20 @@ fn privilege_matrix() {
     let stale: Vec<&String> = covered.iter().filter(|o| !objects.contains(o)).collect();
     assert!(stale.is_empty(), "entries for objects that do not exist: {stale:?}");
 
+    // Every SECURITY DEFINER function pins search_path, pg_temp explicitly last.
+    let unpinned: Vec<String> = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'logical_ext'::regnamespace AND p.prosecdef
+                AND NOT coalesce(p.proconfig @> '{\"search_path=pg_catalog, pg_temp\"}', false)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(unpinned.is_empty(), "SECURITY DEFINER without search_path = pg_catalog, pg_temp: {unpinned:?}");
+
     let mut wrong = Vec::new();
     for (object, probe, expected) in MATRIX {
         for (role, want) in ROLES.iter().zip(expected) {

@@ -107,8 +107,21 @@ fn upgraded_equals_fresh() {
     let mut up = c.client_db("upgraded");
     up.batch_execute("CREATE EXTENSION logical_ext VERSION '0.1.0'")
         .unwrap_or_else(|e| panic!("installing 0.1.0: {}", describe_error(&e)));
+    // The new library with the old SQL objects: users' DDL keeps working
+    // (capture refuses with a WARNING instead of failing it).
+    up.batch_execute(
+        "CREATE TABLE public.t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE public.t;
+         ALTER TABLE public.t ADD COLUMN v int",
+    )
+    .unwrap_or_else(|e| panic!("DDL between the library upgrade and ALTER EXTENSION: {}", describe_error(&e)));
     up.batch_execute("ALTER EXTENSION logical_ext UPDATE")
         .unwrap_or_else(|e| panic!("ALTER EXTENSION UPDATE: {}", describe_error(&e)));
+    up.batch_execute("ALTER TABLE public.t ADD COLUMN w int").unwrap();
+    let replicated: i64 = up
+        .query_one("SELECT count(*) FROM logical_ext.ddl_log WHERE replicated AND digest IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(replicated, 1, "capture works once upgraded");
     let (fresh, upgraded) = (describe(&c, "fresh"), describe(&c, "upgraded"));
     let mut diffs = Vec::new();
     for ((name, f), (_, u)) in fresh.iter().zip(&upgraded) {

@@ -43,6 +43,25 @@ pub(crate) fn authenticate(content: &[u8], xid: u32) -> Option<DdlEvent> {
     (same_txn && voucher.digest == digest(content)).then_some(event)
 }
 
+/// Whether this database's `logical_ext.ddl_log` can vouch for DDL messages
+/// (0.2.0's columns are there). With a 0.2.0 library and 0.1.0 SQL objects
+/// (`ALTER EXTENSION logical_ext UPDATE` not run yet) it cannot, and capture
+/// refuses to replicate rather than fail the user's DDL.
+pub(crate) fn ddl_log_ready() -> bool {
+    // SAFETY: catalog lookups by name; missing objects give InvalidOid.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"logical_ext".as_ptr(), true);
+        let relid = if nsp == pg_sys::InvalidOid {
+            pg_sys::InvalidOid
+        } else {
+            pg_sys::get_relname_relid(c"ddl_log".as_ptr(), nsp)
+        };
+        relid != pg_sys::InvalidOid
+            && pg_sys::get_attnum(relid, c"digest".as_ptr()) > 0
+            && pg_sys::get_attnum(relid, c"capture_xid".as_ptr()) > 0
+    }
+}
+
 /// Look up `ddl_log` row `id` under the current catalog snapshot (the
 /// historic one while decoding). `None` when the extension is not installed
 /// in this database, its table is not what the extension made (owned by a

@@ -165,6 +165,17 @@ fn capture(tag: &str) {
         log_id: None,
     };
     match decision {
+        Decision::Capture { .. } if !super::authentic::ddl_log_ready() => {
+            // The library was upgraded, the extension's SQL objects not yet:
+            // never fail the user's DDL, never write an unverifiable event.
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("{tag} is not replicated: logical_ext's SQL objects are older than its library"),
+                function_name!(),
+            )
+            .set_hint("Run ALTER EXTENSION logical_ext UPDATE in this database.")
+            .report(PgLogLevel::WARNING);
+        }
         Decision::Capture { .. } => {
             publish(&event);
         }

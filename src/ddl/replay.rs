@@ -38,6 +38,19 @@ pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &
         if let Some(why) = policy::replay_refusal(&ffi::parse::parse_statements(&event.command)) {
             return Err(format!("{what} was refused: {why}"));
         }
+        if let Some(by) = replayed_by_another(event, subscription, lsn)? {
+            // Overlapping publications (or a replicate_ddl event, addressed
+            // to every subscription) bring the same event to several
+            // subscriptions of this database: the first replays it.
+            log_row(
+                event,
+                "apply",
+                Some(subscription),
+                Some(lsn),
+                Some(&format!("already replayed in this database by subscription \"{by}\"")),
+            );
+            return Ok(());
+        }
         let role = replay_role(event, subscription).map_err(|why| format!("{what} was refused: {why}"))?;
         let previous = Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')")
             .map_err(|e| e.to_string())?
@@ -106,6 +119,18 @@ fn track_tables(event: &DdlEvent, subscription: &str) -> Result<(), String> {
         .map_err(err),
         _ => Ok(()),
     }
+}
+
+/// The subscription of this database that already replayed this event (the
+/// same DDL message: same position on the publisher, same command).
+fn replayed_by_another(event: &DdlEvent, subscription: &str, lsn: u64) -> Result<Option<String>, String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT l.subscription FROM logical_ext.ddl_log l \
+         WHERE l.source = 'apply' AND l.replicated AND l.lsn = $1 AND l.command = $2 AND l.subscription <> $3 \
+         LIMIT 1",
+        &[crate::ffi::lsn::Lsn(lsn).into(), event.command.as_str().into(), subscription.into()],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Who replays `event`: the subscription's `ddl_replay_role` if set, else

@@ -73,6 +73,15 @@ fn replicate_ddl(command: &str) -> Lsn {
         )
         .report(PgLogLevel::ERROR);
     }
+    if !super::authentic::ddl_log_ready() {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "logical_ext.replicate_ddl() needs logical_ext's 0.2.0 SQL objects".to_string(),
+            function_name!(),
+        )
+        .set_hint("Run ALTER EXTENSION logical_ext UPDATE in this database.")
+        .report(PgLogLevel::ERROR);
+    }
     if !ffi::wal_is_logical() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

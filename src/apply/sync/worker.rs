@@ -240,11 +240,13 @@ fn use_copy_origin(name: &str) {
 fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
     let qualified = qualified_name(relid);
     if resync {
-        Spi::run(&format!("TRUNCATE {qualified}"))
+        // ONLY: the publisher copies ONLY this table, so inheritance children
+        // on the subscriber keep their rows (they are not refilled).
+        Spi::run(&format!("TRUNCATE ONLY {qualified}"))
             .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
         return;
     }
-    let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {qualified})"))
+    let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {qualified})"))
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read \"{display}\": {e}"))
         .unwrap_or(false);
     if has_rows {
