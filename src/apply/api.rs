@@ -119,6 +119,40 @@ fn stop_worker(sub: &Subscription) {
     }
 }
 
+/// The change stream is UTF-8 JSON and its values reach this database's
+/// input functions unconverted: both databases must be UTF-8, or the
+/// subscription is refused here rather than corrupting text later.
+fn check_encodings(conn: &mut Connection) {
+    // SAFETY: reads the database encoding of this backend.
+    let local = unsafe { pg_sys::GetDatabaseEncoding() };
+    if local != pg_sys::pg_enc::PG_UTF8 as i32 {
+        fail(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "logical_ext subscriptions need a UTF8 database on the subscriber",
+            "Create the subscription in a database created with ENCODING 'UTF8'.",
+        );
+    }
+    let remote = conn
+        .exec("SELECT pg_catalog.current_setting('server_encoding')", 1)
+        .unwrap_or_else(|e| {
+            fail(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("could not read the publisher's encoding: {}", e.0),
+                "",
+            )
+        })
+        .first()
+        .and_then(|r| r[0].clone())
+        .unwrap_or_default();
+    if remote != "UTF8" {
+        fail(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("the publisher's database encoding is {remote}; logical_ext subscriptions need UTF8 on both sides"),
+            "Publish from a database created with ENCODING 'UTF8'.",
+        );
+    }
+}
+
 fn check_publications(conn: &mut Connection, pubs: &[String]) {
     let list: Vec<String> = pubs.iter().map(|p| quote_literal(p)).collect();
     let q = format!(
@@ -212,6 +246,7 @@ fn create_subscription(
         unsafe { pg_sys::PreventInTransactionBlock(true, c"logical_ext.create_subscription".as_ptr()) };
     }
     let mut conn = connect(conninfo, name);
+    check_encodings(&mut conn);
     check_publications(&mut conn, &publications);
     let tables = published_tables(&mut conn, &publications, copy_data);
     // With copy_data the worker creates the slot: it must hold the slot's

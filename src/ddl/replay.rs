@@ -125,9 +125,9 @@ fn track_tables(event: &DdlEvent, subscription: &str) -> Result<(), String> {
 /// same DDL message: same position on the publisher, same command).
 fn replayed_by_another(event: &DdlEvent, subscription: &str, lsn: u64) -> Result<Option<String>, String> {
     Spi::get_one_with_args::<String>(
-        "SELECT l.subscription FROM logical_ext.ddl_log l \
-         WHERE l.source = 'apply' AND l.replicated AND l.lsn = $1 AND l.command = $2 AND l.subscription <> $3 \
-         LIMIT 1",
+        // An aggregate: one row (NULL when none), which get_one needs.
+        "SELECT min(l.subscription) FROM logical_ext.ddl_log l \
+         WHERE l.source = 'apply' AND l.replicated AND l.lsn = $1 AND l.command = $2 AND l.subscription <> $3",
         &[crate::ffi::lsn::Lsn(lsn).into(), event.command.as_str().into(), subscription.into()],
     )
     .map_err(|e| e.to_string())
