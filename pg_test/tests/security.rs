@@ -388,3 +388,37 @@ fn subscriptions_keep_secrets_and_bookkeeping_local() {
     let st = pair.wait_streaming("s3");
     assert!(st.last_error.is_none(), "{:?}", st.last_error);
 }
+
+/// Triggers of applied rows run as the table owner by default, and as the
+/// subscription owner with the `run_as_owner` opt-out.
+#[test]
+fn run_as_owner_opts_out_of_table_owner_apply() {
+    let pair = app_pair("sec_run_as", false);
+    pair.sub_exec(
+        "CREATE TABLE public.seen (id int, who text);
+         GRANT INSERT ON public.seen TO app;
+         CREATE FUNCTION app.note() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO public.seen VALUES (NEW.id, current_user); RETURN NEW; END $$;
+         ALTER FUNCTION app.note() OWNER TO app;
+         CREATE TRIGGER note BEFORE INSERT ON app.t FOR EACH ROW EXECUTE FUNCTION app.note();
+         ALTER TABLE app.t ENABLE ALWAYS TRIGGER note",
+    );
+    pair.pub_exec("INSERT INTO app.t VALUES (1, 'as owner')");
+    pair.wait_sub_count("s", "app.t", 1);
+    pair.sub_exec(
+        "SELECT logical_ext.alter_subscription('s', '{\"run_as_owner\": true, \"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000}')",
+    );
+    // The option applies from the worker's next session.
+    pair.sub_exec("SELECT logical_ext.disable_subscription('s')");
+    pair.sub_exec("SELECT logical_ext.enable_subscription('s')");
+    pair.pub_exec("INSERT INTO app.t VALUES (2, 'as subscription owner')");
+    pair.wait_sub_count("s", "app.t", 2);
+    let seen: Vec<(i32, String)> = pair
+        .sub_client()
+        .query("SELECT id, who FROM public.seen ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(seen, vec![(1, "app".to_string()), (2, "postgres".to_string())]);
+}
