@@ -506,7 +506,10 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     assert_eq!(slot_names(&mut c), ["busy", "stale1", "stale2", "young"], "a dry run drops nothing");
     // The default is a dry run.
     let default_rows: i64 = c
-        .query_one("SELECT count(*) FROM logical_ext.drop_stale_slots('10 seconds', slot_types => '{logical,physical}')", &[])
+        .query_one(
+            "SELECT count(*) FROM logical_ext.drop_stale_slots('10 seconds', slot_types => '{logical,physical}')",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(default_rows, 2);
@@ -1038,10 +1041,16 @@ fn drop_stale_slots_keeps_standby_and_subscription_slots_by_default() {
     assert_eq!(would_drop(&mut c, b, ", exclude_names => ARRAY['patroni%']"), ["plain"]);
     assert_eq!(would_drop(&mut c, b, ", include_names => ARRAY['pat%', 'nomatch']"), ["patroni_keep"]);
     assert_eq!(would_drop(&mut c, b, ", slot_types => ARRAY['physical']"), ["standby"]);
-    assert_eq!(would_drop(&mut c, b, ", slot_types => ARRAY['logical', 'physical'], include_subscription_slots => true"), all);
+    assert_eq!(
+        would_drop(&mut c, b, ", slot_types => ARRAY['logical', 'physical'], include_subscription_slots => true"),
+        all
+    );
     assert_eq!(would_drop(&mut c, b, ", min_retained_bytes => 1073741824"), Vec::<String>::new());
     assert_eq!(would_drop(&mut c, b, ", min_retained_bytes => 65536"), ["patroni_keep", "plain"]);
-    assert_eq!(sqlstate(c.query("SELECT * FROM logical_ext.drop_stale_slots('1 day', slot_types => ARRAY['both'])", &[])), "22023");
+    assert_eq!(
+        sqlstate(c.query("SELECT * FROM logical_ext.drop_stale_slots('1 day', slot_types => ARRAY['both'])", &[])),
+        "22023"
+    );
 
     assert_eq!(
         drop_stale_with(&mut c, b, false, ", exclude_names => ARRAY['patroni%']"),

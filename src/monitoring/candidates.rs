@@ -87,7 +87,7 @@ pub(crate) enum Excluded {
     SlotType,
     SubscriptionSlot,
     NotIncluded,
-    ExcludedByName,
+    MatchesExclude,
     RetainsLess,
 }
 
@@ -113,13 +113,13 @@ pub(crate) fn excluded(f: &Filter, s: SlotFacts<'_>) -> Option<Excluded> {
     if !f.include_subscription_slots && s.slot_type == "logical" && is_subscription_slot(s.name, s.plugin) {
         return Some(Excluded::SubscriptionSlot);
     }
-    if let Some(inc) = &f.include_names {
-        if !inc.iter().any(|p| like(p, s.name)) {
-            return Some(Excluded::NotIncluded);
-        }
+    if let Some(inc) = &f.include_names
+        && !inc.iter().any(|p| like(p, s.name))
+    {
+        return Some(Excluded::NotIncluded);
     }
     if f.exclude_names.iter().any(|p| like(p, s.name)) {
-        return Some(Excluded::ExcludedByName);
+        return Some(Excluded::MatchesExclude);
     }
     if s.retained_bytes.unwrap_or(0) < f.min_retained_bytes {
         return Some(Excluded::RetainsLess);
@@ -164,11 +164,7 @@ pub(crate) fn like(pattern: &str, text: &str) -> bool {
                     next[j] = on;
                 }
             }
-            Tok::One => {
-                for j in 0..text.len() {
-                    next[j + 1] = reach[j];
-                }
-            }
+            Tok::One => next[1..].copy_from_slice(&reach[..text.len()]),
             Tok::Lit(c) => {
                 for j in 0..text.len() {
                     next[j + 1] = reach[j] && text[j] == c;
@@ -224,7 +220,11 @@ mod tests {
         assert_eq!(excluded(&f, slot("sub", "logical", Some("pgoutput"), 0)), None);
         assert_eq!(excluded(&f, slot("pgsync", "logical", Some("pgoutput"), 0)), None);
 
-        let all = Filter { slot_type: SlotTypeFilter { logical: true, physical: true }, include_subscription_slots: true, ..Filter::default() };
+        let all = Filter {
+            slot_type: SlotTypeFilter { logical: true, physical: true },
+            include_subscription_slots: true,
+            ..Filter::default()
+        };
         assert_eq!(excluded(&all, slot("standby", "physical", None, 0)), None);
         assert_eq!(excluded(&all, slot("mysub", "logical", Some("logical_ext"), 0)), None);
         let phys = Filter { slot_type: SlotTypeFilter { logical: false, physical: true }, ..Filter::default() };
@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(excluded(&f, slot("etl_a", "logical", td, 5000)), None);
         assert_eq!(excluded(&f, slot("tmp1", "logical", td, 1000)), None);
         assert_eq!(excluded(&f, slot("other", "logical", td, 5000)), Some(Excluded::NotIncluded));
-        assert_eq!(excluded(&f, slot("etl_keep", "logical", td, 5000)), Some(Excluded::ExcludedByName));
+        assert_eq!(excluded(&f, slot("etl_keep", "logical", td, 5000)), Some(Excluded::MatchesExclude));
         assert_eq!(excluded(&f, slot("etl_b", "logical", td, 999)), Some(Excluded::RetainsLess));
         let lost = SlotFacts { retained_bytes: None, ..slot("tmp2", "logical", td, 0) };
         assert_eq!(excluded(&f, lost), Some(Excluded::RetainsLess));

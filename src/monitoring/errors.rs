@@ -68,10 +68,7 @@ impl MonitorError {
             ),
             MonitorError::BoundTooSmall { min_us } => (
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "inactive_for must be at least {} seconds",
-                    (min_us + 999_999) / 1_000_000
-                ),
+                format!("inactive_for must be at least {} seconds", (min_us + 999_999) / 1_000_000),
                 "A slot counts as stale only after several sampling rounds without any use; pass a longer \
                  inactive_for (days, for slots whose consumers run rarely)."
                     .to_string(),

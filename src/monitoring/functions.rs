@@ -5,8 +5,8 @@
 use super::candidates::{self, Filter, SlotFacts, SlotTypeFilter};
 use super::errors::{MonitorError, OrReport};
 use super::health::{self, DropVerdict, HistoryGap, Positions};
-use super::report::{self, SlotReport};
 use super::prometheus::{self, Section, SectionError};
+use super::report::{self, SlotReport};
 use super::settings;
 use crate::ffi::lsn::Lsn;
 use pgrx::datum::DatumWithOid;

@@ -743,7 +743,8 @@ mod tests {
             Inactivity::Since { at: 100 * S, at_least: true }
         );
         // Moved after the latest sample (a consumer read just now): since now.
-        for live in [Positions { restart_lsn: 10, confirmed_flush: 30 }, Positions { restart_lsn: 11, confirmed_flush: 20 }]
+        for live in
+            [Positions { restart_lsn: 10, confirmed_flush: 30 }, Positions { restart_lsn: 11, confirmed_flush: 20 }]
         {
             assert_eq!(
                 inactivity(false, live, tracked(false, Some(100 * S), true), now),
@@ -752,7 +753,12 @@ mod tests {
         }
         // Invalidated since (restart_lsn NULL): not a consumer's doing.
         assert_eq!(
-            inactivity(false, Positions { restart_lsn: 0, confirmed_flush: 20 }, tracked(false, Some(100 * S), true), now),
+            inactivity(
+                false,
+                Positions { restart_lsn: 0, confirmed_flush: 20 },
+                tracked(false, Some(100 * S), true),
+                now
+            ),
             Inactivity::Since { at: 100 * S, at_least: false }
         );
     }
@@ -850,7 +856,7 @@ mod tests {
             assert_eq!(WalStatus::parse(w.as_str()), Some(w));
         }
         assert_eq!(WalStatus::parse("bogus"), None);
-        assert!(Status::Critical > Status::Warning && Status::Warning > Status::Ok);
-        assert_eq!(Status::ALL.map(Status::as_str), ["ok", "warning", "critical"]);
+        assert!(Status::Lost > Status::Critical && Status::Critical > Status::Warning && Status::Warning > Status::Ok);
+        assert_eq!(Status::ALL.map(Status::as_str), ["ok", "warning", "critical", "lost"]);
     }
 }

@@ -282,7 +282,8 @@ mod tests {
     fn ring_keeps_the_last_samples_in_order() {
         let mut h = SlotHistory::start("s", 0, false);
         assert_eq!(h.samples().count(), 0);
-        let sample = |i: i64| Sample { at: i, wal_lsn: 100 + i as u64, restart_lsn: 1, confirmed_flush: 0, active: false };
+        let sample =
+            |i: i64| Sample { at: i, wal_lsn: 100 + i as u64, restart_lsn: 1, confirmed_flush: 0, active: false };
         for i in 0..5 {
             h.record(sample(i), false, IV);
         }
@@ -367,7 +368,7 @@ mod tests {
         record_round(&mut t, &[obs2("s", false, 500, 600)], round(IV));
         // Another plugin or database: another slot.
         let other = Observed { identity: identity(true, 6, "p"), ..obs2("s", false, 500, 600) };
-        record_round(&mut t, &[other.clone()], round(2 * IV));
+        record_round(&mut t, std::slice::from_ref(&other), round(2 * IV));
         let e = entry(&t, "s");
         assert_eq!(e.samples().count(), 1, "history starts afresh");
         let a = e.activity();

@@ -62,12 +62,8 @@ pub(crate) fn init() {
 pgrx::extension_sql_file!(
     "../../sql/monitoring.sql",
     name = "monitoring",
-    requires = [
-        functions::slot_health,
-        functions::metrics,
-        functions::sampler_status,
-        functions::drop_stale_slots_filtered
-    ]
+    requires =
+        [functions::slot_health, functions::metrics, functions::sampler_status, functions::drop_stale_slots_filtered]
 );
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -125,7 +125,8 @@ pub(crate) enum Section {
 }
 
 impl Section {
-    pub(crate) const ALL: [Section; 4] = [Section::Slots, Section::Walsenders, Section::Subscriptions, Section::Sampler];
+    pub(crate) const ALL: [Section; 4] =
+        [Section::Slots, Section::Walsenders, Section::Subscriptions, Section::Sampler];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -150,12 +151,7 @@ pub(crate) fn error_comments(failed: &[SectionError]) -> String {
     let mut out = String::new();
     for e in failed {
         let msg: String = e.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-        let _ = writeln!(
-            out,
-            "# logical_ext: section {} left out: SQLSTATE {}: {msg}",
-            e.section.as_str(),
-            e.sqlstate
-        );
+        let _ = writeln!(out, "# logical_ext: section {} left out: SQLSTATE {}: {msg}", e.section.as_str(), e.sqlstate);
     }
     out
 }
@@ -355,7 +351,8 @@ pub(crate) fn families(inputs: &Inputs<'_>) -> Vec<Family> {
         "1 when this section of the scrape failed and was left out (the comment line above says why).",
     );
     for sec in Section::ALL {
-        scrape_errors.add(vec![("section", sec.as_str().to_string())], bool_value(failed.iter().any(|e| e.section == sec)));
+        scrape_errors
+            .add(vec![("section", sec.as_str().to_string())], bool_value(failed.iter().any(|e| e.section == sec)));
     }
 
     vec![
@@ -422,8 +419,13 @@ mod tests {
 
     #[test]
     fn sampler_families_without_preload() {
-        let fams =
-            families(&Inputs { slots: &[], walsenders: &[], subscriptions: &[], sampler: &SamplerReport::default(), failed: &[] });
+        let fams = families(&Inputs {
+            slots: &[],
+            walsenders: &[],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+            failed: &[],
+        });
         let text = render(&fams);
         assert!(text.contains("\nlogical_ext_sampler_running 0\n"), "{text}");
         assert!(text.contains("\nlogical_ext_sampler_samples_total 0\n"), "{text}");
@@ -438,8 +440,13 @@ mod tests {
 
     #[test]
     fn every_family_is_exposed_and_documented() {
-        let fams =
-            families(&Inputs { slots: &[], walsenders: &[], subscriptions: &[], sampler: &SamplerReport::default(), failed: &[] });
+        let fams = families(&Inputs {
+            slots: &[],
+            walsenders: &[],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+            failed: &[],
+        });
         let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
         assert_eq!(
             names,
