@@ -6,8 +6,8 @@ CREATE FUNCTION logical_ext."drop_stale_slots"(
 	"inactive_for" interval,
 	"dry_run" bool DEFAULT true,
 	"slot_types" TEXT[] DEFAULT ARRAY['logical'],
-	"include_names" TEXT[] DEFAULT NULL,
-	"exclude_names" TEXT[] DEFAULT NULL,
+	"include_names" TEXT[] DEFAULT ARRAY['%'],
+	"exclude_names" TEXT[] DEFAULT ARRAY[]::text[],
 	"min_retained_bytes" bigint DEFAULT 0,
 	"include_subscription_slots" bool DEFAULT false
 ) RETURNS TABLE (
@@ -24,7 +24,7 @@ CREATE FUNCTION logical_ext."drop_stale_slots"(
 	"dropped" bool,
 	"action" TEXT
 )
-VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'drop_stale_slots_filtered_wrapper';

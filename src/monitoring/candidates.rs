@@ -15,8 +15,9 @@
 //!   (standbys, which are idle on purpose while the standby is down) need
 //!   `slot_types => ARRAY['physical']` (or both types).
 //! - Name patterns are SQL `LIKE` patterns (`%`, `_`, `\` escapes): a slot
-//!   is a candidate when it matches one of `include_names` (all when NULL)
-//!   and none of `exclude_names` (e.g. Patroni's permanent slots).
+//!   is a candidate when it matches one of `include_names` (default `%`:
+//!   every name) and none of `exclude_names` (e.g. Patroni's permanent
+//!   slots). The function is STRICT: a NULL argument returns no rows.
 //! - `min_retained_bytes`: only slots that keep at least that much WAL.
 //! - The bound itself has a floor ([`min_inactive_for_us`]): ten seconds,
 //!   and at least five sampling intervals, so that a slot is never judged
@@ -63,7 +64,7 @@ impl SlotTypeFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Filter {
     pub(crate) slot_type: SlotTypeFilter,
-    pub(crate) include_names: Option<Vec<String>>,
+    pub(crate) include_names: Vec<String>,
     pub(crate) exclude_names: Vec<String>,
     pub(crate) min_retained_bytes: i64,
     pub(crate) include_subscription_slots: bool,
@@ -73,7 +74,7 @@ impl Default for Filter {
     fn default() -> Filter {
         Filter {
             slot_type: SlotTypeFilter::LOGICAL,
-            include_names: None,
+            include_names: vec!["%".to_string()],
             exclude_names: Vec::new(),
             min_retained_bytes: 0,
             include_subscription_slots: false,
@@ -113,9 +114,7 @@ pub(crate) fn excluded(f: &Filter, s: SlotFacts<'_>) -> Option<Excluded> {
     if !f.include_subscription_slots && s.slot_type == "logical" && is_subscription_slot(s.name, s.plugin) {
         return Some(Excluded::SubscriptionSlot);
     }
-    if let Some(inc) = &f.include_names
-        && !inc.iter().any(|p| like(p, s.name))
-    {
+    if !f.include_names.iter().any(|p| like(p, s.name)) {
         return Some(Excluded::NotIncluded);
     }
     if f.exclude_names.iter().any(|p| like(p, s.name)) {
@@ -235,7 +234,7 @@ mod tests {
     #[test]
     fn names_and_retained_wal() {
         let f = Filter {
-            include_names: Some(vec!["etl\\_%".to_string(), "tmp%".to_string()]),
+            include_names: vec!["etl\\_%".to_string(), "tmp%".to_string()],
             exclude_names: vec!["%keep%".to_string()],
             min_retained_bytes: 1000,
             ..Filter::default()

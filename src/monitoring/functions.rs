@@ -429,8 +429,8 @@ fn drop_stale_slots_filtered(
     inactive_for: Interval,
     dry_run: default!(bool, true),
     slot_types: default!(Vec<String>, "ARRAY['logical']"),
-    include_names: default!(Option<Vec<String>>, "NULL"),
-    exclude_names: default!(Option<Vec<String>>, "NULL"),
+    include_names: default!(Vec<String>, "ARRAY['%']"),
+    exclude_names: default!(Vec<String>, "ARRAY[]::text[]"),
     min_retained_bytes: default!(i64, 0),
     include_subscription_slots: default!(bool, false),
 ) -> TableIterator<
@@ -455,13 +455,7 @@ fn drop_stale_slots_filtered(
     if min_retained_bytes < 0 {
         MonitorError::NegativeRetained.report();
     }
-    let filter = Filter {
-        slot_type,
-        include_names,
-        exclude_names: exclude_names.unwrap_or_default(),
-        min_retained_bytes,
-        include_subscription_slots,
-    };
+    let filter = Filter { slot_type, include_names, exclude_names, min_retained_bytes, include_subscription_slots };
     TableIterator::new(drop_stale(inactive_for, dry_run, filter))
 }
 

@@ -78,6 +78,8 @@ mod tests {
             ("logical_ext.slot_lag_critical", "10GB"),
             ("logical_ext.slot_inactive_warning", "5min"),
             ("logical_ext.monitor_interval", "10s"),
+            ("logical_ext.log_prune_interval", "1h"),
+            ("logical_ext.ddl_log_retention", "30d"),
         ] {
             let got = Spi::get_one::<String>(&format!("SHOW {name}")).unwrap();
             assert_eq!(got.as_deref(), Some(want), "{name}");
