@@ -87,8 +87,8 @@ COMMENT ON FUNCTION logical_ext.metrics() IS
     'slot_health(), replication_status(), logical_ext subscription and sampler figures in the Prometheus text format';
 COMMENT ON FUNCTION logical_ext.sampler_status() IS
     'State of the background sampler that records slot history';
-COMMENT ON FUNCTION logical_ext.drop_stale_slots(interval, boolean) IS
-    'Drops (dry_run => false) or lists the slots inactive for at least inactive_for; audited';
+COMMENT ON FUNCTION logical_ext.drop_stale_slots(interval, boolean, text[], text[], text[], bigint, boolean) IS
+    'Drops (dry_run => false) or lists the candidate slots neither active nor moved for at least inactive_for; audited';
 
 -- Permissions: reading is for pg_monitor; dropping is checked inside
 -- drop_stale_slots() (superuser or REPLICATION; pg_monitor may dry-run), so

@@ -307,8 +307,18 @@ fn wal_status_lost_through_a_small_max_slot_wal_keep_size() {
     });
     let h = health_of(&mut c, "doomed");
     assert_eq!(h.wal_status.as_deref(), Some("lost"));
-    assert_eq!(h.status, "critical", "{h:#?}");
-    assert!(h.reason.starts_with("wal_status is lost"), "{h:#?}");
+    // What happened, what was lost, what to do.
+    assert_eq!(h.status, "lost", "{h:#?}");
+    assert!(
+        h.reason.starts_with(
+            "lost: the server removed WAL this slot still needed (it fell more than max_slot_wal_keep_size (1 MB) \
+             behind) and invalidated it; the changes after "
+        ),
+        "{h:#?}"
+    );
+    let confirmed = h.confirmed_flush_lsn.clone().expect("a lost logical slot keeps its confirmed_flush_lsn");
+    assert!(h.reason.contains(&format!("after {confirmed} can no longer be decoded")), "{h:#?}");
+    assert!(h.reason.contains("to recover: drop the slot and resynchronise the consumer"), "{h:#?}");
     assert_eq!(h.seconds_until_exhausted, Some(0.0), "{h:#?}");
     assert_eq!(h.forecast_basis, "max_slot_wal_keep_size");
     assert!(h.safe_wal_size.is_none());
@@ -321,7 +331,24 @@ fn wal_status_lost_through_a_small_max_slot_wal_keep_size() {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("plugin=\"test_decoding\",status=\"critical\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("plugin=\"test_decoding\",status=\"lost\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("plugin=\"test_decoding\",status=\"critical\"} 0\n"), "{metrics}");
+
+    // One failing section does not break the scrape: the subscription
+    // figures fail (their view is gone), the slot figures still come, and
+    // the failure is named by SQLSTATE.
+    exec(&mut c, "ALTER VIEW logical_ext.subscription_status RENAME TO subscription_status_moved");
+    let text = query_string(&mut c, "SELECT logical_ext.metrics()");
+    assert!(text.starts_with("# logical_ext: section subscriptions left out: SQLSTATE 42P01: "), "{text}");
+    let families = parse_prometheus(&text);
+    let (_, errors) = &families["logical_ext_scrape_errors"];
+    let failed: Vec<&str> = errors.iter().filter(|s| s.2 == 1.0).map(|s| s.1["section"].as_str()).collect();
+    assert_eq!(failed, ["subscriptions"], "{text}");
+    assert!(families["logical_ext_slot_status"].1.iter().any(|s| s.1["slot_name"] == "doomed"), "{text}");
+    exec(&mut c, "ALTER VIEW logical_ext.subscription_status_moved RENAME TO subscription_status");
+    let text = query_string(&mut c, "SELECT logical_ext.metrics()");
+    assert!(!text.starts_with('#') || text.starts_with("# HELP"), "{text}");
+    assert!(text.contains("logical_ext_scrape_errors{section=\"subscriptions\"} 0\n"), "{text}");
 }
 
 #[test]
@@ -394,7 +421,7 @@ fn without_preload_history_columns_are_null_and_say_why() {
 
     // Without history drop_stale_slots() cannot tell stale from fresh: an
     // honest error, and nothing dropped.
-    let err = c.query("SELECT * FROM logical_ext.drop_stale_slots('1 second')", &[]).unwrap_err();
+    let err = c.query("SELECT * FROM logical_ext.drop_stale_slots('1 day')", &[]).unwrap_err();
     let db = err.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "55000", "{}", describe_error(&err));
     assert!(db.hint().unwrap_or_default().contains("shared_preload_libraries"), "{}", describe_error(&err));
@@ -407,14 +434,25 @@ fn without_preload_history_columns_are_null_and_say_why() {
 
 /// `(slot_name, dropped, action)` rows of a drop_stale_slots() call.
 fn drop_stale(c: &mut Client, bound: &str, dry_run: bool) -> Vec<(String, bool, String)> {
+    drop_stale_with(c, bound, dry_run, "")
+}
+
+/// The same with more (named) arguments, e.g. `", slot_types => ARRAY['physical']"`.
+fn drop_stale_with(c: &mut Client, bound: &str, dry_run: bool, more: &str) -> Vec<(String, bool, String)> {
     let rows = c
         .query(
-            "SELECT slot_name, dropped, action FROM logical_ext.drop_stale_slots($1::text::interval, $2)
-              ORDER BY slot_name",
+            &format!(
+                "SELECT slot_name, dropped, action FROM logical_ext.drop_stale_slots($1::text::interval, $2{more})
+                  ORDER BY slot_name"
+            ),
             &[&bound, &dry_run],
         )
-        .unwrap_or_else(|e| panic!("drop_stale_slots({bound}, {dry_run}): {}", describe_error(&e)));
+        .unwrap_or_else(|e| panic!("drop_stale_slots({bound}, {dry_run}{more}): {}", describe_error(&e)));
     rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
+fn would_drop(c: &mut Client, bound: &str, more: &str) -> Vec<String> {
+    drop_stale_with(c, bound, true, more).into_iter().map(|r| r.0).collect()
 }
 
 fn slot_names(c: &mut Client) -> Vec<String> {
@@ -454,7 +492,10 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     // A slot inactive for less than the bound.
     create_slot(&mut c, "young", "test_decoding");
 
-    let dry = drop_stale(&mut c, bound, true);
+    // Physical slots only when asked for.
+    let any = ", slot_types => ARRAY['logical', 'physical']";
+    assert_eq!(drop_stale(&mut c, bound, true), vec![("stale1".to_string(), false, "would drop".to_string())]);
+    let dry = drop_stale_with(&mut c, bound, true, any);
     assert_eq!(
         dry,
         vec![
@@ -464,8 +505,13 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     );
     assert_eq!(slot_names(&mut c), ["busy", "stale1", "stale2", "young"], "a dry run drops nothing");
     // The default is a dry run.
-    let default_rows: i64 =
-        c.query_one("SELECT count(*) FROM logical_ext.drop_stale_slots('10 seconds')", &[]).unwrap().get(0);
+    let default_rows: i64 = c
+        .query_one(
+            "SELECT count(*) FROM logical_ext.drop_stale_slots('10 seconds', slot_types => '{logical,physical}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(default_rows, 2);
 
     // Not inside a transaction block: a drop cannot be rolled back, its audit row could.
@@ -474,7 +520,7 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     assert_eq!(sqlstate(r), "25001");
     drop(tx);
 
-    let real = drop_stale(&mut c, bound, false);
+    let real = drop_stale_with(&mut c, bound, false, any);
     assert_eq!(
         real,
         vec![("stale1".to_string(), true, "dropped".to_string()), ("stale2".to_string(), true, "dropped".to_string())]
@@ -512,7 +558,7 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     let log = std::fs::read_to_string(cluster.log_path()).unwrap();
     assert!(log.contains("logical_ext: dropped replication slot \"stale1\""), "{}", cluster.log_tail(20));
 
-    assert_eq!(drop_stale(&mut c, bound, true), vec![], "nothing stale is left");
+    assert_eq!(drop_stale_with(&mut c, bound, true, any), vec![], "nothing stale is left");
 }
 
 /// One sample: (sample name, labels, value).
@@ -725,9 +771,9 @@ fn permissions_for_pg_monitor_replication_and_ordinary_roles() {
          CREATE ROLE plain LOGIN;",
     );
     create_slot(&mut c, "old", "test_decoding");
-    wait_until(TIMEOUT, "slot old is inactive for 2 s", || {
+    wait_until(TIMEOUT, "slot old is inactive for 10 s", || {
         c.query_one(
-            "SELECT coalesce(inactive_since <= now() - interval '2 seconds', false)
+            "SELECT coalesce(inactive_since <= now() - interval '10 seconds', false)
                FROM logical_ext.slot_health() WHERE slot_name = 'old'",
             &[],
         )
@@ -742,8 +788,8 @@ fn permissions_for_pg_monitor_replication_and_ordinary_roles() {
         "SELECT * FROM logical_ext.sampler_status()",
         "SELECT * FROM logical_ext.slot_drop_audit",
     ];
-    let dry = "SELECT * FROM logical_ext.drop_stale_slots('2 seconds')";
-    let real = "SELECT * FROM logical_ext.drop_stale_slots('2 seconds', false)";
+    let dry = "SELECT * FROM logical_ext.drop_stale_slots('10 seconds')";
+    let real = "SELECT * FROM logical_ext.drop_stale_slots('10 seconds', false)";
 
     // An ordinary role: nothing.
     let mut plain = connect_as(&cluster, "plain");
@@ -838,5 +884,224 @@ fn sampler_reacts_to_sighup_and_sigterm_promptly() {
     cluster.stop_with("fast");
     assert!(start.elapsed() < Duration::from_secs(10), "shutdown took {:?}", start.elapsed());
     let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    assert!(!log.contains("PANIC"), "{}", cluster.log_tail(30));
+}
+
+/// Settings of a cluster whose sampler runs every second: a consumer that
+/// polls every few hundred milliseconds is almost never caught active.
+const SAMPLED_EACH_SECOND: &[&str] =
+    &["shared_preload_libraries = 'logical_ext'", "logical_ext.monitor_interval = '1s'"];
+
+/// Whether every one of `slots` has been inactive for at least `secs`
+/// according to slot_health().
+fn inactive_for_at_least(c: &mut Client, slots: &[&str], secs: u32) -> bool {
+    let names: Vec<String> = slots.iter().map(|s| s.to_string()).collect();
+    c.query_one(
+        "SELECT count(*) FROM logical_ext.slot_health()
+          WHERE slot_name = ANY($1) AND inactive_since <= now() - make_interval(secs => $2::int)",
+        &[&names, &(secs as i32)],
+    )
+    .unwrap()
+    .get::<_, i64>(0)
+        == slots.len() as i64
+}
+
+/// A consumer polling with pg_logical_slot_get_changes() holds its slot for
+/// milliseconds at a time, so the sampler hardly ever sees it active; its
+/// positions move with every poll, and that is activity. (Reproduced: the
+/// slot looked inactive since the first sample and was dropped.)
+#[test]
+fn drop_stale_slots_never_drops_a_slot_polled_between_samples() {
+    let (_cluster, mut c) = monitored_cluster("mon_poll", SAMPLED_EACH_SECOND);
+    create_slot(&mut c, "poller", "test_decoding");
+    create_slot(&mut c, "stale", "test_decoding");
+    let poll = |c: &mut Client| {
+        exec(c, "INSERT INTO filler (pad) VALUES ('x')");
+        exec(c, "SELECT count(*) FROM pg_logical_slot_get_changes('poller', NULL, NULL)");
+    };
+    // Poll (every 300 ms) until the untouched slot is stale.
+    wait_until(TIMEOUT, "slot stale is inactive for 11 s", || {
+        poll(&mut c);
+        std::thread::sleep(Duration::from_millis(300));
+        inactive_for_at_least(&mut c, &["stale"], 11)
+    });
+    poll(&mut c);
+    let poller = health_of(&mut c, "poller");
+    assert!(!poller.active, "the poller holds its slot only during each call: {poller:#?}");
+    assert!(
+        !inactive_for_at_least(&mut c, &["poller"], 3),
+        "a slot whose positions move is not inactive for long: {poller:#?}"
+    );
+    assert_eq!(drop_stale(&mut c, "10 seconds", true), vec![("stale".to_string(), false, "would drop".to_string())]);
+    assert_eq!(drop_stale(&mut c, "10 seconds", false), vec![("stale".to_string(), true, "dropped".to_string())]);
+    assert_eq!(slot_names(&mut c), ["poller"], "the polled slot is kept");
+}
+
+/// A real drop happens only where its audit row cannot be lost afterwards,
+/// and is written in the same subtransaction as the drop.
+#[test]
+fn a_real_drop_refuses_where_its_audit_row_could_be_lost() {
+    let (_cluster, mut c) = monitored_cluster("mon_audit", PRELOADED);
+    for s in ["a", "b"] {
+        create_slot(&mut c, s, "test_decoding");
+    }
+    wait_until(TIMEOUT, "both slots are inactive for 10 s", || inactive_for_at_least(&mut c, &["a", "b"], 10));
+    let audit_rows = |c: &mut Client| query_string(c, "SELECT count(*)::text FROM logical_ext.slot_drop_audit");
+    let real = "SELECT * FROM logical_ext.drop_stale_slots('10 seconds', false)";
+
+    // Absurdly small bounds are refused, dry run or not.
+    for sql in [
+        "SELECT * FROM logical_ext.drop_stale_slots('1 second')",
+        "SELECT * FROM logical_ext.drop_stale_slots('0', false)",
+    ] {
+        let err = c.query(sql, &[]).unwrap_err();
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "22023", "{}", describe_error(&err));
+        assert!(db.message().contains("at least 10 seconds"), "{}", describe_error(&err));
+        assert!(db.hint().is_some(), "{}", describe_error(&err));
+    }
+
+    // A read-only transaction could not write the audit row: refused before
+    // anything is dropped.
+    exec(&mut c, "SET default_transaction_read_only = on");
+    let err = c.query(real, &[]).unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "25006", "{}", describe_error(&err));
+    assert!(db.hint().unwrap_or_default().contains("slot_drop_audit"), "{}", describe_error(&err));
+    exec(&mut c, "SET default_transaction_read_only = off");
+    assert_eq!(slot_names(&mut c), ["a", "b"]);
+
+    // Called from a function that then fails: PreventInTransactionBlock sees
+    // a top-level DO and lets it pass; the slot would be gone and its audit
+    // row rolled back. Refused.
+    let r = c.batch_execute(
+        "DO $$ BEGIN
+             PERFORM * FROM logical_ext.drop_stale_slots('10 seconds', false);
+             RAISE EXCEPTION 'the caller fails afterwards';
+         END $$",
+    );
+    assert_eq!(sqlstate(r), "25001");
+    exec(
+        &mut c,
+        "CREATE FUNCTION wrapper() RETURNS bigint LANGUAGE sql
+             AS $$ SELECT count(*) FROM logical_ext.drop_stale_slots('10 seconds', false) $$",
+    );
+    assert_eq!(sqlstate(c.query("SELECT wrapper()", &[])), "25001");
+    assert_eq!(slot_names(&mut c), ["a", "b"], "nothing was dropped");
+    assert_eq!(audit_rows(&mut c), "0");
+
+    // At the top level, through the simple and the extended protocol: each
+    // drop has its audit row.
+    let rows = c
+        .simple_query(
+            "SELECT slot_name FROM logical_ext.drop_stale_slots('10 seconds', false, include_names => ARRAY['a'])",
+        )
+        .unwrap();
+    let dropped: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, ["a"]);
+    assert_eq!(drop_stale(&mut c, "10 seconds", false), vec![("b".to_string(), true, "dropped".to_string())]);
+    assert_eq!(slot_names(&mut c), Vec::<String>::new());
+    assert_eq!(
+        query_string(&mut c, "SELECT string_agg(slot_name, ',' ORDER BY id) FROM logical_ext.slot_drop_audit"),
+        "a,b"
+    );
+}
+
+/// Slots that are idle on purpose are not candidates unless asked for:
+/// physical slots, logical_ext's own slots, native tablesync slots; name
+/// patterns and retained WAL narrow the choice further.
+#[test]
+fn drop_stale_slots_keeps_standby_and_subscription_slots_by_default() {
+    let (_cluster, mut c) = monitored_cluster("mon_exclude", PRELOADED);
+    exec(&mut c, "SELECT pg_create_physical_replication_slot('standby', true)");
+    create_slot(&mut c, "lx_sub", PLUGIN);
+    create_slot(&mut c, "pg_16390_sync_16385_7312345678901234567", "test_decoding");
+    create_slot(&mut c, "le_3_16385_sync_7312345678901234567", "test_decoding");
+    create_slot(&mut c, "plain", "test_decoding");
+    create_slot(&mut c, "patroni_keep", "test_decoding");
+    write_wal(&mut c, 100);
+    let all = [
+        "le_3_16385_sync_7312345678901234567",
+        "lx_sub",
+        "patroni_keep",
+        "pg_16390_sync_16385_7312345678901234567",
+        "plain",
+        "standby",
+    ];
+    wait_until(TIMEOUT, "every slot is inactive for 10 s", || inactive_for_at_least(&mut c, &all, 10));
+    let b = "10 seconds";
+
+    assert_eq!(would_drop(&mut c, b, ""), ["patroni_keep", "plain"]);
+    assert_eq!(would_drop(&mut c, b, ", exclude_names => ARRAY['patroni%']"), ["plain"]);
+    assert_eq!(would_drop(&mut c, b, ", include_names => ARRAY['pat%', 'nomatch']"), ["patroni_keep"]);
+    assert_eq!(would_drop(&mut c, b, ", slot_types => ARRAY['physical']"), ["standby"]);
+    assert_eq!(
+        would_drop(&mut c, b, ", slot_types => ARRAY['logical', 'physical'], include_subscription_slots => true"),
+        all
+    );
+    assert_eq!(would_drop(&mut c, b, ", min_retained_bytes => 1073741824"), Vec::<String>::new());
+    assert_eq!(would_drop(&mut c, b, ", min_retained_bytes => 65536"), ["patroni_keep", "plain"]);
+    assert_eq!(
+        sqlstate(c.query("SELECT * FROM logical_ext.drop_stale_slots('1 day', slot_types => ARRAY['both'])", &[])),
+        "22023"
+    );
+
+    assert_eq!(
+        drop_stale_with(&mut c, b, false, ", exclude_names => ARRAY['patroni%']"),
+        vec![("plain".to_string(), true, "dropped".to_string())]
+    );
+    let mut left = slot_names(&mut c);
+    left.sort();
+    let mut want: Vec<&str> = all.iter().copied().filter(|s| *s != "plain").collect();
+    want.sort();
+    assert_eq!(left, want);
+}
+
+/// The sampler prunes conflict_log and ddl_log in every database where
+/// logical_ext is installed (before, conflict_log was pruned only when an
+/// apply session started, ddl_log never).
+#[test]
+fn the_sampler_prunes_the_logs_of_every_database() {
+    let conf: Vec<&str> = PRELOADED
+        .iter()
+        .copied()
+        .chain([
+            "logical_ext.log_prune_interval = '1s'",
+            "logical_ext.conflict_log_retention = '1h'",
+            "logical_ext.ddl_log_retention = '1d'",
+        ])
+        .collect();
+    let (cluster, mut c) = monitored_cluster("mon_prune", &conf);
+    exec(&mut c, "CREATE DATABASE other");
+    let mut o = cluster.client_db("other");
+    exec(&mut o, "CREATE EXTENSION logical_ext");
+    exec(&mut c, "CREATE DATABASE without_extension");
+    let seed = "INSERT INTO logical_ext.conflict_log (detected_at, subscription, relation, conflict_type, resolution)
+                VALUES (now() - interval '2 hours', 's', 't', 'insert_exists', 'error'),
+                       (now() - interval '10 minutes', 's', 't', 'insert_exists', 'error');
+                INSERT INTO logical_ext.ddl_log (logged_at, source, command_tag, search_path, role_name, command,
+                                                 replicated)
+                VALUES (now() - interval '2 days', 'replicate_ddl', 'CREATE TABLE', 'public', 'postgres', 'x', true),
+                       (now() - interval '2 hours', 'replicate_ddl', 'CREATE TABLE', 'public', 'postgres', 'y', true)";
+    exec(&mut c, seed);
+    exec(&mut o, seed);
+    let counts = |c: &mut Client| {
+        query_string(
+            c,
+            "SELECT (SELECT count(*) FROM logical_ext.conflict_log) || ',' || (SELECT count(*) FROM logical_ext.ddl_log)",
+        )
+    };
+    wait_until(TIMEOUT, "the old rows are pruned in both databases", || {
+        counts(&mut c) == "1,1" && counts(&mut o) == "1,1"
+    });
+    assert_eq!(query_string(&mut o, "SELECT command FROM logical_ext.ddl_log"), "y", "the recent row is kept");
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    assert!(log.contains("logical_ext: pruned 1 rows of logical_ext.ddl_log"), "{}", cluster.log_tail(30));
     assert!(!log.contains("PANIC"), "{}", cluster.log_tail(30));
 }

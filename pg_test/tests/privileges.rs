@@ -68,7 +68,7 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.metrics()", Call("SELECT length(logical_ext.metrics())"), MON),
     ("logical_ext.sampler_status()", Call("SELECT count(*) FROM logical_ext.sampler_status()"), MON),
     (
-        "logical_ext.drop_stale_slots(interval,boolean)",
+        "logical_ext.drop_stale_slots(interval,boolean,text[],text[],text[],bigint,boolean)",
         Call("SELECT count(*) FROM logical_ext.drop_stale_slots('100 years', true)"),
         MON,
     ),

@@ -224,7 +224,17 @@ pub(crate) fn update(dboid: u32, subid: i32, f: impl FnOnce(&mut Slot)) {
     let mut t = STATUS.exclusive();
     if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid) {
         f(s);
+        s.received_lsn = clamp_lsn(s.received_lsn);
+        s.latest_end_lsn = clamp_lsn(s.latest_end_lsn);
     }
+}
+
+/// LSNs are shown through `bigint` (`worker_status()`): a publisher's
+/// `walEnd` of 2^63 or more (a broken or hostile server) would turn
+/// negative there and break `subscription_status` and `metrics()`, so stored
+/// positions are clamped to `i64::MAX` (no real LSN comes near it).
+pub(crate) fn clamp_lsn(lsn: u64) -> u64 {
+    lsn.min(i64::MAX as u64)
 }
 
 impl Slot {
@@ -268,4 +278,15 @@ pub(crate) fn my_pid() -> i32 {
 pub(crate) fn all() -> Vec<Slot> {
     let t = STATUS.share();
     t.slots.iter().filter(|s| s.subid != 0).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stored_lsns_fit_in_a_bigint() {
+        assert_eq!(super::clamp_lsn(0), 0);
+        assert_eq!(super::clamp_lsn(0x16_B374_D848), 0x16_B374_D848);
+        assert_eq!(super::clamp_lsn(1 << 63), i64::MAX as u64);
+        assert_eq!(super::clamp_lsn(u64::MAX) as i64, i64::MAX);
+    }
 }

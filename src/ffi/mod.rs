@@ -209,3 +209,32 @@ pub(crate) fn in_subtransaction<T>(
         },
     }
 }
+
+unsafe extern "C-unwind" {
+    /// `nodes/params.h`: the error-context callback the extended protocol
+    /// pushes while it binds and executes a portal (pgrx binds a wrapper,
+    /// not the C symbol whose address is on the stack).
+    #[link_name = "ParamsErrorCallback"]
+    fn params_error_callback(arg: *mut std::ffi::c_void);
+}
+
+/// Whether the running SQL function was called from another function, a DO
+/// block or SPI rather than directly by the client's statement: every such
+/// caller pushes an entry on `error_context_stack` (PL/pgSQL's, SQL
+/// functions', SPI's), while a top-level statement has none, or only the
+/// extended protocol's parameter entry.
+pub(crate) fn called_from_another_function() -> bool {
+    let params: unsafe extern "C-unwind" fn(*mut std::ffi::c_void) = params_error_callback;
+    // SAFETY: error_context_stack is a list of entries on the stacks of our
+    // callers, which are all running while we walk it.
+    unsafe {
+        let mut e = pg_sys::error_context_stack;
+        while !e.is_null() {
+            if (*e).callback.is_none_or(|cb| !std::ptr::fn_addr_eq(cb, params)) {
+                return true;
+            }
+            e = (*e).previous;
+        }
+    }
+    false
+}

@@ -2,10 +2,12 @@
 //! call `report.rs` to gather and assess, and turn the result into rows or
 //! text. Grants are in `sql/monitoring.sql`.
 
+use super::candidates::{self, Filter, SlotFacts, SlotTypeFilter};
 use super::errors::{MonitorError, OrReport};
-use super::health::{self, DropVerdict, HistoryGap};
+use super::health::{self, DropVerdict, HistoryGap, Positions};
+use super::prometheus::{self, Section, SectionError};
 use super::report::{self, SlotReport};
-use super::{prometheus, settings};
+use super::settings;
 use crate::ffi::lsn::Lsn;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -95,18 +97,54 @@ fn slot_health() -> TableIterator<
 /// The figures of slot_health(), replication_status(), the logical_ext
 /// subscriptions of this database and the sampler in the Prometheus text
 /// exposition format.
+/// Each section is gathered in its own subtransaction: one that raises an
+/// ERROR is left out and named (`logical_ext_scrape_errors` and a comment
+/// line) instead of failing the scrape. Errors of SQLSTATE class 57
+/// (operator intervention: cancel, `statement_timeout`, shutdown) and 53
+/// (insufficient resources) end the scrape as usual.
 #[pg_extern(volatile, parallel_restricted)]
 fn metrics() -> String {
-    let slots = report::slots(&settings::thresholds());
-    let walsenders = report::walsenders();
-    let subscriptions = report::subscriptions();
-    let sampler = report::sampler();
-    prometheus::render(&prometheus::families(&prometheus::Inputs {
+    let mut failed = Vec::new();
+    let slots = section(Section::Slots, &mut failed, || report::slots(&settings::thresholds()));
+    let walsenders = section(Section::Walsenders, &mut failed, report::walsenders);
+    let subscriptions = section(Section::Subscriptions, &mut failed, report::subscriptions);
+    let sampler = section(Section::Sampler, &mut failed, report::sampler);
+    let body = prometheus::render(&prometheus::families(&prometheus::Inputs {
         slots: &slots,
         walsenders: &walsenders,
         subscriptions: &subscriptions,
         sampler: &sampler,
-    }))
+        failed: &failed,
+    }));
+    format!("{}{body}", prometheus::error_comments(&failed))
+}
+
+/// Whether an ERROR of this SQLSTATE must end the scrape rather than only
+/// its section.
+fn ends_the_scrape(sqlstate: &str) -> bool {
+    sqlstate.starts_with("57") || sqlstate.starts_with("53")
+}
+
+fn section<T: Default>(which: Section, failed: &mut Vec<SectionError>, f: impl FnOnce() -> T) -> T {
+    match crate::ffi::in_subtransaction(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(e) => {
+            let code = e.sql_error_code();
+            // SAFETY: unpack_sql_state returns a static buffer with the
+            // five-character SQLSTATE of a valid error code.
+            let sqlstate = unsafe { crate::ffi::cstr_to_string(pg_sys::unpack_sql_state(code as i32)) };
+            if ends_the_scrape(&sqlstate) {
+                let mut r = pgrx::pg_sys::panic::ErrorReport::new(code, e.message().to_string(), "logical_ext.metrics");
+                if let Some(h) = e.hint() {
+                    r = r.set_hint(h.to_string());
+                }
+                r.report(PgLogLevel::ERROR);
+                unreachable!("ERROR does not return");
+            }
+            failed.push(SectionError { section: which, sqlstate, message: e.message().to_string() });
+            T::default()
+        }
+    }
 }
 
 /// The state of the background sampler that records slot history.
@@ -186,6 +224,28 @@ fn check_drop_privileges(role: pg_sys::Oid, role_name: &str, dry_run: bool) {
     }
 }
 
+/// Refuses a real drop wherever its audit row could be missing afterwards:
+/// where it cannot be written (hot standby, read-only transaction), inside a
+/// transaction block, and when called from another function — PL/pgSQL, a
+/// SQL function, a DO block, anything through SPI — which could roll the
+/// audit row back after the slot is gone (`PreventInTransactionBlock` only
+/// sees the top-level statement, so a wrapper function fools it). Such
+/// callers leave an error-context callback on `error_context_stack`; at the
+/// top level there is none, or only the extended protocol's parameter
+/// callback (`ParamsErrorCallback`).
+fn check_real_drop_is_final() {
+    // SAFETY: plain reads of backend globals.
+    let (standby, read_only) = unsafe { (pg_sys::RecoveryInProgress(), pg_sys::XactReadOnly) };
+    if standby || read_only {
+        MonitorError::AuditNotWritable { standby }.report();
+    }
+    // SAFETY: a static C string; raises an ERROR inside a transaction block.
+    unsafe { pg_sys::PreventInTransactionBlock(true, c"logical_ext.drop_stale_slots(dry_run => false)".as_ptr()) };
+    if crate::ffi::called_from_another_function() {
+        MonitorError::NestedCall.report();
+    }
+}
+
 fn drop_row(s: &SlotReport, dropped: bool, action: String) -> DropRow {
     (
         s.slot_name.clone(),
@@ -229,11 +289,111 @@ fn record_drop(s: &SlotReport, role_name: &str, inactive_for: &Interval) {
     .or_report();
 }
 
-/// Drops (or, with `dry_run`, lists) the slots that have been inactive for
-/// at least `inactive_for`. Never touches an active slot or one inactive for
-/// less. Every drop is logged and recorded in `logical_ext.slot_drop_audit`.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+/// A slot this backend acquired; released when dropped unless it was
+/// dropped meanwhile (then `MyReplicationSlot` is NULL).
+struct AcquiredSlot;
+
+impl AcquiredSlot {
+    /// `ReplicationSlotAcquire(nowait)`: an ERROR when a process uses it.
+    fn acquire(name: &std::ffi::CStr) -> AcquiredSlot {
+        // SAFETY: a valid C string; raises an ERROR (slot missing or in use)
+        // without acquiring anything.
+        unsafe { pg_sys::ReplicationSlotAcquire(name.as_ptr(), true) };
+        AcquiredSlot
+    }
+
+    /// The acquired slot's positions and plugin, copied under its spinlock.
+    fn positions(&self) -> (Positions, String) {
+        // SAFETY: MyReplicationSlot is the slot acquired above (non-NULL
+        // until dropped or released); the checkpointer may still invalidate
+        // it, hence the spinlock around the copy.
+        unsafe {
+            let slot = pg_sys::MyReplicationSlot;
+            pg_sys::SpinLockAcquire(&raw mut (*slot).mutex);
+            let p = Positions {
+                restart_lsn: (*slot).data.restart_lsn,
+                confirmed_flush: if (*slot).data.database != pg_sys::InvalidOid {
+                    (*slot).data.confirmed_flush
+                } else {
+                    0
+                },
+            };
+            let plugin = (*slot).data.plugin;
+            pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
+            let plugin = crate::ffi::cstr_to_string(plugin.data.as_ptr());
+            (p, plugin)
+        }
+    }
+
+    /// Drops the acquired slot. PostgreSQL 15 exports no
+    /// `ReplicationSlotDropAcquired`; releasing an ephemeral slot drops it
+    /// (`ReplicationSlotRelease`), so the slot is marked ephemeral (in memory
+    /// only: a crash before the release leaves it persistent on disk) right
+    /// before the release, with nothing that can fail in between.
+    fn drop_it(self) {
+        // SAFETY: MyReplicationSlot is the slot this backend acquired; its
+        // spinlock guards the persistency change.
+        unsafe {
+            let slot = pg_sys::MyReplicationSlot;
+            pg_sys::SpinLockAcquire(&raw mut (*slot).mutex);
+            (*slot).data.persistency = pg_sys::ReplicationSlotPersistency::RS_EPHEMERAL;
+            pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
+            pg_sys::ReplicationSlotRelease();
+        }
+    }
+}
+
+impl Drop for AcquiredSlot {
+    fn drop(&mut self) {
+        // SAFETY: releases the slot this backend still holds, if any.
+        unsafe {
+            if !pg_sys::MyReplicationSlot.is_null() {
+                pg_sys::ReplicationSlotRelease();
+            }
+        }
+    }
+}
+
+/// Why a slot that looked stale was not dropped after all.
+enum Kept {
+    /// Used (or re-created) between the report and the drop.
+    MovedMeanwhile,
+    /// An ERROR: in use, gone, or the audit row could not be written.
+    Error(String),
+}
+
+/// Acquires the slot, checks that it is still the slot the report saw, at
+/// the same positions (so no consumer used it in between: while we hold it
+/// none can), writes the audit row and drops it — all in one subtransaction,
+/// so the audit row exists exactly when the slot was dropped.
+fn drop_one(s: &SlotReport, role_name: &str, inactive_for: &Interval) -> Result<(), Kept> {
+    let name = std::ffi::CString::new(s.slot_name.as_str()).or_report();
+    let seen = Positions {
+        restart_lsn: s.restart_lsn.map_or(0, |l| l.0),
+        confirmed_flush: s.confirmed_flush_lsn.map_or(0, |l| l.0),
+    };
+    let r = crate::ffi::in_subtransaction(std::panic::AssertUnwindSafe(|| {
+        let slot = AcquiredSlot::acquire(&name);
+        let (now, plugin) = slot.positions();
+        let same_slot = s.plugin.as_deref().unwrap_or("") == plugin;
+        if !same_slot || health::moved_since(seen, now) {
+            return false;
+        }
+        record_drop(s, role_name, inactive_for);
+        slot.drop_it();
+        true
+    }));
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Kept::MovedMeanwhile),
+        Err(e) => Err(Kept::Error(e.message().to_string())),
+    }
+}
+
+/// The old two-argument entry point (`drop_stale_slots_wrapper` of 0.1.0's
+/// SQL): the same as the new function with its defaults. Not in the SQL of
+/// this version, which replaces it with [`drop_stale_slots_filtered`].
+#[pg_extern(sql = false)]
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelt out here
 fn drop_stale_slots(
     inactive_for: Interval,
@@ -255,50 +415,102 @@ fn drop_stale_slots(
         name!(action, String),
     ),
 > {
+    TableIterator::new(drop_stale(inactive_for, dry_run, Filter::default()))
+}
+
+/// Drops (or, with `dry_run`, lists) the candidate slots (see
+/// `candidates.rs`) that have been inactive — neither active nor moved — for
+/// at least `inactive_for`. Every drop is logged and recorded in
+/// `logical_ext.slot_drop_audit` in the same subtransaction.
+#[pg_extern(name = "drop_stale_slots", volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)] // pgrx needs the row type spelt out here
+fn drop_stale_slots_filtered(
+    inactive_for: Interval,
+    dry_run: default!(bool, true),
+    slot_types: default!(Vec<String>, "ARRAY['logical']"),
+    include_names: default!(Vec<String>, "ARRAY['%']"),
+    exclude_names: default!(Vec<String>, "ARRAY[]::text[]"),
+    min_retained_bytes: default!(i64, 0),
+    include_subscription_slots: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(slot_name, String),
+        name!(slot_type, String),
+        name!(plugin, Option<String>),
+        name!(database, Option<String>),
+        name!(inactive_since, Option<TimestampWithTimeZone>),
+        name!(restart_lsn, Option<Lsn>),
+        name!(confirmed_flush_lsn, Option<Lsn>),
+        name!(lag_bytes, Option<i64>),
+        name!(retained_wal_bytes, Option<i64>),
+        name!(wal_status, Option<String>),
+        name!(dropped, bool),
+        name!(action, String),
+    ),
+> {
+    let slot_type = SlotTypeFilter::parse(slot_types.iter().map(String::as_str))
+        .unwrap_or_else(|t| MonitorError::BadSlotType(t).report());
+    if min_retained_bytes < 0 {
+        MonitorError::NegativeRetained.report();
+    }
+    let filter = Filter { slot_type, include_names, exclude_names, min_retained_bytes, include_subscription_slots };
+    TableIterator::new(drop_stale(inactive_for, dry_run, filter))
+}
+
+fn drop_stale(inactive_for: Interval, dry_run: bool, filter: Filter) -> Vec<DropRow> {
     let (role, role_name) = caller();
     check_drop_privileges(role, &role_name, dry_run);
     let bound_us = i64::try_from(inactive_for.as_micros()).unwrap_or(i64::MAX);
     if bound_us < 0 {
         MonitorError::NegativeBound.report();
     }
+    let interval_us = settings::monitor_interval().map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let min_us = candidates::min_inactive_for_us(interval_us);
+    if bound_us < min_us {
+        MonitorError::BoundTooSmall { min_us }.report();
+    }
     if !dry_run {
-        // Dropping a slot cannot be rolled back, its audit row could: run
-        // only where the statement's own commit follows.
-        // SAFETY: a static C string; raises an ERROR inside a transaction block.
-        unsafe { pg_sys::PreventInTransactionBlock(true, c"logical_ext.drop_stale_slots(dry_run => false)".as_ptr()) };
+        check_real_drop_is_final();
     }
 
     let slots = report::slots(&settings::thresholds());
     let mut rows = Vec::new();
     let mut unknown: Option<HistoryGap> = None;
     for s in &slots {
+        let facts = SlotFacts {
+            name: &s.slot_name,
+            slot_type: &s.slot_type,
+            plugin: s.plugin.as_deref(),
+            retained_bytes: s.retained_wal_bytes,
+        };
+        if candidates::excluded(&filter, facts).is_some() {
+            continue;
+        }
         match health::drop_verdict(&s.inactivity, s.now, bound_us) {
             DropVerdict::KeepActive | DropVerdict::KeepTooRecent => {}
             DropVerdict::KeepUnknown(gap) => unknown = Some(gap),
             DropVerdict::Drop if dry_run => rows.push(drop_row(s, false, "would drop".to_string())),
-            DropVerdict::Drop => {
-                let name = std::ffi::CString::new(s.slot_name.as_str()).or_report();
-                // SAFETY: ReplicationSlotDrop(nowait = true) acquires the slot
-                // (an ERROR if a process uses it) and drops it; the
-                // subtransaction turns that ERROR into a row.
-                match crate::ffi::in_subtransaction(|| unsafe { pg_sys::ReplicationSlotDrop(name.as_ptr(), true) }) {
-                    Ok(()) => {
-                        pgrx::log!(
-                            "logical_ext: dropped replication slot \"{}\" ({} slot, inactive since {}, restart_lsn {}, \
-                             confirmed_flush_lsn {}, lag {} bytes) for role \"{role_name}\"",
-                            s.slot_name,
-                            s.slot_type,
-                            timestamptz(s.inactivity.since()).map_or("unknown".to_string(), |t| t.to_string()),
-                            s.restart_lsn.map_or("NULL".to_string(), |l| l.to_string()),
-                            s.confirmed_flush_lsn.map_or("NULL".to_string(), |l| l.to_string()),
-                            s.lag_bytes.map_or("NULL".to_string(), |l| l.to_string()),
-                        );
-                        record_drop(s, &role_name, &inactive_for);
-                        rows.push(drop_row(s, true, "dropped".to_string()));
-                    }
-                    Err(e) => rows.push(drop_row(s, false, format!("not dropped: {}", e.message()))),
+            DropVerdict::Drop => match drop_one(s, &role_name, &inactive_for) {
+                Ok(()) => {
+                    pgrx::log!(
+                        "logical_ext: dropped replication slot \"{}\" ({} slot, inactive since {}, restart_lsn {}, \
+                         confirmed_flush_lsn {}, lag {} bytes) for role \"{role_name}\"",
+                        s.slot_name,
+                        s.slot_type,
+                        timestamptz(s.inactivity.since()).map_or("unknown".to_string(), |t| t.to_string()),
+                        s.restart_lsn.map_or("NULL".to_string(), |l| l.to_string()),
+                        s.confirmed_flush_lsn.map_or("NULL".to_string(), |l| l.to_string()),
+                        s.lag_bytes.map_or("NULL".to_string(), |l| l.to_string()),
+                    );
+                    rows.push(drop_row(s, true, "dropped".to_string()));
                 }
-            }
+                Err(Kept::MovedMeanwhile) => {
+                    rows.push(drop_row(s, false, "not dropped: used since it was assessed".to_string()))
+                }
+                Err(Kept::Error(e)) => rows.push(drop_row(s, false, format!("not dropped: {e}"))),
+            },
         }
     }
     if let Some(gap) = unknown {
@@ -306,5 +518,5 @@ fn drop_stale_slots(
         // same (missing) history, so no slot got a Drop verdict.
         MonitorError::NoHistory(gap).report();
     }
-    TableIterator::new(rows)
+    rows
 }

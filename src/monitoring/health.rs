@@ -19,16 +19,20 @@ pub(crate) enum Status {
     Ok,
     Warning,
     Critical,
+    /// `wal_status = lost`: the slot was invalidated, its consumer cannot
+    /// resume from it.
+    Lost,
 }
 
 impl Status {
-    pub(crate) const ALL: [Status; 3] = [Status::Ok, Status::Warning, Status::Critical];
+    pub(crate) const ALL: [Status; 4] = [Status::Ok, Status::Warning, Status::Critical, Status::Lost];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Warning => "warning",
             Status::Critical => "critical",
+            Status::Lost => "lost",
         }
     }
 }
@@ -92,6 +96,9 @@ pub(crate) enum HistoryGap {
     SamplerNotRunning,
     /// Fewer than two usable samples of the slot so far.
     TooFewSamples,
+    /// The sampler's latest round is older than two intervals (it is stuck,
+    /// or was just switched back on): what happened since is unknown.
+    SamplerStale,
 }
 
 impl HistoryGap {
@@ -103,8 +110,16 @@ impl HistoryGap {
             HistoryGap::SamplingOff => "no history: sampling is off (logical_ext.monitor_interval = 0)",
             HistoryGap::SamplerNotRunning => "no history: the logical_ext sampler is not running",
             HistoryGap::TooFewSamples => "growth unknown: fewer than 2 samples of this slot so far",
+            HistoryGap::SamplerStale => "no history: the sampler's latest round is older than two intervals",
         }
     }
+}
+
+/// A slot's positions (0 = invalid/NULL), as sampled or as live now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Positions {
+    pub(crate) restart_lsn: u64,
+    pub(crate) confirmed_flush: u64,
 }
 
 /// What the sampler remembers about a slot's activity.
@@ -119,6 +134,8 @@ pub(crate) struct TrackedActivity {
     /// active, or saw it appear after its own first round. When false the
     /// slot was already inactive when sampling started.
     pub(crate) saw_start: bool,
+    /// The positions of the latest sample.
+    pub(crate) last_positions: Positions,
 }
 
 /// What is known about how long a slot has been inactive.
@@ -148,8 +165,10 @@ impl Inactivity {
 /// all; `Ok(None)` when the sampler runs but has not sampled this slot yet.
 pub(crate) type Tracked = Result<Option<TrackedActivity>, HistoryGap>;
 
-/// Combines the live `active` flag with the sampler's memory.
-pub(crate) fn inactivity(live_active: bool, tracked: Tracked, now: i64) -> Inactivity {
+/// Combines the live `active` flag and positions with the sampler's memory.
+/// A slot whose live positions differ from its latest sample was used after
+/// that sample (or re-created): inactive since now at the earliest.
+pub(crate) fn inactivity(live_active: bool, live: Positions, tracked: Tracked, now: i64) -> Inactivity {
     if live_active {
         return Inactivity::Active;
     }
@@ -158,11 +177,19 @@ pub(crate) fn inactivity(live_active: bool, tracked: Tracked, now: i64) -> Inact
         // Created (or released) after the latest sample: inactive at most
         // one interval; report the later bound, now.
         Ok(None) => Inactivity::Since { at: now, at_least: false },
+        Ok(Some(t)) if moved_since(t.last_positions, live) => Inactivity::Since { at: now, at_least: false },
         Ok(Some(t)) => match t.inactive_since {
             Some(at) if !t.active_in_last_sample => Inactivity::Since { at, at_least: !t.saw_start },
             _ => Inactivity::Since { at: now, at_least: false },
         },
     }
+}
+
+/// Whether a slot moved (or became another slot) between `sampled` and
+/// `live`; becoming invalid (0) is the server's doing, not a consumer's.
+pub(crate) fn moved_since(sampled: Positions, live: Positions) -> bool {
+    let moved = |old: u64, new: u64| new != 0 && new != old;
+    moved(sampled.restart_lsn, live.restart_lsn) || moved(sampled.confirmed_flush, live.confirmed_flush)
 }
 
 /// Retained-WAL growth in bytes per second: the least-squares slope of
@@ -249,9 +276,34 @@ pub(crate) fn forecast(
     Forecast { basis, remaining_bytes: remaining, seconds_until_exhausted: seconds }
 }
 
+/// Who consumes a slot, as far as the slot itself tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consumer {
+    /// Output plugin `logical_ext`: a logical_ext subscription (or another
+    /// client of the plugin).
+    LogicalExt,
+    /// Another logical slot: a native subscription or another client.
+    Logical,
+    /// A physical slot: a standby or `pg_receivewal`.
+    Physical,
+}
+
+impl Consumer {
+    pub(crate) fn of(slot_type: &str, plugin: Option<&str>) -> Consumer {
+        match (slot_type, plugin) {
+            ("physical", _) => Consumer::Physical,
+            (_, Some("logical_ext")) => Consumer::LogicalExt,
+            _ => Consumer::Logical,
+        }
+    }
+}
+
 /// Everything [`assess`] looks at for one slot.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Facts {
+    pub(crate) consumer: Consumer,
+    /// `confirmed_flush_lsn` (logical slots).
+    pub(crate) confirmed_flush_lsn: Option<u64>,
     pub(crate) lag_bytes: Option<i64>,
     pub(crate) retained_bytes: Option<i64>,
     pub(crate) wal_status: Option<WalStatus>,
@@ -276,12 +328,7 @@ pub(crate) fn assess(f: &Facts, t: &Thresholds) -> Assessment {
     let mut findings: Vec<(Status, String)> = Vec::new();
 
     match f.wal_status {
-        Some(WalStatus::Lost) => findings.push((
-            Status::Critical,
-            "wal_status is lost: WAL this slot needs was removed, its consumer can no longer resume; \
-             drop the slot and rebuild the consumer"
-                .to_string(),
-        )),
+        Some(WalStatus::Lost) => findings.push((Status::Lost, lost_reason(f))),
         Some(WalStatus::Unreserved) => findings.push((
             Status::Critical,
             format!(
@@ -377,6 +424,40 @@ pub(crate) fn assess(f: &Facts, t: &Thresholds) -> Assessment {
     Assessment { status, reason }
 }
 
+/// `X/Y`, as PostgreSQL prints an LSN.
+pub(crate) fn lsn_text(l: u64) -> String {
+    format!("{:X}/{:X}", l >> 32, l as u32)
+}
+
+/// What happened to an invalidated (`lost`) slot, what was lost and what to do.
+fn lost_reason(f: &Facts) -> String {
+    let limit = f.max_slot_wal_keep_size.map(|b| format!(" ({})", bytes(b))).unwrap_or_default();
+    let what = format!(
+        "lost: the server removed WAL this slot still needed (it fell more than max_slot_wal_keep_size{limit} \
+         behind) and invalidated it"
+    );
+    let from = f.confirmed_flush_lsn.map(|l| format!(" after {}", lsn_text(l))).unwrap_or_default();
+    let (lost, todo) = match f.consumer {
+        Consumer::LogicalExt => (
+            format!("the changes{from} can no longer be decoded, so its consumer missed them for good"),
+            "drop the slot and resynchronise the consumer from a fresh copy: for a logical_ext subscription \
+             run logical_ext.drop_subscription() and logical_ext.create_subscription() again with copy_data => \
+             true (or resync_table() every table after re-creating the slot)",
+        ),
+        Consumer::Logical => (
+            format!("the changes{from} can no longer be decoded, so its consumer missed them for good"),
+            "drop the slot and resynchronise the consumer from a fresh copy (a native subscription: DROP and \
+             CREATE SUBSCRIPTION with copy_data = true; other clients: take a new snapshot)",
+        ),
+        Consumer::Physical => (
+            "its standby cannot stream the removed WAL".to_string(),
+            "restore the missing WAL from an archive (restore_command) or rebuild the standby with \
+             pg_basebackup, then drop and re-create the slot",
+        ),
+    };
+    format!("{what}; {lost}; to recover: {todo}")
+}
+
 fn push_part(out: &mut String, part: &str) {
     if !out.is_empty() {
         out.push_str("; ");
@@ -451,6 +532,8 @@ mod tests {
 
     fn facts(lag: i64) -> Facts {
         Facts {
+            consumer: Consumer::Logical,
+            confirmed_flush_lsn: Some(0x1_0000_0100),
             lag_bytes: Some(lag),
             retained_bytes: Some(lag),
             wal_status: Some(WalStatus::Reserved),
@@ -517,12 +600,33 @@ mod tests {
     }
 
     #[test]
-    fn lost_and_unreserved_are_critical() {
+    fn lost_says_what_happened_what_was_lost_and_what_to_do() {
         let mut f = facts(0);
         f.wal_status = Some(WalStatus::Lost);
+        f.max_slot_wal_keep_size = Some(1 << 20);
         let a = assess(&f, &defaults());
-        assert_eq!(a.status, Status::Critical);
-        assert!(a.reason.starts_with("wal_status is lost"), "{}", a.reason);
+        assert_eq!(a.status, Status::Lost);
+        assert!(a.reason.starts_with("lost: the server removed WAL this slot still needed"), "{}", a.reason);
+        assert!(a.reason.contains("max_slot_wal_keep_size (1 MB)"), "{}", a.reason);
+        assert!(a.reason.contains("the changes after 1/100 can no longer be decoded"), "{}", a.reason);
+        assert!(a.reason.contains("to recover: drop the slot"), "{}", a.reason);
+        assert!(a.reason.contains("CREATE SUBSCRIPTION"), "{}", a.reason);
+        f.consumer = Consumer::LogicalExt;
+        let a = assess(&f, &defaults());
+        assert!(a.reason.contains("logical_ext.create_subscription()"), "{}", a.reason);
+        f.consumer = Consumer::Physical;
+        f.confirmed_flush_lsn = None;
+        let a = assess(&f, &defaults());
+        assert!(a.reason.contains("pg_basebackup"), "{}", a.reason);
+        assert_eq!(Consumer::of("physical", None), Consumer::Physical);
+        assert_eq!(Consumer::of("logical", Some("logical_ext")), Consumer::LogicalExt);
+        assert_eq!(Consumer::of("logical", Some("pgoutput")), Consumer::Logical);
+        assert_eq!(lsn_text(0x16_B374_D848), "16/B374D848");
+    }
+
+    #[test]
+    fn unreserved_is_critical() {
+        let mut f = facts(0);
 
         f.wal_status = Some(WalStatus::Unreserved);
         f.max_slot_wal_keep_size = Some(64 << 20);
@@ -588,9 +692,9 @@ mod tests {
         f.wal_status = Some(WalStatus::Lost);
         f.inactivity = Inactivity::Since { at: f.now - 3600 * S, at_least: false };
         let a = assess(&f, &defaults());
-        assert_eq!(a.status, Status::Critical);
+        assert_eq!(a.status, Status::Lost);
         let parts: Vec<&str> = a.reason.split("; ").collect();
-        assert!(parts[0].starts_with("wal_status is lost"), "{}", a.reason);
+        assert!(parts[0].starts_with("lost: "), "{}", a.reason);
         assert!(parts.iter().any(|p| p.starts_with("lag 2 GB")), "{}", a.reason);
         assert!(parts.iter().any(|p| p.starts_with("inactive for 1 h")), "{}", a.reason);
     }
@@ -614,25 +718,48 @@ mod tests {
     #[test]
     fn inactivity_combines_live_state_and_history() {
         let now = 500 * S;
+        let p = Positions { restart_lsn: 10, confirmed_flush: 20 };
         let tracked = |active_in_last_sample, inactive_since, saw_start| {
-            Ok(Some(TrackedActivity { active_in_last_sample, inactive_since, saw_start }))
+            Ok(Some(TrackedActivity { active_in_last_sample, inactive_since, saw_start, last_positions: p }))
         };
-        assert_eq!(inactivity(true, Err(HistoryGap::NotPreloaded), now), Inactivity::Active);
-        assert_eq!(inactivity(true, tracked(false, Some(1), false), now), Inactivity::Active);
+        assert_eq!(inactivity(true, p, Err(HistoryGap::NotPreloaded), now), Inactivity::Active);
+        assert_eq!(inactivity(true, p, tracked(false, Some(1), false), now), Inactivity::Active);
         assert_eq!(
-            inactivity(false, Err(HistoryGap::SamplerNotRunning), now),
+            inactivity(false, p, Err(HistoryGap::SamplerNotRunning), now),
             Inactivity::Unknown(HistoryGap::SamplerNotRunning)
         );
         // Not sampled yet / released after the last sample: the later bound, now.
-        assert_eq!(inactivity(false, Ok(None), now), Inactivity::Since { at: now, at_least: false });
-        assert_eq!(inactivity(false, tracked(true, None, true), now), Inactivity::Since { at: now, at_least: false });
+        assert_eq!(inactivity(false, p, Ok(None), now), Inactivity::Since { at: now, at_least: false });
         assert_eq!(
-            inactivity(false, tracked(false, Some(100 * S), true), now),
+            inactivity(false, p, tracked(true, None, true), now),
+            Inactivity::Since { at: now, at_least: false }
+        );
+        assert_eq!(
+            inactivity(false, p, tracked(false, Some(100 * S), true), now),
             Inactivity::Since { at: 100 * S, at_least: false }
         );
         assert_eq!(
-            inactivity(false, tracked(false, Some(100 * S), false), now),
+            inactivity(false, p, tracked(false, Some(100 * S), false), now),
             Inactivity::Since { at: 100 * S, at_least: true }
+        );
+        // Moved after the latest sample (a consumer read just now): since now.
+        for live in
+            [Positions { restart_lsn: 10, confirmed_flush: 30 }, Positions { restart_lsn: 11, confirmed_flush: 20 }]
+        {
+            assert_eq!(
+                inactivity(false, live, tracked(false, Some(100 * S), true), now),
+                Inactivity::Since { at: now, at_least: false }
+            );
+        }
+        // Invalidated since (restart_lsn NULL): not a consumer's doing.
+        assert_eq!(
+            inactivity(
+                false,
+                Positions { restart_lsn: 0, confirmed_flush: 20 },
+                tracked(false, Some(100 * S), true),
+                now
+            ),
+            Inactivity::Since { at: 100 * S, at_least: false }
         );
     }
 
@@ -729,7 +856,7 @@ mod tests {
             assert_eq!(WalStatus::parse(w.as_str()), Some(w));
         }
         assert_eq!(WalStatus::parse("bogus"), None);
-        assert!(Status::Critical > Status::Warning && Status::Warning > Status::Ok);
-        assert_eq!(Status::ALL.map(Status::as_str), ["ok", "warning", "critical"]);
+        assert!(Status::Lost > Status::Critical && Status::Critical > Status::Warning && Status::Warning > Status::Ok);
+        assert_eq!(Status::ALL.map(Status::as_str), ["ok", "warning", "critical", "lost"]);
     }
 }

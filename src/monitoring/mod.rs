@@ -33,12 +33,14 @@
 //!   a hint. SQL-shaped objects (audit table, `replication_status()`,
 //!   grants) are in `sql/monitoring.sql`.
 
+mod candidates;
 mod errors;
 mod functions;
 mod health;
 mod history;
 
 mod prometheus;
+mod pruner;
 mod report;
 mod sampler;
 pub(crate) mod settings;
@@ -60,7 +62,8 @@ pub(crate) fn init() {
 pgrx::extension_sql_file!(
     "../../sql/monitoring.sql",
     name = "monitoring",
-    requires = [functions::slot_health, functions::metrics, functions::sampler_status, functions::drop_stale_slots]
+    requires =
+        [functions::slot_health, functions::metrics, functions::sampler_status, functions::drop_stale_slots_filtered]
 );
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -75,6 +78,8 @@ mod tests {
             ("logical_ext.slot_lag_critical", "10GB"),
             ("logical_ext.slot_inactive_warning", "5min"),
             ("logical_ext.monitor_interval", "10s"),
+            ("logical_ext.log_prune_interval", "1h"),
+            ("logical_ext.ddl_log_retention", "30d"),
         ] {
             let got = Spi::get_one::<String>(&format!("SHOW {name}")).unwrap();
             assert_eq!(got.as_deref(), Some(want), "{name}");
@@ -132,7 +137,7 @@ mod tests {
         let definer = Spi::get_one::<String>(
             "SELECT p.prosecdef::text || ' ' || array_to_string(p.proconfig, ',')
                FROM pg_catalog.pg_proc p
-              WHERE p.oid = 'logical_ext.drop_stale_slots(interval, boolean)'::regprocedure",
+              WHERE p.oid = 'logical_ext.drop_stale_slots(interval, boolean, text[], text[], text[], bigint, boolean)'::regprocedure",
         )
         .unwrap();
         assert_eq!(definer.as_deref(), Some("true search_path=pg_catalog, pg_temp"));

@@ -1,6 +1,10 @@
 //! `logical_ext.metrics()`: the figures of `slot_health()`,
 //! `replication_status()` and the sampler in the Prometheus text exposition
 //! format (version 0.0.4). Pure: built from the reports, rendered to text.
+//!
+//! The scrape is gathered in [`Section`]s; one that fails (see
+//! `functions::metrics`) is left out, `logical_ext_scrape_errors` says which,
+//! and a comment line says why, so the rest of the scrape still arrives.
 
 use super::health::{Status, WalStatus};
 use super::report::{SamplerReport, SlotReport, SubscriptionReport, WalsenderReport};
@@ -111,18 +115,60 @@ fn bool_value(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
+/// The parts of a scrape, gathered (and failing) independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Slots,
+    Walsenders,
+    Subscriptions,
+    Sampler,
+}
+
+impl Section {
+    pub(crate) const ALL: [Section; 4] =
+        [Section::Slots, Section::Walsenders, Section::Subscriptions, Section::Sampler];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Section::Slots => "slots",
+            Section::Walsenders => "walsenders",
+            Section::Subscriptions => "subscriptions",
+            Section::Sampler => "sampler",
+        }
+    }
+}
+
+/// A section that could not be gathered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SectionError {
+    pub(crate) section: Section,
+    pub(crate) sqlstate: String,
+    pub(crate) message: String,
+}
+
+/// The comment lines naming the failed sections (one line each).
+pub(crate) fn error_comments(failed: &[SectionError]) -> String {
+    let mut out = String::new();
+    for e in failed {
+        let msg: String = e.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let _ = writeln!(out, "# logical_ext: section {} left out: SQLSTATE {}: {msg}", e.section.as_str(), e.sqlstate);
+    }
+    out
+}
+
 /// The figures `metrics()` exposes.
 pub(crate) struct Inputs<'a> {
     pub(crate) slots: &'a [SlotReport],
     pub(crate) walsenders: &'a [WalsenderReport],
     pub(crate) subscriptions: &'a [SubscriptionReport],
     pub(crate) sampler: &'a SamplerReport,
+    pub(crate) failed: &'a [SectionError],
 }
 
 /// All metric families, in a fixed order. Series whose value is NULL in
 /// SQL are left out.
 pub(crate) fn families(inputs: &Inputs<'_>) -> Vec<Family> {
-    let Inputs { slots, walsenders, subscriptions, sampler } = *inputs;
+    let Inputs { slots, walsenders, subscriptions, sampler, failed } = *inputs;
     let mut active = Family::new(
         "logical_ext_slot_active",
         Kind::Gauge,
@@ -299,6 +345,15 @@ pub(crate) fn families(inputs: &Inputs<'_>) -> Vec<Family> {
     if let Some(at) = sampler.last_sample_at {
         last.add(vec![], at as f64 / 1e6 + PG_EPOCH_UNIX_SECS);
     }
+    let mut scrape_errors = Family::new(
+        "logical_ext_scrape_errors",
+        Kind::Gauge,
+        "1 when this section of the scrape failed and was left out (the comment line above says why).",
+    );
+    for sec in Section::ALL {
+        scrape_errors
+            .add(vec![("section", sec.as_str().to_string())], bool_value(failed.iter().any(|e| e.section == sec)));
+    }
 
     vec![
         active,
@@ -323,6 +378,7 @@ pub(crate) fn families(inputs: &Inputs<'_>) -> Vec<Family> {
         running,
         samples,
         last,
+        scrape_errors,
     ]
 }
 
@@ -363,8 +419,13 @@ mod tests {
 
     #[test]
     fn sampler_families_without_preload() {
-        let fams =
-            families(&Inputs { slots: &[], walsenders: &[], subscriptions: &[], sampler: &SamplerReport::default() });
+        let fams = families(&Inputs {
+            slots: &[],
+            walsenders: &[],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+            failed: &[],
+        });
         let text = render(&fams);
         assert!(text.contains("\nlogical_ext_sampler_running 0\n"), "{text}");
         assert!(text.contains("\nlogical_ext_sampler_samples_total 0\n"), "{text}");
@@ -379,8 +440,13 @@ mod tests {
 
     #[test]
     fn every_family_is_exposed_and_documented() {
-        let fams =
-            families(&Inputs { slots: &[], walsenders: &[], subscriptions: &[], sampler: &SamplerReport::default() });
+        let fams = families(&Inputs {
+            slots: &[],
+            walsenders: &[],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+            failed: &[],
+        });
         let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
         assert_eq!(
             names,
@@ -407,12 +473,35 @@ mod tests {
                 "logical_ext_sampler_running",
                 "logical_ext_sampler_samples_total",
                 "logical_ext_sampler_last_sample_timestamp_seconds",
+                "logical_ext_scrape_errors",
             ]
         );
         let doc = include_str!("../../docs/MONITORING.md");
         for n in names {
             assert!(doc.contains(&format!("`{n}`")), "{n} is not documented in docs/MONITORING.md");
         }
+    }
+
+    #[test]
+    fn a_failed_section_is_named() {
+        let failed = [SectionError {
+            section: Section::Subscriptions,
+            sqlstate: "22003".to_string(),
+            message: "pg_lsn out of range\nsecond line".to_string(),
+        }];
+        let fams = families(&Inputs {
+            slots: &[],
+            walsenders: &[],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+            failed: &failed,
+        });
+        let text = format!("{}{}", error_comments(&failed), render(&fams));
+        assert!(text.starts_with(
+            "# logical_ext: section subscriptions left out: SQLSTATE 22003: pg_lsn out of range second line\n"
+        ));
+        assert!(text.contains("\nlogical_ext_scrape_errors{section=\"subscriptions\"} 1\n"), "{text}");
+        assert!(text.contains("\nlogical_ext_scrape_errors{section=\"slots\"} 0\n"), "{text}");
     }
 
     #[test]
@@ -432,6 +521,7 @@ mod tests {
             walsenders: &[],
             subscriptions: &[s],
             sampler: &SamplerReport::default(),
+            failed: &[],
         }));
         for line in [
             "logical_ext_subscription_enabled{subscription=\"sub1\"} 1\n",
@@ -460,6 +550,7 @@ mod tests {
             walsenders: &[w],
             subscriptions: &[],
             sampler: &SamplerReport::default(),
+            failed: &[],
         }));
         assert!(text.contains(
             "logical_ext_walsender_lag_bytes{application_name=\"sub\\\"1\",slot_name=\"s\",pid=\"42\",stage=\"write\"} 10\n"

@@ -5,9 +5,10 @@
 
 use super::errors::OrReport;
 use super::health::{
-    self, Assessment, Facts, Forecast, HistoryGap, Inactivity, Status, Thresholds, Tracked, WalStatus,
+    self, Assessment, Consumer, Facts, Forecast, HistoryGap, Inactivity, Positions, Status, Thresholds, Tracked,
+    WalStatus,
 };
-use super::history::SlotHistory;
+use super::history::{GAP_SLACK_US, SlotHistory};
 use super::{sampler, settings, shmem};
 use crate::ffi::lsn::Lsn;
 use pgrx::prelude::*;
@@ -60,9 +61,15 @@ fn history() -> Result<History, HistoryGap> {
     if settings::monitor_interval().is_none() && shmem::attached() {
         return Err(HistoryGap::SamplingOff);
     }
+    // SAFETY: always valid in a backend.
+    let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
     shmem::read(|h, table| {
         if h.sampler_pid == 0 {
             return Err(HistoryGap::SamplerNotRunning);
+        }
+        let max_gap = 2 * i64::from(h.interval_ms) * 1000 + GAP_SLACK_US;
+        if h.samples_taken > 0 && now - h.last_sample_at > max_gap {
+            return Err(HistoryGap::SamplerStale);
         }
         let by_name = table.iter().filter(|e| e.in_use).map(|e| (e.name().to_string(), *e)).collect();
         Ok(History { by_name })
@@ -158,7 +165,11 @@ pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
 
             let slot_history = history.as_ref().map(|h| h.by_name.get(&row.slot_name));
             let tracked: Tracked = slot_history.map(|h| h.map(SlotHistory::activity)).map_err(|g| *g);
-            let inactivity = health::inactivity(row.active, tracked, now);
+            let live = Positions {
+                restart_lsn: row.restart_lsn.map_or(0, |l| l.0),
+                confirmed_flush: row.confirmed_flush_lsn.map_or(0, |l| l.0),
+            };
+            let inactivity = health::inactivity(row.active, live, tracked, now);
             let growth = match slot_history {
                 Err(gap) => Err(*gap),
                 Ok(h) => {
@@ -169,6 +180,8 @@ pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
             };
             let forecast = health::forecast(growth.ok(), wal_status, keep_size.is_some(), row.safe_wal_size, free);
             let facts = Facts {
+                consumer: Consumer::of(&row.slot_type, row.plugin.as_deref()),
+                confirmed_flush_lsn: row.confirmed_flush_lsn.map(|l| l.0),
                 lag_bytes,
                 retained_bytes: retained,
                 wal_status,

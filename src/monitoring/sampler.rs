@@ -1,9 +1,12 @@
 //! The background sampler: every `logical_ext.monitor_interval` it copies
-//! the name, `active_pid` and `restart_lsn` of every replication slot out of
+//! the name, identity (type, database, plugin), `active_pid`, `restart_lsn`
+//! and `confirmed_flush` of every replication slot out of
 //! PostgreSQL's slot array (as `pg_get_replication_slots()` does: the control
 //! lock shared, each slot's spinlock around the copy) together with the WAL
 //! write position, and records them in the shared history (`shmem.rs`,
-//! `history.rs`). It needs no database connection.
+//! `history.rs`). It needs no database connection. Every
+//! `logical_ext.log_prune_interval` it also starts the log pruner
+//! (`pruner.rs`).
 //!
 //! Signals: SIGHUP reloads the configuration (a new interval applies at
 //! once), SIGTERM ends the loop at the next latch wake-up, which the signal
@@ -11,8 +14,8 @@
 //! restarts it after [`RESTART_SECS`] unless the server is shutting down
 //! (`logical_ext.monitor_interval = 0` is the way to stop sampling).
 
-use super::history::{Observed, record_round};
-use super::{settings, shmem};
+use super::history::{self, Observed, Round, record_round};
+use super::{pruner, settings, shmem};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::pg_sys;
 use std::time::{Duration, Instant};
@@ -52,6 +55,10 @@ pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
     });
 
     let mut last_sample: Option<Instant> = None;
+    let mut fresh_start = true;
+    // The first pruning runs one interval after the start.
+    let mut last_prune = Instant::now();
+    let mut pruner_worker = None;
     loop {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way for a background process to reload.
@@ -61,17 +68,29 @@ pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
         let interval_ms = interval.map_or(0, |d| d.as_millis() as i32);
         shmem::write(|h, _| h.interval_ms = interval_ms);
 
-        let timeout = match interval {
+        let prune_in = settings::log_prune_interval().map(|iv| {
+            if last_prune.elapsed() >= iv {
+                pruner_worker = pruner::start(pruner_worker.take());
+                last_prune = Instant::now();
+            }
+            iv.saturating_sub(last_prune.elapsed()).max(Duration::from_millis(1))
+        });
+        let sample_in = match interval {
             None => None, // sampling off: sleep until a signal
             Some(iv) => {
                 let due = last_sample.is_none_or(|t| t.elapsed() >= iv);
                 if due {
-                    sample_once();
+                    sample_once(iv, fresh_start);
+                    fresh_start = false;
                     last_sample = Some(Instant::now());
                 }
                 let elapsed = last_sample.map_or(Duration::ZERO, |t| t.elapsed());
                 Some(iv.saturating_sub(elapsed).max(Duration::from_millis(1)))
             }
+        };
+        let timeout = match (sample_in, prune_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         if !BackgroundWorker::wait_latch(timeout) {
             break;
@@ -112,23 +131,35 @@ pub(crate) fn current_wal_lsn() -> u64 {
     }
 }
 
-fn sample_once() {
+fn sample_once(interval: Duration, fresh_start: bool) {
     // SAFETY: always valid in a backend.
     let at = unsafe { pg_sys::GetCurrentTimestamp() };
     let wal_lsn = current_wal_lsn();
     let observed = read_slots();
+    let interval_us = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
     shmem::write(|h, table| {
-        h.untracked_slots = record_round(table, &observed, h.samples_taken == 0, at, wal_lsn) as u32;
+        let round = Round { at, wal_lsn, interval_us, fresh_start, first_round: h.samples_taken == 0 };
+        h.untracked_slots = record_round(table, &observed, round) as u32;
         h.last_sample_at = at;
         h.samples_taken += 1;
     });
 }
 
-/// Name, active and restart_lsn of every slot in use.
+/// A slot's fields as copied under its spinlock.
+struct RawSlot {
+    name: pg_sys::NameData,
+    plugin: pg_sys::NameData,
+    database: pg_sys::Oid,
+    active: bool,
+    restart_lsn: u64,
+    confirmed_flush: u64,
+}
+
+/// Name, identity, active flag and positions of every slot in use.
 fn read_slots() -> Vec<Observed> {
     // SAFETY: plain int GUC.
     let max = usize::try_from(unsafe { pg_sys::max_replication_slots }).unwrap_or(0);
-    let mut raw: Vec<(pg_sys::NameData, bool, u64)> = Vec::with_capacity(max);
+    let mut raw: Vec<RawSlot> = Vec::with_capacity(max);
     // SAFETY: the same protocol as pg_get_replication_slots(): the control
     // lock (shared) keeps slots from being created or dropped, each slot's
     // spinlock makes the copy of its fields consistent. ReplicationSlotCtl
@@ -148,16 +179,31 @@ fn read_slots() -> Vec<Observed> {
                 continue;
             }
             pg_sys::SpinLockAcquire(&raw mut (*slot).mutex);
-            let name = (*slot).data.name;
-            let active = (*slot).active_pid != 0;
-            let restart_lsn = (*slot).data.restart_lsn;
+            let r = RawSlot {
+                name: (*slot).data.name,
+                plugin: (*slot).data.plugin,
+                database: (*slot).data.database,
+                active: (*slot).active_pid != 0,
+                restart_lsn: (*slot).data.restart_lsn,
+                confirmed_flush: (*slot).data.confirmed_flush,
+            };
             pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
-            raw.push((name, active, restart_lsn));
+            raw.push(r);
         }
         pg_sys::LWLockRelease(lock);
     }
     raw.into_iter()
-        .map(|(name, active, restart_lsn)| Observed { name: name_to_string(&name), active, restart_lsn })
+        .map(|r| {
+            // A logical slot belongs to a database (SlotIsLogical).
+            let logical = r.database != pg_sys::InvalidOid;
+            Observed {
+                name: name_to_string(&r.name),
+                identity: history::identity(logical, r.database.to_u32(), &name_to_string(&r.plugin)),
+                active: r.active,
+                restart_lsn: r.restart_lsn,
+                confirmed_flush: if logical { r.confirmed_flush } else { 0 },
+            }
+        })
         .collect()
 }
 

@@ -1,6 +1,9 @@
 //! The monitoring settings (`logical_ext.slot_lag_warning`,
 //! `logical_ext.slot_lag_critical`, `logical_ext.slot_inactive_warning`,
-//! `logical_ext.monitor_interval`). Defined by [`define`], which
+//! `logical_ext.monitor_interval`, and for pruning the logs
+//! `logical_ext.log_prune_interval`, `logical_ext.ddl_log_retention`; the
+//! conflict log's retention is the apply part's
+//! `logical_ext.conflict_log_retention`). Defined by [`define`], which
 //! `crate::settings::register` calls before it reserves the prefix (so a value
 //! set in postgresql.conf before the library was loaded is kept).
 
@@ -16,6 +19,11 @@ static SLOT_LAG_CRITICAL_KB: GucSetting<i32> = GucSetting::<i32>::new(10 * 1024 
 static SLOT_INACTIVE_WARNING_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Milliseconds; `0` stops sampling.
 static MONITOR_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+/// Seconds; `0` stops pruning.
+static LOG_PRUNE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+/// Seconds; `0` keeps `ddl_log` rows forever.
+static DDL_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 3600);
 
 /// Smallest sampling interval accepted.
 pub(crate) const MIN_MONITOR_INTERVAL_MS: i32 = 100;
@@ -62,6 +70,40 @@ shared_preload_libraries) the inactive time is unknown and any inactive slot is 
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"logical_ext.log_prune_interval",
+        c"How often the logical_ext sampler deletes old rows of logical_ext.conflict_log and logical_ext.ddl_log in every database.",
+        c"Needs logical_ext in shared_preload_libraries. 0 stops pruning. Retention: logical_ext.conflict_log_retention \
+and logical_ext.ddl_log_retention.",
+        &LOG_PRUNE_INTERVAL_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"logical_ext.ddl_log_retention",
+        c"How long rows of logical_ext.ddl_log are kept.",
+        c"Deleted every logical_ext.log_prune_interval. 0 keeps them forever.",
+        &DDL_LOG_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// How often the logs are pruned, or `None` when pruning is off.
+pub(crate) fn log_prune_interval() -> Option<Duration> {
+    match LOG_PRUNE_INTERVAL_S.get() {
+        s if s <= 0 => None,
+        s => Some(Duration::from_secs(s as u64)),
+    }
+}
+
+/// `ddl_log` retention in seconds (0 = forever).
+pub(crate) fn ddl_log_retention_secs() -> i32 {
+    DDL_LOG_RETENTION_S.get()
 }
 
 /// The thresholds in force in this session.
