@@ -153,7 +153,14 @@ pub(crate) fn replay_refusal(statements: &[ParsedStatement]) -> Option<String> {
     let schema_ddl = ["CREATE ", "ALTER ", "DROP "].iter().any(|p| tag.starts_with(p))
         || matches!(
             tag,
-            "GRANT" | "REVOKE" | "COMMENT" | "SECURITY LABEL" | "REFRESH MATERIALIZED VIEW" | "IMPORT FOREIGN SCHEMA"
+            "GRANT"
+                | "REVOKE"
+                | "GRANT ROLE"
+                | "REVOKE ROLE"
+                | "COMMENT"
+                | "SECURITY LABEL"
+                | "REFRESH MATERIALIZED VIEW"
+                | "IMPORT FOREIGN SCHEMA"
         );
     let never = node_local(tag)
         || unsafe_to_replay(tag).is_some()
