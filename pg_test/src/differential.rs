@@ -1,0 +1,739 @@
+//! pgoutput as the oracle of `publication_names`: one `pgoutput` slot and one
+//! `logical_ext` slot read the same workload, both streams are normalised
+//! into the same text form and compared transaction by transaction.
+//!
+//! Normalisation goes through ONE table, [`DIFFERENCES`]: every way in which
+//! the two streams legitimately differ is listed there with the rule that
+//! removes it. Anything else that differs is a bug in one of them (so far,
+//! always in ours).
+//!
+//! The normal form of a transaction is its xid and its changes, each a line:
+//!
+//! ```text
+//! I s1.t [id="1",a="2",b=NULL]
+//! U s1.t [id="1",a="3"] toast[big] key[id="1"]
+//! D s1.t key[id="1",a="3",b=NULL]
+//! T cascade=false restart=false [public.a,s1.t]
+//! ```
+//!
+//! [`generate`] builds a random case (schema, publications, workload) from a
+//! seed; [`Case::run`] runs one in a fresh database of a shared cluster.
+
+use crate::pgoutput::{self, OldRow, Relation, Value as PgValue};
+use crate::{Client, Cluster, describe_error, exec};
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// The documented differences between pgoutput's and logical_ext's streams,
+/// and how the normal form removes each. (Referenced by name below.)
+pub const DIFFERENCES: &[(&str, &str, &str)] = &[
+    (
+        "values",
+        "pgoutput sends every value as its output function's text; logical_ext prints JSON (numbers, true/false, strings)",
+        "both sides are compared as text: a JSON number by its digits, true/false as t/f, a string as itself",
+    ),
+    (
+        "key-from-new",
+        "an UPDATE that keeps its replica identity key logs no old key: pgoutput sends none, logical_ext prints the key taken from the new row (wal2json's rule)",
+        "pgoutput's key of such an UPDATE is read from its new row (the columns flagged as identity in the Relation message)",
+    ),
+    (
+        "toast-from-full-old",
+        "an unchanged TOAST value under REPLICA IDENTITY FULL: pgoutput sends `u`, logical_ext prints the value from the old row",
+        "pgoutput's `u` is replaced by the old row's value when an `O` old row holds it",
+    ),
+    (
+        "truncate-per-relation",
+        "pgoutput sends one TRUNCATE message listing its relations; logical_ext one T document per relation (same lsn)",
+        "logical_ext's consecutive T documents of one lsn are merged; relation names are sorted on both sides",
+    ),
+    (
+        "ddl-and-messages",
+        "logical_ext prints DDL events and logical messages; pgoutput (without `messages`) does not",
+        "DDL and M documents are dropped",
+    ),
+    (
+        "empty-transactions",
+        "neither should send a transaction without changes; the rule is applied after the drops above",
+        "transactions without changes are dropped on both sides",
+    ),
+];
+
+/// A normalised transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NTxn {
+    pub xid: u32,
+    pub changes: Vec<String>,
+}
+
+/// A stream as compared: the transactions, or the read's error (whose text
+/// is not compared: both failing is agreement).
+pub type Normal = Result<Vec<NTxn>, String>;
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Bool(b) => quote(if *b { "t" } else { "f" }),
+        Value::Number(n) => quote(&n.to_string()),
+        Value::String(s) => quote(s),
+        other => quote(&other.to_string()),
+    }
+}
+
+fn pg_text(v: &PgValue) -> String {
+    match v {
+        PgValue::Null => "NULL".into(),
+        PgValue::Unchanged => "<unchanged>".into(),
+        PgValue::Text(s) => quote(s),
+    }
+}
+
+fn row_line(items: &[(String, String)]) -> String {
+    let parts: Vec<String> = items.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+fn change_line(
+    action: &str,
+    table: &str,
+    columns: Option<&[(String, String)]>,
+    toast: &[String],
+    key: Option<&[(String, String)]>,
+) -> String {
+    let mut s = format!("{action} {table}");
+    if let Some(c) = columns {
+        s.push(' ');
+        s.push_str(&row_line(c));
+    }
+    if !toast.is_empty() {
+        let _ = write!(s, " toast[{}]", toast.join(","));
+    }
+    if let Some(k) = key.filter(|k| !k.is_empty()) {
+        let _ = write!(s, " key{}", row_line(k));
+    }
+    s
+}
+
+fn truncate_line(cascade: bool, restart: bool, mut names: Vec<String>) -> String {
+    names.sort();
+    format!("T cascade={cascade} restart={restart} [{}]", names.join(","))
+}
+
+/// Normalise logical_ext's documents (read with `include-xids` and
+/// `include-lsn`).
+pub fn normalise_logical_ext(docs: &[Value]) -> Vec<NTxn> {
+    let mut out = Vec::new();
+    let mut cur: Option<NTxn> = None;
+    // "truncate-per-relation": (lsn, cascade, restart, names) being merged.
+    let mut pending_t: Option<(String, bool, bool, Vec<String>)> = None;
+    for d in docs {
+        let action = d["action"].as_str().unwrap_or("?");
+        if action != "T"
+            && let Some((_, c, r, names)) = pending_t.take()
+            && let Some(t) = cur.as_mut()
+        {
+            t.changes.push(truncate_line(c, r, names));
+        }
+        let table = format!("{}.{}", d["schema"].as_str().unwrap_or("?"), d["table"].as_str().unwrap_or("?"));
+        let items = |field: &str| -> Option<Vec<(String, String)>> {
+            d.get(field)?.as_array().map(|a| {
+                a.iter().map(|e| (e["name"].as_str().unwrap_or("?").to_string(), json_text(&e["value"]))).collect()
+            })
+        };
+        let toast: Vec<String> = d
+            .get("unchanged_toast")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|n| n.as_str().unwrap_or("?").to_string()).collect())
+            .unwrap_or_default();
+        match action {
+            "B" => cur = Some(NTxn { xid: d["xid"].as_u64().unwrap_or(0) as u32, changes: Vec::new() }),
+            "C" => out.extend(cur.take()),
+            // "ddl-and-messages"
+            "M" | "DDL" => {}
+            "I" => {
+                let line = change_line("I", &table, items("columns").as_deref(), &toast, None);
+                if let Some(t) = cur.as_mut() {
+                    t.changes.push(line);
+                }
+            }
+            "U" => {
+                let line = change_line("U", &table, items("columns").as_deref(), &toast, items("identity").as_deref());
+                if let Some(t) = cur.as_mut() {
+                    t.changes.push(line);
+                }
+            }
+            "D" => {
+                let line = change_line("D", &table, None, &[], items("identity").as_deref());
+                if let Some(t) = cur.as_mut() {
+                    t.changes.push(line);
+                }
+            }
+            "T" => {
+                let lsn = d["lsn"].as_str().unwrap_or("").to_string();
+                let c = d["cascade"].as_bool().unwrap_or(false);
+                let r = d["restart_identity"].as_bool().unwrap_or(false);
+                match pending_t.as_mut() {
+                    Some(p) if p.0 == lsn => p.3.push(table),
+                    _ => {
+                        if let Some((_, c0, r0, names)) = pending_t.take()
+                            && let Some(t) = cur.as_mut()
+                        {
+                            t.changes.push(truncate_line(c0, r0, names));
+                        }
+                        pending_t = Some((lsn, c, r, vec![table]));
+                    }
+                }
+            }
+            other => {
+                if let Some(t) = cur.as_mut() {
+                    t.changes.push(format!("? unknown document {other}"));
+                }
+            }
+        }
+    }
+    // "empty-transactions"
+    out.retain(|t| !t.changes.is_empty());
+    out
+}
+
+/// The named values of a pgoutput tuple; `u` values are left out and their
+/// names returned separately.
+fn pg_row(rel: &Relation, values: &[PgValue]) -> (Vec<(String, String)>, Vec<String>) {
+    let mut items = Vec::new();
+    let mut toast = Vec::new();
+    for ((name, _), v) in rel.columns.iter().zip(values) {
+        match v {
+            PgValue::Unchanged => toast.push(name.clone()),
+            v => items.push((name.clone(), pg_text(v))),
+        }
+    }
+    (items, toast)
+}
+
+fn pg_key(rel: &Relation, old: &OldRow) -> Vec<(String, String)> {
+    rel.columns
+        .iter()
+        .zip(&old.values)
+        .filter(|((_, key), _)| old.full || *key)
+        .map(|((n, _), v)| (n.clone(), pg_text(v)))
+        .collect()
+}
+
+/// Normalise pgoutput's transactions.
+pub fn normalise_pgoutput(txns: &[pgoutput::Txn]) -> Vec<NTxn> {
+    let name = |r: &Relation| format!("{}.{}", r.schema, r.name);
+    let mut out = Vec::new();
+    for t in txns {
+        let mut changes = Vec::new();
+        for c in &t.changes {
+            changes.push(match c {
+                pgoutput::Change::Insert { rel, new } => {
+                    let (items, toast) = pg_row(rel, new);
+                    change_line("I", &name(rel), Some(&items), &toast, None)
+                }
+                pgoutput::Change::Update { rel, old, new } => {
+                    let mut new = new.clone();
+                    // "toast-from-full-old"
+                    if let Some(o) = old.as_ref().filter(|o| o.full) {
+                        for (i, v) in new.iter_mut().enumerate() {
+                            if *v == PgValue::Unchanged
+                                && let Some(ov @ PgValue::Text(_)) = o.values.get(i)
+                            {
+                                *v = ov.clone();
+                            }
+                        }
+                    }
+                    let (items, toast) = pg_row(rel, &new);
+                    let key = match old {
+                        Some(o) => pg_key(rel, o),
+                        // "key-from-new"
+                        None => pg_key(rel, &OldRow { full: false, values: new.clone() }),
+                    };
+                    change_line("U", &name(rel), Some(&items), &toast, Some(&key))
+                }
+                pgoutput::Change::Delete { rel, old } => {
+                    let key = old.as_ref().map(|o| pg_key(rel, o)).unwrap_or_default();
+                    change_line("D", &name(rel), None, &[], Some(&key))
+                }
+                pgoutput::Change::Truncate { rels, cascade, restart_identity } => {
+                    truncate_line(*cascade, *restart_identity, rels.iter().map(name).collect())
+                }
+            });
+        }
+        out.push(NTxn { xid: t.xid, changes });
+    }
+    // "empty-transactions"
+    out.retain(|t| !t.changes.is_empty());
+    out
+}
+
+/// Read and normalise the `logical_ext` slot `slot` with `publication_names`.
+pub fn read_logical_ext(client: &mut Client, slot: &str, publications: &str) -> Normal {
+    let options = [
+        ("publication_names", Some(publications)),
+        ("include-xids", Some("1")),
+        ("include-lsn", Some("1")),
+        ("include-types", Some("0")),
+    ];
+    crate::decoding::try_changes(client, true, slot, None, &options)
+        .map(|rows| normalise_logical_ext(&crate::decoding::docs(&rows)))
+        .map_err(|e| describe_error(&e))
+}
+
+/// Read and normalise the `pgoutput` slot `slot`.
+pub fn read_pgoutput(client: &mut Client, slot: &str, publications: &str) -> Normal {
+    let raw = pgoutput::read_slot(client, slot, publications)?;
+    pgoutput::decode(&raw).map(|t| normalise_pgoutput(&t)).map_err(|e| format!("undecodable pgoutput stream: {e}"))
+}
+
+/// A first difference between two normal forms, described; None if equal
+/// (two errors are equal).
+pub fn compare(pgoutput: &Normal, logical_ext: &Normal) -> Option<String> {
+    match (pgoutput, logical_ext) {
+        (Err(_), Err(_)) => None,
+        (Ok(_), Err(e)) => Some(format!("logical_ext failed where pgoutput did not: {e}")),
+        (Err(e), Ok(_)) => Some(format!("pgoutput failed where logical_ext did not: {e}")),
+        (Ok(p), Ok(l)) => {
+            if p == l {
+                return None;
+            }
+            let mut s = String::new();
+            for i in 0..p.len().max(l.len()) {
+                let (a, b) = (p.get(i), l.get(i));
+                if a != b {
+                    let _ = writeln!(s, "first differing transaction (#{i}):");
+                    let _ = writeln!(s, "  pgoutput:    {}", show_txn(a));
+                    let _ = writeln!(s, "  logical_ext: {}", show_txn(b));
+                    break;
+                }
+            }
+            let _ = writeln!(s, "pgoutput, all:\n{}", show_all(p));
+            let _ = writeln!(s, "logical_ext, all:\n{}", show_all(l));
+            Some(s)
+        }
+    }
+}
+
+fn show_txn(t: Option<&NTxn>) -> String {
+    match t {
+        None => "(none)".into(),
+        Some(t) => format!("xid {}\n      {}", t.xid, t.changes.join("\n      ")),
+    }
+}
+
+fn show_all(ts: &[NTxn]) -> String {
+    ts.iter().map(|t| format!("  xid {}\n    {}", t.xid, t.changes.join("\n    "))).collect::<Vec<_>>().join("\n")
+}
+
+/// A case: statements run before the slots exist, then the workload (each
+/// item one transaction; a failing one is rolled back and noted), read with
+/// `publications` (identifier syntax).
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub setup: Vec<String>,
+    pub workload: Vec<String>,
+    pub publications: String,
+}
+
+/// What a run produced.
+pub struct Outcome {
+    /// The statements as run, failures noted: a script to reproduce.
+    pub script: String,
+    pub pgoutput: Normal,
+    pub logical_ext: Normal,
+}
+
+impl Outcome {
+    pub fn mismatch(&self) -> Option<String> {
+        compare(&self.pgoutput, &self.logical_ext)
+    }
+}
+
+impl Case {
+    /// Run in a fresh database `db` of `cluster` (created here, dropped
+    /// afterwards unless the streams differ).
+    pub fn run(&self, cluster: &Cluster, db: &str) -> Outcome {
+        let mut admin = cluster.client();
+        exec(&mut admin, &format!("DROP DATABASE IF EXISTS {db}"));
+        exec(&mut admin, &format!("CREATE DATABASE {db}"));
+        let mut c = cluster.client_db(db);
+        exec(&mut c, "CREATE EXTENSION logical_ext");
+        let mut script = String::new();
+        for s in &self.setup {
+            run_noted(&mut c, s, &mut script, false);
+        }
+        let _ = writeln!(script, "-- slots here; publication_names {}", self.publications);
+        crate::decoding::create_slot(&mut c, "diff_po", "pgoutput");
+        crate::decoding::create_slot(&mut c, "diff_le", crate::decoding::PLUGIN);
+        for w in &self.workload {
+            run_noted(&mut c, w, &mut script, true);
+        }
+        let pgoutput = read_pgoutput(&mut c, "diff_po", &self.publications);
+        let logical_ext = read_logical_ext(&mut c, "diff_le", &self.publications);
+        let out = Outcome { script, pgoutput, logical_ext };
+        exec(&mut c, "SELECT pg_drop_replication_slot('diff_po'); SELECT pg_drop_replication_slot('diff_le')");
+        drop(c);
+        if out.mismatch().is_none() {
+            exec(&mut admin, &format!("DROP DATABASE {db}"));
+        }
+        out
+    }
+}
+
+fn run_noted(c: &mut Client, sql: &str, script: &mut String, transaction: bool) {
+    let text = if transaction { format!("BEGIN; {sql} COMMIT;") } else { sql.to_string() };
+    match c.batch_execute(&text) {
+        Ok(()) => {
+            let _ = writeln!(script, "{text}");
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK");
+            let msg = describe_error(&e).lines().next().unwrap_or("").to_string();
+            let _ = writeln!(script, "-- failed ({msg}): {text}");
+        }
+    }
+}
+
+/// SplitMix64: a small, seedable generator (no dependency).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// 0..n
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// true with probability pct/100
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    /// Primary key on id (REPLICA IDENTITY DEFAULT).
+    Pk,
+    /// REPLICA IDENTITY FULL (with or without a primary key).
+    Full,
+    /// REPLICA IDENTITY USING INDEX on a unique index of id.
+    Index,
+    /// No key (DEFAULT without primary key): no UPDATE/DELETE when published.
+    NoKey,
+}
+
+/// A generated table and what the workload may do with it.
+#[derive(Debug, Clone)]
+struct Table {
+    name: String,
+    /// Leaves and intermediate partitions (for publications naming them).
+    partitions: Vec<String>,
+    identity: Identity,
+    /// Ids go from 0 to this (exclusive); partitions split the range.
+    ids: u64,
+    has_f: bool,
+    generated: bool,
+    big: bool,
+    /// Column `c int DEFAULT 7` added mid-stream.
+    has_c: bool,
+}
+
+fn filter_for(rng: &mut Rng, t: &Table) -> String {
+    let mut choices = vec![format!("id > {}", rng.below(t.ids)), format!("id < {}", rng.below(t.ids))];
+    if matches!(t.identity, Identity::Full) {
+        choices.push(format!("a > {}", rng.below(50)));
+        choices.push("b IS NOT NULL".into());
+        if t.has_f {
+            choices.push("f".into());
+        }
+        if t.big {
+            choices.push("length(big) > 1000".into());
+        }
+        if t.has_c {
+            choices.push("c = 7".into());
+        }
+        if t.generated {
+            choices.push(format!("g > {}", rng.below(100)));
+        }
+    }
+    rng.pick(&choices).clone()
+}
+
+fn column_list_for(rng: &mut Rng, t: &Table) -> String {
+    let mut cols = vec!["id"];
+    for c in ["a", "b"] {
+        if rng.chance(60) {
+            cols.push(c);
+        }
+    }
+    if t.has_f && rng.chance(50) {
+        cols.push("f");
+    }
+    if t.big && rng.chance(60) {
+        cols.push("big");
+    }
+    if rng.chance(20) {
+        cols.reverse();
+    }
+    format!("({})", cols.join(", "))
+}
+
+/// Build the case of `seed`.
+pub fn generate(seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    let mut setup = vec!["CREATE SCHEMA s1".to_string()];
+    let mut tables: Vec<Table> = Vec::new();
+    let ntables = 2 + rng.below(3);
+    for i in 0..ntables {
+        let schema = if rng.chance(40) { "s1" } else { "public" };
+        let partitioned = rng.chance(35);
+        let identity = *rng.pick(&[Identity::Pk, Identity::Pk, Identity::Full, Identity::Full, Identity::Index, Identity::NoKey]);
+        let big = rng.chance(40);
+        let has_f = rng.chance(70);
+        let name = format!("{schema}.t{i}");
+        let mut cols = vec!["id int NOT NULL", "a int", "b text"];
+        if has_f {
+            cols.push("f boolean");
+        }
+        if big {
+            cols.push("big text");
+        }
+        let mut t = Table {
+            name: name.clone(),
+            partitions: Vec::new(),
+            identity,
+            ids: if partitioned { 40 } else { 12 },
+            has_f,
+            generated: false,
+            big,
+            has_c: false,
+        };
+        let pk = matches!(identity, Identity::Pk) || (identity == Identity::Full && rng.chance(50));
+        if partitioned {
+            let pk_clause = if pk { ", PRIMARY KEY (id)" } else { "" };
+            setup.push(format!("CREATE TABLE {name} ({}{pk_clause}) PARTITION BY RANGE (id)", cols.join(", ")));
+            setup.push(format!("CREATE TABLE {name}_1 PARTITION OF {name} FOR VALUES FROM (0) TO (10)"));
+            // A partition with its own column order and a dropped column.
+            let mut own: Vec<&str> = cols.clone();
+            own.reverse();
+            setup.push(format!("CREATE TABLE {name}_2 (x int, {})", own.join(", ")));
+            setup.push(format!("ALTER TABLE {name}_2 DROP COLUMN x"));
+            setup.push(format!("ALTER TABLE {name} ATTACH PARTITION {name}_2 FOR VALUES FROM (10) TO (20)"));
+            // A sub-partitioned partition.
+            setup.push(format!(
+                "CREATE TABLE {name}_3 PARTITION OF {name} FOR VALUES FROM (20) TO (40) PARTITION BY RANGE (id)"
+            ));
+            setup.push(format!("CREATE TABLE {name}_3a PARTITION OF {name}_3 FOR VALUES FROM (20) TO (30)"));
+            setup.push(format!("CREATE TABLE {name}_3b PARTITION OF {name}_3 FOR VALUES FROM (30) TO (40)"));
+            t.partitions = ["_1", "_2", "_3", "_3a", "_3b"].iter().map(|s| format!("{name}{s}")).collect();
+        } else {
+            if rng.chance(40) {
+                cols.push("g int GENERATED ALWAYS AS (a * 2) STORED");
+                t.generated = true;
+            }
+            let pk_clause = if pk { ", PRIMARY KEY (id)" } else { "" };
+            setup.push(format!("CREATE TABLE {name} ({}{pk_clause})", cols.join(", ")));
+        }
+        let leaves: Vec<String> = if partitioned {
+            ["_1", "_2", "_3a", "_3b"].iter().map(|s| format!("{name}{s}")).collect()
+        } else {
+            vec![name.clone()]
+        };
+        let all_rels: Vec<String> = std::iter::once(name.clone()).chain(t.partitions.iter().cloned()).collect();
+        match identity {
+            Identity::Full => {
+                for r in &all_rels {
+                    setup.push(format!("ALTER TABLE {r} REPLICA IDENTITY FULL"));
+                }
+            }
+            Identity::Index => {
+                for (n, r) in leaves.iter().enumerate() {
+                    let idx = format!("t{i}_{n}_id");
+                    setup.push(format!("CREATE UNIQUE INDEX {idx} ON {r} (id)"));
+                    setup.push(format!("ALTER TABLE {r} REPLICA IDENTITY USING INDEX {idx}"));
+                }
+            }
+            _ => {}
+        }
+        if big {
+            for r in &all_rels {
+                setup.push(format!("ALTER TABLE {r} ALTER COLUMN big SET STORAGE EXTERNAL"));
+            }
+        }
+        // Rows written before the slots, some older than a later ADD COLUMN.
+        if rng.chance(50) {
+            let bigv = if big { ", repeat('p', 3000)" } else { "" };
+            let fcol = if has_f { ", f" } else { "" };
+            let fval = if has_f { ", true" } else { "" };
+            let bcol = if big { ", big" } else { "" };
+            setup.push(format!(
+                "INSERT INTO {name} (id, a, b{fcol}{bcol}) SELECT g, g, 'pre'{fval}{bigv} FROM generate_series(0, {}, 3) g",
+                t.ids - 1
+            ));
+            if rng.chance(50) {
+                setup.push(format!("ALTER TABLE {name} ADD COLUMN c int DEFAULT 7"));
+                t.has_c = true;
+            }
+        }
+        tables.push(t);
+    }
+
+    // Publications.
+    let npubs = 1 + rng.below(3);
+    let mut pubs = Vec::new();
+    for p in 0..npubs {
+        let pname = format!("p{p}");
+        let what = rng.below(10);
+        let target = if what == 0 {
+            "FOR ALL TABLES".to_string()
+        } else {
+            let mut items = Vec::new();
+            if what <= 2 {
+                items.push("TABLES IN SCHEMA s1".to_string());
+            }
+            let n = if what <= 2 { rng.below(2) } else { 1 + rng.below(3) };
+            for _ in 0..n {
+                let t = rng.pick(&tables).clone();
+                let rel = if !t.partitions.is_empty() && rng.chance(30) { rng.pick(&t.partitions).clone() } else { t.name.clone() };
+                if items.iter().any(|i| i.starts_with(&format!("TABLE {rel} ")) || *i == format!("TABLE {rel}")) {
+                    continue;
+                }
+                let mut item = format!("TABLE {rel}");
+                if rng.chance(30) && what > 2 {
+                    item.push(' ');
+                    item.push_str(&column_list_for(&mut rng, &t));
+                }
+                if rng.chance(40) {
+                    let _ = write!(item, " WHERE ({})", filter_for(&mut rng, &t));
+                }
+                items.push(item);
+            }
+            if items.is_empty() {
+                items.push(format!("TABLE {}", tables[0].name));
+            }
+            format!("FOR {}", items.join(", "))
+        };
+        let mut with = Vec::new();
+        if rng.chance(30) {
+            let acts: Vec<&str> = ["insert", "update", "delete", "truncate"].into_iter().filter(|_| rng.chance(60)).collect();
+            with.push(format!("publish = '{}'", acts.join(", ")));
+        }
+        if rng.chance(50) {
+            with.push("publish_via_partition_root = true".into());
+        }
+        let with = if with.is_empty() { String::new() } else { format!(" WITH ({})", with.join(", ")) };
+        setup.push(format!("CREATE PUBLICATION {pname} {target}{with}"));
+        pubs.push(pname);
+    }
+
+    // Workload.
+    let mut workload = Vec::new();
+    let ntx = 8 + rng.below(8);
+    for _ in 0..ntx {
+        if rng.chance(12) {
+            workload.push(ddl_step(&mut rng, &mut tables, &pubs));
+            continue;
+        }
+        let nops = 1 + rng.below(4);
+        let mut ops = String::new();
+        for _ in 0..nops {
+            let ti = rng.below(tables.len() as u64) as usize;
+            let op = dml_step(&mut rng, &tables, ti);
+            if rng.chance(12) {
+                let end = if rng.chance(50) { "ROLLBACK TO SAVEPOINT sp" } else { "RELEASE SAVEPOINT sp" };
+                let _ = write!(ops, "SAVEPOINT sp; {op}; {end}; ");
+            } else {
+                let _ = write!(ops, "{op}; ");
+            }
+        }
+        workload.push(ops);
+    }
+    Case { setup, workload, publications: pubs.join(",") }
+}
+
+fn dml_step(rng: &mut Rng, tables: &[Table], ti: usize) -> String {
+    let t = &tables[ti];
+    let name = &t.name;
+    let id = rng.below(t.ids);
+    let v = rng.below(60);
+    match rng.below(20) {
+        0..=6 => {
+            let mut cols = vec!["id", "a", "b"];
+            let mut vals = vec![id.to_string(), v.to_string(), format!("'v{v}'")];
+            if t.has_f {
+                cols.push("f");
+                vals.push(if rng.chance(50) { "true".into() } else { "NULL".into() });
+            }
+            if t.big && rng.chance(60) {
+                cols.push("big");
+                vals.push(format!("repeat('{}', {})", (b'a' + (v % 26) as u8) as char, 2100 + v * 10));
+            }
+            if t.has_c && rng.chance(50) {
+                cols.push("c");
+                vals.push(rng.below(9).to_string());
+            }
+            format!("INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT DO NOTHING", cols.join(", "), vals.join(", "))
+        }
+        7..=10 => format!("UPDATE {name} SET a = {v} WHERE id = {id}"),
+        11 => format!("UPDATE {name} SET b = NULL WHERE a < {v}"),
+        12 => {
+            // A key change; on a partitioned table it may move the row.
+            let to = rng.below(t.ids);
+            format!("UPDATE {name} SET id = {to} WHERE id = {id}")
+        }
+        13 if t.big => format!("UPDATE {name} SET big = repeat('u', {}) WHERE id = {id}", 2500 + v),
+        14 if t.has_f => format!("UPDATE {name} SET f = NOT coalesce(f, false) WHERE id >= {id}"),
+        15..=17 => format!("DELETE FROM {name} WHERE id = {id}"),
+        18 => format!("DELETE FROM {name} WHERE a > {v}"),
+        19 => {
+            let mut names = vec![name.clone()];
+            if rng.chance(30) {
+                names.push(rng.pick(tables).name.clone());
+                names.dedup();
+            }
+            let opt = *rng.pick(&["", " CASCADE", " RESTART IDENTITY"]);
+            format!("TRUNCATE {}{opt}", names.join(", "))
+        }
+        _ => format!("UPDATE {name} SET a = a + 1, b = 'w{v}' WHERE id <= {id}"),
+    }
+}
+
+fn ddl_step(rng: &mut Rng, tables: &mut [Table], pubs: &[String]) -> String {
+    let p = rng.pick(pubs).clone();
+    let ti = rng.below(tables.len() as u64) as usize;
+    let t = tables[ti].clone();
+    match rng.below(8) {
+        0 => format!("ALTER PUBLICATION {p} ADD TABLE {}", t.name),
+        1 => format!("ALTER PUBLICATION {p} DROP TABLE {}", t.name),
+        2 => {
+            let acts = *rng.pick(&["insert", "insert, update", "update, delete", "insert, update, delete, truncate"]);
+            format!("ALTER PUBLICATION {p} SET (publish = '{acts}')")
+        }
+        3 => format!("ALTER PUBLICATION {p} SET TABLE {} WHERE ({})", t.name, filter_for(rng, &t)),
+        4 if !t.has_c => {
+            tables[ti].has_c = true;
+            format!("ALTER TABLE {} ADD COLUMN c int DEFAULT 7", t.name)
+        }
+        5 => format!("ALTER PUBLICATION {p} SET (publish_via_partition_root = {})", rng.chance(50)),
+        6 if t.has_f => {
+            tables[ti].has_f = false;
+            format!("ALTER TABLE {} DROP COLUMN f", t.name)
+        }
+        _ => format!("ALTER TABLE {} ALTER COLUMN b SET DEFAULT 'd'", t.name),
+    }
+}
