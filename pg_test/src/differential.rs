@@ -53,6 +53,11 @@ pub const DIFFERENCES: &[(&str, &str, &str)] = &[
         "DDL and M documents are dropped",
     ),
     (
+        "own-tables",
+        "logical_ext never streams its own tables (schema logical_ext, e.g. the DDL log); pgoutput publishes them FOR ALL TABLES",
+        "pgoutput's changes of relations in schema logical_ext are dropped",
+    ),
+    (
         "empty-transactions",
         "neither should send a transaction without changes; the rule is applied after the drops above",
         "transactions without changes are dropped on both sides",
@@ -70,9 +75,19 @@ pub struct NTxn {
 /// is not compared: both failing is agreement).
 pub type Normal = Result<Vec<NTxn>, String>;
 
-fn quote(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serialises")
+/// A value's text as compared and printed: quoted; a long one shortened to
+/// its start, length and hash (TOASTed values would drown the report).
+pub fn quote(s: &str) -> String {
+    if s.len() <= 64 {
+        return serde_json::to_string(s).expect("a string serialises");
+    }
+    let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let head: String = s.chars().take(12).collect();
+    format!("{}…[{} bytes, fnv {hash:016x}]", serde_json::to_string(&head).expect("a string serialises"), s.len())
 }
+
+/// logical_ext's own schema: its tables are never streamed ("own-tables").
+const OWN_SCHEMA: &str = "logical_ext";
 
 fn json_text(v: &Value) -> String {
     match v {
@@ -230,6 +245,24 @@ pub fn normalise_pgoutput(txns: &[pgoutput::Txn]) -> Vec<NTxn> {
     for t in txns {
         let mut changes = Vec::new();
         for c in &t.changes {
+            // "own-tables"
+            let c = match c {
+                pgoutput::Change::Insert { rel, .. }
+                | pgoutput::Change::Update { rel, .. }
+                | pgoutput::Change::Delete { rel, .. }
+                    if rel.schema == OWN_SCHEMA =>
+                {
+                    continue;
+                }
+                pgoutput::Change::Truncate { rels, cascade, restart_identity } => {
+                    let rels: Vec<Relation> = rels.iter().filter(|r| r.schema != OWN_SCHEMA).cloned().collect();
+                    if rels.is_empty() {
+                        continue;
+                    }
+                    &pgoutput::Change::Truncate { rels, cascade: *cascade, restart_identity: *restart_identity }
+                }
+                c => c,
+            };
             changes.push(match c {
                 pgoutput::Change::Insert { rel, new } => {
                     let (items, toast) = pg_row(rel, new);
@@ -351,6 +384,11 @@ impl Outcome {
     pub fn mismatch(&self) -> Option<String> {
         compare(&self.pgoutput, &self.logical_ext)
     }
+
+    /// Changes pgoutput sent (0 when it failed): how much was compared.
+    pub fn compared_changes(&self) -> usize {
+        self.pgoutput.as_ref().map(|t| t.iter().map(|t| t.changes.len()).sum()).unwrap_or(0)
+    }
 }
 
 impl Case {
@@ -385,17 +423,48 @@ impl Case {
 }
 
 fn run_noted(c: &mut Client, sql: &str, script: &mut String, transaction: bool) {
-    let text = if transaction { format!("BEGIN; {sql} COMMIT;") } else { sql.to_string() };
-    match c.batch_execute(&text) {
-        Ok(()) => {
-            let _ = writeln!(script, "{text}");
+    let first_line = |e: &postgres::Error| describe_error(e).lines().next().unwrap_or("").to_string();
+    if !transaction {
+        match c.batch_execute(sql) {
+            Ok(()) => {
+                let _ = writeln!(script, "{sql};");
+            }
+            Err(e) => {
+                let _ = writeln!(script, "-- failed ({}): {sql};", first_line(&e));
+            }
         }
-        Err(e) => {
-            let _ = c.batch_execute("ROLLBACK");
-            let msg = describe_error(&e).lines().next().unwrap_or("").to_string();
-            let _ = writeln!(script, "-- failed ({msg}): {text}");
+        return;
+    }
+    let text = format!("BEGIN; {} COMMIT;", with_semicolon(sql));
+    if c.batch_execute(&text).is_ok() {
+        let _ = writeln!(script, "{text}");
+        return;
+    }
+    // Something failed: run the statements one by one, each in a savepoint,
+    // so that the others still commit (the script notes the failures).
+    let _ = c.batch_execute("ROLLBACK");
+    exec(c, "BEGIN");
+    let _ = writeln!(script, "BEGIN;");
+    for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        exec(c, "SAVEPOINT diff_stmt");
+        match c.batch_execute(stmt) {
+            Ok(()) => {
+                exec(c, "RELEASE SAVEPOINT diff_stmt");
+                let _ = writeln!(script, "  {stmt};");
+            }
+            Err(e) => {
+                exec(c, "ROLLBACK TO SAVEPOINT diff_stmt");
+                let _ = writeln!(script, "  -- failed ({}): {stmt};", first_line(&e));
+            }
         }
     }
+    exec(c, "COMMIT");
+    let _ = writeln!(script, "COMMIT;");
+}
+
+fn with_semicolon(sql: &str) -> String {
+    let t = sql.trim_end();
+    if t.ends_with(';') { t.to_string() } else { format!("{t};") }
 }
 
 /// SplitMix64: a small, seedable generator (no dependency).
@@ -502,7 +571,15 @@ pub fn generate(seed: u64) -> Case {
     for i in 0..ntables {
         let schema = if rng.chance(40) { "s1" } else { "public" };
         let partitioned = rng.chance(35);
-        let identity = *rng.pick(&[Identity::Pk, Identity::Pk, Identity::Full, Identity::Full, Identity::Index, Identity::NoKey]);
+        let identity = *rng.pick(&[
+            Identity::Pk,
+            Identity::Pk,
+            Identity::Full,
+            Identity::Full,
+            Identity::Full,
+            Identity::Index,
+            Identity::NoKey,
+        ]);
         let big = rng.chance(40);
         let has_f = rng.chance(70);
         let name = format!("{schema}.t{i}");

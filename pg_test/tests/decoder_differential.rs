@@ -28,14 +28,20 @@ fn pgoutput_differential() {
     let cluster = Cluster::start("differential", &[]);
     let mut failures = Vec::new();
     let seeds = seeds();
+    let (mut compared, mut refused) = (0, 0);
     for &seed in &seeds {
         let case = generate(seed);
         let out = case.run(&cluster, &format!("diff_{seed}"));
+        compared += out.compared_changes();
+        refused += usize::from(out.pgoutput.is_err());
         if let Some(m) = out.mismatch() {
             eprintln!("seed {seed}: MISMATCH\n{m}\n--- script (seed {seed}):\n{}", out.script);
             failures.push(seed);
         }
     }
+    eprintln!("{} seeds: {compared} changes compared, {refused} reads refused by both", seeds.len());
+    // A generator that produced (almost) nothing would compare nothing.
+    assert!(compared >= seeds.len() * 5, "too few changes compared: {compared}");
     assert!(
         failures.is_empty(),
         "{} of {} seeds differ from pgoutput: {:?} (rerun one with DIFF_SEEDS=<seed>; the scripts are printed above)",

@@ -339,8 +339,9 @@ impl Route {
 ///   or one that publishes `relid`'s schema (TABLES IN SCHEMA), has no filter
 ///   for the table even if it also lists it with a WHERE; per DML kind, one
 ///   publication without a filter means no filter, else the filters are ORed;
-/// - column lists (`pgoutput_column_list_init`): a list naming every live
-///   column (not dropped, not generated) is no list; two publications with
+/// - column lists (`pgoutput_column_list_init`): a list naming as many
+///   columns as the relation has attributes (dropped and generated ones
+///   included, as PostgreSQL 15 counts) is no list; two publications with
 ///   different lists are an error (as in pgoutput);
 /// - generated columns are never published (PostgreSQL 15).
 ///
@@ -355,7 +356,6 @@ unsafe fn compile(
     let natts = unsafe { (*desc).natts } as usize;
     // SAFETY: as above.
     let att = |i: usize| unsafe { &*(*desc).attrs.as_ptr().add(i) };
-    let live_atts = (0..natts).filter(|&i| !att(i).attisdropped && att(i).attgenerated == 0).count();
     // SAFETY: valid relation OID.
     let schema = unsafe { pg_sys::get_rel_namespace(relid) };
     let mut no_filter = [false; 3];
@@ -377,7 +377,10 @@ unsafe fn compile(
                     pg_sys::Datum::from(0usize),
                 )
             };
-            let cols = cols.filter(|c| c.len() != live_atts);
+            // pgoutput 15 compares with RelationGetNumberOfAttributes:
+            // dropped and generated columns count, so a table that has any
+            // never has a "complete" list.
+            let cols = cols.filter(|c| c.len() != natts);
             (if by_schema { None } else { qual }, cols)
         };
         let published = [p.actions.insert, p.actions.update, p.actions.delete];
