@@ -520,6 +520,9 @@ struct Table {
     big: bool,
     /// Column `c int DEFAULT 7` added mid-stream.
     has_c: bool,
+    /// The column list publications give this table (mostly the same one:
+    /// different lists only make both plugins refuse the read).
+    column_list: Option<String>,
 }
 
 fn filter_for(rng: &mut Rng, t: &Table) -> String {
@@ -599,7 +602,11 @@ pub fn generate(seed: u64) -> Case {
             generated: false,
             big,
             has_c: false,
+            column_list: None,
         };
+        if rng.chance(30) {
+            t.column_list = Some(column_list_for(&mut rng, &t));
+        }
         let pk = matches!(identity, Identity::Pk) || (identity == Identity::Full && rng.chance(50));
         if partitioned {
             let pk_clause = if pk { ", PRIMARY KEY (id)" } else { "" };
@@ -676,6 +683,9 @@ pub fn generate(seed: u64) -> Case {
     for p in 0..npubs {
         let pname = format!("p{p}");
         let what = rng.below(10);
+        // PostgreSQL 15 allows a row filter or column list on a partitioned
+        // table only with publish_via_partition_root.
+        let mut needs_viaroot = false;
         let target = if what == 0 {
             "FOR ALL TABLES".to_string()
         } else {
@@ -685,19 +695,28 @@ pub fn generate(seed: u64) -> Case {
             }
             let n = if what <= 2 { rng.below(2) } else { 1 + rng.below(3) };
             for _ in 0..n {
-                let t = rng.pick(&tables).clone();
+                let ti = rng.below(tables.len() as u64) as usize;
+                if rng.chance(8) {
+                    // Now and then a list that differs from another's.
+                    let list = column_list_for(&mut rng, &tables[ti]);
+                    tables[ti].column_list = Some(list);
+                }
+                let t = tables[ti].clone();
                 let rel = if !t.partitions.is_empty() && rng.chance(30) { rng.pick(&t.partitions).clone() } else { t.name.clone() };
                 if items.iter().any(|i| i.starts_with(&format!("TABLE {rel} ")) || *i == format!("TABLE {rel}")) {
                     continue;
                 }
                 let mut item = format!("TABLE {rel}");
-                if rng.chance(30) && what > 2 {
+                if let Some(list) = t.column_list.as_deref().filter(|_| what > 2) {
                     item.push(' ');
-                    item.push_str(&column_list_for(&mut rng, &t));
+                    item.push_str(list);
                 }
                 if rng.chance(40) {
                     let _ = write!(item, " WHERE ({})", filter_for(&mut rng, &t));
                 }
+                let partitioned_rel = !t.partitions.is_empty() && (rel == t.name || rel.ends_with("_3"));
+                let list_or_filter = item.len() > "TABLE ".len() + rel.len();
+                needs_viaroot |= partitioned_rel && list_or_filter;
                 items.push(item);
             }
             if items.is_empty() {
@@ -710,7 +729,7 @@ pub fn generate(seed: u64) -> Case {
             let acts: Vec<&str> = ["insert", "update", "delete", "truncate"].into_iter().filter(|_| rng.chance(60)).collect();
             with.push(format!("publish = '{}'", acts.join(", ")));
         }
-        if rng.chance(50) {
+        if needs_viaroot || rng.chance(50) {
             with.push("publish_via_partition_root = true".into());
         }
         let with = if with.is_empty() { String::new() } else { format!(" WITH ({})", with.join(", ")) };
@@ -720,13 +739,13 @@ pub fn generate(seed: u64) -> Case {
 
     // Workload.
     let mut workload = Vec::new();
-    let ntx = 8 + rng.below(8);
+    let ntx = 10 + rng.below(10);
     for _ in 0..ntx {
         if rng.chance(12) {
             workload.push(ddl_step(&mut rng, &mut tables, &pubs));
             continue;
         }
-        let nops = 1 + rng.below(4);
+        let nops = 1 + rng.below(5);
         let mut ops = String::new();
         for _ in 0..nops {
             let ti = rng.below(tables.len() as u64) as usize;

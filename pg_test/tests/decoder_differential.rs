@@ -10,7 +10,7 @@ use logical_ext_pg_test::differential::generate;
 use logical_ext_pg_test::*;
 
 /// The seeds CI runs.
-const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=30;
+const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=60;
 
 fn seeds() -> Vec<u64> {
     let Ok(spec) = std::env::var("DIFF_SEEDS") else { return CI_SEEDS.collect() };
@@ -34,6 +34,10 @@ fn pgoutput_differential() {
         let out = case.run(&cluster, &format!("diff_{seed}"));
         compared += out.compared_changes();
         refused += usize::from(out.pgoutput.is_err());
+        if std::env::var_os("DIFF_VERBOSE").is_some() {
+            let err = out.pgoutput.as_ref().err().map(|e| e.lines().next().unwrap_or("").to_string());
+            eprintln!("seed {seed}: {} changes{}", out.compared_changes(), err.map(|e| format!(", refused: {e}")).unwrap_or_default());
+        }
         if let Some(m) = out.mismatch() {
             eprintln!("seed {seed}: MISMATCH\n{m}\n--- script (seed {seed}):\n{}", out.script);
             failures.push(seed);
@@ -44,7 +48,7 @@ fn pgoutput_differential() {
     assert!(compared >= seeds.len() * 5, "too few changes compared: {compared}");
     assert!(
         failures.is_empty(),
-        "{} of {} seeds differ from pgoutput: {:?} (rerun one with DIFF_SEEDS=<seed>; the scripts are printed above)",
+        "{} of {} seeds differ from pgoutput: {:?} (rerun with DIFF_SEEDS=<seed>; the scripts are printed above)",
         failures.len(),
         seeds.len(),
         failures
