@@ -422,6 +422,40 @@ impl Case {
     }
 }
 
+impl Case {
+    /// A smaller case that still mismatches: greedily drop workload
+    /// transactions, then setup statements, one at a time, keeping every
+    /// removal after which the streams still differ. Each try runs in the
+    /// database `db` (at most `budget` runs).
+    pub fn minimise(&self, cluster: &Cluster, db: &str, budget: usize) -> Case {
+        let mut best = self.clone();
+        let mut runs = 0;
+        for setup_items in [false, true] {
+            let mut i = 0;
+            loop {
+                let len = if setup_items { best.setup.len() } else { best.workload.len() };
+                if i >= len || runs >= budget {
+                    break;
+                }
+                let mut trial = best.clone();
+                if setup_items {
+                    trial.setup.remove(i);
+                } else {
+                    trial.workload.remove(i);
+                }
+                runs += 1;
+                let out = trial.run(cluster, db);
+                if out.mismatch().is_some() {
+                    best = trial;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        best
+    }
+}
+
 fn run_noted(c: &mut Client, sql: &str, script: &mut String, transaction: bool) {
     let first_line = |e: &postgres::Error| describe_error(e).lines().next().unwrap_or("").to_string();
     if !transaction {
@@ -702,7 +736,11 @@ pub fn generate(seed: u64) -> Case {
                     tables[ti].column_list = Some(list);
                 }
                 let t = tables[ti].clone();
-                let rel = if !t.partitions.is_empty() && rng.chance(30) { rng.pick(&t.partitions).clone() } else { t.name.clone() };
+                let rel = if !t.partitions.is_empty() && rng.chance(30) {
+                    rng.pick(&t.partitions).clone()
+                } else {
+                    t.name.clone()
+                };
                 if items.iter().any(|i| i.starts_with(&format!("TABLE {rel} ")) || *i == format!("TABLE {rel}")) {
                     continue;
                 }
@@ -726,7 +764,8 @@ pub fn generate(seed: u64) -> Case {
         };
         let mut with = Vec::new();
         if rng.chance(30) {
-            let acts: Vec<&str> = ["insert", "update", "delete", "truncate"].into_iter().filter(|_| rng.chance(60)).collect();
+            let acts: Vec<&str> =
+                ["insert", "update", "delete", "truncate"].into_iter().filter(|_| rng.chance(60)).collect();
             with.push(format!("publish = '{}'", acts.join(", ")));
         }
         if needs_viaroot || rng.chance(50) {

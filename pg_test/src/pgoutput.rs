@@ -54,7 +54,6 @@ pub struct Txn {
     pub changes: Vec<Change>,
 }
 
-
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -182,7 +181,10 @@ pub fn decode(messages: &[Vec<u8>]) -> Result<Vec<Txn>, String> {
                 let n = r.i32()?;
                 let flags = r.u8()?;
                 let rels_t = (0..n).map(|_| rel_of(&rels, r.i32()?)).collect::<Result<Vec<_>, _>>()?;
-                push(&mut cur, Change::Truncate { rels: rels_t, cascade: flags & 1 != 0, restart_identity: flags & 2 != 0 })?;
+                push(
+                    &mut cur,
+                    Change::Truncate { rels: rels_t, cascade: flags & 1 != 0, restart_identity: flags & 2 != 0 },
+                )?;
             }
             t => return Err(format!("unknown pgoutput message {:?}", t as char)),
         }

@@ -36,10 +36,22 @@ fn pgoutput_differential() {
         refused += usize::from(out.pgoutput.is_err());
         if std::env::var_os("DIFF_VERBOSE").is_some() {
             let err = out.pgoutput.as_ref().err().map(|e| e.lines().next().unwrap_or("").to_string());
-            eprintln!("seed {seed}: {} changes{}", out.compared_changes(), err.map(|e| format!(", refused: {e}")).unwrap_or_default());
+            eprintln!(
+                "seed {seed}: {} changes{}",
+                out.compared_changes(),
+                err.map(|e| format!(", refused: {e}")).unwrap_or_default()
+            );
         }
         if let Some(m) = out.mismatch() {
             eprintln!("seed {seed}: MISMATCH\n{m}\n--- script (seed {seed}):\n{}", out.script);
+            let small = case.minimise(&cluster, &format!("diff_{seed}_min"), 80);
+            let out = small.run(&cluster, &format!("diff_{seed}_min"));
+            eprintln!(
+                "--- minimised script (seed {seed}), publication_names {}:\n{}\n{}",
+                small.publications,
+                out.script,
+                out.mismatch().unwrap_or_default()
+            );
             failures.push(seed);
         }
     }

@@ -41,7 +41,10 @@ fn f1_generated_columns_not_published() {
          CREATE TABLE u (a int, b int, g int GENERATED ALWAYS AS (b * 2) STORED);
          ALTER TABLE u REPLICA IDENTITY FULL;
          CREATE PUBLICATION p FOR TABLE t, u",
-        &["INSERT INTO t VALUES (1, 1); UPDATE t SET b = 2; DELETE FROM t;", "INSERT INTO u VALUES (1, 1); UPDATE u SET b = 2;"],
+        &[
+            "INSERT INTO t VALUES (1, 1); UPDATE t SET b = 2; DELETE FROM t;",
+            "INSERT INTO u VALUES (1, 1); UPDATE u SET b = 2;",
+        ],
         "p",
     );
     assert_eq!(
@@ -131,10 +134,7 @@ fn f4_partition_root_old_row_reads_missing_default() {
     );
     assert_eq!(
         lines(&out),
-        [
-            r#"U public.r [id="1",v="x",c="7"] key[id="1",v="a",c="7"]"#,
-            r#"D public.r key[id="2",v="b",c="7"]"#,
-        ],
+        [r#"U public.r [id="1",v="x",c="7"] key[id="1",v="a",c="7"]"#, r#"D public.r key[id="2",v="b",c="7"]"#,],
         "\n{}",
         out.script
     );

@@ -221,7 +221,14 @@ impl Drop for Route {
 impl Route {
     /// The route when no publication is named: every table, `actions` option.
     pub(crate) fn direct(relid: pg_sys::Oid, actions: Actions) -> Route {
-        Route { emit_as: relid, actions, columns: None, filter: None, source_desc: std::ptr::null_mut(), attmap: Vec::new() }
+        Route {
+            emit_as: relid,
+            actions,
+            columns: None,
+            filter: None,
+            source_desc: std::ptr::null_mut(),
+            attmap: Vec::new(),
+        }
     }
 
     /// The route through `pubs`, as pgoutput computes it.

@@ -420,7 +420,15 @@ impl Decoder {
 
     /// Render one I/U/D document into `buf` from the rows deformed into
     /// `old_vals` / `new_vals` (when `has_old` / `has_new`).
-    fn write_row(&mut self, emit_as: pg_sys::Oid, relid: pg_sys::Oid, dml: Dml, lsn: u64, has_old: bool, has_new: bool) {
+    fn write_row(
+        &mut self,
+        emit_as: pg_sys::Oid,
+        relid: pg_sys::Oid,
+        dml: Dml,
+        lsn: u64,
+        has_old: bool,
+        has_new: bool,
+    ) {
         let Decoder { opts, shapes, routes, txn, buf, new_vals, old_vals, unchanged, .. } = self;
         let shape = &shapes[&emit_as];
         let mask = routes[&relid].columns.as_deref();
