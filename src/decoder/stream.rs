@@ -432,7 +432,9 @@ impl Decoder {
         let Decoder { opts, shapes, routes, txn, buf, new_vals, old_vals, unchanged, .. } = self;
         let shape = &shapes[&emit_as];
         let mask = routes[&relid].columns.as_deref();
-        let shown = |i: usize| mask.is_none_or(|m| m[i]);
+        // (A mask shorter than the shape, never expected: caches of one
+        // relation are rebuilt together, hides what it does not know.)
+        let shown = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
 
         buf.clear();
         buf.extend_from_slice(match dml {
