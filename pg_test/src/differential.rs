@@ -852,8 +852,21 @@ fn ddl_step(rng: &mut Rng, tables: &mut [Table], pubs: &[String]) -> String {
     let p = rng.pick(pubs).clone();
     let ti = rng.below(tables.len() as u64) as usize;
     let t = tables[ti].clone();
-    match rng.below(8) {
+    match rng.below(12) {
         0 => format!("ALTER PUBLICATION {p} ADD TABLE {}", t.name),
+        8 => format!("ALTER PUBLICATION {p} ADD TABLES IN SCHEMA s1"),
+        9 => {
+            let list = column_list_for(rng, &t);
+            tables[ti].column_list = Some(list.clone());
+            format!("ALTER PUBLICATION {p} SET TABLE {} {list}", t.name)
+        }
+        10 if t.partitions.is_empty() => {
+            // A change of replica identity between transactions (FULL
+            // from now on, so FULL-only filters become possible).
+            tables[ti].identity = Identity::Full;
+            format!("ALTER TABLE {} REPLICA IDENTITY FULL", t.name)
+        }
+        11 => format!("ALTER PUBLICATION {p} SET TABLE {}, TABLES IN SCHEMA s1", t.name),
         1 => format!("ALTER PUBLICATION {p} DROP TABLE {}", t.name),
         2 => {
             let acts = *rng.pick(&["insert", "insert, update", "update, delete", "insert, update, delete, truncate"]);

@@ -10,7 +10,7 @@ use logical_ext_pg_test::differential::generate;
 use logical_ext_pg_test::*;
 
 /// The seeds CI runs.
-const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=60;
+const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=100;
 
 fn seeds() -> Vec<u64> {
     let Ok(spec) = std::env::var("DIFF_SEEDS") else { return CI_SEEDS.collect() };
