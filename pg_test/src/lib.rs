@@ -14,6 +14,7 @@
 pub mod conflicts;
 pub mod decoding;
 pub mod differential;
+pub mod generator;
 pub mod json;
 pub mod pgoutput;
 pub mod replication;

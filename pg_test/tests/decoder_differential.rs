@@ -1,12 +1,12 @@
 //! Differential test of `publication_names` against pgoutput: random
-//! schemas, publications and workloads from a seed (pg_test/src/differential.rs),
+//! schemas, publications and workloads from a seed (pg_test/src/generator.rs),
 //! one pgoutput slot and one logical_ext slot, compared per transaction after
 //! the one table of documented differences.
 //!
 //! CI runs a fixed seed range; `DIFF_SEEDS=1000-1999` (or `DIFF_SEEDS=42`)
 //! runs others (pg_test/README.md).
 
-use logical_ext_pg_test::differential::generate;
+use logical_ext_pg_test::generator::generate;
 use logical_ext_pg_test::*;
 
 /// The seeds CI runs.
