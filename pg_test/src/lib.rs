@@ -13,7 +13,10 @@
 
 pub mod conflicts;
 pub mod decoding;
+pub mod differential;
+pub mod generator;
 pub mod json;
+pub mod pgoutput;
 pub mod replication;
 pub mod sync;
 

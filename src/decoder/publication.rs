@@ -10,6 +10,7 @@
 //! dropped on relcache or publication invalidations.
 
 use super::options::Actions;
+use super::values::is_unchanged_toast;
 use crate::ffi::{self, ContextSwitch};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -28,16 +29,36 @@ pub(crate) struct PubDef {
     actions: Actions,
 }
 
-/// Load the named publications; a missing one is an error, as in pgoutput.
+/// Load the named publications as they are at this point of the stream
+/// (the historic catalog snapshot). A name without a publication here is
+/// skipped with a WARNING, as pgoutput does since PostgreSQL 18: a
+/// publication created after, or dropped before, the changes being decoded
+/// is a normal event of a WAL stream, and an ERROR would stop the slot at
+/// that change for ever (PostgreSQL 15's pgoutput does raise one). A name
+/// that does not exist at all is refused when decoding starts (see
+/// [`check_publications_exist`]).
 pub(crate) fn load_publications(names: &[String]) -> Vec<PubDef> {
     names
         .iter()
-        .map(|name| {
-            let cname = CString::new(name.as_str()).expect("identifier has no NUL");
+        .filter_map(|name| {
+            let cname = CString::new(name.as_str()).ok()?;
             // SAFETY: called inside a transaction (a decoding callback);
-            // missing_ok=false raises the ERROR for a missing publication.
-            let p = unsafe { &*pg_sys::GetPublicationByName(cname.as_ptr(), false) };
-            PubDef {
+            // missing_ok=true returns NULL for a missing publication.
+            let p = unsafe { pg_sys::GetPublicationByName(cname.as_ptr(), true) };
+            if p.is_null() {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("logical_ext: skipped loading publication \"{name}\""),
+                    function_name!(),
+                )
+                .set_detail("The publication does not exist at this point in the WAL stream.")
+                .set_hint("Create the publication if it does not exist.")
+                .report(PgLogLevel::WARNING);
+                return None;
+            }
+            // SAFETY: a valid publication struct.
+            let p = unsafe { &*p };
+            Some(PubDef {
                 oid: p.oid,
                 alltables: p.alltables,
                 viaroot: p.pubviaroot,
@@ -47,9 +68,33 @@ pub(crate) fn load_publications(names: &[String]) -> Vec<PubDef> {
                     delete: p.pubactions.pubdelete,
                     truncate: p.pubactions.pubtruncate,
                 },
-            }
+            })
         })
         .collect()
+}
+
+/// Refuse, when decoding starts, a name that is no publication in the
+/// current catalog (a typo must not read as an empty stream). Only possible
+/// where decoding starts inside a transaction (the SQL functions); a
+/// walsender session gets the WARNINGs of [`load_publications`].
+pub(crate) fn check_publications_exist(names: &[String]) {
+    // SAFETY: only reads the transaction state.
+    if !unsafe { pg_sys::IsTransactionState() } {
+        return;
+    }
+    for name in names {
+        let Ok(cname) = CString::new(name.as_str()) else { continue };
+        // SAFETY: inside a transaction; missing_ok=true.
+        if unsafe { pg_sys::GetPublicationByName(cname.as_ptr(), true) }.is_null() {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("publication \"{name}\" does not exist"),
+                function_name!(),
+            )
+            .set_hint("Name existing publications in publication_names (identifier syntax: unquoted names are folded to lower case).")
+            .report(PgLogLevel::ERROR);
+        }
+    }
 }
 
 /// Which row filter applies: pgoutput keeps one per DML kind.
@@ -61,35 +106,69 @@ pub(crate) enum FilterAction {
 }
 
 /// Compiled row filters of one route, evaluated against the published
-/// relation's row type.
+/// relation's row type (a virtual slot filled from deformed values).
 pub(crate) struct RowFilter {
     estate: *mut pg_sys::EState,
     exprs: [*mut pg_sys::ExprState; 3],
     slot: *mut pg_sys::TupleTableSlot,
+    /// The slot's descriptor (a `CreateTupleDescCopyConstr`, freed on drop).
+    desc: pg_sys::TupleDesc,
 }
 
+/// A deformed row in the published relation's layout.
+pub(crate) type Row<'a> = (&'a [pg_sys::Datum], &'a [bool]);
+
 impl RowFilter {
-    /// Whether `tuple` passes the filter for `action` (true when that action
-    /// has no filter).
+    /// Whether the row passes the filter for `action` (true when that action
+    /// has no filter). `row` is the row evaluated; `old`, for an UPDATE that
+    /// logged an old row, supplies what pgoutput's `pgoutput_row_filter`
+    /// copies into the new row: the value of every column whose new value is
+    /// an unchanged TOAST pointer. An on-disk TOAST pointer is never read
+    /// during decoding (it points to today's data, which may be gone and
+    /// would fail the read for ever): one that remains is NULL to the filter.
+    /// (For a valid stream none remains in a column a filter reads: an UPDATE
+    /// filter may only use replica-identity columns, whose external values
+    /// PostgreSQL always logs in the old row.)
     ///
     /// # Safety
-    /// `tuple` must be a tuple of the published relation's row type.
-    pub(crate) unsafe fn passes(&self, action: FilterAction, tuple: pg_sys::HeapTuple) -> bool {
+    /// The rows have the published relation's attribute count and valid
+    /// datums for its types.
+    pub(crate) unsafe fn passes(&self, action: FilterAction, row: Row<'_>, old: Option<Row<'_>>) -> bool {
         let state = self.exprs[action as usize];
         if state.is_null() {
             return true;
         }
         // SAFETY: estate, slot and state were built together in `compile` and
-        // live in the session's cache context; evaluation allocates in the
-        // per-tuple context, which is reset right after.
+        // live in the session's cache context; the slot's arrays have natts
+        // entries; evaluation allocates in the per-tuple context, which is
+        // reset right after.
         unsafe {
+            let natts = (*self.desc).natts as usize;
+            pg_sys::ExecClearTuple(self.slot);
+            let values = std::slice::from_raw_parts_mut((*self.slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts_mut((*self.slot).tts_isnull, natts);
+            for i in 0..natts {
+                let (mut d, mut null) = (row.0[i], row.1[i]);
+                let varlena = (*(*self.desc).attrs.as_ptr().add(i)).attlen == -1;
+                if !null && varlena && is_unchanged_toast(d) {
+                    match old {
+                        Some((ov, on)) if !on[i] && !is_unchanged_toast(ov[i]) => d = ov[i],
+                        _ => null = true,
+                    }
+                }
+                values[i] = d;
+                nulls[i] = null;
+            }
+            pg_sys::ExecStoreVirtualTuple(self.slot);
             let econtext = pg_sys::MakePerTupleExprContext(self.estate);
-            pg_sys::ExecStoreHeapTuple(tuple, self.slot, false);
             (*econtext).ecxt_scantuple = self.slot;
             let mut isnull = false;
             let result = {
                 let _cx = ContextSwitch::to((*econtext).ecxt_per_tuple_memory);
-                ((*state).evalfunc.expect("compiled expression"))(state, econtext, &mut isnull)
+                match (*state).evalfunc {
+                    Some(eval) => eval(state, econtext, &mut isnull),
+                    None => pg_sys::Datum::from(0usize),
+                }
             };
             pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
             pg_sys::ExecClearTuple(self.slot);
@@ -100,10 +179,12 @@ impl RowFilter {
 
 impl Drop for RowFilter {
     fn drop(&mut self) {
-        // SAFETY: both were created by `compile` and are referenced nowhere else.
+        // SAFETY: all three were created by `compile` and are referenced
+        // nowhere else; the slot is dropped before its descriptor.
         unsafe {
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
             pg_sys::FreeExecutorState(self.estate);
+            pg_sys::FreeTupleDesc(self.desc);
         }
     }
 }
@@ -117,15 +198,22 @@ pub(crate) struct Route {
     /// Published columns by attribute index of `emit_as`; `None` = all.
     pub(crate) columns: Option<Vec<bool>>,
     pub(crate) filter: Option<RowFilter>,
-    /// Conversion of this relation's rows to `emit_as`'s row type.
-    pub(crate) convert: *mut pg_sys::TupleConversionMap,
+    /// When `emit_as` is an ancestor: this relation's own descriptor, copied
+    /// with its constraints so that rows older than an `ADD COLUMN ...
+    /// DEFAULT` read the stored missing value (as pgoutput's slots built from
+    /// `CreateTupleDescCopyConstr` do); NULL otherwise (the shape's
+    /// descriptor is the relation's).
+    pub(crate) source_desc: pg_sys::TupleDesc,
+    /// When `emit_as` is an ancestor: for each of its attributes, the 1-based
+    /// attribute of this relation that holds it (0: none, a dropped column).
+    pub(crate) attmap: Vec<i16>,
 }
 
 impl Drop for Route {
     fn drop(&mut self) {
-        if !self.convert.is_null() {
-            // SAFETY: created by convert_tuples_by_name for this route only.
-            unsafe { pg_sys::free_conversion_map(self.convert) }
+        if !self.source_desc.is_null() {
+            // SAFETY: a copy made for this route only.
+            unsafe { pg_sys::FreeTupleDesc(self.source_desc) }
         }
     }
 }
@@ -133,7 +221,14 @@ impl Drop for Route {
 impl Route {
     /// The route when no publication is named: every table, `actions` option.
     pub(crate) fn direct(relid: pg_sys::Oid, actions: Actions) -> Route {
-        Route { emit_as: relid, actions, columns: None, filter: None, convert: std::ptr::null_mut() }
+        Route {
+            emit_as: relid,
+            actions,
+            columns: None,
+            filter: None,
+            source_desc: std::ptr::null_mut(),
+            attmap: Vec::new(),
+        }
     }
 
     /// The route through `pubs`, as pgoutput computes it.
@@ -173,8 +268,10 @@ impl Route {
             let mut anc_level = 0;
             if p.alltables {
                 publish = true;
-                if p.viaroot && am_partition {
-                    pub_relid = *ancestors.last().expect("a partition has ancestors");
+                if p.viaroot
+                    && let Some(&root) = ancestors.last()
+                {
+                    pub_relid = root;
                     anc_level = ancestors.len() as i32;
                 }
             } else {
@@ -211,29 +308,49 @@ impl Route {
         }
 
         let _cx = ContextSwitch::to(cache_cxt);
-        let mut convert = std::ptr::null_mut();
+        let mut source_desc = std::ptr::null_mut();
+        let mut attmap = Vec::new();
         // SAFETY: rel is open; the ancestor is a valid relation we open and
-        // close around copying its descriptor.
+        // close around copying its descriptor. Copies keep constraints,
+        // missing values and `attgenerated` (CreateTupleDescCopy clears them).
         let target_desc = unsafe {
             if publish_as == relid {
-                pg_sys::CreateTupleDescCopy((*rel).rd_att)
+                pg_sys::CreateTupleDescCopyConstr((*rel).rd_att)
             } else {
                 let anc = pg_sys::RelationIdGetRelation(publish_as);
-                let desc = pg_sys::CreateTupleDescCopy((*anc).rd_att);
+                if anc.is_null() {
+                    // The ancestor is not visible in this snapshot (never
+                    // expected): publish the partition as itself.
+                    return Route::direct(relid, actions);
+                }
+                let desc = pg_sys::CreateTupleDescCopyConstr((*anc).rd_att);
                 pg_sys::RelationClose(anc);
-                convert = pg_sys::convert_tuples_by_name(pg_sys::CreateTupleDescCopy((*rel).rd_att), desc);
+                source_desc = pg_sys::CreateTupleDescCopyConstr((*rel).rd_att);
+                let map = pg_sys::build_attrmap_by_name(source_desc, desc);
+                attmap = std::slice::from_raw_parts((*map).attnums, (*map).maplen as usize).to_vec();
+                pg_sys::free_attrmap(map);
                 desc
             }
         };
         // SAFETY: publish_as and the chosen publications are valid; the
         // descriptor was just copied into the cache context.
         let (filter, columns) = unsafe { compile(publish_as, &chosen, target_desc) };
-        Route { emit_as: publish_as, actions, columns, filter, convert }
+        Route { emit_as: publish_as, actions, columns, filter, source_desc, attmap }
     }
 }
 
 /// Build the row filters and the column list of the publications `chosen`
-/// for relation `relid` (whose row type is `desc`).
+/// for relation `relid` (whose row type is `desc`, a copy that the returned
+/// filter takes over, or that is freed here), by pgoutput's rules:
+/// - row filters (`pgoutput_row_filter_init`): a publication FOR ALL TABLES,
+///   or one that publishes `relid`'s schema (TABLES IN SCHEMA), has no filter
+///   for the table even if it also lists it with a WHERE; per DML kind, one
+///   publication without a filter means no filter, else the filters are ORed;
+/// - column lists (`pgoutput_column_list_init`): a list naming as many
+///   columns as the relation has attributes (dropped and generated ones
+///   included, as PostgreSQL 15 counts) is no list; two publications with
+///   different lists are an error (as in pgoutput);
+/// - generated columns are never published (PostgreSQL 15).
 ///
 /// # Safety
 /// Inside a transaction, with `CurrentMemoryContext` the cache context.
@@ -242,6 +359,12 @@ unsafe fn compile(
     chosen: &[&PubDef],
     desc: pg_sys::TupleDesc,
 ) -> (Option<RowFilter>, Option<Vec<bool>>) {
+    // SAFETY: desc is a valid descriptor copy; index < natts.
+    let natts = unsafe { (*desc).natts } as usize;
+    // SAFETY: as above.
+    let att = |i: usize| unsafe { &*(*desc).attrs.as_ptr().add(i) };
+    // SAFETY: valid relation OID.
+    let schema = unsafe { pg_sys::get_rel_namespace(relid) };
     let mut no_filter = [false; 3];
     let mut quals: [*mut pg_sys::List; 3] = [std::ptr::null_mut(); 3];
     let mut column_list: Option<Option<Vec<i16>>> = None;
@@ -249,8 +372,23 @@ unsafe fn compile(
         let (qual, cols) = if p.alltables {
             (None, None)
         } else {
-            // SAFETY: relid and p.oid are valid OIDs; the tuple is released below.
-            unsafe { publication_rel_entry(relid, p.oid) }
+            // SAFETY: relid and p.oid are valid OIDs; the tuple is released inside.
+            let (qual, cols) = unsafe { publication_rel_entry(relid, p.oid) };
+            // SAFETY: a syscache existence probe by OIDs.
+            let by_schema = unsafe {
+                pg_sys::SearchSysCacheExists(
+                    pg_sys::SysCacheIdentifier::PUBLICATIONNAMESPACEMAP as i32,
+                    schema.into(),
+                    p.oid.into(),
+                    pg_sys::Datum::from(0usize),
+                    pg_sys::Datum::from(0usize),
+                )
+            };
+            // pgoutput 15 compares with RelationGetNumberOfAttributes:
+            // dropped and generated columns count, so a table that has any
+            // never has a "complete" list.
+            let cols = cols.filter(|c| c.len() != natts);
+            (if by_schema { None } else { qual }, cols)
         };
         let published = [p.actions.insert, p.actions.update, p.actions.delete];
         for i in 0..3 {
@@ -268,10 +406,17 @@ unsafe fn compile(
             Some(first) if *first != cols => {
                 // SAFETY: valid relation OID.
                 let name = unsafe { ffi::cstr_to_string(pg_sys::get_rel_name(relid)) };
+                let schema_name = ffi::namespace_name(schema);
                 ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!("cannot use different column lists for table \"{name}\" in different publications"),
+                    format!(
+                        "cannot use different column lists for table \"{schema_name}.{name}\" in different publications"
+                    ),
                     function_name!(),
+                )
+                .set_hint(
+                    "Give the table the same column list in every publication of publication_names, \
+                     or name fewer publications.",
                 )
                 .report(PgLogLevel::ERROR);
             }
@@ -279,24 +424,25 @@ unsafe fn compile(
         }
     }
 
-    // SAFETY: desc is a valid descriptor copy.
-    let natts = unsafe { (*desc).natts } as usize;
     let columns = column_list.flatten().map(|attnums| {
         let mut mask = vec![false; natts];
         for a in attnums {
-            mask[(a - 1) as usize] = true;
+            if let Some(m) = mask.get_mut((a as usize).wrapping_sub(1)) {
+                *m = true;
+            }
         }
         mask
     });
-    // Generated columns are not replicated by pgoutput (PostgreSQL 15).
+    // Generated columns are not replicated by pgoutput (PostgreSQL 15); the
+    // copy kept `attgenerated`.
     let columns = columns.or_else(|| {
-        // SAFETY: index < natts.
-        let generated: Vec<bool> =
-            (0..natts).map(|i| unsafe { (*(*desc).attrs.as_ptr().add(i)).attgenerated != 0 }).collect();
+        let generated: Vec<bool> = (0..natts).map(|i| att(i).attgenerated != 0).collect();
         generated.iter().any(|g| *g).then(|| generated.iter().map(|g| !g).collect())
     });
 
     if (0..3).all(|i| no_filter[i] || quals[i].is_null()) {
+        // SAFETY: the copy is ours and referenced nowhere else.
+        unsafe { pg_sys::FreeTupleDesc(desc) };
         return (None, columns);
     }
     // SAFETY: standard executor setup, as pgoutput does, in the cache context.
@@ -314,8 +460,8 @@ unsafe fn compile(
             };
             exprs[i] = pg_sys::ExecPrepareExpr(expr, estate);
         }
-        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsHeapTuple);
-        RowFilter { estate, exprs, slot }
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsVirtual);
+        RowFilter { estate, exprs, slot, desc }
     };
     (Some(filter), columns)
 }

@@ -14,7 +14,7 @@
 
 use super::json;
 use super::options::{OptionError, Options, OriginMode, OriginRef};
-use super::publication::{FilterAction, PubDef, Route, load_publications};
+use super::publication::{FilterAction, PubDef, Route, check_publications_exist, load_publications};
 use super::shape::Shape;
 use super::values;
 use crate::ffi;
@@ -139,6 +139,8 @@ pub(crate) struct Decoder {
     buf: Vec<u8>,
     new_vals: (Vec<pg_sys::Datum>, Vec<bool>),
     old_vals: (Vec<pg_sys::Datum>, Vec<bool>),
+    /// A partition's row before it is mapped to its published ancestor's.
+    src_vals: (Vec<pg_sys::Datum>, Vec<bool>),
     unchanged: Vec<usize>,
 }
 
@@ -148,6 +150,9 @@ impl Decoder {
         cache_cxt: pg_sys::MemoryContext,
     ) -> Result<Decoder, OptionError> {
         let opts = super::options::parse(pairs)?;
+        if let Some(names) = &opts.publication_names {
+            check_publications_exist(names);
+        }
         let mut origin_ids = Vec::new();
         let mut origin_names = Vec::new();
         for o in &opts.filter_origins {
@@ -168,6 +173,7 @@ impl Decoder {
             buf: Vec::with_capacity(8192),
             new_vals: (Vec::new(), Vec::new()),
             old_vals: (Vec::new(), Vec::new()),
+            src_vals: (Vec::new(), Vec::new()),
             unchanged: Vec::new(),
         })
     }
@@ -357,48 +363,50 @@ impl Decoder {
             return;
         }
         let emit_as = route.emit_as;
-        let convert = route.convert;
         // SAFETY: as required by this function.
         unsafe { self.ensure_shape(emit_as, rel) };
         let shape = &self.shapes[&emit_as];
         if !self.opts.table_selected(&shape.schema, &shape.table) {
             return;
         }
-        let (mut old, mut new) = (ch.old, ch.new);
-        if !convert.is_null() {
-            // SAFETY: the map converts rows of `rel` to rows of `emit_as`.
-            unsafe {
-                if !old.is_null() {
-                    old = pg_sys::execute_attr_map_tuple(old, convert);
-                }
-                if !new.is_null() {
-                    new = pg_sys::execute_attr_map_tuple(new, convert);
-                }
-            }
-        }
         let route = &self.routes[&rel_id(rel)];
+        // SAFETY: the tuples are rows of `rel`; the route maps them to rows of
+        // emit_as, the shape's relation.
+        let (has_old, has_new) = unsafe {
+            (
+                deform(ch.old, route, shape, &mut self.old_vals, &mut self.src_vals),
+                deform(ch.new, route, shape, &mut self.new_vals, &mut self.src_vals),
+            )
+        };
         // Row filters, with pgoutput's transformation of UPDATEs that move a
         // row into or out of the filtered set.
         let mut dml = ch.dml;
         if let Some(f) = &route.filter {
-            // SAFETY: the tuples are rows of emit_as (converted above).
+            let old = has_old.then_some((&self.old_vals.0[..], &self.old_vals.1[..]));
+            let new = has_new.then_some((&self.new_vals.0[..], &self.new_vals.1[..]));
+            // SAFETY: both rows are in emit_as's layout (deformed above).
             let keep = unsafe {
-                match dml {
-                    Dml::Insert => f.passes(FilterAction::Insert, new),
-                    Dml::Delete => old.is_null() || f.passes(FilterAction::Delete, old),
-                    Dml::Update if old.is_null() => f.passes(FilterAction::Update, new),
-                    Dml::Update => match (f.passes(FilterAction::Update, old), f.passes(FilterAction::Update, new)) {
-                        (false, false) => false,
-                        (false, true) => {
-                            dml = Dml::Insert;
-                            true
+                match (dml, old, new) {
+                    (Dml::Insert, _, Some(n)) => f.passes(FilterAction::Insert, n, None),
+                    (Dml::Delete, Some(o), _) => f.passes(FilterAction::Delete, o, None),
+                    (Dml::Update, None, Some(n)) => f.passes(FilterAction::Update, n, None),
+                    (Dml::Update, Some(o), Some(n)) => {
+                        match (f.passes(FilterAction::Update, o, None), f.passes(FilterAction::Update, n, Some(o))) {
+                            (false, false) => false,
+                            (false, true) => {
+                                dml = Dml::Insert;
+                                true
+                            }
+                            (true, false) => {
+                                dml = Dml::Delete;
+                                true
+                            }
+                            (true, true) => true,
                         }
-                        (true, false) => {
-                            dml = Dml::Delete;
-                            true
-                        }
-                        (true, true) => true,
-                    },
+                    }
+                    // No row to test (a DELETE without old row under
+                    // REPLICA IDENTITY NOTHING): nothing to filter on.
+                    _ => true,
                 }
             };
             if !keep {
@@ -406,30 +414,27 @@ impl Decoder {
             }
         }
         self.ensure_begun(sink);
-        // SAFETY: tuples of emit_as's row type, as established above.
-        unsafe { self.write_row(emit_as, rel_id(rel), dml, ch.lsn, old, new) };
+        self.write_row(emit_as, rel_id(rel), dml, ch.lsn, has_old, has_new);
         self.flush(sink);
     }
 
-    /// Render one I/U/D document into `buf`.
-    ///
-    /// # Safety
-    /// `old`/`new` are NULL or rows of relation `emit_as`.
-    unsafe fn write_row(
+    /// Render one I/U/D document into `buf` from the rows deformed into
+    /// `old_vals` / `new_vals` (when `has_old` / `has_new`).
+    fn write_row(
         &mut self,
         emit_as: pg_sys::Oid,
         relid: pg_sys::Oid,
         dml: Dml,
         lsn: u64,
-        old: pg_sys::HeapTuple,
-        new: pg_sys::HeapTuple,
+        has_old: bool,
+        has_new: bool,
     ) {
         let Decoder { opts, shapes, routes, txn, buf, new_vals, old_vals, unchanged, .. } = self;
         let shape = &shapes[&emit_as];
         let mask = routes[&relid].columns.as_deref();
-        let shown = |i: usize| mask.is_none_or(|m| m[i]);
-        // SAFETY: as required by this function.
-        let (has_old, has_new) = unsafe { (deform(old, shape, old_vals), deform(new, shape, new_vals)) };
+        // (A mask shorter than the shape, never expected: caches of one
+        // relation are rebuilt together, hides what it does not know.)
+        let shown = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
 
         buf.clear();
         buf.extend_from_slice(match dml {
@@ -498,16 +503,26 @@ impl Decoder {
                 if !member || !shown(col.index) {
                     continue;
                 }
+                let (d, null) = (id_vals.0[col.index], id_vals.1[col.index]);
+                // An on-disk TOAST pointer is never read while decoding (it
+                // points to today's data, which may be gone). None reaches
+                // here in a valid stream: PostgreSQL flattens old rows and
+                // logs the old key whenever a key column is stored
+                // externally, so a key taken from the new row is inline.
+                // SAFETY: a non-null varlena datum of this column.
+                if !null && col.varlena && unsafe { values::is_unchanged_toast(d) } {
+                    continue;
+                }
                 if !first {
                     buf.push(b',');
                 }
                 first = false;
                 buf.extend_from_slice(&col.head);
-                if id_vals.1[col.index] {
+                if null {
                     buf.extend_from_slice(b"null");
                 } else {
-                    // SAFETY: a valid non-null datum; old tuples are flattened.
-                    unsafe { values::push_value(buf, &col.kind, id_vals.0[col.index]) };
+                    // SAFETY: a valid non-null datum, not an on-disk pointer.
+                    unsafe { values::push_value(buf, &col.kind, d) };
                 }
                 buf.push(b'}');
             }
@@ -683,30 +698,51 @@ fn push_txn_fields(b: &mut Vec<u8>, opts: &Options, txn: Option<&Txn>) {
     }
 }
 
-/// Deform `tuple` into `vals`; false when `tuple` is NULL.
+/// Deform `tuple`, a row of the route's relation, into `vals` in the layout
+/// of the shape's relation (the route's `emit_as`); false when `tuple` is
+/// NULL. A row written before an `ADD COLUMN ... DEFAULT` reads the stored
+/// missing value for the added column: the descriptors used are
+/// `CreateTupleDescCopyConstr` copies, and PostgreSQL 15's
+/// `heap_deform_tuple` fills trailing attributes with `getmissingattr`.
+/// A partition's row is deformed with the partition's own descriptor (its
+/// missing values are its own; a partitioned root has none) and then mapped
+/// by column name.
 ///
 /// # Safety
-/// `tuple` must be NULL or a row whose descriptor has `shape.natts` attributes
-/// matching the shape's relation.
-unsafe fn deform(tuple: pg_sys::HeapTuple, shape: &Shape, vals: &mut (Vec<pg_sys::Datum>, Vec<bool>)) -> bool {
+/// `tuple` must be NULL or a row of the route's relation; the shape must be
+/// `route.emit_as`'s.
+unsafe fn deform(
+    tuple: pg_sys::HeapTuple,
+    route: &Route,
+    shape: &Shape,
+    vals: &mut (Vec<pg_sys::Datum>, Vec<bool>),
+    scratch: &mut (Vec<pg_sys::Datum>, Vec<bool>),
+) -> bool {
     if tuple.is_null() {
         return false;
     }
+    vals.0.clear();
     vals.0.resize(shape.natts, pg_sys::Datum::from(0usize));
+    vals.1.clear();
     vals.1.resize(shape.natts, true);
-    // SAFETY: the descriptor matches the tuple; the arrays have natts slots.
-    // heap_deform_tuple fills missing trailing attributes with NULLs, and the
-    // descriptor is the one the shape was built from.
-    unsafe {
-        pg_sys::heap_deform_tuple(tuple, shape.desc, vals.0.as_mut_ptr(), vals.1.as_mut_ptr());
-        // A row written before an `ADD COLUMN ... DEFAULT` is shorter than the
-        // descriptor: its trailing columns take the stored "missing" value,
-        // which heap_deform_tuple leaves as NULL.
-        let in_tuple = ((*(*tuple).t_data).t_infomask2 & pg_sys::HEAP_NATTS_MASK as u16) as usize;
-        for i in in_tuple..shape.natts {
-            if (*(*shape.desc).attrs.as_ptr().add(i)).atthasmissing {
-                vals.0[i] = pg_sys::getmissingattr(shape.desc, i as i32 + 1, &mut vals.1[i]);
-            }
+    if route.source_desc.is_null() {
+        // SAFETY: the shape's descriptor is the tuple's relation's; the
+        // arrays have natts slots.
+        unsafe { pg_sys::heap_deform_tuple(tuple, shape.desc, vals.0.as_mut_ptr(), vals.1.as_mut_ptr()) };
+        return true;
+    }
+    // SAFETY: source_desc is the tuple's relation's descriptor.
+    let src_natts = unsafe { (*route.source_desc).natts } as usize;
+    scratch.0.clear();
+    scratch.0.resize(src_natts, pg_sys::Datum::from(0usize));
+    scratch.1.clear();
+    scratch.1.resize(src_natts, true);
+    // SAFETY: as above; the scratch arrays have src_natts slots.
+    unsafe { pg_sys::heap_deform_tuple(tuple, route.source_desc, scratch.0.as_mut_ptr(), scratch.1.as_mut_ptr()) };
+    for (i, &src) in route.attmap.iter().enumerate().take(shape.natts) {
+        if let Some(s) = (src as usize).checked_sub(1).filter(|&s| s < src_natts) {
+            vals.0[i] = scratch.0[s];
+            vals.1[i] = scratch.1[s];
         }
     }
     true
