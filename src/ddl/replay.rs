@@ -3,7 +3,8 @@
 //! one, before the changes that follow it. The command runs exactly as
 //! captured (one statement, checked with the parser; never rebuilt from
 //! pieces) with the publisher's search_path, as the subscription owner (the
-//! role the worker runs as). A failure aborts the transaction and follows
+//! role the worker runs as), in a subtransaction, so an ERROR is rolled
+//! back before anything else runs. A failure aborts the transaction and follows
 //! the subscription's error policy like any apply error; the worker then
 //! records it in `ddl_log` ([`log_failed_replay`]).
 //!
@@ -14,7 +15,6 @@
 use super::capture::log_row;
 use super::event::DdlEvent;
 use crate::ffi;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -37,16 +37,12 @@ pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &
         log_row(event, "apply", Some(subscription), Some(lsn), None);
         Ok(())
     });
-    let result = PgTryBuilder::new(run)
-        .catch_others(|e| {
-            let msg = match e {
-                CaughtError::PostgresError(r)
-                | CaughtError::ErrorReport(r)
-                | CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
-            };
-            Err(format!("{what} failed: {msg}"))
-        })
-        .execute();
+    // In a subtransaction: an ERROR is rolled back before anything else
+    // runs in this backend (the caller then aborts the whole transaction).
+    let result = match ffi::in_subtransaction(run) {
+        Ok(r) => r,
+        Err(report) => Err(format!("{what} failed: {}", report.message())),
+    };
     if let Err(msg) = &result {
         FAILED.with(|f| *f.borrow_mut() = Some((event.clone(), subscription.to_string(), lsn, msg.clone())));
     }

@@ -7,6 +7,7 @@
 use pgrx::pg_sys;
 
 pub(crate) mod lsn;
+pub(crate) mod worker;
 use std::ffi::{CStr, c_char};
 
 unsafe extern "C-unwind" {
