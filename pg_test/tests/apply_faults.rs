@@ -17,7 +17,7 @@
 //! - `drop_database_with_workers_running`: `DROP DATABASE` of another
 //!   database (it waits for every process to absorb a procsignal barrier)
 //!   completes within seconds while an apply worker streams and another waits
-//!   for its table copy.
+//!   for its table copy (whose sync worker waits for a lock).
 
 use logical_ext_pg_test::conflicts::log_lines;
 use logical_ext_pg_test::replication::*;
@@ -271,9 +271,10 @@ fn drop_database_with_workers_running() {
     );
     pair.subscribe("s", &["p"], "");
     pair.wait_streaming("s");
-    // A second subscription whose table copy cannot start: the publisher's
-    // table is locked, so its apply worker waits for the copy.
-    let mut locker = pair.pub_client();
+    // A second subscription whose table copy cannot finish: the
+    // subscriber's table is locked, so its sync worker waits for the lock
+    // and its apply worker waits for the copy.
+    let mut locker = pair.sub_client();
     exec(&mut locker, "BEGIN; LOCK TABLE c IN ACCESS EXCLUSIVE MODE;");
     exec(
         &mut pair.sub_client(),
