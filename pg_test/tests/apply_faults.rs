@@ -87,13 +87,17 @@ fn commit_failure_loses_nothing() {
         st.last_error.as_deref().unwrap_or("").contains("row 2 refused at commit"),
         "last_error names the failure: {st:#?}"
     );
-    // Without: retried, failing each time; some bookkeeping commits happen.
+    assert!(origin_lsn(&pair, "sa") <= before, "sa's origin moved past the failed transaction");
+    // Without: retried, failing each time (a worker whose origin moved past
+    // the transaction stops failing: it lost it).
     let st = pair.wait_status("sb", "in error after the failed commit", |s| s.state == "error");
     assert!(st.last_error.as_deref().unwrap_or("").contains("row 2 refused at commit"), "{st:#?}");
-    wait_until(Duration::from_secs(30), "three failed attempts of sb", || {
-        log_lines(&pair.subscriber, "refused at commit; retrying in").len() >= 3
-    });
-    assert!(origin_lsn(&pair, "sa") <= before, "sa's origin moved past the failed transaction");
+    wait_or_explain(
+        Duration::from_secs(30),
+        "three failed attempts of sb",
+        || log_lines(&pair.subscriber, "refused at commit; retrying in").len() >= 3,
+        || format!("sb's origin is at {:X} (the failed transaction is after {before:X})", origin_lsn(&pair, "sb")),
+    );
     assert!(origin_lsn(&pair, "sb") <= before, "sb's origin moved past the failed transaction");
     assert_eq!(count(&mut pair.sub_client(), "a"), 1);
     assert_eq!(count(&mut pair.sub_client(), "b"), 1);
