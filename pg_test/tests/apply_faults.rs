@@ -188,9 +188,8 @@ impl Proxy {
 fn network_freeze_reconnects() {
     // The publisher drops the frozen connection's walsender (freeing the
     // slot) soon; the subscriber must notice the silence on its side.
-    let pair = Pair::start_with("apply_faults_freeze", &["wal_sender_timeout = '3s'"], &[
-        "wal_receiver_timeout = '2s'",
-    ]);
+    let pair =
+        Pair::start_with("apply_faults_freeze", &["wal_sender_timeout = '3s'"], &["wal_receiver_timeout = '2s'"]);
     pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
     let proxy = Proxy::start(pair.publisher.port());
@@ -304,4 +303,36 @@ fn drop_database_with_workers_running() {
     pair.wait_caught_up("s");
     pair.wait_caught_up("sc");
     pair.assert_same_tables(&["t", "c"]);
+}
+
+#[test]
+fn launcher_needs_no_postgres_database() {
+    let mut pair = Pair::start("apply_faults_nopostgres");
+    pair.pub_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE t;");
+    pair.sub_exec("CREATE DATABASE app");
+    let mut app = pair.subscriber.client_db("app");
+    exec(&mut app, "CREATE EXTENSION logical_ext; CREATE TABLE t (id int PRIMARY KEY, v text);");
+    exec(
+        &mut app,
+        &format!(
+            "SELECT logical_ext.create_subscription('s', '{}', ARRAY['p'], copy_data => false, \
+             options => '{FAST_RETRY}')",
+            pair.publisher_conninfo()
+        ),
+    );
+    drop(app);
+    exec(&mut pair.subscriber.client_db("app"), "DROP DATABASE postgres");
+    pair.subscriber.restart();
+
+    // After the restart the worker starts (the launcher lists the databases
+    // without connecting to `postgres`) and applies.
+    pair.pub_exec("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g");
+    let target = pair.publisher_flush_lsn();
+    wait_or_explain(
+        CATCH_UP,
+        "the subscription in database app confirms the publisher's position after a restart",
+        || pair.confirmed_flush("s").is_some_and(|c| c >= target),
+        || pair.subscriber.log_tail(20),
+    );
+    assert_eq!(count(&mut pair.subscriber.client_db("app"), "t"), 10);
 }

@@ -289,7 +289,9 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
             fail(
                 PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
                 format!("could not drop replication slot \"{slot}\" on the publisher: {}", e.0),
-                format!("Pass drop_slot => false and drop the slot on the publisher with pg_drop_replication_slot('{slot}')."),
+                format!(
+                    "Pass drop_slot => false and drop the slot on the publisher with pg_drop_replication_slot('{slot}')."
+                ),
             );
         }
     }

@@ -66,7 +66,7 @@ pub(crate) fn release_at_exit(dboid: u32, subid: i32, relid: u32) {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn release_mine(_code: i32, _arg: pg_sys::Datum) {
+unsafe extern "C-unwind" fn release_mine(code: i32, _arg: pg_sys::Datum) {
     // SAFETY: an error may have ended the process while it held an LWLock
     // (ours included); LWLocks are usable in before_shmem_exit callbacks.
     let pid = unsafe {
@@ -74,6 +74,10 @@ unsafe extern "C-unwind" fn release_mine(_code: i32, _arg: pg_sys::Datum) {
         pg_sys::MyProcPid
     };
     if let Some((dboid, subid, relid)) = MINE.with(|m| m.take()) {
+        if code != 0 {
+            // A SIGTERM (or a FATAL) ended the copy; its transaction rolls back.
+            log!("logical_ext: copy of table {relid} for subscription {subid} stopped: the sync worker is exiting");
+        }
         release(dboid, subid, relid, pid);
         super::worker::tell_apply_worker(dboid, subid);
     }
