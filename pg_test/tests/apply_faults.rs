@@ -13,7 +13,11 @@
 //!   connection up and reconnects, and the subscriber is exact.
 //! - `stop_interrupts_lock_waits`: while the worker waits on a row lock held
 //!   by another session, `pg_terminate_backend` ends it, and
-//!   `disable_subscription` returns, within seconds.
+//!   `disable_subscription` and `drop_subscription` return, within seconds.
+//! - `skip_of_a_transaction_that_never_comes_is_cleared`: as PostgreSQL's
+//!   `ALTER SUBSCRIPTION ... SKIP`, with a WARNING once the stream passes it.
+//! - `launcher_needs_no_postgres_database`: workers start after a restart
+//!   though the `postgres` database is gone.
 //! - `drop_database_with_workers_running`: `DROP DATABASE` of another
 //!   database (it waits for every process to absorb a procsignal barrier)
 //!   completes within seconds while an apply worker streams and another waits
@@ -262,6 +266,38 @@ fn stop_interrupts_lock_waits() {
     exec(&mut c, "SELECT logical_ext.enable_subscription('s')");
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["t"]);
+
+    // drop_subscription, likewise.
+    exec(&mut holder, "BEGIN; SELECT * FROM t WHERE id = 1 FOR UPDATE;");
+    pair.pub_exec("UPDATE t SET v = 'again' WHERE id = 1");
+    let pid3 = pair.wait_applying("s", "t");
+    let took = timed(&pair.subscriber, "SELECT logical_ext.drop_subscription('s')")
+        .unwrap_or_else(|e| panic!("drop_subscription failed: {e}\n{}", pair.explain("s")));
+    assert!(took < PROMPT, "drop_subscription took {took:?}");
+    assert_eq!(count(&mut pair.sub_client(), &format!("pg_stat_activity WHERE pid = {pid3}")), 0);
+    exec(&mut holder, "COMMIT");
+}
+
+#[test]
+fn skip_of_a_transaction_that_never_comes_is_cleared() {
+    let pair = Pair::start("apply_faults_skip");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    // No transaction commits at this LSN (it is not even a record's start).
+    let lsn = format_lsn(pair.publisher_flush_lsn() + 1);
+    exec(&mut pair.sub_client(), &format!("SELECT logical_ext.skip_transaction('s', '{lsn}')"));
+    pair.pub_exec("INSERT INTO t VALUES (1, 'kept')");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+    let skip: Option<String> = pair
+        .sub_client()
+        .query_one("SELECT skip_lsn::text FROM logical_ext.subscription WHERE name = 's'", &[])
+        .expect("skip_lsn")
+        .get(0);
+    assert_eq!(skip, None, "skip_lsn {lsn} is cleared once the stream passed it");
+    assert!(!log_lines(&pair.subscriber, "skip_lsn of subscription \"s\" cleared").is_empty(), "a WARNING says so");
 }
 
 #[test]
