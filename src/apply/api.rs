@@ -318,18 +318,23 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
                 ),
             )
         });
-        if let Err(e) = conn.exec(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(slot)), 0) {
-            if e.0.contains("does not exist") {
-                warning!("logical_ext: replication slot \"{slot}\" did not exist on the publisher");
-            } else {
-                fail(
-                    PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-                    format!("could not drop replication slot \"{slot}\" on the publisher: {}", e.0),
-                    format!(
-                        "Pass drop_slot => false and drop the slot on the publisher with pg_drop_replication_slot('{slot}')."
-                    ),
-                );
-            }
+        // Whether the slot exists is asked, not guessed from an error's text.
+        let exists = conn.exec(
+            &format!("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}", quote_literal(slot)),
+            1,
+        );
+        if exists.as_ref().is_ok_and(|rows| rows.is_empty()) {
+            warning!("logical_ext: replication slot \"{slot}\" did not exist on the publisher");
+        } else if let Err(e) =
+            exists.and_then(|_| conn.exec(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(slot)), 0))
+        {
+            fail(
+                PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+                format!("could not drop replication slot \"{slot}\" on the publisher: {}", e.0),
+                format!(
+                    "Pass drop_slot => false and drop the slot on the publisher with pg_drop_replication_slot('{slot}')."
+                ),
+            );
         }
     }
     let origin = std::ffi::CString::new(Subscription::origin_name(sub.id)).expect("no NUL");

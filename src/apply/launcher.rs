@@ -1,6 +1,8 @@
 //! Starting apply workers. At server start a launcher (a static background
 //! worker, registered while `shared_preload_libraries` is processed) lists
-//! the databases and starts a short-lived starter in each; a starter finds
+//! the databases (reading the shared catalog `pg_database` without
+//! connecting to any database, so no particular database must exist) and
+//! starts a short-lived starter in each; a starter finds
 //! the enabled subscriptions of its database (if logical_ext is installed
 //! there) and starts their apply workers. The SQL functions start and stop
 //! workers directly when subscriptions change.
@@ -9,12 +11,10 @@
 //! restarts one that crashed; a duplicate started by a racing launcher finds
 //! its subscription claimed (`status.rs`) and exits.
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use crate::ffi::worker::{self as backend, in_transaction};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
 use std::time::Duration;
-
-/// Database the launcher connects to in order to list the databases.
-const LAUNCHER_DATABASE: &str = "postgres";
 
 pub(crate) fn register_launcher() {
     BackgroundWorkerBuilder::new("logical_ext launcher")
@@ -84,17 +84,12 @@ fn register_apply_worker(dboid: pg_sys::Oid, subid: i32, owner: pg_sys::Oid, gen
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn logical_ext_launcher_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(Some(LAUNCHER_DATABASE), None);
-    let dbs: Vec<pg_sys::Oid> = BackgroundWorker::transaction(|| {
-        Spi::connect(|c| {
-            c.select("SELECT oid FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate", None, &[])?
-                .map(|r| r.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or(pg_sys::InvalidOid)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .unwrap_or_else(|e| pgrx::error!("logical_ext launcher: could not list databases: {e}"))
-    });
+    backend::attach_signal_handlers();
+    // No database: only shared catalogs are readable, which is all we need.
+    BackgroundWorker::connect_worker_to_spi_by_oid(None, None);
+    let dbs = in_transaction(backend::connectable_databases);
     for db in dbs {
+        backend::check_for_interrupts();
         let r = BackgroundWorkerBuilder::new(&format!("logical_ext starter {}", db.to_u32()))
             .set_type("logical_ext starter")
             .set_function("logical_ext_starter_main")
@@ -112,7 +107,7 @@ pub extern "C-unwind" fn logical_ext_launcher_main(_arg: pg_sys::Datum) {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn logical_ext_starter_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    backend::attach_signal_handlers();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
     let subs = BackgroundWorker::transaction(|| {
         let installed = Spi::get_one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'logical_ext'")

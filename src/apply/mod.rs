@@ -8,7 +8,14 @@
 //! - Conflicts: `conflict.rs` (types, resolutions, decisions; pure),
 //!   `rows.rs` (detecting them while applying a row), `resolver.rs` (rules
 //!   and the conflict log).
-//! - `worker.rs`: the apply loop (stream, apply, feedback, retry).
+//! - `worker.rs`: the apply session (with `worker/stream.rs`: stream,
+//!   feedback, receive timeout; `worker/documents.rs`: applying one
+//!   document); `origin.rs`: the replication-origin session and the guard
+//!   that arms it only around an apply commit; `flush.rs` (what may be
+//!   reported as flushed) and `keepalive.rs` (pings, receive timeout): pure.
+//! - Backend plumbing every worker shares (signals with `die` semantics,
+//!   waits that process interrupts, transactions, clock) is in
+//!   `crate::ffi::worker`.
 //! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
 //!   through the executor; `status.rs`: shared-memory worker status.
@@ -25,7 +32,10 @@ mod config;
 mod conflict;
 mod conninfo;
 mod executor;
+mod flush;
+mod keepalive;
 mod launcher;
+mod origin;
 mod protocol;
 mod relation;
 mod resolver;

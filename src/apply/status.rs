@@ -126,9 +126,12 @@ pub(crate) fn init_shmem() {
     pgrx::pg_shmem_init!(STATUS);
 }
 
+/// Whether the process owning a slot is alive. An owner clears its pid
+/// when it exits (`release_at_exit`, also after a FATAL) and a crash resets
+/// shared memory, so a non-zero pid is a live worker; it must also be a
+/// live PostgreSQL process (never a recycled pid of something else).
 fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    pid > 0 && crate::ffi::worker::backend_alive(pid)
 }
 
 /// The slot of (dboid, subid), allocating one (never used, else one whose
@@ -208,6 +211,29 @@ pub(crate) fn release(dboid: u32, subid: i32, pid: i32) {
     if let Some(s) = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid && s.pid == pid) {
         s.pid = 0;
         s.state = 0;
+    }
+}
+
+thread_local! {
+    /// The slot this process owns, released by [`release_mine`] at exit.
+    static MINE: std::cell::Cell<Option<(u32, i32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Release this process's slot of (dboid, subid) when the process exits,
+/// however it exits (a SIGTERM ends a worker with a FATAL, which runs exit
+/// callbacks but no Rust code after the interrupted call).
+pub(crate) fn release_at_exit(dboid: u32, subid: i32) {
+    MINE.with(|m| m.set(Some((dboid, subid))));
+    crate::ffi::worker::on_exit(release_mine, pg_sys::Datum::from(0));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_mine(_code: i32, _arg: pg_sys::Datum) {
+    // SAFETY: an error may have ended the process while it held an LWLock
+    // (ours included); LWLocks are usable in before_shmem_exit callbacks.
+    unsafe { pg_sys::LWLockReleaseAll() };
+    if let Some((dboid, subid)) = MINE.with(|m| m.take()) {
+        release(dboid, subid, my_pid());
     }
 }
 

@@ -7,7 +7,6 @@
 use crate::ffi;
 use pgrx::pg_sys;
 use std::ffi::{CString, c_char};
-use std::time::Duration;
 
 /// Why talking to the publisher failed.
 #[derive(Debug)]
@@ -151,18 +150,11 @@ pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Wait until the socket is readable, the latch is set, or the timeout.
-pub(super) fn wait_socket(fd: pg_sys::pgsocket, timeout: Duration) {
-    // SAFETY: waiting on our own latch and the connection's socket.
-    unsafe {
-        pg_sys::WaitLatchOrSocket(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_SOCKET_READABLE | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
-                as i32,
-            fd,
-            timeout.as_millis() as i64,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
+/// Whether the publisher has a replication slot named `slot` (a SQL query
+/// over the replication connection). Call outside a transaction: the
+/// result's tuple descriptor needs one, which this opens and commits.
+pub(crate) fn slot_exists(conn: &mut Connection, slot: &str) -> Result<bool, WalRcvError> {
+    let sql = format!("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}", quote_literal(slot));
+    let rows = crate::ffi::worker::in_transaction(|| conn.exec(&sql, 1))?;
+    Ok(!rows.is_empty())
 }

@@ -7,7 +7,9 @@
 //! subscription's `ddl_replay_role` when the operator opted in — never
 //! silently as the subscription owner — and only when it is DDL of a kind
 //! replay accepts (`policy::replay_refusal`) and came from a decoder that
-//! proved it authentic (`log_id`, see `authentic.rs`). A failure aborts the transaction and follows
+//! proved it authentic (`log_id`, see `authentic.rs`). It runs in a
+//! subtransaction, so an ERROR is rolled back before anything else runs. A
+//! failure aborts the transaction and follows
 //! the subscription's error policy like any apply error; the worker then
 //! records it in `ddl_log` ([`log_failed_replay`]).
 //!
@@ -20,7 +22,6 @@ use super::event::DdlEvent;
 use super::policy;
 use crate::ffi;
 use crate::ffi::identity::AsRole;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -65,16 +66,12 @@ pub(crate) fn replay(event: &DdlEvent, subscription: &str, lsn: u64, lsn_text: &
         log_row(event, "apply", Some(subscription), Some(lsn), None);
         Ok(())
     });
-    let result = PgTryBuilder::new(run)
-        .catch_others(|e| {
-            let msg = match e {
-                CaughtError::PostgresError(r)
-                | CaughtError::ErrorReport(r)
-                | CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
-            };
-            Err(format!("{what} failed: {msg}"))
-        })
-        .execute();
+    // In a subtransaction: an ERROR is rolled back before anything else
+    // runs in this backend (the caller then aborts the whole transaction).
+    let result = match ffi::in_subtransaction(run) {
+        Ok(r) => r,
+        Err(report) => Err(format!("{what} failed: {}", report.message())),
+    };
     if let Err(msg) = &result {
         FAILED.with(|f| *f.borrow_mut() = Some((event.clone(), subscription.to_string(), lsn, msg.clone())));
     }

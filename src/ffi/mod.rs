@@ -9,6 +9,7 @@ use pgrx::pg_sys;
 pub(crate) mod identity;
 pub(crate) mod lsn;
 pub(crate) mod parse;
+pub(crate) mod worker;
 use std::ffi::{CStr, c_char};
 
 unsafe extern "C-unwind" {

@@ -9,14 +9,14 @@
 //! (`pruner.rs`).
 //!
 //! Signals: SIGHUP reloads the configuration (a new interval applies at
-//! once), SIGTERM ends the loop at the next latch wake-up, which the signal
-//! itself triggers. The worker then exits with code 1, so the postmaster
+//! once); SIGTERM is PostgreSQL's `die`, which ends the process at the wait's
+//! interrupt check (the signal sets the latch). It exits with code 1, so the postmaster
 //! restarts it after [`RESTART_SECS`] unless the server is shutting down
 //! (`logical_ext.monitor_interval = 0` is the way to stop sampling).
 
 use super::history::{self, Observed, Round, record_round};
 use super::{pruner, settings, shmem};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,10 @@ pub(crate) fn register() {
 #[pgrx::pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGTERM is `die`: the wait below processes interrupts (and barriers),
+    // and a SIGTERM ends the process there (exit code 1: restarted after
+    // RESTART_SECS unless the server is shutting down).
+    crate::ffi::worker::attach_signal_handlers();
     // SAFETY: registering a plain callback for this process's exit.
     unsafe { pg_sys::before_shmem_exit(Some(forget_sampler), pg_sys::Datum::from(0)) };
     // SAFETY: MyProcPid and GetCurrentTimestamp are always valid in a backend.
@@ -60,10 +63,6 @@ pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
     let mut last_prune = Instant::now();
     let mut pruner_worker = None;
     loop {
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: the documented way for a background process to reload.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        }
         let interval = settings::monitor_interval();
         let interval_ms = interval.map_or(0, |d| d.as_millis() as i32);
         shmem::write(|h, _| h.interval_ms = interval_ms);
@@ -92,13 +91,10 @@ pub extern "C-unwind" fn logical_ext_monitor_main(_arg: pg_sys::Datum) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if !BackgroundWorker::wait_latch(timeout) {
-            break;
-        }
+        // Reloads the configuration after SIGHUP; exits on SIGTERM and
+        // postmaster death.
+        crate::ffi::worker::wait(timeout);
     }
-    // SAFETY: ends this process; exit code 1 lets the postmaster restart us
-    // after RESTART_SECS if this was not a server shutdown.
-    unsafe { pg_sys::proc_exit(1) }
 }
 
 #[pgrx::pg_guard]

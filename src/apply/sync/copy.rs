@@ -11,7 +11,6 @@
 
 use crate::apply::walrcv::{Connection, Received};
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -138,7 +137,9 @@ impl Source {
                     self.pos = 0;
                     if self.rows % REPORT_EVERY == 0 {
                         (self.report)(self.rows, self.bytes);
-                        check_terminate();
+                        // A SIGTERM ends the process here (its transaction
+                        // rolls back); barriers are absorbed.
+                        crate::ffi::worker::check_for_interrupts();
                     }
                 }
                 Received::WouldBlock(fd) => {
@@ -154,18 +155,7 @@ impl Source {
 }
 
 fn wait_socket(fd: pg_sys::pgsocket) {
-    super::super::walrcv::wait_socket(fd, std::time::Duration::from_secs(1));
-    check_terminate();
-}
-
-/// A SIGTERM ends the copy with an ERROR: its transaction rolls back.
-fn check_terminate() {
-    if crate::ffi::shutdown_requested() {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
-            "logical_ext: table copy terminated by administrator command",
-            function_name!(),
-        )
-        .report(PgLogLevel::ERROR);
-    }
+    // Processes interrupts (SIGTERM ends the copy and the process) and exits
+    // on postmaster death.
+    crate::ffi::worker::wait_socket(fd, std::time::Duration::from_secs(1));
 }

@@ -17,7 +17,7 @@ use super::worker::Job;
 use crate::apply::config::WorkerOptions;
 use crate::apply::protocol::RemoteRel;
 use crate::apply::status;
-use crate::apply::worker::in_transaction;
+use crate::ffi::worker::in_transaction;
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
 use std::collections::HashMap;

@@ -45,9 +45,42 @@ pub(crate) fn init_shmem() {
     pgrx::pg_shmem_init!(REGISTRY);
 }
 
+/// Whether the copier of an entry is alive: a sync worker clears its entry
+/// when it exits (`release_at_exit`, also after a FATAL) and a crash resets
+/// shared memory; the pid must also be a live PostgreSQL process (the
+/// apply worker claims an entry for a worker that may die before it runs).
 fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    pid > 0 && crate::ffi::worker::backend_alive(pid)
+}
+
+thread_local! {
+    /// The entry this process copies, released by [`release_mine`] at exit.
+    static MINE: std::cell::Cell<Option<(u32, i32, u32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// When this process exits, however it exits: release its entry of
+/// (dboid, subid, relid) and tell the apply worker.
+pub(crate) fn release_at_exit(dboid: u32, subid: i32, relid: u32) {
+    MINE.with(|m| m.set(Some((dboid, subid, relid))));
+    crate::ffi::worker::on_exit(release_mine, pg_sys::Datum::from(0));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_mine(code: i32, _arg: pg_sys::Datum) {
+    // SAFETY: an error may have ended the process while it held an LWLock
+    // (ours included); LWLocks are usable in before_shmem_exit callbacks.
+    let pid = unsafe {
+        pg_sys::LWLockReleaseAll();
+        pg_sys::MyProcPid
+    };
+    if let Some((dboid, subid, relid)) = MINE.with(|m| m.take()) {
+        if code != 0 {
+            // A SIGTERM (or a FATAL) ended the copy; its transaction rolls back.
+            log!("logical_ext: copy of table {relid} for subscription {subid} stopped: the sync worker is exiting");
+        }
+        release(dboid, subid, relid, pid);
+        super::worker::tell_apply_worker(dboid, subid);
+    }
 }
 
 impl Entry {

@@ -34,9 +34,9 @@ use crate::apply::catalog as subs;
 use crate::apply::protocol::parse_lsn;
 use crate::apply::status;
 use crate::apply::walrcv::{Connection, quote_ident};
-use crate::apply::worker::in_transaction;
 use crate::ffi;
-use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use crate::ffi::worker::{self as backend, in_transaction};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
@@ -82,7 +82,7 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
         log!("logical_ext: sync worker started without a valid job");
         return;
     };
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    backend::attach_signal_handlers();
     BackgroundWorker::connect_worker_to_spi_by_oid(
         Some(pg_sys::Oid::from(job.dboid)),
         Some(pg_sys::Oid::from(job.owner)),
@@ -92,22 +92,20 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
         debug1!("logical_ext: table {} of subscription {} is already being copied", relid.to_u32(), job.subid);
         return;
     };
+    // Released however the process ends (a SIGTERM ends it with a FATAL).
+    registry::release_at_exit(job.dboid, job.subid, relid.to_u32());
     // As the apply worker: replica triggers only, asynchronous commit.
-    super::super::worker::set_session_settings();
+    backend::set_replica_session();
     let run = AssertUnwindSafe(|| copy_table(&job, relid, number));
     let outcome = PgTryBuilder::new(run).catch_others(|e| Err(describe(e))).execute();
     if let Err(msg) = outcome {
         // SAFETY: abandon whatever transaction the error left open.
         unsafe { pg_sys::AbortCurrentTransaction() };
-        if crate::ffi::shutdown_requested() {
-            log!("logical_ext: copy of table {} for subscription {} stopped: {msg}", relid.to_u32(), job.subid);
-        } else {
-            log!("logical_ext: copy of table {} for subscription {} failed: {msg}", relid.to_u32(), job.subid);
-            in_transaction(|| catalog::fail_copy(job.subid, relid, &msg));
-        }
+        log!("logical_ext: copy of table {} for subscription {} failed: {msg}", relid.to_u32(), job.subid);
+        in_transaction(|| catalog::fail_copy(job.subid, relid, &msg));
     }
-    registry::release(job.dboid, job.subid, relid.to_u32(), me);
-    tell_apply_worker(job.dboid, job.subid);
+    // The exit callback releases the registry entry and tells the apply worker.
+    let _ = me;
 }
 
 /// The table states changed: have the apply worker reload them now.

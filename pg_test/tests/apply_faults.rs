@@ -1,0 +1,374 @@
+//! Faults an operator meets, and what must survive them (issue 12):
+//!
+//! - `commit_failure_loses_nothing`: a deferred constraint trigger
+//!   (`ENABLE ALWAYS`) on the subscriber raises for one row, so the local
+//!   commit of that remote transaction fails — once with `disable_on_error`
+//!   (the subscription is disabled), once without (the worker retries). The
+//!   subscription's replication origin must not move past the failed
+//!   transaction; once the trigger is fixed (and the subscription enabled),
+//!   the row arrives.
+//! - `network_freeze_reconnects`: the connection goes through a TCP proxy
+//!   (loopback only) that silently stops forwarding while keeping the
+//!   connection open; after `wal_receiver_timeout` the worker gives the
+//!   connection up and reconnects, and the subscriber is exact.
+//! - `stop_interrupts_lock_waits`: while the worker waits on a row lock held
+//!   by another session, `pg_terminate_backend` ends it, and
+//!   `disable_subscription` and `drop_subscription` return, within seconds.
+//! - `skip_of_a_transaction_that_never_comes_is_cleared`: as PostgreSQL's
+//!   `ALTER SUBSCRIPTION ... SKIP`, with a WARNING once the stream passes it.
+//! - `launcher_needs_no_postgres_database`: workers start after a restart
+//!   though the `postgres` database is gone.
+//! - `drop_database_with_workers_running`: `DROP DATABASE` of another
+//!   database (it waits for every process to absorb a procsignal barrier)
+//!   completes within seconds while an apply worker streams and another waits
+//!   for its table copy (whose sync worker waits for a lock).
+
+use logical_ext_pg_test::conflicts::log_lines;
+use logical_ext_pg_test::replication::*;
+use logical_ext_pg_test::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a stop or a barrier may take at most.
+const PROMPT: Duration = Duration::from_secs(10);
+
+fn origin_lsn(pair: &Pair, subscription: &str) -> u64 {
+    let mut c = pair.sub_client();
+    let row = c
+        .query_one(
+            "SELECT coalesce(o.remote_lsn, '0/0')::text FROM logical_ext.subscription s \
+             LEFT JOIN pg_replication_origin_status o ON o.external_id = 'logical_ext_' || s.id \
+             WHERE s.name = $1",
+            &[&subscription],
+        )
+        .expect("origin status");
+    parse_lsn(&row.get::<_, String>(0))
+}
+
+#[test]
+fn commit_failure_loses_nothing() {
+    let pair = Pair::start("apply_faults_commit");
+    pair.both_exec(
+        "CREATE TABLE a (id int PRIMARY KEY, v text);
+         CREATE TABLE b (id int PRIMARY KEY, v text);",
+    );
+    pair.pub_exec("CREATE PUBLICATION pa FOR TABLE a; CREATE PUBLICATION pb FOR TABLE b;");
+    // Raises at commit time for id 2, on both tables.
+    pair.sub_exec(
+        "CREATE FUNCTION refuse_two() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.id = 2 THEN RAISE EXCEPTION 'row 2 refused at commit'; END IF;
+           RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON a DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION refuse_two();
+         ALTER TABLE a ENABLE ALWAYS TRIGGER refuse;
+         CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON b DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION refuse_two();
+         ALTER TABLE b ENABLE ALWAYS TRIGGER refuse;",
+    );
+    pair.subscribe("sa", &["pa"], "");
+    pair.subscribe("sb", &["pb"], "");
+    exec(&mut pair.sub_client(), r#"SELECT logical_ext.alter_subscription('sa', '{"disable_on_error": true}')"#);
+    pair.wait_streaming("sa");
+    pair.wait_streaming("sb");
+    pair.pub_exec("INSERT INTO a VALUES (1, 'one'); INSERT INTO b VALUES (1, 'one');");
+    pair.wait_caught_up("sa");
+    pair.wait_caught_up("sb");
+
+    // The transactions the subscriber refuses, each followed by another.
+    let before = pair.publisher_flush_lsn();
+    pair.pub_exec("INSERT INTO a VALUES (2, 'two')");
+    pair.pub_exec("INSERT INTO b VALUES (2, 'two')");
+    pair.pub_exec("INSERT INTO a VALUES (3, 'three'); INSERT INTO b VALUES (3, 'three');");
+
+    // With disable_on_error: disabled, and the origin still before row 2.
+    let st = pair.wait_status("sa", "disabled after the failed commit", |s| !s.enabled && s.worker_pid.is_none());
+    assert!(
+        st.last_error.as_deref().unwrap_or("").contains("row 2 refused at commit"),
+        "last_error names the failure: {st:#?}"
+    );
+    assert!(origin_lsn(&pair, "sa") <= before, "sa's origin moved past the failed transaction");
+    // Without: retried, failing each time (a worker whose origin moved past
+    // the transaction stops failing: it lost it).
+    let st = pair.wait_status("sb", "in error after the failed commit", |s| s.state == "error");
+    assert!(st.last_error.as_deref().unwrap_or("").contains("row 2 refused at commit"), "{st:#?}");
+    wait_or_explain(
+        Duration::from_secs(30),
+        "three failed attempts of sb",
+        || log_lines(&pair.subscriber, "refused at commit; retrying in").len() >= 3,
+        || format!("sb's origin is at {:X} (the failed transaction is after {before:X})", origin_lsn(&pair, "sb")),
+    );
+    assert!(origin_lsn(&pair, "sb") <= before, "sb's origin moved past the failed transaction");
+    assert_eq!(count(&mut pair.sub_client(), "a"), 1);
+    assert_eq!(count(&mut pair.sub_client(), "b"), 1);
+
+    // Fix the trigger: sb's retry succeeds; sa, enabled again, applies.
+    pair.sub_exec(
+        "CREATE OR REPLACE FUNCTION refuse_two() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RETURN NULL; END $$;",
+    );
+    exec(&mut pair.sub_client(), "SELECT logical_ext.enable_subscription('sa')");
+    pair.pub_exec("INSERT INTO a VALUES (4, 'four'); INSERT INTO b VALUES (4, 'four');");
+    pair.wait_caught_up("sa");
+    pair.wait_caught_up("sb");
+    pair.assert_same_tables(&["a", "b"]);
+    assert_eq!(count(&mut pair.sub_client(), "a WHERE id = 2"), 1, "row 2 of a was lost");
+    assert_eq!(count(&mut pair.sub_client(), "b WHERE id = 2"), 1, "row 2 of b was lost");
+}
+
+/// A TCP proxy on 127.0.0.1 to `target`. `freeze()` silently stops
+/// forwarding on the connections open at that moment (they stay open);
+/// connections accepted later are forwarded normally.
+struct Proxy {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    /// Connections with a number below this are frozen.
+    frozen_below: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let frozen_below = Arc::new(AtomicUsize::new(0));
+        let (acc, frz) = (accepted.clone(), frozen_below.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let number = acc.fetch_add(1, Ordering::SeqCst) + 1;
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().expect("clone"), to.try_clone().expect("clone"));
+                    let frz = frz.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if number < frz.load(Ordering::SeqCst) {
+                                // Frozen: neither read nor close; the peer sees silence.
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                            let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if number < frz.load(Ordering::SeqCst) {
+                                        // Frozen while reading: drop the bytes, as a dead network does.
+                                        continue;
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        if number >= frz.load(Ordering::SeqCst) {
+                            let _ = to.shutdown(Shutdown::Both);
+                        }
+                    });
+                }
+            }
+        });
+        Proxy { port, accepted, frozen_below }
+    }
+
+    fn freeze_open_connections(&self) {
+        self.frozen_below.store(self.accepted.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn network_freeze_reconnects() {
+    // The publisher drops the frozen connection's walsender (freeing the
+    // slot) soon; the subscriber must notice the silence on its side.
+    let pair =
+        Pair::start_with("apply_faults_freeze", &["wal_sender_timeout = '3s'"], &["wal_receiver_timeout = '2s'"]);
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    let proxy = Proxy::start(pair.publisher.port());
+    let conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", proxy.port);
+    pair.subscribe_with_conninfo("s", &conninfo, &["p"], "");
+    pair.wait_streaming("s");
+    pair.pub_exec("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g");
+    pair.wait_caught_up("s");
+
+    proxy.freeze_open_connections();
+    let frozen_at = proxy.accepted.load(Ordering::SeqCst);
+    pair.pub_exec("INSERT INTO t SELECT g, 'during' FROM generate_series(101, 200) g");
+    wait_or_explain(
+        Duration::from_secs(30),
+        "the worker reconnects through the proxy after wal_receiver_timeout",
+        || proxy.accepted.load(Ordering::SeqCst) > frozen_at,
+        || pair.explain("s"),
+    );
+    pair.pub_exec("INSERT INTO t SELECT g, 'after' FROM generate_series(201, 300) g");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+    assert!(
+        !log_lines(&pair.subscriber, "wal_receiver_timeout").is_empty(),
+        "the subscriber's log says why the connection was given up"
+    );
+}
+
+/// Runs `sql` on a new connection with a statement_timeout; returns how
+/// long it took, or the error.
+fn timed(cluster: &Cluster, sql: &str) -> Result<Duration, String> {
+    let mut c = cluster.client();
+    exec(&mut c, "SET statement_timeout = '30s'");
+    let t = Instant::now();
+    c.batch_execute(sql).map(|_| t.elapsed()).map_err(|e| describe_error(&e))
+}
+
+#[test]
+fn stop_interrupts_lock_waits() {
+    let pair = Pair::start("apply_faults_lock");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t; INSERT INTO t VALUES (1, 'one');");
+    pair.sub_exec("INSERT INTO t VALUES (1, 'one')");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+
+    // Another session holds the row; the worker's UPDATE waits for it.
+    let mut holder = pair.sub_client();
+    exec(&mut holder, "BEGIN; SELECT * FROM t WHERE id = 1 FOR UPDATE;");
+    pair.pub_exec("UPDATE t SET v = 'changed' WHERE id = 1");
+    let pid = pair.wait_applying("s", "t");
+
+    // pg_terminate_backend ends the worker while it waits.
+    let mut c = pair.sub_client();
+    exec(&mut c, &format!("SELECT pg_terminate_backend({pid})"));
+    wait_until(PROMPT, "the terminated worker exits during its lock wait", || {
+        count(&mut pair.sub_client(), &format!("pg_stat_activity WHERE pid = {pid}")) == 0
+    });
+
+    // Restarted, it waits again; disable_subscription stops it promptly.
+    let pid2 = pair.wait_applying("s", "t");
+    assert_ne!(pid, pid2);
+    let took = timed(&pair.subscriber, "SELECT logical_ext.disable_subscription('s')")
+        .unwrap_or_else(|e| panic!("disable_subscription failed: {e}\n{}", pair.explain("s")));
+    assert!(took < PROMPT, "disable_subscription took {took:?}");
+    assert_eq!(count(&mut pair.sub_client(), &format!("pg_stat_activity WHERE pid = {pid2}")), 0);
+
+    // Nothing lost: once the lock is gone and the subscription enabled, the
+    // change arrives.
+    exec(&mut holder, "COMMIT");
+    exec(&mut c, "SELECT logical_ext.enable_subscription('s')");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+
+    // drop_subscription, likewise.
+    exec(&mut holder, "BEGIN; SELECT * FROM t WHERE id = 1 FOR UPDATE;");
+    pair.pub_exec("UPDATE t SET v = 'again' WHERE id = 1");
+    let pid3 = pair.wait_applying("s", "t");
+    let took = timed(&pair.subscriber, "SELECT logical_ext.drop_subscription('s')")
+        .unwrap_or_else(|e| panic!("drop_subscription failed: {e}\n{}", pair.explain("s")));
+    assert!(took < PROMPT, "drop_subscription took {took:?}");
+    assert_eq!(count(&mut pair.sub_client(), &format!("pg_stat_activity WHERE pid = {pid3}")), 0);
+    exec(&mut holder, "COMMIT");
+}
+
+#[test]
+fn skip_of_a_transaction_that_never_comes_is_cleared() {
+    let pair = Pair::start("apply_faults_skip");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    // No transaction commits at this LSN (it is not even a record's start).
+    let lsn = format_lsn(pair.publisher_flush_lsn() + 1);
+    exec(&mut pair.sub_client(), &format!("SELECT logical_ext.skip_transaction('s', '{lsn}')"));
+    pair.pub_exec("INSERT INTO t VALUES (1, 'kept')");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+    let skip: Option<String> = pair
+        .sub_client()
+        .query_one("SELECT skip_lsn::text FROM logical_ext.subscription WHERE name = 's'", &[])
+        .expect("skip_lsn")
+        .get(0);
+    assert_eq!(skip, None, "skip_lsn {lsn} is cleared once the stream passed it");
+    assert!(!log_lines(&pair.subscriber, "skip_lsn of subscription \"s\" cleared").is_empty(), "a WARNING says so");
+}
+
+#[test]
+fn drop_database_with_workers_running() {
+    let pair = Pair::start("apply_faults_dropdb");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE c (id int PRIMARY KEY, v text);");
+    pair.pub_exec(
+        "CREATE PUBLICATION p FOR TABLE t; CREATE PUBLICATION pc FOR TABLE c;
+         INSERT INTO c SELECT g, 'c' FROM generate_series(1, 100) g;",
+    );
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    // A second subscription whose table copy cannot finish: the
+    // subscriber's table is locked, so its sync worker waits for the lock
+    // and its apply worker waits for the copy.
+    let mut locker = pair.sub_client();
+    exec(&mut locker, "BEGIN; LOCK TABLE c IN ACCESS EXCLUSIVE MODE;");
+    exec(
+        &mut pair.sub_client(),
+        &format!(
+            "SELECT logical_ext.create_subscription('sc', '{}', ARRAY['pc'], options => '{FAST_RETRY}')",
+            pair.publisher_conninfo()
+        ),
+    );
+    wait_until(CATCH_UP, "a sync worker copies c", || {
+        count(&mut pair.sub_client(), "pg_stat_activity WHERE backend_type = 'logical_ext sync'") >= 1
+    });
+
+    for round in 0..2 {
+        pair.sub_exec(&format!("CREATE DATABASE scratch{round}"));
+        let took = timed(&pair.subscriber, &format!("DROP DATABASE scratch{round}"))
+            .unwrap_or_else(|e| panic!("DROP DATABASE failed: {e}\n{}", pair.explain("s")));
+        assert!(took < PROMPT, "DROP DATABASE took {took:?}");
+    }
+
+    // Both subscriptions go on.
+    exec(&mut locker, "COMMIT");
+    pair.pub_exec("INSERT INTO t VALUES (1, 'one'); INSERT INTO c VALUES (101, 'c');");
+    pair.wait_caught_up("s");
+    pair.wait_caught_up("sc");
+    pair.assert_same_tables(&["t", "c"]);
+}
+
+#[test]
+fn launcher_needs_no_postgres_database() {
+    let mut pair = Pair::start("apply_faults_nopostgres");
+    pair.pub_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE t;");
+    pair.sub_exec("CREATE DATABASE app");
+    let mut app = pair.subscriber.client_db("app");
+    exec(&mut app, "CREATE EXTENSION logical_ext; CREATE TABLE t (id int PRIMARY KEY, v text);");
+    exec(
+        &mut app,
+        &format!(
+            "SELECT logical_ext.create_subscription('s', '{}', ARRAY['p'], copy_data => false, \
+             options => '{FAST_RETRY}')",
+            pair.publisher_conninfo()
+        ),
+    );
+    drop(app);
+    exec(&mut pair.subscriber.client_db("app"), "DROP DATABASE postgres");
+    pair.subscriber.restart();
+
+    // After the restart the worker starts (the launcher lists the databases
+    // without connecting to `postgres`) and applies.
+    pair.pub_exec("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g");
+    let target = pair.publisher_flush_lsn();
+    wait_or_explain(
+        CATCH_UP,
+        "the subscription in database app confirms the publisher's position after a restart",
+        || pair.confirmed_flush("s").is_some_and(|c| c >= target),
+        || pair.subscriber.log_tail(20),
+    );
+    assert_eq!(count(&mut pair.subscriber.client_db("app"), "t"), 10);
+}

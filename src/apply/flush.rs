@@ -1,0 +1,89 @@
+//! What the apply worker may report to the publisher as flushed (pure).
+//!
+//! Design notes
+//! - The publisher frees WAL and advances the slot's `confirmed_flush_lsn`
+//!   up to what we report as flushed; reporting a remote transaction before
+//!   its local commit is durable loses it in a subscriber crash. Local
+//!   commits are asynchronous (`synchronous_commit = off`), so each applied
+//!   remote transaction waits here as (remote end LSN, local commit end)
+//!   until the local WAL is flushed past its commit.
+//! - When nothing applied is waiting (no pending commit, no open remote
+//!   transaction), everything received is as good as flushed: reporting it
+//!   lets the publisher release WAL of transactions that carried nothing for
+//!   us and shut down promptly (pitfall in platform.md).
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Default)]
+pub(crate) struct FlushTracker {
+    /// Remote end LSN of the last transaction known flushed locally.
+    flushed: u64,
+    /// (remote end LSN, local commit end LSN) not yet known flushed locally.
+    pending: VecDeque<(u64, u64)>,
+}
+
+impl FlushTracker {
+    /// Start from `start`: everything before it is applied and durable.
+    pub(crate) fn new(start: u64) -> FlushTracker {
+        FlushTracker { flushed: start, pending: VecDeque::new() }
+    }
+
+    /// A remote transaction ending at `remote_end` committed locally; its
+    /// commit record ends at `local_end`.
+    pub(crate) fn committed(&mut self, remote_end: u64, local_end: u64) {
+        self.pending.push_back((remote_end, local_end));
+    }
+
+    /// The local WAL is flushed up to `local_flushed`.
+    pub(crate) fn local_flush(&mut self, local_flushed: u64) {
+        while let Some(&(remote, local)) = self.pending.front() {
+            if local > local_flushed {
+                break;
+            }
+            self.flushed = self.flushed.max(remote);
+            self.pending.pop_front();
+        }
+    }
+
+    /// The flush position to report, given what was received and whether
+    /// applied work is still open (a remote transaction or queued TRUNCATEs).
+    pub(crate) fn report(&self, received: u64, work_open: bool) -> u64 {
+        if self.pending.is_empty() && !work_open { received.max(self.flushed) } else { self.flushed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushTracker;
+
+    #[test]
+    fn idle_reports_everything_received() {
+        let t = FlushTracker::new(100);
+        assert_eq!(t.report(500, false), 500);
+        assert_eq!(t.report(500, true), 100, "an open transaction holds the report back");
+    }
+
+    #[test]
+    fn commits_are_reported_once_locally_flushed() {
+        let mut t = FlushTracker::new(100);
+        t.committed(200, 1_000);
+        t.committed(300, 2_000);
+        assert_eq!(t.report(400, false), 100, "nothing flushed locally yet");
+        t.local_flush(1_500);
+        assert_eq!(t.report(400, false), 200);
+        t.local_flush(1_999);
+        assert_eq!(t.report(400, false), 200, "the second commit ends at 2000");
+        t.local_flush(2_000);
+        assert_eq!(t.report(400, false), 400, "nothing pending: all received");
+        assert_eq!(t.report(400, true), 300);
+    }
+
+    #[test]
+    fn never_goes_backwards() {
+        let mut t = FlushTracker::new(500);
+        t.committed(400, 10);
+        t.local_flush(10);
+        assert_eq!(t.report(0, true), 500);
+        assert_eq!(t.report(0, false), 500);
+    }
+}

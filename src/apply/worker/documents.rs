@@ -1,0 +1,313 @@
+//! Applying one document of the stream inside the local transaction of
+//! its remote one: BEGIN arms the origin session (`origin.rs`), COMMIT
+//! commits with it, rows go through `rows.rs` (conflict detection), TRUNCATEs
+//! of one statement are applied together, DDL is replayed (`ddl/replay.rs`),
+//! and skip_transaction's request is honoured or cleared.
+
+use super::Worker;
+use super::stream::Session;
+use crate::apply::conflict::{ConflictType, Writer};
+use crate::apply::executor::{self, Target};
+use crate::apply::origin::OriginSession;
+use crate::apply::protocol::{self, Doc, RemoteRel};
+use crate::apply::resolver;
+use crate::apply::rows::{self, Outcome, RowContext};
+use crate::apply::status::{self, WorkerState};
+use crate::apply::sync::state::Action;
+use crate::ffi::worker::now_ts;
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+impl Worker {
+    /// Apply one document of the stream.
+    pub(super) fn apply_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        let doc = protocol::parse_doc(payload)
+            .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
+        if !matches!(doc, Doc::Truncate { .. }) {
+            self.flush_truncates(ses);
+        }
+        match doc {
+            Doc::Begin { commit_lsn, timestamp } => {
+                if ses.in_txn {
+                    return Err(format!("BEGIN inside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                // SAFETY: starting the local transaction of a remote one.
+                unsafe {
+                    pg_sys::SetCurrentStatementStartTimestamp();
+                    pg_sys::StartTransactionCommand();
+                }
+                ses.applying = self.origin.as_ref().map(OriginSession::begin);
+                ses.in_txn = true;
+                self.in_flight = None;
+                ses.changes = 0;
+                ses.conflicts = [0; 6];
+                ses.commit_lsn = commit_lsn;
+                ses.commit_ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                let skip = self.sub.as_ref().and_then(|s| s.skip_lsn);
+                ses.skipping = skip.is_some() && skip == commit_lsn;
+            }
+            Doc::Commit { end_lsn, timestamp } => {
+                if !ses.in_txn {
+                    return Err(format!("COMMIT outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                if ses.skipping {
+                    self.finish_skip(ses);
+                } else {
+                    self.clear_stale_skip(ses);
+                }
+                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(ses.commit_ts);
+                let Some(applying) = ses.applying.take() else {
+                    return Err("the subscription's replication origin is not set up".into());
+                };
+                // The origin's position and timestamp go into this commit
+                // record, and only into it: progress commits atomically with
+                // the data; a failing commit leaves the origin where it was.
+                let local_end = applying.commit(end_lsn, ts);
+                ses.flush.committed(end_lsn, local_end);
+                ses.in_txn = false;
+                self.in_flight = None;
+                ses.skipping = false;
+                ses.last_committed = end_lsn;
+                let changes = ses.changes;
+                let conflicts = std::mem::take(&mut ses.conflicts);
+                let (received, wal_end, send_time) = ses.last_message;
+                let now = now_ts();
+                ses.unreported = 0;
+                status::update(self.dboid, self.subid, |s| {
+                    s.received_lsn = received;
+                    s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                    s.last_send_time = send_time;
+                    s.last_receipt_time = now;
+                    s.applied_txns += 1;
+                    s.applied_changes += changes;
+                    for (total, n) in s.conflicts.iter_mut().zip(conflicts) {
+                        *total += n;
+                    }
+                    s.last_commit_time = ts;
+                    s.clear_error();
+                    s.set_state(WorkerState::Streaming);
+                });
+                self.attempt = 0;
+                ses.displaced = !status::still_owner(self.dboid, self.subid, status::my_pid());
+                ses.reload = status::generation(self.dboid, self.subid) != self.generation;
+            }
+            Doc::Insert { rel, new } => {
+                self.remember(ConflictType::InsertExists, payload, ses);
+                self.change(ses, lsn, &rel, |ctx, t, scratch| rows::insert(ctx, t, &new, scratch))?
+            }
+            Doc::Update { rel, new, identity, complete } => {
+                self.remember(ConflictType::UpdateExists, payload, ses);
+                self.change(ses, lsn, &rel, |ctx, t, scratch| {
+                    let key = identity.as_deref().unwrap_or(&new);
+                    rows::update(ctx, t, key, &new, complete, scratch)
+                })?
+            }
+            Doc::Delete { rel, identity } => {
+                let Some(identity) = identity else {
+                    return Err(format!(
+                        "DELETE on {}.{} at {} carries no replica identity",
+                        rel.schema,
+                        rel.table,
+                        protocol::format_lsn(lsn)
+                    ));
+                };
+                self.change(ses, lsn, &rel, |ctx, t, scratch| rows::delete(ctx, t, &identity, scratch))?
+            }
+            Doc::Truncate { rel, restart_identity, lsn: tlsn, .. } => {
+                if !ses.in_txn {
+                    return Err(format!("TRUNCATE outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                if ses.skipping || self.sync.as_ref().is_some_and(|s| s.action(&rel, ses.commit_lsn) == Action::Skip) {
+                    return Ok(());
+                }
+                let tlsn = tlsn.map(|s| s.into_owned());
+                if ses.truncate_lsn != tlsn {
+                    self.flush_truncates(ses);
+                    ses.truncate_lsn = tlsn;
+                }
+                ses.truncates.push((rel, restart_identity));
+            }
+            // Plain logical messages are for other consumers.
+            Doc::Message => {}
+            Doc::Ddl(event) => {
+                if !ses.in_txn {
+                    return Err(format!("DDL outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                if ses.skipping {
+                    return Ok(());
+                }
+                let sub = &self.sub.as_ref().expect("set at session start").name;
+                // SAFETY: inside the remote transaction; see `change`.
+                unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+                let result = crate::ddl::replay(&event, sub, lsn, &protocol::format_lsn(lsn));
+                // SAFETY: pairs with the push above; later changes see the new schema.
+                unsafe {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommandCounterIncrement();
+                }
+                ses.changes += 1;
+                result?
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one row change inside the current remote transaction, and act on
+    /// its conflict outcome.
+    pub(super) fn change(
+        &mut self,
+        ses: &mut Session,
+        lsn: u64,
+        rel: &RemoteRel,
+        f: impl FnOnce(&RowContext<'_>, &Target<'_>, &mut Vec<u8>) -> Outcome,
+    ) -> Result<(), String> {
+        if !ses.in_txn {
+            return Err(format!("change outside a transaction at {}", protocol::format_lsn(lsn)));
+        }
+        if ses.skipping {
+            return Ok(());
+        }
+        if self.sync.as_ref().is_some_and(|s| s.action(rel, ses.commit_lsn) == Action::Skip) {
+            return Ok(());
+        }
+        let sub = self.sub.as_ref().expect("set at session start");
+        let origin_name = &self.origin_name;
+        let ctx = RowContext {
+            rules: &self.rules,
+            subscription: &sub.name,
+            my_origin: self.origin.as_ref().map_or(0, |o| o.id()),
+            copy_origins: self.sync.as_ref().map_or(&[], |s| s.copy_origins()),
+            origin_name,
+            remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
+            // SAFETY: reads the control file's system identifier.
+            local_node: unsafe { pg_sys::GetSystemIdentifier() },
+            commit_lsn: ses.commit_lsn,
+            // SAFETY: reads a GUC variable.
+            detect_origin: unsafe { pg_sys::track_commit_timestamp },
+        };
+        let relmap = self.relmap.as_mut().expect("set up at session start");
+        // SAFETY: each change runs with a fresh snapshot and is made visible
+        // to the next one, as in worker.c's begin/end_replication_step.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        let outcome = {
+            let target = Target::open(relmap.get(rel));
+            f(&ctx, &target, &mut ses.scratch)
+        };
+        let result = match outcome {
+            Outcome::Applied => Ok(()),
+            Outcome::Resolved(rec) => {
+                // Logged in this transaction; counted when it commits, so a
+                // retried transaction does not count its conflicts twice.
+                resolver::log(&rec);
+                ses.conflicts[rec.conflict.index()] += 1;
+                Ok(())
+            }
+            Outcome::Failed(rec, msg) => {
+                self.failed_conflict = Some(rec);
+                Err(msg)
+            }
+        };
+        // SAFETY: pairs with the push above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommandCounterIncrement();
+        }
+        ses.changes += 1;
+        result
+    }
+
+    /// Keep a copy of the INSERT/UPDATE about to be applied (see `in_flight`).
+    pub(super) fn remember(&mut self, kind: ConflictType, payload: &[u8], ses: &Session) {
+        let mut buf = self.in_flight.take().map(|f| f.1).unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.in_flight = Some((kind, buf, ses.commit_lsn, ses.commit_ts));
+    }
+
+    /// The transaction named by skip_transaction ends: clear the request in
+    /// the same commit that records its position as applied.
+    pub(super) fn finish_skip(&mut self, ses: &Session) {
+        // SAFETY: inside the remote transaction, as in `change`.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        Spi::run_with_args("UPDATE logical_ext.subscription SET skip_lsn = NULL WHERE id = $1", &[self.subid.into()])
+            .unwrap_or_else(|e| pgrx::error!("logical_ext: could not clear skip_lsn: {e}"));
+        // SAFETY: pairs with the push above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        if let Some(sub) = self.sub.as_mut() {
+            sub.skip_lsn = None;
+        }
+        log!(
+            "logical_ext: subscription {}: skipped the remote transaction committed at {} ({} changes not applied)",
+            self.subid,
+            ses.commit_lsn.map(protocol::format_lsn).unwrap_or_default(),
+            ses.changes
+        );
+    }
+
+    /// skip_transaction named a transaction that did not come (the stream
+    /// is past its commit LSN): clear the request with a WARNING, as
+    /// PostgreSQL does, in the commit of the transaction that passed it.
+    pub(super) fn clear_stale_skip(&mut self, ses: &Session) {
+        let Some(skip) = self.sub.as_ref().and_then(|s| s.skip_lsn) else { return };
+        let Some(commit_lsn) = ses.commit_lsn.filter(|&c| c > skip) else { return };
+        // SAFETY: inside the remote transaction, as in `change`.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        Spi::run_with_args(
+            "UPDATE logical_ext.subscription SET skip_lsn = NULL WHERE id = $1 AND skip_lsn = $2::pg_lsn",
+            &[self.subid.into(), protocol::format_lsn(skip).into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("logical_ext: could not clear skip_lsn: {e}"));
+        // SAFETY: pairs with the push above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        let name = self.sub.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        if let Some(sub) = self.sub.as_mut() {
+            sub.skip_lsn = None;
+        }
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("logical_ext: skip_lsn of subscription \"{name}\" cleared"),
+            function_name!(),
+        )
+        .set_detail(format!(
+            "No remote transaction committed at {}; the stream has reached the one committed at {}.",
+            protocol::format_lsn(skip),
+            protocol::format_lsn(commit_lsn)
+        ))
+        .set_hint("Pass the commit LSN of the failing transaction (last_error names it) to skip_transaction.")
+        .report(PgLogLevel::WARNING);
+    }
+
+    /// Apply the TRUNCATE documents of one statement together.
+    pub(super) fn flush_truncates(&mut self, ses: &mut Session) {
+        if ses.truncates.is_empty() {
+            return;
+        }
+        let relmap = self.relmap.as_mut().expect("set up at session start");
+        let restart = ses.truncates.iter().any(|t| t.1);
+        let relids: Vec<pg_sys::Oid> = ses.truncates.iter().map(|(r, _)| relmap.get(r).relid).collect();
+        // SAFETY: inside the remote transaction; see `change`.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        executor::truncate(&relids, restart);
+        // SAFETY: pairs with the push above.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommandCounterIncrement();
+        }
+        ses.changes += relids.len() as i64;
+        ses.truncates.clear();
+        ses.truncate_lsn = None;
+    }
+}
+
+fn parse_timestamptz(text: &str) -> i64 {
+    let c = std::ffi::CString::new(text).unwrap_or_default();
+    // SAFETY: timestamptz_in with a valid C string; it raises an ERROR on bad input.
+    unsafe {
+        pgrx::direct_function_call::<i64>(
+            pg_sys::timestamptz_in,
+            &[Some(pg_sys::Datum::from(c.as_ptr())), Some(pg_sys::Datum::from(0u32)), Some(pg_sys::Datum::from(-1i32))],
+        )
+        .unwrap_or(0)
+    }
+}

@@ -1,0 +1,264 @@
+//! The stream of one session: receive, hand documents to `documents.rs`,
+//! send feedback (what `FlushTracker` allows as flushed), ping and give up
+//! a silent connection (`ReceiveTimer`, `wal_receiver_timeout`), and pause
+//! before a remote transaction while a table copy is being committed.
+
+use super::{Stop, Worker};
+use crate::apply::flush::FlushTracker;
+use crate::apply::keepalive::{Due, ReceiveTimer};
+use crate::apply::origin::Applying;
+use crate::apply::protocol::{self, Inbound, RemoteRel};
+use crate::apply::status::{self, WorkerState};
+use crate::apply::walrcv::{Connection, Received};
+use crate::ffi::worker::{self as backend, now_ts};
+use crate::ffi::{self, ContextSwitch};
+use std::time::{Duration, Instant};
+
+/// Row messages between two updates of the shared-memory receipt figures.
+const RECEIPT_REPORT_EVERY: u32 = 256;
+
+/// How often feedback is sent at the latest while streaming.
+const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// State of one streaming session.
+pub(super) struct Session {
+    pub(super) last_received: u64,
+    pub(super) last_committed: u64,
+    /// What may be reported as flushed.
+    pub(super) flush: FlushTracker,
+    /// Receive timeout and pings (`wal_receiver_timeout`).
+    pub(super) timer: ReceiveTimer,
+    pub(super) in_txn: bool,
+    /// The origin is armed while a remote transaction is applied; dropping
+    /// the session (an error unwinding) disarms it.
+    pub(super) applying: Option<Applying>,
+    pub(super) last_feedback: Instant,
+    pub(super) last_reported: (u64, u64),
+    pub(super) truncates: Vec<(RemoteRel, bool)>,
+    pub(super) truncate_lsn: Option<String>,
+    pub(super) scratch: Vec<u8>,
+    pub(super) changes: i64,
+    /// The remote transaction being applied: commit LSN and time.
+    pub(super) commit_lsn: Option<u64>,
+    pub(super) commit_ts: i64,
+    /// It is the one skip_transaction named: its changes are dropped.
+    pub(super) skipping: bool,
+    /// A newer worker took over this subscription: stop after this commit.
+    pub(super) displaced: bool,
+    /// The settings changed: start a new session after this commit.
+    pub(super) reload: bool,
+    /// Conflicts resolved in the current remote transaction, by type.
+    pub(super) conflicts: [i64; 6],
+    /// The last XLogData (start, WAL end, send time) and how many arrived
+    /// since shared memory was last told.
+    pub(super) last_message: (u64, u64, i64),
+    pub(super) unreported: u32,
+}
+
+impl Session {
+    /// A session streaming from `start` (everything before it is applied).
+    pub(super) fn new(start: u64) -> Session {
+        Session {
+            last_received: start,
+            last_committed: start,
+            flush: FlushTracker::new(start),
+            timer: ReceiveTimer::new(now_ts()),
+            in_txn: false,
+            applying: None,
+            last_feedback: Instant::now(),
+            last_reported: (0, 0),
+            truncates: Vec::new(),
+            truncate_lsn: None,
+            scratch: Vec::new(),
+            changes: 0,
+            commit_lsn: None,
+            commit_ts: 0,
+            skipping: false,
+            displaced: false,
+            reload: false,
+            conflicts: [0; 6],
+            last_message: (start, start, 0),
+            unreported: 0,
+        }
+    }
+}
+
+impl Worker {
+    /// Before a remote transaction starts: while a table is being copied,
+    /// wait (answering the publisher) until the copy is committed.
+    pub(super) fn copy_in_progress(&mut self) -> bool {
+        self.sync.as_mut().is_some_and(|s| {
+            s.reload_if_changed();
+            s.copying()
+        })
+    }
+
+    pub(super) fn wait_for_copies(&mut self, conn: &mut Connection, ses: &mut Session) {
+        let opts = self.sub.as_ref().map(|s| s.options.clone()).unwrap_or_default();
+        status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
+        loop {
+            backend::check_for_interrupts();
+            if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+                ses.displaced = true;
+                return;
+            }
+            if status::generation(self.dboid, self.subid) != self.generation {
+                ses.reload = true;
+                return;
+            }
+            let Some(sync) = self.sync.as_mut() else { return };
+            sync.housekeeping(&opts, None, None);
+            if !sync.copying() {
+                status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
+                return;
+            }
+            self.feedback(conn, ses, false);
+            // The connection is not read meanwhile: keepalives pile up in
+            // the socket, and the publisher hears from us above.
+            backend::wait(Some(Duration::from_millis(500)));
+            ses.timer.received(now_ts());
+        }
+    }
+
+    /// Between transactions: sync housekeeping (see `SyncManager`).
+    pub(super) fn sync_housekeeping(&mut self, applied_through: u64) {
+        let Some(sync) = self.sync.as_mut() else { return };
+        sync.reload_if_changed();
+        if sync.all_ready() {
+            return;
+        }
+        let opts = self.sub.as_ref().map(|s| s.options.clone()).unwrap_or_default();
+        sync.housekeeping(&opts, None, Some(applied_through));
+    }
+
+    pub(super) fn apply_message(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        let _cx = ContextSwitch::to(self.msg_cxt);
+        let r = self.apply_doc(ses, payload, lsn);
+        drop(_cx);
+        ffi::reset_memory_context(self.msg_cxt);
+        r
+    }
+
+    pub(super) fn stream(&mut self, conn: &mut Connection, ses: &mut Session) -> Result<Stop, String> {
+        loop {
+            backend::check_for_interrupts();
+            if ses.displaced {
+                return Ok(Stop::Exit);
+            }
+            if ses.reload {
+                return Ok(Stop::Reload);
+            }
+            let mut reply_now = false;
+            match conn.receive() {
+                Received::Data(buf) => {
+                    ses.timer.received(now_ts());
+                    match protocol::parse_inbound(buf).map_err(|e| e.0)? {
+                        Inbound::XLogData { start, wal_end, send_time, payload } => {
+                            ses.last_received = ses.last_received.max(start).max(wal_end);
+                            // Shared memory is updated every RECEIPT_REPORT_EVERY
+                            // messages (and on keepalives), not per row.
+                            ses.unreported += 1;
+                            if ses.unreported >= RECEIPT_REPORT_EVERY {
+                                ses.unreported = 0;
+                                let now = now_ts();
+                                status::update(self.dboid, self.subid, |s| {
+                                    s.received_lsn = start;
+                                    s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                                    s.last_send_time = send_time;
+                                    s.last_receipt_time = now;
+                                });
+                            }
+                            ses.last_message = (start, wal_end, send_time);
+                            if !ses.in_txn && self.copy_in_progress() {
+                                let owned = payload.to_vec();
+                                self.wait_for_copies(conn, ses);
+                                if ses.displaced || ses.reload {
+                                    continue;
+                                }
+                                self.apply_message(ses, &owned, start)?;
+                            } else {
+                                self.apply_message(ses, payload, start)?;
+                            }
+                            if !ses.in_txn {
+                                self.sync_housekeeping(ses.last_received);
+                            }
+                        }
+                        Inbound::Keepalive { wal_end, send_time, reply_requested } => {
+                            ses.last_received = ses.last_received.max(wal_end);
+                            let now = now_ts();
+                            let (received, _, _) = ses.last_message;
+                            status::update(self.dboid, self.subid, |s| {
+                                s.received_lsn = s.received_lsn.max(received);
+                                s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+                                s.last_send_time = send_time;
+                                s.last_receipt_time = now;
+                            });
+                            reply_now = reply_requested;
+                        }
+                    }
+                }
+                Received::WouldBlock(fd) => {
+                    if !ses.in_txn {
+                        if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+                            // A newer worker took over.
+                            return Ok(Stop::Exit);
+                        }
+                        if status::generation(self.dboid, self.subid) != self.generation {
+                            return Ok(Stop::Reload);
+                        }
+                        self.sync_housekeeping(ses.last_received);
+                    }
+                    self.feedback(conn, ses, false);
+                    let timeout_ms = backend::wal_receiver_timeout_ms();
+                    let nap = ses.timer.next_check_ms(now_ts(), timeout_ms).unwrap_or(1000).min(1000);
+                    if backend::wait_socket(fd, Duration::from_millis(nap as u64)) {
+                        // Nothing arrived while waiting: time for a ping, or
+                        // to give the connection up (as walreceiver does).
+                        match ses.timer.check(now_ts(), timeout_ms) {
+                            Due::Timeout => {
+                                return Err(format!(
+                                    "terminating the connection to the publisher: nothing received for \
+                                     wal_receiver_timeout ({timeout_ms} ms); reconnecting"
+                                ));
+                            }
+                            Due::Ping => self.send_feedback(conn, ses, true),
+                            Due::Nothing => {}
+                        }
+                    }
+                    continue;
+                }
+                Received::End => return Err("the publisher ended the replication stream".into()),
+            }
+            if reply_now || ses.last_feedback.elapsed() >= FEEDBACK_INTERVAL {
+                self.feedback(conn, ses, reply_now);
+            }
+        }
+    }
+
+    /// Report write/flush/apply positions (when they changed, every 10 s,
+    /// or when `force`d).
+    pub(super) fn feedback(&self, conn: &mut Connection, ses: &mut Session, force: bool) {
+        ses.flush.local_flush(backend::local_flush_lsn());
+        let write = ses.last_received;
+        let flush = ses.flush.report(write, ses.in_txn || !ses.truncates.is_empty());
+        if !force && (write, flush) == ses.last_reported && ses.last_feedback.elapsed() < Duration::from_secs(10) {
+            return;
+        }
+        self.send_status(conn, ses, false);
+    }
+
+    /// Report positions asking the publisher to reply (a ping).
+    pub(super) fn send_feedback(&self, conn: &mut Connection, ses: &mut Session, request_reply: bool) {
+        ses.flush.local_flush(backend::local_flush_lsn());
+        self.send_status(conn, ses, request_reply);
+    }
+
+    pub(super) fn send_status(&self, conn: &mut Connection, ses: &mut Session, request_reply: bool) {
+        let write = ses.last_received;
+        let flush = ses.flush.report(write, ses.in_txn || !ses.truncates.is_empty());
+        let msg = protocol::status_update(write, flush, flush, now_ts(), request_reply);
+        conn.send(&msg);
+        ses.last_reported = (write, flush);
+        ses.last_feedback = Instant::now();
+    }
+}
