@@ -5,8 +5,8 @@
 //! event triggers and comments.
 //!
 //! The 0.1.0 install script is `fixtures/logical_ext--0.1.0.sql` (what
-//! `cargo pgrx schema` generated for the 0.1.0 release); the test puts it next
-//! to the installed extension's files when it is not there already.
+//! `cargo pgrx schema` generated for the 0.1.0 release, commit 11a06af); the
+//! test installs it next to the installed extension's files.
 
 use logical_ext_pg_test::*;
 use std::path::PathBuf;
@@ -94,12 +94,12 @@ fn describe(c: &Cluster, db: &str) -> Vec<(String, Vec<String>)> {
 
 #[test]
 fn upgraded_equals_fresh() {
+    // Always the released script (a development build may have left another
+    // logical_ext--0.1.0.sql there).
     let script = sharedir().join("extension/logical_ext--0.1.0.sql");
-    if !script.exists() {
-        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/logical_ext--0.1.0.sql");
-        std::fs::copy(&fixture, &script)
-            .unwrap_or_else(|e| panic!("install {} as {}: {e}", fixture.display(), script.display()));
-    }
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/logical_ext--0.1.0.sql");
+    std::fs::copy(&fixture, &script)
+        .unwrap_or_else(|e| panic!("install {} as {}: {e}", fixture.display(), script.display()));
     let c = Cluster::start("upgrade", &["shared_preload_libraries = 'logical_ext'"]);
     c.exec("CREATE DATABASE fresh");
     c.exec("CREATE DATABASE upgraded");
