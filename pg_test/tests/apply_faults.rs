@@ -357,7 +357,9 @@ fn launcher_needs_no_postgres_database() {
         ),
     );
     drop(app);
-    exec(&mut pair.subscriber.client_db("app"), "DROP DATABASE postgres");
+    let mut app = pair.subscriber.client_db("app");
+    exec(&mut app, "SET statement_timeout = '30s'; DROP DATABASE postgres;");
+    drop(app);
     pair.subscriber.restart();
 
     // After the restart the worker starts (the launcher lists the databases
