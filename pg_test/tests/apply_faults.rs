@@ -358,7 +358,8 @@ fn launcher_needs_no_postgres_database() {
     );
     drop(app);
     let mut app = pair.subscriber.client_db("app");
-    exec(&mut app, "SET statement_timeout = '30s'; DROP DATABASE postgres;");
+    exec(&mut app, "SET statement_timeout = '30s'");
+    exec(&mut app, "DROP DATABASE postgres");
     drop(app);
     pair.subscriber.restart();
 
