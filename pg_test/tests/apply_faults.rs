@@ -10,7 +10,9 @@
 //! - `network_freeze_reconnects`: the connection goes through a TCP proxy
 //!   (loopback only) that silently stops forwarding while keeping the
 //!   connection open; after `wal_receiver_timeout` the worker gives the
-//!   connection up and reconnects, and the subscriber is exact.
+//!   connection up and reconnects, and the subscriber is exact — as a native
+//!   subscription through the same proxy is. Then the proxy resets every
+//!   connection: both reconnect.
 //! - `stop_interrupts_lock_waits`: while the worker waits on a row lock held
 //!   by another session, `pg_terminate_backend` ends it, and
 //!   `disable_subscription` and `drop_subscription` return, within seconds.
@@ -28,8 +30,8 @@ use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a stop or a barrier may take at most.
@@ -128,6 +130,8 @@ struct Proxy {
     accepted: Arc<AtomicUsize>,
     /// Connections with a number below this are frozen.
     frozen_below: Arc<AtomicUsize>,
+    /// Both sockets of every connection, for [`Proxy::reset_all`].
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -136,12 +140,18 @@ impl Proxy {
         let port = listener.local_addr().expect("address").port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let frozen_below = Arc::new(AtomicUsize::new(0));
-        let (acc, frz) = (accepted.clone(), frozen_below.clone());
+        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let (acc, frz, socks) = (accepted.clone(), frozen_below.clone(), sockets.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let number = acc.fetch_add(1, Ordering::SeqCst) + 1;
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                for s in [&client, &server] {
+                    if let Ok(s) = s.try_clone() {
+                        socks.lock().expect("sockets").push(s);
+                    }
+                }
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (mut from, mut to) = (from.try_clone().expect("clone"), to.try_clone().expect("clone"));
                     let frz = frz.clone();
@@ -180,7 +190,14 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, accepted, frozen_below }
+        Proxy { port, accepted, frozen_below, sockets }
+    }
+
+    /// Reset every connection (both ends see it closed at once).
+    fn reset_all(&self) {
+        for s in self.sockets.lock().expect("sockets").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 
     fn freeze_open_connections(&self) {
@@ -190,35 +207,45 @@ impl Proxy {
 
 #[test]
 fn network_freeze_reconnects() {
-    // The publisher drops the frozen connection's walsender (freeing the
-    // slot) soon; the subscriber must notice the silence on its side.
+    // The publisher drops the frozen connections' walsenders (freeing the
+    // slots) soon; the subscriber must notice the silence on its side.
     let pair =
         Pair::start_with("apply_faults_freeze", &["wal_sender_timeout = '3s'"], &["wal_receiver_timeout = '2s'"]);
-    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
-    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE n (id int PRIMARY KEY, v text);");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t; CREATE PUBLICATION pn FOR TABLE n;");
     let proxy = Proxy::start(pair.publisher.port());
     let conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", proxy.port);
     pair.subscribe_with_conninfo("s", &conninfo, &["p"], "");
+    // A native subscription through the same proxy, for comparison.
+    pair.sub_exec(&format!("CREATE SUBSCRIPTION native CONNECTION '{conninfo}' PUBLICATION pn"));
     pair.wait_streaming("s");
-    pair.pub_exec("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g");
-    pair.wait_caught_up("s");
+    let load = |what: &str, lo: i32| {
+        pair.pub_exec(&format!(
+            "INSERT INTO t SELECT g, '{what}' FROM generate_series({lo}, {lo} + 99) g;
+             INSERT INTO n SELECT g, '{what}' FROM generate_series({lo}, {lo} + 99) g;"
+        ))
+    };
+    let caught_up = || {
+        pair.wait_caught_up("s");
+        pair.wait_caught_up("native");
+        pair.assert_same_tables(&["t", "n"]);
+    };
+    load("before", 1);
+    caught_up();
 
+    // A freeze: nothing passes, nothing is closed.
     proxy.freeze_open_connections();
-    let frozen_at = proxy.accepted.load(Ordering::SeqCst);
-    pair.pub_exec("INSERT INTO t SELECT g, 'during' FROM generate_series(101, 200) g");
-    wait_or_explain(
-        Duration::from_secs(30),
-        "the worker reconnects through the proxy after wal_receiver_timeout",
-        || proxy.accepted.load(Ordering::SeqCst) > frozen_at,
-        || pair.explain("s"),
-    );
-    pair.pub_exec("INSERT INTO t SELECT g, 'after' FROM generate_series(201, 300) g");
-    pair.wait_caught_up("s");
-    pair.assert_same_tables(&["t"]);
+    load("during the freeze", 101);
+    caught_up();
     assert!(
-        !log_lines(&pair.subscriber, "wal_receiver_timeout").is_empty(),
+        !log_lines(&pair.subscriber, "nothing received for wal_receiver_timeout").is_empty(),
         "the subscriber's log says why the connection was given up"
     );
+
+    // Connections reset: both reconnect at once.
+    proxy.reset_all();
+    load("after the reset", 201);
+    caught_up();
 }
 
 /// Runs `sql` on a new connection with a statement_timeout; returns how
