@@ -21,7 +21,8 @@
 //! - `launcher_needs_no_postgres_database`: workers start after a restart
 //!   though the `postgres` database is gone.
 //! - `drop_database_with_workers_running`: `DROP DATABASE` of another
-//!   database (it waits for every process to absorb a procsignal barrier)
+//!   database and `DROP TABLESPACE` (they wait for every process to absorb a
+//!   procsignal barrier)
 //!   completes within seconds while an apply worker streams and another waits
 //!   for its table copy (whose sync worker waits for a lock).
 
@@ -359,6 +360,17 @@ fn drop_database_with_workers_running() {
             .unwrap_or_else(|e| panic!("DROP DATABASE failed: {e}\n{}", pair.explain("s")));
         assert!(took < PROMPT, "DROP DATABASE took {took:?}");
     }
+    // DROP TABLESPACE waits for a barrier too.
+    let dir = pair.subscriber.dir().join("scratch_tablespace");
+    std::fs::create_dir_all(&dir).expect("tablespace directory");
+    if running_as_root() {
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the tablespace directory");
+    }
+    pair.sub_exec(&format!("CREATE TABLESPACE scratch LOCATION '{}'", dir.display()));
+    let took = timed(&pair.subscriber, "DROP TABLESPACE scratch")
+        .unwrap_or_else(|e| panic!("DROP TABLESPACE failed: {e}\n{}", pair.explain("s")));
+    assert!(took < PROMPT, "DROP TABLESPACE took {took:?}");
 
     // Both subscriptions go on.
     exec(&mut locker, "COMMIT");
@@ -401,4 +413,56 @@ fn launcher_needs_no_postgres_database() {
         || pair.subscriber.log_tail(20),
     );
     assert_eq!(count(&mut pair.subscriber.client_db("app"), "t"), 10);
+}
+
+/// Whether process `pid` still exists (and is not a zombie).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn postmaster_death_ends_the_workers() {
+    let pair = Pair::start("apply_faults_pmdeath");
+    pair.both_exec("CREATE TABLE c (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION pc FOR TABLE c; INSERT INTO c SELECT g, 'c' FROM generate_series(1, 100) g;");
+    // The apply worker waits for a table copy (its sync worker waits for a
+    // lock held by another session).
+    let mut locker = pair.sub_client();
+    exec(&mut locker, "BEGIN; LOCK TABLE c IN ACCESS EXCLUSIVE MODE;");
+    exec(
+        &mut pair.sub_client(),
+        &format!(
+            "SELECT logical_ext.create_subscription('sc', '{}', ARRAY['pc'], options => '{FAST_RETRY}')",
+            pair.publisher_conninfo()
+        ),
+    );
+    let mut pids: Vec<i32> = Vec::new();
+    wait_until(CATCH_UP, "an apply worker and a sync worker run", || {
+        pids = pair
+            .sub_client()
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('logical_ext apply', 'logical_ext sync')",
+                &[],
+            )
+            .map(|rows| rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+            .unwrap_or_default();
+        pids.len() >= 2
+    });
+    let postmaster: i32 = std::fs::read_to_string(pair.subscriber.data_dir().join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster pid");
+    let killed = std::process::Command::new("kill").args(["-9", &postmaster.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -9 the subscriber's postmaster");
+    drop(locker);
+    let gone = poll_until(PROMPT, || pids.iter().all(|&p| !process_alive(p)));
+    let left: Vec<i32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+    // Leave no orphan behind, whatever the outcome.
+    for p in &left {
+        let _ = std::process::Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+    assert!(gone, "workers {left:?} kept running after the postmaster died");
 }
