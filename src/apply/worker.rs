@@ -61,7 +61,8 @@ pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
         debug1!("logical_ext: subscription {subid} has a newer apply worker");
         return;
     }
-    // Released however the process ends (a SIGTERM ends it with a FATAL).
+    // Released however the process ends (a SIGTERM ends it with a FATAL),
+    // once its transaction, locks and replication origin are released.
     status::release_at_exit(dboid.to_u32(), subid);
     let mut w = Worker::new(dboid.to_u32(), subid, generation);
     w.run();
