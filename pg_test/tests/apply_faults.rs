@@ -10,16 +10,20 @@
 //! - `network_freeze_reconnects`: the connection goes through a TCP proxy
 //!   (loopback only) that silently stops forwarding while keeping the
 //!   connection open; after `wal_receiver_timeout` the worker gives the
-//!   connection up and reconnects, and the subscriber is exact.
+//!   connection up and reconnects, and the subscriber is exact — as a native
+//!   subscription through the same proxy is. Then the proxy resets every
+//!   connection: both reconnect.
 //! - `stop_interrupts_lock_waits`: while the worker waits on a row lock held
 //!   by another session, `pg_terminate_backend` ends it, and
-//!   `disable_subscription` and `drop_subscription` return, within seconds.
+//!   `disable_subscription` (called by the lock holder itself) and
+//!   `drop_subscription` return, within seconds.
 //! - `skip_of_a_transaction_that_never_comes_is_cleared`: as PostgreSQL's
 //!   `ALTER SUBSCRIPTION ... SKIP`, with a WARNING once the stream passes it.
 //! - `launcher_needs_no_postgres_database`: workers start after a restart
 //!   though the `postgres` database is gone.
 //! - `drop_database_with_workers_running`: `DROP DATABASE` of another
-//!   database (it waits for every process to absorb a procsignal barrier)
+//!   database and `DROP TABLESPACE` (they wait for every process to absorb a
+//!   procsignal barrier)
 //!   completes within seconds while an apply worker streams and another waits
 //!   for its table copy (whose sync worker waits for a lock).
 
@@ -28,8 +32,8 @@ use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a stop or a barrier may take at most.
@@ -128,6 +132,8 @@ struct Proxy {
     accepted: Arc<AtomicUsize>,
     /// Connections with a number below this are frozen.
     frozen_below: Arc<AtomicUsize>,
+    /// Both sockets of every connection, for [`Proxy::reset_all`].
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -136,12 +142,18 @@ impl Proxy {
         let port = listener.local_addr().expect("address").port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let frozen_below = Arc::new(AtomicUsize::new(0));
-        let (acc, frz) = (accepted.clone(), frozen_below.clone());
+        let sockets = Arc::new(Mutex::new(Vec::new()));
+        let (acc, frz, socks) = (accepted.clone(), frozen_below.clone(), sockets.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let number = acc.fetch_add(1, Ordering::SeqCst) + 1;
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                for s in [&client, &server] {
+                    if let Ok(s) = s.try_clone() {
+                        socks.lock().expect("sockets").push(s);
+                    }
+                }
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (mut from, mut to) = (from.try_clone().expect("clone"), to.try_clone().expect("clone"));
                     let frz = frz.clone();
@@ -180,7 +192,14 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, accepted, frozen_below }
+        Proxy { port, accepted, frozen_below, sockets }
+    }
+
+    /// Reset every connection (both ends see it closed at once).
+    fn reset_all(&self) {
+        for s in self.sockets.lock().expect("sockets").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 
     fn freeze_open_connections(&self) {
@@ -190,35 +209,45 @@ impl Proxy {
 
 #[test]
 fn network_freeze_reconnects() {
-    // The publisher drops the frozen connection's walsender (freeing the
-    // slot) soon; the subscriber must notice the silence on its side.
+    // The publisher drops the frozen connections' walsenders (freeing the
+    // slots) soon; the subscriber must notice the silence on its side.
     let pair =
         Pair::start_with("apply_faults_freeze", &["wal_sender_timeout = '3s'"], &["wal_receiver_timeout = '2s'"]);
-    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
-    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE n (id int PRIMARY KEY, v text);");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t; CREATE PUBLICATION pn FOR TABLE n;");
     let proxy = Proxy::start(pair.publisher.port());
     let conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", proxy.port);
     pair.subscribe_with_conninfo("s", &conninfo, &["p"], "");
+    // A native subscription through the same proxy, for comparison.
+    pair.sub_exec(&format!("CREATE SUBSCRIPTION native CONNECTION '{conninfo}' PUBLICATION pn"));
     pair.wait_streaming("s");
-    pair.pub_exec("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g");
-    pair.wait_caught_up("s");
+    let load = |what: &str, lo: i32| {
+        pair.pub_exec(&format!(
+            "INSERT INTO t SELECT g, '{what}' FROM generate_series({lo}, {lo} + 99) g;
+             INSERT INTO n SELECT g, '{what}' FROM generate_series({lo}, {lo} + 99) g;"
+        ))
+    };
+    let caught_up = || {
+        pair.wait_caught_up("s");
+        pair.wait_caught_up("native");
+        pair.assert_same_tables(&["t", "n"]);
+    };
+    load("before", 1);
+    caught_up();
 
+    // A freeze: nothing passes, nothing is closed.
     proxy.freeze_open_connections();
-    let frozen_at = proxy.accepted.load(Ordering::SeqCst);
-    pair.pub_exec("INSERT INTO t SELECT g, 'during' FROM generate_series(101, 200) g");
-    wait_or_explain(
-        Duration::from_secs(30),
-        "the worker reconnects through the proxy after wal_receiver_timeout",
-        || proxy.accepted.load(Ordering::SeqCst) > frozen_at,
-        || pair.explain("s"),
-    );
-    pair.pub_exec("INSERT INTO t SELECT g, 'after' FROM generate_series(201, 300) g");
-    pair.wait_caught_up("s");
-    pair.assert_same_tables(&["t"]);
+    load("during the freeze", 101);
+    caught_up();
     assert!(
-        !log_lines(&pair.subscriber, "wal_receiver_timeout").is_empty(),
+        !log_lines(&pair.subscriber, "nothing received for wal_receiver_timeout").is_empty(),
         "the subscriber's log says why the connection was given up"
     );
+
+    // Connections reset: both reconnect at once.
+    proxy.reset_all();
+    load("after the reset", 201);
+    caught_up();
 }
 
 /// Runs `sql` on a new connection with a statement_timeout; returns how
@@ -252,11 +281,17 @@ fn stop_interrupts_lock_waits() {
         count(&mut pair.sub_client(), &format!("pg_stat_activity WHERE pid = {pid}")) == 0
     });
 
-    // Restarted, it waits again; disable_subscription stops it promptly.
+    // Restarted, it waits again; disable_subscription stops it promptly,
+    // even called by the session whose lock the worker waits for (which
+    // waited for the worker to stop: a deadlock before).
     let pid2 = pair.wait_applying("s", "t");
     assert_ne!(pid, pid2);
-    let took = timed(&pair.subscriber, "SELECT logical_ext.disable_subscription('s')")
-        .unwrap_or_else(|e| panic!("disable_subscription failed: {e}\n{}", pair.explain("s")));
+    exec(&mut holder, "SET LOCAL statement_timeout = '30s'");
+    let t = Instant::now();
+    if let Err(e) = holder.batch_execute("SELECT logical_ext.disable_subscription('s')") {
+        panic!("disable_subscription failed: {}\n{}", describe_error(&e), pair.explain("s"));
+    }
+    let took = t.elapsed();
     assert!(took < PROMPT, "disable_subscription took {took:?}");
     assert_eq!(count(&mut pair.sub_client(), &format!("pg_stat_activity WHERE pid = {pid2}")), 0);
 
@@ -332,6 +367,17 @@ fn drop_database_with_workers_running() {
             .unwrap_or_else(|e| panic!("DROP DATABASE failed: {e}\n{}", pair.explain("s")));
         assert!(took < PROMPT, "DROP DATABASE took {took:?}");
     }
+    // DROP TABLESPACE waits for a barrier too.
+    let dir = pair.subscriber.dir().join("scratch_tablespace");
+    std::fs::create_dir_all(&dir).expect("tablespace directory");
+    if running_as_root() {
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the tablespace directory");
+    }
+    pair.sub_exec(&format!("CREATE TABLESPACE scratch LOCATION '{}'", dir.display()));
+    let took = timed(&pair.subscriber, "DROP TABLESPACE scratch")
+        .unwrap_or_else(|e| panic!("DROP TABLESPACE failed: {e}\n{}", pair.explain("s")));
+    assert!(took < PROMPT, "DROP TABLESPACE took {took:?}");
 
     // Both subscriptions go on.
     exec(&mut locker, "COMMIT");
@@ -357,7 +403,10 @@ fn launcher_needs_no_postgres_database() {
         ),
     );
     drop(app);
-    exec(&mut pair.subscriber.client_db("app"), "DROP DATABASE postgres");
+    let mut app = pair.subscriber.client_db("app");
+    exec(&mut app, "SET statement_timeout = '30s'");
+    exec(&mut app, "DROP DATABASE postgres");
+    drop(app);
     pair.subscriber.restart();
 
     // After the restart the worker starts (the launcher lists the databases
@@ -371,4 +420,56 @@ fn launcher_needs_no_postgres_database() {
         || pair.subscriber.log_tail(20),
     );
     assert_eq!(count(&mut pair.subscriber.client_db("app"), "t"), 10);
+}
+
+/// Whether process `pid` still exists (and is not a zombie).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn postmaster_death_ends_the_workers() {
+    let pair = Pair::start("apply_faults_pmdeath");
+    pair.both_exec("CREATE TABLE c (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION pc FOR TABLE c; INSERT INTO c SELECT g, 'c' FROM generate_series(1, 100) g;");
+    // The apply worker waits for a table copy (its sync worker waits for a
+    // lock held by another session).
+    let mut locker = pair.sub_client();
+    exec(&mut locker, "BEGIN; LOCK TABLE c IN ACCESS EXCLUSIVE MODE;");
+    exec(
+        &mut pair.sub_client(),
+        &format!(
+            "SELECT logical_ext.create_subscription('sc', '{}', ARRAY['pc'], options => '{FAST_RETRY}')",
+            pair.publisher_conninfo()
+        ),
+    );
+    let mut pids: Vec<i32> = Vec::new();
+    wait_until(CATCH_UP, "an apply worker and a sync worker run", || {
+        pids = pair
+            .sub_client()
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('logical_ext apply', 'logical_ext sync')",
+                &[],
+            )
+            .map(|rows| rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+            .unwrap_or_default();
+        pids.len() >= 2
+    });
+    let postmaster: i32 = std::fs::read_to_string(pair.subscriber.data_dir().join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster pid");
+    let killed = std::process::Command::new("kill").args(["-9", &postmaster.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -9 the subscriber's postmaster");
+    drop(locker);
+    let gone = poll_until(PROMPT, || pids.iter().all(|&p| !process_alive(p)));
+    let left: Vec<i32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+    // Leave no orphan behind, whatever the outcome.
+    for p in &left {
+        let _ = std::process::Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+    assert!(gone, "workers {left:?} kept running after the postmaster died");
 }

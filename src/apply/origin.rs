@@ -37,14 +37,15 @@ impl OriginSession {
     pub(crate) fn attach(name: &str) -> (OriginSession, u64) {
         let name = std::ffi::CString::new(name).expect("no NUL in origin names");
         // SAFETY: inside a transaction; replorigin_by_name raises an ERROR for
-        // a missing origin; the callback only clears three globals.
-        unsafe {
+        // a missing origin.
+        let (id, progress) = unsafe {
             let id = pg_sys::replorigin_by_name(name.as_ptr(), false);
             pg_sys::replorigin_session_setup(id);
-            pg_sys::before_shmem_exit(Some(disarm_at_exit), pg_sys::Datum::from(0));
-            disarm();
-            (OriginSession { id }, pg_sys::replorigin_session_get_progress(false))
-        }
+            (id, pg_sys::replorigin_session_get_progress(false))
+        };
+        crate::ffi::worker::on_exit(disarm_at_exit, pg_sys::Datum::from(0));
+        disarm();
+        (OriginSession { id }, progress)
     }
 
     /// The remote LSN this session has committed through (flushed or not).

@@ -224,13 +224,14 @@ thread_local! {
 /// callbacks but no Rust code after the interrupted call).
 pub(crate) fn release_at_exit(dboid: u32, subid: i32) {
     MINE.with(|m| m.set(Some((dboid, subid))));
-    crate::ffi::worker::on_exit(release_mine, pg_sys::Datum::from(0));
+    crate::ffi::worker::on_exit_after_cleanup(release_mine, pg_sys::Datum::from(0));
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn release_mine(_code: i32, _arg: pg_sys::Datum) {
     // SAFETY: an error may have ended the process while it held an LWLock
-    // (ours included); LWLocks are usable in before_shmem_exit callbacks.
+    // (ours included); LWLocks are usable until ProcKill, which runs after
+    // this callback.
     unsafe { pg_sys::LWLockReleaseAll() };
     if let Some((dboid, subid)) = MINE.with(|m| m.take()) {
         release(dboid, subid, my_pid());

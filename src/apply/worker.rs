@@ -7,6 +7,8 @@
 //!   timeout (with the pure `flush.rs` and `keepalive.rs`);
 //! - `worker/documents.rs`: applying one document (BEGIN, rows, TRUNCATE,
 //!   DDL, COMMIT) in the remote transaction's local transaction;
+//! - `worker/failure.rs`: after a failed session (rollback with the origin
+//!   disarmed, conflict and DDL records, disable or back off);
 //! - `origin.rs`: the replication-origin session and its commit guard.
 //!
 //! Exactly once: the subscription's replication origin records the remote
@@ -24,21 +26,20 @@
 //! ends the process at the next interrupt check, also inside a lock wait.
 
 mod documents;
+mod failure;
 mod stream;
 
 use super::catalog::{self, Subscription};
-use super::conflict::{ConflictType, Resolution, Rule};
-use super::executor::Target;
-use super::origin::{self, OriginSession};
-use super::protocol::{self, Doc};
+use super::conflict::{ConflictType, Rule};
+use super::origin::OriginSession;
+use super::protocol;
 use super::relation::RelationMap;
 use super::resolver::{self, ConflictRecord};
-use super::rows;
 use super::status::{self, WorkerState};
 use super::sync::manager::SyncManager;
 use super::walrcv::{self, Connection, quote_ident, quote_literal};
 use crate::ffi;
-use crate::ffi::worker::{self as backend, in_transaction, now_ts};
+use crate::ffi::worker::{self as backend, in_transaction};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
@@ -60,7 +61,8 @@ pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
         debug1!("logical_ext: subscription {subid} has a newer apply worker");
         return;
     }
-    // Released however the process ends (a SIGTERM ends it with a FATAL).
+    // Released however the process ends (a SIGTERM ends it with a FATAL),
+    // once its transaction, locks and replication origin are released.
     status::release_at_exit(dboid.to_u32(), subid);
     let mut w = Worker::new(dboid.to_u32(), subid, generation);
     w.run();
@@ -141,117 +143,12 @@ impl Worker {
                     self.generation = latest;
                 }
                 Err((code, msg)) => {
-                    // The session (and its origin guard) is gone; disarm
-                    // again anyway before anything aborts or commits, so the
-                    // failed transaction can never move the origin.
-                    origin::disarm();
-                    // SAFETY: abandon whatever transaction the error left open.
-                    unsafe { pg_sys::AbortCurrentTransaction() };
-                    ffi::reset_memory_context(self.msg_cxt);
-                    let mut msg = msg;
-                    if code == PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION && self.failed_conflict.is_none() {
-                        self.failed_conflict = self.unique_violation();
-                        if let Some(rec) = &self.failed_conflict {
-                            msg = format!("{}: {msg}", rows::failure_message(rec));
-                        }
-                    }
-                    self.in_flight = None;
-                    if let Some(rec) = self.failed_conflict.take() {
-                        // The conflict record survives the rollback.
-                        in_transaction(|| resolver::log(&rec));
-                        self.count_conflict(&rec);
-                    }
-                    // So does the record of a DDL replay that failed.
-                    in_transaction(crate::ddl::log_failed_replay);
-                    let now = now_ts();
-                    status::update(self.dboid, self.subid, |s| s.set_error(&msg, now));
-                    if self.sub.as_ref().is_some_and(|s| s.options.disable_on_error) {
-                        in_transaction(|| {
-                            Spi::run_with_args(
-                                "UPDATE logical_ext.subscription SET enabled = false WHERE id = $1",
-                                &[self.subid.into()],
-                            )
-                        })
-                        .unwrap_or_else(|e| pgrx::error!("logical_ext: could not disable the subscription: {e}"));
-                        log!(
-                            "logical_ext: subscription {} disabled after an error (disable_on_error): {msg}",
-                            self.subid
-                        );
+                    if !self.after_error(code, msg) {
                         return;
                     }
-                    let delay = self.retry_delay();
-                    self.attempt = self.attempt.saturating_add(1);
-                    log!("logical_ext: apply worker for subscription {}: {msg}; retrying in {delay:?}", self.subid);
-                    backend::sleep(delay);
                 }
             }
         }
-    }
-
-    /// The conflict a unique violation of the in-flight change stands for
-    /// (its resolution was `error`, so nothing probed for it beforehand).
-    fn unique_violation(&mut self) -> Option<Box<ConflictRecord>> {
-        let (kind, payload, commit_lsn, commit_ts) = self.in_flight.as_ref()?;
-        let (rel, new, key) = match protocol::parse_doc(payload).ok()? {
-            Doc::Insert { rel, new } => (rel, new, None),
-            Doc::Update { rel, new, identity, .. } => (rel, new, Some(identity)),
-            _ => return None,
-        };
-        let sub = self.sub.as_ref()?;
-        let mut rec = Box::new(ConflictRecord {
-            subscription: sub.name.clone(),
-            relation: format!("{}.{}", rel.schema, rel.table),
-            conflict: *kind,
-            resolution: Resolution::Error,
-            local_tuple: None,
-            remote_tuple: protocol::columns_json(&new),
-            remote_origin: Subscription::origin_name(sub.id),
-            remote_commit_lsn: commit_lsn.map(protocol::format_lsn),
-            remote_commit_ts: Some(*commit_ts).filter(|&t| t != 0),
-            local_commit_ts: None,
-            local_origin: None,
-        });
-        // The transaction is rolled back: look the colliding local row up in
-        // a fresh one (best effort; the record stands without it).
-        let relmap = self.relmap.as_mut()?;
-        let found = PgTryBuilder::new(AssertUnwindSafe(|| {
-            in_transaction(|| {
-                let local = relmap.get(&rel);
-                let t = Target::open(local);
-                let scratch = &mut Vec::new();
-                match &key {
-                    None => t.find_unique(t.new_row(&new, scratch), None),
-                    // The row being updated, then the other row its new values collide with.
-                    Some(identity) => t.find(identity.as_deref().unwrap_or(&new), scratch).and_then(|updated| {
-                        let row = t.merged_row(&updated, &new, scratch);
-                        t.find_unique(row, Some(&updated))
-                    }),
-                }
-                .map(|l| (l.to_json(local), l.writer()))
-            })
-        }))
-        .catch_others(|_| {
-            // SAFETY: abandon the failed look-up transaction.
-            unsafe { pg_sys::AbortCurrentTransaction() };
-            None
-        })
-        .execute();
-        if let Some((json, writer)) = found {
-            rec.local_tuple = Some(json);
-            rec.local_commit_ts = writer.as_ref().map(|w| w.commit_ts);
-            rec.local_origin = writer.map(|w| w.origin_label());
-        }
-        Some(rec)
-    }
-
-    fn count_conflict(&self, rec: &ConflictRecord) {
-        let i = rec.conflict.index();
-        status::update(self.dboid, self.subid, |s| s.conflicts[i] += 1);
-    }
-
-    fn retry_delay(&self) -> Duration {
-        let sub = in_transaction(|| catalog::by_id(self.subid));
-        sub.map(|s| s.options).unwrap_or_default().backoff(self.attempt)
     }
 
     /// Connect, stream and apply until stopped or an error is raised.

@@ -43,14 +43,6 @@ pub(crate) fn wal_is_logical() -> bool {
     unsafe { pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_LOGICAL as i32 }
 }
 
-/// Whether this process was asked to shut down (SIGTERM: pg_terminate_backend,
-/// server shutdown). Unlike `BackgroundWorker::sigterm_received` (and
-/// `wait_latch`, which calls it), reading this does not consume the signal.
-pub(crate) fn shutdown_requested() -> bool {
-    // SAFETY: reads a flag the SIGTERM handler sets.
-    unsafe { pg_sys::ShutdownRequestPending != 0 }
-}
-
 /// Create an `AllocSet` memory context under `parent`.
 pub(crate) fn new_memory_context(parent: pg_sys::MemoryContext, name: &'static CStr) -> pg_sys::MemoryContext {
     // SAFETY: `parent` is a live context handed to us by PostgreSQL and `name`

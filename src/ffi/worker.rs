@@ -155,6 +155,15 @@ pub(crate) fn on_exit(f: unsafe extern "C-unwind" fn(i32, pg_sys::Datum), arg: p
     unsafe { pg_sys::before_shmem_exit(Some(f), arg) };
 }
 
+/// Register `f` to run when this process exits, after its transaction was
+/// aborted and its locks and replication origin were released (but while
+/// it can still take LWLocks): the place to announce "this worker is gone".
+pub(crate) fn on_exit_after_cleanup(f: unsafe extern "C-unwind" fn(i32, pg_sys::Datum), arg: pg_sys::Datum) {
+    // SAFETY: registering a callback with a plain Datum argument; it runs
+    // before ProcKill (registered earlier, run later) releases our PGPROC.
+    unsafe { pg_sys::on_shmem_exit(Some(f), arg) };
+}
+
 /// Whether `pid` is a live PostgreSQL backend or background worker with a
 /// slot in the process array (an exited process's pid, even when the
 /// kernel gave it to another program, is not).

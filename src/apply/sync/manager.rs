@@ -201,7 +201,8 @@ impl SyncManager {
             Ok(Ok(pid)) => {
                 registry::claim(self.dboid, self.subid, relid.to_u32(), pid);
             }
-            _ if crate::ffi::shutdown_requested() => {}
+            // Waiting for the start processed interrupts: a SIGTERM
+            // already ended this process there.
             _ => log!(
                 "logical_ext: subscription {}: no free background worker to copy table {} (max_worker_processes); retrying",
                 self.subid,

@@ -62,13 +62,14 @@ thread_local! {
 /// (dboid, subid, relid) and tell the apply worker.
 pub(crate) fn release_at_exit(dboid: u32, subid: i32, relid: u32) {
     MINE.with(|m| m.set(Some((dboid, subid, relid))));
-    crate::ffi::worker::on_exit(release_mine, pg_sys::Datum::from(0));
+    crate::ffi::worker::on_exit_after_cleanup(release_mine, pg_sys::Datum::from(0));
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn release_mine(code: i32, _arg: pg_sys::Datum) {
     // SAFETY: an error may have ended the process while it held an LWLock
-    // (ours included); LWLocks are usable in before_shmem_exit callbacks.
+    // (ours included); LWLocks are usable until ProcKill, which runs after
+    // this callback.
     let pid = unsafe {
         pg_sys::LWLockReleaseAll();
         pg_sys::MyProcPid

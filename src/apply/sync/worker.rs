@@ -92,7 +92,8 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
         debug1!("logical_ext: table {} of subscription {} is already being copied", relid.to_u32(), job.subid);
         return;
     };
-    // Released however the process ends (a SIGTERM ends it with a FATAL).
+    // Released however the process ends (a SIGTERM ends it with a FATAL),
+    // once its transaction, locks and replication origin are released.
     registry::release_at_exit(job.dboid, job.subid, relid.to_u32());
     // As the apply worker: replica triggers only, asynchronous commit.
     backend::set_replica_session();
