@@ -153,6 +153,21 @@ pub(crate) fn quote_literal(s: &str) -> String {
 /// Whether the publisher has a replication slot named `slot` (a SQL query
 /// over the replication connection). Call outside a transaction: the
 /// result's tuple descriptor needs one, which this opens and commits.
+/// `(wal_status, confirmed_flush_lsn)` of a slot on the publisher, `None`
+/// when there is no such slot.
+pub(crate) fn slot_state(
+    conn: &mut Connection,
+    slot: &str,
+) -> Result<Option<(String, Option<String>)>, WalRcvError> {
+    let sql = format!(
+        "SELECT coalesce(wal_status, ''), confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots \
+         WHERE slot_name = {}",
+        quote_literal(slot)
+    );
+    let rows = crate::ffi::worker::in_transaction(|| conn.exec(&sql, 2))?;
+    Ok(rows.into_iter().next().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone())))
+}
+
 pub(crate) fn slot_exists(conn: &mut Connection, slot: &str) -> Result<bool, WalRcvError> {
     let sql = format!("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}", quote_literal(slot));
     let rows = crate::ffi::worker::in_transaction(|| conn.exec(&sql, 1))?;

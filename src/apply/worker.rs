@@ -205,6 +205,14 @@ impl Worker {
             quote_literal(&pubs.join(",")),
             sub.origin.as_str()
         );
+        // An invalidated slot can never stream again: say so, with what was
+        // lost and how to recover, instead of the server's bare refusal.
+        // Decided on the slot's catalog state, not on the error's text.
+        if let Ok(Some((wal_status, confirmed))) = walrcv::slot_state(&mut conn, &slot)
+            && wal_status == "lost"
+        {
+            return Err(lost_slot_message(&slot, &sub.name, confirmed.as_deref()));
+        }
         conn.exec(&cmd, 0).map_err(|e| format!("could not start replication: {}", e.0))?;
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
         if self.relmap.is_none() {
@@ -287,4 +295,17 @@ fn error_text(e: CaughtError) -> (PgSqlErrorCode, String) {
             (r.sql_error_code(), r.message().to_string())
         }
     }
+}
+
+/// `last_error` for a subscription whose slot the publisher invalidated
+/// (`max_slot_wal_keep_size`): what happened, what was lost, what to do.
+fn lost_slot_message(slot: &str, subscription: &str, confirmed: Option<&str>) -> String {
+    let after = confirmed.map_or_else(|| "its last confirmed position".to_string(), |c| c.to_string());
+    format!(
+        "replication slot \"{slot}\" was invalidated on the publisher (wal_status = lost: it fell further behind \
+         than max_slot_wal_keep_size allows, and the server removed the WAL it still needed); the changes committed \
+         after {after} can never be streamed, so this subscriber is missing them. To recover, resynchronize: \
+         SELECT logical_ext.drop_subscription('{subscription}') (drops the slot), then create the subscription \
+         again with copy_data => true; consider a larger max_slot_wal_keep_size on the publisher"
+    )
 }
