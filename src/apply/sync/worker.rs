@@ -239,9 +239,12 @@ fn use_copy_origin(name: &str) {
 fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
     let qualified = qualified_name(relid);
     if resync {
-        // ONLY: the publisher copies ONLY this table, so inheritance children
-        // on the subscriber keep their rows (they are not refilled).
-        Spi::run(&format!("TRUNCATE ONLY {qualified}"))
+        // DELETE, not TRUNCATE: TRUNCATE would hold ACCESS EXCLUSIVE for the
+        // whole copy and block every reader; DELETE lets readers see the old
+        // rows until the copy's transaction commits the new ones. ONLY: the
+        // publisher copies ONLY this table, so inheritance children on the
+        // subscriber keep their rows (they are not refilled).
+        Spi::run(&format!("DELETE FROM ONLY {qualified}"))
             .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
         return;
     }
