@@ -66,6 +66,9 @@ struct Table {
     ids: u64,
     has_f: bool,
     generated: bool,
+    /// Columns of more types (numeric, jsonb, int[], timestamptz, bytea,
+    /// varchar(8)): value formats.
+    typed: bool,
     big: bool,
     /// Column `c int DEFAULT 7` added mid-stream.
     has_c: bool,
@@ -157,6 +160,7 @@ pub fn generate(seed: u64) -> Case {
             ids: if partitioned { 40 } else { 12 },
             has_f,
             generated: false,
+            typed: false,
             big,
             has_c: false,
             column_list: None,
@@ -186,6 +190,10 @@ pub fn generate(seed: u64) -> Case {
             if rng.chance(40) {
                 cols.push("g int GENERATED ALWAYS AS (a * 2) STORED");
                 t.generated = true;
+            }
+            if rng.chance(35) {
+                cols.extend(["n numeric", "j jsonb", "arr int[]", "ts timestamptz", "by bytea", "vc varchar(8)"]);
+                t.typed = true;
             }
             let pk_clause = if pk { ", PRIMARY KEY (id)" } else { "" };
             setup.push(format!("CREATE TABLE {name} ({}{pk_clause})", cols.join(", ")));
@@ -347,6 +355,16 @@ fn dml_step(rng: &mut Rng, tables: &[Table], ti: usize) -> String {
             if t.has_c && rng.chance(50) {
                 cols.push("c");
                 vals.push(rng.below(9).to_string());
+            }
+            if t.typed {
+                cols.extend(["n", "j", "arr", "ts", "by", "vc"]);
+                let n = *rng.pick(&["12.50", "-0.000100", "'NaN'", "1e20", "NULL", "'Infinity'"]);
+                let j = *rng.pick(&[r#"'{"k": [1, "x", null], "a": true}'"#, "'[]'", "'\"s\"'", "NULL"]);
+                let arr = *rng.pick(&["'{1,2,NULL}'", "'{}'", "ARRAY[3]", "NULL"]);
+                let ts = *rng.pick(&["'2026-01-02 03:04:05.123456+00'", "'infinity'", "NULL"]);
+                let by = *rng.pick(&["'\\x00ff10'", "''", "NULL"]);
+                let vc = *rng.pick(&["'ab\"c'", "'é ü'", "NULL", "'x\\y'"]);
+                vals.extend([n, j, arr, ts, by, vc].map(String::from));
             }
             format!("INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT DO NOTHING", cols.join(", "), vals.join(", "))
         }
