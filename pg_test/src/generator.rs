@@ -66,6 +66,9 @@ struct Table {
     ids: u64,
     has_f: bool,
     generated: bool,
+    /// Columns of more types (numeric, jsonb, int[], timestamptz, bytea,
+    /// varchar(8)): value formats.
+    typed: bool,
     big: bool,
     /// Column `c int DEFAULT 7` added mid-stream.
     has_c: bool,
@@ -96,17 +99,25 @@ fn filter_for(rng: &mut Rng, t: &Table) -> String {
 }
 
 fn column_list_for(rng: &mut Rng, t: &Table) -> String {
+    // Under FULL the list must cover every column for UPDATE and DELETE to be
+    // allowed: mostly all of them (still a list when the table also has a
+    // generated or dropped column: PostgreSQL 15 counts those).
+    let all = t.identity == Identity::Full && rng.chance(80);
+    let mut keep = |pct| all || rng.chance(pct);
     let mut cols = vec!["id"];
     for c in ["a", "b"] {
-        if rng.chance(60) {
+        if keep(60) {
             cols.push(c);
         }
     }
-    if t.has_f && rng.chance(50) {
+    if t.has_f && keep(50) {
         cols.push("f");
     }
-    if t.big && rng.chance(60) {
+    if t.big && keep(60) {
         cols.push("big");
+    }
+    if t.has_c && keep(50) {
+        cols.push("c");
     }
     if rng.chance(20) {
         cols.reverse();
@@ -149,6 +160,7 @@ pub fn generate(seed: u64) -> Case {
             ids: if partitioned { 40 } else { 12 },
             has_f,
             generated: false,
+            typed: false,
             big,
             has_c: false,
             column_list: None,
@@ -178,6 +190,10 @@ pub fn generate(seed: u64) -> Case {
             if rng.chance(40) {
                 cols.push("g int GENERATED ALWAYS AS (a * 2) STORED");
                 t.generated = true;
+            }
+            if rng.chance(35) {
+                cols.extend(["n numeric", "j jsonb", "arr int[]", "ts timestamptz", "by bytea", "vc varchar(8)"]);
+                t.typed = true;
             }
             let pk_clause = if pk { ", PRIMARY KEY (id)" } else { "" };
             setup.push(format!("CREATE TABLE {name} ({}{pk_clause})", cols.join(", ")));
@@ -303,7 +319,10 @@ pub fn generate(seed: u64) -> Case {
         let mut ops = String::new();
         for _ in 0..nops {
             let ti = rng.below(tables.len() as u64) as usize;
-            let op = dml_step(&mut rng, &tables, ti);
+            // Now and then a catalog change inside the transaction, between
+            // its changes (decoded at its exact position).
+            let op =
+                if rng.chance(5) { ddl_step(&mut rng, &mut tables, &pubs) } else { dml_step(&mut rng, &tables, ti) };
             if rng.chance(12) {
                 let end = if rng.chance(50) { "ROLLBACK TO SAVEPOINT sp" } else { "RELEASE SAVEPOINT sp" };
                 let _ = write!(ops, "SAVEPOINT sp; {op}; {end}; ");
@@ -336,6 +355,16 @@ fn dml_step(rng: &mut Rng, tables: &[Table], ti: usize) -> String {
             if t.has_c && rng.chance(50) {
                 cols.push("c");
                 vals.push(rng.below(9).to_string());
+            }
+            if t.typed {
+                cols.extend(["n", "j", "arr", "ts", "by", "vc"]);
+                let n = *rng.pick(&["12.50", "-0.000100", "'NaN'", "1e20", "NULL", "'Infinity'"]);
+                let j = *rng.pick(&[r#"'{"k": [1, "x", null], "a": true}'"#, "'[]'", "'\"s\"'", "NULL"]);
+                let arr = *rng.pick(&["'{1,2,NULL}'", "'{}'", "ARRAY[3]", "NULL"]);
+                let ts = *rng.pick(&["'2026-01-02 03:04:05.123456+00'", "'infinity'", "NULL"]);
+                let by = *rng.pick(&["'\\x00ff10'", "''", "NULL"]);
+                let vc = *rng.pick(&["'ab\"c'", "'é ü'", "NULL", "'x\\y'"]);
+                vals.extend([n, j, arr, ts, by, vc].map(String::from));
             }
             format!("INSERT INTO {name} ({}) VALUES ({}) ON CONFLICT DO NOTHING", cols.join(", "), vals.join(", "))
         }

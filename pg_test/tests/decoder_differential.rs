@@ -34,6 +34,9 @@ fn pgoutput_differential() {
         let out = case.run(&cluster, &format!("diff_{seed}"));
         compared += out.compared_changes();
         refused += usize::from(out.pgoutput.is_err());
+        if std::env::var("DIFF_VERBOSE").is_ok_and(|v| v == "script") {
+            eprintln!("--- seed {seed}, publication_names {}:\n{}", case.publications, out.script);
+        }
         if std::env::var_os("DIFF_VERBOSE").is_some() {
             let err = out.pgoutput.as_ref().err().map(|e| e.lines().next().unwrap_or("").to_string());
             eprintln!(

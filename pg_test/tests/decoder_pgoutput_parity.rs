@@ -186,3 +186,24 @@ fn f6_row_filter_never_detoasts_unchanged_toast() {
     );
     assert_parity(&out);
 }
+
+/// Found by the differential test: a DELETE without an old row is not sent
+/// (pgoutput's rule). PostgreSQL refuses a DELETE on a table without replica
+/// identity that publishes deletes, but a partition-moving UPDATE, when
+/// updates are not published, deletes the row from its old partition
+/// unchecked.
+#[test]
+fn delete_without_old_row_is_not_sent() {
+    let (_c, out) = run(
+        "parity_delete_no_old",
+        "CREATE TABLE r (id int, v text) PARTITION BY RANGE (id);
+         CREATE TABLE r1 PARTITION OF r FOR VALUES FROM (0) TO (10);
+         CREATE TABLE r2 PARTITION OF r FOR VALUES FROM (10) TO (20);
+         CREATE PUBLICATION p FOR TABLE r WITH (publish = 'insert, delete');
+         INSERT INTO r VALUES (1, 'a')",
+        &["UPDATE r SET id = 15 WHERE id = 1;"],
+        "p",
+    );
+    assert_eq!(lines(&out), [r#"I public.r2 [id="15",v="a"]"#], "\n{}", out.script);
+    assert_parity(&out);
+}

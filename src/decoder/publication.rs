@@ -8,6 +8,14 @@
 //! Without `publication_names` every decoded table is routed to itself with
 //! the `actions` option. A [`Route`] is cached per relation by `stream.rs` and
 //! dropped on relcache or publication invalidations.
+//!
+//! Descriptors are copied with `CreateTupleDescCopyConstr`, as pgoutput's
+//! slots are: a plain copy clears `attgenerated` (generated columns would be
+//! published) and drops the missing values of `ADD COLUMN ... DEFAULT` (old
+//! rows would show NULL). Nothing here may raise an ERROR because of what the
+//! WAL contains — an ERROR stops the slot at that change for ever — except
+//! where pgoutput itself does (different column lists; a row filter whose
+//! expression fails), see docs/FORMAT.md.
 
 use super::options::Actions;
 use super::values::is_unchanged_toast;

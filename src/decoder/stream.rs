@@ -362,7 +362,13 @@ impl Decoder {
         if !wanted {
             return;
         }
+        // pgoutput sends no DELETE without an old row (a table without
+        // replica identity; PostgreSQL only lets one through when a
+        // partition-moving UPDATE, not published, deletes the row).
         let emit_as = route.emit_as;
+        if ch.dml == Dml::Delete && ch.old.is_null() && self.opts.publication_names.is_some() {
+            return;
+        }
         // SAFETY: as required by this function.
         unsafe { self.ensure_shape(emit_as, rel) };
         let shape = &self.shapes[&emit_as];
