@@ -5,7 +5,6 @@
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::sync::*;
-use logical_ext_pg_test::*;
 
 #[test]
 fn resync_keeps_inheritance_children_and_readers() {
