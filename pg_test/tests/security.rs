@@ -110,7 +110,8 @@ fn forged_ddl_messages_are_plain_messages() {
     assert_eq!(plain, 3, "{}", decoding::dump(&changes));
 }
 
-/// Code a publisher role can define (an index expression, a trigger) never
+/// Code a publisher role can define (an index expression, a generated
+/// column's expression, a trigger) never
 /// runs on the subscriber with more privileges than that role has there:
 /// replayed DDL runs as the captured role, applied rows as the table owner.
 #[test]
@@ -131,6 +132,8 @@ fn publisher_code_runs_as_its_owner_on_subscribers() {
         let mut p = pair.pub_client();
         exec(&mut p, &format!("SET ROLE app; {f}"));
         exec(&mut p, "SET ROLE app; CREATE INDEX t_f ON app.t (app.f(id))");
+        // A generated column is computed on the subscriber, by the same code.
+        exec(&mut p, "SET ROLE app; ALTER TABLE app.t ADD COLUMN g int GENERATED ALWAYS AS (app.f(id)) STORED");
         // A trigger that creates a role when it can.
         exec(
             &mut p,
