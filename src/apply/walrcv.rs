@@ -155,10 +155,7 @@ pub(crate) fn quote_literal(s: &str) -> String {
 /// result's tuple descriptor needs one, which this opens and commits.
 /// `(wal_status, confirmed_flush_lsn)` of a slot on the publisher, `None`
 /// when there is no such slot.
-pub(crate) fn slot_state(
-    conn: &mut Connection,
-    slot: &str,
-) -> Result<Option<(String, Option<String>)>, WalRcvError> {
+pub(crate) fn slot_state(conn: &mut Connection, slot: &str) -> Result<Option<(String, Option<String>)>, WalRcvError> {
     let sql = format!(
         "SELECT coalesce(wal_status, ''), confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots \
          WHERE slot_name = {}",

@@ -45,16 +45,7 @@ impl AsRole {
             let guc_nest_level = if trusted { None } else { Some(pg_sys::NewGUCNestLevel()) };
             pg_sys::SetUserIdAndSecContext(role, new_context);
             if guc_nest_level.is_some() {
-                pg_sys::set_config_option(
-                    c"search_path".as_ptr(),
-                    c"pg_catalog, pg_temp".as_ptr(),
-                    pg_sys::GucContext::PGC_USERSET,
-                    pg_sys::GucSource::PGC_S_SESSION,
-                    pg_sys::GucAction::GUC_ACTION_SAVE,
-                    true,
-                    0,
-                    false,
-                );
+                pin_search_path();
             }
             AsRole { user, sec_context, guc_nest_level }
         }
@@ -75,18 +66,30 @@ impl AsRole {
                     | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
-            pg_sys::set_config_option(
-                c"search_path".as_ptr(),
-                c"pg_catalog, pg_temp".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
+            pin_search_path();
             AsRole { user, sec_context, guc_nest_level: Some(nest) }
         }
+    }
+}
+
+/// `search_path = pg_catalog, pg_temp`, undone when the caller's GUC nest
+/// level is popped.
+///
+/// # Safety
+/// Inside a transaction, with a GUC nest level pushed by the caller.
+unsafe fn pin_search_path() {
+    // SAFETY: per the contract; the value is a valid search_path.
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
     }
 }
 
