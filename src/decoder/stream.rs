@@ -129,6 +129,11 @@ struct Txn {
 
 pub(crate) struct Decoder {
     opts: Options,
+    /// Parent of the memory contexts of the cached shapes and routes, which
+    /// own (and delete on drop) everything PostgreSQL allocated for them:
+    /// dropping an entry on an invalidation frees it, so a walsender that
+    /// lives for months stays flat. The decoder must be dropped before this
+    /// context is deleted (plugin.rs drops it in the shutdown callback).
     cache_cxt: pg_sys::MemoryContext,
     shapes: OidMap<Shape>,
     routes: OidMap<Route>,
