@@ -13,6 +13,7 @@
 //! progress).
 
 use super::json;
+use super::limit;
 use super::options::{OptionError, Options, OriginMode, OriginRef};
 use super::publication::{FilterAction, PubDef, Route, check_publications_exist, load_publications};
 use super::shape::Shape;
@@ -120,6 +121,11 @@ pub(crate) fn invalidate_publications() {
     DIRTY.set(true);
 }
 
+/// The document buffer's initial capacity, and the most it keeps between
+/// documents.
+const BUF_INITIAL: usize = 8192;
+const BUF_KEEP: usize = 16 << 20;
+
 struct Txn {
     info: TxnInfo,
     timestamp: String,
@@ -175,7 +181,7 @@ impl Decoder {
             origin_ids,
             origin_names,
             txn: None,
-            buf: Vec::with_capacity(8192),
+            buf: Vec::with_capacity(BUF_INITIAL),
             new_vals: (Vec::new(), Vec::new()),
             old_vals: (Vec::new(), Vec::new()),
             src_vals: (Vec::new(), Vec::new()),
@@ -268,9 +274,18 @@ impl Decoder {
 
     fn flush(&mut self, sink: &mut dyn Sink) {
         if self.opts.pretty_print {
-            sink.write(&json::pretty(&self.buf));
+            let mut out = Vec::new();
+            limit::reserve(&mut out, self.buf.len());
+            json::pretty(&self.buf, &mut out);
+            limit::check(&out);
+            sink.write(&out);
         } else {
+            limit::check(&self.buf);
             sink.write(&self.buf);
+        }
+        // A huge document's buffer is not kept for the rest of the session.
+        if self.buf.capacity() > BUF_KEEP {
+            self.buf = Vec::with_capacity(BUF_INITIAL);
         }
     }
 
@@ -638,8 +653,10 @@ impl Decoder {
         json::push_str(b, m.prefix.as_bytes());
         b.extend_from_slice(b",\"content\":");
         if std::str::from_utf8(m.content).is_ok() {
+            limit::reserve(b, json::str_len_bound(m.content));
             json::push_str(b, m.content);
         } else {
+            limit::reserve(b, json::hex_len(m.content.len()));
             json::push_hex(b, m.content);
             b.extend_from_slice(b",\"content_encoding\":\"hex\"");
         }
@@ -666,6 +683,7 @@ impl Decoder {
         }
         // The event's own fields follow: its JSON object without the brace.
         let body = event.to_json();
+        limit::reserve(b, body.len());
         b.push(b',');
         b.extend_from_slice(&body.as_bytes()[1..]);
         self.flush(sink);
