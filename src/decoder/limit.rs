@@ -15,8 +15,9 @@
 //!   PostgreSQL ERROR is raised (what `palloc` would do), the walsender or
 //!   SQL function fails cleanly and nothing else is disturbed.
 //! - Each reservation leaves headroom (an eighth of the size, at least
-//!   64 KiB) for the small fixed pieces (names, brackets) written between
-//!   values, so they do not reallocate a huge buffer infallibly.
+//!   64 KiB, also past the limit) for the small fixed pieces (names,
+//!   brackets) written between values, so they do not reallocate a huge
+//!   buffer infallibly; [`check`] refuses a finished document over the limit.
 //! - [`DocumentError`] is the closed set of reasons; the check itself is
 //!   pure and unit-tested, only [`reserve`] and [`check`] talk to PostgreSQL.
 
@@ -91,7 +92,10 @@ pub(crate) fn try_reserve(buf: &mut Vec<u8>, additional: usize) -> Result<(), Do
     if needed <= buf.capacity() {
         return Ok(());
     }
-    let target = needed.saturating_add((needed / 8).max(MIN_HEADROOM)).min(MAX_DOCUMENT);
+    // Near the limit the headroom may pass it: the small pieces after the
+    // last value still fit without a reallocation, and `check` refuses the
+    // finished document.
+    let target = needed.saturating_add((needed / 8).max(MIN_HEADROOM)).min(MAX_DOCUMENT + MIN_HEADROOM);
     if buf.try_reserve_exact(target - buf.len()).is_ok() || buf.try_reserve_exact(additional).is_ok() {
         Ok(())
     } else {
