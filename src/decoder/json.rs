@@ -37,6 +37,27 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
+/// How many bytes [`push_str`] appends for `s`: exact for long strings (one
+/// counting pass, so that a 200 MB value reserves 200 MB, not 1.2 GB), the
+/// 6-bytes-per-byte bound for short ones (no pass on the hot path).
+pub(crate) fn str_len_bound(s: &[u8]) -> usize {
+    if s.len() <= 4096 {
+        return s.len() * 6 + 2;
+    }
+    s.iter().fold(2usize, |n, &b| {
+        n + match b {
+            _ if !NEEDS_ESCAPE[b as usize] => 1,
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            _ => 6,
+        }
+    })
+}
+
+/// How many bytes [`push_hex`] appends for `len` bytes.
+pub(crate) fn hex_len(len: usize) -> usize {
+    len.saturating_mul(2).saturating_add(5)
+}
+
 /// Bytes that cannot appear raw inside a JSON string.
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
@@ -103,10 +124,10 @@ pub(crate) fn push_lsn(out: &mut Vec<u8>, lsn: u64) {
 }
 
 /// Re-indent one compact JSON document (as this module writes it) for the
-/// `pretty-print` option. Only structure outside string literals is touched,
-/// so values are never altered.
-pub(crate) fn pretty(compact: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(compact.len() * 2);
+/// `pretty-print` option, appended to `out` (which the caller sized).
+/// Only structure outside string literals is touched, so values are never
+/// altered.
+pub(crate) fn pretty(compact: &[u8], out: &mut Vec<u8>) {
     let mut depth = 0usize;
     let mut in_str = false;
     let mut escaped = false;
@@ -142,23 +163,22 @@ pub(crate) fn pretty(compact: &[u8]) -> Vec<u8> {
                 }
                 out.push(b);
                 depth += 1;
-                newline(&mut out, depth);
+                newline(out, depth);
             }
             b'}' | b']' => {
                 depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
+                newline(out, depth);
                 out.push(b);
             }
             b',' => {
                 out.push(b);
-                newline(&mut out, depth);
+                newline(out, depth);
             }
             b':' => out.extend_from_slice(b": "),
             _ => out.push(b),
         }
         i += 1;
     }
-    out
 }
 
 #[cfg(test)]
@@ -178,6 +198,15 @@ mod tests {
         assert_eq!(out, "\"a\\\"b\\\\c\\nd\\te\\u0001f\u{7f}é€😀\"");
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, raw);
+    }
+
+    #[test]
+    fn length_bounds_match_what_is_written() {
+        let long: Vec<u8> = (0..20_000u32).map(|i| (i % 128) as u8).collect();
+        assert_eq!(str_len_bound(&long), s(|o| push_str(o, &long)).len());
+        let short = b"a\"\x01";
+        assert!(str_len_bound(short) >= s(|o| push_str(o, short)).len());
+        assert_eq!(hex_len(3), s(|o| push_hex(o, &[1, 2, 3])).len());
     }
 
     #[test]
@@ -217,7 +246,8 @@ mod tests {
     #[test]
     fn pretty_print_keeps_the_document() {
         let doc = br#"{"action":"I","columns":[{"name":"a,{b}","value":"x\"]"}],"e":[]}"#;
-        let out = pretty(doc);
+        let mut out = Vec::new();
+        pretty(doc, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains('\n'));
         let a: serde_json::Value = serde_json::from_slice(doc).unwrap();

@@ -13,8 +13,12 @@
 //!   of a DDL in the stream.
 //! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
 //! - `values.rs` is the per-column hot path.
+//! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
+//!   grows the document buffer fallibly: a value too large to stream is an
+//!   ERROR (SQLSTATE 54000), never a process abort.
 
 mod json;
+mod limit;
 mod options;
 mod plugin;
 mod publication;

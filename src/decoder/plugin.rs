@@ -110,6 +110,11 @@ unsafe extern "C-unwind" fn startup(
 
 #[pg_guard]
 unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
+    // PostgreSQL calls this before deleting `ctx->context`, so the cached
+    // shapes and routes delete their child contexts of the cache context
+    // while it is alive. (When decoding ends by an ERROR instead, shutdown
+    // is not called and the state is never dropped: its contexts go with
+    // `ctx->context`, never twice.)
     // SAFETY: startup stored a Box<PluginState>; we take it back once.
     unsafe {
         let p = (*ctx).output_plugin_private as *mut PluginState;

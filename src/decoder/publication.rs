@@ -147,7 +147,7 @@ impl RowFilter {
             return true;
         }
         // SAFETY: estate, slot and state were built together in `compile` and
-        // live in the session's cache context; the slot's arrays have natts
+        // live in the route's context; the slot's arrays have natts
         // entries; evaluation allocates in the per-tuple context, which is
         // reset right after.
         unsafe {
@@ -215,15 +215,13 @@ pub(crate) struct Route {
     /// When `emit_as` is an ancestor: for each of its attributes, the 1-based
     /// attribute of this relation that holds it (0: none, a dropped column).
     pub(crate) attmap: Vec<i16>,
-}
-
-impl Drop for Route {
-    fn drop(&mut self) {
-        if !self.source_desc.is_null() {
-            // SAFETY: a copy made for this route only.
-            unsafe { pg_sys::FreeTupleDesc(self.source_desc) }
-        }
-    }
+    /// Everything PostgreSQL allocated for a published route (descriptor
+    /// copies, row-filter expressions and executor state, catalog lookups
+    /// made while compiling): deleted with the route, so a route rebuilt
+    /// after an invalidation leaves nothing behind. `None` for a direct
+    /// route (it allocates nothing). Declared last: dropped after `filter`
+    /// (whose Drop shuts its executor state down) and `source_desc`.
+    _cxt: Option<ffi::OwnedContext>,
 }
 
 impl Route {
@@ -236,6 +234,7 @@ impl Route {
             filter: None,
             source_desc: std::ptr::null_mut(),
             attmap: Vec::new(),
+            _cxt: None,
         }
     }
 
@@ -243,8 +242,9 @@ impl Route {
     ///
     /// # Safety
     /// `rel` must be an open relation; call inside a transaction. Long-lived
-    /// state is allocated in `cache_cxt`.
-    pub(crate) unsafe fn published(rel: pg_sys::Relation, pubs: &[PubDef], cache_cxt: pg_sys::MemoryContext) -> Route {
+    /// state is allocated in a context of the route's own under `parent`,
+    /// which must outlive the route.
+    pub(crate) unsafe fn published(rel: pg_sys::Relation, pubs: &[PubDef], parent: pg_sys::MemoryContext) -> Route {
         // SAFETY: rel is open.
         let relid = unsafe { (*rel).rd_id };
         // SAFETY: rel is open.
@@ -315,7 +315,8 @@ impl Route {
             return Route::direct(relid, Actions::NONE);
         }
 
-        let _cx = ContextSwitch::to(cache_cxt);
+        let cxt = ffi::OwnedContext::new(parent, c"logical_ext route");
+        let _cx = ContextSwitch::to(cxt.get());
         let mut source_desc = std::ptr::null_mut();
         let mut attmap = Vec::new();
         // SAFETY: rel is open; the ancestor is a valid relation we open and
@@ -341,9 +342,9 @@ impl Route {
             }
         };
         // SAFETY: publish_as and the chosen publications are valid; the
-        // descriptor was just copied into the cache context.
+        // descriptor was just copied into the route's context.
         let (filter, columns) = unsafe { compile(publish_as, &chosen, target_desc) };
-        Route { emit_as: publish_as, actions, columns, filter, source_desc, attmap }
+        Route { emit_as: publish_as, actions, columns, filter, source_desc, attmap, _cxt: Some(cxt) }
     }
 }
 
@@ -361,7 +362,7 @@ impl Route {
 /// - generated columns are never published (PostgreSQL 15).
 ///
 /// # Safety
-/// Inside a transaction, with `CurrentMemoryContext` the cache context.
+/// Inside a transaction, with `CurrentMemoryContext` the route's context.
 unsafe fn compile(
     relid: pg_sys::Oid,
     chosen: &[&PubDef],
@@ -405,7 +406,7 @@ unsafe fn compile(
             }
             match qual {
                 None => no_filter[i] = true,
-                // SAFETY: appending a node pointer to a list in the cache context.
+                // SAFETY: appending a node pointer to a list in the route's context.
                 Some(node) => quals[i] = unsafe { pg_sys::lappend(quals[i], node.cast()) },
             }
         }
@@ -453,7 +454,7 @@ unsafe fn compile(
         unsafe { pg_sys::FreeTupleDesc(desc) };
         return (None, columns);
     }
-    // SAFETY: standard executor setup, as pgoutput does, in the cache context.
+    // SAFETY: standard executor setup, as pgoutput does, in the route's context.
     let filter = unsafe {
         let estate = pg_sys::CreateExecutorState();
         let mut exprs = [std::ptr::null_mut(); 3];

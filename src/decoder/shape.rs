@@ -54,22 +54,30 @@ pub(crate) struct Shape {
     pub(crate) columns: Vec<Column>,
     /// Attributes in the tuple descriptor, dropped ones included.
     pub(crate) natts: usize,
-    /// A copy of the descriptor (with missing-value defaults), in the cache context.
+    /// A copy of the descriptor (with missing-value defaults), in `cxt`.
     pub(crate) desc: pg_sys::TupleDesc,
     /// REPLICA IDENTITY FULL: the old row holds every column.
     pub(crate) identity_full: bool,
     /// A primary key or identity index exists.
     pub(crate) has_identity_key: bool,
+    /// Everything PostgreSQL allocated for this shape (the descriptor copy,
+    /// output-function state): deleted with the shape, so a rebuilt shape
+    /// leaves nothing behind. Declared last: dropped after the fields that
+    /// point into it.
+    _cxt: ffi::OwnedContext,
 }
 
 impl Shape {
     /// Build the shape of `rel` for the options of this session.
-    /// Output-function state is allocated in `fn_cxt`, which must outlive the
-    /// shape; scratch allocations go to the current memory context.
+    /// Long-lived state is allocated in a context of its own under
+    /// `parent`, which must outlive the shape; scratch allocations go to the
+    /// current memory context.
     ///
     /// # Safety
     /// `rel` must be an open relation.
-    pub(crate) unsafe fn build(rel: pg_sys::Relation, opts: &Options, fn_cxt: pg_sys::MemoryContext) -> Shape {
+    pub(crate) unsafe fn build(rel: pg_sys::Relation, opts: &Options, parent: pg_sys::MemoryContext) -> Shape {
+        let cxt = ffi::OwnedContext::new(parent, c"logical_ext shape");
+        let fn_cxt = cxt.get();
         // SAFETY: an open relation has valid rd_rel and rd_att.
         let (form, desc) = unsafe { (&*(*rel).rd_rel, (*rel).rd_att) };
         let schema = ffi::namespace_name(form.relnamespace);
@@ -133,7 +141,7 @@ impl Shape {
         }
         let desc = {
             let _cx = ffi::ContextSwitch::to(fn_cxt);
-            // SAFETY: desc is valid; the copy lives in the cache context.
+            // SAFETY: desc is valid; the copy lives in the shape's context.
             unsafe { pg_sys::CreateTupleDescCopyConstr(desc) }
         };
         Shape {
@@ -146,6 +154,7 @@ impl Shape {
             identity_full: form.relreplident as u8 == pg_sys::REPLICA_IDENTITY_FULL,
             // SAFETY: bms_is_empty accepts NULL.
             has_identity_key: !unsafe { pg_sys::bms_is_empty(identity) },
+            _cxt: cxt,
         }
     }
 }

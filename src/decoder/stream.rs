@@ -13,6 +13,7 @@
 //! progress).
 
 use super::json;
+use super::limit;
 use super::options::{OptionError, Options, OriginMode, OriginRef};
 use super::publication::{FilterAction, PubDef, Route, check_publications_exist, load_publications};
 use super::shape::Shape;
@@ -120,6 +121,11 @@ pub(crate) fn invalidate_publications() {
     DIRTY.set(true);
 }
 
+/// The document buffer's initial capacity, and the most it keeps between
+/// documents.
+const BUF_INITIAL: usize = 8192;
+const BUF_KEEP: usize = 16 << 20;
+
 struct Txn {
     info: TxnInfo,
     timestamp: String,
@@ -129,6 +135,11 @@ struct Txn {
 
 pub(crate) struct Decoder {
     opts: Options,
+    /// Parent of the memory contexts of the cached shapes and routes, which
+    /// own (and delete on drop) everything PostgreSQL allocated for them:
+    /// dropping an entry on an invalidation frees it, so a walsender that
+    /// lives for months stays flat. The decoder must be dropped before this
+    /// context is deleted (plugin.rs drops it in the shutdown callback).
     cache_cxt: pg_sys::MemoryContext,
     shapes: OidMap<Shape>,
     routes: OidMap<Route>,
@@ -170,7 +181,7 @@ impl Decoder {
             origin_ids,
             origin_names,
             txn: None,
-            buf: Vec::with_capacity(8192),
+            buf: Vec::with_capacity(BUF_INITIAL),
             new_vals: (Vec::new(), Vec::new()),
             old_vals: (Vec::new(), Vec::new()),
             src_vals: (Vec::new(), Vec::new()),
@@ -263,9 +274,18 @@ impl Decoder {
 
     fn flush(&mut self, sink: &mut dyn Sink) {
         if self.opts.pretty_print {
-            sink.write(&json::pretty(&self.buf));
+            let mut out = Vec::new();
+            limit::reserve(&mut out, self.buf.len());
+            json::pretty(&self.buf, &mut out);
+            limit::check(&out);
+            sink.write(&out);
         } else {
+            limit::check(&self.buf);
             sink.write(&self.buf);
+        }
+        // A huge document's buffer is not kept for the rest of the session.
+        if self.buf.capacity() > BUF_KEEP {
+            self.buf = Vec::with_capacity(BUF_INITIAL);
         }
     }
 
@@ -639,8 +659,10 @@ impl Decoder {
         json::push_str(b, m.prefix.as_bytes());
         b.extend_from_slice(b",\"content\":");
         if std::str::from_utf8(m.content).is_ok() {
+            limit::reserve(b, json::str_len_bound(m.content));
             json::push_str(b, m.content);
         } else {
+            limit::reserve(b, json::hex_len(m.content.len()));
             json::push_hex(b, m.content);
             b.extend_from_slice(b",\"content_encoding\":\"hex\"");
         }
@@ -667,6 +689,7 @@ impl Decoder {
         }
         // The event's own fields follow: its JSON object without the brace.
         let body = event.to_json();
+        limit::reserve(b, body.len());
         b.push(b',');
         b.extend_from_slice(&body.as_bytes()[1..]);
         self.flush(sink);

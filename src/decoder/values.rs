@@ -4,6 +4,7 @@
 //! remaining types pay for an output-function call.
 
 use super::json;
+use super::limit;
 use super::shape::ValueKind;
 use pgrx::pg_sys;
 use std::cell::RefCell;
@@ -43,6 +44,8 @@ unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
 }
 
 /// Append the JSON for a non-null `datum` of a column of kind `kind`.
+/// Values of unbounded size reserve their room first (`limit.rs`): a
+/// document that cannot be built is an ERROR, never an abort.
 ///
 /// # Safety
 /// `datum` must be a valid, non-null datum of the column's type.
@@ -56,13 +59,22 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
         ValueKind::Oid => json::push_int(out, raw as u32 as i64),
         ValueKind::Float4 => json::push_f32(out, f32::from_bits(raw as u32)),
         ValueKind::Float8 => json::push_f64(out, f64::from_bits(raw as u64)),
-        // SAFETY: text-like and bytea columns hold varlena datums.
-        ValueKind::Text => json::push_str(out, unsafe { varlena_bytes(datum) }),
-        // SAFETY: as above.
-        ValueKind::Bytea => json::push_hex(out, unsafe { varlena_bytes(datum) }),
+        ValueKind::Text => {
+            // SAFETY: text-like columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            limit::reserve(out, json::str_len_bound(bytes));
+            json::push_str(out, bytes);
+        }
+        ValueKind::Bytea => {
+            // SAFETY: bytea columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            limit::reserve(out, json::hex_len(bytes.len()));
+            json::push_hex(out, bytes);
+        }
         ValueKind::Name => {
             // SAFETY: a name datum points to a NUL-terminated NameData.
             let s = unsafe { CStr::from_ptr(datum.cast_mut_ptr()) };
+            limit::reserve(out, json::str_len_bound(s.to_bytes()));
             json::push_str(out, s.to_bytes());
         }
         // SAFETY: as required by this function.
@@ -116,6 +128,7 @@ impl OutputFn {
         if let Some((d, json)) = m.as_ref()
             && *d == datum.value()
         {
+            limit::reserve(out, json.len());
             out.extend_from_slice(json);
             return;
         }
@@ -123,6 +136,7 @@ impl OutputFn {
         json.clear();
         // SAFETY: as required by this function.
         unsafe { self.render(&mut json, datum) };
+        limit::reserve(out, json.len());
         out.extend_from_slice(&json);
         *m = Some((datum.value(), json));
     }
@@ -134,6 +148,7 @@ impl OutputFn {
         // SAFETY: finfo was set up by fmgr_info_cxt for this type's output
         // function; the result is a palloc'd C string.
         let s = unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(finfo, datum)) };
+        limit::reserve(out, json::str_len_bound(s.to_bytes()));
         json::push_str(out, s.to_bytes());
     }
 }

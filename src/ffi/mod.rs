@@ -58,6 +58,40 @@ pub(crate) fn new_memory_context(parent: pg_sys::MemoryContext, name: &'static C
     }
 }
 
+/// A memory context owned by one Rust value: created as a child of a live
+/// context, deleted (with everything allocated in it) when the guard is
+/// dropped. The owner must be dropped before the parent context is deleted
+/// or reset, and nothing may point into the context after the drop.
+pub(crate) struct OwnedContext(pg_sys::MemoryContext);
+
+impl OwnedContext {
+    pub(crate) fn new(parent: pg_sys::MemoryContext, name: &'static CStr) -> OwnedContext {
+        // Small: one cached relation's state is a few KiB.
+        // SAFETY: `parent` is live (the caller's contract) and `name` static.
+        OwnedContext(unsafe {
+            pg_sys::AllocSetContextCreateInternal(
+                parent,
+                name.as_ptr(),
+                pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+            )
+        })
+    }
+
+    pub(crate) fn get(&self) -> pg_sys::MemoryContext {
+        self.0
+    }
+}
+
+impl Drop for OwnedContext {
+    fn drop(&mut self) {
+        // SAFETY: created in `new` and deleted only here; the owner's
+        // contract keeps the parent alive until then.
+        unsafe { pg_sys::MemoryContextDelete(self.0) }
+    }
+}
+
 /// Switches `CurrentMemoryContext` for its lifetime, and back on drop (also
 /// when a Rust panic unwinds through it).
 pub(crate) struct ContextSwitch {
