@@ -348,15 +348,7 @@ fn drop_database_with_workers_running() {
     // A second subscription whose table copy cannot finish: the
     // subscriber's table is locked, so its sync worker waits for the lock
     // and its apply worker waits for the copy.
-    let mut locker = pair.sub_client();
-    exec(&mut locker, "BEGIN; LOCK TABLE c IN ACCESS EXCLUSIVE MODE;");
-    exec(
-        &mut pair.sub_client(),
-        &format!(
-            "SELECT logical_ext.create_subscription('sc', '{}', ARRAY['pc'], options => '{FAST_RETRY}')",
-            pair.publisher_conninfo()
-        ),
-    );
+    let mut locker = subscribe_copy_blocked(&pair);
     wait_until(CATCH_UP, "a sync worker copies c", || {
         count(&mut pair.sub_client(), "pg_stat_activity WHERE backend_type = 'logical_ext sync'") >= 1
     });
@@ -428,13 +420,10 @@ fn process_alive(pid: i32) -> bool {
         .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
 }
 
-#[test]
-fn postmaster_death_ends_the_workers() {
-    let pair = Pair::start("apply_faults_pmdeath");
-    pair.both_exec("CREATE TABLE c (id int PRIMARY KEY, v text)");
-    pair.pub_exec("CREATE PUBLICATION pc FOR TABLE c; INSERT INTO c SELECT g, 'c' FROM generate_series(1, 100) g;");
-    // The apply worker waits for a table copy (its sync worker waits for a
-    // lock held by another session).
+/// Subscription `sc` (publication `pc`, table `c`) whose copy cannot
+/// finish: the returned session holds an ACCESS EXCLUSIVE lock on the
+/// subscriber's `c` until it is dropped.
+fn subscribe_copy_blocked(pair: &Pair) -> Client {
     let mut locker = pair.sub_client();
     exec(&mut locker, "BEGIN; LOCK TABLE c IN ACCESS EXCLUSIVE MODE;");
     exec(
@@ -444,6 +433,17 @@ fn postmaster_death_ends_the_workers() {
             pair.publisher_conninfo()
         ),
     );
+    locker
+}
+
+#[test]
+fn postmaster_death_ends_the_workers() {
+    let pair = Pair::start("apply_faults_pmdeath");
+    pair.both_exec("CREATE TABLE c (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION pc FOR TABLE c; INSERT INTO c SELECT g, 'c' FROM generate_series(1, 100) g;");
+    // The apply worker waits for a table copy (its sync worker waits for a
+    // lock held by another session).
+    let locker = subscribe_copy_blocked(&pair);
     let mut pids: Vec<i32> = Vec::new();
     wait_until(CATCH_UP, "an apply worker and a sync worker run", || {
         pids = pair

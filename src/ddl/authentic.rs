@@ -18,8 +18,7 @@
 //! would be the attacker's win.
 
 use super::event::DdlEvent;
-use pgrx::pg_sys;
-use pgrx::prelude::*;
+use crate::ffi::catalog::{self, Value};
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of a message's content, as `ddl_log.digest` stores it.
@@ -27,20 +26,20 @@ pub(crate) fn digest(content: &[u8]) -> Vec<u8> {
     Sha256::digest(content).to_vec()
 }
 
-/// What `ddl_log` says about one row: the capturing transaction and digest.
-struct Voucher {
-    capture_xid: u64,
-    digest: Vec<u8>,
-}
-
 /// The DDL event a transactional message of transaction `xid` (top-level)
 /// carries, if the message is authentic (see the module notes).
 pub(crate) fn authenticate(content: &[u8], xid: u32) -> Option<DdlEvent> {
     let event = DdlEvent::from_json(content)?;
-    let voucher = find_voucher(event.log_id?)?;
+    // Under the decoding snapshot: `None` when the extension is not
+    // installed in this database, its table is not what the extension made
+    // (a superuser-owned user catalog table), or there is no such row.
+    let row = catalog::trusted_row(c"logical_ext", c"ddl_log", c"id", event.log_id?, &[c"capture_xid", c"digest"])?;
+    let [Some(Value::Int8(capture_xid)), Some(Value::Bytea(vouched))] = row.as_slice() else {
+        return None;
+    };
     // xid8 → the 32-bit xid the reorder buffer reports.
-    let same_txn = voucher.capture_xid as u32 == xid;
-    (same_txn && voucher.digest == digest(content)).then_some(event)
+    let same_txn = *capture_xid as u32 == xid;
+    (same_txn && *vouched == digest(content)).then_some(event)
 }
 
 /// Whether this database's `logical_ext.ddl_log` can vouch for DDL messages
@@ -48,96 +47,7 @@ pub(crate) fn authenticate(content: &[u8], xid: u32) -> Option<DdlEvent> {
 /// (`ALTER EXTENSION logical_ext UPDATE` not run yet) it cannot, and capture
 /// refuses to replicate rather than fail the user's DDL.
 pub(crate) fn ddl_log_ready() -> bool {
-    // SAFETY: catalog lookups by name; missing objects give InvalidOid.
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"logical_ext".as_ptr(), true);
-        let relid = if nsp == pg_sys::InvalidOid {
-            pg_sys::InvalidOid
-        } else {
-            pg_sys::get_relname_relid(c"ddl_log".as_ptr(), nsp)
-        };
-        relid != pg_sys::InvalidOid
-            && pg_sys::get_attnum(relid, c"digest".as_ptr()) > 0
-            && pg_sys::get_attnum(relid, c"capture_xid".as_ptr()) > 0
-    }
-}
-
-/// Look up `ddl_log` row `id` under the current catalog snapshot (the
-/// historic one while decoding). `None` when the extension is not installed
-/// in this database, its table is not what the extension made (owned by a
-/// superuser, a user catalog table), or there is no such row.
-fn find_voucher(id: i64) -> Option<Voucher> {
-    // SAFETY: catalog lookups and an index scan of a table we keep locked in
-    // AccessShareLock for the duration; every pointer read comes from
-    // PostgreSQL for the open relation; the relation is closed on every path.
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"logical_ext".as_ptr(), true);
-        if nsp == pg_sys::InvalidOid {
-            return None;
-        }
-        let relid = pg_sys::get_relname_relid(c"ddl_log".as_ptr(), nsp);
-        if relid == pg_sys::InvalidOid {
-            return None;
-        }
-        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
-        let found = scan(rel, id);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
-        found
-    }
-}
-
-/// # Safety
-/// `rel` must be open.
-unsafe fn scan(rel: pg_sys::Relation, id: i64) -> Option<Voucher> {
-    // SAFETY: per the contract; see `find_voucher`.
-    unsafe {
-        let form = &*(*rel).rd_rel;
-        if form.relkind as u8 != pg_sys::RELKIND_RELATION || !pg_sys::superuser_arg(form.relowner) {
-            return None;
-        }
-        let options = (*rel).rd_options as *const pg_sys::StdRdOptions;
-        if options.is_null() || !(*options).user_catalog_table {
-            return None;
-        }
-        let relid = (*rel).rd_id;
-        let attnum = |name: &std::ffi::CStr| pg_sys::get_attnum(relid, name.as_ptr());
-        let (id_att, xid_att, digest_att) = (attnum(c"id"), attnum(c"capture_xid"), attnum(c"digest"));
-        if id_att <= 0 || xid_att <= 0 || digest_att <= 0 {
-            return None;
-        }
-        pg_sys::RelationGetIndexList(rel);
-        let index = (*rel).rd_pkindex;
-        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
-        pg_sys::ScanKeyInit(
-            &mut key,
-            id_att,
-            pg_sys::BTEqualStrategyNumber as u16,
-            pg_sys::RegProcedure::from(pg_sys::F_INT8EQ),
-            pg_sys::Datum::from(id),
-        );
-        let use_index = index != pg_sys::InvalidOid;
-        let scan = pg_sys::systable_beginscan(rel, index, use_index, std::ptr::null_mut(), 1, &mut key);
-        let tuple = pg_sys::systable_getnext(scan);
-        let found = if tuple.is_null() {
-            None
-        } else {
-            let desc = (*rel).rd_att;
-            let natts = (*desc).natts as usize;
-            let mut values = vec![pg_sys::Datum::from(0usize); natts];
-            let mut nulls = vec![true; natts];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let (x, d) = (xid_att as usize - 1, digest_att as usize - 1);
-            if nulls[x] || nulls[d] {
-                None
-            } else {
-                // xid8 is a pass-by-value 64-bit integer; the digest a short bytea.
-                let capture_xid = values[x].value() as u64;
-                Vec::<u8>::from_datum(values[d], false).map(|digest| Voucher { capture_xid, digest })
-            }
-        };
-        pg_sys::systable_endscan(scan);
-        found
-    }
+    catalog::has_columns(c"logical_ext", c"ddl_log", &[c"digest", c"capture_xid"])
 }
 
 #[cfg(test)]

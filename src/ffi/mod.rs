@@ -6,6 +6,7 @@
 
 use pgrx::pg_sys;
 
+pub(crate) mod catalog;
 pub(crate) mod identity;
 pub(crate) mod lsn;
 pub(crate) mod parse;
