@@ -20,7 +20,9 @@
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
 //!   through the executor; `status.rs`: shared-memory worker status.
 //! - `sync/`: initial table synchronization (copy before streaming,
-//!   resumable per table, `resync_table`, `refresh_subscription`).
+//!   resumable per table, `resync_table`, `refresh_subscription`);
+//!   `tablesync.rs`: the sync worker's life (copy, then catch the table up
+//!   with the stream while the other tables keep streaming).
 //!
 //! Workers need `shared_preload_libraries = 'logical_ext'` (shared memory and
 //! the launcher are set up only then); without it the SQL functions that
@@ -43,6 +45,7 @@ mod rows;
 pub(crate) mod settings;
 mod status;
 mod sync;
+mod tablesync;
 mod walrcv;
 mod worker;
 

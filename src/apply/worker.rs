@@ -9,6 +9,9 @@
 //!   DDL, COMMIT) in the remote transaction's local transaction;
 //! - `worker/failure.rs`: after a failed session (rollback with the origin
 //!   disarmed, conflict and DDL records, disable or back off);
+//! - `worker/catchup.rs`: the same document application in a sync worker
+//!   that catches one freshly copied table up with the stream
+//!   (`tablesync.rs`);
 //! - `origin.rs`: the replication-origin session and its commit guard.
 //!
 //! Exactly once: the subscription's replication origin records the remote
@@ -25,9 +28,12 @@
 //! without the origin. SIGTERM is PostgreSQL's `die` (`ffi/worker.rs`): it
 //! ends the process at the next interrupt check, also inside a lock wait.
 
+mod catchup;
 mod documents;
 mod failure;
 mod stream;
+
+pub(crate) use catchup::{CatchUp, catch_up};
 
 use super::catalog::{self, Subscription};
 use super::conflict::{ConflictType, Rule};
@@ -101,6 +107,8 @@ struct Worker {
     origin_name: String,
     /// Tables of the subscription that are not `ready` (`sync/`).
     sync: Option<SyncManager>,
+    /// In a sync worker catching one table up: that table (`catchup.rs`).
+    scope: Option<catchup::TableScope>,
 }
 
 impl Worker {
@@ -123,6 +131,7 @@ impl Worker {
             generation,
             origin_name: Subscription::origin_name(subid),
             sync: None,
+            scope: None,
         }
     }
 
@@ -196,15 +205,7 @@ impl Worker {
             }
         }
         self.sync = Some(sync);
-        let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
-        let cmd = format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
-             \"include-types\" 'off', \"include-schemas\" 'on', \"publication_names\" {}, \"origin\" '{}')",
-            quote_ident(&slot),
-            protocol::format_lsn(start),
-            quote_literal(&pubs.join(",")),
-            sub.origin.as_str()
-        );
+        let cmd = start_replication(&sub, &slot, start);
         // An invalidated slot can never stream again: say so, with what was
         // lost and how to recover, instead of the server's bare refusal.
         // Decided on the slot's catalog state, not on the error's text.
@@ -287,6 +288,19 @@ impl Worker {
             }
         })
     }
+}
+
+/// The command that streams `slot` for `sub` from `start`.
+fn start_replication(sub: &Subscription, slot: &str, start: u64) -> String {
+    let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
+    format!(
+        "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
+         \"include-types\" 'off', \"include-schemas\" 'on', \"publication_names\" {}, \"origin\" '{}')",
+        quote_ident(slot),
+        protocol::format_lsn(start),
+        quote_literal(&pubs.join(",")),
+        sub.origin.as_str()
+    )
 }
 
 fn error_text(e: CaughtError) -> (PgSqlErrorCode, String) {

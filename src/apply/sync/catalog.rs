@@ -106,6 +106,42 @@ pub(crate) fn finish_copy(subid: i32, relid: pg_sys::Oid, state: State, sync_lsn
     .unwrap_or_else(|e| spi_fail("update", e))
 }
 
+/// A copy from a snapshot of its own committed (in this transaction): it
+/// stays `copying` until it has caught up with the stream (`catchup_done`),
+/// and a copy started again meanwhile replaces its rows (`resync`).
+pub(crate) fn copy_committed(subid: i32, relid: pg_sys::Oid, sync_lsn: u64, rows: i64, bytes: i64) {
+    Spi::run_with_args(
+        "UPDATE logical_ext.subscription_tables SET sync_lsn = $3::pg_lsn, rows_copied = $4, bytes_copied = $5, \
+         last_error = NULL, resync = true WHERE subid = $1 AND relid = $2::oid::regclass AND state = 'copying'",
+        &[subid.into(), relid.into(), format_lsn(sync_lsn).into(), rows.into(), bytes.into()],
+    )
+    .unwrap_or_else(|e| spi_fail("update", e))
+}
+
+/// The sync worker caught the table up: the stream applies its changes
+/// committed at or after `lsn` (`catchup`, then `ready`). `false` when the
+/// table no longer waits for this copy (`resync_table` asked for another).
+pub(crate) fn catchup_done(subid: i32, relid: pg_sys::Oid, lsn: u64) -> bool {
+    update_returning(
+        "UPDATE logical_ext.subscription_tables SET state = 'catchup', sync_lsn = $3::pg_lsn, \
+         finished_at = clock_timestamp(), resync = false \
+         WHERE subid = $1 AND relid = $2::oid::regclass AND state = 'copying' RETURNING true",
+        &[subid.into(), relid.into(), format_lsn(lsn).into()],
+    )
+    .is_some()
+}
+
+/// Whether the table is (still) `copying`.
+pub(crate) fn copying(subid: i32, relid: pg_sys::Oid) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT count(*) > 0 FROM logical_ext.subscription_tables \
+         WHERE subid = $1 AND relid = $2::oid::regclass AND state = 'copying'",
+        &[subid.into(), relid.into()],
+    )
+    .unwrap_or_else(|e| spi_fail("read", e))
+    .unwrap_or(false)
+}
+
 /// The copy failed with `message`.
 pub(crate) fn fail_copy(subid: i32, relid: pg_sys::Oid, message: &str) {
     Spi::run_with_args(

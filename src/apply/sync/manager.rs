@@ -7,6 +7,13 @@
 //! failed copies with the subscription's backoff, and mark `catchup` tables
 //! `ready` once the stream has passed their snapshot.
 //!
+//! A copy taken from a snapshot of its own is handed over here
+//! (`registry.rs`, `tablesync.rs`): once the sync worker has committed
+//! it, the next housekeeping gives it the position the stream has applied
+//! through as its target, and the stream does not start another remote
+//! transaction until the sync worker has caught the table up to there
+//! ([`SyncManager::handover_pending`]). The stream runs on while tables copy.
+//!
 //! With every table `ready` (the usual case) the list is empty and the hot
 //! path pays one emptiness check per change.
 
@@ -96,9 +103,19 @@ impl SyncManager {
         self.tables.is_empty()
     }
 
-    /// A copy is running (or died and is about to be restarted).
-    pub(crate) fn copying(&self) -> bool {
-        self.tables.iter().any(|t| t.state == State::Copying)
+    /// A sync worker is catching a table up to this stream's position: the
+    /// stream must not start a remote transaction before it is done (or
+    /// gone). When none is, the table states are reloaded if they changed,
+    /// so a finished hand-over's new state is what the next change sees.
+    pub(crate) fn handover_pending(&mut self) -> bool {
+        if self.tables.is_empty() {
+            return false;
+        }
+        let pending = registry::running(self.dboid, self.subid).iter().any(|e| e.target != 0);
+        if !pending {
+            self.reload_if_changed();
+        }
+        pending
     }
 
     /// Some table still waits for its copy (`init` or `copying`).
@@ -121,6 +138,16 @@ impl SyncManager {
             return;
         }
         if let Some(pos) = applied_through {
+            // Copies committed from snapshots of their own: catch up to
+            // here (everything committed before `pos` is applied, nothing
+            // after it is).
+            for e in registry::running(self.dboid, self.subid) {
+                if e.copied_at != 0 && e.target == 0 {
+                    registry::set_target(self.dboid, self.subid, e.relid, e.pid, pos);
+                    // SAFETY: SIGUSR1 only sets the sync worker's latch.
+                    unsafe { libc::kill(e.pid, libc::SIGUSR1) };
+                }
+            }
             let done: Vec<pg_sys::Oid> = self
                 .tables
                 .iter()

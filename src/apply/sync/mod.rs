@@ -15,21 +15,19 @@
 //!   marked `ready`, and streaming starts there: no gap, no duplicate.
 //! - Resume, `resync_table`, `refresh_subscription`: the exported snapshot
 //!   is gone, so a sync worker creates a TEMPORARY slot with
-//!   `(SNAPSHOT 'use')` and copies from its snapshot; its consistent point is
-//!   the table's `sync_lsn`. The copy (with the emptying of the target) is
-//!   one local transaction, so a killed copy leaves nothing behind and is
-//!   simply started again.
-//! - The apply worker keeps the copy and the stream apart (`manager.rs`,
-//!   rules in `state.rs`): it skips changes of tables waiting for a copy
-//!   (their copy will contain them), does not start a remote transaction
-//!   while any copy runs (so it never applies a change past a snapshot
-//!   before that snapshot's copy is committed), skips a `catchup` table's
-//!   changes committed before its `sync_lsn`, and marks it `ready` once
-//!   the stream is past it. This is simpler than PostgreSQL's catch-up
-//!   protocol (where the sync worker streams its own slot up to the apply
-//!   worker's position) at the price of pausing the apply stream while a
-//!   resumed or on-demand copy runs; the initial copy happens before
-//!   streaming anyway.
+//!   `(SNAPSHOT 'use')` and copies from its snapshot (`S`). The copy (with
+//!   the emptying of the target) is one local transaction, so a killed copy
+//!   leaves nothing behind and is simply started again. The stream goes on
+//!   meanwhile and skips the table's changes; once the copy is committed,
+//!   the sync worker catches the table up as PostgreSQL's tablesync does
+//!   (`apply/tablesync.rs`): it streams its temporary slot from `S` up to
+//!   the position `T` the apply worker hands it between two transactions,
+//!   and the apply worker pauses only for that catch-up, never for a copy.
+//!   The table is then `catchup` at `max(S, T)`.
+//! - The apply worker keeps the copies and the stream apart (`manager.rs`,
+//!   rules in `state.rs`): it skips changes of tables waiting for a copy or
+//!   copying, skips a `catchup` table's changes committed before its
+//!   `sync_lsn`, and marks it `ready` once the stream is past it.
 //! - Progress: a sync worker publishes rows/bytes in shared memory
 //!   (`registry.rs`); the apply worker writes them into
 //!   `subscription_tables` while the copy's transaction is still open.

@@ -5,6 +5,13 @@
 //! entry whose process is gone is free. Each entry also has a small number,
 //! unique among the subscription's running copies, that names the
 //! replication origin the copy commits with (`worker.rs`).
+//!
+//! The entry is also where a copy taken from a snapshot of its own hands
+//! the table over to the stream (`tablesync.rs`): the sync worker records
+//! the snapshot's LSN once its copy is committed (`copied_at`), the apply
+//! worker answers, between two remote transactions, with the position its
+//! stream has applied through (`target`) and waits until the sync worker
+//! has applied the table's changes up to there (or is gone).
 
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
@@ -22,6 +29,11 @@ pub(crate) struct Entry {
     pub(crate) number: u32,
     pub(crate) rows: i64,
     pub(crate) bytes: i64,
+    /// The copy is committed; its snapshot's LSN (0: still copying).
+    pub(crate) copied_at: u64,
+    /// The apply worker's position the sync worker catches up to (0: not
+    /// set yet).
+    pub(crate) target: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -102,7 +114,7 @@ pub(crate) fn claim(dboid: u32, subid: i32, relid: u32, pid: i32) -> Option<u32>
         r.entries.iter().filter(|e| e.dboid == dboid && e.subid == subid && alive(e.pid)).map(|e| e.number).collect();
     let number = (0..).find(|n| !taken.contains(n)).unwrap_or(0);
     let e = r.entries.iter_mut().find(|e| !alive(e.pid))?;
-    *e = Entry { dboid, subid, relid, pid, number, rows: 0, bytes: 0 };
+    *e = Entry { dboid, subid, relid, pid, number, rows: 0, bytes: 0, copied_at: 0, target: 0 };
     Some(number)
 }
 
@@ -120,6 +132,39 @@ pub(crate) fn progress(dboid: u32, subid: i32, relid: u32, pid: i32, rows: i64, 
     if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && e.pid == pid) {
         e.rows = rows;
         e.bytes = bytes;
+    }
+}
+
+/// The copy run by `pid` is committed at snapshot `lsn`: it waits for a
+/// target (`set_target`).
+pub(crate) fn copied(dboid: u32, subid: i32, relid: u32, pid: i32, lsn: u64) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && e.pid == pid) {
+        e.copied_at = lsn.max(1);
+    }
+}
+
+/// The apply worker's answer to `copied`: catch up to `lsn`.
+pub(crate) fn set_target(dboid: u32, subid: i32, relid: u32, pid: i32, lsn: u64) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && e.pid == pid && e.target == 0) {
+        e.target = lsn.max(1);
+    }
+}
+
+/// The target set for the copy run by `pid`, once set.
+pub(crate) fn target(dboid: u32, subid: i32, relid: u32, pid: i32) -> Option<u64> {
+    let r = REGISTRY.share();
+    r.entries.iter().find(|e| e.is(dboid, subid, relid) && e.pid == pid).map(|e| e.target).filter(|&t| t != 0)
+}
+
+/// The hand-over of the copy run by `pid` is done (the table's new state is
+/// committed): the apply worker stops waiting for it.
+pub(crate) fn handed_over(dboid: u32, subid: i32, relid: u32, pid: i32) {
+    let mut r = REGISTRY.exclusive();
+    if let Some(e) = r.entries.iter_mut().find(|e| e.is(dboid, subid, relid) && e.pid == pid) {
+        e.copied_at = 0;
+        e.target = 0;
     }
 }
 

@@ -8,16 +8,20 @@
 //! committed before `L` and applies the others; it marks the table `ready`
 //! once its stream has passed `L`. Tables still waiting for their copy
 //! (`init`, or `error` until retried) are skipped entirely: the copy they get
-//! later is taken from a newer snapshot that includes those changes.
+//! later is taken from a newer snapshot that includes those changes. So are
+//! `copying` tables: their sync worker applies what their copy lacks up to
+//! the point the stream hands them over at, which becomes `L`.
 
 /// The `state` column of `logical_ext.subscription_tables`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
     /// Waiting for a sync worker.
     Init,
-    /// A sync worker is copying it (one local transaction).
+    /// A sync worker is copying it (one local transaction), then, for a
+    /// copy from a snapshot of its own, catching it up with the stream.
     Copying,
-    /// Copied at `sync_lsn`; the main stream has not passed it yet.
+    /// Copied and caught up to `sync_lsn`; the main stream has not passed
+    /// it yet.
     Catchup,
     /// Copied and caught up: every change is applied.
     Ready,
@@ -52,8 +56,9 @@ pub(crate) enum Action {
 
 /// The rule for a change of a table in `state` (copied at `sync_lsn`) that
 /// belongs to a remote transaction whose commit record is at `commit_lsn`.
-/// `Copying` never reaches here: the worker waits for copies to finish
-/// before it starts a remote transaction.
+/// A `copying` table's changes are skipped: its copy holds those committed
+/// before its snapshot, and its sync worker applies the others up to the
+/// position the stream hands it over at (`apply/tablesync.rs`).
 pub(crate) fn action(state: State, sync_lsn: Option<u64>, commit_lsn: Option<u64>) -> Action {
     match state {
         State::Ready => Action::Apply,

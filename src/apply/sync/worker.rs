@@ -1,7 +1,9 @@
-//! The sync worker: a dynamic background worker that copies one table of
-//! one subscription and exits. Started by the subscription's apply worker
-//! (`manager.rs`), at most `logical_ext.max_sync_workers_per_subscription`
-//! at a time per subscription.
+//! The copy a sync worker makes: one table of one subscription, from the
+//! publisher's `COPY TO STDOUT` into the local table. The sync worker (a
+//! dynamic background worker started by the subscription's apply worker,
+//! `manager.rs`, at most `logical_ext.max_sync_workers_per_subscription` at
+//! a time per subscription) runs this, then, for a copy from a snapshot of
+//! its own, catches the table up with the stream (`apply/tablesync.rs`).
 //!
 //! 1. Takes the table (`copying`, committed, and the apply worker told)
 //!    before any snapshot is taken on the publisher.
@@ -10,12 +12,15 @@
 //!    copy: the table is `ready` afterwards, consistent with the slot's start)
 //!    or, when that snapshot is gone (resume, resync, refresh), a snapshot of
 //!    its own: a TEMPORARY slot created with `(SNAPSHOT 'use')`, whose
-//!    consistent point becomes the table's `sync_lsn` (`catchup` afterwards;
-//!    see `state.rs` for how the apply worker treats it).
+//!    consistent point becomes the table's `sync_lsn` (the table stays
+//!    `copying` until the sync worker has caught it up with the stream:
+//!    `apply/tablesync.rs`; `state.rs` says how the apply worker treats it).
 //! 3. In one local transaction: refuses a non-empty target (or empties it
 //!    for `resync_table`), copies the published rows and columns with COPY,
 //!    and records the new state. A copy that dies leaves nothing behind and
-//!    is started again by the apply worker. The transaction commits with a
+//!    is started again by the apply worker; once committed from a snapshot
+//!    of its own, the table is marked `resync`, so a copy started again
+//!    after a failed catch-up replaces what the first one wrote. The transaction commits with a
 //!    replication origin of the subscription's (`logical_ext_<subid>_copy_<n>`,
 //!    `n` unique among its running copies: PostgreSQL 15 lets one process
 //!    at a time use an origin), so the copied rows count as replicated: the
@@ -30,16 +35,14 @@ use super::copy;
 use super::registry;
 use super::remote;
 use super::state::State;
-use crate::apply::catalog as subs;
+use crate::apply::catalog::{self as subs, Subscription};
 use crate::apply::protocol::parse_lsn;
 use crate::apply::status;
 use crate::apply::walrcv::{Connection, quote_ident};
 use crate::ffi;
-use crate::ffi::worker::{self as backend, in_transaction};
-use pgrx::bgworkers::BackgroundWorker;
+use crate::ffi::worker::in_transaction;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
-use std::panic::AssertUnwindSafe;
 
 /// What the apply worker asks a sync worker to do (`bgw_extra`).
 #[derive(Debug, PartialEq, Eq)]
@@ -73,42 +76,6 @@ impl Job {
     }
 }
 
-/// Entry point of a sync worker; the argument is the table's OID.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
-    let relid = pg_sys::Oid::from(arg.value() as u32);
-    let Some(job) = Job::parse(BackgroundWorker::get_extra()) else {
-        log!("logical_ext: sync worker started without a valid job");
-        return;
-    };
-    backend::attach_signal_handlers();
-    BackgroundWorker::connect_worker_to_spi_by_oid(
-        Some(pg_sys::Oid::from(job.dboid)),
-        Some(pg_sys::Oid::from(job.owner)),
-    );
-    let me = status::my_pid();
-    let Some(number) = registry::claim(job.dboid, job.subid, relid.to_u32(), me) else {
-        debug1!("logical_ext: table {} of subscription {} is already being copied", relid.to_u32(), job.subid);
-        return;
-    };
-    // Released however the process ends (a SIGTERM ends it with a FATAL),
-    // once its transaction, locks and replication origin are released.
-    registry::release_at_exit(job.dboid, job.subid, relid.to_u32());
-    // As the apply worker: replica triggers only, asynchronous commit.
-    backend::set_replica_session();
-    let run = AssertUnwindSafe(|| copy_table(&job, relid, number));
-    let outcome = PgTryBuilder::new(run).catch_others(|e| Err(describe(e))).execute();
-    if let Err(msg) = outcome {
-        // SAFETY: abandon whatever transaction the error left open.
-        unsafe { pg_sys::AbortCurrentTransaction() };
-        log!("logical_ext: copy of table {} for subscription {} failed: {msg}", relid.to_u32(), job.subid);
-        in_transaction(|| catalog::fail_copy(job.subid, relid, &msg));
-    }
-    // The exit callback releases the registry entry and tells the apply worker.
-    let _ = me;
-}
-
 /// The table states changed: have the apply worker reload them now.
 pub(crate) fn tell_apply_worker(dboid: u32, subid: i32) {
     status::bump_sync_generation(dboid, subid);
@@ -118,10 +85,27 @@ pub(crate) fn tell_apply_worker(dboid: u32, subid: i32) {
     }
 }
 
-fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<(), String> {
+/// A committed copy that still has to catch up with the stream.
+pub(crate) struct Copied {
+    pub(crate) sub: Subscription,
+    /// The connection whose transaction took the snapshot; its temporary
+    /// slot starts where the snapshot was taken.
+    pub(crate) conn: Connection,
+    pub(crate) slot: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    /// The snapshot's LSN (the table's `sync_lsn` so far).
+    pub(crate) sync_lsn: u64,
+    pub(crate) number: u32,
+}
+
+/// Copy `relid` for `job` (the copy's origin is number `number`). `None`
+/// when nothing more is to be done: the table is `ready` (the initial
+/// copy's exported snapshot) or no longer waits for a copy.
+pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<Option<Copied>, String> {
     let (sub, resync) = in_transaction(|| (subs::by_id(job.subid), catalog::start_copy(job.subid, relid)));
     let (Some(sub), Some(resync)) = (sub.filter(|s| s.enabled), resync) else {
-        return Ok(());
+        return Ok(None);
     };
     if !resync {
         // Cheap early refusal (before a snapshot is taken on the publisher);
@@ -139,22 +123,22 @@ fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<(), String> 
         in_transaction(|| conn.exec(sql, ncols)).map_err(|e| format!("publisher: {} (while running: {sql})", e.0))
     };
     exec(&mut conn, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ", 0)?;
-    let (sync_lsn, final_state) = match &job.snapshot {
+    // SAFETY: reads the control file's system identifier.
+    let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+    let slot = format!("le_{}_{}_sync_{sysid}", job.subid, relid.to_u32());
+    let (sync_lsn, own_snapshot) = match &job.snapshot {
         Some((name, lsn)) => {
             exec(&mut conn, &format!("SET TRANSACTION SNAPSHOT '{name}'"), 0)?;
-            (*lsn, State::Ready)
+            (*lsn, false)
         }
         None => {
-            // SAFETY: reads the control file's system identifier.
-            let sysid = unsafe { pg_sys::GetSystemIdentifier() };
-            let slot = format!("le_{}_{}_sync_{sysid}", job.subid, relid.to_u32());
             let cmd = format!(
                 "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL logical_ext (SNAPSHOT 'use')",
                 quote_ident(&slot)
             );
             let rows = exec(&mut conn, &cmd, 4)?;
             let lsn = rows.first().and_then(|r| r[1].as_deref()).and_then(parse_lsn);
-            (lsn.ok_or_else(|| format!("{cmd} returned no consistent point"))?, State::Catchup)
+            (lsn.ok_or_else(|| format!("{cmd} returned no consistent point"))?, true)
         }
     };
 
@@ -193,7 +177,11 @@ fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<(), String> 
     let (db, subid, rel, me) = (job.dboid, job.subid, relid.to_u32(), status::my_pid());
     let report = Box::new(move |rows, bytes| registry::progress(db, subid, rel, me, rows, bytes));
     let (mut conn, copied) = copy::copy_from(conn, relid, &columns, report);
-    catalog::finish_copy(job.subid, relid, final_state, sync_lsn, copied.rows, copied.bytes);
+    if own_snapshot {
+        catalog::copy_committed(job.subid, relid, sync_lsn, copied.rows, copied.bytes);
+    } else {
+        catalog::finish_copy(job.subid, relid, State::Ready, sync_lsn, copied.rows, copied.bytes);
+    }
     // SAFETY: pairs with the start above; the origin is released once the
     // commit record carries it.
     unsafe {
@@ -203,19 +191,16 @@ fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<(), String> 
         pg_sys::replorigin_session_origin = 0;
     }
     exec(&mut conn, "COMMIT", 0)?;
-    if final_state == State::Catchup {
-        // A (flushed, committed) WAL record past the copy's snapshot, so that the apply worker's
-        // stream passes `sync_lsn` (and marks the table ready) even when the
-        // publisher is otherwise idle. Best effort: it needs a superuser.
-        let _ = exec(&mut conn, "SELECT pg_catalog.pg_logical_emit_message(true, 'logical_ext_sync', '')", 1);
+    log!("logical_ext: subscription \"{}\": copied {} rows of \"{display}\"", sub.name, copied.rows);
+    if !own_snapshot {
+        return Ok(None);
     }
-    log!(
-        "logical_ext: subscription \"{}\": copied {} rows of \"{display}\" ({})",
-        sub.name,
-        copied.rows,
-        final_state.as_str()
-    );
-    Ok(())
+    // A (flushed, committed) WAL record past the copy's snapshot, so that the
+    // apply worker's stream passes `sync_lsn` (and marks the table ready)
+    // even when the publisher is otherwise idle. Best effort: it needs a
+    // superuser.
+    let _ = exec(&mut conn, "SELECT pg_catalog.pg_logical_emit_message(true, 'logical_ext_sync', '')", 1);
+    Ok(Some(Copied { sub, conn, slot, schema, table, sync_lsn, number }))
 }
 
 /// Commit the current transaction with the replication origin `name`
@@ -285,7 +270,7 @@ fn qualified_name(relid: pg_sys::Oid) -> String {
 }
 
 /// Message, SQLSTATE and HINT of an error, as `last_error` keeps them.
-fn describe(e: CaughtError) -> String {
+pub(crate) fn describe(e: CaughtError) -> String {
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
             let mut s = format!("{} (SQLSTATE {})", r.message(), sqlstate(r.sql_error_code()));

@@ -69,6 +69,11 @@ impl Worker {
                 self.in_flight = None;
                 ses.skipping = false;
                 ses.last_committed = end_lsn;
+                if self.scope.is_some() {
+                    // A sync worker catching its table up: the subscription's
+                    // figures and state belong to its apply worker.
+                    return Ok(());
+                }
                 let changes = ses.changes;
                 let conflicts = std::mem::take(&mut ses.conflicts);
                 let (received, wal_end, send_time) = ses.last_message;
@@ -118,7 +123,7 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("TRUNCATE outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
-                if ses.skipping || self.sync.as_ref().is_some_and(|s| s.action(&rel, ses.commit_lsn) == Action::Skip) {
+                if ses.skipping || self.skips(&rel, ses.commit_lsn) {
                     return Ok(());
                 }
                 let tlsn = tlsn.map(|s| s.into_owned());
@@ -134,7 +139,9 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("DDL outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
-                if ses.skipping {
+                // DDL is replayed by the apply worker, never while a sync
+                // worker catches a table up.
+                if ses.skipping || self.scope.is_some() {
                     return Ok(());
                 }
                 let sub = &self.sub.as_ref().expect("set at session start").name;
@@ -168,7 +175,7 @@ impl Worker {
         if ses.skipping {
             return Ok(());
         }
-        if self.sync.as_ref().is_some_and(|s| s.action(rel, ses.commit_lsn) == Action::Skip) {
+        if self.skips(rel, ses.commit_lsn) {
             return Ok(());
         }
         let sub = self.sub.as_ref().expect("set at session start");
@@ -177,7 +184,11 @@ impl Worker {
             rules: &self.rules,
             subscription: &sub.name,
             my_origin: self.origin.as_ref().map_or(0, |o| o.id()),
-            copy_origins: self.sync.as_ref().map_or(&[], |s| s.copy_origins()),
+            copy_origins: match (&self.scope, &self.sync) {
+                (Some(scope), _) => &scope.copy_origins,
+                (None, Some(s)) => s.copy_origins(),
+                (None, None) => &[],
+            },
             origin_name,
             remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
             // SAFETY: reads the control file's system identifier.
@@ -215,6 +226,17 @@ impl Worker {
         }
         ses.changes += 1;
         result
+    }
+
+    /// Whether a change of `rel` in the remote transaction committed at
+    /// `commit_lsn` is left alone: a table waiting for its copy or copied
+    /// past it (`sync/state.rs`), or, in a sync worker catching one table
+    /// up, every other table.
+    fn skips(&self, rel: &RemoteRel, commit_lsn: Option<u64>) -> bool {
+        match &self.scope {
+            Some(scope) => !scope.is(rel),
+            None => self.sync.as_ref().is_some_and(|s| s.action(rel, commit_lsn) == Action::Skip),
+        }
     }
 
     /// Keep a copy of the INSERT/UPDATE about to be applied (see `in_flight`).

@@ -84,16 +84,14 @@ impl Session {
 }
 
 impl Worker {
-    /// Before a remote transaction starts: while a table is being copied,
-    /// wait (answering the publisher) until the copy is committed.
-    pub(super) fn copy_in_progress(&mut self) -> bool {
-        self.sync.as_mut().is_some_and(|s| {
-            s.reload_if_changed();
-            s.copying()
-        })
+    /// Before a remote transaction starts: whether a table is being handed
+    /// over from its copy to the stream (wait with `wait_for_handover`).
+    pub(super) fn handover_in_progress(&mut self) -> bool {
+        self.sync.as_mut().is_some_and(|s| s.handover_pending())
     }
 
-    pub(super) fn wait_for_copies(&mut self, conn: &mut Connection, ses: &mut Session) {
+    /// Wait (answering the publisher) until no hand-over is pending.
+    pub(super) fn wait_for_handover(&mut self, conn: &mut Connection, ses: &mut Session) {
         let opts = self.sub.as_ref().map(|s| s.options.clone()).unwrap_or_default();
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
         loop {
@@ -108,7 +106,7 @@ impl Worker {
             }
             let Some(sync) = self.sync.as_mut() else { return };
             sync.housekeeping(&opts, None, None);
-            if !sync.copying() {
+            if !sync.handover_pending() {
                 status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
                 return;
             }
@@ -169,9 +167,9 @@ impl Worker {
                                 });
                             }
                             ses.last_message = (start, wal_end, send_time);
-                            if !ses.in_txn && self.copy_in_progress() {
+                            if !ses.in_txn && self.handover_in_progress() {
                                 let owned = payload.to_vec();
-                                self.wait_for_copies(conn, ses);
+                                self.wait_for_handover(conn, ses);
                                 if ses.displaced || ses.reload {
                                     continue;
                                 }
