@@ -30,6 +30,13 @@ pub const SUBSCRIBER_CONF: &[&str] = &["shared_preload_libraries = 'logical_ext'
 /// are 500 ms doubling up to 30 s).
 pub const FAST_RETRY: &str = r#"{"retry_min_delay_ms": 100, "retry_max_delay_ms": 1000}"#;
 
+/// A subscriber setting for native subscriptions beside logical_ext's: the
+/// native launcher restarts a failed or terminated worker no sooner than
+/// `wal_retrieve_retry_interval` (5 s by default) after its last start; at
+/// 100 ms, the first delay of [`FAST_RETRY`], neither side waits longer by
+/// configuration.
+pub const NATIVE_FAST_RETRY: &str = "wal_retrieve_retry_interval = '100ms'";
+
 /// Default time limit for a subscriber to catch up or a state to show.
 pub const CATCH_UP: Duration = Duration::from_secs(90);
 

@@ -28,11 +28,6 @@ use std::time::{Duration, Instant};
 const NATIVE_DB: &str = "native";
 /// Both subscriptions' slots (named like them): logical_ext's, native.
 const SLOTS: [&str; 2] = ["s", "native"];
-/// The native launcher restarts a worker no sooner than
-/// `wal_retrieve_retry_interval` (5 s by default) after its last start; at
-/// 100 ms, the first delay of our `FAST_RETRY`, neither side waits longer
-/// by configuration.
-const SUBSCRIBER_CONF: &[&str] = &["wal_retrieve_retry_interval = '100ms'"];
 /// How long logical_ext may take to be exact once the load stopped
 /// (generous: it takes a second or two).
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
@@ -44,7 +39,7 @@ const LOOP_LIMIT: Duration = Duration::from_secs(300);
 /// subscriptions `s` (logical_ext, database `postgres`) and `native`
 /// (database `native`) streaming.
 fn bench_pair(name: &str) -> Pair {
-    let pair = Pair::start_with(name, &[], SUBSCRIBER_CONF);
+    let pair = Pair::start_with(name, &[], &[NATIVE_FAST_RETRY]);
     pair.sub_exec(&format!("CREATE DATABASE {NATIVE_DB}"));
     for (c, db) in [(&pair.publisher, "postgres"), (&pair.subscriber, "postgres"), (&pair.subscriber, NATIVE_DB)] {
         run_checked(
