@@ -18,10 +18,10 @@
 //! Every query here opens its own connection, so waits survive a crash
 //! restart of either server (connection errors just mean "not yet").
 
-use crate::{Client, Cluster, NoTls, describe_error, parse_lsn, run_checked};
+use crate::{Client, Cluster, NoTls, describe_error, exec, parse_lsn, query_string, run_checked};
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The subscriber's extra settings.
 pub const SUBSCRIBER_CONF: &[&str] = &["shared_preload_libraries = 'logical_ext'"];
@@ -29,6 +29,13 @@ pub const SUBSCRIBER_CONF: &[&str] = &["shared_preload_libraries = 'logical_ext'
 /// Worker options for tests: retry quickly after an error (the defaults
 /// are 500 ms doubling up to 30 s).
 pub const FAST_RETRY: &str = r#"{"retry_min_delay_ms": 100, "retry_max_delay_ms": 1000}"#;
+
+/// A subscriber setting for native subscriptions beside logical_ext's: the
+/// native launcher restarts a failed or terminated worker no sooner than
+/// `wal_retrieve_retry_interval` (5 s by default) after its last start; at
+/// 100 ms, the first delay of [`FAST_RETRY`], neither side waits longer by
+/// configuration.
+pub const NATIVE_FAST_RETRY: &str = "wal_retrieve_retry_interval = '100ms'";
 
 /// Default time limit for a subscriber to catch up or a state to show.
 pub const CATCH_UP: Duration = Duration::from_secs(90);
@@ -104,7 +111,12 @@ pub fn wait_or_explain(
 /// Connects to a cluster, returning the error text instead of panicking
 /// (the server may be restarting).
 pub fn try_client(cluster: &Cluster) -> Result<Client, String> {
-    Client::connect(&cluster.conninfo(), NoTls).map_err(|e| describe_error(&e))
+    try_client_db(cluster, "postgres")
+}
+
+/// [`try_client`] to database `db`.
+pub fn try_client_db(cluster: &Cluster, db: &str) -> Result<Client, String> {
+    Client::connect(&cluster.conninfo_db(db), NoTls).map_err(|e| describe_error(&e))
 }
 
 /// `count(*)` and md5 of `string_agg(t::text, '|' ORDER BY order_by)` over
@@ -323,20 +335,37 @@ impl Pair {
     /// when this was called: every transaction committed on the publisher
     /// before the call has been applied and flushed on the subscriber.
     pub fn wait_caught_up(&self, name: &str) {
-        let target = self.publisher_flush_lsn();
         let slot = match self.try_status(name) {
             Ok(Some(Status { slot_name: Some(s), .. })) => s,
             _ => name.to_string(),
         };
+        self.wait_slots_caught_up(&[&slot], name, Instant::now());
+    }
+
+    /// Waits, as [`Pair::wait_caught_up`] does, until every slot in `slots`
+    /// has confirmed the publisher's flush position as of this call (panics
+    /// with `explain(name)` after [`CATCH_UP`]). Returns, per slot, how long
+    /// after `since` it was first seen caught up: to compare how fast
+    /// subscriptions recover, polled together so that a slow one does not
+    /// delay the other's figure.
+    pub fn wait_slots_caught_up(&self, slots: &[&str], name: &str, since: Instant) -> Vec<Duration> {
+        let target = self.publisher_flush_lsn();
+        let seen: RefCell<Vec<Option<Duration>>> = RefCell::new(vec![None; slots.len()]);
         wait_or_explain(
             CATCH_UP,
-            &format!(
-                "slot {slot} of subscription {name} confirms the publisher's flush position {}",
-                format_lsn(target)
-            ),
-            || self.confirmed_flush(&slot).is_some_and(|c| c >= target),
-            || self.explain(name),
+            &format!("slots {slots:?} (of {name}) confirm the publisher's flush position {}", format_lsn(target)),
+            || {
+                let mut seen = seen.borrow_mut();
+                for (slot, seen) in slots.iter().zip(seen.iter_mut()) {
+                    if seen.is_none() && self.confirmed_flush(slot).is_some_and(|c| c >= target) {
+                        *seen = Some(since.elapsed());
+                    }
+                }
+                seen.iter().all(Option::is_some)
+            },
+            || format!("caught up after: {:?}\n{}", seen.borrow(), self.explain(name)),
         );
+        seen.into_inner().into_iter().map(|d| d.expect("checked")).collect()
     }
 
     /// Waits until `SELECT count(*) FROM <table>` on the subscriber is `n`.
@@ -361,9 +390,19 @@ impl Pair {
     /// Asserts that `select` (ordered by `order_by`) gives the same rows on
     /// both sides: same count and same md5 of the rows' text.
     pub fn assert_same(&self, select: &str, order_by: &str) {
+        self.assert_same_in("postgres", select, order_by);
+    }
+
+    /// [`Pair::assert_same`] with the subscriber's database `db` (the
+    /// publisher's `postgres` as always), e.g. where a native subscription
+    /// applies the same stream beside logical_ext's.
+    pub fn assert_same_in(&self, db: &str, select: &str, order_by: &str) {
         let p = digest(&mut self.pub_client(), select, order_by);
-        let s = digest(&mut self.sub_client(), select, order_by);
-        assert_eq!(s, p, "subscriber (left) and publisher (right) differ for `{select}` ordered by {order_by}");
+        let s = digest(&mut self.subscriber.client_db(db), select, order_by);
+        assert_eq!(
+            s, p,
+            "subscriber database {db} (left) and publisher (right) differ for `{select}` ordered by {order_by}"
+        );
     }
 
     /// [`Pair::assert_same`] for whole tables ordered by `id`.
@@ -382,18 +421,35 @@ impl Pair {
     /// that writes `table`: it holds a lock on the table (taken by the first
     /// change, kept until its local commit). Returns the worker's pid.
     pub fn wait_applying(&self, name: &str, table: &str) -> i32 {
-        let sql = "SELECT s.worker_pid FROM logical_ext.subscription_status s \
-                   JOIN pg_locks l ON l.pid = s.worker_pid \
-                   WHERE s.name = $1 AND l.locktype = 'relation' AND l.relation = $2::text::regclass \
-                   AND l.mode = 'RowExclusiveLock' AND l.granted";
+        self.wait_writing(
+            "postgres",
+            "SELECT worker_pid FROM logical_ext.subscription_status WHERE name = $1",
+            name,
+            table,
+        )
+    }
+
+    /// [`Pair::wait_applying`] for the native subscription `name` of the
+    /// subscriber's database `db`.
+    pub fn wait_native_applying(&self, db: &str, name: &str, table: &str) -> i32 {
+        self.wait_writing(db, NATIVE_WORKER_SQL, name, table)
+    }
+
+    /// Waits until the process that `worker_sql` (one row, `$1` = `name`)
+    /// names holds a row-exclusive lock on `table` in database `db`.
+    fn wait_writing(&self, db: &str, worker_sql: &str, name: &str, table: &str) -> i32 {
+        let sql = format!(
+            "SELECT l.pid FROM pg_locks l WHERE l.pid = ({worker_sql}) AND l.locktype = 'relation' \
+             AND l.relation = $2::text::regclass AND l.mode = 'RowExclusiveLock' AND l.granted"
+        );
         let mut pid = None;
         wait_or_explain(
             CATCH_UP,
             &format!("the worker of {name} is inside a transaction writing {table}"),
             || {
-                pid = try_client(&self.subscriber)
+                pid = try_client_db(&self.subscriber, db)
                     .ok()
-                    .and_then(|mut c| c.query_opt(sql, &[&name, &table]).ok().flatten())
+                    .and_then(|mut c| c.query_opt(&sql, &[&name, &table]).ok().flatten())
                     .and_then(|r| r.get::<_, Option<i32>>(0));
                 pid.is_some()
             },
@@ -420,6 +476,66 @@ impl Pair {
             },
             || format!("last error: {}\n{}", last.borrow(), self.subscriber.log_tail(30)),
         );
+    }
+}
+
+/// The pid of a native subscription's apply worker (`$1`: its name).
+const NATIVE_WORKER_SQL: &str = "SELECT pid FROM pg_catalog.pg_stat_subscription WHERE subname = $1 AND relid IS NULL";
+
+/// Native subscriptions (`CREATE SUBSCRIPTION`) beside logical_ext's, to
+/// compare both under the same fault. Their slots are named like them; in a
+/// database of their own on the subscriber they can apply the very stream
+/// logical_ext applies in `postgres`.
+impl Pair {
+    /// `CREATE SUBSCRIPTION name CONNECTION <publisher> PUBLICATION ...
+    /// WITH (copy_data = false<with>)` in the subscriber's database `db`;
+    /// `with` is more options, e.g. `", disable_on_error = true"`, or `""`.
+    pub fn subscribe_native(&self, db: &str, name: &str, publications: &[&str], with: &str) {
+        exec(
+            &mut self.subscriber.client_db(db),
+            &format!(
+                "CREATE SUBSCRIPTION {name} CONNECTION '{}' PUBLICATION {} WITH (copy_data = false{with})",
+                self.publisher_conninfo(),
+                publications.join(", ")
+            ),
+        );
+    }
+
+    /// The pid of the native subscription's apply worker; `None` while none
+    /// runs or the subscriber cannot be reached.
+    pub fn try_native_worker_pid(&self, db: &str, name: &str) -> Option<i32> {
+        let mut c = try_client_db(&self.subscriber, db).ok()?;
+        c.query_opt(NATIVE_WORKER_SQL, &[&name]).ok()??.get(0)
+    }
+
+    /// Waits until the native subscription has an apply worker other than
+    /// `not` (any, with `None`); returns its pid.
+    pub fn native_worker_pid(&self, db: &str, name: &str, not: Option<i32>) -> i32 {
+        let mut pid = None;
+        wait_or_explain(
+            CATCH_UP,
+            &format!("native subscription {name} has an apply worker other than {not:?}"),
+            || {
+                pid = self.try_native_worker_pid(db, name).filter(|&p| Some(p) != not);
+                pid.is_some()
+            },
+            || self.explain(name),
+        );
+        pid.expect("checked")
+    }
+
+    /// Where the native subscription's replication origin says the stream
+    /// is to be resumed (`0/0` before the first transaction).
+    pub fn native_origin_lsn(&self, db: &str, name: &str) -> u64 {
+        let lsn = query_string(
+            &mut self.subscriber.client_db(db),
+            &format!(
+                "SELECT coalesce(o.remote_lsn, '0/0')::text FROM pg_catalog.pg_subscription s \
+                 LEFT JOIN pg_catalog.pg_replication_origin_status o ON o.external_id = 'pg_' || s.oid \
+                 WHERE s.subname = '{name}'"
+            ),
+        );
+        parse_lsn(&lsn)
     }
 }
 

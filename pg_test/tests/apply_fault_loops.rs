@@ -6,28 +6,53 @@
 //! publisher row for row (md5 of every table; `pgbench_history` has a key,
 //! so a duplicated transaction would show), with no manual step.
 //!
+//! Each is compared with a native subscription under the same fault: the
+//! subscriber has a second database, `native`, with the same pgbench tables,
+//! where `CREATE SUBSCRIPTION native` (its own slot) applies the same
+//! publication. Its apply worker is SIGKILLed at the same moments as ours
+//! (one `kill -9` for both), both walsenders are terminated together, and an
+//! immediate stop hits both. After each loop both must be row-exact; the time
+//! each took to be exact after the load stopped is printed side by side
+//! (never asserted for the native one; ours only within a generous bound).
+//!
 //! Each loop is bounded in count and time. The kill moments follow the
-//! stream (after the worker applied at least one more transaction), not a
+//! stream (after both workers applied at least one more transaction), not a
 //! clock.
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// pgbench tables on both sides (identical initial data), `pgbench_history`
-/// with a key, `p` FOR ALL TABLES, subscription `s` streaming.
+/// The subscriber's database of the native subscription `native`.
+const NATIVE_DB: &str = "native";
+/// Both subscriptions' slots (named like them): logical_ext's, native.
+const SLOTS: [&str; 2] = ["s", "native"];
+/// How long logical_ext may take to be exact once the load stopped
+/// (generous: it takes a second or two).
+const RECOVERY_BOUND: Duration = Duration::from_secs(60);
+/// How long the faults of one loop may take.
+const LOOP_LIMIT: Duration = Duration::from_secs(300);
+
+/// pgbench tables (identical initial data) on the publisher and in both
+/// subscriber databases, `pgbench_history` with a key, `p` FOR ALL TABLES,
+/// subscriptions `s` (logical_ext, database `postgres`) and `native`
+/// (database `native`) streaming.
 fn bench_pair(name: &str) -> Pair {
-    let pair = Pair::start(name);
-    for c in [&pair.publisher, &pair.subscriber] {
+    let pair = Pair::start_with(name, &[], &[NATIVE_FAST_RETRY]);
+    pair.sub_exec(&format!("CREATE DATABASE {NATIVE_DB}"));
+    for (c, db) in [(&pair.publisher, "postgres"), (&pair.subscriber, "postgres"), (&pair.subscriber, NATIVE_DB)] {
         run_checked(
-            Command::new(pg_bin("pgbench")).args(["-i", "-s", "1", "-q", "-d"]).arg(c.conninfo()),
+            Command::new(pg_bin("pgbench")).args(["-i", "-s", "1", "-q", "-d"]).arg(c.conninfo_db(db)),
             "pgbench -i",
         );
-        c.exec("ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY");
+        exec(&mut c.client_db(db), "ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY");
     }
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
     pair.subscribe("s", &["p"], "");
+    pair.subscribe_native(NATIVE_DB, "native", &["p"], "");
     pair.wait_streaming("s");
+    pair.native_worker_pid(NATIVE_DB, "native", None);
     pair
 }
 
@@ -43,111 +68,164 @@ fn pgbench(pair: &Pair, secs: u32) -> Child {
         .expect("start pgbench")
 }
 
-fn stop(mut bench: Child) {
+/// Stops the load; returns when it stopped.
+fn stop(mut bench: Child) -> Instant {
     let _ = bench.kill();
     let _ = bench.wait();
+    Instant::now()
 }
 
-fn assert_exact(pair: &Pair) {
-    pair.wait_caught_up("s");
-    pair.assert_same("SELECT * FROM pgbench_accounts", "aid");
-    pair.assert_same("SELECT * FROM pgbench_tellers", "tid");
-    pair.assert_same("SELECT * FROM pgbench_branches", "bid");
-    pair.assert_same("SELECT * FROM pgbench_history", "hid");
-    assert!(count(&mut pair.pub_client(), "pgbench_history") > 0, "the load ran");
+/// Both subscriptions row-exact (every table, both databases); prints how
+/// long each took after the load stopped (`stopped`), and bounds ours.
+fn assert_exact(pair: &Pair, what: &str, stopped: Instant) {
+    let took = pair.wait_slots_caught_up(&SLOTS, "s", stopped);
+    for db in ["postgres", NATIVE_DB] {
+        pair.assert_same_in(db, "SELECT * FROM pgbench_accounts", "aid");
+        pair.assert_same_in(db, "SELECT * FROM pgbench_tellers", "tid");
+        pair.assert_same_in(db, "SELECT * FROM pgbench_branches", "bid");
+        pair.assert_same_in(db, "SELECT * FROM pgbench_history", "hid");
+    }
+    let rows = count(&mut pair.pub_client(), "pgbench_history");
+    assert!(rows > 0, "the load ran");
+    println!(
+        "{what}: exact {:.2} s (logical_ext) and {:.2} s (native) after the load stopped; {rows} pgbench transactions",
+        took[0].as_secs_f64(),
+        took[1].as_secs_f64()
+    );
+    assert!(took[0] <= RECOVERY_BOUND, "{what}: logical_ext took {:?} to be exact after the load", took[0]);
 }
 
-/// Waits until the subscription has applied more transactions than now
-/// (through restarts: the counters are per worker, so "more" is measured on
-/// the subscriber's own copy of pgbench_history).
+/// Waits until both subscriptions have applied more transactions than now
+/// (through restarts: worker counters start again, so "more" is measured on
+/// each database's copy of pgbench_history).
 fn wait_progress(pair: &Pair) {
-    let mut s = pair.sub_client();
-    let before = count(&mut s, "pgbench_history");
-    wait_until(CATCH_UP, "the subscriber applied more transactions", || {
-        try_client(&pair.subscriber).is_ok_and(|mut c| count(&mut c, "pgbench_history") > before)
-    });
+    let history = |db: &str| {
+        let mut c = try_client_db(&pair.subscriber, db).ok()?;
+        c.query_one("SELECT count(*) FROM pgbench_history", &[]).ok().map(|r| r.get::<_, i64>(0))
+    };
+    let before = [history("postgres"), history(NATIVE_DB)];
+    wait_or_explain(
+        CATCH_UP,
+        "both subscriptions applied more transactions",
+        || {
+            let now = [history("postgres"), history(NATIVE_DB)];
+            now.iter().zip(&before).all(|(n, b)| n.is_some() && n > b)
+        },
+        || pair.explain("s"),
+    );
 }
 
-fn kill9(pid: i32) {
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+fn kill9(pids: &[i32]) {
+    let _ = Command::new("kill").arg("-9").args(pids.iter().map(i32::to_string)).status();
+}
+
+/// Fails the loop when its faults take longer than [`LOOP_LIMIT`].
+fn within_limit(started: Instant, what: &str) {
+    assert!(started.elapsed() < LOOP_LIMIT, "{what} took longer than {LOOP_LIMIT:?}");
 }
 
 #[test]
 fn apply_worker_sigkilled_20_times_under_pgbench() {
     let pair = bench_pair("loop_kill_worker");
     let bench = pgbench(&pair, 600);
+    let started = Instant::now();
     for _ in 0..20 {
+        within_limit(started, "20 apply worker kills");
         wait_progress(&pair);
-        let pid = pair.worker_pid("s");
-        kill9(pid);
+        let ours = pair.worker_pid("s");
+        let native = pair.native_worker_pid(NATIVE_DB, "native", None);
+        kill9(&[ours, native]);
         pair.wait_subscriber_up();
-        pair.wait_status("s", "a new worker streams", |st| st.state == "streaming" && st.worker_pid != Some(pid));
+        pair.wait_status("s", "a new worker streams", |st| st.state == "streaming" && st.worker_pid != Some(ours));
+        pair.native_worker_pid(NATIVE_DB, "native", Some(native));
     }
-    stop(bench);
-    assert_exact(&pair);
+    let stopped = stop(bench);
+    assert_exact(&pair, "apply workers SIGKILLed 20 times", stopped);
+}
+
+/// The pid of the walsender streaming to `slot`, if one is active.
+fn walsender(pair: &Pair, slot: &str) -> Option<i32> {
+    let mut p = try_client(&pair.publisher).ok()?;
+    p.query_opt("SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active", &[&slot])
+        .ok()
+        .flatten()
+        .and_then(|r| r.get(0))
+}
+
+/// Waits until both slots have an active walsender other than the pids in
+/// `not`; returns their pids.
+fn walsenders(pair: &Pair, not: &[i32]) -> Vec<i32> {
+    let mut pids = Vec::new();
+    wait_or_explain(
+        CATCH_UP,
+        &format!("walsenders other than {not:?} stream to {SLOTS:?}"),
+        || {
+            pids = SLOTS.iter().filter_map(|slot| walsender(pair, slot)).filter(|p| !not.contains(p)).collect();
+            pids.len() == SLOTS.len()
+        },
+        || pair.explain("s"),
+    );
+    pids
 }
 
 #[test]
 fn walsender_terminated_20_times_and_killed_3_times_under_pgbench() {
     let pair = bench_pair("loop_walsender");
     let bench = pgbench(&pair, 600);
-    let walsender = |pair: &Pair| -> Option<i32> {
-        let mut p = try_client(&pair.publisher).ok()?;
-        p.query_opt("SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = 's' AND active", &[])
-            .ok()
-            .flatten()
-            .and_then(|r| r.get(0))
-    };
+    let started = Instant::now();
+    let mut old = walsenders(&pair, &[]);
     for _ in 0..20 {
+        within_limit(started, "20 walsender terminations");
         wait_progress(&pair);
-        let mut pid = None;
-        wait_until(CATCH_UP, "the walsender of s is active", || {
-            pid = walsender(&pair);
-            pid.is_some()
-        });
-        let old = pid.unwrap();
-        pair.pub_exec(&format!("SELECT pg_catalog.pg_terminate_backend({old})"));
-        wait_until(CATCH_UP, "a new walsender streams to s", || walsender(&pair).is_some_and(|p| p != old));
+        pair.pub_exec(&format!(
+            "SELECT pg_catalog.pg_terminate_backend({}), pg_catalog.pg_terminate_backend({})",
+            old[0], old[1]
+        ));
+        old = walsenders(&pair, &old);
     }
     stop(bench);
-    // SIGKILL of the walsender: the publisher goes through crash recovery
+    // SIGKILL of the walsenders: the publisher goes through crash recovery
     // (and pgbench would lose its connections, so it runs between kills).
+    let started = Instant::now();
+    let mut stopped = Instant::now();
     for _ in 0..3 {
+        within_limit(started, "3 walsender SIGKILLs");
         let bench = pgbench(&pair, 600);
         wait_progress(&pair);
-        let mut pid = None;
-        wait_until(CATCH_UP, "the walsender of s is active", || {
-            pid = walsender(&pair);
-            pid.is_some()
-        });
-        kill9(pid.unwrap());
-        stop(bench);
+        kill9(&walsenders(&pair, &[]));
+        stopped = stop(bench);
         wait_until(CATCH_UP, "the publisher is back", || try_client(&pair.publisher).is_ok());
     }
-    assert_exact(&pair);
+    assert_exact(&pair, "walsenders terminated 20 times and SIGKILLed 3 times", stopped);
 }
 
 #[test]
 fn postmasters_stopped_immediately_under_pgbench() {
     let mut pair = bench_pair("loop_immediate");
     let bench = pgbench(&pair, 600);
+    let started = Instant::now();
     for _ in 0..5 {
+        within_limit(started, "5 immediate stops of the subscriber");
         wait_progress(&pair);
         pair.subscriber.stop_with("immediate");
         pair.subscriber.restart();
         pair.wait_streaming("s");
+        pair.native_worker_pid(NATIVE_DB, "native", None);
     }
     stop(bench);
+    let started = Instant::now();
     for _ in 0..3 {
+        within_limit(started, "3 immediate stops of the publisher");
         let bench = pgbench(&pair, 600);
         wait_progress(&pair);
         pair.publisher.stop_with("immediate");
         stop(bench);
         pair.publisher.restart();
         pair.wait_streaming("s");
+        pair.native_worker_pid(NATIVE_DB, "native", None);
     }
     let bench = pgbench(&pair, 600);
     wait_progress(&pair);
-    stop(bench);
-    assert_exact(&pair);
+    let stopped = stop(bench);
+    assert_exact(&pair, "postmasters stopped -m immediate 5 + 3 times", stopped);
 }
