@@ -45,6 +45,12 @@ impl FlushTracker {
         }
     }
 
+    /// Applied transactions wait for the local WAL flush: the next report
+    /// will say more, so it should come soon.
+    pub(crate) fn waiting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The flush position to report, given what was received and whether
     /// applied work is still open (a remote transaction or queued TRUNCATEs).
     pub(crate) fn report(&self, received: u64, work_open: bool) -> u64 {
@@ -69,12 +75,14 @@ mod tests {
         t.committed(200, 1_000);
         t.committed(300, 2_000);
         assert_eq!(t.report(400, false), 100, "nothing flushed locally yet");
+        assert!(t.waiting());
         t.local_flush(1_500);
         assert_eq!(t.report(400, false), 200);
         t.local_flush(1_999);
         assert_eq!(t.report(400, false), 200, "the second commit ends at 2000");
         t.local_flush(2_000);
         assert_eq!(t.report(400, false), 400, "nothing pending: all received");
+        assert!(!t.waiting());
         assert_eq!(t.report(400, true), 300);
     }
 

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// Row messages between two updates of the shared-memory receipt figures.
 const RECEIPT_REPORT_EVERY: u32 = 256;
 
+/// The longest nap while applied commits wait for the local WAL flush.
+const FLUSH_WAIT_NAP_MS: i64 = 50;
+
 /// How often feedback is sent at the latest while streaming.
 const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -208,7 +211,12 @@ impl Worker {
                     }
                     self.feedback(conn, ses, false);
                     let timeout_ms = backend::wal_receiver_timeout_ms();
-                    let nap = ses.timer.next_check_ms(now_ts(), timeout_ms).unwrap_or(1000).min(1000);
+                    // Commits waiting for the local WAL flush (asynchronous
+                    // commit; the WAL writer flushes within wal_writer_delay)
+                    // are reported soon after, not after a whole nap: the
+                    // publisher sees the subscriber caught up promptly.
+                    let cap = if ses.flush.waiting() { FLUSH_WAIT_NAP_MS } else { 1000 };
+                    let nap = ses.timer.next_check_ms(now_ts(), timeout_ms).unwrap_or(1000).min(cap);
                     if backend::wait_socket(fd, Duration::from_millis(nap as u64)) {
                         // Nothing arrived while waiting: time for a ping, or
                         // to give the connection up (as walreceiver does).
