@@ -26,8 +26,6 @@ pub(crate) struct Connection {
     conn: *mut pg_sys::WalReceiverConn,
     /// Started once streaming ([`Connection::feedback_keeper`]).
     keeper: Option<keeper::Keeper>,
-    /// The keeper could not be started: do not try again.
-    no_keeper: bool,
 }
 
 /// Call into libpqwalreceiver. Its functions are reached through a function
@@ -73,35 +71,37 @@ impl Connection {
             // SAFETY: err is NULL or a palloc'd message.
             return Err(WalRcvError(unsafe { ffi::cstr_to_string(err) }.trim().to_string()));
         }
-        Ok(Connection { conn, keeper: None, no_keeper: false })
+        Ok(Connection { conn, keeper: None })
     }
 
     /// The feedback keeper of this connection, started at the first call
-    /// (call once streaming: it sends CopyData). `None` where it cannot run
-    /// (libpq not found, no thread): the worker then works as before, with
-    /// no feedback during local work.
-    pub(crate) fn feedback_keeper(&mut self) -> Option<KeeperHandle> {
-        if self.keeper.is_none() && !self.no_keeper {
-            self.keeper = self.start_keeper();
-            self.no_keeper = self.keeper.is_none();
-        }
-        self.keeper.as_ref().map(keeper::Keeper::handle)
+    /// (call once streaming: it sends CopyData). An error says why it
+    /// cannot run (libpq not usable, no thread); the worker then works as
+    /// before, with no feedback during local work.
+    pub(crate) fn feedback_keeper(&mut self) -> Result<KeeperHandle, String> {
+        let k = match self.keeper.take() {
+            Some(k) => k,
+            None => self.start_keeper()?,
+        };
+        let handle = k.handle();
+        self.keeper = Some(k);
+        Ok(handle)
     }
 
-    fn start_keeper(&mut self) -> Option<keeper::Keeper> {
+    fn start_keeper(&mut self) -> Result<keeper::Keeper, String> {
         let lib = libpq::libpq()?;
         // SAFETY: libpqwalreceiver's `struct WalReceiverConn` starts with
         // its `PGconn *streamConn` (PostgreSQL 15, libpqwalreceiver.c); the
         // struct is live until walrcv_disconnect in our drop, which stops
         // the keeper first. That PGconn was made by the libpq `lib` found
         // (the one libpqwalreceiver links).
-        let conn = unsafe { PgConn::from_raw(*self.conn.cast::<*mut c_void>()) }?;
+        let conn = unsafe { PgConn::from_raw(*self.conn.cast::<*mut c_void>()) }.ok_or("no libpq connection")?;
         // SAFETY: main thread, no keeper running yet.
         let fd = unsafe { lib.socket(conn) };
         if fd < 0 {
-            return None;
+            return Err("the connection has no socket".into());
         }
-        keeper::Keeper::start(conn, fd, lib)
+        keeper::Keeper::start(conn, fd, lib).ok_or_else(|| "could not start a thread".into())
     }
 
     /// Before the main thread touches the connection: the keeper must not.

@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 type PutCopyDataFn = unsafe extern "C" fn(conn: *mut c_void, buffer: *const c_char, nbytes: c_int) -> c_int;
 type FlushFn = unsafe extern "C" fn(conn: *mut c_void) -> c_int;
 type SocketFn = unsafe extern "C" fn(conn: *const c_void) -> c_int;
+type IsThreadSafeFn = unsafe extern "C" fn() -> c_int;
 
 /// The libpq functions the keeper uses.
 #[derive(Clone, Copy)]
@@ -45,7 +46,7 @@ impl PgConn {
 }
 
 /// What became of one [`Libpq::put_copy_data`].
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Put {
     Sent,
     /// The socket's send buffer is full: nothing was written (try later).
@@ -54,11 +55,11 @@ pub(crate) enum Put {
     Failed,
 }
 
-/// libpq as loaded by `libpqwalreceiver`, or `None` when it is not loaded
-/// (or lacks a function): then there is no keeper, nothing else changes.
-/// Call on the main thread (it is resolved once, at first use).
-pub(crate) fn libpq() -> Option<Libpq> {
-    static LIBPQ: OnceLock<Option<Libpq>> = OnceLock::new();
+/// libpq as loaded by `libpqwalreceiver`, or why it cannot be used from a
+/// second thread (not loaded, a function missing, built without thread
+/// safety). Call on the main thread (it is resolved once, at first use).
+pub(crate) fn libpq() -> Result<Libpq, &'static str> {
+    static LIBPQ: OnceLock<Result<Libpq, &'static str>> = OnceLock::new();
     *LIBPQ.get_or_init(|| {
         // SAFETY: dlopen with RTLD_NOLOAD only returns a handle to a library
         // already in the process (libpqwalreceiver's dependency); the handle
@@ -67,15 +68,19 @@ pub(crate) fn libpq() -> Option<Libpq> {
         unsafe {
             let handle = libc::dlopen(c"libpq.so.5".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
             if handle.is_null() {
-                return None;
+                return Err("libpq.so.5 is not loaded");
             }
             let put = libc::dlsym(handle, c"PQputCopyData".as_ptr());
             let flush = libc::dlsym(handle, c"PQflush".as_ptr());
             let socket = libc::dlsym(handle, c"PQsocket".as_ptr());
-            if put.is_null() || flush.is_null() || socket.is_null() {
-                return None;
+            let thread_safe = libc::dlsym(handle, c"PQisthreadsafe".as_ptr());
+            if put.is_null() || flush.is_null() || socket.is_null() || thread_safe.is_null() {
+                return Err("libpq lacks PQputCopyData, PQflush, PQsocket or PQisthreadsafe");
             }
-            Some(Libpq {
+            if std::mem::transmute::<*mut c_void, IsThreadSafeFn>(thread_safe)() == 0 {
+                return Err("libpq is built without thread safety");
+            }
+            Ok(Libpq {
                 put_copy_data: std::mem::transmute::<*mut c_void, PutCopyDataFn>(put),
                 flush: std::mem::transmute::<*mut c_void, FlushFn>(flush),
                 socket: std::mem::transmute::<*mut c_void, SocketFn>(socket),

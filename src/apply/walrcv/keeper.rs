@@ -48,9 +48,12 @@
 //!   the broken connection on its next receive, as it would without us.
 //! - Version note: `PQputCopyData` first handles NOTICE messages already
 //!   buffered; PostgreSQL 15's libpqwalreceiver installs no notice receiver
-//!   (libpq's default prints to stderr), so no PostgreSQL code runs here.
-//!   A later major version that installs one (to `ereport` remote notices)
-//!   needs this revisited.
+//!   or processor (its `.so` imports neither setter; libpq's default prints
+//!   to stderr), so no PostgreSQL code runs here. A later major version that
+//!   installs one (to `ereport` remote notices) needs this revisited.
+//! - Where the keeper cannot run (libpq not found under its soname, built
+//!   without thread safety, no thread), the worker says so once (WARNING)
+//!   and works as before.
 
 use crate::apply::protocol;
 use crate::ffi::libpq::{Libpq, PgConn, Put};
@@ -75,6 +78,10 @@ static EXIT_CALLBACK: AtomicBool = AtomicBool::new(false);
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Silence after which an update is due, and the thread's tick
+    /// ([`INTERVAL`], [`TICK`]; shorter in unit tests).
+    interval: Duration,
+    tick: Duration,
 }
 
 #[derive(Default)]
@@ -140,10 +147,23 @@ impl Keeper {
     /// socket is `fd`). `None` when the thread cannot be created. Main
     /// thread only.
     pub(crate) fn start(conn: PgConn, fd: c_int, lib: Libpq) -> Option<Keeper> {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
+        let send = move |msg: &[u8]| {
+            // SAFETY: `run` calls this only while holding the lock with the
+            // keeper armed: the main thread is not using the connection, and
+            // does not before it takes the lock; the connection lives until
+            // `Keeper` is dropped, which stops this thread first.
+            unsafe { lib.put_copy_data(conn, fd, msg) }
+        };
+        let keeper = Keeper::spawn(send, INTERVAL, TICK)?;
+        register_for_exit(&keeper.shared);
+        Some(keeper)
+    }
+
+    /// The thread alone, sending with `send` (pure: unit-tested).
+    fn spawn(send: impl FnMut(&[u8]) -> Put + Send + 'static, interval: Duration, tick: Duration) -> Option<Keeper> {
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new(), interval, tick });
         let theirs = Arc::clone(&shared);
-        let thread = spawn_with_signals_blocked(move || run(&theirs, conn, fd, lib))?;
-        register_for_exit(&shared);
+        let thread = spawn_with_signals_blocked(move || run(&theirs, send))?;
         Some(Keeper { shared, thread: Some(thread) })
     }
 
@@ -199,9 +219,10 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// The thread's loop. Touches the connection only while holding the lock
-/// and armed (see the module notes); calls nothing of PostgreSQL.
-fn run(shared: &Shared, conn: PgConn, fd: c_int, lib: Libpq) {
+/// The thread's loop. Calls `send` (which touches the connection) only
+/// while holding the lock and armed (see the module notes); calls nothing
+/// of PostgreSQL.
+fn run(shared: &Shared, mut send: impl FnMut(&[u8]) -> Put) {
     let mut st = shared.lock();
     loop {
         if st.stop {
@@ -210,14 +231,10 @@ fn run(shared: &Shared, conn: PgConn, fd: c_int, lib: Libpq) {
         let State { armed, broken, sent, .. } = &mut *st;
         if let Some(a) = armed
             && !*broken
-            && a.last_sent.elapsed() >= INTERVAL
+            && a.last_sent.elapsed() >= shared.interval
         {
             let msg = protocol::status_update(a.write, a.flush, a.flush, pg_now(), false);
-            // SAFETY: the lock is held and the keeper is armed: the main
-            // thread is not using the connection, and does not before it
-            // takes the lock; the connection lives until `Keeper` is
-            // dropped, which stops this thread first.
-            match unsafe { lib.put_copy_data(conn, fd, &msg) } {
+            match send(&msg) {
                 Put::Sent => {
                     a.last_sent = Instant::now();
                     *sent += 1;
@@ -226,7 +243,7 @@ fn run(shared: &Shared, conn: PgConn, fd: c_int, lib: Libpq) {
                 Put::Failed => *broken = true,
             }
         }
-        st = shared.wake.wait_timeout(st, TICK).unwrap_or_else(PoisonError::into_inner).0;
+        st = shared.wake.wait_timeout(st, shared.tick).unwrap_or_else(PoisonError::into_inner).0;
     }
 }
 
@@ -283,11 +300,102 @@ unsafe extern "C-unwind" fn stop_at_exit(_code: c_int, _arg: pg_sys::Datum) {
 
 #[cfg(test)]
 mod tests {
-    use super::pg_now;
+    use super::{Keeper, Put, pg_now};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn pg_epoch() {
         // 2020-01-01 is 631152000 s after 2000-01-01; now is later.
         assert!(pg_now() > 631_152_000_000_000);
+    }
+
+    fn be_u64(m: &[u8], at: usize) -> u64 {
+        u64::from_be_bytes(m[at..at + 8].try_into().unwrap())
+    }
+
+    /// A keeper whose sends land in a channel.
+    fn keeper(result: Put) -> (Keeper, mpsc::Receiver<Vec<u8>>) {
+        keeper_every(result, 50 * MS)
+    }
+
+    fn keeper_every(result: Put, interval: Duration) -> (Keeper, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel();
+        let send = move |m: &[u8]| {
+            let _ = tx.send(m.to_vec());
+            result
+        };
+        (Keeper::spawn(send, interval, 5 * MS).expect("thread"), rx)
+    }
+
+    #[test]
+    fn silent_until_armed_then_repeats_the_armed_positions() {
+        let (k, rx) = keeper(Put::Sent);
+        let h = k.handle();
+        assert!(rx.recv_timeout(150 * MS).is_err(), "nothing while disarmed");
+        let busy = h.busy(0x200, 0x100, Instant::now());
+        let m = rx.recv_timeout(Duration::from_secs(5)).expect("an update once silent for the interval");
+        assert_eq!(m[0], b'r');
+        assert_eq!((be_u64(&m, 1), be_u64(&m, 9), be_u64(&m, 17)), (0x200, 0x100, 0x100));
+        assert_eq!(m[33], 0, "no reply requested");
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok(), "and again after the next interval");
+        assert!(busy.finish(), "the keeper spoke");
+        while rx.try_recv().is_ok() {}
+        assert!(rx.recv_timeout(150 * MS).is_err(), "nothing once disarmed");
+    }
+
+    #[test]
+    fn short_work_sends_nothing() {
+        let (k, rx) = keeper_every(Put::Sent, Duration::from_secs(3));
+        let h = k.handle();
+        let busy = h.busy(1, 1, Instant::now());
+        assert!(!busy.finish(), "disarmed before the interval passed");
+        // A guard dropped on an error path disarms as well.
+        drop(h.busy(1, 1, Instant::now()));
+        assert!(rx.recv_timeout(150 * MS).is_err());
+        // The main thread's last update long ago: due at the next tick.
+        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        drop(busy);
+    }
+
+    #[test]
+    fn quiesce_and_stop() {
+        let (k, rx) = keeper(Put::Sent);
+        let h = k.handle();
+        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        // A connection method disarms even while a guard lives.
+        k.quiesce();
+        while rx.try_recv().is_ok() {}
+        assert!(rx.recv_timeout(150 * MS).is_err(), "quiesced");
+        drop(busy);
+        drop(k);
+        // Stopped and joined: arming does nothing, the sender is gone.
+        let late = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        assert!(matches!(rx.recv_timeout(150 * MS), Err(mpsc::RecvTimeoutError::Disconnected)));
+        assert!(!late.finish());
+    }
+
+    #[test]
+    fn a_failed_send_is_the_last() {
+        let (k, rx) = keeper(Put::Failed);
+        let h = k.handle();
+        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        assert!(rx.recv_timeout(150 * MS).is_err(), "broken: no retry");
+        assert!(!busy.finish(), "nothing was sent");
+    }
+
+    #[test]
+    fn not_writable_is_retried() {
+        let (k, rx) = keeper(Put::NotWritable);
+        let h = k.handle();
+        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok(), "tried again at the next tick");
+        drop(busy);
     }
 }

@@ -173,7 +173,13 @@ impl Worker {
     }
 
     pub(super) fn stream(&mut self, conn: &mut Connection, ses: &mut Session) -> Result<Stop, String> {
-        let keeper = conn.feedback_keeper();
+        let keeper = match conn.feedback_keeper() {
+            Ok(k) => Some(k),
+            Err(why) => {
+                warn_no_keeper(&why);
+                None
+            }
+        };
         loop {
             backend::check_for_interrupts();
             if ses.displaced {
@@ -302,5 +308,17 @@ impl Worker {
         conn.send(&msg);
         ses.last_reported = (write, flush);
         ses.last_feedback = Instant::now();
+    }
+}
+
+/// Once per process: the feedback keeper cannot run here, so a local work
+/// longer than the publisher's `wal_sender_timeout` loses the connection.
+fn warn_no_keeper(why: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        pgrx::warning!(
+            "logical_ext: no feedback to the publisher during long local work ({why}); a replayed DDL or \
+             trigger running longer than the publisher's wal_sender_timeout will lose the connection"
+        );
     }
 }
