@@ -312,6 +312,11 @@ mod tests {
         assert!(pg_now() > 631_152_000_000_000);
     }
 
+    /// The main thread's last update, long before.
+    fn long_ago() -> Instant {
+        Instant::now().checked_sub(Duration::from_secs(10)).unwrap_or_else(Instant::now)
+    }
+
     fn be_u64(m: &[u8], at: usize) -> u64 {
         u64::from_be_bytes(m[at..at + 8].try_into().unwrap())
     }
@@ -356,7 +361,7 @@ mod tests {
         drop(h.busy(1, 1, Instant::now()));
         assert!(rx.recv_timeout(150 * MS).is_err());
         // The main thread's last update long ago: due at the next tick.
-        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        let busy = h.busy(1, 1, long_ago());
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         drop(busy);
     }
@@ -365,7 +370,7 @@ mod tests {
     fn quiesce_and_stop() {
         let (k, rx) = keeper(Put::Sent);
         let h = k.handle();
-        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        let busy = h.busy(1, 1, long_ago());
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         // A connection method disarms even while a guard lives.
         k.quiesce();
@@ -374,7 +379,7 @@ mod tests {
         drop(busy);
         drop(k);
         // Stopped and joined: arming does nothing, the sender is gone.
-        let late = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        let late = h.busy(1, 1, long_ago());
         assert!(matches!(rx.recv_timeout(150 * MS), Err(mpsc::RecvTimeoutError::Disconnected)));
         assert!(!late.finish());
     }
@@ -383,7 +388,7 @@ mod tests {
     fn a_failed_send_is_the_last() {
         let (k, rx) = keeper(Put::Failed);
         let h = k.handle();
-        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        let busy = h.busy(1, 1, long_ago());
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         assert!(rx.recv_timeout(150 * MS).is_err(), "broken: no retry");
         assert!(!busy.finish(), "nothing was sent");
@@ -393,7 +398,7 @@ mod tests {
     fn not_writable_is_retried() {
         let (k, rx) = keeper(Put::NotWritable);
         let h = k.handle();
-        let busy = h.busy(1, 1, Instant::now() - Duration::from_secs(10));
+        let busy = h.busy(1, 1, long_ago());
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok(), "tried again at the next tick");
         drop(busy);
