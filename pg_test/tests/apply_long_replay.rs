@@ -13,6 +13,8 @@
 //! defined without the sleep; it lives outside the published schema, so its
 //! creation is not replicated). A slow trigger on a replicated row is the
 //! second case: the same keeper covers every document's local work.
+//! A third test watches the updates arrive while the worker sleeps in a
+//! trigger, then terminates the worker there: it exits cleanly.
 
 use logical_ext_pg_test::replication::*;
 use std::time::Duration;
@@ -141,5 +143,60 @@ fn slow_trigger_longer_than_wal_sender_timeout_keeps_the_connection() {
     let st = pair.status("s");
     assert_eq!(st.last_error, None, "no error, no retry: {}", pair.explain("s"));
     assert_eq!(walsender_pid(&pair), walsender, "the worker did not reconnect");
+    no_replication_timeout(&pair);
+}
+
+#[test]
+fn feedback_flows_during_long_work_and_sigterm_stops_it_cleanly() {
+    let pair = pair("long_term");
+    // The trigger sleeps while `knob.slow` says so (then 60 s per row).
+    pair.sub_exec(
+        "CREATE TABLE public.knob (slow bool NOT NULL); INSERT INTO public.knob VALUES (true);
+         CREATE FUNCTION public.slow_trg() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN IF (SELECT slow FROM public.knob) THEN PERFORM pg_catalog.pg_sleep(60); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON app.big FOR EACH ROW EXECUTE FUNCTION public.slow_trg();
+         ALTER TABLE app.big ENABLE ALWAYS TRIGGER slow;",
+    );
+    let worker = pair.worker_pid("s");
+    pair.pub_exec("INSERT INTO app.big VALUES (1, 1)");
+    let sleeping = || {
+        pair.sub_client()
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'",
+                &[&worker],
+            )
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false)
+    };
+    wait_or_explain(Duration::from_secs(30), "the worker sleeps in the trigger", sleeping, || pair.explain("s"));
+    // While the main thread sleeps, status updates keep arriving.
+    let since: String = pair.pub_client().query_one("SELECT now()::text", &[]).unwrap().get(0);
+    wait_or_explain(
+        Duration::from_secs(10),
+        "the publisher hears from the busy worker",
+        || {
+            pair.pub_client()
+                .query_one(
+                    "SELECT count(*) FROM pg_catalog.pg_stat_replication
+                      WHERE application_name = 's' AND reply_time > $1::text::timestamptz + interval '2 s'",
+                    &[&since],
+                )
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+        },
+        || pair.explain("s"),
+    );
+    assert!(sleeping(), "still in the trigger: the updates came from the keeper");
+    // SIGTERM while the keeper is armed: a clean exit (no crash, so no
+    // restart of the whole subscriber), then a new worker applies the row.
+    pair.sub_exec("UPDATE public.knob SET slow = false");
+    pair.sub_exec(&format!("SELECT pg_catalog.pg_terminate_backend({worker})"));
+    pair.wait_sub_count("s", "app.big", 1);
+    let log = std::fs::read_to_string(pair.subscriber.log_path()).unwrap_or_default();
+    assert!(
+        !log.contains("terminated by signal") && !log.contains("reinitializing"),
+        "the worker exited cleanly:\n{}",
+        pair.subscriber.log_tail(30)
+    );
     no_replication_timeout(&pair);
 }
