@@ -3,10 +3,20 @@
 //! replication mode, run replication commands and SQL, stream CopyData, send
 //! feedback. This is the FFI boundary of the apply part; callers get a safe
 //! [`Connection`] that disconnects on drop.
+//!
+//! While streaming, a connection can keep its publisher informed when the
+//! worker is busy elsewhere: [`Connection::feedback_keeper`] starts the
+//! feedback keeper (`walrcv/keeper.rs`, design notes there), which the
+//! worker arms around local work. Every method here disarms it before it
+//! touches the connection, and dropping the connection stops it first.
+
+mod keeper;
 
 use crate::ffi;
+use crate::ffi::libpq::{self, PgConn};
+pub(crate) use keeper::{Busy, KeeperHandle};
 use pgrx::pg_sys;
-use std::ffi::{CString, c_char};
+use std::ffi::{CString, c_char, c_void};
 
 /// Why talking to the publisher failed.
 #[derive(Debug)]
@@ -14,6 +24,8 @@ pub(crate) struct WalRcvError(pub(crate) String);
 
 pub(crate) struct Connection {
     conn: *mut pg_sys::WalReceiverConn,
+    /// Started once streaming ([`Connection::feedback_keeper`]).
+    keeper: Option<keeper::Keeper>,
 }
 
 /// Call into libpqwalreceiver. Its functions are reached through a function
@@ -59,11 +71,49 @@ impl Connection {
             // SAFETY: err is NULL or a palloc'd message.
             return Err(WalRcvError(unsafe { ffi::cstr_to_string(err) }.trim().to_string()));
         }
-        Ok(Connection { conn })
+        Ok(Connection { conn, keeper: None })
+    }
+
+    /// The feedback keeper of this connection, started at the first call
+    /// (call once streaming: it sends CopyData). An error says why it
+    /// cannot run (libpq not usable, no thread); the worker then works as
+    /// before, with no feedback during local work.
+    pub(crate) fn feedback_keeper(&mut self) -> Result<KeeperHandle, String> {
+        let k = match self.keeper.take() {
+            Some(k) => k,
+            None => self.start_keeper()?,
+        };
+        let handle = k.handle();
+        self.keeper = Some(k);
+        Ok(handle)
+    }
+
+    fn start_keeper(&mut self) -> Result<keeper::Keeper, String> {
+        let lib = libpq::libpq()?;
+        // SAFETY: libpqwalreceiver's `struct WalReceiverConn` starts with
+        // its `PGconn *streamConn` (PostgreSQL 15, libpqwalreceiver.c); the
+        // struct is live until walrcv_disconnect in our drop, which stops
+        // the keeper first. That PGconn was made by the libpq `lib` found
+        // (the one libpqwalreceiver links).
+        let conn = unsafe { PgConn::from_raw(*self.conn.cast::<*mut c_void>()) }.ok_or("no libpq connection")?;
+        // SAFETY: main thread, no keeper running yet.
+        let fd = unsafe { lib.socket(conn) };
+        if fd < 0 {
+            return Err("the connection has no socket".into());
+        }
+        keeper::Keeper::start(conn, fd, lib).ok_or_else(|| "could not start a thread".into())
+    }
+
+    /// Before the main thread touches the connection: the keeper must not.
+    fn quiesce(&self) {
+        if let Some(k) = &self.keeper {
+            k.quiesce();
+        }
     }
 
     /// Run a command; rows (all as text) when it returns tuples.
     pub(crate) fn exec(&mut self, query: &str, ncols: usize) -> Result<Vec<Vec<Option<String>>>, WalRcvError> {
+        self.quiesce();
         let q = CString::new(query).map_err(|_| WalRcvError("query contains a NUL byte".into()))?;
         let types = vec![pg_sys::TEXTOID; ncols.max(1)];
         // SAFETY: a live connection; the result is freed below.
@@ -90,6 +140,7 @@ impl Connection {
 
     /// The next CopyData message, if one is buffered.
     pub(crate) fn receive(&mut self) -> Received<'_> {
+        self.quiesce();
         let mut buf: *mut c_char = std::ptr::null_mut();
         let mut fd: pg_sys::pgsocket = -1;
         // SAFETY: a live connection in COPY BOTH mode; the buffer stays valid
@@ -104,6 +155,7 @@ impl Connection {
     }
 
     pub(crate) fn send(&mut self, msg: &[u8]) {
+        self.quiesce();
         // SAFETY: a live connection; msg has msg.len() bytes.
         guarded(|| unsafe {
             (functions().walrcv_send.expect("bound"))(self.conn, msg.as_ptr().cast(), msg.len() as i32)
@@ -113,6 +165,8 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // Stops and joins the keeper's thread: it never sees a closed connection.
+        drop(self.keeper.take());
         // SAFETY: disconnects once; the pointer is not used afterwards.
         guarded(|| unsafe { (functions().walrcv_disconnect.expect("bound"))(self.conn) })
     }

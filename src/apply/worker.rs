@@ -4,7 +4,10 @@
 //! story of a session; its parts live beside it:
 //!
 //! - `worker/stream.rs`: the stream loop, feedback, pings and the receive
-//!   timeout (with the pure `flush.rs` and `keepalive.rs`);
+//!   timeout (with the pure `flush.rs` and `keepalive.rs`); while a document
+//!   is applied (a DDL replay can take minutes) the connection's feedback
+//!   keeper (`walrcv/keeper.rs`) keeps the publisher's `wal_sender_timeout`
+//!   from ending the connection;
 //! - `worker/documents.rs`: applying one document (BEGIN, rows, TRUNCATE,
 //!   DDL, COMMIT) in the remote transaction's local transaction;
 //! - `worker/failure.rs`: after a failed session (rollback with the origin

@@ -2,6 +2,14 @@
 //! send feedback (what `FlushTracker` allows as flushed), ping and give up
 //! a silent connection (`ReceiveTimer`, `wal_receiver_timeout`), and pause
 //! before a remote transaction while a table copy is being committed.
+//!
+//! Local work between two receives (applying a document: a replayed DDL
+//! that builds an index for minutes, a slow trigger, a lock wait; sync
+//! housekeeping) runs with the connection's feedback keeper armed
+//! (`walrcv/keeper.rs`): it repeats, from a helper thread, the positions the
+//! flush tracker allows when the work starts, so the publisher's
+//! `wal_sender_timeout` does not end the connection under a long replay.
+//! The main thread does not touch the connection while it is armed.
 
 use super::{Stop, Worker};
 use crate::apply::flush::FlushTracker;
@@ -9,7 +17,7 @@ use crate::apply::keepalive::{Due, ReceiveTimer};
 use crate::apply::origin::Applying;
 use crate::apply::protocol::{self, Inbound, RemoteRel};
 use crate::apply::status::{self, WorkerState};
-use crate::apply::walrcv::{Connection, Received};
+use crate::apply::walrcv::{Busy, Connection, KeeperHandle, Received};
 use crate::ffi::worker::{self as backend, now_ts};
 use crate::ffi::{self, ContextSwitch};
 use std::time::{Duration, Instant};
@@ -84,6 +92,31 @@ impl Session {
             unreported: 0,
         }
     }
+
+    /// Applied work is open: a remote transaction, or queued TRUNCATEs.
+    fn work_open(&self) -> bool {
+        self.in_txn || !self.truncates.is_empty()
+    }
+
+    /// Arm the feedback keeper for local work. It reports what the flush
+    /// tracker allows now — never more than durably applied (without even
+    /// the local-flush refresh `feedback` does, so at most what that would
+    /// report) — for as long as the work runs.
+    fn busy<'k>(&self, keeper: Option<&'k KeeperHandle>) -> Option<Busy<'k>> {
+        let write = self.last_received;
+        let flush = self.flush.report(write, self.work_open());
+        keeper.map(|k| k.busy(write, flush, self.last_feedback))
+    }
+
+    /// The local work armed with [`Session::busy`] is over. When it was long
+    /// enough for the keeper to speak, the connection was not read all that
+    /// time: the receive timeout counts from now, not from the last message
+    /// read before the work.
+    fn idle(&mut self, busy: Option<Busy<'_>>) {
+        if busy.is_some_and(Busy::finish) {
+            self.timer.received(now_ts());
+        }
+    }
 }
 
 impl Worker {
@@ -141,6 +174,13 @@ impl Worker {
     }
 
     pub(super) fn stream(&mut self, conn: &mut Connection, ses: &mut Session) -> Result<Stop, String> {
+        let keeper = match conn.feedback_keeper() {
+            Ok(k) => Some(k),
+            Err(why) => {
+                warn_no_keeper(&why);
+                None
+            }
+        };
         loop {
             backend::check_for_interrupts();
             if ses.displaced {
@@ -176,12 +216,18 @@ impl Worker {
                                 if ses.displaced || ses.reload {
                                     continue;
                                 }
+                                let busy = ses.busy(keeper.as_ref());
                                 self.apply_message(ses, &owned, start)?;
+                                ses.idle(busy);
                             } else {
+                                let busy = ses.busy(keeper.as_ref());
                                 self.apply_message(ses, payload, start)?;
+                                ses.idle(busy);
                             }
                             if !ses.in_txn {
+                                let busy = ses.busy(keeper.as_ref());
                                 self.sync_housekeeping(ses.last_received);
+                                ses.idle(busy);
                             }
                         }
                         Inbound::Keepalive { wal_end, send_time, reply_requested } => {
@@ -207,7 +253,9 @@ impl Worker {
                         if status::generation(self.dboid, self.subid) != self.generation {
                             return Ok(Stop::Reload);
                         }
+                        let busy = ses.busy(keeper.as_ref());
                         self.sync_housekeeping(ses.last_received);
+                        ses.idle(busy);
                     }
                     self.feedback(conn, ses, false);
                     let timeout_ms = backend::wal_receiver_timeout_ms();
@@ -246,7 +294,7 @@ impl Worker {
     pub(super) fn feedback(&self, conn: &mut Connection, ses: &mut Session, force: bool) {
         ses.flush.local_flush(backend::local_flush_lsn());
         let write = ses.last_received;
-        let flush = ses.flush.report(write, ses.in_txn || !ses.truncates.is_empty());
+        let flush = ses.flush.report(write, ses.work_open());
         if !force && (write, flush) == ses.last_reported && ses.last_feedback.elapsed() < Duration::from_secs(10) {
             return;
         }
@@ -261,10 +309,22 @@ impl Worker {
 
     pub(super) fn send_status(&self, conn: &mut Connection, ses: &mut Session, request_reply: bool) {
         let write = ses.last_received;
-        let flush = ses.flush.report(write, ses.in_txn || !ses.truncates.is_empty());
+        let flush = ses.flush.report(write, ses.work_open());
         let msg = protocol::status_update(write, flush, flush, now_ts(), request_reply);
         conn.send(&msg);
         ses.last_reported = (write, flush);
         ses.last_feedback = Instant::now();
+    }
+}
+
+/// Once per process: the feedback keeper cannot run here, so a local work
+/// longer than the publisher's `wal_sender_timeout` loses the connection.
+fn warn_no_keeper(why: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        pgrx::warning!(
+            "logical_ext: no feedback to the publisher during long local work ({why}); a replayed DDL or \
+             trigger running longer than the publisher's wal_sender_timeout will lose the connection"
+        );
     }
 }
