@@ -51,6 +51,14 @@ impl FlushTracker {
         !self.pending.is_empty()
     }
 
+    /// `flush` was reported. When it was more than the last flushed commit
+    /// (nothing was pending: all received counted as flushed), later
+    /// reports start from it: PostgreSQL 15 lets a slot's
+    /// `confirmed_flush_lsn` move backwards, so reports must not.
+    pub(crate) fn reported(&mut self, flush: u64) {
+        self.flushed = self.flushed.max(flush);
+    }
+
     /// The flush position to report, given what was received and whether
     /// applied work is still open (a remote transaction or queued TRUNCATEs).
     pub(crate) fn report(&self, received: u64, work_open: bool) -> u64 {
@@ -84,6 +92,16 @@ mod tests {
         assert_eq!(t.report(400, false), 400, "nothing pending: all received");
         assert!(!t.waiting());
         assert_eq!(t.report(400, true), 300);
+    }
+
+    #[test]
+    fn an_idle_report_is_not_taken_back() {
+        let mut t = FlushTracker::new(100);
+        let idle = t.report(500, false);
+        t.reported(idle);
+        t.committed(600, 1_000);
+        assert_eq!(t.report(700, false), 500, "a pending commit holds the report at what was already reported");
+        assert_eq!(t.report(700, true), 500);
     }
 
     #[test]

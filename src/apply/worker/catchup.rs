@@ -111,6 +111,10 @@ impl Worker {
     /// module notes).
     fn follow(&mut self, conn: &mut Connection, ses: &mut Session, until: u64) -> Result<(), String> {
         let mut last_ping = Instant::now();
+        // As in the apply worker's stream: feedback keeps flowing while a
+        // change waits (a lock, a slow trigger); without a keeper the
+        // catch-up still works, a very long wait just costs a new copy.
+        let keeper = conn.feedback_keeper().ok();
         loop {
             backend::check_for_interrupts();
             if !ses.in_txn && ses.last_received >= until {
@@ -126,7 +130,9 @@ impl Worker {
                                 return Ok(());
                             }
                             ses.last_received = ses.last_received.max(start).max(wal_end);
+                            let busy = ses.busy(keeper.as_ref());
                             self.apply_message(ses, payload, start)?;
+                            ses.idle(busy);
                         }
                         Inbound::Keepalive { wal_end, reply_requested, .. } => {
                             ses.last_received = ses.last_received.max(wal_end);

@@ -102,7 +102,7 @@ impl Session {
     /// tracker allows now — never more than durably applied (without even
     /// the local-flush refresh `feedback` does, so at most what that would
     /// report) — for as long as the work runs.
-    fn busy<'k>(&self, keeper: Option<&'k KeeperHandle>) -> Option<Busy<'k>> {
+    pub(super) fn busy<'k>(&self, keeper: Option<&'k KeeperHandle>) -> Option<Busy<'k>> {
         let write = self.last_received;
         let flush = self.flush.report(write, self.work_open());
         keeper.map(|k| k.busy(write, flush, self.last_feedback))
@@ -112,7 +112,7 @@ impl Session {
     /// enough for the keeper to speak, the connection was not read all that
     /// time: the receive timeout counts from now, not from the last message
     /// read before the work.
-    fn idle(&mut self, busy: Option<Busy<'_>>) {
+    pub(super) fn idle(&mut self, busy: Option<Busy<'_>>) {
         if busy.is_some_and(Busy::finish) {
             self.timer.received(now_ts());
         }
@@ -312,6 +312,7 @@ impl Worker {
         let flush = ses.flush.report(write, ses.work_open());
         let msg = protocol::status_update(write, flush, flush, now_ts(), request_reply);
         conn.send(&msg);
+        ses.flush.reported(flush);
         ses.last_reported = (write, flush);
         ses.last_feedback = Instant::now();
     }
