@@ -1,12 +1,13 @@
-//! `ALTER EXTENSION logical_ext UPDATE` from 0.1.0 gives exactly a fresh
-//! installation: the same member objects, columns, constraints, indexes,
+//! `ALTER EXTENSION logical_ext UPDATE` from every released version (0.1.0,
+//! 0.2.0) gives exactly a fresh installation: the same member objects, columns, constraints, indexes,
 //! reloptions, grants (table, column and function ACLs), function attributes
 //! (SECURITY DEFINER, search_path, volatility, strictness, bodies), views,
 //! event triggers and comments.
 //!
-//! The 0.1.0 install script is `fixtures/logical_ext--0.1.0.sql` (what
-//! `cargo pgrx schema` generated for the 0.1.0 release, commit 11a06af); the
-//! test installs it next to the installed extension's files.
+//! The released install scripts are `fixtures/logical_ext--<version>.sql`
+//! (what `cargo pgrx schema` generated for each release: 0.1.0 at commit
+//! 11a06af, 0.2.0 at commit ec80564); the test installs them next to the
+//! installed extension's files.
 
 use logical_ext_pg_test::*;
 use std::path::PathBuf;
@@ -92,46 +93,60 @@ fn describe(c: &Cluster, db: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The released versions an installation may be upgraded from.
+const RELEASED: &[&str] = &["0.1.0", "0.2.0"];
+
 #[test]
 fn upgraded_equals_fresh() {
-    // Always the released script (a development build may have left another
-    // logical_ext--0.1.0.sql there).
-    let script = sharedir().join("extension/logical_ext--0.1.0.sql");
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/logical_ext--0.1.0.sql");
-    std::fs::copy(&fixture, &script)
-        .unwrap_or_else(|e| panic!("install {} as {}: {e}", fixture.display(), script.display()));
+    // Always the released scripts (a development build may have left other
+    // files under these names there).
+    for version in RELEASED {
+        let script = sharedir().join(format!("extension/logical_ext--{version}.sql"));
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/logical_ext--{version}.sql"));
+        std::fs::copy(&fixture, &script)
+            .unwrap_or_else(|e| panic!("install {} as {}: {e}", fixture.display(), script.display()));
+    }
     let c = Cluster::start("upgrade", &["shared_preload_libraries = 'logical_ext'"]);
     c.exec("CREATE DATABASE fresh");
-    c.exec("CREATE DATABASE upgraded");
     c.client_db("fresh").batch_execute("CREATE EXTENSION logical_ext").unwrap();
-    let mut up = c.client_db("upgraded");
-    up.batch_execute("CREATE EXTENSION logical_ext VERSION '0.1.0'")
-        .unwrap_or_else(|e| panic!("installing 0.1.0: {}", describe_error(&e)));
-    // The new library with the old SQL objects: users' DDL keeps working
-    // (capture refuses with a WARNING instead of failing it).
-    up.batch_execute(
-        "CREATE TABLE public.t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE public.t;
-         ALTER TABLE public.t ADD COLUMN v int",
-    )
-    .unwrap_or_else(|e| panic!("DDL between the library upgrade and ALTER EXTENSION: {}", describe_error(&e)));
-    up.batch_execute("ALTER EXTENSION logical_ext UPDATE")
-        .unwrap_or_else(|e| panic!("ALTER EXTENSION UPDATE: {}", describe_error(&e)));
-    up.batch_execute("ALTER TABLE public.t ADD COLUMN w int").unwrap();
-    let replicated: i64 = up
-        .query_one("SELECT count(*) FROM logical_ext.ddl_log WHERE replicated AND digest IS NOT NULL", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(replicated, 1, "capture works once upgraded");
-    let (fresh, upgraded) = (describe(&c, "fresh"), describe(&c, "upgraded"));
-    let mut diffs = Vec::new();
-    for ((name, f), (_, u)) in fresh.iter().zip(&upgraded) {
-        for line in f.iter().filter(|l| !u.contains(l)) {
-            diffs.push(format!("{name}: only fresh:    {line}"));
-        }
-        for line in u.iter().filter(|l| !f.contains(l)) {
-            diffs.push(format!("{name}: only upgraded: {line}"));
-        }
-    }
-    assert!(diffs.is_empty(), "an upgraded 0.1.0 differs from a fresh install:\n{}", diffs.join("\n"));
+    let fresh = describe(&c, "fresh");
     assert!(fresh[0].1.len() > 30, "the extension has its objects: {:?}", fresh[0].1);
+    for (i, version) in RELEASED.iter().enumerate() {
+        let db = format!("upgraded{i}");
+        c.exec(&format!("CREATE DATABASE {db}"));
+        let mut up = c.client_db(&db);
+        up.batch_execute(&format!("CREATE EXTENSION logical_ext VERSION '{version}'"))
+            .unwrap_or_else(|e| panic!("installing {version}: {}", describe_error(&e)));
+        // The new library with the old SQL objects: users' DDL keeps working
+        // (capture refuses with a WARNING instead of failing it).
+        up.batch_execute(
+            "CREATE TABLE public.t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE public.t;
+             ALTER TABLE public.t ADD COLUMN v int",
+        )
+        .unwrap_or_else(|e| {
+            panic!("{version}: DDL between the library upgrade and ALTER EXTENSION: {}", describe_error(&e))
+        });
+        up.batch_execute("ALTER EXTENSION logical_ext UPDATE")
+            .unwrap_or_else(|e| panic!("ALTER EXTENSION UPDATE from {version}: {}", describe_error(&e)));
+        up.batch_execute("ALTER TABLE public.t ADD COLUMN w int").unwrap();
+        let replicated: i64 = up
+            .query_one(
+                "SELECT count(*) FROM logical_ext.ddl_log WHERE replicated AND digest IS NOT NULL AND command ~ 'ADD COLUMN w'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(replicated, 1, "capture works once upgraded from {version}");
+        let upgraded = describe(&c, &db);
+        let mut diffs = Vec::new();
+        for ((name, f), (_, u)) in fresh.iter().zip(&upgraded) {
+            for line in f.iter().filter(|l| !u.contains(l)) {
+                diffs.push(format!("{name}: only fresh:    {line}"));
+            }
+            for line in u.iter().filter(|l| !f.contains(l)) {
+                diffs.push(format!("{name}: only upgraded: {line}"));
+            }
+        }
+        assert!(diffs.is_empty(), "an upgraded {version} differs from a fresh install:\n{}", diffs.join("\n"));
+    }
 }
