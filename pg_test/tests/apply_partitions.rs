@@ -124,6 +124,7 @@ fn via_root_into_another_layout() {
 /// (`publish_via_partition_root = false`). Subscriber: `m_1` is itself
 /// partitioned (by list on another column), `m_2` a plain table.
 /// A cross-partition UPDATE on the publisher arrives as DELETE + INSERT.
+/// The initial copy refuses a partitioned target whose partitions have rows.
 /// `TRUNCATE ONLY m_1` reaches the partitions of the subscriber's
 /// partitioned `m_1`; a plain parent's inheritance child keeps its rows
 /// when the publisher truncates ONLY the parent.
@@ -147,9 +148,16 @@ fn partitions_into_another_layout() {
          CREATE TABLE m_1_x PARTITION OF m_1 DEFAULT;
          CREATE TABLE m_2 (id int, k int, v text, PRIMARY KEY (id, k));
          CREATE TABLE h (id int PRIMARY KEY, v text);
-         CREATE TABLE h_c (id int PRIMARY KEY, v text) INHERITS (h);",
+         CREATE TABLE h_c (id int PRIMARY KEY, v text) INHERITS (h);
+         INSERT INTO m_1 VALUES (-1, 5, 'already here');",
     );
     subscribe_copy(&pair, "s", &["p"], "");
+    // A partitioned target whose partitions hold rows is not empty: its copy
+    // is refused (it would duplicate rows) until it is emptied.
+    wait_tables(&pair, "s", "m_1 refused as not empty", |t| {
+        t.iter().any(|t| t.relation == "m_1" && t.last_error.as_deref().is_some_and(|e| e.contains("not empty")))
+    });
+    pair.sub_exec("TRUNCATE m_1");
     wait_all_ready(&pair, "s");
     pair.wait_caught_up("s");
     let same = |pair: &Pair| {
