@@ -111,13 +111,23 @@ fn via_root_into_another_layout() {
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["m"]);
 
-    // TRUNCATE of the root reaches the partitions.
+    // TRUNCATE of the root reaches the partitions. A partition's ENABLE
+    // ALWAYS row trigger fires for rows routed (or moved) into it.
+    pair.sub_exec(
+        "CREATE TABLE audit (id int);
+         CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN INSERT INTO public.audit VALUES (NEW.id); RETURN NULL; END$$;
+         CREATE TRIGGER audit_c AFTER INSERT ON ms_c FOR EACH ROW EXECUTE FUNCTION audit_row();
+         ALTER TABLE ms_c ENABLE ALWAYS TRIGGER audit_c;",
+    );
     pair.pub_exec("TRUNCATE m, pl");
-    pair.pub_exec("INSERT INTO m VALUES (5, 0, 'after'), (1600, 0, 'after')");
+    pair.pub_exec("INSERT INTO m VALUES (5, 0, 'after'), (6, 0, 'after'), (1600, 0, 'after')");
+    pair.pub_exec("UPDATE m SET id = 1700 WHERE id = 5");
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["m", "pl"]);
-    assert_eq!(spread(&pair, "m"), "ms_a:1 ms_c:1");
+    assert_eq!(spread(&pair, "m"), "ms_a:1 ms_c:2");
     assert_eq!(pair.subscriber.psql("SELECT count(*) FROM pl"), "0");
+    assert_eq!(pair.subscriber.psql("SELECT string_agg(id::text, ' ' ORDER BY id) FROM audit"), "1600 1700");
 }
 
 /// Publisher: `m` by range into 2, its partitions sent as themselves
