@@ -197,3 +197,52 @@ fn partitions_into_another_layout() {
     pair.wait_caught_up("s");
     same(&pair);
 }
+
+/// What routing costs, beside a native subscription applying the same
+/// stream into the same layouts in a second subscriber database: 100k
+/// inserts and 100k updates into a plain table and into a table the
+/// subscriber partitions by range into 3. Figures and ratios are printed;
+/// only row-exactness is asserted.
+#[test]
+fn routing_cost_beside_native() {
+    let pair = Pair::start("part_cost");
+    let parted = "CREATE TABLE parted (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (MINVALUE) TO (35000);
+         CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (35000) TO (70000);
+         CREATE TABLE parted_3 PARTITION OF parted FOR VALUES FROM (70000) TO (MAXVALUE);
+         CREATE TABLE plain (id int PRIMARY KEY, v text);";
+    pair.pub_exec("CREATE TABLE plain (id int PRIMARY KEY, v text); CREATE TABLE parted (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE plain, parted");
+    pair.sub_exec(parted);
+    pair.sub_exec("CREATE DATABASE native");
+    exec(&mut pair.subscriber.client_db("native"), parted);
+    pair.subscribe("s", &["p"], "");
+    pair.subscribe_native("native", "ns", &["p"], "");
+    pair.wait_streaming("s");
+    pair.wait_slots_caught_up(&["s", "ns"], "s", std::time::Instant::now());
+    let mut figures = Vec::new();
+    for t in ["plain", "parted"] {
+        for (what, sql) in [
+            ("insert", format!("INSERT INTO {t} SELECT g, 'x' || g FROM generate_series(1, 100000) g")),
+            ("update", format!("UPDATE {t} SET v = v || 'u'")),
+        ] {
+            let start = std::time::Instant::now();
+            pair.pub_exec(&sql);
+            let took = pair.wait_slots_caught_up(&["s", "ns"], "s", start);
+            println!("FIGURE {what} 100k into {t}: logical_ext {:?}, native {:?}", took[0], took[1]);
+            figures.push(took);
+        }
+        pair.assert_same(&format!("SELECT * FROM {t}"), "id");
+        pair.assert_same_in("native", &format!("SELECT * FROM {t}"), "id");
+    }
+    let secs = |d: std::time::Duration| d.as_secs_f64().max(1e-3);
+    for (i, what) in ["insert", "update"].iter().enumerate() {
+        let (plain, parted) = (&figures[i], &figures[i + 2]);
+        println!(
+            "RATIO {what}: partitioned/plain logical_ext {:.2}, native {:.2}; logical_ext/native partitioned {:.2}",
+            secs(parted[0]) / secs(plain[0]),
+            secs(parted[1]) / secs(plain[1]),
+            secs(parted[0]) / secs(parted[1])
+        );
+    }
+}
