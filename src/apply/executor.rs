@@ -15,13 +15,22 @@
 //! run with more privileges than the role that defined them. The
 //! subscription option `run_as_owner` opts out (changes are then applied as
 //! the subscription owner, as PostgreSQL 15 does).
+//!
+//! A partitioned target routes each row to its leaf (`routing.rs`): the
+//! `Target` of the partitioned table keeps its rows in the root's layout
+//! (what the worker builds from the remote columns) and opens a nested
+//! `Target` per leaf it routes to; located rows remember their leaf. Nested
+//! targets share the addressed target's AFTER-trigger query level, which is
+//! ended (firing the leaves' AFTER ROW triggers) when it is dropped.
 
 use super::protocol::Column;
 use super::relation::LocalRel;
+use super::routing::{self, Router};
 use crate::ffi;
 use crate::ffi::identity::AsRole;
 use pgrx::pg_sys;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 thread_local! {
     /// `run_as_owner` of the subscription this process applies.
@@ -42,7 +51,21 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 /// A located local row (locked until the end of the transaction).
-pub(crate) struct LocalRow(*mut pg_sys::TupleTableSlot);
+pub(crate) struct LocalRow {
+    /// The row as stored (in its leaf, for a partitioned target).
+    slot: *mut pg_sys::TupleTableSlot,
+    /// The row in the layout of the target that found it (the root's, for
+    /// a partitioned target; else `slot`).
+    view: *mut pg_sys::TupleTableSlot,
+    /// The leaf it lives in (index into the target's open leaves).
+    leaf: Option<usize>,
+}
+
+impl LocalRow {
+    fn plain(slot: *mut pg_sys::TupleTableSlot) -> LocalRow {
+        LocalRow { slot, view: slot, leaf: None }
+    }
+}
 
 /// Who committed a local row: (replication origin, commit timestamp).
 pub(crate) struct RowWriter {
@@ -68,7 +91,7 @@ impl LocalRow {
                 return None;
             }
             let mut should_free = false;
-            let tup = pg_sys::ExecFetchSlotHeapTuple(self.0, false, &mut should_free);
+            let tup = pg_sys::ExecFetchSlotHeapTuple(self.slot, false, &mut should_free);
             let header = &*(*tup).t_data;
             if u32::from(header.t_infomask) & pg_sys::HEAP_XMIN_FROZEN == pg_sys::HEAP_XMIN_FROZEN {
                 return None;
@@ -86,19 +109,19 @@ impl LocalRow {
         // SAFETY: the slot holds a row of `rel`; output functions of the
         // columns' types render non-null values.
         unsafe {
-            pg_sys::slot_getallattrs(self.0);
-            let desc = (*self.0).tts_tupleDescriptor;
+            pg_sys::slot_getallattrs(self.view);
+            let desc = (*self.view).tts_tupleDescriptor;
             for (i, name) in rel.names.iter().enumerate() {
                 if rel.inputs[i].is_none() {
                     continue;
                 }
-                let v = if *(*self.0).tts_isnull.add(i) {
+                let v = if *(*self.view).tts_isnull.add(i) {
                     serde_json::Value::Null
                 } else {
                     let att = &*(*desc).attrs.as_ptr().add(i);
                     let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
                     pg_sys::getTypeOutputInfo(att.atttypid, &mut func, &mut varlena);
-                    let text = pg_sys::OidOutputFunctionCall(func, *(*self.0).tts_values.add(i));
+                    let text = pg_sys::OidOutputFunctionCall(func, *(*self.view).tts_values.add(i));
                     serde_json::Value::String(ffi::cstr_to_string(text))
                 };
                 m.insert(name.clone(), v);
@@ -108,17 +131,55 @@ impl LocalRow {
     }
 
     fn same_row(&self, other: &LocalRow) -> bool {
-        // SAFETY: both slots hold located tuples with valid TIDs.
-        unsafe { pg_sys::ItemPointerEquals(&mut (*self.0).tts_tid, &mut (*other.0).tts_tid) }
+        // SAFETY: both slots hold located tuples with valid TIDs (TIDs of
+        // different leaves are different rows).
+        self.leaf == other.leaf
+            && unsafe { pg_sys::ItemPointerEquals(&mut (*self.slot).tts_tid, &mut (*other.slot).tts_tid) }
     }
+}
+
+/// The relation entry a target applies to: the addressed one (borrowed from
+/// the relation map) or a leaf partition's (shared with the map's entry).
+pub(crate) enum RelRef<'r> {
+    Addressed(&'r LocalRel),
+    Leaf(Rc<LocalRel>),
+}
+
+impl std::ops::Deref for RelRef<'_> {
+    type Target = LocalRel;
+    fn deref(&self) -> &LocalRel {
+        match self {
+            RelRef::Addressed(r) => r,
+            RelRef::Leaf(r) => r,
+        }
+    }
+}
+
+/// A leaf partition a partitioned target routed rows to.
+struct Leaf<'r> {
+    target: Target<'r>,
+    /// Leaf attribute ← root attribute, and root ← leaf (by name).
+    from_root: Vec<Option<usize>>,
+    to_root: Vec<Option<usize>>,
+}
+
+/// Routing state of a partitioned target.
+struct Parts<'r> {
+    router: Option<Router>,
+    leaves: RefCell<Vec<Leaf<'r>>>,
 }
 
 /// Executor state for one change on one relation.
 pub(crate) struct Target<'r> {
-    pub(crate) rel: &'r LocalRel,
+    pub(crate) rel: RelRef<'r>,
     relation: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     rri: *mut pg_sys::ResultRelInfo,
+    /// A leaf opened by a partitioned target: AFTER triggers belong to the
+    /// partitioned target's query level.
+    nested: bool,
+    /// Set for a partitioned table.
+    parts: Option<Parts<'r>>,
     /// Dropped last: the executor is torn down (AFTER triggers fire) while
     /// still running as the table owner.
     _as_owner: Option<AsRole>,
@@ -127,17 +188,25 @@ pub(crate) struct Target<'r> {
 impl<'r> Target<'r> {
     /// Open `rel` for a change (inside a transaction with an active snapshot).
     pub(crate) fn open(rel: &'r LocalRel) -> Target<'r> {
+        Target::open_ref(RelRef::Addressed(rel), false)
+    }
+
+    fn open_ref(rel: RelRef<'r>, nested: bool) -> Target<'r> {
         // SAFETY: the standard executor set-up of worker.c's
         // create_edata_for_relation, all in the current memory context.
         unsafe {
             let relation = pg_sys::table_open(rel.relid, pg_sys::RowExclusiveLock as i32);
-            if (*(*relation).rd_rel).relkind as u8 != pg_sys::RELKIND_RELATION {
+            let kind = (*(*relation).rd_rel).relkind as u8;
+            if kind != pg_sys::RELKIND_RELATION && kind != pg_sys::RELKIND_PARTITIONED_TABLE {
                 ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!("logical_ext: cannot apply changes to \"{}\": only plain tables are supported as targets", rel.display),
+                    format!(
+                        "logical_ext: cannot apply changes to \"{}\": only tables and partitioned tables are supported as targets",
+                        rel.display
+                    ),
                     function_name!(),
                 )
-                .set_hint("Publish the partitions (publish_via_partition_root = false) and create them as plain tables on the subscriber.")
+                .set_hint("Foreign tables, views and other relations (also as partitions) cannot receive replicated rows; use a table.")
                 .report(PgLogLevel::ERROR);
             }
             let as_owner = as_table_owner((*(*relation).rd_rel).relowner);
@@ -153,10 +222,68 @@ impl<'r> Target<'r> {
             (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
             pg_sys::InitResultRelInfo(rri, relation, 1, std::ptr::null_mut(), 0);
             (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
-            pg_sys::AfterTriggerBeginQuery();
-            pg_sys::ExecOpenIndices(rri, false);
-            Target { rel, relation, estate, rri, _as_owner: as_owner }
+            if !nested {
+                pg_sys::AfterTriggerBeginQuery();
+            }
+            let parts = if kind == pg_sys::RELKIND_PARTITIONED_TABLE {
+                Some(Parts { router: Some(Router::open(estate, rri, relation)), leaves: RefCell::new(Vec::new()) })
+            } else {
+                pg_sys::ExecOpenIndices(rri, false);
+                None
+            };
+            Target { rel, relation, estate, rri, nested, parts, _as_owner: as_owner }
         }
+    }
+
+    /// Partitioned target: the index of the open leaf `row` (root layout,
+    /// complete) belongs to, opening it on first use.
+    fn route(&self, parts: &Parts<'r>, row: *mut pg_sys::TupleTableSlot) -> usize {
+        let relid = parts.router.as_ref().expect("open until drop").leaf_for(row);
+        if let Some(i) = parts.leaves.borrow().iter().position(|l| l.target.rel.relid == relid) {
+            return i;
+        }
+        let entry = self.rel.leaf(relid);
+        let from_root = routing::name_map(&entry.names, &self.rel.names);
+        let to_root = routing::name_map(&self.rel.names, &entry.names);
+        let target = Target::open_ref(RelRef::Leaf(entry), true);
+        let mut leaves = parts.leaves.borrow_mut();
+        leaves.push(Leaf { target, from_root, to_root });
+        leaves.len() - 1
+    }
+
+    /// `src` (a row of another layout) copied into a new virtual slot of
+    /// this target's layout through `map` (this attribute ← src attribute).
+    fn convert(&self, src: *mut pg_sys::TupleTableSlot, map: &[Option<usize>]) -> *mut pg_sys::TupleTableSlot {
+        let slot = self.virtual_slot();
+        // SAFETY: datums are copied by value/reference; both slots live in
+        // executor states that outlive this change's use of them.
+        unsafe {
+            pg_sys::slot_getallattrs(src);
+            for (i, from) in map.iter().enumerate() {
+                if let Some(j) = *from {
+                    *(*slot).tts_values.add(i) = *(*src).tts_values.add(j);
+                    *(*slot).tts_isnull.add(i) = *(*src).tts_isnull.add(j);
+                }
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+        }
+        slot
+    }
+
+    /// Route `row` (root layout) to its leaf: (leaf index, the row in the
+    /// leaf's layout).
+    fn to_leaf(&self, parts: &Parts<'r>, row: *mut pg_sys::TupleTableSlot) -> (usize, *mut pg_sys::TupleTableSlot) {
+        let i = self.route(parts, row);
+        let leaves = parts.leaves.borrow();
+        let converted = leaves[i].target.convert(row, &leaves[i].from_root);
+        (i, converted)
+    }
+
+    /// A row found in leaf `i`, with its view in the root's layout.
+    fn found_in(&self, parts: &Parts<'r>, i: usize, found: Option<LocalRow>) -> Option<LocalRow> {
+        let found = found?;
+        let view = self.convert(found.slot, &parts.leaves.borrow()[i].to_root);
+        Some(LocalRow { slot: found.slot, view, leaf: Some(i) })
     }
 
     /// A virtual slot of the relation's row type, all NULL.
@@ -174,7 +301,7 @@ impl<'r> Target<'r> {
     /// The new row of an INSERT: the sent columns, defaults for the others.
     pub(crate) fn new_row(&self, cols: &[Column<'_>], scratch: &mut Vec<u8>) -> *mut pg_sys::TupleTableSlot {
         let slot = self.virtual_slot();
-        let present = store(self.rel, slot, cols, scratch);
+        let present = store(&self.rel, slot, cols, scratch);
         self.fill_defaults(slot, &present);
         // SAFETY: a complete virtual tuple of the relation.
         unsafe { pg_sys::ExecStoreVirtualTuple(slot) };
@@ -194,11 +321,11 @@ impl<'r> Target<'r> {
         // SAFETY: copies the located row's datums (valid while it stays in
         // its slot) into the new slot.
         unsafe {
-            pg_sys::slot_getallattrs(local.0);
-            std::ptr::copy_nonoverlapping((*local.0).tts_values, (*slot).tts_values, n);
-            std::ptr::copy_nonoverlapping((*local.0).tts_isnull, (*slot).tts_isnull, n);
+            pg_sys::slot_getallattrs(local.view);
+            std::ptr::copy_nonoverlapping((*local.view).tts_values, (*slot).tts_values, n);
+            std::ptr::copy_nonoverlapping((*local.view).tts_isnull, (*slot).tts_isnull, n);
         }
-        store(self.rel, slot, cols, scratch);
+        store(&self.rel, slot, cols, scratch);
         // SAFETY: a complete virtual tuple.
         unsafe { pg_sys::ExecStoreVirtualTuple(slot) };
         slot
@@ -228,7 +355,7 @@ impl<'r> Target<'r> {
     /// Find the row identified by `key` (the replica identity values).
     pub(crate) fn find(&self, key: &[Column<'_>], scratch: &mut Vec<u8>) -> Option<LocalRow> {
         let search = self.virtual_slot();
-        let present = store(self.rel, search, key, scratch);
+        let present = store(&self.rel, search, key, scratch);
         let missing = match &self.rel.key {
             Some((_, cols)) => cols.iter().any(|&c| !present[c]),
             None => (0..self.rel.natts).any(|i| self.rel.inputs[i].is_some() && !present[i]),
@@ -255,6 +382,13 @@ impl<'r> Target<'r> {
         }
         // SAFETY: a virtual slot whose values were just set.
         unsafe { pg_sys::ExecStoreVirtualTuple(search) };
+        if let Some(parts) = &self.parts {
+            // The key includes the partition key (unique indexes of a
+            // partitioned table must): it routes to the row's leaf.
+            let i = self.route(parts, search);
+            let found = parts.leaves.borrow()[i].target.find(key, scratch);
+            return self.found_in(parts, i, found);
+        }
         match &self.rel.key {
             Some((idx, _)) => self.find_by_index(*idx, search),
             None => {
@@ -267,7 +401,7 @@ impl<'r> Target<'r> {
                         search,
                         local,
                     )
-                    .then_some(LocalRow(local))
+                    .then_some(LocalRow::plain(local))
                 }
             }
         }
@@ -284,13 +418,18 @@ impl<'r> Target<'r> {
                 search,
                 local,
             )
-            .then_some(LocalRow(local))
+            .then_some(LocalRow::plain(local))
         }
     }
 
     /// A local row (other than `except`) that `row` would collide with on a
     /// unique index, if any.
     pub(crate) fn find_unique(&self, row: *mut pg_sys::TupleTableSlot, except: Option<&LocalRow>) -> Option<LocalRow> {
+        if let Some(parts) = &self.parts {
+            let (i, leaf_row) = self.to_leaf(parts, row);
+            let found = parts.leaves.borrow()[i].target.find_unique(leaf_row, None);
+            return self.found_in(parts, i, found).filter(|f| !except.is_some_and(|e| e.same_row(f)));
+        }
         for (idx, keys) in &self.rel.uniques {
             // SAFETY: the slot has natts entries; NULL keys never collide.
             if keys.iter().any(|&k| unsafe { *(*row).tts_isnull.add(k) }) {
@@ -307,28 +446,66 @@ impl<'r> Target<'r> {
     }
 
     pub(crate) fn insert(&self, row: *mut pg_sys::TupleTableSlot) {
+        if let Some(parts) = &self.parts {
+            let (i, leaf_row) = self.to_leaf(parts, row);
+            parts.leaves.borrow()[i].target.insert(leaf_row);
+            return;
+        }
         // SAFETY: a complete row of the relation.
         unsafe { pg_sys::ExecSimpleRelationInsert(self.rri, self.estate, row) }
     }
 
+    /// Whether `row` (this relation's layout) satisfies its partition
+    /// constraint (always, for a table that is not a partition).
+    fn fits(&self, row: *mut pg_sys::TupleTableSlot) -> bool {
+        // SAFETY: a complete row of the relation; the constraint is
+        // prepared in the executor state on first use.
+        unsafe {
+            !(*(*self.relation).rd_rel).relispartition || pg_sys::ExecPartitionCheck(self.rri, row, self.estate, false)
+        }
+    }
+
     pub(crate) fn update(&self, local: &LocalRow, row: *mut pg_sys::TupleTableSlot) {
+        if let Some(parts) = &self.parts {
+            let i = local.leaf.expect("rows of a partitioned target are found in a leaf");
+            {
+                let leaves = parts.leaves.borrow();
+                let leaf = &leaves[i];
+                let leaf_row = leaf.target.convert(row, &leaf.from_root);
+                if leaf.target.fits(leaf_row) {
+                    leaf.target.update(local, leaf_row);
+                    return;
+                }
+                // The new row belongs to another leaf: move it, as an UPDATE
+                // of the partition key does (delete here, insert where it
+                // routes; the borrow ends before routing may open a leaf).
+                leaf.target.delete(local);
+            }
+            self.insert(row);
+            return;
+        }
         // SAFETY: standard EPQ set-up around ExecSimpleRelationUpdate.
         unsafe {
             let mut epq = pg_sys::EPQState::default();
             pg_sys::EvalPlanQualInit(&mut epq, self.estate, std::ptr::null_mut(), std::ptr::null_mut(), -1);
             epq.origslot = row;
-            pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, &mut epq, local.0, row);
+            pg_sys::ExecSimpleRelationUpdate(self.rri, self.estate, &mut epq, local.slot, row);
             pg_sys::EvalPlanQualEnd(&mut epq);
         }
     }
 
     pub(crate) fn delete(&self, local: &LocalRow) {
+        if let Some(parts) = &self.parts {
+            let i = local.leaf.expect("rows of a partitioned target are found in a leaf");
+            parts.leaves.borrow()[i].target.delete(local);
+            return;
+        }
         // SAFETY: standard EPQ set-up around ExecSimpleRelationDelete.
         unsafe {
             let mut epq = pg_sys::EPQState::default();
             pg_sys::EvalPlanQualInit(&mut epq, self.estate, std::ptr::null_mut(), std::ptr::null_mut(), -1);
-            epq.origslot = local.0;
-            pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, &mut epq, local.0);
+            epq.origslot = local.slot;
+            pg_sys::ExecSimpleRelationDelete(self.rri, self.estate, &mut epq, local.slot);
             pg_sys::EvalPlanQualEnd(&mut epq);
         }
     }
@@ -340,10 +517,32 @@ impl Drop for Target<'_> {
             // An ERROR is unwinding: the transaction abort releases all of it.
             return;
         }
+        let parts = self.parts.take();
+        if let Some(mut parts) = parts {
+            // Leaves first, latest first, then the routing state (it lives
+            // in this target's executor state).
+            let leaves = parts.leaves.get_mut();
+            while let Some(leaf) = leaves.pop() {
+                drop(leaf);
+            }
+            // SAFETY: the leaves' AFTER ROW events were queued at this
+            // target's level; fire them while routing's result relations
+            // (where the events find their partitions) are still open.
+            unsafe { pg_sys::AfterTriggerEndQuery(self.estate) };
+            if let Some(router) = parts.router.take() {
+                router.close();
+            }
+        } else {
+            // SAFETY: tears down what `open` set up, once.
+            unsafe {
+                pg_sys::ExecCloseIndices(self.rri);
+                if !self.nested {
+                    pg_sys::AfterTriggerEndQuery(self.estate);
+                }
+            }
+        }
         // SAFETY: tears down what `open` set up, once.
         unsafe {
-            pg_sys::ExecCloseIndices(self.rri);
-            pg_sys::AfterTriggerEndQuery(self.estate);
             pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
             pg_sys::FreeExecutorState(self.estate);
             pg_sys::table_close(self.relation, pg_sys::NoLock as i32);
@@ -385,16 +584,23 @@ fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>],
 }
 
 /// TRUNCATE of the local relations `relids` in one statement, as the
-/// publisher did (its CASCADE already listed every relation).
+/// publisher did (its CASCADE already listed every relation); a partitioned
+/// one with all its partitions.
 pub(crate) fn truncate(relids: &[pg_sys::Oid], restart_identity: bool) {
     // SAFETY: relations are opened with AccessExclusiveLock as TRUNCATE needs,
     // truncated by the same code path as the TRUNCATE command, and closed
     // keeping their locks until commit.
     unsafe {
+        // A partitioned table's rows are in its partitions (routing.rs).
+        let relids = routing::truncate_closure(
+            relids,
+            |r| pg_sys::get_rel_relkind(r) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE,
+            |r| ffi::partition::all_inheritors(r, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE),
+        );
         let mut rels = std::ptr::null_mut();
         let mut ids = std::ptr::null_mut();
         let mut opened = Vec::new();
-        for &relid in relids {
+        for &relid in &relids {
             let r = pg_sys::table_open(relid, pg_sys::AccessExclusiveLock as i32);
             rels = pg_sys::lappend(rels, r.cast());
             ids = pg_sys::lappend_oid(ids, relid);

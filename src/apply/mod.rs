@@ -18,7 +18,8 @@
 //!   `crate::ffi::worker`.
 //! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
-//!   through the executor; `status.rs`: shared-memory worker status.
+//!   through the executor (`routing.rs`: partitioned targets route rows to
+//!   their leaf partitions); `status.rs`: shared-memory worker status.
 //! - `sync/`: initial table synchronization (copy before streaming,
 //!   resumable per table, `resync_table`, `refresh_subscription`);
 //!   `tablesync.rs`: the sync worker's life (copy, then catch the table up
@@ -41,6 +42,7 @@ mod origin;
 mod protocol;
 mod relation;
 mod resolver;
+mod routing;
 mod rows;
 pub(crate) mod settings;
 mod status;

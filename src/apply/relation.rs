@@ -6,6 +6,10 @@
 //! Entries are cached per remote relation and all dropped when a relcache
 //! invalidation arrives (an ALTER TABLE on the subscriber, or DDL applied by
 //! this worker), together with the memory context holding their FmgrInfos.
+//!
+//! A partitioned local table is a target too (`routing.rs`): its leaf
+//! partitions get entries of their own (own column order, indexes, replica
+//! identity), built on first use and dropped with the partitioned table's.
 
 use super::protocol::RemoteRel;
 use crate::ffi;
@@ -15,6 +19,7 @@ use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::rc::Rc;
 
 pub(crate) struct Input {
     finfo: Box<pg_sys::FmgrInfo>,
@@ -61,9 +66,29 @@ pub(crate) struct LocalRel {
     pub(crate) uniques: Vec<(pg_sys::Oid, Vec<usize>)>,
     /// Remote column order last seen, with local indexes (see `attr_at`).
     order: RefCell<Vec<(Box<str>, usize)>>,
+    /// Entries of the leaf partitions rows were routed to.
+    leaves: RefCell<Vec<Rc<LocalRel>>>,
+    /// The map's memory context (FmgrInfos of leaf entries).
+    cxt: pg_sys::MemoryContext,
 }
 
 impl LocalRel {
+    /// The entry of leaf partition `relid` of this partitioned table.
+    pub(crate) fn leaf(&self, relid: pg_sys::Oid) -> Rc<LocalRel> {
+        if let Some(l) = self.leaves.borrow().iter().find(|l| l.relid == relid) {
+            return l.clone();
+        }
+        // SAFETY: catalog lookups inside a transaction; the leaf exists (the
+        // router has it open and locked).
+        let display = unsafe {
+            let schema = ffi::cstr_to_string(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)));
+            format!("{schema}.{}", ffi::cstr_to_string(pg_sys::get_rel_name(relid)))
+        };
+        let leaf = Rc::new(build_rel(relid, display, self.cxt));
+        self.leaves.borrow_mut().push(leaf.clone());
+        leaf
+    }
+
     /// The local attribute index of the remote column `name` sent at
     /// position `pos` of a document. Documents of a table list their columns
     /// in the same order, so the last answer for each position is checked
@@ -172,6 +197,10 @@ fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
         .set_hint("Create the table on the subscriber; the worker retries the transaction with backoff.")
         .report(PgLogLevel::ERROR);
     }
+    build_rel(relid, display, cxt)
+}
+
+fn build_rel(relid: pg_sys::Oid, display: String, cxt: pg_sys::MemoryContext) -> LocalRel {
     // SAFETY: relid is a valid relation; opened and closed around reading its
     // descriptor (the lock is kept until the end of the transaction).
     unsafe {
@@ -196,9 +225,24 @@ fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
             inputs.push(Some(Input { finfo, ioparam, typmod: att.atttypmod }));
         }
         let key = lookup_key(rel);
-        let uniques = probeable_unique_indexes(rel);
+        let partitioned = (*(*rel).rd_rel).relkind as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
+        // A partitioned table's indexes hold no rows: conflicts are probed
+        // in the leaves.
+        let uniques = if partitioned { Vec::new() } else { probeable_unique_indexes(rel) };
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
-        LocalRel { relid, display, natts, by_name, inputs, names, key, uniques, order: RefCell::new(Vec::new()) }
+        LocalRel {
+            relid,
+            display,
+            natts,
+            by_name,
+            inputs,
+            names,
+            key,
+            uniques,
+            order: RefCell::new(Vec::new()),
+            leaves: RefCell::new(Vec::new()),
+            cxt,
+        }
     }
 }
 

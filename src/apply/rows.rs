@@ -2,6 +2,11 @@
 //! the row a new one collides with), classify the conflict, decide with the
 //! subscription's rules (`conflict.rs`) and carry the decision out on the
 //! [`Target`]. The caller logs what comes back.
+//!
+//! On a partitioned target the [`Target`] routes: rows are found and probed
+//! in their leaf partition, and an UPDATE that changes the partition of a
+//! row moves it (`routing.rs`). Records and rules name the relation the
+//! publisher's change is addressed to, never the leaf.
 
 use super::conflict::{self, Action, ConflictType, Resolution, Rule, Writer};
 use super::executor::{LocalRow, Target};
@@ -71,7 +76,7 @@ impl RowContext<'_> {
             relation: target.rel.display.clone(),
             conflict: c,
             resolution: r,
-            local_tuple: local.map(|l| l.to_json(target.rel)),
+            local_tuple: local.map(|l| l.to_json(&target.rel)),
             remote_tuple: columns_json(remote),
             remote_origin: self.origin_name.to_string(),
             remote_commit_lsn: self.commit_lsn.map(format_lsn),

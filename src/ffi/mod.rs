@@ -11,6 +11,7 @@ pub(crate) mod identity;
 pub(crate) mod libpq;
 pub(crate) mod lsn;
 pub(crate) mod parse;
+pub(crate) mod partition;
 pub(crate) mod worker;
 use std::ffi::{CStr, c_char};
 

@@ -223,17 +223,18 @@ fn use_copy_origin(name: &str) {
 /// them), unless `resync_table` asked to replace its contents.
 fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
     let qualified = qualified_name(relid);
+    // SAFETY: a catalog lookup inside a transaction.
+    let partitioned = unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE };
+    let only = own_rows_scope(partitioned);
     if resync {
         // DELETE, not TRUNCATE: TRUNCATE would hold ACCESS EXCLUSIVE for the
         // whole copy and block every reader; DELETE lets readers see the old
-        // rows until the copy's transaction commits the new ones. ONLY: the
-        // publisher copies ONLY this table, so inheritance children on the
-        // subscriber keep their rows (they are not refilled).
-        Spi::run(&format!("DELETE FROM ONLY {qualified}"))
+        // rows until the copy's transaction commits the new ones.
+        Spi::run(&format!("DELETE FROM {only}{qualified}"))
             .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
         return;
     }
-    let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {qualified})"))
+    let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {only}{qualified})"))
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read \"{display}\": {e}"))
         .unwrap_or(false);
     if has_rows {
@@ -250,6 +251,14 @@ fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
         )
         .report(PgLogLevel::ERROR);
     }
+}
+
+/// How the copy's target is read and emptied: `ONLY` a table (the publisher
+/// copies this table alone, so inheritance children on the subscriber keep
+/// their rows and are not refilled), but all of a partitioned table (its
+/// rows live in its partitions, which the copy refills through routing).
+fn own_rows_scope(partitioned: bool) -> &'static str {
+    if partitioned { "" } else { "ONLY " }
 }
 
 fn local_name(relid: pg_sys::Oid) -> (String, String) {
@@ -298,6 +307,12 @@ mod tests {
     fn sqlstates_unpack() {
         assert_eq!(sqlstate(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE), "55000");
         assert_eq!(sqlstate(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION), "23505");
+    }
+
+    #[test]
+    fn partitioned_targets_are_read_and_emptied_through_their_partitions() {
+        assert_eq!(super::own_rows_scope(true), "");
+        assert_eq!(super::own_rows_scope(false), "ONLY ");
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! Partitioned tables as apply targets, as PostgreSQL's worker.c does
+//! (`apply_handle_tuple_routing`): a change addressed to a partitioned table
+//! goes to the leaf partition its row belongs to.
+//!
+//! Design notes
+//! - The target the publisher names (by schema and table, `relation.rs`) is
+//!   the *addressed* relation. When it is partitioned on the subscriber, a
+//!   [`Router`] (PostgreSQL's own `ExecFindPartition`, so multi-level trees,
+//!   default partitions and the "no partition ... found for row" error
+//!   (23514) behave natively) picks the leaf for each row, and the row is
+//!   applied to that leaf through an ordinary [`executor::Target`] of its own,
+//!   with the leaf's own columns, indexes and replica identity. Publisher and
+//!   subscriber layouts are independent: the publisher may send the root
+//!   (`publish_via_partition_root = true`), its partitions, or a plain table;
+//!   only names must match the addressed relation.
+//! - Rows move between the root's and a leaf's column layout **by column
+//!   name** ([`name_map`]): a partition may have its columns in another order
+//!   or dropped columns of its own.
+//! - INSERT routes the new row. UPDATE and DELETE route the old key (the
+//!   replica identity, which on a partitioned table includes the partition
+//!   key, since its unique indexes must) to find the local row in its leaf.
+//!   An UPDATE whose new row no longer satisfies its leaf's partition
+//!   constraint moves: deleted from the old leaf, inserted through the root
+//!   (worker.c does the same, and so does an UPDATE on the publisher).
+//! - Conflicts are detected in the leaf (where the row and its unique
+//!   indexes live); the conflict record, the rules that decide it and
+//!   the error messages name the addressed relation, the one the subscription
+//!   replicates (and what `subscription_tables` and per-table rules name);
+//!   the local tuple shows the row.
+//! - TRUNCATE of a partitioned table reaches all its partitions (a
+//!   partitioned table has no rows of its own, and `TRUNCATE ONLY` of one is
+//!   an error in PostgreSQL); a plain table's inheritance children are never
+//!   added: the publisher lists every table it truncated, so its `ONLY` is
+//!   kept ([`truncate_closure`]).
+//! - Resources: the routing state lives in the addressed target's executor
+//!   state; [`Router::close`] runs in that target's Drop before the state is
+//!   freed; on an ERROR the transaction abort releases it all.
+
+use crate::ffi::partition::{self, PartitionTupleRouting};
+use pgrx::pg_sys;
+
+/// Routing rows of one partitioned table to its leaves.
+pub(crate) struct Router {
+    mtstate: *mut pg_sys::ModifyTableState,
+    proute: *mut PartitionTupleRouting,
+    root: *mut pg_sys::ResultRelInfo,
+    estate: *mut pg_sys::EState,
+}
+
+impl Router {
+    /// Set up routing for the open partitioned table `rel` whose result
+    /// relation is `root`, in `estate`.
+    ///
+    /// # Safety
+    /// `estate`, `root` and `rel` are live and stay so until [`Router::close`].
+    pub(crate) unsafe fn open(
+        estate: *mut pg_sys::EState,
+        root: *mut pg_sys::ResultRelInfo,
+        rel: pg_sys::Relation,
+    ) -> Router {
+        // SAFETY: a dummy ModifyTableState as worker.c builds one (no plan):
+        // ExecFindPartition only reads the operation and result relations.
+        unsafe {
+            let mtstate =
+                pg_sys::palloc0(std::mem::size_of::<pg_sys::ModifyTableState>()).cast::<pg_sys::ModifyTableState>();
+            (*mtstate).ps.type_ = pg_sys::NodeTag::T_ModifyTableState;
+            (*mtstate).ps.state = estate;
+            (*mtstate).operation = pg_sys::CmdType::CMD_INSERT;
+            (*mtstate).resultRelInfo = root;
+            (*mtstate).rootResultRelInfo = root;
+            let proute = partition::setup_routing(estate, rel);
+            Router { mtstate, proute, root, estate }
+        }
+    }
+
+    /// The leaf partition `slot` (a complete row of the root's type) goes to.
+    pub(crate) fn leaf_for(&self, slot: *mut pg_sys::TupleTableSlot) -> pg_sys::Oid {
+        // SAFETY: set up by `open`; ExecFindPartition opens and locks the
+        // leaf (RowExclusiveLock) in the routing state.
+        unsafe {
+            let rri = partition::find_partition(self.mtstate, self.root, self.proute, slot, self.estate);
+            (*(*rri).ri_RelationDesc).rd_id
+        }
+    }
+
+    /// Close what routing opened (locks stay until the end of the transaction).
+    pub(crate) fn close(self) {
+        // SAFETY: once, before the executor state is freed (see `open`).
+        unsafe { partition::cleanup_routing(self.mtstate, self.proute) }
+    }
+}
+
+/// For each attribute of `dst` (by index), the attribute of `src` with the
+/// same name; `None` for dropped columns (empty names) and names `src` lacks.
+pub(crate) fn name_map(dst: &[String], src: &[String]) -> Vec<Option<usize>> {
+    dst.iter().map(|n| if n.is_empty() { None } else { src.iter().position(|s| s == n) }).collect()
+}
+
+/// The relations one replicated TRUNCATE empties: the listed ones, plus every
+/// relation below a listed *partitioned* one (`below(relid)`, including
+/// itself), each once, in order.
+pub(crate) fn truncate_closure(
+    listed: &[pg_sys::Oid],
+    partitioned: impl Fn(pg_sys::Oid) -> bool,
+    mut below: impl FnMut(pg_sys::Oid) -> Vec<pg_sys::Oid>,
+) -> Vec<pg_sys::Oid> {
+    let mut out: Vec<pg_sys::Oid> = Vec::with_capacity(listed.len());
+    for &relid in listed {
+        let family = if partitioned(relid) { below(relid) } else { vec![relid] };
+        for r in std::iter::once(relid).chain(family) {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn columns_map_by_name_across_layouts() {
+        // The leaf has a dropped column and another order.
+        let root = s(&["id", "k", "v"]);
+        let leaf = s(&["", "v", "id", "k"]);
+        assert_eq!(name_map(&leaf, &root), vec![None, Some(2), Some(0), Some(1)]);
+        assert_eq!(name_map(&root, &leaf), vec![Some(2), Some(3), Some(1)]);
+        assert_eq!(name_map(&s(&["id", "extra"]), &root), vec![Some(0), None]);
+    }
+
+    #[test]
+    fn truncate_reaches_partitions_but_not_inheritance_children() {
+        let oid = pg_sys::Oid::from_u32;
+        // 10 is partitioned (leaves 11, 12); 20 is a plain parent of 21.
+        let below = |r: pg_sys::Oid| match r.to_u32() {
+            10 => vec![oid(10), oid(11), oid(12)],
+            20 => vec![oid(20), oid(21)],
+            _ => vec![r],
+        };
+        let partitioned = |r: pg_sys::Oid| r.to_u32() == 10;
+        let got = truncate_closure(&[oid(20), oid(10), oid(11)], partitioned, below);
+        assert_eq!(got, vec![oid(20), oid(10), oid(11), oid(12)]);
+        assert_eq!(truncate_closure(&[oid(20)], partitioned, below), vec![oid(20)]);
+    }
+}
