@@ -18,7 +18,9 @@
 //!   `crate::ffi::worker`.
 //! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
-//!   through the executor; `status.rs`: shared-memory worker status.
+//!   through the executor (`values.rs`: a value through its column's input
+//!   function, errors naming table, column and value); `status.rs`:
+//!   shared-memory worker status.
 //! - `sync/`: initial table synchronization (copy before streaming,
 //!   resumable per table, `resync_table`, `refresh_subscription`);
 //!   `tablesync.rs`: the sync worker's life (copy, then catch the table up
@@ -46,6 +48,7 @@ pub(crate) mod settings;
 mod status;
 mod sync;
 mod tablesync;
+mod values;
 mod walrcv;
 mod worker;
 
