@@ -227,7 +227,8 @@ fn create_subscription(
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "at least one publication is required", "");
     }
     let origin = Origin::parse(origin).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
-    WorkerOptions::parse(&options.0).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
+    WorkerOptions::parse(&options.0)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint));
     let slot = slot_name.unwrap_or(name).to_string();
     if !config::valid_slot_name(&slot) {
         fail(
@@ -373,8 +374,8 @@ fn disable_subscription(name: &str) {
 }
 
 /// Change a subscription's settings: `conninfo`, `publications`, `origin`,
-/// `slot_name`, and the worker options (`retry_min_delay_ms`,
-/// `retry_max_delay_ms`; `null` resets one to its default).
+/// `slot_name`, and the worker options (`config::WORKER_OPTION_KEYS`;
+/// `null` resets one to its default).
 #[pg_extern]
 fn alter_subscription(name: &str, options: JsonB) {
     require_superuser("alter subscriptions");
@@ -440,7 +441,8 @@ fn alter_subscription(name: &str, options: JsonB) {
         }
     }
     let opts = serde_json::Value::Object(worker_opts);
-    WorkerOptions::parse(&opts).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
+    WorkerOptions::parse(&opts)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint));
     sets.push(("options", JsonB(opts).into()));
     for (col, val) in sets {
         Spi::run_with_args(

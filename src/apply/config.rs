@@ -1,6 +1,7 @@
 //! A subscription's settings as data: the `origin` mode, the `options` jsonb
 //! (closed set of keys, unknown ones refused), and the retry backoff they
-//! imply. Pure and unit-tested; SQL functions report the errors.
+//! imply. Pure and unit-tested; SQL functions report the errors (with the
+//! SQLSTATE and HINT an [`OptionError`] carries).
 
 use serde_json::Value;
 use std::time::Duration;
@@ -31,6 +32,67 @@ impl Origin {
     }
 }
 
+/// The apply worker's `synchronous_commit` (native subscriptions' option of
+/// the same name and values). `Off`, the default as natively, commits
+/// asynchronously: the worker reports a remote transaction as flushed only
+/// once the WAL writer flushed its local commit, so a publisher waiting for
+/// this subscription as a synchronous standby (`synchronous_commit = on`
+/// there) waits up to `wal_writer_delay` more per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum SynchronousCommit {
+    #[default]
+    Off,
+    Local,
+    RemoteWrite,
+    RemoteApply,
+    On,
+}
+
+impl SynchronousCommit {
+    pub(crate) const VALUES: &'static [&'static str] = &["off", "local", "remote_write", "remote_apply", "on"];
+
+    pub(crate) fn parse(s: &str) -> Option<SynchronousCommit> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Some(SynchronousCommit::Off),
+            "local" => Some(SynchronousCommit::Local),
+            "remote_write" => Some(SynchronousCommit::RemoteWrite),
+            "remote_apply" => Some(SynchronousCommit::RemoteApply),
+            "on" => Some(SynchronousCommit::On),
+            _ => None,
+        }
+    }
+
+    /// The value of the `synchronous_commit` setting.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SynchronousCommit::Off => "off",
+            SynchronousCommit::Local => "local",
+            SynchronousCommit::RemoteWrite => "remote_write",
+            SynchronousCommit::RemoteApply => "remote_apply",
+            SynchronousCommit::On => "on",
+        }
+    }
+}
+
+/// Why an `options` object was refused: the message and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OptionError {
+    pub(crate) message: String,
+    pub(crate) hint: String,
+}
+
+impl From<String> for OptionError {
+    fn from(message: String) -> OptionError {
+        OptionError { message, hint: String::new() }
+    }
+}
+
+impl From<&str> for OptionError {
+    fn from(message: &str) -> OptionError {
+        OptionError::from(message.to_string())
+    }
+}
+
 /// Worker options stored in `logical_ext.subscription.options`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WorkerOptions {
@@ -48,6 +110,8 @@ pub(crate) struct WorkerOptions {
     /// Replay every DDL event as this role instead of the role that ran it on
     /// the publisher (opt-in; validated when replay needs it).
     pub(crate) ddl_replay_role: Option<String>,
+    /// `synchronous_commit` of the apply worker's local commits.
+    pub(crate) synchronous_commit: SynchronousCommit,
 }
 
 impl Default for WorkerOptions {
@@ -58,12 +122,19 @@ impl Default for WorkerOptions {
             disable_on_error: false,
             run_as_owner: false,
             ddl_replay_role: None,
+            synchronous_commit: SynchronousCommit::Off,
         }
     }
 }
 
-pub(crate) const WORKER_OPTION_KEYS: &[&str] =
-    &["retry_min_delay_ms", "retry_max_delay_ms", "disable_on_error", "run_as_owner", "ddl_replay_role"];
+pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
+    "retry_min_delay_ms",
+    "retry_max_delay_ms",
+    "disable_on_error",
+    "run_as_owner",
+    "ddl_replay_role",
+    "synchronous_commit",
+];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
     v.as_u64()
@@ -74,7 +145,7 @@ fn millis(v: &Value, key: &str) -> Result<Duration, String> {
 
 impl WorkerOptions {
     /// Parse the `options` object; unknown keys are refused.
-    pub(crate) fn parse(v: &Value) -> Result<WorkerOptions, String> {
+    pub(crate) fn parse(v: &Value) -> Result<WorkerOptions, OptionError> {
         let obj = v.as_object().ok_or("options must be a JSON object")?;
         let mut o = WorkerOptions::default();
         for (k, val) in obj {
@@ -91,11 +162,22 @@ impl WorkerOptions {
                     let name = val.as_str().filter(|s| !s.is_empty() && s.len() < 64 && !s.contains('\0'));
                     o.ddl_replay_role = Some(name.ok_or("option \"ddl_replay_role\" must be a role name")?.to_string())
                 }
+                "synchronous_commit" => {
+                    o.synchronous_commit =
+                        val.as_str().and_then(SynchronousCommit::parse).ok_or_else(|| OptionError {
+                            message: format!("invalid value for option \"synchronous_commit\": {val}"),
+                            hint: format!(
+                                "Use one of {} (as a JSON string), as for a native subscription.",
+                                SynchronousCommit::VALUES.join(", ")
+                            ),
+                        })?
+                }
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",
                         WORKER_OPTION_KEYS.join(", ")
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -131,7 +213,7 @@ mod tests {
         assert_eq!(o.backoff(4), Duration::from_millis(1000));
         assert_eq!(o.backoff(1000), Duration::from_millis(1000));
         assert_eq!(WorkerOptions::parse(&json!({})).unwrap(), WorkerOptions::default());
-        assert!(WorkerOptions::parse(&json!({"nope": 1})).unwrap_err().contains("nope"));
+        assert!(WorkerOptions::parse(&json!({"nope": 1})).unwrap_err().message.contains("nope"));
         assert!(WorkerOptions::parse(&json!({"retry_min_delay_ms": -1})).is_err());
         assert!(WorkerOptions::parse(&json!({"retry_min_delay_ms": 5000, "retry_max_delay_ms": 10})).is_err());
         assert!(WorkerOptions::parse(&json!([1])).is_err());
@@ -144,6 +226,22 @@ mod tests {
         assert_eq!(o.ddl_replay_role.as_deref(), Some("deployer"));
         assert!(WorkerOptions::parse(&json!({"ddl_replay_role": ""})).is_err());
         assert!(WorkerOptions::parse(&json!({"ddl_replay_role": 3})).is_err());
+    }
+
+    #[test]
+    fn synchronous_commit_option() {
+        assert_eq!(WorkerOptions::default().synchronous_commit, SynchronousCommit::Off);
+        for v in SynchronousCommit::VALUES {
+            let o = WorkerOptions::parse(&json!({ "synchronous_commit": v })).unwrap();
+            assert_eq!(o.synchronous_commit.as_str(), *v);
+        }
+        let o = WorkerOptions::parse(&json!({"synchronous_commit": "Remote_Apply"})).unwrap();
+        assert_eq!(o.synchronous_commit, SynchronousCommit::RemoteApply);
+        for bad in [json!("remote"), json!(true), json!(1), json!(null)] {
+            let e = WorkerOptions::parse(&json!({ "synchronous_commit": bad })).unwrap_err();
+            assert!(e.message.contains("synchronous_commit"), "{e:?}");
+            assert!(e.hint.contains("remote_apply"), "{e:?}");
+        }
     }
 
     #[test]

@@ -565,7 +565,7 @@ fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>],
         let input = rel.inputs[i].as_ref().expect("mapped columns have an input function");
         match c.text() {
             Ok(Some(text)) => {
-                values[i] = input.datum(&text, scratch);
+                values[i] = super::values::input(input, &text, scratch, &c.name, &rel.display);
                 nulls[i] = false;
             }
             Ok(None) => nulls[i] = true,

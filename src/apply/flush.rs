@@ -1,16 +1,24 @@
-//! What the apply worker may report to the publisher as flushed (pure).
+//! What the apply worker may report to the publisher as flushed and as
+//! applied (pure).
 //!
 //! Design notes
 //! - The publisher frees WAL and advances the slot's `confirmed_flush_lsn`
 //!   up to what we report as flushed; reporting a remote transaction before
 //!   its local commit is durable loses it in a subscriber crash. Local
-//!   commits are asynchronous (`synchronous_commit = off`), so each applied
-//!   remote transaction waits here as (remote end LSN, local commit end)
-//!   until the local WAL is flushed past its commit.
+//!   commits may be asynchronous (the subscription's `synchronous_commit`,
+//!   `off` by default), so each applied remote transaction waits here as
+//!   (remote end LSN, local commit end) until the local WAL is flushed past
+//!   its commit; with a synchronous local commit it is flushed at once.
+//! - Applied is reported apart from flushed, as native replication does: a
+//!   remote transaction counts as applied as soon as it committed here
+//!   (visible to local readers), durable or not. A publisher waiting with
+//!   `synchronous_commit = remote_apply` waits for that position.
 //! - When nothing applied is waiting (no pending commit, no open remote
-//!   transaction), everything received is as good as flushed: reporting it
-//!   lets the publisher release WAL of transactions that carried nothing for
-//!   us and shut down promptly (pitfall in platform.md).
+//!   transaction), everything received is as good as flushed (and applied):
+//!   reporting it lets the publisher release WAL of transactions that
+//!   carried nothing for us and shut down promptly (pitfall in platform.md).
+//! - Reports never go backwards (PostgreSQL 15 lets a slot's
+//!   `confirmed_flush_lsn` move backwards).
 
 use std::collections::VecDeque;
 
@@ -20,18 +28,22 @@ pub(crate) struct FlushTracker {
     flushed: u64,
     /// (remote end LSN, local commit end LSN) not yet known flushed locally.
     pending: VecDeque<(u64, u64)>,
+    /// Remote end LSN of the last transaction committed here (or the last
+    /// applied position reported).
+    applied: u64,
 }
 
 impl FlushTracker {
     /// Start from `start`: everything before it is applied and durable.
     pub(crate) fn new(start: u64) -> FlushTracker {
-        FlushTracker { flushed: start, pending: VecDeque::new() }
+        FlushTracker { flushed: start, pending: VecDeque::new(), applied: start }
     }
 
     /// A remote transaction ending at `remote_end` committed locally; its
     /// commit record ends at `local_end`.
     pub(crate) fn committed(&mut self, remote_end: u64, local_end: u64) {
         self.pending.push_back((remote_end, local_end));
+        self.applied = self.applied.max(remote_end);
     }
 
     /// The local WAL is flushed up to `local_flushed`.
@@ -51,18 +63,25 @@ impl FlushTracker {
         !self.pending.is_empty()
     }
 
-    /// `flush` was reported. When it was more than the last flushed commit
-    /// (nothing was pending: all received counted as flushed), later
-    /// reports start from it: PostgreSQL 15 lets a slot's
-    /// `confirmed_flush_lsn` move backwards, so reports must not.
-    pub(crate) fn reported(&mut self, flush: u64) {
+    /// `flush` and `apply` were reported. When they were more than the last
+    /// flushed or applied commit (nothing was pending: all received counted
+    /// as flushed), later reports start from them: PostgreSQL 15 lets a
+    /// slot's `confirmed_flush_lsn` move backwards, so reports must not.
+    pub(crate) fn reported(&mut self, flush: u64, apply: u64) {
         self.flushed = self.flushed.max(flush);
+        self.applied = self.applied.max(apply).max(flush);
     }
 
     /// The flush position to report, given what was received and whether
     /// applied work is still open (a remote transaction or queued TRUNCATEs).
     pub(crate) fn report(&self, received: u64, work_open: bool) -> u64 {
         if self.pending.is_empty() && !work_open { received.max(self.flushed) } else { self.flushed }
+    }
+
+    /// The apply position to report: the last commit here, flushed or not
+    /// (never behind the flush position).
+    pub(crate) fn report_apply(&self, received: u64, work_open: bool) -> u64 {
+        self.report(received, work_open).max(self.applied)
     }
 }
 
@@ -98,10 +117,27 @@ mod tests {
     fn an_idle_report_is_not_taken_back() {
         let mut t = FlushTracker::new(100);
         let idle = t.report(500, false);
-        t.reported(idle);
+        t.reported(idle, idle);
         t.committed(600, 1_000);
         assert_eq!(t.report(700, false), 500, "a pending commit holds the report at what was already reported");
         assert_eq!(t.report(700, true), 500);
+        assert_eq!(t.report_apply(700, true), 600, "applied, not yet flushed");
+    }
+
+    #[test]
+    fn applied_is_reported_before_flushed() {
+        let mut t = FlushTracker::new(100);
+        assert_eq!(t.report_apply(100, false), 100);
+        t.committed(200, 1_000);
+        assert_eq!(t.report(300, false), 100);
+        assert_eq!(t.report_apply(300, false), 200, "committed here: applied at once");
+        assert_eq!(t.report_apply(300, true), 200);
+        t.local_flush(1_000);
+        assert_eq!(t.report(300, false), 300);
+        assert_eq!(t.report_apply(300, false), 300, "never behind the flush position");
+        t.reported(300, 300);
+        t.committed(250, 1_100);
+        assert_eq!(t.report_apply(400, true), 300, "never backwards");
     }
 
     #[test]

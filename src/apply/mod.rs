@@ -19,7 +19,9 @@
 //! - `protocol.rs`: wire formats, pure; `walrcv.rs`: the libpqwalreceiver
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
 //!   through the executor (`routing.rs`: partitioned targets route rows to
-//!   their leaf partitions); `status.rs`: shared-memory worker status.
+//!   their leaf partitions; `values.rs`: a value through its column's input
+//!   function, errors naming table, column and value); `status.rs`:
+//!   shared-memory worker status.
 //! - `sync/`: initial table synchronization (copy before streaming,
 //!   resumable per table, `resync_table`, `refresh_subscription`);
 //!   `tablesync.rs`: the sync worker's life (copy, then catch the table up
@@ -48,6 +50,7 @@ pub(crate) mod settings;
 mod status;
 mod sync;
 mod tablesync;
+mod values;
 mod walrcv;
 mod worker;
 

@@ -173,6 +173,8 @@ impl Worker {
         };
         let start = self.setup_origin(&sub);
         super::executor::set_run_as_owner(sub.options.run_as_owner);
+        // The subscription's own, as a native subscription's worker does.
+        backend::set_synchronous_commit(sub.options.synchronous_commit.as_str());
         self.rules = in_transaction(|| {
             resolver::prune(super::settings::CONFLICT_LOG_RETENTION.get());
             resolver::load_rules(&sub.name)

@@ -121,19 +121,32 @@ pub(crate) fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
 
 /// Settings of a session that applies replicated changes: fire only
 /// REPLICA/ALWAYS triggers, as native replication does, and commit
-/// asynchronously (the apply worker reports only what is flushed).
+/// asynchronously (the apply worker reports only what is flushed; an apply
+/// worker then sets the subscription's own [`set_synchronous_commit`]).
 pub(crate) fn set_replica_session() {
     for (name, value) in [(c"session_replication_role", c"replica"), (c"synchronous_commit", c"off")] {
-        // SAFETY: setting built-in GUCs with valid names and values.
-        unsafe {
-            pg_sys::SetConfigOption(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_OVERRIDE,
-            )
-        };
+        set_override(name, value);
     }
+}
+
+/// `synchronous_commit` of this session's local commits (a value the
+/// setting accepts, such as `config::SynchronousCommit::as_str` gives).
+pub(crate) fn set_synchronous_commit(value: &str) {
+    let value = std::ffi::CString::new(value).expect("no NUL in a synchronous_commit value");
+    set_override(c"synchronous_commit", &value);
+}
+
+fn set_override(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    // SAFETY: setting a built-in GUC with a valid name; an invalid value
+    // raises a PostgreSQL ERROR (callers pass the setting's own values).
+    unsafe {
+        pg_sys::SetConfigOption(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
 }
 
 /// The current time as a PostgreSQL timestamp (microseconds since 2000).

@@ -1,7 +1,16 @@
 //! The stream of one session: receive, hand documents to `documents.rs`,
-//! send feedback (what `FlushTracker` allows as flushed), ping and give up
-//! a silent connection (`ReceiveTimer`, `wal_receiver_timeout`), and pause
-//! before a remote transaction while a table copy is being committed.
+//! send feedback (what `FlushTracker` allows as flushed and applied), ping
+//! and give up a silent connection (`ReceiveTimer`, `wal_receiver_timeout`),
+//! and pause before a remote transaction while a table copy is being
+//! committed.
+//!
+//! Synchronous replication: a publisher that lists this subscription in
+//! `synchronous_standby_names` holds each commit until we report it flushed
+//! (or applied, with `remote_apply`). So feedback goes out right after each
+//! applied commit (its apply position at once; its flush position too when
+//! the subscription's `synchronous_commit` made the local commit durable),
+//! and, while commits wait for the WAL writer's flush, the socket wait naps
+//! at most `FLUSH_WAIT_NAP_MS` before looking again.
 //!
 //! Local work between two receives (applying a document: a replayed DDL
 //! that builds an index for minutes, a slow trigger, a lock wait; sync
@@ -44,7 +53,8 @@ pub(super) struct Session {
     /// the session (an error unwinding) disarms it.
     pub(super) applying: Option<Applying>,
     pub(super) last_feedback: Instant,
-    pub(super) last_reported: (u64, u64),
+    /// The (write, flush, apply) positions last reported.
+    pub(super) last_reported: (u64, u64, u64),
     pub(super) truncates: Vec<(RemoteRel, bool)>,
     pub(super) truncate_lsn: Option<String>,
     pub(super) scratch: Vec<u8>,
@@ -77,7 +87,7 @@ impl Session {
             in_txn: false,
             applying: None,
             last_feedback: Instant::now(),
-            last_reported: (0, 0),
+            last_reported: (0, 0, 0),
             truncates: Vec::new(),
             truncate_lsn: None,
             scratch: Vec::new(),
@@ -210,6 +220,7 @@ impl Worker {
                                 });
                             }
                             ses.last_message = (start, wal_end, send_time);
+                            let committed_before = ses.last_committed;
                             if !ses.in_txn && self.handover_in_progress() {
                                 let owned = payload.to_vec();
                                 self.wait_for_handover(conn, ses);
@@ -223,6 +234,11 @@ impl Worker {
                                 let busy = ses.busy(keeper.as_ref());
                                 self.apply_message(ses, payload, start)?;
                                 ses.idle(busy);
+                            }
+                            if ses.last_committed != committed_before {
+                                // A commit was applied: a synchronous
+                                // publisher is waiting to hear of it.
+                                self.feedback(conn, ses, false);
                             }
                             if !ses.in_txn {
                                 let busy = ses.busy(keeper.as_ref());
@@ -295,7 +311,9 @@ impl Worker {
         ses.flush.local_flush(backend::local_flush_lsn());
         let write = ses.last_received;
         let flush = ses.flush.report(write, ses.work_open());
-        if !force && (write, flush) == ses.last_reported && ses.last_feedback.elapsed() < Duration::from_secs(10) {
+        let apply = ses.flush.report_apply(write, ses.work_open());
+        if !force && (write, flush, apply) == ses.last_reported && ses.last_feedback.elapsed() < Duration::from_secs(10)
+        {
             return;
         }
         self.send_status(conn, ses, false);
@@ -310,10 +328,11 @@ impl Worker {
     pub(super) fn send_status(&self, conn: &mut Connection, ses: &mut Session, request_reply: bool) {
         let write = ses.last_received;
         let flush = ses.flush.report(write, ses.work_open());
-        let msg = protocol::status_update(write, flush, flush, now_ts(), request_reply);
+        let apply = ses.flush.report_apply(write, ses.work_open());
+        let msg = protocol::status_update(write, flush, apply, now_ts(), request_reply);
         conn.send(&msg);
-        ses.flush.reported(flush);
-        ses.last_reported = (write, flush);
+        ses.flush.reported(flush, apply);
+        ses.last_reported = (write, flush, apply);
         ses.last_feedback = Instant::now();
     }
 }
