@@ -6,9 +6,11 @@
 //!
 //! Synchronous replication: a publisher that lists this subscription in
 //! `synchronous_standby_names` holds each commit until we report it flushed
-//! (or applied, with `remote_apply`). So feedback goes out right after each
-//! applied commit (its apply position at once; its flush position too when
-//! the subscription's `synchronous_commit` made the local commit durable),
+//! (or applied, with `remote_apply`). So feedback goes out as soon as the
+//! socket has nothing more to read (as native does after draining it: once
+//! per burst during a catch-up, right after each commit when they come one
+//! at a time) — its apply position at once, its flush position too when
+//! the subscription's `synchronous_commit` made the local commit durable —
 //! and, while commits wait for the WAL writer's flush, the socket wait naps
 //! at most `FLUSH_WAIT_NAP_MS` before looking again.
 //!
@@ -220,7 +222,6 @@ impl Worker {
                                 });
                             }
                             ses.last_message = (start, wal_end, send_time);
-                            let committed_before = ses.last_committed;
                             if !ses.in_txn && self.handover_in_progress() {
                                 let owned = payload.to_vec();
                                 self.wait_for_handover(conn, ses);
@@ -234,11 +235,6 @@ impl Worker {
                                 let busy = ses.busy(keeper.as_ref());
                                 self.apply_message(ses, payload, start)?;
                                 ses.idle(busy);
-                            }
-                            if ses.last_committed != committed_before {
-                                // A commit was applied: a synchronous
-                                // publisher is waiting to hear of it.
-                                self.feedback(conn, ses, false);
                             }
                             if !ses.in_txn {
                                 let busy = ses.busy(keeper.as_ref());
