@@ -103,3 +103,87 @@ fn pg_repack_under_writes() {
     let replayed = replayed(&pair);
     assert_eq!(replayed, vec!["ALTER TABLE public.t ADD COLUMN extra int".to_string()], "replayed DDL");
 }
+
+/// The leaf partitions of `public.ev`, by name.
+fn partitions(client: &mut postgres::Client) -> Vec<String> {
+    let sql = "SELECT c.relname::text FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+               WHERE i.inhparent = 'public.ev'::pg_catalog.regclass ORDER BY 1";
+    client.query(sql, &[]).expect("list partitions").iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn pg_partman_creates_and_drops_partitions() {
+    let pair = Pair::start_with("tools_partman", &[PRELOAD], &[]);
+    // pg_partman only on the publisher, in a schema of the user's (as its
+    // documentation says); the subscriber gets the partitions through DDL.
+    pair.pub_exec("CREATE EXTENSION logical_ext; CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman");
+    pair.both_exec(
+        "CREATE TABLE public.ev (id bigint NOT NULL, ts timestamptz NOT NULL, v text, PRIMARY KEY (id, ts))
+         PARTITION BY RANGE (ts)",
+    );
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA public");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    // create_parent makes today's partition, 5 days back and 2 ahead.
+    pair.pub_exec(
+        "SELECT partman.create_parent('public.ev', 'ts', 'native', 'daily', p_premake := 2,
+                                      p_start_partition := (now() - interval '5 days')::date::text)",
+    );
+    pair.pub_exec(
+        "INSERT INTO public.ev SELECT g, now() - interval '5 days' + g * interval '1 minute', 'r' || g
+         FROM generate_series(1, 10000) g",
+    );
+    pair.wait_caught_up("s");
+    let mut created = partitions(&mut pair.pub_client());
+    assert!(created.len() >= 8, "partman made {created:?}");
+    assert_eq!(partitions(&mut pair.sub_client()), created);
+    pair.assert_same("SELECT * FROM public.ev", "id");
+    // Maintenance: more partitions ahead, and retention drops the old ones.
+    pair.pub_exec(
+        "UPDATE partman.part_config SET premake = 5, retention = '3 days', retention_keep_table = false
+         WHERE parent_table = 'public.ev'",
+    );
+    pair.pub_exec("SELECT partman.run_maintenance('public.ev')");
+    pair.pub_exec(
+        "INSERT INTO public.ev SELECT 20000 + g, now() + g * interval '1 hour', 'late' FROM generate_series(1, 100) g",
+    );
+    pair.wait_caught_up("s");
+    let after = partitions(&mut pair.pub_client());
+    assert_ne!(after, created, "run_maintenance changed nothing");
+    assert!(after.iter().any(|p| !created.contains(p)), "no partition was created: {after:?}");
+    assert!(created.iter().any(|p| !after.contains(p)), "no partition was dropped: {after:?}");
+    created = after;
+    assert_eq!(partitions(&mut pair.sub_client()), created);
+    pair.assert_same("SELECT * FROM public.ev", "id");
+    assert_never_stopped(&pair, "s");
+}
+
+#[test]
+fn pg_cron_runs_ddl() {
+    let cron = ["shared_preload_libraries = 'logical_ext, pg_cron'", "cron.database_name = 'postgres'"];
+    let pair = Pair::start_with("tools_cron", &cron, &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext; CREATE EXTENSION pg_cron");
+    pair.both_exec("CREATE TABLE public.c (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA public");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    pair.pub_exec("INSERT INTO public.c SELECT g, 'v' FROM generate_series(1, 100) g");
+    // pg_cron 1.4 schedules by the minute: the job runs at the next one.
+    pair.pub_exec(
+        "SELECT cron.schedule('ddl', '* * * * *',
+             $$ALTER TABLE public.c ADD COLUMN IF NOT EXISTS n int DEFAULT 5;
+               CREATE TABLE IF NOT EXISTS public.made_by_cron (id int PRIMARY KEY);
+               INSERT INTO public.made_by_cron VALUES (1) ON CONFLICT DO NOTHING$$)",
+    );
+    let mut c = pair.pub_client();
+    wait_until(Duration::from_secs(150), "the cron job succeeded once", || {
+        c.query_one("SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'", &[])
+            .map(|r| r.get::<_, i64>(0) > 0)
+            .unwrap_or(false)
+    });
+    pair.pub_exec("SELECT cron.unschedule('ddl')");
+    pair.pub_exec("INSERT INTO public.c (id, v) VALUES (101, 'after'); INSERT INTO public.made_by_cron VALUES (2)");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["public.c", "public.made_by_cron"]);
+    assert_never_stopped(&pair, "s");
+}

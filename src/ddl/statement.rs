@@ -261,7 +261,7 @@ unsafe fn trigger_references(node: *mut pg_sys::Node) -> Option<Vec<TriggerRef>>
                         .into_iter()
                         .map(|n| ffi::cstr_to_string((*n).sval))
                         .collect();
-                    let Some(trigger) = parts.pop() else { return None };
+                    let trigger = parts.pop()?;
                     out.push((parts, trigger));
                 }
                 Some(out)
