@@ -22,7 +22,7 @@
 
 use crate::apply::conflict::{ConflictType, Resolution};
 use crate::apply::resolver::{self, ConflictRecord};
-use crate::apply::walrcv::quote_ident;
+use crate::apply::walrcv::{quote_ident, quote_literal};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -211,10 +211,6 @@ pub(super) fn merge(
     (inserted, overlaps.len() as i64)
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +231,5 @@ mod tests {
         for r in [Resolution::Error, Resolution::LastUpdateWins, Resolution::FirstUpdateWins] {
             assert!(overlap_action(r).is_err(), "{r:?}");
         }
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }
