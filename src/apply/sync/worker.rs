@@ -114,7 +114,10 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
     if !resync {
         // Cheap early refusal (before a snapshot is taken on the publisher);
         // checked again in the copy's transaction.
-        in_transaction(|| prepare_target(relid, &qualified_name(relid), false, None));
+        in_transaction(|| {
+            let (schema, table) = local_name(relid);
+            prepare_target(relid, &format!("{schema}.{table}"), false, None)
+        });
     }
     // `copying` is committed: the apply worker waits for this copy before
     // it applies anything more (it must not apply this table's changes
