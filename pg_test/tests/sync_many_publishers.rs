@@ -3,14 +3,16 @@
 //! second subscription's initial copy goes into the `u` the first one
 //! filled. Under the default `insert_exists` rule (`error`) the copy fails
 //! naming the key and copies nothing; with `keep_local` for `u` the retry
-//! copies every other row and the overlap is one logged conflict; both
+//! copies every other row and the overlap is one logged conflict (and with
+//! `apply_remote` for `w` the copied row replaces the local one); both
 //! subscriptions then stream.
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::sync::*;
 use logical_ext_pg_test::*;
 
-const U: &str = "CREATE TABLE public.u (id int PRIMARY KEY, src text NOT NULL, v int)";
+const U: &str = "CREATE TABLE public.u (id int PRIMARY KEY, src text NOT NULL, v int);
+                 CREATE TABLE public.w (id int PRIMARY KEY, src text NOT NULL)";
 
 #[test]
 fn second_copy_merges_into_a_filled_table() {
@@ -20,12 +22,14 @@ fn second_copy_merges_into_a_filled_table() {
     pub2.exec(U);
     pair.pub_exec(
         "INSERT INTO public.u SELECT g, 'a', g FROM generate_series(1, 1000) g;
-         CREATE PUBLICATION p FOR TABLE public.u",
+         INSERT INTO public.w VALUES (1, 'a');
+         CREATE PUBLICATION p FOR TABLE public.u, public.w",
     );
     pub2.exec(
         "INSERT INTO public.u SELECT g, 'b', g FROM generate_series(1001, 2000) g;
          INSERT INTO public.u VALUES (500, 'b', -500);
-         CREATE PUBLICATION p FOR TABLE public.u",
+         INSERT INTO public.w VALUES (1, 'b'), (2, 'b');
+         CREATE PUBLICATION p FOR TABLE public.u, public.w",
     );
     subscribe_copy(&pair, "s1", &["p"], "");
     wait_all_ready(&pair, "s1");
@@ -39,15 +43,27 @@ fn second_copy_merges_into_a_filled_table() {
     );
     sub.execute(&create, &[&conninfo2]).expect("create s2");
     // Default rule: the overlap fails the copy, which copies nothing.
-    let states = wait_tables(&pair, "s2", "u in error", |t| t.len() == 1 && t[0].state == "error");
-    let err = states[0].last_error.clone().unwrap_or_default();
+    let states = wait_tables(&pair, "s2", "u in error", |t| t.len() == 2 && table(t, "u").state == "error");
+    let err = table(&states, "u").last_error.clone().unwrap_or_default();
     assert!(err.contains("insert_exists") && err.contains("id = 500") && err.contains("SQLSTATE 23505"), "{err}");
     assert!(err.contains("HINT") && err.contains("set_conflict_resolution"), "{err}");
     assert_eq!(count(&mut sub, "public.u"), 1000);
 
     // The subscriber keeps its row for the common key; the retry copies.
-    exec(&mut sub, "SELECT logical_ext.set_conflict_resolution('s2', 'keep_local', 'insert_exists', 'public.u')");
+    // w: the copied row replaces the subscriber's.
+    exec(
+        &mut sub,
+        "SELECT logical_ext.set_conflict_resolution('s2', 'keep_local', 'insert_exists', 'public.u');
+         SELECT logical_ext.set_conflict_resolution('s2', 'apply_remote', 'insert_exists', 'public.w')",
+    );
     wait_all_ready(&pair, "s2");
+    let w: Vec<(i32, String)> = sub
+        .query("SELECT id, src FROM public.w ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(w, vec![(1, "b".to_string()), (2, "b".to_string())], "apply_remote took the copied row");
     assert_eq!(count(&mut sub, "public.u"), 2000);
     let row: (String, Option<i32>) = {
         let r = sub.query_one("SELECT src, v FROM public.u WHERE id = 500", &[]).expect("row 500");
@@ -57,7 +73,7 @@ fn second_copy_merges_into_a_filled_table() {
     let logged = sub
         .query(
             "SELECT conflict_type, resolution, relation, remote_tuple->>'src', local_tuple->>'src', \
-             remote_tuple->>'id' FROM logical_ext.conflict_log WHERE subscription = 's2'",
+             remote_tuple->>'id' FROM logical_ext.conflict_log WHERE subscription = 's2' ORDER BY relation",
             &[],
         )
         .expect("conflict_log");
@@ -65,9 +81,13 @@ fn second_copy_merges_into_a_filled_table() {
         logged.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
     assert_eq!(
         logged,
-        vec![("insert_exists".into(), "keep_local".into(), "public.u".into(), "b".into(), "a".into(), "500".into())],
-        "one logged conflict for the common key"
+        vec![
+            ("insert_exists".into(), "keep_local".into(), "public.u".into(), "b".into(), "a".into(), "500".into()),
+            ("insert_exists".into(), "apply_remote".into(), "public.w".into(), "b".into(), "a".into(), "1".into()),
+        ],
+        "one logged conflict per common key"
     );
+    assert_eq!(conflicts::conflict_counters(&pair.subscriber, "s2")[0], 2, "counted as insert_exists");
 
     // Both stream afterwards, into the same table.
     pair.pub_exec("INSERT INTO public.u VALUES (3001, 'a', 1)");
