@@ -1,14 +1,16 @@
 //! Coexistence with the tools PostgreSQL users run (issue 15, item 7), on
-//! two real clusters with DDL capture on and a `FOR ALL TABLES`
-//! publication: pg_repack rebuilding a published table under writes (publication FOR
-//! TABLE: see below),
+//! two real clusters with DDL capture on (`published`): pg_repack rebuilding
+//! a published table under writes (extension on the publisher only),
 //! pg_partman creating and dropping partitions in its maintenance, pg_cron
-//! running DDL from its scheduler. The tools' internal objects (pg_repack's
-//! `repack` schema and its trigger on the table, partman's template table)
-//! never reach the subscriber; the user-visible DDL does; the data is exact
-//! and the subscription never stops (no error, no retry). The tools come
-//! from Debian's `postgresql-15-repack`, `-partman` and `-cron` (installed
-//! by scripts/setup.sh next to the server `pg_bin()` names).
+//! running DDL from its scheduler. The tools' working objects (pg_repack's
+//! types, log and work tables in its `repack` schema and its trigger on the
+//! table) never reach the subscriber; the user-visible DDL does (partman's
+//! partitions, cron's DDL, the user's ALTER after a repack); the data is
+//! exact and the subscription never stops (no error, no retry). The
+//! publications name the user's tables or schema, not FOR ALL TABLES, which
+//! publishes the tools' tables' rows too (docs/DDL.md, "Tools"). The tools
+//! come from Debian's `postgresql-15-repack`, `-partman` and `-cron`
+//! (installed by scripts/setup.sh next to the server `pg_bin()` names).
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
