@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 PG_CONFIG=${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # python3-prometheus-client: the reference parser the metrics() test feeds.
+# postgresql-15-repack/-partman/-cron: the tools pg_test/tests/ddl_tools.rs runs.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo
           postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev
-          python3-prometheus-client)
+          python3-prometheus-client postgresql-15-repack postgresql-15-partman postgresql-15-cron)
 
 log() { echo "== setup: $*" >&2; }
 

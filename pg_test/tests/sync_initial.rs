@@ -100,7 +100,12 @@ fn several_tables_copy_in_parallel_within_the_limit() {
 #[test]
 fn non_empty_target_is_refused_then_copied_once_emptied() {
     let pair = Pair::start("sync_nonempty");
-    pair.both_exec(&format!("CREATE TABLE full_t {T}; CREATE TABLE ok_t {T}"));
+    // No key: a copy into a filled table with a key merges instead
+    // (sync_many_publishers.rs).
+    pair.both_exec(&format!(
+        "CREATE TABLE full_t (id bigint, k int, t text, ts timestamptz); ALTER TABLE full_t REPLICA IDENTITY FULL;
+         CREATE TABLE ok_t {T}"
+    ));
     fill(&pair, "full_t", 1000);
     fill(&pair, "ok_t", 1000);
     pair.sub_exec("INSERT INTO full_t VALUES (1, 1, 'local', now())");

@@ -171,6 +171,74 @@ fn check_publications(conn: &mut Connection, pubs: &[String]) {
     }
 }
 
+/// `origin = none` with `copy_data`: WARNING, as PostgreSQL 16 does, when
+/// the copied tables may hold rows another subscription wrote on the
+/// publisher (a copy cannot tell their origin). `except`: tables not copied
+/// again.
+fn warn_foreign_origins(conn: &mut Connection, name: &str, publications: &[String], except: &[(String, String)]) {
+    let failed = |e: crate::apply::walrcv::WalRcvError| -> ! {
+        fail(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("could not receive the list of replicated tables from the publisher: {}", e.0),
+            "",
+        )
+    };
+    let has_ext = conn.exec(sync_remote::HAS_LOGICAL_EXT_QUERY, 1).unwrap_or_else(|e| failed(e));
+    let has_ext = has_ext.first().and_then(|r| r[0].as_deref()) == Some("t");
+    let rows =
+        conn.exec(&sync_remote::foreign_origin_query(publications, has_ext, except), 1).unwrap_or_else(|e| failed(e));
+    let pubs: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+    if pubs.is_empty() {
+        return;
+    }
+    let list = pubs.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+    let detail = if pubs.len() == 1 {
+        format!(
+            "The subscription being created subscribes to a publication ({list}) that contains tables that are \
+             written to by other subscriptions."
+        )
+    } else {
+        format!(
+            "The subscription being created subscribes to publications ({list}) that contain tables that are written \
+             to by other subscriptions."
+        )
+    };
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "subscription \"{name}\" requested copy_data with origin = NONE but might copy data that had a \
+             different origin"
+        ),
+        function_name!(),
+    )
+    .set_detail(detail)
+    .set_hint("Verify that initial data copied from the publisher tables did not come from other origins.")
+    .report(PgLogLevel::WARNING);
+}
+
+/// (schema, table) of the tables subscription `id` already has.
+fn subscribed_table_names(id: i32) -> Vec<(String, String)> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT n.nspname::text, r.relname::text FROM logical_ext.subscription_tables t \
+             JOIN pg_catalog.pg_class r ON r.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace \
+             WHERE t.subid = $1",
+            None,
+            &[id.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let (Some(s), Some(t)) = (r.get::<String>(1)?, r.get::<String>(2)?) {
+                out.push((s, t));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .unwrap_or_else(|e| {
+        fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not read the subscription's tables: {e}"), "")
+    })
+}
+
 /// The local tables of the tables the publications cover (same schema and
 /// name). A missing one is an error when it is to be copied, else skipped
 /// (the apply worker reports it if changes arrive for it).
@@ -250,6 +318,9 @@ fn create_subscription(
     check_encodings(&mut conn);
     check_publications(&mut conn, &publications);
     let tables = published_tables(&mut conn, &publications, copy_data);
+    if copy_data && origin == Origin::None {
+        warn_foreign_origins(&mut conn, name, &publications, &[]);
+    }
     // With copy_data the worker creates the slot: it must hold the slot's
     // exported snapshot while the tables are copied.
     let slot_pending = create_slot && copy_data;
@@ -593,6 +664,9 @@ fn refresh_subscription(name: &str, copy_data: default!(bool, true)) -> i64 {
     let sub = load(name);
     let mut conn = connect(&sub.conninfo, &sub.name);
     let tables = published_tables(&mut conn, &sub.publications, copy_data);
+    if copy_data && sub.origin == Origin::None {
+        warn_foreign_origins(&mut conn, &sub.name, &sub.publications, &subscribed_table_names(sub.id));
+    }
     drop(conn);
     sync_catalog::remove_other_tables(sub.id, &tables);
     let added = sync_catalog::add_tables(sub.id, &tables, copy_data);

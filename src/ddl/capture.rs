@@ -26,13 +26,21 @@ struct Touched {
 }
 
 const TOUCHED_SQL: &str = "\
+WITH extension_schemas AS (SELECT objid FROM pg_catalog.pg_depend
+    WHERE classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+      AND refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND deptype = 'e')
 SELECT c.command_tag, c.object_type, c.object_identity, c.schema_name,
        coalesce(c.schema_name ~ '^pg_temp', false)
          OR coalesce((SELECT r.relpersistence = 't' FROM pg_catalog.pg_class r
                       WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND r.oid = c.objid), false),
        c.in_extension OR logical_ext.ddl_object_in_extension(c.classid, c.objid),
        coalesce(c.schema_name = 'logical_ext', false),
-       logical_ext.ddl_object_publications(c.classid, c.objid, c.schema_name)
+       logical_ext.ddl_object_publications(c.classid, c.objid, c.schema_name),
+       coalesce((SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = c.schema_name)
+                IN (SELECT objid FROM extension_schemas), false)
+         OR (c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+             AND EXISTS (SELECT FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+                         WHERE t.oid = c.objid AND f.pronamespace IN (SELECT objid FROM extension_schemas)))
 FROM pg_catalog.pg_event_trigger_ddl_commands() c";
 
 /// Roots of the deletion and what they took along through normal
@@ -42,7 +50,11 @@ SELECT d.classid, d.objid, d.object_type, d.object_identity,
        CASE WHEN d.object_type = 'schema' THEN d.address_names[1] ELSE d.schema_name END,
        d.is_temporary, d.original,
        logical_ext.ddl_schema_publications(
-           CASE WHEN d.object_type = 'schema' THEN d.address_names[1] ELSE d.schema_name END)
+           CASE WHEN d.object_type = 'schema' THEN d.address_names[1] ELSE d.schema_name END),
+       EXISTS (SELECT FROM pg_catalog.pg_depend e JOIN pg_catalog.pg_namespace n ON n.oid = e.objid
+               WHERE e.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                 AND e.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND e.deptype = 'e'
+                 AND n.nspname = d.schema_name AND d.object_type <> 'schema')
 FROM pg_catalog.pg_event_trigger_dropped_objects() d
 WHERE d.original OR d.normal";
 
@@ -67,6 +79,7 @@ fn note_dropped() {
             let original = r.get::<bool>(7)?.unwrap_or(false);
             let current = r.get::<Vec<String>>(8)?.unwrap_or_default();
             let temporary = r.get::<bool>(6)?.unwrap_or(false);
+            let tool = r.get::<bool>(9)?.unwrap_or(false);
             dropped.push((
                 classid,
                 objid,
@@ -74,6 +87,7 @@ fn note_dropped() {
                 r.get::<String>(4)?,
                 schema,
                 temporary,
+                tool,
                 original,
                 current,
             ));
@@ -82,7 +96,7 @@ fn note_dropped() {
     })
     .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read the dropped objects: {e}"));
     statement::with_current(|s| {
-        for (classid, objid, object_type, identity, schema, temporary, original, current) in dropped {
+        for (classid, objid, object_type, identity, schema, temporary, tool, original, current) in dropped {
             // Publications as they were before the DROP when the hook took
             // a snapshot; otherwise what the schema still says.
             let publications = match &s.before_drop {
@@ -99,6 +113,7 @@ fn note_dropped() {
                 temporary,
                 in_extension: false,
                 own: schema.as_deref() == Some("logical_ext"),
+                tool,
                 publications,
             };
             s.dropped.push(Dropped {
@@ -120,22 +135,34 @@ fn capture(tag: &str) {
     }
     let touched = touched_objects();
     let current = statement::with_current(|s| {
-        (s.text.clone(), s.search_path.clone(), s.role, s.concurrent, s.carries_secret, std::mem::take(&mut s.dropped))
+        (
+            s.text.clone(),
+            s.search_path.clone(),
+            s.role,
+            StatementFacts {
+                concurrent: s.concurrent,
+                text_unknown: false,
+                carries_secret: s.carries_secret,
+                tool_triggers_only: s.tool_triggers_only,
+            },
+            std::mem::take(&mut s.dropped),
+        )
     });
-    let text_unknown = current.is_none();
     // Without the hook (library loaded by this very command) only the whole
     // query string is known: logged with the refusal, never replayed.
-    let (command, search_path, role, concurrent, carries_secret, dropped) = current.unwrap_or_else(|| {
+    let (command, search_path, role, stmt, dropped) = current.unwrap_or_else(|| {
         // SAFETY: debug_query_string is NULL or the current query's text.
         let whole = unsafe { ffi::cstr_to_string(pg_sys::debug_query_string) };
         let secret = ffi::parse::parse_statements(&whole).iter().any(|s| s.carries_secret);
+        let stmt = StatementFacts { text_unknown: true, carries_secret: secret, ..StatementFacts::default() };
         // SAFETY: reads the current user id.
-        (whole, String::new(), unsafe { pg_sys::GetSessionUserId() }, false, secret, Vec::new())
+        (whole, String::new(), unsafe { pg_sys::GetSessionUserId() }, stmt, Vec::new())
     });
+    let carries_secret = stmt.carries_secret;
     let facts: Vec<ObjectFacts> =
         touched.iter().map(|t| t.facts.clone()).chain(dropped.iter().map(|d| d.facts.clone())).collect();
     let mode = DDL_CAPTURE.get();
-    let decision = policy::decide(mode, tag, StatementFacts { concurrent, text_unknown, carries_secret }, &facts);
+    let decision = policy::decide(mode, tag, stmt, &facts);
     let publications = match &decision {
         Decision::Ignore => return,
         Decision::Capture { publications } => publications.clone(),
@@ -203,6 +230,7 @@ fn touched_objects() -> Vec<Touched> {
                     in_extension: r.get::<bool>(6)?.unwrap_or(false),
                     own: r.get::<bool>(7)?.unwrap_or(false),
                     publications: r.get::<Vec<String>>(8)?.unwrap_or_default(),
+                    tool: r.get::<bool>(9)?.unwrap_or(false),
                 },
             });
         }

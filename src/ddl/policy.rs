@@ -2,8 +2,9 @@
 //! from the catalogs (`capture.rs` gathers them, this decides).
 //!
 //! Order of the rules: a command touching temporary objects, objects of an
-//! extension, or logical_ext's own objects, and commands on publications and
-//! subscriptions (each node's own set-up) are never captured; then the
+//! extension, a tool's working objects, or logical_ext's own objects, and
+//! commands on publications and subscriptions (each node's own set-up) are
+//! never captured; then the
 //! `logical_ext.ddl_capture` mode says whether it concerns subscribers; only
 //! then are commands that cannot be replayed safely refused (so a refused
 //! command is one that really would have been replicated).
@@ -32,6 +33,14 @@ pub(crate) struct ObjectFacts {
     pub(crate) in_extension: bool,
     /// In the logical_ext schema.
     pub(crate) own: bool,
+    /// A tool's working object: it lives in a schema that an extension
+    /// created (pg_repack's `repack`: its log tables, key types, work
+    /// tables and their indexes), or it is a trigger whose function lives in
+    /// such a schema (pg_repack's `repack_trigger` on the table it rebuilds).
+    /// Such a schema exists only where the extension is installed, and the
+    /// objects are the tool's scaffolding on this node, never the user's
+    /// schema.
+    pub(crate) tool: bool,
     pub(crate) publications: Vec<String>,
 }
 
@@ -45,6 +54,10 @@ pub(crate) struct StatementFacts {
     pub(crate) text_unknown: bool,
     /// A password or connection string appears in it.
     pub(crate) carries_secret: bool,
+    /// It only enables, disables or drops triggers, and each is a tool's
+    /// trigger (see [`ObjectFacts::tool`]): `ALTER TABLE t ENABLE ALWAYS
+    /// TRIGGER repack_trigger` reports the table, not the trigger.
+    pub(crate) tool_triggers_only: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -87,7 +100,11 @@ fn node_local(tag: &str) -> bool {
 }
 
 pub(crate) fn decide(mode: Mode, tag: &str, stmt: StatementFacts, objects: &[ObjectFacts]) -> Decision {
-    if mode == Mode::Off || node_local(tag) || objects.iter().any(|o| o.temporary || o.in_extension || o.own) {
+    if mode == Mode::Off
+        || node_local(tag)
+        || stmt.tool_triggers_only
+        || objects.iter().any(|o| o.temporary || o.in_extension || o.own || o.tool)
+    {
         return Decision::Ignore;
     }
     let mut publications: Vec<String> = objects.iter().flat_map(|o| o.publications.iter().cloned()).collect();
@@ -186,7 +203,8 @@ mod tests {
     fn obj(pubs: &[&str]) -> ObjectFacts {
         ObjectFacts { publications: pubs.iter().map(|s| s.to_string()).collect(), ..Default::default() }
     }
-    const PLAIN: StatementFacts = StatementFacts { concurrent: false, text_unknown: false, carries_secret: false };
+    const PLAIN: StatementFacts =
+        StatementFacts { concurrent: false, text_unknown: false, carries_secret: false, tool_triggers_only: false };
 
     #[test]
     fn modes() {
@@ -212,9 +230,28 @@ mod tests {
             ObjectFacts { temporary: true, ..obj(&["p"]) },
             ObjectFacts { in_extension: true, ..obj(&["p"]) },
             ObjectFacts { own: true, ..obj(&["p"]) },
+            ObjectFacts { tool: true, ..obj(&["p"]) },
         ] {
             assert_eq!(decide(Mode::All, "CREATE TABLE", PLAIN, &[obj(&["p"]), o]), Decision::Ignore);
         }
+    }
+
+    #[test]
+    fn tools_working_objects_are_never_captured() {
+        // pg_repack: CREATE TABLE repack.log_N, CREATE TRIGGER on the
+        // published table, CREATE TABLE repack.table_N AS (would otherwise
+        // be refused), then ALTER TABLE t ENABLE ALWAYS TRIGGER and DROP
+        // TRIGGER, which touch only the table or nothing the catalogs tie
+        // to the tool.
+        let tool = ObjectFacts { tool: true, ..obj(&["p"]) };
+        for tag in ["CREATE TABLE", "CREATE TYPE", "CREATE TRIGGER", "CREATE INDEX", "CREATE TABLE AS"] {
+            assert_eq!(decide(Mode::All, tag, PLAIN, std::slice::from_ref(&tool)), Decision::Ignore, "{tag}");
+        }
+        let triggers = StatementFacts { tool_triggers_only: true, ..PLAIN };
+        assert_eq!(decide(Mode::Published, "ALTER TABLE", triggers, &[obj(&["p"])]), Decision::Ignore);
+        assert_eq!(decide(Mode::Published, "DROP TRIGGER", triggers, &[obj(&["p"])]), Decision::Ignore);
+        // The user's own trigger commands on the same table still go.
+        assert!(matches!(decide(Mode::Published, "ALTER TABLE", PLAIN, &[obj(&["p"])]), Decision::Capture { .. }));
     }
 
     #[test]

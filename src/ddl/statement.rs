@@ -34,6 +34,10 @@ pub(crate) struct Statement {
     /// A password or connection string appears in it: never captured
     /// verbatim (see `policy.rs`).
     pub(crate) carries_secret: bool,
+    /// Only enables, disables or drops tools' triggers (see `policy.rs`);
+    /// decided before the statement runs (a dropped trigger's function is
+    /// gone from the catalogs when `sql_drop` fires).
+    pub(crate) tool_triggers_only: bool,
     /// Taken before a DROP runs.
     pub(crate) before_drop: Option<DropSnapshot>,
     /// Noted by the `sql_drop` trigger.
@@ -177,7 +181,21 @@ impl Statement {
         // SAFETY: `node` is the statement's parse tree (or NULL).
         let carries_secret = unsafe { ffi::parse::node_carries_secret(node) };
         let before_drop = if is_drop { drop_snapshot() } else { None };
-        Statement { text, search_path, role, concurrent, carries_secret, before_drop, dropped: Vec::new() }
+        // SAFETY: `node` is the statement's parse tree (or NULL).
+        let tool_triggers_only = match unsafe { trigger_references(node) } {
+            Some(refs) if !refs.is_empty() && capture_possible() => refs.iter().all(tool_trigger),
+            _ => false,
+        };
+        Statement {
+            text,
+            search_path,
+            role,
+            concurrent,
+            carries_secret,
+            tool_triggers_only,
+            before_drop,
+            dropped: Vec::new(),
+        }
     }
 }
 
@@ -189,14 +207,105 @@ pub(crate) fn statement_text(query: &[u8], location: i32, len: i32) -> String {
     String::from_utf8_lossy(&query[start..end]).trim().to_string()
 }
 
-/// What is published right now, when capture is on and logical_ext is
-/// installed in this database.
-fn drop_snapshot() -> Option<DropSnapshot> {
+/// A trigger named by a statement: the relation's name parts and the
+/// trigger's name.
+type TriggerRef = (Vec<String>, String);
+
+/// The triggers a statement is only about: `ALTER TABLE` whose every
+/// subcommand enables or disables a named trigger, or `DROP TRIGGER`.
+/// `None` for any other statement.
+///
+/// # Safety
+/// `node` must be NULL or a valid utility parse tree.
+unsafe fn trigger_references(node: *mut pg_sys::Node) -> Option<Vec<TriggerRef>> {
+    if node.is_null() {
+        return None;
+    }
+    // SAFETY: the tags say which struct each node is; the lists hold what
+    // the parser puts there (AlterTableCmd; lists of String for names).
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let stmt = node as *mut pg_sys::AlterTableStmt;
+                let rv = (*stmt).relation;
+                if rv.is_null() {
+                    return None;
+                }
+                let mut rel = Vec::new();
+                if !(*rv).schemaname.is_null() {
+                    rel.push(ffi::cstr_to_string((*rv).schemaname));
+                }
+                rel.push(ffi::cstr_to_string((*rv).relname));
+                let mut out = Vec::new();
+                for cmd in ffi::ptr_list::<pg_sys::AlterTableCmd>((*stmt).cmds) {
+                    let trigger_cmd = matches!(
+                        (*cmd).subtype,
+                        pg_sys::AlterTableType::AT_EnableTrig
+                            | pg_sys::AlterTableType::AT_EnableAlwaysTrig
+                            | pg_sys::AlterTableType::AT_EnableReplicaTrig
+                            | pg_sys::AlterTableType::AT_DisableTrig
+                    );
+                    if !trigger_cmd || (*cmd).name.is_null() {
+                        return None;
+                    }
+                    out.push((rel.clone(), ffi::cstr_to_string((*cmd).name)));
+                }
+                Some(out)
+            }
+            pg_sys::NodeTag::T_DropStmt
+                if (*(node as *mut pg_sys::DropStmt)).removeType == pg_sys::ObjectType::OBJECT_TRIGGER =>
+            {
+                let mut out = Vec::new();
+                for names in ffi::ptr_list::<pg_sys::List>((*(node as *mut pg_sys::DropStmt)).objects) {
+                    let mut parts: Vec<String> = ffi::ptr_list::<pg_sys::String>(names)
+                        .into_iter()
+                        .map(|n| ffi::cstr_to_string((*n).sval))
+                        .collect();
+                    let trigger = parts.pop()?;
+                    out.push((parts, trigger));
+                }
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A relation name as SQL text, each part quoted.
+fn quoted_name(parts: &[String]) -> String {
+    parts.iter().map(|p| format!("\"{}\"", p.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
+}
+
+/// Whether the trigger exists and its function lives in a schema that an
+/// extension created (a tool's trigger, see `policy::ObjectFacts::tool`).
+fn tool_trigger((relation, trigger): &TriggerRef) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
+                        JOIN pg_catalog.pg_depend e ON e.objid = f.pronamespace
+                        WHERE t.tgrelid = pg_catalog.to_regclass($1) AND t.tgname = $2
+                          AND e.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                          AND e.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND e.deptype = 'e')",
+        &[quoted_name(relation).into(), trigger.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Capture is on and logical_ext is installed in this database (inside a
+/// transaction): only then are catalog questions asked before a statement.
+fn capture_possible() -> bool {
     // SAFETY: reads transaction state and the extension catalog.
     let installed = unsafe {
         pg_sys::IsTransactionState() && pg_sys::get_extension_oid(c"logical_ext".as_ptr(), true) != pg_sys::InvalidOid
     };
-    if DDL_CAPTURE.get() == Mode::Off || !installed {
+    DDL_CAPTURE.get() != Mode::Off && installed
+}
+
+/// What is published right now, when capture is on and logical_ext is
+/// installed in this database.
+fn drop_snapshot() -> Option<DropSnapshot> {
+    if !capture_possible() {
         return None;
     }
     let mut snap = DropSnapshot::default();
@@ -227,7 +336,13 @@ fn drop_snapshot() -> Option<DropSnapshot> {
 
 #[cfg(test)]
 mod tests {
-    use super::statement_text;
+    use super::{quoted_name, statement_text};
+
+    #[test]
+    fn quotes_names() {
+        assert_eq!(quoted_name(&["public".into(), "t".into()]), "\"public\".\"t\"");
+        assert_eq!(quoted_name(&["we\"ird".into()]), "\"we\"\"ird\"");
+    }
 
     #[test]
     fn slices() {

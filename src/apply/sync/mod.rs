@@ -37,6 +37,7 @@
 pub(crate) mod catalog;
 mod copy;
 pub(crate) mod manager;
+mod merge;
 pub(crate) mod registry;
 pub(crate) mod remote;
 pub(crate) mod state;

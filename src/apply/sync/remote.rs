@@ -32,6 +32,43 @@ fn table_filter(pubs: &[String], schema: &str, table: &str) -> String {
     )
 }
 
+/// One row, `true` when logical_ext's catalog exists on the publisher (its
+/// subscriptions write tables there too).
+pub(crate) const HAS_LOGICAL_EXT_QUERY: &str =
+    "SELECT pg_catalog.to_regclass('logical_ext.subscription_tables') IS NOT NULL";
+
+/// PostgreSQL 16's rule for `origin = none` with `copy_data`
+/// (`check_publications_origin`): the names of the publications that cover
+/// a table some subscription on the publisher writes into (native ones in
+/// `pg_subscription_rel`; logical_ext's in its `subscription_tables` when
+/// `logical_ext` is installed there) — a copy cannot tell such rows' origin.
+/// Tables in `except` (schema, table) are not copied again (a refresh keeps
+/// the ones it has) and are left out.
+pub(crate) fn foreign_origin_query(pubs: &[String], logical_ext: bool, except: &[(String, String)]) -> String {
+    let written = if logical_ext {
+        "(EXISTS (SELECT FROM pg_catalog.pg_subscription_rel ps WHERE ps.srrelid = gpt.relid) \
+         OR EXISTS (SELECT FROM logical_ext.subscription_tables lt WHERE lt.relid = gpt.relid))"
+    } else {
+        "EXISTS (SELECT FROM pg_catalog.pg_subscription_rel ps WHERE ps.srrelid = gpt.relid)"
+    };
+    let mut sql = format!(
+        "SELECT DISTINCT p.pubname::text FROM pg_catalog.pg_publication p, \
+         LATERAL pg_catalog.pg_get_publication_tables(p.pubname::text) gpt \
+         JOIN pg_catalog.pg_class c ON c.oid = gpt.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE p.pubname IN ({}) AND {written}",
+        pub_list(pubs)
+    );
+    for (schema, table) in except {
+        sql.push_str(&format!(
+            " AND NOT (n.nspname = {} AND c.relname = {})",
+            quote_literal(schema),
+            quote_literal(table)
+        ));
+    }
+    sql.push_str(" ORDER BY 1");
+    sql
+}
+
 /// One row: the table's `relkind` on the publisher.
 pub(crate) fn relkind_query(schema: &str, table: &str) -> String {
     format!(
@@ -130,6 +167,16 @@ mod tests {
             "COPY (SELECT \"id\" FROM ONLY \"s\".\"t\"\"x\" WHERE (id > 5)) TO STDOUT"
         );
         assert_eq!(copy_command("s", "p", &s(&["id"]), None, true), "COPY (SELECT \"id\" FROM \"s\".\"p\") TO STDOUT");
+    }
+
+    #[test]
+    fn foreign_origin_query_follows_pg16() {
+        let q = foreign_origin_query(&s(&["a'b"]), false, &[]);
+        assert!(q.contains("IN ('a''b')") && q.contains("pg_subscription_rel"), "{q}");
+        assert!(!q.contains("logical_ext.subscription_tables"), "{q}");
+        let q = foreign_origin_query(&s(&["p"]), true, &[("public".into(), "o'k".into())]);
+        assert!(q.contains("logical_ext.subscription_tables"), "{q}");
+        assert!(q.contains("AND NOT (n.nspname = 'public' AND c.relname = 'o''k')"), "{q}");
     }
 
     #[test]

@@ -15,8 +15,11 @@
 //!    consistent point becomes the table's `sync_lsn` (the table stays
 //!    `copying` until the sync worker has caught it up with the stream:
 //!    `apply/tablesync.rs`; `state.rs` says how the apply worker treats it).
-//! 3. In one local transaction: refuses a non-empty target (or empties it
-//!    for `resync_table`), copies the published rows and columns with COPY,
+//! 3. In one local transaction: empties the target for `resync_table`;
+//!    refuses a non-empty target without a key (the copy would duplicate
+//!    rows); copies the published rows and columns with COPY — into a
+//!    non-empty target with a key through a staging table merged key by key,
+//!    an overlapping key being an `insert_exists` conflict (`merge.rs`) —
 //!    and records the new state. A copy that dies leaves nothing behind and
 //!    is started again by the apply worker; once committed from a snapshot
 //!    of its own, the table is marked `resync`, so a copy started again
@@ -32,6 +35,7 @@
 
 use super::catalog;
 use super::copy;
+use super::merge::{self, Plan};
 use super::registry;
 use super::remote;
 use super::state::State;
@@ -110,7 +114,10 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
     if !resync {
         // Cheap early refusal (before a snapshot is taken on the publisher);
         // checked again in the copy's transaction.
-        in_transaction(|| prepare_target(relid, &qualified_name(relid), false));
+        in_transaction(|| {
+            let (schema, table) = local_name(relid);
+            prepare_target(relid, &format!("{schema}.{table}"), false, None)
+        });
     }
     // `copying` is committed: the apply worker waits for this copy before
     // it applies anything more (it must not apply this table's changes
@@ -171,12 +178,36 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
         .map(|r| r.into_iter().next().flatten())
         .collect();
     let filter = remote::combine_filters(&filters);
-    prepare_target(relid, &display, resync);
+    let key = prepare_target(relid, &display, resync, Some(&columns));
+    let qualified = qualified_name(relid);
+    let into = if key.is_some() { merge::create_stage(&qualified) } else { relid };
     let cmd = remote::copy_command(&schema, &table, &columns, filter.as_deref(), kind == "p");
     conn.exec(&cmd, 0).map_err(|e| format!("publisher: {} (while running: {cmd})", e.0))?;
     let (db, subid, rel, me) = (job.dboid, job.subid, relid.to_u32(), status::my_pid());
     let report = Box::new(move |rows, bytes| registry::progress(db, subid, rel, me, rows, bytes));
-    let (mut conn, copied) = copy::copy_from(conn, relid, &columns, report);
+    let (mut conn, copied) = copy::copy_from(conn, into, &columns, report);
+    let mut conflicts = 0;
+    if let Some(key) = &key {
+        let rules = crate::apply::resolver::load_rules(&sub.name);
+        let source = merge::Source {
+            subscription: &sub.name,
+            origin: &Subscription::origin_name(sub.id),
+            lsn: crate::apply::protocol::format_lsn(sync_lsn),
+            resolution: crate::apply::conflict::effective(
+                &rules,
+                relid.to_u32(),
+                crate::apply::conflict::ConflictType::InsertExists,
+            ),
+        };
+        let (inserted, overlapping) = merge::merge(&qualified, &display, &columns, key, &source);
+        conflicts = overlapping;
+        log!(
+            "logical_ext: subscription \"{}\": merged the copy of \"{display}\" into its rows: {inserted} new, \
+             {overlapping} with an existing key (insert_exists, {})",
+            sub.name,
+            source.resolution.as_str()
+        );
+    }
     if own_snapshot {
         catalog::copy_committed(job.subid, relid, sync_lsn, copied.rows, copied.bytes);
     } else {
@@ -189,6 +220,10 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
         pg_sys::CommitTransactionCommand();
         pg_sys::replorigin_session_reset();
         pg_sys::replorigin_session_origin = 0;
+    }
+    if conflicts > 0 {
+        let i = crate::apply::conflict::ConflictType::InsertExists.index();
+        status::update(job.dboid, job.subid, |s| s.conflicts[i] += conflicts);
     }
     exec(&mut conn, "COMMIT", 0)?;
     log!("logical_ext: subscription \"{}\": copied {} rows of \"{display}\"", sub.name, copied.rows);
@@ -219,9 +254,11 @@ fn use_copy_origin(name: &str) {
     }
 }
 
-/// Refuse to copy into a table that already has rows (that would duplicate
-/// them), unless `resync_table` asked to replace its contents.
-fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
+/// Empty the target when `resync_table` asked to replace its contents;
+/// otherwise, when it has rows, return its key for a merge (`merge.rs`), or
+/// refuse when it has none (the copy would duplicate rows). `columns`: the
+/// copied columns, once known.
+fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool, columns: Option<&[String]>) -> Option<Vec<String>> {
     let qualified = qualified_name(relid);
     // SAFETY: a catalog lookup inside a transaction.
     let partitioned = unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE };
@@ -232,25 +269,29 @@ fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool) {
         // rows until the copy's transaction commits the new ones.
         Spi::run(&format!("DELETE FROM {only}{qualified}"))
             .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
-        return;
+        return None;
     }
     let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {only}{qualified})"))
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read \"{display}\": {e}"))
         .unwrap_or(false);
-    if has_rows {
+    let key = if has_rows { merge::key_columns(relid, columns) } else { None };
+    if merge::plan(has_rows, key.is_some()) == Plan::Refuse {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
-                "logical_ext: table \"{display}\" on the subscriber is not empty; its initial copy would duplicate rows"
+                "logical_ext: table \"{display}\" on the subscriber is not empty; its initial copy would duplicate rows \
+                 (it has no primary key or replica identity index whose columns are copied)"
             ),
             function_name!(),
         )
         .set_hint(
-            "TRUNCATE the table on the subscriber (the copy is retried), or create the subscription with \
-             copy_data => false when its rows are already there.",
+            "TRUNCATE the table on the subscriber (the copy is retried), give it a primary key (rows with a key \
+             already there are then conflicts resolved by the subscription's insert_exists rule), or create the \
+             subscription with copy_data => false when its rows are already there.",
         )
         .report(PgLogLevel::ERROR);
     }
+    key
 }
 
 /// How the copy's target is read and emptied: `ONLY` a table (the publisher

@@ -1,0 +1,194 @@
+//! Coexistence with the tools PostgreSQL users run (issue 15, item 7), on
+//! two real clusters with DDL capture on (`published`): pg_repack rebuilding
+//! a published table under writes (extension on the publisher only),
+//! pg_partman creating and dropping partitions in its maintenance, pg_cron
+//! running DDL from its scheduler. The tools' working objects (pg_repack's
+//! types, log and work tables in its `repack` schema and its trigger on the
+//! table) never reach the subscriber; the user-visible DDL does (partman's
+//! partitions, cron's DDL, the user's ALTER after a repack); the data is
+//! exact and the subscription never stops (no error, no retry). The
+//! publications name the user's tables or schema, not FOR ALL TABLES, which
+//! publishes the tools' tables' rows too (docs/DDL.md, "Tools"). The tools
+//! come from Debian's `postgresql-15-repack`, `-partman` and `-cron`
+//! (installed by scripts/setup.sh next to the server `pg_bin()` names).
+
+use logical_ext_pg_test::replication::*;
+use logical_ext_pg_test::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+const PRELOAD: &str = "shared_preload_libraries = 'logical_ext'";
+
+/// Asserts the subscription never met an error: still streaming, no
+/// `last_error`, no error in the subscriber's log.
+fn assert_never_stopped(pair: &Pair, name: &str) {
+    let s = pair.status(name);
+    assert_eq!(s.state, "streaming", "{}", pair.explain(name));
+    assert_eq!(s.last_error, None, "{}", pair.explain(name));
+    let errors = conflicts::log_lines(&pair.subscriber, "ERROR:");
+    assert!(errors.is_empty(), "the subscriber logged errors:\n{}", errors.join("\n"));
+}
+
+/// DDL captured on the publisher that replay on the subscriber applied.
+fn replayed(pair: &Pair) -> Vec<String> {
+    let sql = "SELECT command FROM logical_ext.ddl_log WHERE source = 'apply' AND replicated ORDER BY id";
+    pair.sub_client().query(sql, &[]).expect("read ddl_log").iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn pg_repack_under_writes() {
+    let pair = Pair::start_with("tools_repack", &[PRELOAD], &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext; CREATE EXTENSION pg_repack");
+    pair.both_exec("CREATE TABLE public.t (id bigint PRIMARY KEY, v text, pad text)");
+    // FOR TABLE, not FOR ALL TABLES: under FOR ALL TABLES the row changes
+    // of pg_repack's work tables (repack.log_N, repack.table_N) are
+    // published too, as by pgoutput, and no subscriber has those tables
+    // (see docs/DDL.md, "Tools").
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE public.t");
+    // The subscriber has no pg_repack (the worse case: no `repack` schema).
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    pair.pub_exec(
+        "INSERT INTO public.t SELECT g, 'v' || g, repeat('x', 200) FROM generate_series(1, 100000) g;
+         DELETE FROM public.t WHERE id % 3 = 0",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicI64::new(1_000_000));
+    let writer = {
+        let (stop, next) = (stop.clone(), next.clone());
+        let mut c = pair.pub_client();
+        std::thread::spawn(move || {
+            // Inserts only: pg_repack itself cannot apply UPDATE/DELETE to
+            // its work table under a FOR ALL TABLES publication (that table
+            // has no replica identity; reorg/pg_repack#235).
+            while !stop.load(Ordering::Relaxed) {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                c.execute("INSERT INTO public.t VALUES ($1, 'w', 'y')", &[&id]).expect("insert during repack");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    wait_until(Duration::from_secs(10), "the writer runs", || next.load(Ordering::Relaxed) > 1_000_010);
+    let before = next.load(Ordering::Relaxed);
+    let out = run_with_timeout(
+        std::process::Command::new(pg_bin("pg_repack")).args([
+            "-h",
+            &pair.publisher.socket_dir().display().to_string(),
+            "-p",
+            &pair.publisher.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "--no-superuser-check",
+            "-t",
+            "public.t",
+        ]),
+        Duration::from_secs(120),
+        "pg_repack -t public.t",
+    );
+    let during = next.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(
+        out.status.success(),
+        "pg_repack failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The user's own DDL on the rebuilt table still replicates.
+    pair.pub_exec("ALTER TABLE public.t ADD COLUMN extra int");
+    pair.pub_exec("INSERT INTO public.t VALUES (-1, 'after', 'z', 7)");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["public.t"]);
+    assert!(during > 0, "no write while pg_repack ran");
+    println!("rows inserted while pg_repack ran: {during}");
+    assert_never_stopped(&pair, "s");
+    let replayed = replayed(&pair);
+    assert_eq!(replayed, vec!["ALTER TABLE public.t ADD COLUMN extra int".to_string()], "replayed DDL");
+}
+
+/// The leaf partitions of `public.ev`, by name.
+fn partitions(client: &mut postgres::Client) -> Vec<String> {
+    let sql = "SELECT c.relname::text FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+               WHERE i.inhparent = 'public.ev'::pg_catalog.regclass ORDER BY 1";
+    client.query(sql, &[]).expect("list partitions").iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn pg_partman_creates_and_drops_partitions() {
+    let pair = Pair::start_with("tools_partman", &[PRELOAD], &[]);
+    // pg_partman only on the publisher, in a schema of the user's (as its
+    // documentation says); the subscriber gets the partitions through DDL.
+    pair.pub_exec("CREATE EXTENSION logical_ext; CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman");
+    pair.both_exec(
+        "CREATE TABLE public.ev (id bigint NOT NULL, ts timestamptz NOT NULL, v text, PRIMARY KEY (id, ts))
+         PARTITION BY RANGE (ts)",
+    );
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA public");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    // create_parent makes today's partition, 5 days back and 2 ahead.
+    pair.pub_exec(
+        "SELECT partman.create_parent('public.ev', 'ts', 'native', 'daily', p_premake := 2,
+                                      p_start_partition := (now() - interval '5 days')::date::text)",
+    );
+    pair.pub_exec(
+        "INSERT INTO public.ev SELECT g, now() - interval '5 days' + g * interval '1 minute', 'r' || g
+         FROM generate_series(1, 10000) g",
+    );
+    pair.wait_caught_up("s");
+    let mut created = partitions(&mut pair.pub_client());
+    assert!(created.len() >= 8, "partman made {created:?}");
+    assert_eq!(partitions(&mut pair.sub_client()), created);
+    pair.assert_same("SELECT * FROM public.ev", "id");
+    // Maintenance: more partitions ahead, and retention drops the old ones.
+    pair.pub_exec(
+        "UPDATE partman.part_config SET premake = 5, retention = '3 days', retention_keep_table = false
+         WHERE parent_table = 'public.ev'",
+    );
+    pair.pub_exec("SELECT partman.run_maintenance('public.ev')");
+    pair.pub_exec(
+        "INSERT INTO public.ev SELECT 20000 + g, now() + g * interval '1 hour', 'late' FROM generate_series(1, 100) g",
+    );
+    pair.wait_caught_up("s");
+    let after = partitions(&mut pair.pub_client());
+    assert_ne!(after, created, "run_maintenance changed nothing");
+    assert!(after.iter().any(|p| !created.contains(p)), "no partition was created: {after:?}");
+    assert!(created.iter().any(|p| !after.contains(p)), "no partition was dropped: {after:?}");
+    created = after;
+    assert_eq!(partitions(&mut pair.sub_client()), created);
+    pair.assert_same("SELECT * FROM public.ev", "id");
+    assert_never_stopped(&pair, "s");
+}
+
+#[test]
+fn pg_cron_runs_ddl() {
+    let cron = ["shared_preload_libraries = 'logical_ext, pg_cron'", "cron.database_name = 'postgres'"];
+    let pair = Pair::start_with("tools_cron", &cron, &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext; CREATE EXTENSION pg_cron");
+    pair.both_exec("CREATE TABLE public.c (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA public");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    pair.pub_exec("INSERT INTO public.c SELECT g, 'v' FROM generate_series(1, 100) g");
+    // pg_cron 1.4 schedules by the minute: the job runs at the next one.
+    pair.pub_exec(
+        "SELECT cron.schedule('ddl', '* * * * *',
+             $$ALTER TABLE public.c ADD COLUMN IF NOT EXISTS n int DEFAULT 5;
+               CREATE TABLE IF NOT EXISTS public.made_by_cron (id int PRIMARY KEY);
+               INSERT INTO public.made_by_cron VALUES (1) ON CONFLICT DO NOTHING$$)",
+    );
+    let mut c = pair.pub_client();
+    wait_until(Duration::from_secs(150), "the cron job succeeded once", || {
+        c.query_one("SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'", &[])
+            .map(|r| r.get::<_, i64>(0) > 0)
+            .unwrap_or(false)
+    });
+    pair.pub_exec("SELECT cron.unschedule('ddl')");
+    pair.pub_exec("INSERT INTO public.c (id, v) VALUES (101, 'after'); INSERT INTO public.made_by_cron VALUES (2)");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["public.c", "public.made_by_cron"]);
+    assert_never_stopped(&pair, "s");
+}
