@@ -134,7 +134,8 @@ fn via_root_into_another_layout() {
 /// (`publish_via_partition_root = false`). Subscriber: `m_1` is itself
 /// partitioned (by list on another column), `m_2` a plain table.
 /// A cross-partition UPDATE on the publisher arrives as DELETE + INSERT.
-/// The initial copy refuses a partitioned target whose partitions have rows.
+/// The initial copy merges into a partitioned target whose partitions have
+/// rows (it has a key).
 /// `TRUNCATE ONLY m_1` reaches the partitions of the subscriber's
 /// partitioned `m_1`; a plain parent's inheritance child keeps its rows
 /// when the publisher truncates ONLY the parent.
@@ -162,13 +163,12 @@ fn partitions_into_another_layout() {
          INSERT INTO m_1 VALUES (-1, 5, 'already here');",
     );
     subscribe_copy(&pair, "s", &["p"], "");
-    // A partitioned target whose partitions hold rows is not empty: its copy
-    // is refused (it would duplicate rows) until it is emptied.
-    wait_tables(&pair, "s", "m_1 refused as not empty", |t| {
-        t.iter().any(|t| t.relation == "m_1" && t.last_error.as_deref().is_some_and(|e| e.contains("not empty")))
-    });
-    pair.sub_exec("TRUNCATE m_1");
+    // A partitioned target whose partitions hold rows, with a key: the copy
+    // is merged into it through its partitions (issue 15, item 8), and the
+    // subscriber's own row stays.
     wait_all_ready(&pair, "s");
+    assert_eq!(count(&mut pair.sub_client(), "m_1 WHERE id = -1 AND v = 'already here'"), 1, "the local row stays");
+    pair.sub_exec("DELETE FROM m_1 WHERE id = -1");
     pair.wait_caught_up("s");
     let same = |pair: &Pair| {
         pair.assert_same("SELECT * FROM m_1", "id, k");

@@ -34,6 +34,18 @@ fn second_copy_merges_into_a_filled_table() {
     subscribe_copy(&pair, "s1", &["p"], "");
     wait_all_ready(&pair, "s1");
     assert_eq!(count(&mut pair.sub_client(), "public.u"), 1000);
+    // `w` belongs to a plain role: the merge writes it as that role (its
+    // trigger sees it as current_user), never as the subscription's
+    // superuser.
+    pair.sub_exec(
+        "CREATE ROLE wowner; ALTER TABLE public.w OWNER TO wowner;
+         CREATE TABLE public.w_who (who text); ALTER TABLE public.w_who OWNER TO wowner;
+         CREATE FUNCTION public.w_who() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN INSERT INTO public.w_who VALUES (current_user); RETURN NEW; END $$;
+         ALTER FUNCTION public.w_who() OWNER TO wowner;
+         CREATE TRIGGER w_who BEFORE INSERT OR UPDATE ON public.w FOR EACH ROW EXECUTE FUNCTION public.w_who();
+         ALTER TABLE public.w ENABLE ALWAYS TRIGGER w_who",
+    );
 
     let conninfo2 = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pub2.port());
     let mut sub = pair.sub_client();
@@ -124,4 +136,12 @@ fn second_copy_merges_into_a_filled_table() {
     assert_eq!(got, all);
     let st = pair.status("s2");
     assert!(st.state == "streaming", "{st:#?}");
+    let who: Vec<String> = pair
+        .sub_client()
+        .query("SELECT DISTINCT who FROM public.w_who ORDER BY 1", &[])
+        .expect("read w_who")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(who, vec!["wowner".to_string()], "the merge wrote w as its owner");
 }

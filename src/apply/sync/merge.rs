@@ -23,6 +23,7 @@
 use crate::apply::conflict::{ConflictType, Resolution};
 use crate::apply::resolver::{self, ConflictRecord};
 use crate::apply::walrcv::{quote_ident, quote_literal};
+use crate::ffi::identity::AsRole;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -100,9 +101,14 @@ pub(super) fn key_columns(relid: pg_sys::Oid, columns: Option<&[String]>) -> Opt
 }
 
 /// Create the staging table for a copy into `qualified` (dropped when the
-/// transaction ends); returns its OID.
-pub(super) fn create_stage(qualified: &str) -> pg_sys::Oid {
+/// transaction ends), readable by the table's `owner` (the merge runs as
+/// the owner); returns its OID.
+pub(super) fn create_stage(qualified: &str, owner: pg_sys::Oid) -> pg_sys::Oid {
     Spi::run(&format!("CREATE TEMPORARY TABLE logical_ext_copy_stage (LIKE {qualified}) ON COMMIT DROP"))
+        .unwrap_or_else(|e| pgrx::error!("logical_ext: could not create the staging table of a copy: {e}"));
+    // SAFETY: a syscache lookup inside a transaction; an unknown role raises an ERROR.
+    let role = unsafe { crate::ffi::cstr_to_string(pg_sys::GetUserNameFromId(owner, false)) };
+    Spi::run(&format!("GRANT SELECT ON pg_temp.logical_ext_copy_stage TO {}", quote_ident(&role)))
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not create the staging table of a copy: {e}"));
     Spi::get_one::<pg_sys::Oid>("SELECT 'pg_temp.logical_ext_copy_stage'::pg_catalog.regclass::pg_catalog.oid")
         .ok()
@@ -119,24 +125,32 @@ pub(super) struct Source<'a> {
     pub(super) resolution: Resolution,
 }
 
-/// Merge the staged rows into `qualified` (see the module notes). Returns
-/// (rows inserted, conflicts).
-pub(super) fn merge(
-    qualified: &str,
-    display: &str,
-    columns: &[String],
-    key: &[String],
-    src: &Source<'_>,
-) -> (i64, i64) {
+/// Where the merge writes: `qualified` (read and written with `scope`:
+/// `ONLY ` for a table, nothing for a partitioned one, whose rows live in
+/// its partitions), as its `owner`.
+pub(super) struct Target<'a> {
+    pub(super) qualified: &'a str,
+    pub(super) display: &'a str,
+    pub(super) scope: &'a str,
+    pub(super) owner: pg_sys::Oid,
+}
+
+/// Merge the staged rows into the target (see the module notes). The rows
+/// are read and written as the table's owner, as the copy and the stream
+/// are (its triggers run as the owner); the conflict records are written as
+/// the worker. Returns (rows inserted, conflicts).
+pub(super) fn merge(target: &Target<'_>, columns: &[String], key: &[String], src: &Source<'_>) -> (i64, i64) {
+    let Target { qualified, display, scope, owner } = *target;
     let q = |c: &String| quote_ident(c);
     let on = key.iter().map(|k| format!("t.{0} = s.{0}", q(k))).collect::<Vec<_>>().join(" AND ");
     let remote_json =
         columns.iter().map(|c| format!("{}, s.{}", quote_literal(c), q(c))).collect::<Vec<_>>().join(", ");
+    let as_owner = AsRole::become_role(owner);
     let overlaps: Vec<(serde_json::Value, serde_json::Value)> = Spi::connect(|c| {
         let rows = c.select(
             &format!(
                 "SELECT pg_catalog.to_jsonb(t.*), pg_catalog.jsonb_build_object({remote_json})
-                 FROM pg_temp.logical_ext_copy_stage s JOIN ONLY {qualified} t ON {on}"
+                 FROM pg_temp.logical_ext_copy_stage s JOIN {scope}{qualified} t ON {on}"
             ),
             None,
             &[],
@@ -150,6 +164,7 @@ pub(super) fn merge(
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .unwrap_or_else(|e| pgrx::error!("logical_ext: could not compare the copy of \"{display}\" with its rows: {e}"));
+    drop(as_owner);
     if let Some((_, remote)) = overlaps.first() {
         let action = overlap_action(src.resolution).unwrap_or_else(|why| {
             let keys: Vec<String> = key
@@ -190,17 +205,21 @@ pub(super) fn merge(
         }
         if action == Overlap::TakeRemote {
             let set = columns.iter().map(|c| format!("{0} = s.{0}", q(c))).collect::<Vec<_>>().join(", ");
-            Spi::run(&format!("UPDATE ONLY {qualified} t SET {set} FROM pg_temp.logical_ext_copy_stage s WHERE {on}"))
-                .unwrap_or_else(|e| pgrx::error!("logical_ext: could not apply the copy of \"{display}\": {e}"));
+            let _as_owner = AsRole::become_role(owner);
+            Spi::run(&format!(
+                "UPDATE {scope}{qualified} t SET {set} FROM pg_temp.logical_ext_copy_stage s WHERE {on}"
+            ))
+            .unwrap_or_else(|e| pgrx::error!("logical_ext: could not apply the copy of \"{display}\": {e}"));
         }
     }
     let cols = columns.iter().map(q).collect::<Vec<_>>().join(", ");
     let scols = columns.iter().map(|c| format!("s.{}", q(c))).collect::<Vec<_>>().join(", ");
+    let _as_owner = AsRole::become_role(owner);
     let inserted = Spi::connect_mut(|c| {
         c.update(
             &format!(
                 "INSERT INTO {qualified} ({cols}) SELECT {scols} FROM pg_temp.logical_ext_copy_stage s
-                 WHERE NOT EXISTS (SELECT FROM ONLY {qualified} t WHERE {on})"
+                 WHERE NOT EXISTS (SELECT FROM {scope}{qualified} t WHERE {on})"
             ),
             None,
             &[],

@@ -180,7 +180,16 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
     let filter = remote::combine_filters(&filters);
     let key = prepare_target(relid, &display, resync, Some(&columns));
     let qualified = qualified_name(relid);
-    let into = if key.is_some() { merge::create_stage(&qualified) } else { relid };
+    // SAFETY: a catalog lookup inside a transaction.
+    let partitioned = unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE };
+    let owner = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| pgrx::error!("logical_ext: table \"{display}\" no longer exists on the subscriber"));
+    let into = if key.is_some() { merge::create_stage(&qualified, owner) } else { relid };
     let cmd = remote::copy_command(&schema, &table, &columns, filter.as_deref(), kind == "p");
     conn.exec(&cmd, 0).map_err(|e| format!("publisher: {} (while running: {cmd})", e.0))?;
     let (db, subid, rel, me) = (job.dboid, job.subid, relid.to_u32(), status::my_pid());
@@ -199,7 +208,9 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
                 crate::apply::conflict::ConflictType::InsertExists,
             ),
         };
-        let (inserted, overlapping) = merge::merge(&qualified, &display, &columns, key, &source);
+        let target =
+            merge::Target { qualified: &qualified, display: &display, scope: own_rows_scope(partitioned), owner };
+        let (inserted, overlapping) = merge::merge(&target, &columns, key, &source);
         conflicts = overlapping;
         log!(
             "logical_ext: subscription \"{}\": merged the copy of \"{display}\" into its rows: {inserted} new, \
