@@ -123,64 +123,6 @@ pub(crate) fn push_lsn(out: &mut Vec<u8>, lsn: u64) {
     let _ = write!(out, "\"{:X}/{:X}\"", lsn >> 32, lsn as u32);
 }
 
-/// Re-indent one compact JSON document (as this module writes it) for the
-/// `pretty-print` option, appended to `out` (which the caller sized).
-/// Only structure outside string literals is touched, so values are never
-/// altered.
-pub(crate) fn pretty(compact: &[u8], out: &mut Vec<u8>) {
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    let newline = |out: &mut Vec<u8>, depth: usize| {
-        out.push(b'\n');
-        out.extend(std::iter::repeat_n(b'\t', depth));
-    };
-    let mut i = 0;
-    while i < compact.len() {
-        let b = compact[i];
-        if in_str {
-            out.push(b);
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_str = true;
-                out.push(b);
-            }
-            b'{' | b'[' => {
-                let close = if b == b'{' { b'}' } else { b']' };
-                if compact.get(i + 1) == Some(&close) {
-                    out.extend_from_slice(&[b, close]);
-                    i += 2;
-                    continue;
-                }
-                out.push(b);
-                depth += 1;
-                newline(out, depth);
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                newline(out, depth);
-                out.push(b);
-            }
-            b',' => {
-                out.push(b);
-                newline(out, depth);
-            }
-            b':' => out.extend_from_slice(b": "),
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,17 +183,5 @@ mod tests {
         let out = s(|o| push_hex(o, &[0, 0xab, 0x10]));
         assert_eq!(out, "\"\\\\x00ab10\"");
         assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "\\x00ab10");
-    }
-
-    #[test]
-    fn pretty_print_keeps_the_document() {
-        let doc = br#"{"action":"I","columns":[{"name":"a,{b}","value":"x\"]"}],"e":[]}"#;
-        let mut out = Vec::new();
-        pretty(doc, &mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains('\n'));
-        let a: serde_json::Value = serde_json::from_slice(doc).unwrap();
-        let b: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(a, b);
     }
 }

@@ -25,6 +25,7 @@ mod publication;
 mod selectors;
 mod shape;
 mod stream;
+mod v1;
 mod values;
 
 /// Version of the documented stream format (docs/FORMAT.md).
