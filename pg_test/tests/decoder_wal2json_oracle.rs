@@ -121,8 +121,9 @@ fn decode(c: &mut Client, slot: &str, o: &[(&str, &str)], applied: &mut Applied)
     }
     let docs: Vec<Value> =
         serde_json::Deserializer::from_str(&text).into_iter::<Value>().collect::<Result<_, _>>().unwrap_or_else(|e| {
-            let at = text.char_indices().map(|(i, _)| i).filter(|&i| i + 300 >= e.column() && i <= e.column() + 100);
-            let (a, b) = (at.clone().next().unwrap_or(0), at.last().unwrap_or(0));
+            let mut at =
+                text.char_indices().map(|(i, _)| i).filter(|&i| i + 300 >= e.column() && i <= e.column() + 100);
+            let (a, b) = (at.clone().next().unwrap_or(0), at.next_back().unwrap_or(0));
             panic!("{slot} {o:?}: output is not a JSON stream ({e}), near: {}", &text[a..b])
         });
     let chunked = o.iter().any(|(k, v)| *k == "write-in-chunks" && *v == "1");

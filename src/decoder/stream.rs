@@ -462,8 +462,13 @@ impl Decoder {
         // As wal2json (both versions): an UPDATE or DELETE of a table
         // without a usable replica identity says nothing about which row
         // changed; it is dropped with a WARNING (once per relation and
-        // session) rather than sent without `identity`.
-        if ch.dml != Dml::Insert && !shape.has_identity_key && !shape.identity_full {
+        // session) rather than sent without `identity`. With
+        // `publication_names` the stream is pgoutput's, which sends it.
+        if ch.dml != Dml::Insert
+            && !shape.has_identity_key
+            && !shape.identity_full
+            && self.opts.publication_names.is_none()
+        {
             if !shape.warned_no_identity.replace(true) {
                 pgrx::warning!(
                     "logical_ext: {} on table \"{}\".\"{}\" without replica identity is not sent",
