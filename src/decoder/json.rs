@@ -106,11 +106,12 @@ fn push_non_finite(out: &mut Vec<u8>, nan: bool, negative: bool) {
 }
 
 /// Append bytes as the JSON string `"\\x0a0b"`: PostgreSQL's hex `bytea`
-/// text, independent of the session's `bytea_output`.
-pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// text, independent of the session's `bytea_output`; without the `\x`
+/// (`"0a0b"`, wal2json's spelling) when `prefix` is false.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8], prefix: bool) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(bytes.len() * 2 + 5);
-    out.extend_from_slice(b"\"\\\\x");
+    out.extend_from_slice(if prefix { b"\"\\\\x" } else { b"\"" });
     for &b in bytes {
         out.push(HEX[(b >> 4) as usize]);
         out.push(HEX[(b & 15) as usize]);
@@ -148,7 +149,7 @@ mod tests {
         assert_eq!(str_len_bound(&long), s(|o| push_str(o, &long)).len());
         let short = b"a\"\x01";
         assert!(str_len_bound(short) >= s(|o| push_str(o, short)).len());
-        assert_eq!(hex_len(3), s(|o| push_hex(o, &[1, 2, 3])).len());
+        assert_eq!(hex_len(3), s(|o| push_hex(o, &[1, 2, 3], true)).len());
     }
 
     #[test]
@@ -180,8 +181,9 @@ mod tests {
 
     #[test]
     fn bytea_is_postgres_hex_text() {
-        let out = s(|o| push_hex(o, &[0, 0xab, 0x10]));
+        let out = s(|o| push_hex(o, &[0, 0xab, 0x10], true));
         assert_eq!(out, "\"\\\\x00ab10\"");
+        assert_eq!(s(|o| push_hex(o, &[0, 0xab], false)), "\"00ab\"");
         assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "\\x00ab10");
     }
 }

@@ -817,7 +817,7 @@ fn push_content(b: &mut Vec<u8>, content: &[u8]) {
         json::push_str(b, content);
     } else {
         limit::reserve(b, json::hex_len(content.len()));
-        json::push_hex(b, content);
+        json::push_hex(b, content, true);
         b.extend_from_slice(b",\"content_encoding\":\"hex\"");
     }
 }
