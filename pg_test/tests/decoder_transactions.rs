@@ -281,3 +281,38 @@ fn pretty_print() {
         assert_eq!(kv, pv, "pretty and compact documents differ");
     }
 }
+
+/// format-version 1: one document per transaction, one row without
+/// `write-in-chunks`; with it, wal2json's pieces — a header row, one row per
+/// change (the second on prefixed by a comma), a footer row — whose
+/// concatenation is the same document.
+#[test]
+fn format_version_1_write_in_chunks() {
+    let (_cluster, mut c) = plugin_cluster("dec_v1_chunks");
+    exec(
+        &mut c,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         BEGIN; INSERT INTO t VALUES (1, 'a'), (2, 'b'); UPDATE t SET v = 'c' WHERE id = 1; COMMIT;",
+    );
+    let rows = |c: &mut Client, chunks: &str| {
+        let mut out = Vec::new();
+        let o = opts(&[("format-version", "1"), ("include-xids", "1"), ("write-in-chunks", chunks)]);
+        stream_changes(c, false, "s", &o, |_, d| out.push(d.to_string()));
+        out
+    };
+    let whole = rows(&mut c, "0");
+    assert_eq!(whole.len(), 1, "{whole:?}");
+    let doc: serde_json::Value = serde_json::from_str(&whole[0]).unwrap();
+    let kinds: Vec<&str> = doc["change"].as_array().unwrap().iter().map(|ch| ch["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["insert", "insert", "update"]);
+    assert!(doc["xid"].is_u64(), "{doc}");
+
+    let chunks = rows(&mut c, "1");
+    assert_eq!(chunks.len(), 5, "{chunks:?}");
+    assert!(chunks[0].starts_with("{\"xid\":") && chunks[0].ends_with("\"change\":["), "{}", chunks[0]);
+    assert!(chunks[1].starts_with("{\"kind\":\"insert\""), "{}", chunks[1]);
+    assert!(chunks[2].starts_with(",{\"kind\":\"insert\"") && chunks[3].starts_with(",{\"kind\":\"update\""));
+    assert_eq!(chunks[4], "]}");
+    let joined: serde_json::Value = serde_json::from_str(&chunks.concat()).unwrap();
+    assert_eq!(joined, doc);
+}
