@@ -234,6 +234,9 @@ impl Decoder {
         } else {
             String::new()
         };
+        // (A document left by a transaction whose decoding raised an ERROR
+        // is never continued.)
+        self.txn_doc.clear();
         self.txn = Some(Txn { info, timestamp, begun: false, skip, entries: 0 });
     }
 
