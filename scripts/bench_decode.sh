@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Decoding throughput of logical_ext against wal2json (format-version 2),
+# Decoding throughput of logical_ext against wal2json (format-version 2, and
+# both in format-version 1 with write-in-chunks),
 # test_decoding and pgoutput (text and binary), on a throwaway local cluster.
 # Not part of CI; see docs/BENCHMARKS.md. Run as root (or as postgres):
 #
@@ -10,7 +11,8 @@
 #   BENCH_ROWS      rows per workload (default 1000000)
 #   BENCH_TXNS      transactions of the multi-transaction workload (default 10)
 #   BENCH_RUNS      timed runs per decoder, the best is reported (default 3, minimum 2)
-#   BENCH_DECODERS  subset of: logical_ext wal2json test_decoding pgoutput_text pgoutput_binary floor
+#   BENCH_DECODERS  subset of: logical_ext wal2json logical_ext_v1 wal2json_v1 test_decoding
+#                   pgoutput_text pgoutput_binary floor
 #   BENCH_WORKLOADS subset of: multi single (default both)
 #   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
 set -euo pipefail
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 ROWS=${BENCH_ROWS:-1000000}
 TXNS=${BENCH_TXNS:-10}
 RUNS=${BENCH_RUNS:-3}
-DECODERS=${BENCH_DECODERS:-logical_ext wal2json test_decoding pgoutput_text pgoutput_binary floor}
+DECODERS=${BENCH_DECODERS:-logical_ext wal2json logical_ext_v1 wal2json_v1 test_decoding pgoutput_text pgoutput_binary floor}
 WORKLOADS=${BENCH_WORKLOADS:-multi single}
 [ "$RUNS" -ge 2 ] || RUNS=2
 [ "$ROWS" -ge "$TXNS" ] || { echo "BENCH_ROWS must be >= BENCH_TXNS" >&2; exit 2; }
@@ -40,6 +42,11 @@ decoder_spec() {
       if [ "$2" = wal2json ]; then OPTS=", 'format-version', '2'"; fi
       # shellcheck disable=SC2059
       INS=$(printf "$json" I) BEG=$(printf "$json" B) COM=$(printf "$json" C) ;;
+    logical_ext_v1|wal2json_v1)
+      # format-version 1 with write-in-chunks: a header row, one row per
+      # change ('{"kind":…' or ',{"kind":…'), a footer row.
+      PLUGIN=${2%_v1} FN=pg_logical_slot_peek_changes OPTS=", 'format-version', '1', 'write-in-chunks', '1'"
+      INS="data LIKE '%{\"kind\":\"insert\"%'" BEG="data = '{\"change\":['" COM="data = ']}'" ;;
     test_decoding)
       PLUGIN=test_decoding FN=pg_logical_slot_peek_changes OPTS=""
       INS="data LIKE 'table public.$t: INSERT:%'" BEG="data LIKE 'BEGIN%'" COM="data LIKE 'COMMIT%'" ;;
@@ -125,6 +132,8 @@ report() {
     function lbl(d) {
       if (d == "logical_ext") return "**logical_ext**"
       if (d == "wal2json") return "wal2json (format-version 2)"
+      if (d == "logical_ext_v1") return "**logical_ext** (format-version 1, write-in-chunks)"
+      if (d == "wal2json_v1") return "wal2json (format-version 1, write-in-chunks)"
       if (d == "pgoutput_text") return "pgoutput text (proto 1)"
       if (d == "pgoutput_binary") return "pgoutput binary"
       if (d == "floor") return "decode floor (nothing published)"

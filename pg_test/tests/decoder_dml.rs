@@ -101,6 +101,14 @@ fn replica_identity_modes() {
     for case in &cases {
         let mine: Vec<&Change> = rows.iter().filter(|r| r.doc["table"] == case.table).collect();
         let acts: Vec<&str> = mine.iter().map(|r| r.action()).collect();
+        // Without a usable replica identity, UPDATE and DELETE are not sent
+        // (with a WARNING), as wal2json does.
+        if case.identities.iter().all(Option::is_none) {
+            if acts != ["I"] {
+                failures.push(format!("{}: actions {acts:?}", case.table));
+            }
+            continue;
+        }
         if acts != ["I", "U", "U", "D"] {
             failures.push(format!("{}: actions {acts:?}", case.table));
             continue;

@@ -37,11 +37,16 @@ const EFFECTS: &[Effect] = &[
     ("include-origin", false, |s| s.first("B").get("origin").is_some()),
     ("include-schemas", true, |s| s.first("I").get("schema").is_some()),
     ("include-types", true, |s| s.name_column().get("type").is_some()),
-    ("include-typmod", true, |s| s.name_column()["type"] == "character varying(20)"),
     ("include-type-oids", false, |s| s.name_column().get("typeoid").is_some()),
     ("include-pk", false, |s| s.first("U").get("pk").is_some()),
-    ("pretty-print", false, |s| s.changes.iter().all(|c| c.data.contains('\n'))),
+    ("include-not-null", false, |s| s.name_column().get("optional") == Some(&serde_json::Value::Bool(true))),
+    ("include-column-positions", false, |s| s.name_column().get("position").is_some()),
+    ("include-default", false, |s| s.name_column().get("default").is_some()),
+    ("numeric-data-types-as-string", false, |s| entry(s.first("I"), "columns", "id").unwrap()["value"] == "1"),
 ];
+// (Format-version 2 ignores include-typmod, pretty-print and write-in-chunks,
+// as wal2json 2.x does: pretty_print_and_typmod_are_ignored_in_v2 below;
+// decoder_wal2json_oracle checks their format-version 1 effects.)
 
 // The spellings FORMAT.md lists (PostgreSQL's parse_bool is case-insensitive).
 const TRUE_SPELLINGS: &[&str] = &["1", "true", "on", "yes", "TRUE", "On"];
@@ -91,7 +96,9 @@ fn non_boolean_options_accept_valid_values() {
         &[("actions", "insert")],
         &[("add-tables", "public.t")],
         &[("add-tables", "*.*")],
-        &[("filter-tables", "\"a b\".\"c,d\"")],
+        &[("filter-tables", "a\\ b.c\\,d")],
+        &[("filter-tables", "public.filter\"table_9")],
+        &[("include-domain-data-type", "1")],
         &[("add-msg-prefixes", "a,\"b,c\"")],
         &[("filter-msg-prefixes", "x")],
         &[("filter-origins", "o1")],
@@ -125,12 +132,11 @@ fn option_errors_are_22023_and_name_the_option() {
         (&[("pretty-print", "")], "pretty-print"),
         (&[("include-transaction", "yes please")], "include-transaction"),
         (&[("actions", "insert,frobnicate")], "actions"),
-        (&[("add-tables", "public.\"unterminated")], "add-tables"),
+        (&[("add-tables", "public.a b")], "add-tables"),
         (&[("add-tables", "no_dot")], "add-tables"),
-        (&[("filter-tables", "\"a\"b.c")], "filter-tables"),
+        (&[("filter-tables", "a.b,")], "filter-tables"),
         (&[("add-msg-prefixes", "\"open")], "add-msg-prefixes"),
         (&[("filter-msg-prefixes", "\"open")], "filter-msg-prefixes"),
-        (&[("format-version", "1")], "format-version"),
         (&[("format-version", "3")], "format-version"),
         (&[("format-version", "two")], "format-version"),
         (&[("origin", "sometimes")], "origin"),
@@ -170,4 +176,22 @@ fn option_errors_without_changes() {
     let e = try_changes(&mut c, false, "s", None, &opts(&[("bogus", "1")]))
         .expect_err("unknown option with an empty stream");
     assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{}", describe_error(&e));
+}
+
+/// wal2json 2.x ignores `include-typmod` and `pretty-print` in
+/// format-version 2 (one document per line stays one line; types keep their
+/// modifier): so does logical_ext.
+#[test]
+fn pretty_print_and_typmod_are_ignored_in_v2() {
+    let (_cluster, mut c) = plugin_cluster("dec_v2_ignored");
+    exec(&mut c, "CREATE TABLE t (id int PRIMARY KEY, name varchar(20)); INSERT INTO t VALUES (1, 'a');");
+    let plain = peek_changes(&mut c, "s", &[]);
+    let o = opts(&[("pretty-print", "1"), ("include-typmod", "0"), ("write-in-chunks", "1")]);
+    let other = peek_changes(&mut c, "s", &o);
+    let texts = |v: &[Change]| v.iter().map(|c| c.data.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&plain), texts(&other));
+    assert_eq!(
+        entry(&other.iter().find(|c| c.action() == "I").unwrap().doc, "columns", "name").unwrap()["type"],
+        "character varying(20)"
+    );
 }

@@ -242,8 +242,9 @@ fn ddl_between_inserts_in_one_read() {
     assert_eq!(tables, ["t", "t", "t", "t", "t", "t", "t_renamed"]);
 }
 
-/// pretty-print: each row is one indented, multi-line document that parses to
-/// the same value as the compact one.
+/// pretty-print, as wal2json: ignored in format-version 2 (one document per
+/// line stays one line); in format-version 1 each transaction's document is
+/// indented over many lines and parses to the same value as the compact one.
 #[test]
 fn pretty_print() {
     let (_cluster, mut c) = plugin_cluster("dec_pretty");
@@ -260,12 +261,58 @@ fn pretty_print() {
     o.push(("pretty-print", Some("1")));
     let pretty = peek_changes(&mut c, "s", &o);
     assert_eq!(actions(&compact), "B I I U D M C");
-    assert_eq!(pretty.len(), compact.len());
-    for (p, k) in pretty.iter().zip(&compact) {
-        assert!(!k.data.contains('\n'), "compact row has a newline: {}", k.data);
-        assert!(p.data.trim_end().lines().count() > 1, "pretty row is one line: {}", p.data);
-        assert!(p.data.lines().any(|l| l.starts_with([' ', '\t'])), "pretty row is not indented: {}", p.data);
-        assert_eq!(p.doc, k.doc, "pretty and compact documents differ");
-        assert_eq!(p.lsn, k.lsn);
+    let texts = |v: &[Change]| v.iter().map(|c| c.data.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&pretty), texts(&compact), "format-version 2 ignores pretty-print");
+
+    let raw = |c: &mut Client, pretty: &str| {
+        let mut rows = Vec::new();
+        let o = opts(&[("format-version", "1"), ("include-xids", "1"), ("include-pk", "1"), ("pretty-print", pretty)]);
+        stream_changes(c, false, "s", &o, |_, d| rows.push(d.to_string()));
+        rows
+    };
+    let (flat, indented) = (raw(&mut c, "0"), raw(&mut c, "1"));
+    assert_eq!(flat.len(), indented.len());
+    for (k, p) in flat.iter().zip(&indented) {
+        assert!(!k.contains('\n'), "compact row has a newline: {k}");
+        assert!(p.lines().count() > 5, "pretty row is not multi-line: {p}");
+        assert!(p.lines().any(|l| l.starts_with("\t\t\t\"")), "pretty row is not indented: {p}");
+        let (kv, pv): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(k).unwrap(), serde_json::from_str(p).unwrap());
+        assert_eq!(kv, pv, "pretty and compact documents differ");
     }
+}
+
+/// format-version 1: one document per transaction, one row without
+/// `write-in-chunks`; with it, wal2json's pieces — a header row, one row per
+/// change (the second on prefixed by a comma), a footer row — whose
+/// concatenation is the same document.
+#[test]
+fn format_version_1_write_in_chunks() {
+    let (_cluster, mut c) = plugin_cluster("dec_v1_chunks");
+    exec(
+        &mut c,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         BEGIN; INSERT INTO t VALUES (1, 'a'), (2, 'b'); UPDATE t SET v = 'c' WHERE id = 1; COMMIT;",
+    );
+    let rows = |c: &mut Client, chunks: &str| {
+        let mut out = Vec::new();
+        let o = opts(&[("format-version", "1"), ("include-xids", "1"), ("write-in-chunks", chunks)]);
+        stream_changes(c, false, "s", &o, |_, d| out.push(d.to_string()));
+        out
+    };
+    let whole = rows(&mut c, "0");
+    assert_eq!(whole.len(), 1, "{whole:?}");
+    let doc: serde_json::Value = serde_json::from_str(&whole[0]).unwrap();
+    let kinds: Vec<&str> = doc["change"].as_array().unwrap().iter().map(|ch| ch["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["insert", "insert", "update"]);
+    assert!(doc["xid"].is_u64(), "{doc}");
+
+    let chunks = rows(&mut c, "1");
+    assert_eq!(chunks.len(), 5, "{chunks:?}");
+    assert!(chunks[0].starts_with("{\"xid\":") && chunks[0].ends_with("\"change\":["), "{}", chunks[0]);
+    assert!(chunks[1].starts_with("{\"kind\":\"insert\""), "{}", chunks[1]);
+    assert!(chunks[2].starts_with(",{\"kind\":\"insert\"") && chunks[3].starts_with(",{\"kind\":\"update\""));
+    assert_eq!(chunks[4], "]}");
+    let joined: serde_json::Value = serde_json::from_str(&chunks.concat()).unwrap();
+    assert_eq!(joined, doc);
 }

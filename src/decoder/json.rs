@@ -106,11 +106,12 @@ fn push_non_finite(out: &mut Vec<u8>, nan: bool, negative: bool) {
 }
 
 /// Append bytes as the JSON string `"\\x0a0b"`: PostgreSQL's hex `bytea`
-/// text, independent of the session's `bytea_output`.
-pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// text, independent of the session's `bytea_output`; without the `\x`
+/// (`"0a0b"`, wal2json's spelling) when `prefix` is false.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8], prefix: bool) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(bytes.len() * 2 + 5);
-    out.extend_from_slice(b"\"\\\\x");
+    out.extend_from_slice(if prefix { b"\"\\\\x" } else { b"\"" });
     for &b in bytes {
         out.push(HEX[(b >> 4) as usize]);
         out.push(HEX[(b & 15) as usize]);
@@ -121,64 +122,6 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Append an LSN as a JSON string in PostgreSQL's `X/X` form.
 pub(crate) fn push_lsn(out: &mut Vec<u8>, lsn: u64) {
     let _ = write!(out, "\"{:X}/{:X}\"", lsn >> 32, lsn as u32);
-}
-
-/// Re-indent one compact JSON document (as this module writes it) for the
-/// `pretty-print` option, appended to `out` (which the caller sized).
-/// Only structure outside string literals is touched, so values are never
-/// altered.
-pub(crate) fn pretty(compact: &[u8], out: &mut Vec<u8>) {
-    let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    let newline = |out: &mut Vec<u8>, depth: usize| {
-        out.push(b'\n');
-        out.extend(std::iter::repeat_n(b'\t', depth));
-    };
-    let mut i = 0;
-    while i < compact.len() {
-        let b = compact[i];
-        if in_str {
-            out.push(b);
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_str = true;
-                out.push(b);
-            }
-            b'{' | b'[' => {
-                let close = if b == b'{' { b'}' } else { b']' };
-                if compact.get(i + 1) == Some(&close) {
-                    out.extend_from_slice(&[b, close]);
-                    i += 2;
-                    continue;
-                }
-                out.push(b);
-                depth += 1;
-                newline(out, depth);
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                newline(out, depth);
-                out.push(b);
-            }
-            b',' => {
-                out.push(b);
-                newline(out, depth);
-            }
-            b':' => out.extend_from_slice(b": "),
-            _ => out.push(b),
-        }
-        i += 1;
-    }
 }
 
 #[cfg(test)]
@@ -206,7 +149,7 @@ mod tests {
         assert_eq!(str_len_bound(&long), s(|o| push_str(o, &long)).len());
         let short = b"a\"\x01";
         assert!(str_len_bound(short) >= s(|o| push_str(o, short)).len());
-        assert_eq!(hex_len(3), s(|o| push_hex(o, &[1, 2, 3])).len());
+        assert_eq!(hex_len(3), s(|o| push_hex(o, &[1, 2, 3], true)).len());
     }
 
     #[test]
@@ -238,20 +181,9 @@ mod tests {
 
     #[test]
     fn bytea_is_postgres_hex_text() {
-        let out = s(|o| push_hex(o, &[0, 0xab, 0x10]));
+        let out = s(|o| push_hex(o, &[0, 0xab, 0x10], true));
         assert_eq!(out, "\"\\\\x00ab10\"");
+        assert_eq!(s(|o| push_hex(o, &[0, 0xab], false)), "\"00ab\"");
         assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "\\x00ab10");
-    }
-
-    #[test]
-    fn pretty_print_keeps_the_document() {
-        let doc = br#"{"action":"I","columns":[{"name":"a,{b}","value":"x\"]"}],"e":[]}"#;
-        let mut out = Vec::new();
-        pretty(doc, &mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains('\n'));
-        let a: serde_json::Value = serde_json::from_slice(doc).unwrap();
-        let b: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(a, b);
     }
 }

@@ -73,7 +73,9 @@ impl DocumentError {
             DocumentError::TooLarge { .. } => {
                 "Decoding stops at this change each time it is read. To go on, advance the slot past this \
                  transaction with pg_replication_slot_advance() (the transaction is then lost to this consumer) \
-                 and resynchronize the table; keep such values out of published tables or columns."
+                 and resynchronize the table; keep such values out of published tables or columns. With \
+                 format-version 1, the option write-in-chunks writes a transaction in pieces (then only one \
+                 change must fit)."
             }
             DocumentError::OutOfMemory { .. } => {
                 "Free memory on the server (or lower work_mem / logical_decoding_work_mem) and read the slot again."

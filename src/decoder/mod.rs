@@ -1,12 +1,15 @@
 //! Part 1 of the mission: the `logical_ext` output plugin, a JSON change
-//! stream compatible with wal2json format-version 2 (docs/FORMAT.md).
+//! stream in wal2json's format-versions 2 (default) and 1 (docs/FORMAT.md).
 //!
 //! Design notes
 //! - `plugin.rs` holds the C entry points (`_PG_output_plugin_init` and the
 //!   callbacks); they only convert pointers and call `stream.rs`.
 //! - `stream.rs` is one decoding session: options, caches, the transaction
 //!   being replayed, and the writing of documents, one per change, into a
-//!   reused buffer (never a whole transaction: no 1 GB limit).
+//!   reused buffer (never a whole transaction: no 1 GB limit). In
+//!   format-version 1 it places the pieces `v1.rs` writes: into one
+//!   transaction document (wal2json's default, bounded by 1 GB) or, with
+//!   `write-in-chunks`, each as its own output row.
 //! - `shape.rs` (how a relation prints) and `publication.rs` (where its
 //!   changes go) are cached per relation and dropped on the relcache /
 //!   syscache invalidations that reorderbuffer replays at the exact position
@@ -25,6 +28,7 @@ mod publication;
 mod selectors;
 mod shape;
 mod stream;
+mod v1;
 mod values;
 
 /// Version of the documented stream format (docs/FORMAT.md).

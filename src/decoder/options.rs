@@ -57,6 +57,17 @@ pub(crate) enum OriginRef {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
+    /// wal2json's `format-version`: 1 (one document per transaction) or 2
+    /// (one document per change, the default here; see docs/FORMAT.md).
+    pub(crate) format_version: FormatVersion,
+    /// format-version 1: write each change as its own output row instead of
+    /// the whole transaction at once (wal2json's `write-in-chunks`).
+    pub(crate) write_in_chunks: bool,
+    pub(crate) include_column_positions: bool,
+    pub(crate) include_not_null: bool,
+    pub(crate) include_default: bool,
+    pub(crate) include_domain_data_type: bool,
+    pub(crate) numeric_data_types_as_string: bool,
     pub(crate) include_transaction: bool,
     pub(crate) include_xids: bool,
     pub(crate) include_timestamp: bool,
@@ -84,6 +95,13 @@ pub(crate) struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            format_version: FormatVersion::V2,
+            write_in_chunks: false,
+            include_column_positions: false,
+            include_not_null: false,
+            include_default: false,
+            include_domain_data_type: false,
+            numeric_data_types_as_string: false,
             include_transaction: true,
             include_xids: false,
             include_timestamp: false,
@@ -122,6 +140,15 @@ impl Options {
     }
 }
 
+/// The two document layouts of wal2json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FormatVersion {
+    /// One document per transaction: `{"xid":…,"change":[…]}`.
+    V1,
+    /// One document per change: `{"action":"I",…}`.
+    V2,
+}
+
 /// Why an option list was refused. Reported as SQLSTATE 22023.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OptionError {
@@ -152,6 +179,12 @@ impl OptionError {
 
 const KNOWN: &[&str] = &[
     "format-version",
+    "write-in-chunks",
+    "include-column-positions",
+    "include-not-null",
+    "include-default",
+    "include-domain-data-type",
+    "numeric-data-types-as-string",
     "include-transaction",
     "include-xids",
     "include-timestamp",
@@ -213,10 +246,18 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
         let text = || value.as_deref().ok_or_else(|| bad("a value is required"));
         match name.as_str() {
             "format-version" => {
-                if text()?.trim() != "2" {
-                    return Err(bad("only format-version 2 (wal2json's JSON-per-change format) is supported"));
+                o.format_version = match text()?.trim() {
+                    "1" => FormatVersion::V1,
+                    "2" => FormatVersion::V2,
+                    _ => return Err(bad("expected 1 or 2 (wal2json's format versions)")),
                 }
             }
+            "write-in-chunks" => o.write_in_chunks = boolean()?,
+            "include-column-positions" => o.include_column_positions = boolean()?,
+            "include-not-null" => o.include_not_null = boolean()?,
+            "include-default" => o.include_default = boolean()?,
+            "include-domain-data-type" => o.include_domain_data_type = boolean()?,
+            "numeric-data-types-as-string" => o.numeric_data_types_as_string = boolean()?,
             "include-transaction" => o.include_transaction = boolean()?,
             "include-xids" => o.include_xids = boolean()?,
             "include-timestamp" => o.include_timestamp = boolean()?,
@@ -311,8 +352,19 @@ mod tests {
         assert_eq!(e, OptionError::Duplicate { name: "include-xids".into() });
         let e = p(&[("actions", Some("insert,upsert"))]).unwrap_err();
         assert!(e.message().contains("actions") && e.message().contains("upsert"));
-        assert!(p(&[("format-version", Some("1"))]).is_err());
-        assert!(p(&[("format-version", Some("2"))]).is_ok());
+        assert_eq!(p(&[("format-version", Some("1"))]).unwrap().format_version, FormatVersion::V1);
+        assert_eq!(p(&[("format-version", Some("2"))]).unwrap().format_version, FormatVersion::V2);
+        assert!(p(&[("format-version", Some("3"))]).is_err());
+        for name in [
+            "write-in-chunks",
+            "include-column-positions",
+            "include-not-null",
+            "include-default",
+            "include-domain-data-type",
+            "numeric-data-types-as-string",
+        ] {
+            assert!(p(&[(name, Some("1"))]).is_ok(), "{name}");
+        }
         assert!(p(&[("origin", Some("some"))]).is_err());
         assert!(p(&[("add-tables", None)]).is_err());
     }

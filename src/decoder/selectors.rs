@@ -3,17 +3,18 @@
 //! and identifier lists (`publication_names`). Pure code, tested without a
 //! server.
 //!
-//! Table patterns follow wal2json (`schema.table`, `*` for "any", `\` escapes
-//! in unquoted names, no case folding) and add double-quoted identifiers and
-//! `*` wildcards inside unquoted names.
+//! Table patterns are read exactly as wal2json 2.x reads them (so a pattern
+//! list means the same to both plugins): items separated by commas, blanks
+//! around items ignored, `\` escapes the next character (a blank, comma, dot
+//! or `*`), the schema ends at the first unescaped dot, `*.` at the start is
+//! every schema and a table part of exactly `*` every table; any other `*`
+//! and double quotes are literal characters; no case folding.
 
 /// One side (schema or table) of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NamePattern {
     Any,
     Exact(String),
-    /// Literal pieces between `*` wildcards; never a single piece.
-    Glob(Vec<String>),
 }
 
 impl NamePattern {
@@ -21,27 +22,8 @@ impl NamePattern {
         match self {
             NamePattern::Any => true,
             NamePattern::Exact(s) => s == name,
-            NamePattern::Glob(pieces) => glob_match(pieces, name),
         }
     }
-}
-
-/// `pieces` are the literal parts around the `*`s: the first must be a prefix,
-/// the last a suffix, and the middle ones must appear in order.
-fn glob_match(pieces: &[String], name: &str) -> bool {
-    let (first, rest) = pieces.split_first().expect("glob has pieces");
-    let (last, middle) = rest.split_last().expect("glob has two pieces");
-    if name.len() < first.len() + last.len() || !name.starts_with(first.as_str()) || !name.ends_with(last.as_str()) {
-        return false;
-    }
-    let mut hay = &name[first.len()..name.len() - last.len()];
-    for piece in middle {
-        match hay.find(piece.as_str()) {
-            Some(at) => hay = &hay[at + piece.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// A `schema.table` pattern of `add-tables` / `filter-tables`.
@@ -57,25 +39,96 @@ impl TablePattern {
     }
 }
 
-/// A scanned name: its text and whether it contained an unescaped, unquoted `*`.
-struct Part {
-    text: String,
-    globs: Vec<String>,
-    quoted: bool,
+/// C's `isspace` in the "C" locale.
+fn blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
 }
 
-impl Part {
-    fn into_pattern(self) -> NamePattern {
-        if self.quoted {
-            NamePattern::Exact(self.text)
-        } else if self.globs.len() == 2 && self.globs.iter().all(String::is_empty) {
-            NamePattern::Any
-        } else if self.globs.len() > 1 {
-            NamePattern::Glob(self.globs)
-        } else {
-            NamePattern::Exact(self.text)
+/// Parse `add-tables` / `filter-tables` as wal2json does (module notes).
+pub(crate) fn parse_table_patterns(value: &str) -> Result<Vec<TablePattern>, String> {
+    let chars: Vec<char> = value.chars().collect();
+    let mut i = 0;
+    while i < chars.len() && blank(chars[i]) {
+        i += 1;
+    }
+    let mut out = Vec::new();
+    if i == chars.len() {
+        return Ok(out);
+    }
+    loop {
+        // One item: up to an unescaped comma or blank; escapes kept for now.
+        let start = i;
+        while i < chars.len() && chars[i] != ',' && !blank(chars[i]) {
+            if chars[i] == '\\' {
+                i += 1;
+                if i == chars.len() {
+                    return Err("trailing backslash".into());
+                }
+            }
+            i += 1;
+        }
+        if i == start {
+            return Err("empty item".into());
+        }
+        let item = &chars[start..i];
+        while i < chars.len() && blank(chars[i]) {
+            i += 1;
+        }
+        let done = match chars.get(i) {
+            None => true,
+            Some(',') => {
+                i += 1;
+                while i < chars.len() && blank(chars[i]) {
+                    i += 1;
+                }
+                false
+            }
+            Some(c) => return Err(format!("unexpected character \"{c}\" (escape blanks inside a name with \\)")),
+        };
+        out.push(table_pattern(item)?);
+        if done {
+            return Ok(out);
         }
     }
+}
+
+/// One `schema.table` item (escapes still in it).
+fn table_pattern(item: &[char]) -> Result<TablePattern, String> {
+    let all_schemas = item.starts_with(&['*', '.']);
+    let mut schema = String::new();
+    let mut k = 0;
+    while k < item.len() && item[k] != '.' {
+        if item[k] == '\\' {
+            k += 1;
+        }
+        schema.push(item[k]);
+        k += 1;
+    }
+    if k == item.len() {
+        let text: String = item.iter().collect();
+        return Err(format!("\"{text}\" is not of the form schema.table"));
+    }
+    let rest = &item[k + 1..];
+    let all_tables = rest == ['*'];
+    let mut table = String::new();
+    let mut k = 0;
+    while k < rest.len() {
+        if rest[k] == '\\' {
+            k += 1;
+        }
+        table.push(rest[k]);
+        k += 1;
+    }
+    Ok(TablePattern {
+        schema: if all_schemas { NamePattern::Any } else { NamePattern::Exact(schema) },
+        table: if all_tables { NamePattern::Any } else { NamePattern::Exact(table) },
+    })
+}
+
+/// A scanned list item: its text and whether it was double-quoted.
+struct Part {
+    text: String,
+    quoted: bool,
 }
 
 struct Scanner<'a> {
@@ -103,36 +156,24 @@ impl Scanner<'_> {
             if text.is_empty() {
                 return Err("zero-length quoted identifier".into());
             }
-            return Ok(Part { text, globs: vec![], quoted: true });
+            return Ok(Part { text, quoted: true });
         }
         let mut text = String::new();
-        let mut globs = vec![String::new()];
         while let Some(&c) = self.chars.peek() {
             if stops.contains(&c) || c.is_whitespace() {
                 break;
             }
             self.chars.next();
             match c {
-                '\\' => {
-                    let e = self.chars.next().ok_or("trailing backslash")?;
-                    text.push(e);
-                    globs.last_mut().expect("non-empty").push(e);
-                }
-                '*' => {
-                    text.push('*');
-                    globs.push(String::new());
-                }
+                '\\' => text.push(self.chars.next().ok_or("trailing backslash")?),
                 '"' => return Err("unexpected double quote inside a name".into()),
-                c => {
-                    text.push(c);
-                    globs.last_mut().expect("non-empty").push(c);
-                }
+                c => text.push(c),
             }
         }
         if text.is_empty() {
             return Err("empty name".into());
         }
-        Ok(Part { text, globs, quoted: false })
+        Ok(Part { text, quoted: false })
     }
 
     /// After an item: the end (`Ok(true)`), or a comma and more (`Ok(false)`).
@@ -173,18 +214,6 @@ fn parse_items<T>(
     }
 }
 
-/// Parse `add-tables` / `filter-tables`: comma-separated `schema.table` items.
-pub(crate) fn parse_table_patterns(value: &str) -> Result<Vec<TablePattern>, String> {
-    parse_items(value, true, |sc| {
-        let schema = sc.part(&['.', ','])?;
-        if sc.chars.next_if_eq(&'.').is_none() {
-            return Err(format!("\"{}\" is not of the form schema.table", schema.text));
-        }
-        let table = sc.part(&[','])?;
-        Ok(TablePattern { schema: schema.into_pattern(), table: table.into_pattern() })
-    })
-}
-
 /// Parse a comma-separated list of strings; an item may be double-quoted to
 /// hold commas or spaces. Used for message prefixes and origins.
 pub(crate) fn parse_list(value: &str) -> Result<Vec<String>, String> {
@@ -223,22 +252,31 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_and_quotes() {
-        assert!(m("public.audit_*", "public", "audit_2026"));
-        assert!(!m("public.audit_*", "public", "xaudit_2026"));
-        assert!(m("public.*_log_*", "public", "a_log_b"));
-        assert!(m("p*.t", "public", "t"));
-        assert!(m("\"My Schema\".\"a,b.c\"", "My Schema", "a,b.c"));
-        assert!(m("\"q\"\"x\".\"*\"", "q\"x", "*"));
-        assert!(!m("\"q\".\"*\"", "q", "other"));
+    fn stars_and_quotes_are_literal_as_in_wal2json() {
+        assert!(m("public.audit_*", "public", "audit_*"));
+        assert!(!m("public.audit_*", "public", "audit_2026"));
+        assert!(!m("p*.t", "public", "t"));
+        assert!(m("p*.t", "p*", "t"));
+        assert!(m("\\*.t", "*", "t"));
+        assert!(!m("\\*.t", "other", "t"));
+        assert!(m("s.\\*", "s", "*"));
+        assert!(!m("s.\\*", "s", "x"));
+        // wal2json's own regression pattern
+        assert!(m("public.filter\"table_9", "public", "filter\"table_9"));
+        assert!(m("\"q\".t", "\"q\"", "t"));
+        assert!(m("My\\ Schema.a\\,b\\.c", "My Schema", "a,b.c"));
+        assert!(m("a\\.b.c", "a.b", "c"));
+        assert!(m(".t", "", "t"));
+        assert!(m("s.", "s", ""));
     }
 
     #[test]
     fn malformed_patterns_are_rejected() {
-        for bad in ["public", "public.", ".t", "a.b,", "\"x.t", "a.b c.d", "a.\"\""] {
+        for bad in ["public", "a.b,", "a.b c.d", "a.b,,c.d", "a.b\\", "\"My Schema\".t"] {
             assert!(parse_table_patterns(bad).is_err(), "{bad}");
         }
         assert!(parse_table_patterns("").unwrap().is_empty());
+        assert!(parse_table_patterns("  ").unwrap().is_empty());
     }
 
     #[test]

@@ -14,9 +14,10 @@
 
 use super::json;
 use super::limit;
-use super::options::{OptionError, Options, OriginMode, OriginRef};
+use super::options::{FormatVersion, OptionError, Options, OriginMode, OriginRef};
 use super::publication::{FilterAction, PubDef, Route, check_publications_exist, load_publications};
 use super::shape::Shape;
+use super::v1;
 use super::values;
 use crate::ffi;
 use pgrx::pg_sys;
@@ -131,6 +132,8 @@ struct Txn {
     timestamp: String,
     begun: bool,
     skip: bool,
+    /// format-version 1: entries written so far (wal2json's separator rule).
+    entries: u64,
 }
 
 pub(crate) struct Decoder {
@@ -153,6 +156,11 @@ pub(crate) struct Decoder {
     /// A partition's row before it is mapped to its published ancestor's.
     src_vals: (Vec<pg_sys::Datum>, Vec<bool>),
     unchanged: Vec<usize>,
+    /// format-version 1: whitespace, the columns chosen for an array, and
+    /// the transaction's document (without `write-in-chunks`).
+    ws: v1::Ws,
+    v1_items: Vec<v1::Item>,
+    txn_doc: Vec<u8>,
 }
 
 impl Decoder {
@@ -172,6 +180,7 @@ impl Decoder {
                 OriginRef::Name(n) => origin_names.push(n.clone()),
             }
         }
+        let opts_pretty = opts.pretty_print;
         Ok(Decoder {
             opts,
             cache_cxt,
@@ -186,6 +195,9 @@ impl Decoder {
             old_vals: (Vec::new(), Vec::new()),
             src_vals: (Vec::new(), Vec::new()),
             unchanged: Vec::new(),
+            ws: v1::Ws::new(opts_pretty),
+            v1_items: Vec::new(),
+            txn_doc: Vec::new(),
         })
     }
 
@@ -222,13 +234,34 @@ impl Decoder {
         } else {
             String::new()
         };
-        self.txn = Some(Txn { info, timestamp, begun: false, skip });
+        // (A document left by a transaction whose decoding raised an ERROR
+        // is never continued.)
+        self.txn_doc.clear();
+        self.txn = Some(Txn { info, timestamp, begun: false, skip, entries: 0 });
     }
 
     pub(crate) fn commit(&mut self, sink: &mut dyn Sink) {
         let Some(txn) = self.txn.take() else { return };
         if !txn.begun {
             sink.skipped_transaction();
+            return;
+        }
+        if self.v1() {
+            let chunked = self.opts.write_in_chunks;
+            if chunked {
+                self.buf.clear();
+                v1::footer(&mut self.buf, self.ws, true);
+                sink.write(&self.buf);
+            } else {
+                limit::reserve(&mut self.txn_doc, 8);
+                v1::footer(&mut self.txn_doc, self.ws, false);
+                limit::check(&self.txn_doc);
+                sink.write(&self.txn_doc);
+                self.txn_doc.clear();
+                if self.txn_doc.capacity() > BUF_KEEP {
+                    self.txn_doc = Vec::new();
+                }
+            }
             return;
         }
         if self.opts.include_transaction {
@@ -262,7 +295,17 @@ impl Decoder {
         let Some(mut txn) = self.txn.take() else { return };
         if !txn.begun {
             txn.begun = true;
-            if self.opts.include_transaction {
+            if self.v1() {
+                let head = v1::Head {
+                    xid: txn.info.xid,
+                    end_lsn: txn.info.end_lsn,
+                    timestamp: &txn.timestamp,
+                    origin: txn.info.origin,
+                };
+                self.buf.clear();
+                v1::header(&mut self.buf, self.ws, &self.opts, &head);
+                self.emit_v1(sink);
+            } else if self.opts.include_transaction {
                 self.buf.clear();
                 self.txn_head(&txn, b'B');
                 self.buf.push(b'}');
@@ -272,17 +315,41 @@ impl Decoder {
         self.txn = Some(txn);
     }
 
-    fn flush(&mut self, sink: &mut dyn Sink) {
-        if self.opts.pretty_print {
-            let mut out = Vec::new();
-            limit::reserve(&mut out, self.buf.len());
-            json::pretty(&self.buf, &mut out);
-            limit::check(&out);
-            sink.write(&out);
-        } else {
+    fn v1(&self) -> bool {
+        self.opts.format_version == FormatVersion::V1
+    }
+
+    /// format-version 1: the next transaction entry (`txn.entries`, counted
+    /// here).
+    fn next_entry(&mut self) -> u64 {
+        self.txn.as_mut().map_or(1, |t| {
+            t.entries += 1;
+            t.entries
+        })
+    }
+
+    /// format-version 1: send the piece in `buf` as its own row
+    /// (`write-in-chunks`) or append it to the transaction's document,
+    /// which must stay within PostgreSQL's 1 GB limit.
+    fn emit_v1(&mut self, sink: &mut dyn Sink) {
+        if self.opts.write_in_chunks {
             limit::check(&self.buf);
             sink.write(&self.buf);
+        } else {
+            limit::reserve(&mut self.txn_doc, self.buf.len());
+            self.txn_doc.extend_from_slice(&self.buf);
+            limit::check(&self.txn_doc);
         }
+        if self.buf.capacity() > BUF_KEEP {
+            self.buf = Vec::with_capacity(BUF_INITIAL);
+        }
+    }
+
+    fn flush(&mut self, sink: &mut dyn Sink) {
+        // wal2json ignores pretty-print in format-version 2: one document
+        // per line stays one line.
+        limit::check(&self.buf);
+        sink.write(&self.buf);
         // A huge document's buffer is not kept for the rest of the session.
         if self.buf.capacity() > BUF_KEEP {
             self.buf = Vec::with_capacity(BUF_INITIAL);
@@ -395,6 +462,26 @@ impl Decoder {
         if !self.opts.table_selected(&shape.schema, &shape.table) {
             return;
         }
+        // As wal2json (both versions): an UPDATE or DELETE of a table
+        // without a usable replica identity says nothing about which row
+        // changed; it is dropped with a WARNING (once per relation and
+        // session) rather than sent without `identity`. With
+        // `publication_names` the stream is pgoutput's, which sends it.
+        if ch.dml != Dml::Insert
+            && !shape.has_identity_key
+            && !shape.identity_full
+            && self.opts.publication_names.is_none()
+        {
+            if !shape.warned_no_identity.replace(true) {
+                pgrx::warning!(
+                    "logical_ext: {} on table \"{}\".\"{}\" without replica identity is not sent",
+                    if ch.dml == Dml::Update { "UPDATE" } else { "DELETE" },
+                    shape.schema,
+                    shape.table
+                );
+            }
+            return;
+        }
         let route = &self.routes[&rel_id(rel)];
         // SAFETY: the tuples are rows of `rel`; the route maps them to rows of
         // emit_as, the shape's relation.
@@ -440,6 +527,25 @@ impl Decoder {
             }
         }
         self.ensure_begun(sink);
+        if self.v1() {
+            let n = self.next_entry();
+            let Decoder { opts, shapes, routes, buf, new_vals, old_vals, unchanged, ws, v1_items, .. } = self;
+            let mask = routes[&rel_id(rel)].columns.as_deref();
+            let shown = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
+            let c = v1::Change {
+                shape: &shapes[&emit_as],
+                shown: &shown,
+                dml,
+                new: has_new.then(|| v1::Row { vals: &new_vals.0[..], nulls: &new_vals.1[..] }),
+                old: has_old.then(|| v1::Row { vals: &old_vals.0[..], nulls: &old_vals.1[..] }),
+                n,
+            };
+            buf.clear();
+            // SAFETY: both rows are deformed in emit_as's layout.
+            unsafe { v1::change(buf, *ws, opts, opts.write_in_chunks, &c, v1_items, unchanged) };
+            self.emit_v1(sink);
+            return;
+        }
         self.write_row(emit_as, rel_id(rel), dml, ch.lsn, has_old, has_new);
         self.flush(sink);
     }
@@ -505,7 +611,7 @@ impl Decoder {
                     // SAFETY: a valid non-null datum of this column's type.
                     unsafe { values::push_value(buf, &col.kind, d) };
                 }
-                buf.push(b'}');
+                buf.extend_from_slice(&col.tail);
             }
             buf.push(b']');
         }
@@ -586,7 +692,8 @@ impl Decoder {
     /// # Safety
     /// Every relation must be open.
     pub(crate) unsafe fn truncate(&mut self, sink: &mut dyn Sink, rels: &[pg_sys::Relation], t: Truncate) {
-        if self.skipping() {
+        // wal2json's format-version 1 has no TRUNCATE.
+        if self.skipping() || self.v1() {
             return;
         }
         self.apply_invalidations();
@@ -632,7 +739,9 @@ impl Decoder {
         if !self.opts.prefix_selected(m.prefix) || (m.transactional && self.skipping()) {
             return;
         }
-        if m.transactional && self.opts.include_ddl && m.prefix == crate::ddl::PREFIX {
+        // In format-version 1 a DDL event stays the message it is, as
+        // wal2json prints it (DDL documents are a format-version 2 addition).
+        if m.transactional && self.opts.include_ddl && !self.v1() && m.prefix == crate::ddl::PREFIX {
             // A DDL event is printed as its own document; anything else
             // under the prefix — a forged one included — stays a plain
             // message (ddl/authentic.rs says which is which).
@@ -644,6 +753,20 @@ impl Decoder {
         }
         if m.transactional {
             self.ensure_begun(sink);
+        }
+        if self.v1() {
+            let n = if m.transactional { Some(self.next_entry()) } else { None };
+            let mut content = Vec::new();
+            push_content(&mut content, m.content);
+            self.buf.clear();
+            limit::reserve(&mut self.buf, content.len() + json::str_len_bound(m.prefix.as_bytes()) + 128);
+            v1::message(&mut self.buf, self.ws, self.opts.write_in_chunks, n, m.prefix, &content);
+            if m.transactional {
+                self.emit_v1(sink);
+            } else {
+                self.flush(sink);
+            }
+            return;
         }
         let txn = if m.transactional { self.txn.as_ref() } else { None };
         let b = &mut self.buf;
@@ -658,14 +781,7 @@ impl Decoder {
         b.extend_from_slice(b",\"prefix\":");
         json::push_str(b, m.prefix.as_bytes());
         b.extend_from_slice(b",\"content\":");
-        if std::str::from_utf8(m.content).is_ok() {
-            limit::reserve(b, json::str_len_bound(m.content));
-            json::push_str(b, m.content);
-        } else {
-            limit::reserve(b, json::hex_len(m.content.len()));
-            json::push_hex(b, m.content);
-            b.extend_from_slice(b",\"content_encoding\":\"hex\"");
-        }
+        push_content(b, m.content);
         b.push(b'}');
         self.flush(sink);
     }
@@ -693,6 +809,19 @@ impl Decoder {
         b.push(b',');
         b.extend_from_slice(&body.as_bytes()[1..]);
         self.flush(sink);
+    }
+}
+
+/// A message's content: a JSON string when it is UTF-8, else its hex text
+/// followed by `"content_encoding":"hex"`.
+fn push_content(b: &mut Vec<u8>, content: &[u8]) {
+    if std::str::from_utf8(content).is_ok() {
+        limit::reserve(b, json::str_len_bound(content));
+        json::push_str(b, content);
+    } else {
+        limit::reserve(b, json::hex_len(content.len()));
+        json::push_hex(b, content, true);
+        b.extend_from_slice(b",\"content_encoding\":\"hex\"");
     }
 }
 

@@ -69,7 +69,13 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
             // SAFETY: bytea columns hold varlena datums.
             let bytes = unsafe { varlena_bytes(datum) };
             limit::reserve(out, json::hex_len(bytes.len()));
-            json::push_hex(out, bytes);
+            json::push_hex(out, bytes, true);
+        }
+        ValueKind::ByteaDigits => {
+            // SAFETY: bytea columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            limit::reserve(out, json::hex_len(bytes.len()));
+            json::push_hex(out, bytes, false);
         }
         ValueKind::Name => {
             // SAFETY: a name datum points to a NUL-terminated NameData.
