@@ -46,8 +46,36 @@ CREATE TABLE logical_ext.subscription_tables (
     PRIMARY KEY (subid, relid)
 );
 REVOKE ALL ON logical_ext.subscription_tables FROM PUBLIC;
-GRANT SELECT ON logical_ext.subscription_tables TO pg_monitor;
+-- last_error may quote row values: superusers and logical_ext_operator only
+-- (see row_data_for_caller below).
+GRANT SELECT (subid, relid, state, sync_lsn, rows_copied, bytes_copied, started_at, finished_at, resync)
+    ON logical_ext.subscription_tables TO pg_monitor;
+GRANT SELECT ON logical_ext.subscription_tables TO logical_ext_operator;
 SELECT pg_catalog.pg_extension_config_dump('logical_ext.subscription_tables', '');
+
+-- Error messages may quote row values (PostgreSQL's own do: "Key (id)=(5)
+-- already exists", "invalid input syntax for type integer: \"abc\""). Like the
+-- row images of conflict_log, they are for superusers and members of
+-- logical_ext_operator; pg_monitor sees that there is an error, not its text.
+-- Decided on the session user (what the login could see with SET ROLE): the
+-- functions that call this are SECURITY DEFINER, so current_user is theirs.
+CREATE FUNCTION logical_ext.row_data_for_caller(message text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN message IS NULL THEN NULL
+        WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname = session_user AND r.rolsuper)
+          OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname = 'logical_ext_operator'
+                        AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER'))
+        THEN message
+        ELSE '(error text hidden: it may quote row values; visible to superusers and members of logical_ext_operator)'
+    END
+$$;
+REVOKE ALL ON FUNCTION logical_ext.row_data_for_caller(text) FROM PUBLIC;
 
 -- Status of every subscription of this database: the record joined with the
 -- worker's shared-memory state and the origin's progress. SECURITY DEFINER so
@@ -107,9 +135,10 @@ AS $$
            CASE WHEN t.latest IS NULL OR t.applied IS NULL THEN NULL
                 WHEN ('0/0'::pg_lsn + t.latest::numeric) <= t.applied THEN interval '0'
                 ELSE now() - (timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.commit_us / 1e6)) END,
-           coalesce(t.werror, (SELECT 'table ' || st.relid::text || ': ' || st.last_error
-                                 FROM logical_ext.subscription_tables st
-                                WHERE st.subid = t.id AND st.state = 'error' ORDER BY st.relid::oid LIMIT 1)),
+           logical_ext.row_data_for_caller(
+               coalesce(t.werror, (SELECT 'table ' || st.relid::text || ': ' || st.last_error
+                                     FROM logical_ext.subscription_tables st
+                                    WHERE st.subid = t.id AND st.state = 'error' ORDER BY st.relid::oid LIMIT 1))),
            CASE WHEN t.werror IS NOT NULL THEN timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.error_us / 1e6)
                 ELSE (SELECT max(st.finished_at) FROM logical_ext.subscription_tables st
                        WHERE st.subid = t.id AND st.state = 'error') END,

@@ -89,11 +89,14 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.format_version()", Call("SELECT logical_ext.format_version()"), ALL),
     ("logical_ext.version()", Call("SELECT logical_ext.version()"), ALL),
     ("logical_ext.redact_conninfo(text)", Call("SELECT logical_ext.redact_conninfo('password=x')"), ALL),
+    ("logical_ext.row_data_for_caller(text)", Call("SELECT logical_ext.row_data_for_caller('x')"), S),
     // Tables and views.
     ("logical_ext.subscription", Call("SELECT conninfo FROM logical_ext.subscription"), S),
     ("logical_ext.subscription", Call("SELECT name FROM logical_ext.subscription"), MON),
     ("logical_ext.subscription_status", Call("SELECT count(*) FROM logical_ext.subscription_status"), MON),
     ("logical_ext.subscription_tables", Call("SELECT count(*) FROM logical_ext.subscription_tables"), MON),
+    // Error texts may quote row values (see `error_texts_are_row_data`).
+    ("logical_ext.subscription_tables", Call("SELECT last_error FROM logical_ext.subscription_tables"), OPS),
     ("logical_ext.conflict_resolution", Call("SELECT count(*) FROM logical_ext.conflict_resolution"), MON),
     ("logical_ext.conflict_resolutions", Call("SELECT count(*) FROM logical_ext.conflict_resolutions"), MON),
     ("logical_ext.conflict_log", Call("SELECT conflict_type, detected_at FROM logical_ext.conflict_log"), MON),
@@ -187,4 +190,49 @@ fn privilege_matrix() {
 
 fn allow(b: bool) -> &'static str {
     if b { "allow" } else { "deny" }
+}
+
+/// Error messages may quote row values (PostgreSQL's own do), so the text
+/// of `last_error` is for superusers and members of logical_ext_operator,
+/// as conflict_log's row images are; pg_monitor sees that there is an error.
+/// Each role logs in itself (the status view decides on the session user).
+#[test]
+fn error_texts_are_row_data() {
+    let c = Cluster::start("privileges_errors", &["shared_preload_libraries = 'logical_ext'"]);
+    c.exec(
+        "CREATE EXTENSION logical_ext;
+         CREATE ROLE operator LOGIN IN ROLE logical_ext_operator;
+         CREATE ROLE monitor LOGIN IN ROLE pg_monitor;
+         CREATE TABLE public.t (id int PRIMARY KEY);
+         INSERT INTO logical_ext.subscription (name, owner, conninfo, publications, enabled)
+             VALUES ('s', 10, 'dbname=x', ARRAY['p'], false);
+         INSERT INTO logical_ext.subscription_tables (subid, relid, state, last_error)
+             SELECT id, 'public.t', 'error', 'Key (id)=(42) already exists' FROM logical_ext.subscription;
+         SELECT pg_catalog.pg_replication_origin_create('logical_ext_' || id) FROM logical_ext.subscription",
+    );
+    let login = |role: &str| {
+        postgres::Client::connect(&format!("{} user={role}", c.conninfo()), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("login as {role}: {}", describe_error(&e)))
+    };
+    let status_error = |client: &mut Client| -> String {
+        client.query_one("SELECT last_error FROM logical_ext.subscription_status", &[]).unwrap().get(0)
+    };
+    let mut monitor = login("monitor");
+    let hidden = status_error(&mut monitor);
+    assert!(!hidden.contains("42") && hidden.contains("hidden"), "pg_monitor sees the error text: {hidden}");
+    let denied = monitor.query("SELECT last_error FROM logical_ext.subscription_tables", &[]).unwrap_err();
+    assert_eq!(denied.as_db_error().map(|d| d.code().code()), Some("42501"), "{}", describe_error(&denied));
+    let states: i64 = monitor
+        .query_one("SELECT count(*) FROM logical_ext.subscription_tables WHERE state = 'error'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(states, 1, "pg_monitor still sees the table's state");
+    for role in ["operator", "postgres"] {
+        let mut client = login(role);
+        let text = status_error(&mut client);
+        assert!(text.contains("Key (id)=(42) already exists"), "{role} sees the error text: {text}");
+        let row: String =
+            client.query_one("SELECT last_error FROM logical_ext.subscription_tables", &[]).unwrap().get(0);
+        assert!(row.contains("(42)"), "{role}: {row}");
+    }
 }
