@@ -26,6 +26,7 @@
 use super::protocol::Column;
 use super::relation::LocalRel;
 use super::routing::{self, Router};
+use super::values;
 use crate::ffi;
 use crate::ffi::identity::AsRole;
 use pgrx::pg_sys;
@@ -560,26 +561,43 @@ fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>],
             std::slice::from_raw_parts_mut((*slot).tts_isnull, rel.natts),
         )
     };
-    for (pos, c) in cols.iter().enumerate() {
-        let i = rel.attr_at(pos, &c.name);
-        let input = rel.inputs[i].as_ref().expect("mapped columns have an input function");
-        match c.text() {
-            Ok(Some(text)) => {
-                values[i] = super::values::input(input, &text, scratch, &c.name, &rel.display);
-                nulls[i] = false;
+    let current = Cell::new(values::NO_COLUMN);
+    let column = |pos: usize| {
+        let c = &cols[pos];
+        (c.name.to_string(), c.text().ok().flatten().map(|t| t.into_owned()).unwrap_or_default())
+    };
+    values::converting(
+        &rel.display,
+        &current,
+        || {
+            for (pos, c) in cols.iter().enumerate() {
+                let i = rel.attr_at(pos, &c.name);
+                let input = rel.inputs[i].as_ref().expect("mapped columns have an input function");
+                match c.text() {
+                    Ok(Some(text)) => {
+                        current.set(pos);
+                        values[i] = input.datum(&text, scratch);
+                        current.set(values::NO_COLUMN);
+                        nulls[i] = false;
+                    }
+                    Ok(None) => nulls[i] = true,
+                    Err(e) => {
+                        ErrorReport::new(
+                            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                            format!(
+                                "logical_ext: malformed value for column \"{}\" of \"{}\": {e}",
+                                c.name, rel.display
+                            ),
+                            function_name!(),
+                        )
+                        .report(PgLogLevel::ERROR);
+                    }
+                }
+                present[i] = true;
             }
-            Ok(None) => nulls[i] = true,
-            Err(e) => {
-                ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                    format!("logical_ext: malformed value for column \"{}\" of \"{}\": {e}", c.name, rel.display),
-                    function_name!(),
-                )
-                .report(PgLogLevel::ERROR);
-            }
-        }
-        present[i] = true;
-    }
+        },
+        column,
+    );
     present
 }
 

@@ -15,29 +15,45 @@
 //!   not fit is always this error, the transaction rolls back and is
 //!   retried with backoff like any apply error.
 
-use super::relation::Input;
-use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 
 /// How many characters of an offending value the message shows.
 const SHOWN_CHARS: usize = 80;
 
-/// `text` converted for column `column` of `table` (`schema.table`).
-pub(crate) fn input(input: &Input, text: &str, scratch: &mut Vec<u8>, column: &str, table: &str) -> pg_sys::Datum {
-    PgTryBuilder::new(AssertUnwindSafe(|| input.datum(text, scratch)))
-        .catch_others(|e| {
+/// No column is being converted (see [`converting`]).
+pub(crate) const NO_COLUMN: usize = usize::MAX;
+
+/// Run `store`, the conversion of one row's values into columns of `table`
+/// (`schema.table`), with one error catcher for the whole row — not one per
+/// value: this is the apply worker's hot path. `store` sets `current` to
+/// the position of the column whose input function it calls, and back to
+/// [`NO_COLUMN`] after; a data exception raised meanwhile is raised again
+/// naming table, column and value (`column(pos)`: its name and text).
+pub(crate) fn converting<R>(
+    table: &str,
+    current: &Cell<usize>,
+    store: impl FnOnce() -> R,
+    column: impl Fn(usize) -> (String, String),
+) -> R {
+    // The handler only reads them after the unwind: nothing is left half-done.
+    let (current, column) = (AssertUnwindSafe(current), AssertUnwindSafe(column));
+    PgTryBuilder::new(AssertUnwindSafe(store))
+        .catch_others(move |e| {
             let report = match &e {
                 CaughtError::PostgresError(r)
                 | CaughtError::ErrorReport(r)
                 | CaughtError::RustPanic { ereport: r, .. } => r,
             };
             let code = report.sql_error_code();
-            if !is_data_exception(code) {
+            let pos = current.get();
+            if pos == NO_COLUMN || !is_data_exception(code) {
                 e.rethrow();
             }
-            ErrorReport::new(code, message(table, column, text, report.message()), function_name!())
+            let (name, text) = column(pos);
+            ErrorReport::new(code, message(table, &name, &text, report.message()), function_name!())
                 .set_hint(
                     "Make the subscriber column's type accept the publisher's values (ALTER TABLE ... ALTER COLUMN \
                      ... TYPE); the transaction is retried.",

@@ -312,17 +312,8 @@ pub(crate) unsafe fn change(
 /// # Safety
 /// `items` hold valid datums of their columns.
 unsafe fn columns(out: &mut Vec<u8>, ws: Ws, opts: &Options, shape: &Shape, items: &[Item], more: bool) {
-    let array = |out: &mut Vec<u8>, key: &[u8], f: &dyn Fn(&mut Vec<u8>, &Item)| {
-        ws.key(out, 3, key);
-        out.push(b'[');
-        let mut first = true;
-        for it in items {
-            ws.sep(out, &mut first);
-            f(out, it);
-        }
-        out.extend_from_slice(b"],");
-        out.extend_from_slice(ws.nl);
-    };
+    let array =
+        |out: &mut Vec<u8>, key: &[u8], f: &dyn Fn(&mut Vec<u8>, &Item)| metadata_array(out, ws, 3, key, items, f);
     array(out, b"columnnames", &|o, it| o.extend_from_slice(&shape.columns[it.0].name_json));
     if opts.include_types {
         array(out, b"columntypes", &|o, it| o.extend_from_slice(&shape.columns[it.0].type_json));
@@ -432,17 +423,8 @@ unsafe fn oldkeys(
     ws.key(out, 3, b"oldkeys");
     out.push(b'{');
     out.extend_from_slice(ws.nl);
-    let array = |out: &mut Vec<u8>, key: &[u8], f: &dyn Fn(&mut Vec<u8>, &Item)| {
-        ws.key(out, 4, key);
-        out.push(b'[');
-        let mut first = true;
-        for it in items.iter() {
-            ws.sep(out, &mut first);
-            f(out, it);
-        }
-        out.extend_from_slice(b"],");
-        out.extend_from_slice(ws.nl);
-    };
+    let array =
+        |out: &mut Vec<u8>, key: &[u8], f: &dyn Fn(&mut Vec<u8>, &Item)| metadata_array(out, ws, 4, key, items, f);
     array(out, b"keynames", &|o, it| o.extend_from_slice(&shape.columns[it.0].name_json));
     if opts.include_types {
         array(out, b"keytypes", &|o, it| o.extend_from_slice(&shape.columns[it.0].type_json));
@@ -462,6 +444,27 @@ unsafe fn oldkeys(
     out.extend_from_slice(ws.nl);
     ws.tabs(out, 3);
     out.push(b'}');
+    out.extend_from_slice(ws.nl);
+}
+
+/// `"key": [f(item), ...],` at indentation `level` (pretty-print): the
+/// per-column metadata arrays of a change (`columnnames`, `keytypes`, ...).
+fn metadata_array(
+    out: &mut Vec<u8>,
+    ws: Ws,
+    level: usize,
+    key: &[u8],
+    items: &[Item],
+    f: &dyn Fn(&mut Vec<u8>, &Item),
+) {
+    ws.key(out, level, key);
+    out.push(b'[');
+    let mut first = true;
+    for it in items {
+        ws.sep(out, &mut first);
+        f(out, it);
+    }
+    out.extend_from_slice(b"],");
     out.extend_from_slice(ws.nl);
 }
 
