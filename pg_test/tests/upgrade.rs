@@ -1,12 +1,12 @@
 //! `ALTER EXTENSION logical_ext UPDATE` from every released version (0.1.0,
-//! 0.2.0) gives exactly a fresh installation: the same member objects, columns, constraints, indexes,
+//! 0.2.0, 0.3.0) gives exactly a fresh installation: the same member objects, columns, constraints, indexes,
 //! reloptions, grants (table, column and function ACLs), function attributes
 //! (SECURITY DEFINER, search_path, volatility, strictness, bodies), views,
 //! event triggers and comments.
 //!
 //! The released install scripts are `fixtures/logical_ext--<version>.sql`
 //! (what `cargo pgrx schema` generated for each release: 0.1.0 at commit
-//! 11a06af, 0.2.0 at commit ec80564); the test installs them next to the
+//! 11a06af, 0.2.0 at commit ec80564, 0.3.0 at commit 160e732); the test installs them next to the
 //! installed extension's files.
 
 use logical_ext_pg_test::*;
@@ -94,7 +94,7 @@ fn describe(c: &Cluster, db: &str) -> Vec<(String, Vec<String>)> {
 }
 
 /// The released versions an installation may be upgraded from.
-const RELEASED: &[&str] = &["0.1.0", "0.2.0"];
+const RELEASED: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 #[test]
 fn upgraded_equals_fresh() {

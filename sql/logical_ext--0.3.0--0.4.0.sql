@@ -1,0 +1,4 @@
+-- logical_ext 0.3.0 -> 0.4.0 (ALTER EXTENSION logical_ext UPDATE).
+-- pg_test/tests/upgrade.rs checks that an installation upgraded from each
+-- released version (0.1.0, 0.2.0, 0.3.0) has exactly the objects, grants and
+-- function attributes of a fresh one. One section per issue.
