@@ -52,6 +52,18 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ),
     ("logical_ext.skip_transaction(text,pg_lsn)", Call("SELECT logical_ext.skip_transaction('nosuch', '0/1')"), S),
     ("logical_ext.worker_status()", Call("SELECT count(*) FROM logical_ext.worker_status()"), S),
+    // Persisted counters: read through subscription_status; reset by
+    // operators too (native pg_stat_reset_subscription_stats: superuser).
+    (
+        "logical_ext.subscription_counters(integer,timestamp with time zone)",
+        Call("SELECT count(*) FROM logical_ext.subscription_counters(1, now())"),
+        S,
+    ),
+    (
+        "logical_ext.reset_subscription_stats(text)",
+        Call("SELECT logical_ext.reset_subscription_stats('nosuch')"),
+        OPS,
+    ),
     (
         "logical_ext.subscription_status_rows()",
         Call("SELECT count(*) FROM logical_ext.subscription_status_rows()"),

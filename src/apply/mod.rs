@@ -21,7 +21,9 @@
 //!   through the executor (`routing.rs`: partitioned targets route rows to
 //!   their leaf partitions; `values.rs`: a value through its column's input
 //!   function, errors naming table, column and value); `status.rs`:
-//!   shared-memory worker status.
+//!   shared-memory worker status; `stats.rs`: its counters persisted
+//!   across restarts (a file per subscription, flushed every few seconds
+//!   and at worker exit) and `reset_subscription_stats`.
 //! - `sync/`: initial table synchronization (copy before streaming,
 //!   resumable per table, `resync_table`, `refresh_subscription`);
 //!   `tablesync.rs`: the sync worker's life (copy, then catch the table up
@@ -47,6 +49,7 @@ mod resolver;
 mod routing;
 mod rows;
 pub(crate) mod settings;
+mod stats;
 mod status;
 mod sync;
 mod tablesync;
@@ -72,6 +75,7 @@ pub(crate) fn init() {
     }
     PRELOADED.store(true, Ordering::Relaxed);
     status::init_shmem();
+    stats::init_shmem();
     sync::registry::init_shmem();
     launcher::register_launcher();
 }
@@ -86,6 +90,8 @@ pgrx::extension_sql_file!(
         api::skip_transaction,
         api::effective_conflict_resolutions,
         api::resync_table,
-        api::refresh_subscription
+        api::refresh_subscription,
+        api::subscription_counters,
+        api::reset_subscription_stats
     ]
 );

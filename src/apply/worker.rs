@@ -73,6 +73,12 @@ pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
     // Released however the process ends (a SIGTERM ends it with a FATAL),
     // once its transaction, locks and replication origin are released.
     status::release_at_exit(dboid.to_u32(), subid);
+    // The counters of earlier server lives, and theirs kept for the next
+    // (written at exit before the slot is released: callbacks run LIFO).
+    if let Some(created_at) = in_transaction(|| super::stats::created_at(subid)) {
+        super::stats::load(dboid.to_u32(), subid, created_at);
+        super::stats::persist_at_exit(dboid.to_u32(), subid);
+    }
     let mut w = Worker::new(dboid.to_u32(), subid, generation);
     w.run();
 }
@@ -112,6 +118,8 @@ struct Worker {
     sync: Option<SyncManager>,
     /// In a sync worker catching one table up: that table (`catchup.rs`).
     scope: Option<catchup::TableScope>,
+    /// When the counters go to their file (`stats.rs`).
+    stats: super::stats::Flusher,
 }
 
 impl Worker {
@@ -135,6 +143,7 @@ impl Worker {
             origin_name: Subscription::origin_name(subid),
             sync: None,
             scope: None,
+            stats: super::stats::Flusher::new(),
         }
     }
 
@@ -264,9 +273,10 @@ impl Worker {
     /// The initial copy: sync workers copy every table with the exported
     /// snapshot while this worker keeps it alive (its connection idle).
     /// Returns why to stop, or `None` once no table waits for its copy.
-    fn initial_copy(&self, sync: &mut SyncManager, sub: &Subscription, snap: &(String, u64)) -> Option<Stop> {
+    fn initial_copy(&mut self, sync: &mut SyncManager, sub: &Subscription, snap: &(String, u64)) -> Option<Stop> {
         loop {
             backend::check_for_interrupts();
+            self.stats.tick(self.dboid, self.subid);
             if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                 return Some(Stop::Exit);
             }

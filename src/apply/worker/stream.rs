@@ -144,6 +144,7 @@ impl Worker {
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
         loop {
             backend::check_for_interrupts();
+            self.stats.tick(self.dboid, self.subid);
             if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                 ses.displaced = true;
                 return;
@@ -195,6 +196,10 @@ impl Worker {
         };
         loop {
             backend::check_for_interrupts();
+            if self.scope.is_none() {
+                // A clock read; a small file write every few seconds at most.
+                self.stats.tick(self.dboid, self.subid);
+            }
             if ses.displaced {
                 return Ok(Stop::Exit);
             }
