@@ -50,15 +50,19 @@ fn insert_txns(pair: &Pair, first: i64, n: i64, rows: i64) {
     let mut c = pair.pub_client();
     for i in 0..n {
         let from = first + i * rows;
-        c.execute("INSERT INTO public.t SELECT g, 'v' FROM generate_series($1::bigint, $2::bigint) g", &[&from, &(from + rows - 1)])
-            .expect("insert");
+        c.execute(
+            "INSERT INTO public.t SELECT g, 'v' FROM generate_series($1::bigint, $2::bigint) g",
+            &[&from, &(from + rows - 1)],
+        )
+        .expect("insert");
     }
 }
 
 /// The statistics file of subscription `s` (src/apply/stats.rs).
 fn stats_file(pair: &Pair) -> std::path::PathBuf {
     let mut c = pair.sub_client();
-    let db: u32 = c.query_one("SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()", &[]).unwrap().get(0);
+    let db: u32 =
+        c.query_one("SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()", &[]).unwrap().get(0);
     let id: i32 = c.query_one("SELECT id FROM logical_ext.subscription WHERE name = 's'", &[]).unwrap().get(0);
     pair.subscriber.data_dir().join(format!("pg_stat/logical_ext_subscription_{db}_{id}.stat"))
 }
@@ -103,9 +107,7 @@ fn counters_survive_restarts_and_reset() {
     pair.sub_exec("SELECT logical_ext.refresh_subscription('s')");
     pair.wait_status("s", "a sync error", |_| counters(&pair).sync_errors >= 1);
     pair.sub_exec("TRUNCATE public.nokey");
-    wait_until(Duration::from_secs(60), "nokey copied", || {
-        count(&mut pair.sub_client(), "public.nokey") == 1
-    });
+    wait_until(Duration::from_secs(60), "nokey copied", || count(&mut pair.sub_client(), "public.nokey") == 1);
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["public.t"]);
     pair.assert_same("SELECT * FROM public.nokey", "v");

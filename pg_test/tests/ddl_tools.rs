@@ -6,9 +6,11 @@
 //! types, log and work tables in its `repack` schema and its trigger on the
 //! table) never reach the subscriber; the user-visible DDL does (partman's
 //! partitions, cron's DDL, the user's ALTER after a repack); the data is
-//! exact and the subscription never stops (no error, no retry). The
-//! publications name the user's tables or schema, not FOR ALL TABLES, which
-//! publishes the tools' tables' rows too (docs/DDL.md, "Tools"). The tools
+//! exact and the subscription never stops (no error, no retry). The first
+//! three tests publish the user's tables or schema; `tools_under_for_all_tables`
+//! runs all three tools under one FOR ALL TABLES publication, which does not
+//! publish the tools' own tables (extension members, or in a schema that is
+//! one; docs/DDL.md, "Tools"). The tools
 //! come from Debian's `postgresql-15-repack`, `-partman` and `-cron`
 //! (installed by scripts/setup.sh next to the server `pg_bin()` names).
 
@@ -41,10 +43,7 @@ fn pg_repack_under_writes() {
     let pair = Pair::start_with("tools_repack", &[PRELOAD], &[]);
     pair.pub_exec("CREATE EXTENSION logical_ext; CREATE EXTENSION pg_repack");
     pair.both_exec("CREATE TABLE public.t (id bigint PRIMARY KEY, v text, pad text)");
-    // FOR TABLE, not FOR ALL TABLES: under FOR ALL TABLES the row changes
-    // of pg_repack's work tables (repack.log_N, repack.table_N) are
-    // published too, as by pgoutput, and no subscriber has those tables
-    // (see docs/DDL.md, "Tools").
+    // FOR TABLE here; FOR ALL TABLES: `tools_under_for_all_tables`.
     pair.pub_exec("CREATE PUBLICATION p FOR TABLE public.t");
     // The subscriber has no pg_repack (the worse case: no `repack` schema).
     pair.subscribe("s", &["p"], "");

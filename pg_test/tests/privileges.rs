@@ -59,11 +59,7 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
         Call("SELECT count(*) FROM logical_ext.subscription_counters(1, now())"),
         S,
     ),
-    (
-        "logical_ext.reset_subscription_stats(text)",
-        Call("SELECT logical_ext.reset_subscription_stats('nosuch')"),
-        OPS,
-    ),
+    ("logical_ext.reset_subscription_stats(text)", Call("SELECT logical_ext.reset_subscription_stats('nosuch')"), OPS),
     (
         "logical_ext.subscription_status_rows()",
         Call("SELECT count(*) FROM logical_ext.subscription_status_rows()"),

@@ -307,9 +307,8 @@ impl Route {
                         }
                     }
                 }
-                publish = rel_pubs.contains(&p.oid)
-                    || (schema_pubs.contains(&p.oid) && !is_tool())
-                    || ancestor_published;
+                publish =
+                    rel_pubs.contains(&p.oid) || (schema_pubs.contains(&p.oid) && !is_tool()) || ancestor_published;
             }
             if publish && (relkind != pg_sys::RELKIND_PARTITIONED_TABLE || p.viaroot) {
                 actions = actions.union(p.actions);
