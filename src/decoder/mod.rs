@@ -21,6 +21,9 @@
 //!   names it (`publication.rs`, decided once per cached route; a membership
 //!   change of an existing table, `ALTER EXTENSION ... ADD TABLE`, counts
 //!   from that table's next invalidation).
+//! - `streaming.rs` holds the C entry points of the stream callbacks
+//!   (in-progress transactions, opt-in by the `streaming` option);
+//!   `stream/inflight.rs` writes their documents.
 //! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
 //! - `values.rs` is the per-column hot path.
 //! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
@@ -35,6 +38,7 @@ mod publication;
 mod selectors;
 mod shape;
 mod stream;
+mod streaming;
 mod v1;
 mod values;
 

@@ -90,6 +90,10 @@ pub(crate) struct Options {
     /// DDL events (prefix `logical_ext.ddl`) as `"DDL"` documents; off: as
     /// the plain messages they are, exactly as wal2json prints them.
     pub(crate) include_ddl: bool,
+    /// Stream a transaction larger than `logical_decoding_work_mem` while
+    /// it is in progress (`stream.rs`'s streamed blocks; pgoutput's
+    /// `streaming`). Off: PostgreSQL spills it and sends it at its commit.
+    pub(crate) streaming: bool,
 }
 
 impl Default for Options {
@@ -122,6 +126,7 @@ impl Default for Options {
             origin: OriginMode::Any,
             publication_names: None,
             include_ddl: true,
+            streaming: false,
         }
     }
 }
@@ -205,6 +210,7 @@ const KNOWN: &[&str] = &[
     "origin",
     "publication_names",
     "include-ddl",
+    "streaming",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -270,6 +276,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "include-pk" => o.include_pk = boolean()?,
             "pretty-print" => o.pretty_print = boolean()?,
             "include-ddl" => o.include_ddl = boolean()?,
+            "streaming" => o.streaming = boolean()?,
             "actions" => o.actions = parse_actions(text()?).map_err(|r| bad(&r))?,
             "add-tables" => o.add_tables = Some(parse_table_patterns(text()?).map_err(|r| bad(&r))?),
             "filter-tables" => o.filter_tables = parse_table_patterns(text()?).map_err(|r| bad(&r))?,
@@ -295,6 +302,15 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "publication_names" => o.publication_names = Some(parse_identifier_list(text()?).map_err(|r| bad(&r))?),
             _ => unreachable!("every KNOWN option is handled"),
         }
+    }
+    // format-version 1 is one document per transaction: a transaction sent
+    // in pieces before its commit has no place in it.
+    if o.streaming && o.format_version == FormatVersion::V1 {
+        return Err(OptionError::Malformed {
+            name: "streaming".into(),
+            value: "true".into(),
+            reason: "streaming needs format-version 2".into(),
+        });
     }
     Ok(o)
 }
@@ -367,6 +383,17 @@ mod tests {
         }
         assert!(p(&[("origin", Some("some"))]).is_err());
         assert!(p(&[("add-tables", None)]).is_err());
+    }
+
+    #[test]
+    fn streaming_option() {
+        assert!(!p(&[]).unwrap().streaming);
+        assert!(p(&[("streaming", Some("on"))]).unwrap().streaming);
+        assert!(p(&[("streaming", None)]).unwrap().streaming);
+        assert!(p(&[("streaming", Some("sometimes"))]).is_err());
+        let e = p(&[("streaming", Some("1")), ("format-version", Some("1"))]).unwrap_err();
+        assert!(e.message().contains("streaming"), "{e:?}");
+        assert!(p(&[("streaming", Some("0")), ("format-version", Some("1"))]).is_ok());
     }
 
     #[test]

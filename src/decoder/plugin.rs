@@ -11,8 +11,8 @@ use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Per-slot state hung on `ctx->output_plugin_private`.
-struct PluginState {
-    decoder: Decoder,
+pub(super) struct PluginState {
+    pub(super) decoder: Decoder,
     change_cxt: pg_sys::MemoryContext,
 }
 
@@ -33,9 +33,10 @@ pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPl
     cb.message_cb = Some(message);
     cb.filter_by_origin_cb = Some(filter_by_origin);
     cb.shutdown_cb = Some(shutdown);
+    super::streaming::register(cb);
 }
 
-struct CtxSink(*mut pg_sys::LogicalDecodingContext);
+pub(super) struct CtxSink(*mut pg_sys::LogicalDecodingContext);
 
 impl Sink for CtxSink {
     fn write(&mut self, doc: &[u8]) {
@@ -59,7 +60,7 @@ impl Sink for CtxSink {
 ///
 /// # Safety
 /// `ctx` must be a decoding context whose startup callback ran.
-unsafe fn with_state(ctx: *mut pg_sys::LogicalDecodingContext, f: impl FnOnce(&mut Decoder, &mut CtxSink)) {
+pub(super) unsafe fn with_state(ctx: *mut pg_sys::LogicalDecodingContext, f: impl FnOnce(&mut Decoder, &mut CtxSink)) {
     // SAFETY: startup stored a Box<PluginState> here.
     let state = unsafe { &mut *((*ctx).output_plugin_private as *mut PluginState) };
     {
@@ -105,6 +106,9 @@ unsafe extern "C-unwind" fn startup(
             unreachable!("ERROR does not return")
         }
     };
+    // PostgreSQL turned streaming on because the stream callbacks exist;
+    // it stays on only when the client asked for it.
+    ctx.streaming &= decoder.streaming();
     ctx.output_plugin_private = Box::into_raw(Box::new(PluginState { decoder, change_cxt })).cast();
 }
 
@@ -125,7 +129,7 @@ unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
     }
 }
 
-fn txn_info(txn: *mut pg_sys::ReorderBufferTXN) -> TxnInfo {
+pub(super) fn txn_info(txn: *mut pg_sys::ReorderBufferTXN) -> TxnInfo {
     // SAFETY: PostgreSQL passes the transaction being replayed.
     let t = unsafe { &*txn };
     TxnInfo {
@@ -155,7 +159,7 @@ unsafe extern "C-unwind" fn commit(
     unsafe { with_state(ctx, |d, sink| d.commit(sink)) }
 }
 
-fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
+pub(super) fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
     if buf.is_null() {
         std::ptr::null_mut()
     } else {
@@ -165,7 +169,7 @@ fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn change(
+pub(super) unsafe extern "C-unwind" fn change(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     rel: pg_sys::Relation,
@@ -187,7 +191,7 @@ unsafe extern "C-unwind" fn change(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn truncate(
+pub(super) unsafe extern "C-unwind" fn truncate(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     nrelations: i32,
@@ -208,7 +212,7 @@ unsafe extern "C-unwind" fn truncate(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn message(
+pub(super) unsafe extern "C-unwind" fn message(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     lsn: pg_sys::XLogRecPtr,

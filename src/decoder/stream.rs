@@ -25,6 +25,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+mod inflight;
+
 /// Relation caches are keyed by OID: hashing a u32 needs no SipHash.
 #[derive(Default)]
 struct OidHasher(u64);
@@ -134,6 +136,11 @@ struct Txn {
     skip: bool,
     /// format-version 1: entries written so far (wal2json's separator rule).
     entries: u64,
+    /// A block of an in-progress transaction (`inflight.rs`): its documents
+    /// always carry `xid`, and `subxid` when a subtransaction made the change.
+    streamed: bool,
+    /// The (sub)transaction that made the change being written (streamed).
+    subxid: u32,
 }
 
 pub(crate) struct Decoder {
@@ -161,6 +168,9 @@ pub(crate) struct Decoder {
     ws: v1::Ws,
     v1_items: Vec<v1::Item>,
     txn_doc: Vec<u8>,
+    /// Top-level xids of in-progress transactions a streamed block of this
+    /// session wrote documents for (`inflight.rs`).
+    streamed_xids: std::collections::HashSet<u32>,
 }
 
 impl Decoder {
@@ -198,7 +208,13 @@ impl Decoder {
             ws: v1::Ws::new(opts_pretty),
             v1_items: Vec::new(),
             txn_doc: Vec::new(),
+            streamed_xids: Default::default(),
         })
+    }
+
+    /// Whether the client asked for in-progress transactions (`streaming`).
+    pub(crate) fn streaming(&self) -> bool {
+        self.opts.streaming
     }
 
     /// `filter_by_origin_cb`: drop a transaction before it is even queued.
@@ -237,7 +253,7 @@ impl Decoder {
         // (A document left by a transaction whose decoding raised an ERROR
         // is never continued.)
         self.txn_doc.clear();
-        self.txn = Some(Txn { info, timestamp, begun: false, skip, entries: 0 });
+        self.txn = Some(Txn { info, timestamp, begun: false, skip, entries: 0, streamed: false, subxid: 0 });
     }
 
     pub(crate) fn commit(&mut self, sink: &mut dyn Sink) {
@@ -295,7 +311,9 @@ impl Decoder {
         let Some(mut txn) = self.txn.take() else { return };
         if !txn.begun {
             txn.begun = true;
-            if self.v1() {
+            if txn.streamed {
+                self.stream_block_start(&txn, sink);
+            } else if self.v1() {
                 let head = v1::Head {
                     xid: txn.info.xid,
                     end_lsn: txn.info.end_lsn,
@@ -832,19 +850,27 @@ fn rel_id(rel: pg_sys::Relation) -> pg_sys::Oid {
 
 /// `xid`, `timestamp`, `origin` as the options ask; `null`s outside a
 /// transaction (non-transactional messages), as wal2json does.
+/// In a streamed block `xid` is always written (the consumer files the
+/// change under it), `subxid` follows when a subtransaction made the change,
+/// and `timestamp` is `null`: the commit time is not known yet.
 fn push_txn_fields(b: &mut Vec<u8>, opts: &Options, txn: Option<&Txn>) {
-    if opts.include_xids {
+    let streamed = txn.is_some_and(|t| t.streamed);
+    if opts.include_xids || streamed {
         b.extend_from_slice(b",\"xid\":");
         match txn {
             Some(t) => json::push_int(b, t.info.xid as i64),
             None => b.extend_from_slice(b"null"),
         }
     }
+    if let Some(t) = txn.filter(|t| t.streamed && t.subxid != 0 && t.subxid != t.info.xid) {
+        b.extend_from_slice(b",\"subxid\":");
+        json::push_int(b, t.subxid as i64);
+    }
     if opts.include_timestamp {
         b.extend_from_slice(b",\"timestamp\":");
         match txn {
-            Some(t) => json::push_str(b, t.timestamp.as_bytes()),
-            None => b.extend_from_slice(b"null"),
+            Some(t) if !t.streamed => json::push_str(b, t.timestamp.as_bytes()),
+            _ => b.extend_from_slice(b"null"),
         }
     }
     if opts.include_origin {
