@@ -49,6 +49,7 @@ mod resolver;
 mod routing;
 mod rows;
 pub(crate) mod settings;
+mod spool;
 mod stats;
 mod status;
 mod sync;

@@ -35,6 +35,7 @@ mod catchup;
 mod documents;
 mod failure;
 mod stream;
+mod streamed;
 
 pub(crate) use catchup::{CatchUp, catch_up};
 
@@ -219,7 +220,12 @@ impl Worker {
             }
         }
         self.sync = Some(sync);
-        let cmd = start_replication(&sub, &slot, start);
+        let mut cmd = start_replication(&sub, &slot, start);
+        if sub.options.streaming {
+            // Only the apply worker asks for in-progress transactions (a
+            // table's catch-up stays on whole ones); see worker/streamed.rs.
+            cmd = streaming_requested(cmd);
+        }
         // An invalidated slot can never stream again: say so, with what was
         // lost and how to recover, instead of the server's bare refusal.
         // Decided on the slot's catalog state, not on the error's text.
@@ -316,6 +322,15 @@ fn start_replication(sub: &Subscription, slot: &str, start: u64) -> String {
         quote_literal(&pubs.join(",")),
         sub.origin.as_str()
     )
+}
+
+/// `cmd` (a START_REPLICATION command) asking for the plugin's `streaming`.
+fn streaming_requested(mut cmd: String) -> String {
+    if cmd.ends_with(')') {
+        cmd.pop();
+        cmd.push_str(", \"streaming\" 'on')");
+    }
+    cmd
 }
 
 fn error_text(e: CaughtError) -> (PgSqlErrorCode, String) {

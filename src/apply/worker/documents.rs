@@ -22,6 +22,9 @@ use pgrx::prelude::*;
 impl Worker {
     /// Apply one document of the stream.
     pub(super) fn apply_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        if self.streamed_doc(ses, payload, lsn)? {
+            return Ok(());
+        }
         let doc = protocol::parse_doc(payload)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
         if !matches!(doc, Doc::Truncate { .. }) {

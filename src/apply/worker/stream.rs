@@ -76,6 +76,9 @@ pub(super) struct Session {
     /// since shared memory was last told.
     pub(super) last_message: (u64, u64, i64),
     pub(super) unreported: u32,
+    /// Streamed transactions (`streamed.rs`): their spool files, the open
+    /// block, and whether the message being handled is a stream commit.
+    pub(super) streamed: super::streamed::Streamed,
 }
 
 impl Session {
@@ -102,12 +105,13 @@ impl Session {
             conflicts: [0; 6],
             last_message: (start, start, 0),
             unreported: 0,
+            streamed: Default::default(),
         }
     }
 
     /// Applied work is open: a remote transaction, or queued TRUNCATEs.
     fn work_open(&self) -> bool {
-        self.in_txn || !self.truncates.is_empty()
+        self.in_txn || !self.truncates.is_empty() || self.streamed.replaying
     }
 
     /// Arm the feedback keeper for local work. It reports what the flush
@@ -227,6 +231,7 @@ impl Worker {
                                 });
                             }
                             ses.last_message = (start, wal_end, send_time);
+                            ses.streamed.incoming(payload);
                             if !ses.in_txn && self.handover_in_progress() {
                                 let owned = payload.to_vec();
                                 self.wait_for_handover(conn, ses);
