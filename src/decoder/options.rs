@@ -413,7 +413,17 @@ mod tests {
         use OriginRef::*;
         assert_eq!(
             o.filter_origins,
-            vec![Id(3), Id(4), Id(0), Id(0), Id(6), Id(0), Name("node_b".into()), Name("o,1".into()), Name("\"q\"".into())]
+            vec![
+                Id(3),
+                Id(4),
+                Id(0),
+                Id(0),
+                Id(6),
+                Id(0),
+                Name("node_b".into()),
+                Name("o,1".into()),
+                Name("\"q\"".into())
+            ]
         );
     }
 
