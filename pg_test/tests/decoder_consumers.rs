@@ -297,6 +297,8 @@ fn pg_recvlogical_output_parses_strictly_in_both_versions() {
             &[("format-version", "2")],
         ),
         ("r_v1", &[], "lines", &[]),
+        // `-o format-version` without a value: wal2json's highest version, 2.
+        ("r_v2_bare", &["format-version"], "lines", &[("format-version", "2")]),
         ("r_v1_opts", &["include-xids=1", "include-lsn=1", "include-timestamp=1", "include-not-null=1"], "lines", &[]),
         ("r_v1_chunks", &["write-in-chunks=1", "include-lsn=1", "include-transaction=0"], "stream", &[]),
         ("r_v1_pretty", &["format-version=1", "pretty-print=1", "include-default=1"], "stream", &[]),

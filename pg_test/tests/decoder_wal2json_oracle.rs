@@ -445,6 +445,10 @@ fn option_sets(version: &'static str) -> Vec<Vec<(&'static str, &'static str)>> 
             v
         })
         .collect();
+    if version == "2" {
+        // wal2json reads the version with parse_int (blanks, strtol base 0).
+        sets.push(vec![("format-version", " 0x2 ")]);
+    }
     if version == "1" {
         // No format-version at all: wal2json's default is 1, and so is ours.
         sets.push(vec![]);

@@ -258,10 +258,30 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// PostgreSQL's `parse_int` without units, as wal2json reads
+/// `format-version`: blanks around, an optional sign, then `strtol` base 0
+/// (`0x` hexadecimal, a leading `0` octal, else decimal).
+fn parse_int(v: &str) -> Option<i64> {
+    let t = v.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (negative, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let n = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8).ok()?
+    } else {
+        t.parse::<i64>().ok()?
+    };
+    Some(if negative { -n } else { n })
+}
+
 /// Parse the `(name, value)` pairs the client passed. A missing value (only
 /// possible over the replication protocol) means what it means to wal2json:
-/// `true` for booleans, the default for `format-version` and `actions`, an
-/// empty list for the list options; it is malformed for our own options.
+/// `true` for booleans, 2 for `format-version`, the default for `actions`,
+/// an empty list for the list options; it is malformed for our own options.
 pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, OptionError> {
     let mut o = Options::default();
     let mut seen: Vec<&str> = Vec::new();
@@ -288,9 +308,10 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
         match name.as_str() {
             "format-version" => {
                 format_given = true;
-                o.format_version = match value.as_deref().map(str::trim) {
-                    None | Some("1") => FormatVersion::V1,
-                    Some("2") => FormatVersion::V2,
+                o.format_version = match value.as_deref().map(parse_int) {
+                    // No value: wal2json takes its WAL2JSON_FORMAT_VERSION, 2.
+                    Some(Some(1)) => FormatVersion::V1,
+                    None | Some(Some(2)) => FormatVersion::V2,
                     _ => return Err(bad("expected 1 or 2 (wal2json's format versions)")),
                 }
             }
@@ -374,8 +395,9 @@ mod tests {
     #[test]
     fn default_format_version_is_wal2json_s_except_for_subscribers() {
         assert_eq!(p(&[]).unwrap().format_version, FormatVersion::V1);
-        // Over the replication protocol a value may be missing: wal2json's default.
-        assert_eq!(p(&[("format-version", None)]).unwrap().format_version, FormatVersion::V1);
+        // Over the replication protocol a value may be missing: wal2json
+        // then takes its highest version, 2.
+        assert_eq!(p(&[("format-version", None)]).unwrap().format_version, FormatVersion::V2);
         // What every released logical_ext subscriber sends: version 2, bytea with \x.
         let sub = p(&[("publication_names", Some("p")), ("include-lsn", Some("on"))]).unwrap();
         assert_eq!(sub.format_version, FormatVersion::V2);
@@ -471,6 +493,13 @@ mod tests {
         assert_eq!(p(&[("format-version", Some("1"))]).unwrap().format_version, FormatVersion::V1);
         assert_eq!(p(&[("format-version", Some("2"))]).unwrap().format_version, FormatVersion::V2);
         assert!(p(&[("format-version", Some("3"))]).is_err());
+        // wal2json reads it with parse_int (strtol base 0).
+        for (v, want) in [(" 2 ", FormatVersion::V2), ("0x2", FormatVersion::V2), ("01", FormatVersion::V1)] {
+            assert_eq!(p(&[("format-version", Some(v))]).unwrap().format_version, want, "{v}");
+        }
+        for bad in ["", "2.0", "two", "0x", "+-2"] {
+            assert!(p(&[("format-version", Some(bad))]).is_err(), "{bad}");
+        }
         for name in [
             "write-in-chunks",
             "include-column-positions",
