@@ -282,7 +282,8 @@ fn run_with_timeout_keep_stdin(cmd: &mut Command, timeout: Duration, what: &str)
 fn pg_recvlogical_output_parses_strictly_in_both_versions() {
     let (cluster, mut c) = plugin_cluster("dec_consumer_recvlogical");
     // (slot, pg_recvlogical options, parser mode, option set whose SQL row count is the document count)
-    let sets: &[(&str, &[&str], &str, &[(&str, &str)])] = &[
+    type Set<'a> = (&'a str, &'a [&'a str], &'a str, &'a [(&'a str, &'a str)]);
+    let sets: &[Set] = &[
         (
             "r_v2",
             &[
