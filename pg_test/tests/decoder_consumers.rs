@@ -307,6 +307,8 @@ fn pg_recvlogical_output_parses_strictly_in_both_versions() {
     for (slot, ..) in sets {
         create_slot(&mut c, slot, PLUGIN);
     }
+    // The real wal2json, for what only the replication protocol can send.
+    create_slot(&mut c, "w_bare", "wal2json");
     exec(
         &mut c,
         r#"CREATE TABLE t (id int PRIMARY KEY, tx text, n numeric, f float8, r real, b bytea, j jsonb, a text[],
@@ -348,6 +350,36 @@ fn pg_recvlogical_output_parses_strictly_in_both_versions() {
         if got != want || want == 0 {
             failures.push(format!("{slot} {options:?}: {got} documents parsed, want {want}"));
         }
+    }
+    // `-o format-version` without a value is version 2 for wal2json too
+    // (its WAL2JSON_FORMAT_VERSION), as it is for r_v2_bare above. (Not
+    // through the strict parser: wal2json cuts the binary message's content
+    // at its NUL byte, which leaves invalid UTF-8.)
+    let count = |c: &mut Client, o: &str| -> usize {
+        let sql = format!("SELECT count(*)::text FROM pg_logical_slot_peek_changes('w_bare', NULL, NULL{o})");
+        query_string(c, &sql).parse().unwrap()
+    };
+    let (want, v1) = (count(&mut c, ", 'format-version', '2'"), count(&mut c, ""));
+    assert_ne!(want, v1, "the workload tells the versions apart");
+    let out = run_with_timeout(
+        cluster
+            .pg_command("pg_recvlogical")
+            .arg("-d")
+            .arg(cluster.conninfo())
+            .args(["--slot", "w_bare", "--start", "--no-loop", "-f", "-", "-o", "format-version"])
+            .arg(format!("--endpos={endpos}")),
+        Duration::from_secs(60),
+        "pg_recvlogical on the wal2json slot",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    if !out.status.success() || lines.len() != want || !lines.iter().all(|l| l.starts_with("{\"action\":")) {
+        failures.push(format!(
+            "wal2json -o format-version: {} lines (version 2 has {want} documents), status {}: {}",
+            lines.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
