@@ -311,12 +311,15 @@ impl Worker {
     }
 }
 
-/// The command that streams `slot` for `sub` from `start`.
+/// The command that streams `slot` for `sub` from `start`. `format-version`
+/// is explicit (the plugin's default is wal2json's 1; it implies 2 for
+/// `publication_names` only so that released subscribers keep working).
 fn start_replication(sub: &Subscription, slot: &str, start: u64) -> String {
     let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
     format!(
-        "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
-         \"include-types\" 'off', \"include-schemas\" 'on', \"publication_names\" {}, \"origin\" '{}')",
+        "START_REPLICATION SLOT {} LOGICAL {} (\"format-version\" '2', \"include-lsn\" 'on', \
+         \"include-timestamp\" 'on', \"include-types\" 'off', \"include-schemas\" 'on', \
+         \"publication_names\" {}, \"origin\" '{}')",
         quote_ident(slot),
         protocol::format_lsn(start),
         quote_literal(&pubs.join(",")),
