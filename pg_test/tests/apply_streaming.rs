@@ -167,17 +167,49 @@ fn subscriber_killed_during_streamed_transaction() {
     assert_eq!(count(&mut pair.sub_client(), "log"), 50_000);
     assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
 
-    // 2. While the committed transaction is being applied.
+    // 2. While the committed transaction is being applied: for more than
+    // two feedback intervals (the worker's feedback keeper speaks every
+    // second during long local work), the publisher must not have been told
+    // the transaction is flushed, or the stop below would lose it.
+    let slot = pair.status("s").slot_name.expect("the subscription's slot");
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 100_001, 300_000);
+    insert(&mut tx, "log", 100_001, 600_000);
     tx.commit().unwrap();
-    pair.wait_applying("s", "log");
+    let commit_end = pair.publisher_flush_lsn();
+    let worker = pair.wait_applying("s", "log");
+    wait_or_explain(
+        CATCH_UP,
+        "the worker has been applying the streamed transaction for 2.5 s",
+        || {
+            pair.sub_client()
+                .query_one(
+                    "SELECT coalesce(bool_or(now() - xact_start > interval '2.5 s'), false) FROM pg_stat_activity \
+                     WHERE pid = $1",
+                    &[&worker],
+                )
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        },
+        || pair.explain("s"),
+    );
+    let confirmed = pair.confirmed_flush(&slot).unwrap_or(0);
+    assert!(
+        count(&mut pair.sub_client(), "log") == 50_000,
+        "the replay had not committed yet (make the transaction larger if this machine is faster)"
+    );
+    assert!(
+        confirmed < commit_end,
+        "the publisher was told the streamed transaction is flushed ({}) while it was still being applied \
+         (its commit ends before {})",
+        format_lsn(confirmed),
+        format_lsn(commit_end)
+    );
     pair.subscriber.stop_with("immediate");
     pair.subscriber.restart();
     pair.wait_subscriber_up();
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
-    assert_eq!(count(&mut pair.sub_client(), "log"), 250_000);
+    assert_eq!(count(&mut pair.sub_client(), "log"), 550_000);
 
     // 3. Right after the local commit of a streamed transaction.
     let mut tx = c.transaction().unwrap();
@@ -186,7 +218,7 @@ fn subscriber_killed_during_streamed_transaction() {
     wait_or_explain(
         CATCH_UP,
         "the streamed transaction is applied",
-        || count(&mut pair.sub_client(), "log") == 280_000,
+        || count(&mut pair.sub_client(), "log") == 580_000,
         || pair.explain("s"),
     );
     pair.subscriber.stop_with("immediate");
@@ -195,7 +227,7 @@ fn subscriber_killed_during_streamed_transaction() {
     pair.pub_exec("INSERT INTO log VALUES (0, 'after')");
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
-    assert_eq!(count(&mut pair.sub_client(), "log"), 280_001);
+    assert_eq!(count(&mut pair.sub_client(), "log"), 580_001);
     assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
     let (streamed, _) = slot_stats(&pair);
     assert!(streamed >= 3, "the publisher streamed the transactions (stream_txns {streamed})");
