@@ -78,7 +78,8 @@ fn slot_stats(pair: &Pair) -> (i64, i64) {
 }
 
 /// The large transaction is received (spooled) before its commit, nothing
-/// of it is visible until then, and after the commit the table is exact and
+/// of it is visible until then (a small transaction committed meanwhile is),
+/// and after the commit the table is exact and
 /// the spool is empty. The publisher streamed it rather than spilling it.
 #[test]
 fn large_transaction_streamed_and_applied_exactly() {
@@ -92,6 +93,15 @@ fn large_transaction_streamed_and_applied_exactly() {
     pair.pub_exec("CHECKPOINT");
     wait_spooled(&pair, 1 << 20);
     assert_eq!(count(&mut pair.sub_client(), "t"), 0, "nothing visible before the commit");
+    // A small transaction committing between two blocks is applied at once.
+    pair.pub_exec("INSERT INTO t VALUES (-1, 'small')");
+    wait_or_explain(
+        CATCH_UP,
+        "the small transaction is applied while the large one is open",
+        || count(&mut pair.sub_client(), "t") == 1,
+        || pair.explain("s"),
+    );
+    insert(&mut tx, "t", 30_001, 40_000);
     tx.commit().unwrap();
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["t"]);
