@@ -18,12 +18,10 @@ fn pair(name: &str) -> Pair {
     // `log` has no key: a transaction applied twice would show twice.
     pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE log (id int, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
-    let sql = format!(
-        "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
-         copy_data => false, options => '{{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
-         \"streaming\": true}}')"
-    );
-    if let Err(e) = pair.sub_client().execute(&sql, &[&pair.publisher_conninfo()]) {
+    let sql = "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
+               copy_data => false, options => '{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
+               \"streaming\": true}')";
+    if let Err(e) = pair.sub_client().execute(sql, &[&pair.publisher_conninfo()]) {
         panic!("create_subscription: {}", describe_error(&e));
     }
     pair.wait_streaming("s");
