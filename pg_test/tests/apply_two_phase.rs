@@ -1,0 +1,235 @@
+//! Two-phase commit through a logical_ext subscription (option `two_phase`),
+//! modelled on PostgreSQL's TAP tests 021_twophase.pl and
+//! 022_twophase_cascade.pl: a transaction prepared on the publisher is
+//! prepared on the subscriber (its rows invisible there until the
+//! publisher decides), then committed or rolled back with it, exactly once
+//! across crashes:
+//!
+//! - the subscriber crashes (`kill -9` of the apply worker: crash restart;
+//!   and an immediate shutdown) after applying the PREPARE, before COMMIT
+//!   PREPARED arrives;
+//! - the publisher restarts (immediate) between PREPARE and COMMIT PREPARED;
+//! - a transaction prepared while the subscriber is down;
+//! - ROLLBACK PREPARED, and a conflict inside a prepared transaction
+//!   (resolved like any);
+//! - the initial copy first (two-phase decoding waits until every table is
+//!   ready, then the slot becomes two-phase).
+//!
+//! After each step the subscriber's rows equal the publisher's (count and
+//! md5). A second test checks the refusals (SQLSTATE + HINT): no
+//! `max_prepared_transactions`, changing `two_phase` later, copying tables
+//! again.
+
+use logical_ext_pg_test::replication::*;
+use logical_ext_pg_test::*;
+use std::process::Command;
+
+const PREPARED_CONF: &[&str] = &["max_prepared_transactions = 10"];
+
+const OPTIONS: &str = r#"{"retry_min_delay_ms": 100, "retry_max_delay_ms": 1000, "two_phase": true}"#;
+
+fn create_subscription(pair: &Pair, copy_data: bool) {
+    let sql = format!(
+        "SELECT logical_ext.create_subscription('s', $1::text, ARRAY['p'], copy_data => {copy_data}, \
+         options => '{OPTIONS}')"
+    );
+    let mut c = pair.sub_client();
+    if let Err(e) = c.execute(&sql, &[&pair.publisher_conninfo()]) {
+        panic!("create_subscription failed: {}", describe_error(&e));
+    }
+}
+
+/// The GIDs prepared on the subscriber (none when it cannot be reached).
+fn sub_prepared(pair: &Pair) -> Vec<String> {
+    try_client(&pair.subscriber)
+        .ok()
+        .and_then(|mut c| c.query("SELECT gid FROM pg_prepared_xacts ORDER BY gid", &[]).ok())
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+}
+
+fn wait_sub_prepared(pair: &Pair, n: usize) -> Vec<String> {
+    wait_or_explain(
+        CATCH_UP,
+        &format!("{n} prepared transaction(s) on the subscriber"),
+        || sub_prepared(pair).len() == n,
+        || format!("prepared: {:?}\n{}", sub_prepared(pair), pair.explain("s")),
+    );
+    sub_prepared(pair)
+}
+
+/// `BEGIN; <sql>; PREPARE TRANSACTION '<gid>'` on the publisher.
+fn pub_prepare(pair: &Pair, sql: &str, gid: &str) {
+    pair.pub_exec(&format!("BEGIN; {sql}; PREPARE TRANSACTION '{gid}'"));
+}
+
+fn slot_two_phase(pair: &Pair) -> bool {
+    pair.pub_client()
+        .query_opt("SELECT two_phase FROM pg_replication_slots WHERE slot_name = 's'", &[])
+        .unwrap()
+        .is_some_and(|r| r.get(0))
+}
+
+fn same(pair: &Pair) {
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t", "u"]);
+}
+
+#[test]
+fn prepared_transactions_survive_crashes_on_both_sides() {
+    let mut pair = Pair::start_with("apply_2pc", PREPARED_CONF, PREPARED_CONF);
+    pair.both_exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)",
+    );
+    pair.pub_exec("INSERT INTO t SELECT g, 'seed ' || g FROM generate_series(1, 100) g; INSERT INTO u VALUES (1, 1)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t, u");
+    // Copied first; two-phase decoding starts once both tables are ready.
+    create_subscription(&pair, true);
+    pair.wait_streaming("s");
+    wait_or_explain(CATCH_UP, "the slot becomes two-phase", || slot_two_phase(&pair), || pair.explain("s"));
+    same(&pair);
+
+    // 1. Prepared: on the subscriber too, rows invisible; then the
+    //    subscriber's apply worker is killed (crash restart of the whole
+    //    subscriber) and the publisher commits.
+    pub_prepare(&pair, "INSERT INTO t VALUES (101, 'p1'); UPDATE t SET v = 'p1' WHERE id <= 10; DELETE FROM u", "p1");
+    let gids = wait_sub_prepared(&pair, 1);
+    assert!(gids[0].starts_with("logical_ext_"), "{gids:?}");
+    assert_eq!(count(&mut pair.sub_client(), "t"), 100, "prepared rows are not visible");
+    assert_eq!(count(&mut pair.sub_client(), "u"), 1);
+    let pid = pair.worker_pid("s");
+    run_checked(Command::new("kill").args(["-9", &pid.to_string()]), "kill -9 of the apply worker");
+    pair.wait_subscriber_up();
+    assert_eq!(wait_sub_prepared(&pair, 1), gids, "the prepared transaction survived the crash");
+    pair.wait_streaming("s");
+    pair.pub_exec("COMMIT PREPARED 'p1'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+    assert_eq!(count(&mut pair.sub_client(), "t"), 101);
+
+    // 2. Immediate shutdown of the subscriber between PREPARE and COMMIT
+    //    PREPARED, which arrives while it is down.
+    pub_prepare(&pair, "INSERT INTO t VALUES (102, 'p2'); INSERT INTO u VALUES (2, 2)", "p2");
+    wait_sub_prepared(&pair, 1);
+    pair.subscriber.stop_with("immediate");
+    pair.pub_exec("COMMIT PREPARED 'p2'");
+    pair.subscriber.restart();
+    pair.wait_subscriber_up();
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+
+    // 3. ROLLBACK PREPARED.
+    pub_prepare(&pair, "INSERT INTO t VALUES (103, 'p3'); UPDATE u SET n = 30", "p3");
+    wait_sub_prepared(&pair, 1);
+    pair.pub_exec("ROLLBACK PREPARED 'p3'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+    assert_eq!(count(&mut pair.sub_client(), "t"), 102);
+
+    // 4. The publisher restarts (immediate) between PREPARE and COMMIT
+    //    PREPARED.
+    pub_prepare(&pair, "INSERT INTO t VALUES (104, 'p4')", "p4");
+    wait_sub_prepared(&pair, 1);
+    pair.publisher.stop_with("immediate");
+    pair.publisher.restart();
+    pair.pub_exec("COMMIT PREPARED 'p4'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+
+    // 5. Prepared while the subscriber is down, committed after it is back.
+    pair.subscriber.stop_with("fast");
+    pub_prepare(&pair, "INSERT INTO t VALUES (105, 'p5'); UPDATE u SET n = n + 5", "p5");
+    pair.subscriber.restart();
+    pair.wait_subscriber_up();
+    wait_sub_prepared(&pair, 1);
+    assert_eq!(count(&mut pair.sub_client(), "t"), 103);
+    pair.pub_exec("COMMIT PREPARED 'p5'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+
+    // 6. A conflict inside a prepared transaction is resolved as in any
+    //    transaction (insert_exists: error by default, so the rule says
+    //    apply_remote), and logged when the transaction commits.
+    pair.sub_exec("INSERT INTO t VALUES (106, 'local')");
+    pair.sub_exec("SELECT logical_ext.set_conflict_resolution('s', 'apply_remote', 'insert_exists')");
+    pub_prepare(&pair, "INSERT INTO t VALUES (106, 'p6')", "p6");
+    wait_sub_prepared(&pair, 1);
+    pair.pub_exec("COMMIT PREPARED 'p6'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+    let logged: i64 = pair
+        .sub_client()
+        .query_one("SELECT count(*) FROM logical_ext.conflict_log WHERE conflict_type = 'insert_exists'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1);
+
+    // Ordinary transactions keep flowing between and after.
+    pair.pub_exec("INSERT INTO t SELECT g, 'after' FROM generate_series(200, 300) g");
+    same(&pair);
+    let st = pair.status("s");
+    assert!(st.last_error.is_none(), "{st:#?}");
+}
+
+#[test]
+fn two_phase_refusals() {
+    let pair = Pair::start_with("apply_2pc_refuse", PREPARED_CONF, &[]);
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    let mut c = pair.sub_client();
+    let create = format!(
+        "SELECT logical_ext.create_subscription('s', '{}', ARRAY['p'], options => '{OPTIONS}')",
+        pair.publisher_conninfo()
+    );
+    let (code, msg, hint) = expect_error(&mut c, &create);
+    assert_eq!(code, "55000", "{msg}");
+    assert!(msg.contains("max_prepared_transactions"), "{msg}");
+    assert!(hint.contains("max_prepared_transactions") && hint.contains("restart"), "{hint}");
+
+    // Without the option: created; two_phase cannot be switched on later.
+    pair.subscribe("s", &["p"], "");
+    let (code, msg, hint) =
+        expect_error(&mut c, r#"SELECT logical_ext.alter_subscription('s', '{"two_phase": true}')"#);
+    assert_eq!(code, "0A000", "{msg}");
+    assert!(msg.contains("two_phase") && hint.contains("create"), "{msg} / {hint}");
+    // Restating the current value is fine.
+    exec(&mut c, r#"SELECT logical_ext.alter_subscription('s', '{"two_phase": false}')"#);
+    pair.wait_streaming("s");
+    pair.pub_exec("INSERT INTO t VALUES (1)");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+}
+
+/// A two-phase subscription refuses to copy tables again (a transaction
+/// prepared during the copy could lose the table's rows); without copying,
+/// refresh works.
+#[test]
+fn two_phase_refuses_copies() {
+    let pair = Pair::start_with("apply_2pc_copy", PREPARED_CONF, PREPARED_CONF);
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE t2 (id int PRIMARY KEY)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    create_subscription(&pair, false);
+    pair.wait_streaming("s");
+    let mut c = pair.sub_client();
+    for sql in ["SELECT logical_ext.resync_table('s', 't')", "SELECT logical_ext.refresh_subscription('s')"] {
+        let (code, msg, hint) = expect_error(&mut c, sql);
+        assert_eq!(code, "55000", "{sql}: {msg}");
+        assert!(msg.contains("two_phase") && hint.contains("copy_data => false"), "{msg} / {hint}");
+    }
+    pair.pub_exec("ALTER PUBLICATION p ADD TABLE t2");
+    let added: i64 =
+        c.query_one("SELECT logical_ext.refresh_subscription('s', copy_data => false)", &[]).unwrap().get(0);
+    assert_eq!(added, 1);
+    pair.wait_streaming("s");
+    pair.pub_exec("BEGIN; INSERT INTO t2 VALUES (1); INSERT INTO t VALUES (1); PREPARE TRANSACTION 'x'");
+    wait_sub_prepared_in(&pair);
+    pair.pub_exec("COMMIT PREPARED 'x'");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t", "t2"]);
+}
+
+fn wait_sub_prepared_in(pair: &Pair) {
+    wait_or_explain(CATCH_UP, "a prepared transaction on the subscriber", || sub_prepared(pair).len() == 1, || {
+        pair.explain("s")
+    });
+}
