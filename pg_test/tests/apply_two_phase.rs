@@ -233,3 +233,62 @@ fn wait_sub_prepared_in(pair: &Pair) {
         pair.explain("s")
     });
 }
+
+/// PostgreSQL's 022_twophase_cascade.pl: A → B → C, both subscriptions
+/// two-phase. A prepared transaction on A is prepared on B (by B's apply
+/// worker) and, decoded from B, on C; its COMMIT / ROLLBACK PREPARED on A
+/// reaches both.
+#[test]
+fn two_phase_cascade() {
+    let pair = Pair::start_with("apply_2pc_cascade", PREPARED_CONF, PREPARED_CONF);
+    let mut conf: Vec<&str> = SUBSCRIBER_CONF.to_vec();
+    conf.extend_from_slice(PREPARED_CONF);
+    let c_node = Cluster::start("apply_2pc_cascade_c", &conf);
+    c_node.exec("CREATE EXTENSION logical_ext");
+    let ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)";
+    pair.both_exec(ddl);
+    c_node.exec(ddl);
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    pair.sub_exec("CREATE PUBLICATION p FOR TABLE t");
+    create_subscription(&pair, false);
+    let b_conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pair.subscriber.port());
+    c_node.exec(&format!(
+        "SELECT logical_ext.create_subscription('s', '{b_conninfo}', ARRAY['p'], copy_data => false, \
+         options => '{OPTIONS}')"
+    ));
+    pair.wait_streaming("s");
+    let c_prepared = || -> i64 {
+        try_client(&c_node)
+            .ok()
+            .and_then(|mut c| c.query_one("SELECT count(*) FROM pg_prepared_xacts", &[]).ok())
+            .map_or(-1, |r| r.get(0))
+    };
+    let c_rows = || -> String {
+        digest(&mut c_node.client(), "SELECT * FROM t", "id")
+    };
+    let wait_c = |what: &str, cond: &dyn Fn() -> bool| {
+        wait_or_explain(CATCH_UP, what, cond, || {
+            format!("C prepared: {}\n--- C log:\n{}\n{}", c_prepared(), c_node.log_tail(20), pair.explain("s"))
+        })
+    };
+    pair.pub_exec("INSERT INTO t VALUES (1, 'plain')");
+    wait_c("C has the first row", &|| count(&mut c_node.client(), "t") == 1);
+
+    pub_prepare(&pair, "INSERT INTO t VALUES (2, 'p1'); UPDATE t SET v = 'p1' WHERE id = 1", "c1");
+    wait_sub_prepared(&pair, 1);
+    wait_c("the transaction is prepared on C", &|| c_prepared() == 1);
+    assert_eq!(count(&mut c_node.client(), "t"), 1);
+    pair.pub_exec("COMMIT PREPARED 'c1'");
+    wait_sub_prepared(&pair, 0);
+    wait_c("committed on C", &|| c_prepared() == 0 && count(&mut c_node.client(), "t") == 2);
+
+    pub_prepare(&pair, "INSERT INTO t VALUES (3, 'p2')", "c2");
+    wait_c("the second transaction is prepared on C", &|| c_prepared() == 1);
+    pair.pub_exec("ROLLBACK PREPARED 'c2'");
+    wait_c("rolled back on C", &|| c_prepared() == 0);
+    pair.pub_exec("INSERT INTO t VALUES (4, 'last')");
+    wait_c("C has the last row", &|| count(&mut c_node.client(), "t") == 3);
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+    assert_eq!(c_rows(), digest(&mut pair.pub_client(), "SELECT * FROM t", "id"), "C equals A");
+}
