@@ -292,3 +292,35 @@ fn two_phase_cascade() {
     pair.assert_same_tables(&["t"]);
     assert_eq!(c_rows(), digest(&mut pair.pub_client(), "SELECT * FROM t", "id"), "C equals A");
 }
+
+/// A PREPARE that fails on the subscriber (every prepared-transaction slot
+/// taken: `max_prepared_transactions = 1` and one held by hand) is an
+/// error like any, retried with backoff; once the slot is free the
+/// transaction is prepared, then committed, once.
+#[test]
+fn a_failed_prepare_is_retried() {
+    let pair = Pair::start_with("apply_2pc_full", PREPARED_CONF, &["max_prepared_transactions = 1"]);
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE local_only (id int)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    create_subscription(&pair, false);
+    pair.wait_streaming("s");
+    pair.sub_exec("BEGIN; INSERT INTO local_only VALUES (1); PREPARE TRANSACTION 'held'");
+    pub_prepare(&pair, "INSERT INTO t VALUES (1, 'p')", "p1");
+    pair.wait_status("s", "the failed PREPARE is reported", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("prepared transactions"))
+    });
+    assert_eq!(sub_prepared(&pair), ["held"]);
+    pair.sub_exec("COMMIT PREPARED 'held'");
+    wait_or_explain(
+        CATCH_UP,
+        "the remote transaction is prepared on the subscriber",
+        || sub_prepared(&pair).iter().any(|g| g.starts_with("logical_ext_")),
+        || pair.explain("s"),
+    );
+    pair.pub_exec("COMMIT PREPARED 'p1'");
+    pair.pub_exec("INSERT INTO t VALUES (2, 'after')");
+    pair.wait_caught_up("s");
+    wait_sub_prepared(&pair, 0);
+    pair.assert_same_tables(&["t"]);
+    assert_eq!(count(&mut pair.sub_client(), "local_only"), 1);
+}

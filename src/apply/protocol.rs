@@ -230,11 +230,10 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
         "P" | "CP" | "RP" => {
             let xid = d.xid.ok_or_else(|| format!("{} document has no \"xid\"", d.action))?;
-            let end_lsn = d
-                .nextlsn
-                .as_deref()
-                .and_then(parse_lsn)
-                .ok_or_else(|| format!("{} document has no valid \"nextlsn\" (include-lsn must be on)", d.action))?;
+            let end_lsn =
+                d.nextlsn.as_deref().and_then(parse_lsn).ok_or_else(|| {
+                    format!("{} document has no valid \"nextlsn\" (include-lsn must be on)", d.action)
+                })?;
             match d.action {
                 "P" => Doc::Prepare { xid, end_lsn, timestamp: d.timestamp },
                 _ => Doc::FinishPrepared { commit: d.action == "CP", xid, end_lsn, timestamp: d.timestamp },
@@ -335,7 +334,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for (action, want) in [("CP", true), ("RP", false)] {
-            let d = format!(r#"{{"action":"{action}","xid":9,"gid":"g","timestamp":"t","lsn":"0/30","nextlsn":"0/40"}}"#);
+            let d =
+                format!(r#"{{"action":"{action}","xid":9,"gid":"g","timestamp":"t","lsn":"0/30","nextlsn":"0/40"}}"#);
             match parse_doc(d.as_bytes()).unwrap() {
                 Doc::FinishPrepared { commit, xid, end_lsn, timestamp } => {
                     assert_eq!((commit, xid, end_lsn), (want, 9, 0x40));

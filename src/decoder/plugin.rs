@@ -188,7 +188,10 @@ fn gid_of(txn: *mut pg_sys::ReorderBufferTXN) -> Vec<u8> {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn begin_prepare(ctx: *mut pg_sys::LogicalDecodingContext, txn: *mut pg_sys::ReorderBufferTXN) {
+unsafe extern "C-unwind" fn begin_prepare(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
     // The union's prepare_time is read as commit_time (same type and place).
     let info = txn_info(txn);
     // SAFETY: a started decoding context.
