@@ -21,6 +21,7 @@
 //! again.
 
 use logical_ext_pg_test::replication::*;
+use logical_ext_pg_test::sync::{wait_all_ready, wait_tables};
 use logical_ext_pg_test::*;
 use std::process::Command;
 
@@ -323,4 +324,58 @@ fn a_failed_prepare_is_retried() {
     wait_sub_prepared(&pair, 0);
     pair.assert_same_tables(&["t"]);
     assert_eq!(count(&mut pair.sub_client(), "local_only"), 1);
+}
+
+/// PostgreSQL's "pending" state: while a table waits for its copy, the
+/// worker streams without two-phase decoding. Here a trigger on the
+/// subscriber's `u` fails its copy (retried) while `t` streams; a
+/// transaction prepared then is not sent at its PREPARE but whole at its
+/// COMMIT PREPARED (its `u` rows left to `u`'s copy, which cannot start
+/// before: PostgreSQL's slot creation waits for prepared transactions).
+/// Once the trigger lets the copy through and `u` is ready, the worker
+/// restarts its stream with two-phase decoding, and the next prepared
+/// transaction is prepared on the subscriber.
+#[test]
+fn prepared_while_a_table_waits_for_its_copy() {
+    let pair = Pair::start_with("apply_2pc_pending", PREPARED_CONF, PREPARED_CONF);
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, v text)");
+    pair.pub_exec(
+        "INSERT INTO t SELECT g, 't' || g FROM generate_series(1, 1000) g; \
+         INSERT INTO u SELECT g, 'u' || g FROM generate_series(1, 1000) g",
+    );
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t, u");
+    pair.sub_exec(
+        "CREATE TABLE gate (closed bool); INSERT INTO gate VALUES (true); \
+         CREATE FUNCTION gate_u() RETURNS trigger LANGUAGE plpgsql AS \
+         $$BEGIN IF (SELECT closed FROM public.gate) THEN RAISE EXCEPTION 'gate closed'; END IF; RETURN NEW; END$$; \
+         CREATE TRIGGER gate_u BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION gate_u(); \
+         ALTER TABLE u ENABLE ALWAYS TRIGGER gate_u",
+    );
+    create_subscription(&pair, true);
+    wait_tables(&pair, "s", "t ready, u failed", |ts| {
+        ts.iter().any(|t| t.relation == "t" && t.state == "ready")
+            && ts.iter().any(|t| t.relation == "u" && t.state == "error")
+    });
+    pair.pub_exec("INSERT INTO t VALUES (1001, 'streamed')");
+    pair.wait_sub_count("s", "t", 1001);
+    assert!(!slot_two_phase(&pair), "two-phase decoding waits for every table");
+
+    pub_prepare(&pair, "INSERT INTO t VALUES (1002, 'early'); UPDATE u SET v = 'early' WHERE id <= 10", "early");
+    pair.wait_caught_up("s");
+    assert!(sub_prepared(&pair).is_empty(), "not sent at PREPARE while pending");
+    assert_eq!(count(&mut pair.sub_client(), "t"), 1001);
+    pair.pub_exec("COMMIT PREPARED 'early'");
+    pair.wait_sub_count("s", "t", 1002);
+    assert!(sub_prepared(&pair).is_empty());
+    assert!(!slot_two_phase(&pair));
+    pair.sub_exec("UPDATE gate SET closed = false");
+    wait_all_ready(&pair, "s");
+    wait_or_explain(CATCH_UP, "the slot becomes two-phase", || slot_two_phase(&pair), || pair.explain("s"));
+    same(&pair);
+
+    pub_prepare(&pair, "INSERT INTO u VALUES (1001, 'late')", "late");
+    wait_sub_prepared(&pair, 1);
+    pair.pub_exec("COMMIT PREPARED 'late'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
 }
