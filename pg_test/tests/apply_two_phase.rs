@@ -90,12 +90,19 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     wait_or_explain(CATCH_UP, "the slot becomes two-phase", || slot_two_phase(&pair), || pair.explain("s"));
     same(&pair);
 
+    // Rows are applied as each table's owner; the transaction is prepared
+    // (and later finished) by the worker's own role, the subscription
+    // owner: PostgreSQL lets only that role or a superuser finish it.
+    pair.sub_exec("CREATE ROLE alice; ALTER TABLE t OWNER TO alice; ALTER TABLE u OWNER TO alice");
+
     // 1. Prepared: on the subscriber too, rows invisible; then the
     //    subscriber's apply worker is killed (crash restart of the whole
     //    subscriber) and the publisher commits.
     pub_prepare(&pair, "INSERT INTO t VALUES (101, 'p1'); UPDATE t SET v = 'p1' WHERE id <= 10; DELETE FROM u", "p1");
     let gids = wait_sub_prepared(&pair, 1);
     assert!(gids[0].starts_with("logical_ext_"), "{gids:?}");
+    let owner: String = pair.sub_client().query_one("SELECT owner::text FROM pg_prepared_xacts", &[]).unwrap().get(0);
+    assert_eq!(owner, "postgres", "prepared by the subscription owner");
     assert_eq!(count(&mut pair.sub_client(), "t"), 100, "prepared rows are not visible");
     assert_eq!(count(&mut pair.sub_client(), "u"), 1);
     let pid = pair.worker_pid("s");
@@ -170,6 +177,22 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     same(&pair);
     let st = pair.status("s");
     assert!(st.last_error.is_none(), "{st:#?}");
+
+    // Dropping the subscription leaves an undecided prepared transaction
+    // (as natively) and says so.
+    pub_prepare(&pair, "INSERT INTO t VALUES (400, 'left')", "left");
+    let left = wait_sub_prepared(&pair, 1);
+    let out = run_checked(
+        Command::new(pg_bin("psql")).args(["-X", "-A", "-t", "-d"]).arg(pair.subscriber.conninfo()).args([
+            "-c",
+            "SELECT logical_ext.drop_subscription('s')",
+        ]),
+        "drop_subscription",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WARNING") && stderr.contains(&left[0]) && stderr.contains("ROLLBACK PREPARED"), "{stderr}");
+    pair.sub_exec(&format!("ROLLBACK PREPARED '{}'", left[0]));
+    pair.pub_exec("ROLLBACK PREPARED 'left'");
 }
 
 #[test]

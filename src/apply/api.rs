@@ -422,6 +422,7 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     Spi::run_with_args("DELETE FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()]).unwrap_or_else(|e| {
         fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not delete subscription: {e}"), "")
     });
+    super::prepared::warn_left_prepared(sub.id, &sub.name);
     let (db, id) = (my_database().to_u32(), sub.id);
     if super::preloaded() {
         register_xact_callback(PgXactCallbackEvent::Commit, move || status::forget(db, id));

@@ -43,7 +43,12 @@ unsafe extern "C-unwind" {
 
 /// The local GID of the publisher's prepared transaction `remote_xid`.
 pub(crate) fn gid(subid: i32, remote_xid: u32) -> String {
-    format!("logical_ext_{subid}_{remote_xid}")
+    format!("{}{remote_xid}", gid_prefix(subid))
+}
+
+/// What every local GID of subscription `subid` starts with.
+fn gid_prefix(subid: i32) -> String {
+    format!("logical_ext_{subid}_")
 }
 
 /// `two_phase` needs prepared transactions on this server.
@@ -117,6 +122,37 @@ pub(crate) fn exists(gid: &str) -> bool {
     found
 }
 
+/// `drop_subscription`: transactions the subscription prepared here and
+/// the publisher never decided stay prepared (holding their locks), as
+/// natively; say so, and how to end them.
+pub(crate) fn warn_left_prepared(subid: i32, subscription: &str) {
+    let prefix = gid_prefix(subid);
+    let left: Vec<String> = Spi::connect(|c| {
+        c.select(
+            "SELECT gid FROM pg_catalog.pg_prepared_xacts \
+             WHERE pg_catalog.starts_with(gid, $1) AND database = pg_catalog.current_database() ORDER BY gid",
+            None,
+            &[prefix.as_str().into()],
+        )
+        .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
+        .unwrap_or_default()
+    });
+    if left.is_empty() {
+        return;
+    }
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        format!(
+            "logical_ext: subscription \"{subscription}\" leaves {} prepared transaction(s) on this server: {}",
+            left.len(),
+            left.join(", ")
+        ),
+        "logical_ext",
+    )
+    .set_hint("End each with COMMIT PREPARED or ROLLBACK PREPARED '<gid>', as the publisher decided.")
+    .report(PgLogLevel::WARNING);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +162,6 @@ mod tests {
         assert_eq!(gid(3, 742), "logical_ext_3_742");
         assert_ne!(gid(3, 742), gid(4, 742));
         assert!(gid(i32::MAX, u32::MAX).len() < 200, "GIDSIZE");
+        assert!(gid(12, 5).starts_with(&gid_prefix(12)) && !gid(12, 5).starts_with(&gid_prefix(1)));
     }
 }
