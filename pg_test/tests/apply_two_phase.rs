@@ -12,6 +12,10 @@
 //! - a transaction prepared while the subscriber is down;
 //! - ROLLBACK PREPARED, and a conflict inside a prepared transaction
 //!   (resolved like any);
+//! - a big prepared transaction (spilled to disk on the publisher, as in
+//!   023_twophase_stream.pl), the subscriber stopped after preparing it;
+//! - prepared by the subscription owner while rows are applied as the
+//!   tables' owner; `drop_subscription` warns about one left prepared;
 //! - the initial copy first (two-phase decoding waits until every table is
 //!   ready, then the slot becomes two-phase).
 //!
@@ -78,7 +82,10 @@ fn same(pair: &Pair) {
 
 #[test]
 fn prepared_transactions_survive_crashes_on_both_sides() {
-    let mut pair = Pair::start_with("apply_2pc", PREPARED_CONF, PREPARED_CONF);
+    // A small logical_decoding_work_mem spills the big transaction of step
+    // 7 to disk on the publisher (023_twophase_stream.pl's concern).
+    let pub_conf = ["max_prepared_transactions = 10", "logical_decoding_work_mem = '64kB'"];
+    let mut pair = Pair::start_with("apply_2pc", &pub_conf, PREPARED_CONF);
     pair.both_exec(
         "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)",
     );
@@ -171,6 +178,24 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
         .unwrap()
         .get(0);
     assert_eq!(logged, 1);
+
+    // 7. A big prepared transaction (spilled to disk while decoded), the
+    //    subscriber stopped (immediate) after it is prepared there.
+    pub_prepare(
+        &pair,
+        "INSERT INTO t SELECT g, repeat('x', 100) || g FROM generate_series(10000, 60000) g; \
+         UPDATE t SET v = 'big' WHERE id % 7 = 0; DELETE FROM t WHERE id % 11 = 0",
+        "big",
+    );
+    wait_sub_prepared(&pair, 1);
+    assert!(count(&mut pair.sub_client(), "t") < 1000);
+    pair.subscriber.stop_with("immediate");
+    pair.subscriber.restart();
+    pair.wait_subscriber_up();
+    wait_sub_prepared(&pair, 1);
+    pair.pub_exec("COMMIT PREPARED 'big'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
 
     // Ordinary transactions keep flowing between and after.
     pair.pub_exec("INSERT INTO t SELECT g, 'after' FROM generate_series(200, 300) g");
