@@ -11,7 +11,7 @@
 //! - the publisher restarts (immediate) between PREPARE and COMMIT PREPARED;
 //! - a transaction prepared while the subscriber is down;
 //! - ROLLBACK PREPARED, and a conflict inside a prepared transaction
-//!   (resolved like any);
+//!   (resolved like any; as `error`, skipped with `skip_transaction`);
 //! - a big prepared transaction (spilled to disk on the publisher, as in
 //!   023_twophase_stream.pl), the subscriber stopped after preparing it;
 //! - prepared by the subscription owner while rows are applied as the
@@ -178,6 +178,37 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
         .unwrap()
         .get(0);
     assert_eq!(logged, 1);
+
+    // 6b. The same conflict resolved as `error` stops the prepared
+    //     transaction; skip_transaction with its PREPARE's LSN (the
+    //     conflict log's remote_commit_lsn) prepares it empty, and the
+    //     COMMIT PREPARED then commits nothing.
+    pair.sub_exec("INSERT INTO t VALUES (107, 'local')");
+    pair.sub_exec("SELECT logical_ext.set_conflict_resolution('s', 'error', 'insert_exists')");
+    pub_prepare(&pair, "INSERT INTO t VALUES (107, 'p7'); INSERT INTO t VALUES (108, 'p7')", "p7");
+    pair.wait_status("s", "the conflict stops the prepared transaction", |s| s.last_error.is_some());
+    let lsn: String = pair
+        .sub_client()
+        .query_one(
+            "SELECT remote_commit_lsn::text FROM logical_ext.conflict_log WHERE conflict_type = 'insert_exists' \
+             ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    pair.sub_exec(&format!("SELECT logical_ext.skip_transaction('s', '{lsn}')"));
+    wait_sub_prepared(&pair, 1);
+    pair.pub_exec("COMMIT PREPARED 'p7'");
+    wait_sub_prepared(&pair, 0);
+    pair.wait_caught_up("s");
+    let skipped: Vec<String> =
+        pair.sub_client().query("SELECT v FROM t WHERE id IN (107, 108)", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(skipped, ["local"], "the skipped transaction applied nothing");
+    let skip_lsn: Option<String> =
+        pair.sub_client().query_one("SELECT skip_lsn::text FROM logical_ext.subscription", &[]).unwrap().get(0);
+    assert_eq!(skip_lsn, None, "the skip request is cleared");
+    pair.sub_exec("UPDATE t SET v = 'p7' WHERE id = 107; INSERT INTO t VALUES (108, 'p7')");
+    same(&pair);
 
     // 7. A big prepared transaction (spilled to disk while decoded), the
     //    subscriber stopped (immediate) after it is prepared there.
