@@ -6,8 +6,8 @@
 //! across crashes:
 //!
 //! - the subscriber crashes (`kill -9` of the apply worker: crash restart;
-//!   and an immediate shutdown) after applying the PREPARE, before COMMIT
-//!   PREPARED arrives;
+//!   an immediate shutdown; `kill -9` of its postmaster) after applying the
+//!   PREPARE, before COMMIT PREPARED arrives;
 //! - the publisher restarts (immediate) between PREPARE and COMMIT PREPARED;
 //! - a transaction prepared while the subscriber is down;
 //! - ROLLBACK PREPARED, and a conflict inside a prepared transaction
@@ -133,13 +133,25 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     wait_sub_prepared(&pair, 0);
     same(&pair);
 
+    // 2b. SIGKILL of the subscriber's postmaster between PREPARE and
+    //     COMMIT PREPARED (its children exit on the postmaster's death).
+    pub_prepare(&pair, "INSERT INTO t VALUES (110, 'p2b'); UPDATE u SET n = n + 1", "p2b");
+    wait_sub_prepared(&pair, 1);
+    kill_postmaster(&pair.subscriber);
+    pair.subscriber.restart();
+    pair.wait_subscriber_up();
+    wait_sub_prepared(&pair, 1);
+    pair.pub_exec("COMMIT PREPARED 'p2b'");
+    wait_sub_prepared(&pair, 0);
+    same(&pair);
+
     // 3. ROLLBACK PREPARED.
     pub_prepare(&pair, "INSERT INTO t VALUES (103, 'p3'); UPDATE u SET n = 30", "p3");
     wait_sub_prepared(&pair, 1);
     pair.pub_exec("ROLLBACK PREPARED 'p3'");
     wait_sub_prepared(&pair, 0);
     same(&pair);
-    assert_eq!(count(&mut pair.sub_client(), "t"), 102);
+    assert_eq!(count(&mut pair.sub_client(), "t"), 103);
 
     // 4. The publisher restarts (immediate) between PREPARE and COMMIT
     //    PREPARED.
@@ -157,7 +169,7 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     pair.subscriber.restart();
     pair.wait_subscriber_up();
     wait_sub_prepared(&pair, 1);
-    assert_eq!(count(&mut pair.sub_client(), "t"), 103);
+    assert_eq!(count(&mut pair.sub_client(), "t"), 104);
     pair.pub_exec("COMMIT PREPARED 'p5'");
     wait_sub_prepared(&pair, 0);
     same(&pair);
@@ -249,6 +261,25 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     assert!(stderr.contains("WARNING") && stderr.contains(&left[0]) && stderr.contains("ROLLBACK PREPARED"), "{stderr}");
     pair.sub_exec(&format!("ROLLBACK PREPARED '{}'", left[0]));
     pair.pub_exec("ROLLBACK PREPARED 'left'");
+}
+
+/// `kill -9` of the cluster's postmaster; returns once every process it
+/// had (as `pg_stat_activity` lists them) is gone, so it can start again.
+fn kill_postmaster(cluster: &Cluster) {
+    let pid_file = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).expect("postmaster.pid");
+    let postmaster: u32 = pid_file.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster pid");
+    let mut pids: Vec<u32> = cluster
+        .client()
+        .query("SELECT pid FROM pg_stat_activity", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as u32)
+        .collect();
+    pids.push(postmaster);
+    run_checked(Command::new("kill").args(["-9", &postmaster.to_string()]), "kill -9 of the postmaster");
+    wait_until(CATCH_UP, "every process of the killed postmaster exited", || {
+        pids.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    });
 }
 
 #[test]
