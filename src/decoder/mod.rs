@@ -22,6 +22,8 @@
 //!   change of an existing table, `ALTER EXTENSION ... ADD TABLE`, counts
 //!   from that table's next invalidation).
 //! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
+//! - `twophase.rs` writes the documents of prepared transactions (`P`,
+//!   `CP`, `RP`; option `two-phase`), pure and unit-tested.
 //! - `values.rs` is the per-column hot path.
 //! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
 //!   grows the document buffer fallibly: a value too large to stream is an
@@ -35,6 +37,7 @@ mod publication;
 mod selectors;
 mod shape;
 mod stream;
+mod twophase;
 mod v1;
 mod values;
 

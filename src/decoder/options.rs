@@ -116,6 +116,11 @@ pub(crate) struct Options {
     /// DDL events (prefix `logical_ext.ddl`) as `"DDL"` documents; off: as
     /// the plain messages they are, exactly as wal2json prints them.
     pub(crate) include_ddl: bool,
+    /// `two-phase`: decode `PREPARE TRANSACTION` when it happens (`P`,
+    /// then `CP`/`RP` documents) instead of the whole transaction at its
+    /// `COMMIT PREPARED`. PostgreSQL then marks the slot two-phase for good
+    /// (as pgoutput's `two_phase`); docs/FORMAT.md.
+    pub(crate) two_phase: bool,
 }
 
 impl Default for Options {
@@ -148,6 +153,7 @@ impl Default for Options {
             origin: OriginMode::Any,
             publication_names: None,
             include_ddl: true,
+            two_phase: false,
         }
     }
 }
@@ -242,6 +248,7 @@ const KNOWN: &[&str] = &[
     "origin",
     "publication_names",
     "include-ddl",
+    "two-phase",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -333,6 +340,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "include-pk" => o.include_pk = boolean()?,
             "pretty-print" => o.pretty_print = boolean()?,
             "include-ddl" => o.include_ddl = boolean()?,
+            "two-phase" => o.two_phase = boolean()?,
             "actions" => {
                 if let Some(v) = value {
                     o.actions = parse_actions(v).map_err(|r| bad(&r))?
@@ -360,10 +368,20 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             _ => unreachable!("every KNOWN option is handled"),
         }
     }
-    if !format_given && o.publication_names.is_some() {
+    if !format_given && (o.publication_names.is_some() || o.two_phase) {
         // Released logical_ext subscribers (0.1-0.3) send publication_names
-        // and no format-version, and read version 2.
+        // and no format-version, and read version 2; two-phase documents
+        // exist in version 2 only, so asking for them implies it.
         o.format_version = FormatVersion::V2;
+    }
+    // A format-version 1 document is the whole transaction: it has no
+    // place for a transaction that is prepared now and decided later.
+    if o.two_phase && o.format_version == FormatVersion::V1 {
+        return Err(OptionError::Malformed {
+            name: "two-phase".into(),
+            value: "1".into(),
+            reason: "prepared transactions are decoded in format-version 2 only".into(),
+        });
     }
     Ok(o)
 }
@@ -512,6 +530,18 @@ mod tests {
         }
         assert!(p(&[("origin", Some("some"))]).is_err());
         assert!(p(&[("publication_names", Some(""))]).is_err());
+    }
+
+    #[test]
+    fn two_phase_is_opt_in_and_v2_only() {
+        assert!(!p(&[]).unwrap().two_phase);
+        assert!(p(&[("two-phase", Some("1"))]).unwrap().two_phase);
+        // Two-phase documents are version 2's: asking for them implies it.
+        assert_eq!(p(&[("two-phase", Some("1"))]).unwrap().format_version, FormatVersion::V2);
+        assert!(!p(&[("two-phase", Some("off"))]).unwrap().two_phase);
+        let e = p(&[("two-phase", Some("1")), ("format-version", Some("1"))]).unwrap_err();
+        assert!(e.message().contains("two-phase") && e.message().contains("format-version 2"), "{e:?}");
+        assert!(p(&[("two-phase", Some("0")), ("format-version", Some("1"))]).is_ok());
     }
 
     #[test]
