@@ -296,8 +296,13 @@ fn create_subscription(
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "at least one publication is required", "");
     }
     let origin = Origin::parse(origin).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
-    WorkerOptions::parse(&options.0)
+    let worker_opts = WorkerOptions::parse(&options.0)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint));
+    if worker_opts.two_phase
+        && let Err(e) = super::prepared::check_enabled()
+    {
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.message, e.hint);
+    }
     let slot = slot_name.unwrap_or(name).to_string();
     if !config::valid_slot_name(&slot) {
         fail(
@@ -417,6 +422,7 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     Spi::run_with_args("DELETE FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()]).unwrap_or_else(|e| {
         fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not delete subscription: {e}"), "")
     });
+    super::prepared::warn_left_prepared(sub.id, &sub.name);
     let (db, id) = (my_database().to_u32(), sub.id);
     if super::preloaded() {
         register_xact_callback(PgXactCallbackEvent::Commit, move || status::forget(db, id));
@@ -497,6 +503,13 @@ fn alter_subscription(name: &str, options: JsonB) {
                     v.as_str().filter(|s| config::valid_slot_name(s)).unwrap_or_else(|| bad(k, "a valid slot name"));
                 sets.push(("slot_name", s.to_string().into()));
             }
+            // As natively, two_phase is chosen at creation for good: the
+            // slot decodes prepares once it was asked to (worker/prepared.rs).
+            "two_phase" if v.as_bool() != Some(sub.options.two_phase) => fail(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "two_phase cannot be changed after create_subscription",
+                "Drop the subscription and create it again with the two_phase option you want.",
+            ),
             key if config::WORKER_OPTION_KEYS.contains(&key) => {
                 if v.is_null() {
                     worker_opts.remove(key);
@@ -644,6 +657,10 @@ fn resync_table(subscription: &str, relation: pgrx::PgRelation) {
     let relid = relation.oid();
     let name = relation.name().to_string();
     drop(relation);
+    if sub.options.two_phase {
+        let e = super::prepared::copy_refused(&sub.name);
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.message, e.hint);
+    }
     if !sync_catalog::request_resync(sub.id, relid) {
         fail(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -665,6 +682,10 @@ fn resync_table(subscription: &str, relation: pgrx::PgRelation) {
 fn refresh_subscription(name: &str, copy_data: default!(bool, true)) -> i64 {
     require_superuser("refresh subscriptions");
     let sub = load(name);
+    if copy_data && sub.options.two_phase {
+        let e = super::prepared::copy_refused(&sub.name);
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.message, e.hint);
+    }
     let mut conn = connect(&sub.conninfo, &sub.name);
     let tables = published_tables(&mut conn, &sub.publications, copy_data);
     if copy_data && sub.origin == Origin::None {

@@ -116,6 +116,10 @@ pub(crate) struct WorkerOptions {
     /// progress (native `streaming = on`); the worker spools them to a
     /// temporary file and applies them at their commit (`spool.rs`).
     pub(crate) streaming: bool,
+    /// Native `two_phase`: a transaction prepared on the publisher is
+    /// prepared here too, and committed or rolled back when the publisher
+    /// does (`apply/worker/prepared.rs`). Set at `create_subscription` only.
+    pub(crate) two_phase: bool,
 }
 
 impl Default for WorkerOptions {
@@ -128,6 +132,7 @@ impl Default for WorkerOptions {
             ddl_replay_role: None,
             synchronous_commit: SynchronousCommit::Off,
             streaming: false,
+            two_phase: false,
         }
     }
 }
@@ -140,6 +145,7 @@ pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
     "ddl_replay_role",
     "synchronous_commit",
     "streaming",
+    "two_phase",
 ];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
@@ -179,6 +185,7 @@ impl WorkerOptions {
                         })?
                 }
                 "streaming" => o.streaming = val.as_bool().ok_or("option \"streaming\" must be true or false")?,
+                "two_phase" => o.two_phase = val.as_bool().ok_or("option \"two_phase\" must be true or false")?,
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",
@@ -257,6 +264,14 @@ mod tests {
         assert!(WorkerOptions::parse(&json!({"streaming": true})).unwrap().streaming);
         assert!(!WorkerOptions::parse(&json!({"streaming": false})).unwrap().streaming);
         assert!(WorkerOptions::parse(&json!({"streaming": "on"})).unwrap_err().message.contains("streaming"));
+    }
+
+    #[test]
+    fn two_phase_option() {
+        assert!(!WorkerOptions::default().two_phase);
+        assert!(WorkerOptions::parse(&json!({"two_phase": true})).unwrap().two_phase);
+        assert!(!WorkerOptions::parse(&json!({"two_phase": false})).unwrap().two_phase);
+        assert!(WorkerOptions::parse(&json!({"two_phase": "on"})).unwrap_err().message.contains("two_phase"));
     }
 
     #[test]

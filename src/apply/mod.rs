@@ -13,6 +13,9 @@
 //!   document); `origin.rs`: the replication-origin session and the guard
 //!   that arms it only around an apply commit; `flush.rs` (what may be
 //!   reported as flushed) and `keepalive.rs` (pings, receive timeout): pure.
+//! - Two-phase commit (option `two_phase`): `prepared.rs` (local GIDs,
+//!   PREPARE / COMMIT PREPARED calls, the rules), `worker/prepared.rs` (the
+//!   `P`, `CP`, `RP` documents).
 //! - Backend plumbing every worker shares (signals with `die` semantics,
 //!   waits that process interrupts, transactions, clock) is in
 //!   `crate::ffi::worker`.
@@ -43,6 +46,7 @@ mod flush;
 mod keepalive;
 mod launcher;
 mod origin;
+mod prepared;
 mod protocol;
 mod relation;
 mod resolver;

@@ -15,6 +15,8 @@
 //! - `worker/catchup.rs`: the same document application in a sync worker
 //!   that catches one freshly copied table up with the stream
 //!   (`tablesync.rs`);
+//! - `worker/prepared.rs`: two-phase commit (`P`, `CP`, `RP` documents;
+//!   when a session streams with two-phase decoding);
 //! - `origin.rs`: the replication-origin session and its commit guard.
 //!
 //! Exactly once: the subscription's replication origin records the remote
@@ -34,6 +36,7 @@
 mod catchup;
 mod documents;
 mod failure;
+mod prepared;
 mod stream;
 mod streamed;
 
@@ -121,6 +124,8 @@ struct Worker {
     scope: Option<catchup::TableScope>,
     /// When the counters go to their file (`stats.rs`).
     stats: super::stats::Flusher,
+    /// The session streams with two-phase decoding (`prepared.rs`).
+    two_phase_streaming: bool,
 }
 
 impl Worker {
@@ -145,6 +150,7 @@ impl Worker {
             sync: None,
             scope: None,
             stats: super::stats::Flusher::new(),
+            two_phase_streaming: false,
         }
     }
 
@@ -220,10 +226,15 @@ impl Worker {
             }
         }
         self.sync = Some(sync);
+        self.two_phase_streaming = self.stream_two_phase(sub.options.two_phase)?;
         let mut cmd = start_replication(&sub, &slot, start);
-        if sub.options.streaming {
+        if self.two_phase_streaming {
+            cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");
+        }
+        if sub.options.streaming && !sub.options.two_phase {
             // Only the apply worker asks for in-progress transactions (a
             // table's catch-up stays on whole ones); see worker/streamed.rs.
+            // A two-phase slot decodes without streaming (docs/SYNC.md).
             cmd = streaming_requested(cmd);
         }
         // An invalidated slot can never stream again: say so, with what was

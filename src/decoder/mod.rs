@@ -25,6 +25,8 @@
 //!   (in-progress transactions, opt-in by the `streaming` option);
 //!   `stream/inflight.rs` writes their documents.
 //! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
+//! - `twophase.rs` writes the documents of prepared transactions (`P`,
+//!   `CP`, `RP`; option `two-phase`), pure and unit-tested.
 //! - `values.rs` is the per-column hot path.
 //! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
 //!   grows the document buffer fallibly: a value too large to stream is an
@@ -39,6 +41,7 @@ mod selectors;
 mod shape;
 mod stream;
 mod streaming;
+mod twophase;
 mod v1;
 mod values;
 

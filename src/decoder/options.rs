@@ -120,6 +120,11 @@ pub(crate) struct Options {
     /// it is in progress (`stream.rs`'s streamed blocks; pgoutput's
     /// `streaming`). Off: PostgreSQL spills it and sends it at its commit.
     pub(crate) streaming: bool,
+    /// `two-phase`: decode `PREPARE TRANSACTION` when it happens (`P`,
+    /// then `CP`/`RP` documents) instead of the whole transaction at its
+    /// `COMMIT PREPARED`. PostgreSQL then marks the slot two-phase for good
+    /// (as pgoutput's `two_phase`); docs/FORMAT.md.
+    pub(crate) two_phase: bool,
 }
 
 impl Default for Options {
@@ -153,6 +158,7 @@ impl Default for Options {
             publication_names: None,
             include_ddl: true,
             streaming: false,
+            two_phase: false,
         }
     }
 }
@@ -248,6 +254,7 @@ const KNOWN: &[&str] = &[
     "publication_names",
     "include-ddl",
     "streaming",
+    "two-phase",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -340,6 +347,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "pretty-print" => o.pretty_print = boolean()?,
             "include-ddl" => o.include_ddl = boolean()?,
             "streaming" => o.streaming = boolean()?,
+            "two-phase" => o.two_phase = boolean()?,
             "actions" => {
                 if let Some(v) = value {
                     o.actions = parse_actions(v).map_err(|r| bad(&r))?
@@ -367,9 +375,10 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             _ => unreachable!("every KNOWN option is handled"),
         }
     }
-    if !format_given && o.publication_names.is_some() {
+    if !format_given && (o.publication_names.is_some() || o.two_phase) {
         // Released logical_ext subscribers (0.1-0.3) send publication_names
-        // and no format-version, and read version 2.
+        // and no format-version, and read version 2; two-phase documents
+        // exist in version 2 only, so asking for them implies it.
         o.format_version = FormatVersion::V2;
     }
     // format-version 1 is one document per transaction: a transaction sent
@@ -384,6 +393,15 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             name: "streaming".into(),
             value: "true".into(),
             reason: "streaming needs format-version 2".into(),
+        });
+    }
+    // A format-version 1 document is the whole transaction: it has no
+    // place for a transaction that is prepared now and decided later.
+    if o.two_phase && o.format_version == FormatVersion::V1 {
+        return Err(OptionError::Malformed {
+            name: "two-phase".into(),
+            value: "1".into(),
+            reason: "prepared transactions are decoded in format-version 2 only".into(),
         });
     }
     Ok(o)
@@ -545,6 +563,18 @@ mod tests {
         let e = p(&[("streaming", Some("1")), ("format-version", Some("1"))]).unwrap_err();
         assert!(e.message().contains("streaming"), "{e:?}");
         assert!(p(&[("streaming", Some("0")), ("format-version", Some("1"))]).is_ok());
+    }
+
+    #[test]
+    fn two_phase_is_opt_in_and_v2_only() {
+        assert!(!p(&[]).unwrap().two_phase);
+        assert!(p(&[("two-phase", Some("1"))]).unwrap().two_phase);
+        // Two-phase documents are version 2's: asking for them implies it.
+        assert_eq!(p(&[("two-phase", Some("1"))]).unwrap().format_version, FormatVersion::V2);
+        assert!(!p(&[("two-phase", Some("off"))]).unwrap().two_phase);
+        let e = p(&[("two-phase", Some("1")), ("format-version", Some("1"))]).unwrap_err();
+        assert!(e.message().contains("two-phase") && e.message().contains("format-version 2"), "{e:?}");
+        assert!(p(&[("two-phase", Some("0")), ("format-version", Some("1"))]).is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::limit;
 use super::options::{FormatVersion, OptionError, Options, OriginMode, OriginRef};
 use super::publication::{FilterAction, PubDef, Route, check_publications_exist, load_publications};
 use super::shape::Shape;
+use super::twophase;
 use super::v1;
 use super::values;
 use crate::ffi;
@@ -826,6 +827,62 @@ impl Decoder {
         limit::reserve(b, body.len());
         b.push(b',');
         b.extend_from_slice(&body.as_bytes()[1..]);
+        self.flush(sink);
+    }
+}
+
+/// Two-phase decoding (option `two-phase`; documents in `twophase.rs`): a
+/// prepared transaction begins and carries its changes as any other, and
+/// ends with `P` instead of `C`; its `CP` or `RP` comes when it is decided.
+impl Decoder {
+    /// Whether the client asked for prepared transactions to be decoded
+    /// when they are prepared.
+    pub(crate) fn two_phase(&self) -> bool {
+        self.opts.two_phase
+    }
+
+    pub(crate) fn is_v1(&self) -> bool {
+        self.v1()
+    }
+
+    /// `prepare_cb`: the transaction begun by `begin` (begin_prepare_cb)
+    /// was prepared as `gid`. Like `commit`, nothing is written for a
+    /// transaction that wrote nothing.
+    pub(crate) fn prepare(&mut self, sink: &mut dyn Sink, gid: &[u8]) {
+        let Some(txn) = self.txn.take() else { return };
+        if !txn.begun {
+            sink.skipped_transaction();
+            return;
+        }
+        let doc = twophase::Doc {
+            kind: twophase::Kind::Prepare,
+            xid: txn.info.xid,
+            gid,
+            timestamp: self.opts.include_timestamp.then_some(txn.timestamp.as_str()),
+            origin: self.opts.include_origin.then_some(txn.info.origin),
+            lsns: self.opts.include_lsn.then_some((txn.info.commit_lsn, txn.info.end_lsn)),
+        };
+        twophase::write(&mut self.buf, &doc);
+        self.flush(sink);
+    }
+
+    /// `commit_prepared_cb` / `rollback_prepared_cb`: the prepared
+    /// transaction `gid` was committed (`commit`) or rolled back; `info`
+    /// holds that record's position, end and time.
+    pub(crate) fn finish_prepared(&mut self, sink: &mut dyn Sink, info: TxnInfo, gid: &[u8], commit: bool) {
+        let timestamp = self.opts.include_timestamp.then(|| {
+            // SAFETY: timestamptz_to_str returns a static buffer we copy at once.
+            unsafe { ffi::cstr_to_string(pg_sys::timestamptz_to_str(info.commit_time)) }
+        });
+        let doc = twophase::Doc {
+            kind: if commit { twophase::Kind::CommitPrepared } else { twophase::Kind::RollbackPrepared },
+            xid: info.xid,
+            gid,
+            timestamp: timestamp.as_deref(),
+            origin: self.opts.include_origin.then_some(info.origin),
+            lsns: self.opts.include_lsn.then_some((info.commit_lsn, info.end_lsn)),
+        };
+        twophase::write(&mut self.buf, &doc);
         self.flush(sink);
     }
 }

@@ -136,6 +136,15 @@ impl Worker {
                 }
                 ses.truncates.push((rel, restart_identity));
             }
+            // Two-phase commit: worker/prepared.rs.
+            Doc::Prepare { xid, end_lsn, timestamp } => {
+                let ts = timestamp.as_deref().map(parse_timestamptz);
+                self.apply_prepare(ses, lsn, xid, end_lsn, ts)?
+            }
+            Doc::FinishPrepared { commit, xid, end_lsn, timestamp } => {
+                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                self.apply_finish_prepared(ses, lsn, commit, xid, end_lsn, ts)?
+            }
             // Plain logical messages are for other consumers.
             Doc::Message => {}
             Doc::Ddl(event) => {

@@ -250,6 +250,11 @@ impl Worker {
                                 let busy = ses.busy(keeper.as_ref());
                                 self.sync_housekeeping(ses.last_received);
                                 ses.idle(busy);
+                                if self.two_phase_due() {
+                                    // Every table is ready: stream again,
+                                    // now with two-phase decoding.
+                                    return Ok(Stop::Reload);
+                                }
                             }
                         }
                         Inbound::Keepalive { wal_end, send_time, reply_requested } => {
@@ -278,6 +283,9 @@ impl Worker {
                         let busy = ses.busy(keeper.as_ref());
                         self.sync_housekeeping(ses.last_received);
                         ses.idle(busy);
+                        if self.two_phase_due() {
+                            return Ok(Stop::Reload);
+                        }
                     }
                     self.feedback(conn, ses, false);
                     let timeout_ms = backend::wal_receiver_timeout_ms();
