@@ -295,3 +295,22 @@ fn streaming_needs_format_version_2() {
     assert_eq!(e.code().map(|s| s.code()), Some("22023"), "{}", describe_error(&e));
     assert!(describe_error(&e).contains("streaming"));
 }
+
+/// A two-phase session does not stream (a streamed transaction that is
+/// then prepared would need a stream-prepare callback): with both options a
+/// large transaction arrives whole, exactly as without `streaming`.
+#[test]
+fn two_phase_session_does_not_stream() {
+    let (_cluster, mut c) = cluster("dec_stream_2pc");
+    create_slot(&mut c, "tp", PLUGIN);
+    let mut tx = c.transaction().unwrap();
+    insert(&mut tx, 1, 5000);
+    tx.commit().unwrap();
+    let both = peek_changes(&mut c, "tp", &[("streaming", Some("on")), ("two-phase", Some("on"))]);
+    assert_eq!(count(&both, "S"), 0, "no block in a two-phase session");
+    assert_eq!(actions(&both[..2]), "B I");
+    assert!(consume(&both) == consume(&peek_changes(&mut c, "s", &[])));
+    // The slot is two-phase now: later sessions do not stream either.
+    assert_eq!(count(&peek_changes(&mut c, "tp", STREAM), "S"), 0);
+    assert!(count(&peek_changes(&mut c, "s", STREAM), "S") > 0, "an ordinary slot streams");
+}
