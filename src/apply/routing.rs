@@ -32,12 +32,22 @@
 //!   an error in PostgreSQL); a plain table's inheritance children are never
 //!   added: the publisher lists every table it truncated, so its `ONLY` is
 //!   kept ([`truncate_closure`]).
+//! - Identity (docs/SECURITY.md): a streamed change to a leaf is applied as
+//!   the **leaf's** owner (`executor.rs`), so a partition owned by another
+//!   role than the root never runs its triggers, check constraints or index
+//!   expressions with the root owner's rights. The initial copy is one
+//!   `COPY` (or one `INSERT ... SELECT`) through the root and cannot switch
+//!   per row: it is refused ([`refuse_untrusted_leaf_owners`]) when some
+//!   partition's owner could not itself become the root's owner (for such
+//!   an owner, running as the root's owner would be a gain).
 //! - Resources: the routing state lives in the addressed target's executor
 //!   state; [`Router::close`] runs in that target's Drop before the state is
 //!   freed; on an ERROR the transaction abort releases it all.
 
 use crate::ffi::partition::{self, PartitionTupleRouting};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
 
 /// Routing rows of one partitioned table to its leaves.
 pub(crate) struct Router {
@@ -90,6 +100,46 @@ impl Router {
     }
 }
 
+/// The first relation of `tree` (relation, owner) whose owner is neither
+/// `root_owner` nor able to become it (`can_become(owner, root_owner)`):
+/// code of that owner must not run as `root_owner`.
+pub(crate) fn untrusted_leaf_owner(
+    root_owner: pg_sys::Oid,
+    tree: &[(pg_sys::Oid, pg_sys::Oid)],
+    can_become: impl Fn(pg_sys::Oid, pg_sys::Oid) -> bool,
+) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+    tree.iter().copied().find(|&(_, owner)| owner != root_owner && !can_become(owner, root_owner))
+}
+
+/// Refuse to copy into the partitioned table `relid` (owned by
+/// `root_owner`) as its owner when a partition's owner could gain the
+/// root owner's rights through its triggers during the copy (see the module
+/// notes). ERROR 42501 with a HINT.
+pub(crate) fn refuse_untrusted_leaf_owners(relid: pg_sys::Oid, root_owner: pg_sys::Oid, display: &str) {
+    // SAFETY: inside the copy's transaction; the lock is the one COPY takes.
+    let tree = unsafe { partition::tree_owners(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    // SAFETY: a catalog lookup of roles.
+    let found = untrusted_leaf_owner(root_owner, &tree, |m, r| unsafe { pg_sys::is_member_of_role(m, r) });
+    if let Some((leaf, _)) = found {
+        // SAFETY: get_rel_name returns a palloc'd name (locked above).
+        let leaf_name = unsafe { crate::ffi::cstr_to_string(pg_sys::get_rel_name(leaf)) };
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "logical_ext: cannot copy into \"{display}\" as its owner: partition \"{leaf_name}\" has an owner \
+                 that cannot become the owner of \"{display}\""
+            ),
+            function_name!(),
+        )
+        .set_hint(
+            "The copy runs the partitions' triggers as the partitioned table's owner. Give the partition the \
+             partitioned table's owner, or subscribe without copy_data (streamed changes are applied to each \
+             partition as its own owner).",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+}
+
 /// For each attribute of `dst` (by index), the attribute of `src` with the
 /// same name; `None` for dropped columns (empty names) and names `src` lacks.
 pub(crate) fn name_map(dst: &[String], src: &[String]) -> Vec<Option<usize>> {
@@ -132,6 +182,17 @@ mod tests {
         assert_eq!(name_map(&leaf, &root), vec![None, Some(2), Some(0), Some(1)]);
         assert_eq!(name_map(&root, &leaf), vec![Some(2), Some(3), Some(1)]);
         assert_eq!(name_map(&s(&["id", "extra"]), &root), vec![Some(0), None]);
+    }
+
+    #[test]
+    fn copy_refused_only_for_owners_that_cannot_become_the_root_owner() {
+        let oid = pg_sys::Oid::from_u32;
+        // Root 1 owned by 10; role 20 can become 10, role 30 cannot.
+        let can = |m: pg_sys::Oid, r: pg_sys::Oid| m.to_u32() == 20 && r.to_u32() == 10;
+        let tree = [(oid(1), oid(10)), (oid(2), oid(10)), (oid(3), oid(20))];
+        assert_eq!(untrusted_leaf_owner(oid(10), &tree, can), None);
+        let tree = [(oid(1), oid(10)), (oid(2), oid(20)), (oid(3), oid(30)), (oid(4), oid(30))];
+        assert_eq!(untrusted_leaf_owner(oid(10), &tree, can), Some((oid(3), oid(30))));
     }
 
     #[test]
