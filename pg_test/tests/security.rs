@@ -457,3 +457,36 @@ fn resync_empties_the_table_as_its_owner() {
     assert!(!role_exists(&pair.subscriber, "pwned_by_resync"), "the resync ran the owner's trigger as a superuser");
     assert_eq!(pair.subscriber.psql("SELECT string_agg(who, ',' ORDER BY who) FROM public.seen"), "app,app");
 }
+
+/// A local role makes the name of a published table a view of its own
+/// whose function takes a superuser's rights when it can. The initial
+/// copy's probe of the target (does it have rows?) reads it as its owner,
+/// never as the subscription owner; the copy itself refuses a view.
+#[test]
+fn the_copy_never_reads_a_target_as_the_subscription_owner() {
+    let pair = Pair::start_with("sec_view_target", &[PRELOAD], &[]);
+    pair.pub_exec(
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text);
+         INSERT INTO app.t VALUES (1, 'a');
+         CREATE PUBLICATION p FOR TABLE app.t",
+    );
+    pair.sub_exec(
+        "CREATE ROLE app LOGIN;
+         CREATE SCHEMA app AUTHORIZATION app;
+         SET ROLE app;
+         CREATE FUNCTION app.grab() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pwned_by_view') THEN
+                 CREATE ROLE pwned_by_view SUPERUSER;
+             END IF;
+             RETURN 1;
+         END $$;
+         CREATE VIEW app.t AS SELECT 1 AS id, 'v'::text AS v WHERE app.grab() = 0;",
+    );
+    logical_ext_pg_test::sync::subscribe_copy(&pair, "s", &["p"], "");
+    logical_ext_pg_test::sync::wait_tables(&pair, "s", "the copy into the view failed", |ts| {
+        ts.iter().any(|t| t.last_error.is_some())
+    });
+    assert!(!role_exists(&pair.subscriber, "pwned_by_view"), "the copy read the view as a superuser");
+}

@@ -287,9 +287,14 @@ fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool, columns: Opti
             .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
         return None;
     }
+    // As the owner too: the relation of that name may be a view, whose
+    // functions run as the reader, and the reader must not be the
+    // subscription owner.
+    let as_owner = AsRole::become_role(owner);
     let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {only}{qualified})"))
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read \"{display}\": {e}"))
         .unwrap_or(false);
+    drop(as_owner);
     let key = if has_rows { merge::key_columns(relid, columns) } else { None };
     if merge::plan(has_rows, key.is_some()) == Plan::Refuse {
         ErrorReport::new(
