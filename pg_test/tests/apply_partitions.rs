@@ -224,18 +224,21 @@ fn a_row_without_partition_waits_for_one() {
 }
 
 /// Attack: a partition owned by an unprivileged role (`mallory`) under a
-/// root owned by `keeper`. Mallory's row triggers (BEFORE and AFTER, on
-/// every operation, rows moving in and out) and a CHECK constraint of hers
-/// try to use keeper's rights (write `vault`, which only keeper may) and
-/// note who they run as. Streamed changes into her partition run as
-/// mallory only; replication stays exact. The initial copy, which cannot
-/// switch per row, is refused (42501) for such a tree.
+/// root owned by `keeper` (who may become mallory, not the reverse).
+/// Mallory's row triggers (BEFORE and AFTER, on every operation, rows
+/// moving in and out) and a CHECK constraint of hers try to use keeper's
+/// rights (write `vault`, which only keeper may) and note who they run as.
+/// Streamed changes into her partition run as mallory only; replication
+/// stays exact. A partition whose owner (`eve`) and keeper cannot become
+/// each other is refused (42501) until one can. The initial copy, which
+/// cannot switch per row, is refused (42501) for such a tree.
 #[test]
 fn a_partition_owner_never_runs_as_the_root_owner() {
     let pair = Pair::start("part_owner");
     pair.pub_exec("CREATE TABLE pm (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE pm");
     pair.sub_exec(
-        "CREATE ROLE keeper; CREATE ROLE mallory LOGIN;
+        "CREATE ROLE keeper; CREATE ROLE mallory LOGIN; CREATE ROLE eve;
+         GRANT mallory TO keeper;
          CREATE SCHEMA mallory AUTHORIZATION mallory;
          CREATE TABLE public.seen (what text, who text);
          GRANT INSERT ON public.seen TO PUBLIC;
@@ -243,8 +246,10 @@ fn a_partition_owner_never_runs_as_the_root_owner() {
          ALTER TABLE public.vault OWNER TO keeper;
          CREATE TABLE pm (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
          CREATE TABLE pm_a PARTITION OF pm FOR VALUES FROM (MINVALUE) TO (100);
-         CREATE TABLE pm_b PARTITION OF pm FOR VALUES FROM (100) TO (MAXVALUE);
-         ALTER TABLE pm OWNER TO keeper; ALTER TABLE pm_a OWNER TO keeper; ALTER TABLE pm_b OWNER TO mallory;",
+         CREATE TABLE pm_b PARTITION OF pm FOR VALUES FROM (100) TO (1000);
+         CREATE TABLE pm_c PARTITION OF pm FOR VALUES FROM (1000) TO (MAXVALUE);
+         ALTER TABLE pm OWNER TO keeper; ALTER TABLE pm_a OWNER TO keeper; ALTER TABLE pm_b OWNER TO mallory;
+         ALTER TABLE pm_c OWNER TO eve;",
     );
     {
         let mut s = pair.sub_client();
@@ -302,6 +307,18 @@ fn a_partition_owner_never_runs_as_the_root_owner() {
         "the partition owner's code ran as another role"
     );
     assert_eq!(pair.subscriber.psql("SELECT count(*) FROM vault"), "0");
+
+    // Neither keeper nor eve can become the other: refused, then applied
+    // once keeper may become eve.
+    pair.pub_exec("INSERT INTO pm VALUES (1500, 'c')");
+    pair.wait_status("s", "the change into eve's partition refused", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("cannot apply a change to partition \"public.pm_c\""))
+    });
+    assert_eq!(pair.subscriber.psql("SELECT count(*) FROM pm_c"), "0");
+    pair.sub_exec("GRANT eve TO keeper");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["pm"]);
+    assert_eq!(spread(&pair, "pm"), "pm_a:2 pm_b:1 pm_c:1");
 
     // The copy goes through the root as one statement: refused, the rows stay.
     pair.sub_exec("SELECT logical_ext.resync_table('s', 'pm')");

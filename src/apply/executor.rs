@@ -21,15 +21,18 @@
 //! (what the worker builds from the remote columns) and opens a nested
 //! `Target` per leaf it routes to; located rows remember their leaf.
 //!
-//! A leaf is applied to **as the leaf's owner**, which may differ from the
-//! root's (see docs/SECURITY.md): each operation on a leaf becomes its owner
-//! (restricted when that owner could not become the root's) for just that
-//! operation, in an AFTER-trigger query level of its own that is ended
-//! before switching back, so the leaf's BEFORE and AFTER ROW triggers, check
-//! constraints and index expressions never run as the root's owner. (A
-//! guard held for the leaf target's lifetime would not do: the addressed
-//! target keeps routing after a leaf is opened, and the AFTER events of a
-//! shared query level would fire only after every leaf's guard is gone.)
+//! A leaf of another owner than the root's is applied to as the owner
+//! `routing::leaf_identity` picks (docs/TARGETS.md). When that is the
+//! leaf's owner, each operation on the leaf becomes it (restricted when it
+//! could not become the root's owner) for just that operation, in an
+//! AFTER-trigger query level of its own that is ended before switching back,
+//! so the leaf's BEFORE and AFTER ROW triggers, check constraints and index
+//! expressions never run as the root's owner. (A guard held for the leaf
+//! target's lifetime would not do: the addressed target keeps routing after
+//! a leaf is opened, and the AFTER events of a shared query level would fire
+//! only after every leaf's guard is gone.) Otherwise the leaf's operations
+//! run as the root's owner and its AFTER ROW events fire at the addressed
+//! target's level.
 
 use super::protocol::Column;
 use super::relation::LocalRel;
@@ -255,10 +258,17 @@ impl<'r> Target<'r> {
                 .set_hint("Foreign tables, views and other relations (also as partitions) cannot receive replicated rows; use a table.")
                 .report(PgLogLevel::ERROR);
             }
-            // A leaf switches per operation (LeafOp), the addressed target
-            // for its whole life.
+            // The addressed target switches for its whole life; a leaf of
+            // another owner per operation (LeafOp), when routing.rs's rule
+            // says so (or refuses).
             let owner = (*(*relation).rd_rel).relowner;
-            let (as_owner, leaf_owner) = if nested { (None, Some(owner)) } else { (as_table_owner(owner), None) };
+            let (as_owner, leaf_owner) = if !nested {
+                (as_table_owner(owner), None)
+            } else if AS_SUBSCRIPTION_OWNER.with(|c| c.get()) {
+                (None, None)
+            } else {
+                (None, routing::leaf_identity(owner, pg_sys::GetUserId(), &rel.display))
+            };
             let estate = pg_sys::CreateExecutorState();
             let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>()) as *mut pg_sys::RangeTblEntry;
             (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
