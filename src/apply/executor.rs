@@ -600,8 +600,10 @@ impl Drop for Target<'_> {
             while let Some(leaf) = leaves.pop() {
                 drop(leaf);
             }
-            // SAFETY: ends this target's level (the leaves' AFTER ROW
-            // events fired in their own levels, as their owners).
+            // SAFETY: ends this target's level, firing the AFTER ROW events
+            // of the leaves applied as this target's owner (those applied as
+            // their own owner fired in their own levels, see LeafOp) while
+            // routing's result relations are still open.
             unsafe { pg_sys::AfterTriggerEndQuery(self.estate) };
             if let Some(router) = parts.router.take() {
                 router.close();
