@@ -102,6 +102,12 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.subscription", Call("SELECT conninfo FROM logical_ext.subscription"), S),
     ("logical_ext.subscription", Call("SELECT name FROM logical_ext.subscription"), MON),
     ("logical_ext.subscription_status", Call("SELECT count(*) FROM logical_ext.subscription_status"), MON),
+    // The persisted counters (0.4.0) are figures: pg_monitor reads them.
+    (
+        "logical_ext.subscription_status",
+        Call("SELECT apply_error_count, sync_error_count, stats_reset FROM logical_ext.subscription_status"),
+        MON,
+    ),
     ("logical_ext.subscription_tables", Call("SELECT count(*) FROM logical_ext.subscription_tables"), MON),
     // Error texts may quote row values (see `error_texts_are_row_data`).
     ("logical_ext.subscription_tables", Call("SELECT last_error FROM logical_ext.subscription_tables"), OPS),

@@ -288,7 +288,8 @@ fn parse_int(v: &str) -> Option<i64> {
     } else {
         t.parse::<i64>().ok()?
     };
-    Some(if negative { -n } else { n })
+    // checked: `--9223372036854775808` must be malformed, not an overflow.
+    if negative { n.checked_neg() } else { Some(n) }
 }
 
 /// Parse the `(name, value)` pairs the client passed. A missing value (only
@@ -536,7 +537,7 @@ mod tests {
         for (v, want) in [(" 2 ", FormatVersion::V2), ("0x2", FormatVersion::V2), ("01", FormatVersion::V1)] {
             assert_eq!(p(&[("format-version", Some(v))]).unwrap().format_version, want, "{v}");
         }
-        for bad in ["", "2.0", "two", "0x", "+-2"] {
+        for bad in ["", "2.0", "two", "0x", "+-2", "--9223372036854775808", "-0x-8000000000000000"] {
             assert!(p(&[("format-version", Some(bad))]).is_err(), "{bad}");
         }
         for name in [
