@@ -213,8 +213,13 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     pair.pub_exec("COMMIT PREPARED 'p7'");
     wait_sub_prepared(&pair, 0);
     pair.wait_caught_up("s");
-    let skipped: Vec<String> =
-        pair.sub_client().query("SELECT v FROM t WHERE id IN (107, 108)", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let skipped: Vec<String> = pair
+        .sub_client()
+        .query("SELECT v FROM t WHERE id IN (107, 108)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(skipped, ["local"], "the skipped transaction applied nothing");
     let skip_lsn: Option<String> =
         pair.sub_client().query_one("SELECT skip_lsn::text FROM logical_ext.subscription", &[]).unwrap().get(0);
@@ -251,14 +256,17 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     pub_prepare(&pair, "INSERT INTO t VALUES (400, 'left')", "left");
     let left = wait_sub_prepared(&pair, 1);
     let out = run_checked(
-        Command::new(pg_bin("psql")).args(["-X", "-A", "-t", "-d"]).arg(pair.subscriber.conninfo()).args([
-            "-c",
-            "SELECT logical_ext.drop_subscription('s')",
-        ]),
+        Command::new(pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-d"])
+            .arg(pair.subscriber.conninfo())
+            .args(["-c", "SELECT logical_ext.drop_subscription('s')"]),
         "drop_subscription",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("WARNING") && stderr.contains(&left[0]) && stderr.contains("ROLLBACK PREPARED"), "{stderr}");
+    assert!(
+        stderr.contains("WARNING") && stderr.contains(&left[0]) && stderr.contains("ROLLBACK PREPARED"),
+        "{stderr}"
+    );
     pair.sub_exec(&format!("ROLLBACK PREPARED '{}'", left[0]));
     pair.pub_exec("ROLLBACK PREPARED 'left'");
 }
@@ -340,9 +348,12 @@ fn two_phase_refuses_copies() {
 }
 
 fn wait_sub_prepared_in(pair: &Pair) {
-    wait_or_explain(CATCH_UP, "a prepared transaction on the subscriber", || sub_prepared(pair).len() == 1, || {
-        pair.explain("s")
-    });
+    wait_or_explain(
+        CATCH_UP,
+        "a prepared transaction on the subscriber",
+        || sub_prepared(pair).len() == 1,
+        || pair.explain("s"),
+    );
 }
 
 /// PostgreSQL's 022_twophase_cascade.pl: A → B → C, both subscriptions
@@ -374,9 +385,7 @@ fn two_phase_cascade() {
             .and_then(|mut c| c.query_one("SELECT count(*) FROM pg_prepared_xacts", &[]).ok())
             .map_or(-1, |r| r.get(0))
     };
-    let c_rows = || -> String {
-        digest(&mut c_node.client(), "SELECT * FROM t", "id")
-    };
+    let c_rows = || -> String { digest(&mut c_node.client(), "SELECT * FROM t", "id") };
     let wait_c = |what: &str, cond: &dyn Fn() -> bool| {
         wait_or_explain(CATCH_UP, what, cond, || {
             format!("C prepared: {}\n--- C log:\n{}\n{}", c_prepared(), c_node.log_tail(20), pair.explain("s"))

@@ -76,9 +76,10 @@ fn consume(changes: &[Change]) -> Vec<Vec<Value>> {
                 let x = xid.unwrap();
                 match d["subxid"].as_i64() {
                     None => assert!(open.remove(&x).is_some(), "SA of a streamed transaction"),
-                    Some(sub) => {
-                        open.get_mut(&x).expect("SA of a streamed transaction").retain(|c| c["subxid"].as_i64() != Some(sub))
-                    }
+                    Some(sub) => open
+                        .get_mut(&x)
+                        .expect("SA of a streamed transaction")
+                        .retain(|c| c["subxid"].as_i64() != Some(sub)),
                 }
             }
             "B" => {
@@ -173,7 +174,12 @@ fn subtransaction_abort_inside_a_streamed_transaction() {
     let streamed = peek_changes(&mut c, "s", STREAM);
     assert_eq!(count(&plain, "I"), 5000);
     let aborts: Vec<&Change> = streamed.iter().filter(|c| c.action() == "SA").collect();
-    assert_eq!(aborts.len(), 1, "one subtransaction abort:\n{}", aborts.iter().map(|c| &c.data).cloned().collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        aborts.len(),
+        1,
+        "one subtransaction abort:\n{}",
+        aborts.iter().map(|c| &c.data).cloned().collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(aborts[0].doc["xid"].as_i64(), Some(top), "{}", aborts[0].data);
     let sub = aborts[0].doc["subxid"].as_i64().expect("the subtransaction's xid");
     assert_ne!(sub, top);
@@ -246,7 +252,12 @@ fn whole_abort_of_a_streamed_transaction() {
         .lock()
         .unwrap()
         .iter()
-        .map(|l| Change { lsn: String::new(), xid: String::new(), data: l.clone(), doc: serde_json::from_str(l).unwrap() })
+        .map(|l| Change {
+            lsn: String::new(),
+            xid: String::new(),
+            data: l.clone(),
+            doc: serde_json::from_str(l).unwrap(),
+        })
         .collect();
     let sa: Vec<&Change> = got.iter().filter(|c| c.action() == "SA").collect();
     assert_eq!(sa.len(), 1, "{}", dump(&got[got.len().saturating_sub(6)..]));

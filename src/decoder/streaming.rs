@@ -117,8 +117,14 @@ unsafe extern "C-unwind" fn stream_truncate(
     }
 }
 
-/// PostgreSQL passes no change here, so a message of a block carries the
-/// top-level xid only (as pgoutput's streamed messages do).
+/// PostgreSQL passes no change here, so which subtransaction emitted a
+/// message is not known in general: a message of a block carries the
+/// top-level xid only (as pgoutput's streamed messages do). Our own DDL
+/// message is the exception: `ddl/capture.rs` (`publish`) writes its
+/// `logical_ext.ddl_log` row and then the message, in the same
+/// (sub)transaction with nothing decoded between, so the subxid noted from
+/// that row's change is the message's own. A DDL rolled back to a savepoint
+/// inside a streamed transaction is then cut off with its subtransaction.
 #[pg_guard]
 unsafe extern "C-unwind" fn stream_message(
     ctx: *mut pg_sys::LogicalDecodingContext,
@@ -131,7 +137,10 @@ unsafe extern "C-unwind" fn stream_message(
 ) {
     // SAFETY: as in stream_change.
     unsafe {
-        with_state(ctx, |d, _| d.stream_subxid(0));
+        let ours = !prefix.is_null() && std::ffi::CStr::from_ptr(prefix).to_bytes() == crate::ddl::PREFIX.as_bytes();
+        if !ours {
+            with_state(ctx, |d, _| d.stream_subxid(0));
+        }
         plugin::message(ctx, txn, lsn, transactional, prefix, size, content)
     }
 }
