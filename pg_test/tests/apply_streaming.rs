@@ -18,6 +18,12 @@ fn pair(name: &str) -> Pair {
     // `log` has no key: a transaction applied twice would show twice.
     pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE log (id int, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
+    subscribe_streaming(&pair);
+    pair
+}
+
+/// Subscription `s` to publication `p`, with `streaming`, no copy.
+fn subscribe_streaming(pair: &Pair) {
     let sql = "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
                copy_data => false, options => '{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
                \"streaming\": true}')";
@@ -25,7 +31,6 @@ fn pair(name: &str) -> Pair {
         panic!("create_subscription: {}", describe_error(&e));
     }
     pair.wait_streaming("s");
-    pair
 }
 
 /// The subscriber's spool files (base/pgsql_tmp/pgsql_tmp_logical_ext.*).
@@ -258,13 +263,7 @@ fn ddl_rolled_back_to_a_savepoint_is_not_replayed() {
     pair.pub_exec("CREATE EXTENSION logical_ext");
     pair.both_exec("CREATE SCHEMA app; CREATE TABLE app.log (id int, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA app");
-    let sql = "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
-               copy_data => false, options => '{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
-               \"streaming\": true}')";
-    if let Err(e) = pair.sub_client().execute(sql, &[&pair.publisher_conninfo()]) {
-        panic!("create_subscription: {}", describe_error(&e));
-    }
-    pair.wait_streaming("s");
+    subscribe_streaming(&pair);
 
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();

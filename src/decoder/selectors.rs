@@ -46,50 +46,7 @@ fn blank(c: char) -> bool {
 
 /// Parse `add-tables` / `filter-tables` as wal2json does (module notes).
 pub(crate) fn parse_table_patterns(value: &str) -> Result<Vec<TablePattern>, String> {
-    let chars: Vec<char> = value.chars().collect();
-    let mut i = 0;
-    while i < chars.len() && blank(chars[i]) {
-        i += 1;
-    }
-    let mut out = Vec::new();
-    if i == chars.len() {
-        return Ok(out);
-    }
-    loop {
-        // One item: up to an unescaped comma or blank; escapes kept for now.
-        let start = i;
-        while i < chars.len() && chars[i] != ',' && !blank(chars[i]) {
-            if chars[i] == '\\' {
-                i += 1;
-                if i == chars.len() {
-                    return Err("trailing backslash".into());
-                }
-            }
-            i += 1;
-        }
-        if i == start {
-            return Err("empty item".into());
-        }
-        let item = &chars[start..i];
-        while i < chars.len() && blank(chars[i]) {
-            i += 1;
-        }
-        let done = match chars.get(i) {
-            None => true,
-            Some(',') => {
-                i += 1;
-                while i < chars.len() && blank(chars[i]) {
-                    i += 1;
-                }
-                false
-            }
-            Some(c) => return Err(format!("unexpected character \"{c}\" (escape blanks inside a name with \\)")),
-        };
-        out.push(table_pattern(item)?);
-        if done {
-            return Ok(out);
-        }
-    }
+    split_wal2json(value, false)?.iter().map(|item| table_pattern(item)).collect()
 }
 
 /// One `schema.table` item (escapes still in it).
@@ -224,6 +181,12 @@ fn parse_items<T>(
 /// lists, an item `""` for origin lists, as in wal2json. A trailing backslash
 /// is an error (wal2json reads past the end of the string there).
 pub(crate) fn parse_wal2json_list(value: &str, empty_items: bool) -> Result<Vec<String>, String> {
+    Ok(split_wal2json(value, empty_items)?.into_iter().map(|item| item.into_iter().collect()).collect())
+}
+
+/// The items of a wal2json list (as [`parse_wal2json_list`] describes;
+/// `add-tables` / `filter-tables` split the same way), escapes still in them.
+fn split_wal2json(value: &str, empty_items: bool) -> Result<Vec<Vec<char>>, String> {
     let chars: Vec<char> = value.chars().collect();
     let mut i = 0;
     while i < chars.len() && blank(chars[i]) {
@@ -247,7 +210,7 @@ pub(crate) fn parse_wal2json_list(value: &str, empty_items: bool) -> Result<Vec<
         if i == start && !empty_items {
             return Err("empty item".into());
         }
-        let item: String = chars[start..i].iter().collect();
+        let item = chars[start..i].to_vec();
         while i < chars.len() && blank(chars[i]) {
             i += 1;
         }
