@@ -46,6 +46,7 @@ mod relation;
 mod resolver;
 mod routing;
 mod rows;
+mod scan;
 pub(crate) mod settings;
 mod status;
 mod sync;
