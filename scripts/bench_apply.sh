@@ -120,7 +120,24 @@ END \$\$;
 SQL
   t1=$(date +%s.%N)
   if [ -n "$PERF_DIR" ]; then perf_stop; fi
+  # CPU seconds the apply worker and its walsender used since they started
+  # (both start at the ENABLE): less sensitive to other load on the machine
+  # than the elapsed time.
+  printf '%s\t%s\n' "$(cpu_seconds "$(sub "$db" -Atc "$worker")")" \
+    "$(cpu_seconds "$(pub -Atc "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")")" \
+    >"$CLUSTER_BASE/cpu.tsv"
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+# cpu_seconds PID: user + system CPU time of a process (0 if unknown).
+cpu_seconds() {
+  local ticks
+  ticks=$(getconf CLK_TCK)
+  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
+    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$ticks" '{ printf "%.2f\n", ($12 + $13) / hz }'
+  else
+    echo 0
+  fi
 }
 
 # perf_start KIND NAME DB WORKER_PID_SQL SLOT: once the apply worker and its
@@ -204,7 +221,7 @@ run_bulk() {
     STATUS=ok
     verify "$kind" "SELECT * FROM bench" id
     say "$(printf 'bulk    %-12s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$ROWS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
-    printf 'bulk\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$ROWS" "$STATUS" >>"$RESULTS"
+    printf 'bulk\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$ROWS" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
   done
   drop_subscriptions bulk
 }
@@ -235,7 +252,7 @@ run_pgbench() {
     verify "$kind" "SELECT * FROM pgbench_accounts" aid "SELECT * FROM pgbench_branches" bid \
       "SELECT * FROM pgbench_tellers" tid "SELECT * FROM pgbench_history" "t::text"
     say "$(printf 'pgbench %-12s %8.3f s  %10.0f tx/s    %s' "$kind" "$secs" "$(awk -v a="$txns" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
-    printf 'pgbench\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$txns" "$STATUS" >>"$RESULTS"
+    printf 'pgbench\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$txns" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
   done
   drop_subscriptions pgb
 }
@@ -257,7 +274,7 @@ run_single() {
     STATUS=ok
     verify "$kind" "SELECT * FROM bench1" id
     say "$(printf 'single  %-12s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$SINGLE_ROWS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
-    printf 'single\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$SINGLE_ROWS" "$STATUS" >>"$RESULTS"
+    printf 'single\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$SINGLE_ROWS" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
   done
   drop_subscriptions single
 }
@@ -281,22 +298,24 @@ run_savepoints() {
     STATUS=ok
     verify "$kind" "SELECT * FROM sp" id
     say "$(printf 'savepoints %-9s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$SAVEPOINTS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
-    printf 'savepoints\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$SAVEPOINTS" "$STATUS" >>"$RESULTS"
+    printf 'savepoints\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$SAVEPOINTS" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
   done
   drop_subscriptions sp
 }
 
 report() {
   awk -F'\t' '
-    { secs[$1, $2] = $3; n[$1] = $4; st[$1, $2] = $5; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+    { secs[$1, $2] = $3; n[$1] = $4; st[$1, $2] = $5; wcpu[$1, $2] = $6; scpu[$1, $2] = $7
+      if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
     END {
-      print "| workload | applied | native: catch-up (s) | native: per s | logical_ext: catch-up (s) | logical_ext: per s | logical_ext / native | check |"
-      print "|---|---:|---:|---:|---:|---:|---:|---|"
+      print "| workload | applied | native: catch-up (s) | native: per s | logical_ext: catch-up (s) | logical_ext: per s | logical_ext / native | worker CPU s: native / logical_ext | walsender CPU s: native / logical_ext | check |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
       for (i = 1; i <= k; i++) {
         w = order[i]; unit = (w == "pgbench") ? "transactions" : "rows"
         a = secs[w, "native"]; b = secs[w, "logical_ext"]
-        printf "| %s | %d %s | %.3f | %.0f | %.3f | %.0f | **%.2f×** | %s |\n", w, n[w], unit, a, n[w] / a, b, n[w] / b,
-          a / b, (st[w, "native"] == "ok" && st[w, "logical_ext"] == "ok") ? "ok" : "FAILED"
+        printf "| %s | %d %s | %.3f | %.0f | %.3f | %.0f | **%.2f×** | %s / %s | %s / %s | %s |\n", w, n[w], unit, a, n[w] / a, b, n[w] / b,
+          a / b, wcpu[w, "native"], wcpu[w, "logical_ext"], scpu[w, "native"], scpu[w, "logical_ext"],
+          (st[w, "native"] == "ok" && st[w, "logical_ext"] == "ok") ? "ok" : "FAILED"
       }
     }' "$RESULTS"
 }
@@ -320,7 +339,7 @@ echo "Apply catch-up, $(date -u +%Y-%m-%d), $(nproc) cores, $("$PGBIN/postgres" 
      "native = CREATE SUBSCRIPTION (pgoutput, text, streaming off); order: $ORDER"
 echo
 report
-if grep -qP '\tFAILED$' "$RESULTS"; then
+if grep -qP '\tFAILED\t' "$RESULTS"; then
   echo "!! a subscriber's tables differ from the publisher's: see the messages above" >&2
   exit 1
 fi

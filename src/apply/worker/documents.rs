@@ -44,6 +44,9 @@ impl Worker {
                 ses.conflicts = [0; 6];
                 ses.commit_lsn = commit_lsn;
                 ses.commit_ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                // COMMIT repeats this text: parsed once (see `Doc::Commit`).
+                ses.begin_timestamp.clear();
+                ses.begin_timestamp.push_str(timestamp.as_deref().unwrap_or_default());
                 let skip = self.sub.as_ref().and_then(|s| s.skip_lsn);
                 ses.skipping = skip.is_some() && skip == commit_lsn;
             }
@@ -56,7 +59,10 @@ impl Worker {
                 } else {
                     self.clear_stale_skip(ses);
                 }
-                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(ses.commit_ts);
+                let ts = match timestamp.as_deref() {
+                    Some(t) if t != ses.begin_timestamp => parse_timestamptz(t),
+                    _ => ses.commit_ts,
+                };
                 let Some(applying) = ses.applying.take() else {
                     return Err("the subscription's replication origin is not set up".into());
                 };
@@ -79,7 +85,7 @@ impl Worker {
                 let (received, wal_end, send_time) = ses.last_message;
                 let now = now_ts();
                 ses.unreported = 0;
-                status::update(self.dboid, self.subid, |s| {
+                let checked = status::update_at_commit(self.dboid, self.subid, status::my_pid(), |s| {
                     s.received_lsn = received;
                     s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
                     s.last_send_time = send_time;
@@ -94,8 +100,10 @@ impl Worker {
                     s.set_state(WorkerState::Streaming);
                 });
                 self.attempt = 0;
-                ses.displaced = !status::still_owner(self.dboid, self.subid, status::my_pid());
-                ses.reload = status::generation(self.dboid, self.subid) != self.generation;
+                // Whether a newer worker took over, or the settings changed.
+                let (owner, generation) = checked.unwrap_or((false, 0));
+                ses.displaced = !owner;
+                ses.reload = generation != self.generation;
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);

@@ -64,6 +64,8 @@ pub(super) struct Session {
     /// The remote transaction being applied: commit LSN and time.
     pub(super) commit_lsn: Option<u64>,
     pub(super) commit_ts: i64,
+    /// The BEGIN document's timestamp text (`commit_ts` parsed from it).
+    pub(super) begin_timestamp: String,
     /// It is the one skip_transaction named: its changes are dropped.
     pub(super) skipping: bool,
     /// A newer worker took over this subscription: stop after this commit.
@@ -96,6 +98,7 @@ impl Session {
             changes: 0,
             commit_lsn: None,
             commit_ts: 0,
+            begin_timestamp: String::new(),
             skipping: false,
             displaced: false,
             reload: false,
