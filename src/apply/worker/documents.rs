@@ -54,6 +54,8 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("COMMIT outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
+                // Cached executor state is released before the commit.
+                ses.targets.close_all();
                 if ses.skipping {
                     self.finish_skip(ses);
                 } else {
@@ -153,6 +155,8 @@ impl Worker {
                     return Ok(());
                 }
                 let sub = &self.sub.as_ref().expect("set at session start").name;
+                // ALTER TABLE refuses a table this session holds open.
+                ses.targets.close_all();
                 // SAFETY: inside the remote transaction; see `change`.
                 unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
                 let result = crate::ddl::replay(&event, sub, lsn, &protocol::format_lsn(lsn));
@@ -206,11 +210,20 @@ impl Worker {
             detect_origin: unsafe { pg_sys::track_commit_timestamp },
         };
         let relmap = self.relmap.as_mut().expect("set up at session start");
+        let local = relmap.get(rel);
         // SAFETY: each change runs with a fresh snapshot and is made visible
         // to the next one, as in worker.c's begin/end_replication_step.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-        let outcome = {
-            let target = Target::open(relmap.get(rel));
+        let outcome = if local.cacheable {
+            // Executor state kept for the transaction (executor.rs).
+            let target = ses.targets.get(&local);
+            let as_owner = target.begin_change();
+            let outcome = f(&ctx, target, &mut ses.scratch);
+            target.end_change();
+            drop(as_owner);
+            outcome
+        } else {
+            let target = Target::open(&local);
             f(&ctx, &target, &mut ses.scratch)
         };
         let result = match outcome {
@@ -313,6 +326,8 @@ impl Worker {
         if ses.truncates.is_empty() {
             return;
         }
+        // TRUNCATE refuses a table this session holds open.
+        ses.targets.close_all();
         let relmap = self.relmap.as_mut().expect("set up at session start");
         let restart = ses.truncates.iter().any(|t| t.1);
         let relids: Vec<pg_sys::Oid> = ses.truncates.iter().map(|(r, _)| relmap.get(r).relid).collect();
