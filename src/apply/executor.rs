@@ -199,6 +199,8 @@ pub(crate) struct Target<'r> {
     parts: Option<Parts<'r>>,
     /// Slots reused by the changes of a cached target (`None`: per-change).
     pool: Option<RefCell<SlotPool>>,
+    /// Prepared default expressions by attribute (filled on first use).
+    defaults: RefCell<Vec<Option<Option<*mut pg_sys::ExprState>>>>,
     /// Set when an error ended the transaction: its abort released the
     /// PostgreSQL side; dropping must not touch it.
     abandoned: Cell<bool>,
@@ -227,7 +229,8 @@ impl<'r> Target<'r> {
     /// no role switch and no query level here, `begin_change` does them.
     fn open_ref(rel: RelRef<'r>, nested: bool, cached: bool) -> Target<'r> {
         // SAFETY: the standard executor set-up of worker.c's
-        // create_edata_for_relation, all in the current memory context.
+        // create_edata_for_relation, in the executor state's memory (a child
+        // of the current memory context).
         unsafe {
             let relation = pg_sys::table_open(rel.relid, pg_sys::RowExclusiveLock as i32);
             let kind = (*(*relation).rd_rel).relkind as u8;
@@ -268,7 +271,18 @@ impl<'r> Target<'r> {
                 None
             };
             let pool = cached.then(|| RefCell::new(SlotPool::default()));
-            Target { rel, relation, estate, rri, nested, parts, pool, abandoned: Cell::new(false), _as_owner: as_owner }
+            Target {
+                rel,
+                relation,
+                estate,
+                rri,
+                nested,
+                parts,
+                pool,
+                defaults: RefCell::new(Vec::new()),
+                abandoned: Cell::new(false),
+                _as_owner: as_owner,
+            }
         }
     }
 
@@ -450,20 +464,36 @@ impl<'r> Target<'r> {
             if sent || input.is_none() {
                 continue;
             }
+            let Some(state) = self.default_expr(i) else { continue };
             // SAFETY: attribute numbers are in range; the default is evaluated
-            // in the executor's per-tuple context.
+            // with the executor's per-tuple context.
             unsafe {
-                let def = pg_sys::build_column_default(self.relation, i as i32 + 1);
-                if def.is_null() {
-                    continue;
-                }
-                let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(def.cast()), std::ptr::null_mut());
                 let econtext = pg_sys::MakePerTupleExprContext(self.estate);
                 let mut isnull = false;
                 *(*slot).tts_values.add(i) = pg_sys::ExecEvalExpr(state, econtext, &mut isnull);
                 *(*slot).tts_isnull.add(i) = isnull;
             }
         }
+    }
+
+    /// The prepared default expression of attribute `i` (`None`: it has
+    /// none), planned once per target — once per remote transaction for a
+    /// cached one — as COPY prepares its defaults once per statement.
+    fn default_expr(&self, i: usize) -> Option<*mut pg_sys::ExprState> {
+        let mut defaults = self.defaults.borrow_mut();
+        if defaults.is_empty() {
+            defaults.resize(self.rel.natts, None);
+        }
+        *defaults[i].get_or_insert_with(|| {
+            // SAFETY: attribute numbers are in range; planned into the
+            // executor state's memory, which outlives every use.
+            unsafe {
+                let _cx = ContextSwitch::to((*self.estate).es_query_cxt);
+                let def = pg_sys::build_column_default(self.relation, i as i32 + 1);
+                (!def.is_null())
+                    .then(|| pg_sys::ExecInitExpr(pg_sys::expression_planner(def.cast()), std::ptr::null_mut()))
+            }
+        })
     }
 
     /// Find the row identified by `key` (the replica identity values).
