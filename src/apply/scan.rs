@@ -40,7 +40,7 @@ pub(crate) fn document(text: &str) -> Option<Fields<'_>> {
     r.ws();
     r.eat(b'{')?;
     r.ws();
-    if !r.eat(b'}').is_some() {
+    if r.eat(b'}').is_none() {
         loop {
             r.ws();
             let key = r.plain_string()?;
