@@ -38,8 +38,8 @@ decoder_spec() {
   local t=$1 json='data LIKE '\''{"action":"%s"%%'\'''
   case $2 in
     logical_ext|wal2json)
-      PLUGIN=$2 FN=pg_logical_slot_peek_changes OPTS=""
-      if [ "$2" = wal2json ]; then OPTS=", 'format-version', '2'"; fi
+      # format-version 2 named for both (each plugin's default is 1).
+      PLUGIN=$2 FN=pg_logical_slot_peek_changes OPTS=", 'format-version', '2'"
       # shellcheck disable=SC2059
       INS=$(printf "$json" I) BEG=$(printf "$json" B) COM=$(printf "$json" C) ;;
     logical_ext_v1|wal2json_v1)

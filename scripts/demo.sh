@@ -16,8 +16,10 @@ section() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$RESET"; }
 note() { printf '%s%s%s\n' "$DIM" "$*" "$RESET"; }
 pub() { cluster_psql publisher "$@"; }
 
+# format-version 2: one document per change (without it: wal2json's default,
+# version 1, one document per transaction).
 CHANGES_SQL="SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL,
-  'include-xids', '1', 'include-lsn', '1', 'include-timestamp', '1')"
+  'format-version', '2', 'include-xids', '1', 'include-lsn', '1', 'include-timestamp', '1')"
 
 start_publisher() {
   section "1. A throwaway publisher cluster (shared_preload_libraries = 'logical_ext', for DDL capture)"
@@ -59,7 +61,7 @@ SQL
 }
 
 show_changes() {
-  section "4. What the slot emits (include-xids, include-lsn, include-timestamp)"
+  section "4. What the slot emits (format-version 2, include-xids, include-lsn, include-timestamp)"
   note "$CHANGES_SQL"
   echo
   # Long documents (the TOASTed text) are shortened for display only.
@@ -90,10 +92,10 @@ UPDATE items SET price = 8.00 WHERE id = 3;
 SQL
   local endpos
   endpos=$(pub -Atc "SELECT pg_current_wal_lsn()")
-  note "pg_recvlogical -d '$(cluster_conninfo publisher)' --slot demo --start --endpos $endpos --no-loop -o include-xids=1 -f -"
+  note "pg_recvlogical -d '$(cluster_conninfo publisher)' --slot demo --start --endpos $endpos --no-loop -o format-version=2 -o include-xids=1 -f -"
   echo
   timeout 60 "$PGBIN/pg_recvlogical" -d "$(cluster_conninfo publisher)" --slot demo --start \
-    --endpos "$endpos" --no-loop -o include-xids=1 -f -
+    --endpos "$endpos" --no-loop -o format-version=2 -o include-xids=1 -f -
 }
 
 sub() { cluster_psql subscriber "$@"; }
@@ -194,8 +196,8 @@ SQL
   wait_for "subscriber caught up to $target" \
     "SELECT applied_lsn >= '$target' FROM logical_ext.subscription_status WHERE name = 'demo_sub'"
   note "the DDL events as the output plugin prints them (slot 'demo'):"
-  pub -At -c "SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL, 'include-lsn', '1')
-              WHERE data::jsonb->>'action' = 'DDL'"
+  pub -At -c "SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL, 'format-version', '2',
+              'include-lsn', '1') WHERE data::jsonb->>'action' = 'DDL'"
   note "the subscriber has the new schema and the rows that need it:"
   sub -c "SELECT id, name, labels, origin_country FROM items WHERE id = 6000"
   sub -c "SELECT source, subscription, lsn, command FROM logical_ext.ddl_log ORDER BY id"

@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 PG_CONFIG=${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # python3-prometheus-client: the reference parser the metrics() test feeds.
+# python3-psycopg2: the replication consumer of pg_test/tests/decoder_consumers.rs
+# (both for Debian's /usr/bin/python3, which the tests run).
 # postgresql-15-repack/-partman/-cron: the tools pg_test/tests/ddl_tools.rs runs.
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo
           postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev
-          python3-prometheus-client postgresql-15-repack postgresql-15-partman postgresql-15-cron)
+          python3-prometheus-client python3-psycopg2 postgresql-15-repack postgresql-15-partman postgresql-15-cron)
 
 log() { echo "== setup: $*" >&2; }
 

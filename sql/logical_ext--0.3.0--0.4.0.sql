@@ -2,3 +2,119 @@
 -- pg_test/tests/upgrade.rs checks that an installation upgraded from each
 -- released version (0.1.0, 0.2.0, 0.3.0) has exactly the objects, grants and
 -- function attributes of a fresh one. One section per issue.
+
+-- == Issue 15: statistics that survive restarts ==
+-- subscription_status reads its counters (now persisted, src/apply/stats.rs)
+-- through subscription_counters() and shows apply_error_count,
+-- sync_error_count and stats_reset; reset_subscription_stats() zeroes them.
+CREATE FUNCTION logical_ext."subscription_counters"(
+	"subid" INT, /* i32 */
+	"created_at" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS TABLE (
+	"applied_transactions" bigint,  /* i64 */
+	"applied_changes" bigint,  /* i64 */
+	"conflicts" bigint[],  /* Vec < i64 > */
+	"apply_error_count" bigint,  /* i64 */
+	"sync_error_count" bigint,  /* i64 */
+	"stats_reset" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'subscription_counters_wrapper';
+
+CREATE FUNCTION logical_ext."reset_subscription_stats"(
+	"name" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reset_subscription_stats_wrapper';
+
+REVOKE ALL ON FUNCTION logical_ext.subscription_counters(integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reset_subscription_stats(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.reset_subscription_stats(text) TO logical_ext_operator;
+
+-- New columns: the view and its function are created again.
+DROP VIEW logical_ext.subscription_status;
+DROP FUNCTION logical_ext.subscription_status_rows();
+
+CREATE FUNCTION logical_ext.subscription_status_rows()
+RETURNS TABLE (
+    name text,
+    enabled boolean,
+    worker_pid integer,
+    state text,
+    received_lsn pg_lsn,
+    applied_lsn pg_lsn,
+    latest_end_lsn pg_lsn,
+    last_msg_send_time timestamptz,
+    last_msg_receipt_time timestamptz,
+    lag_bytes numeric,
+    lag_time interval,
+    last_error text,
+    last_error_time timestamptz,
+    applied_transactions bigint,
+    applied_changes bigint,
+    conflicts_insert_exists bigint,
+    conflicts_update_exists bigint,
+    conflicts_update_missing bigint,
+    conflicts_delete_missing bigint,
+    conflicts_update_origin_differs bigint,
+    conflicts_delete_origin_differs bigint,
+    apply_error_count bigint,
+    sync_error_count bigint,
+    stats_reset timestamptz,
+    conninfo text,
+    publications text[],
+    slot_name text,
+    origin text
+)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH w AS (SELECT * FROM logical_ext.worker_status()),
+    t AS (
+        SELECT s.*, w.pid, w.state AS wstate, w.last_error AS werror,
+               NULLIF(w.received_lsn, 0) AS recv, NULLIF(w.latest_end_lsn, 0) AS latest,
+               NULLIF(w.last_msg_send_time, 0) AS send_us, NULLIF(w.last_msg_receipt_time, 0) AS recv_us,
+               NULLIF(w.last_commit_time, 0) AS commit_us, NULLIF(w.last_error_time, 0) AS error_us,
+               c.applied_transactions AS txns, c.applied_changes AS changes, c.conflicts,
+               c.apply_error_count, c.sync_error_count, c.stats_reset,
+               pg_replication_origin_progress('logical_ext_' || s.id, false) AS applied
+        FROM logical_ext.subscription s LEFT JOIN w ON w.subid = s.id
+        CROSS JOIN LATERAL logical_ext.subscription_counters(s.id, s.created_at) c
+    )
+    SELECT t.name, t.enabled, t.pid,
+           CASE WHEN NOT t.enabled THEN 'disabled'
+                WHEN t.werror IS NOT NULL AND t.wstate IS DISTINCT FROM 'streaming' THEN 'error'
+                ELSE coalesce(t.wstate, 'starting') END,
+           ('0/0'::pg_lsn + t.recv::numeric),
+           t.applied,
+           ('0/0'::pg_lsn + t.latest::numeric),
+           timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.send_us / 1e6),
+           timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.recv_us / 1e6),
+           greatest(('0/0'::pg_lsn + t.latest::numeric) - t.applied, 0),
+           CASE WHEN t.latest IS NULL OR t.applied IS NULL THEN NULL
+                WHEN ('0/0'::pg_lsn + t.latest::numeric) <= t.applied THEN interval '0'
+                ELSE now() - (timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.commit_us / 1e6)) END,
+           logical_ext.row_data_for_caller(
+               coalesce(t.werror, (SELECT 'table ' || st.relid::text || ': ' || st.last_error
+                                     FROM logical_ext.subscription_tables st
+                                    WHERE st.subid = t.id AND st.state = 'error' ORDER BY st.relid::oid LIMIT 1))),
+           CASE WHEN t.werror IS NOT NULL THEN timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.error_us / 1e6)
+                ELSE (SELECT max(st.finished_at) FROM logical_ext.subscription_tables st
+                       WHERE st.subid = t.id AND st.state = 'error') END,
+           coalesce(t.txns, 0), coalesce(t.changes, 0),
+           coalesce(t.conflicts[1], 0), coalesce(t.conflicts[2], 0), coalesce(t.conflicts[3], 0),
+           coalesce(t.conflicts[4], 0), coalesce(t.conflicts[5], 0), coalesce(t.conflicts[6], 0),
+           t.apply_error_count, t.sync_error_count, t.stats_reset,
+           logical_ext.redact_conninfo(t.conninfo), t.publications, t.slot_name, t.origin
+    FROM t ORDER BY t.name
+$$;
+
+CREATE VIEW logical_ext.subscription_status AS
+    SELECT * FROM logical_ext.subscription_status_rows();
+
+REVOKE ALL ON FUNCTION logical_ext.subscription_status_rows() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.subscription_status_rows() TO pg_monitor;
+GRANT SELECT ON logical_ext.subscription_status TO pg_monitor;

@@ -104,6 +104,9 @@ RETURNS TABLE (
     conflicts_delete_missing bigint,
     conflicts_update_origin_differs bigint,
     conflicts_delete_origin_differs bigint,
+    apply_error_count bigint,
+    sync_error_count bigint,
+    stats_reset timestamptz,
     conninfo text,
     publications text[],
     slot_name text,
@@ -118,9 +121,11 @@ AS $$
                NULLIF(w.received_lsn, 0) AS recv, NULLIF(w.latest_end_lsn, 0) AS latest,
                NULLIF(w.last_msg_send_time, 0) AS send_us, NULLIF(w.last_msg_receipt_time, 0) AS recv_us,
                NULLIF(w.last_commit_time, 0) AS commit_us, NULLIF(w.last_error_time, 0) AS error_us,
-               w.applied_transactions AS txns, w.applied_changes AS changes, w.conflicts,
+               c.applied_transactions AS txns, c.applied_changes AS changes, c.conflicts,
+               c.apply_error_count, c.sync_error_count, c.stats_reset,
                pg_replication_origin_progress('logical_ext_' || s.id, false) AS applied
         FROM logical_ext.subscription s LEFT JOIN w ON w.subid = s.id
+        CROSS JOIN LATERAL logical_ext.subscription_counters(s.id, s.created_at) c
     )
     SELECT t.name, t.enabled, t.pid,
            CASE WHEN NOT t.enabled THEN 'disabled'
@@ -145,6 +150,7 @@ AS $$
            coalesce(t.txns, 0), coalesce(t.changes, 0),
            coalesce(t.conflicts[1], 0), coalesce(t.conflicts[2], 0), coalesce(t.conflicts[3], 0),
            coalesce(t.conflicts[4], 0), coalesce(t.conflicts[5], 0), coalesce(t.conflicts[6], 0),
+           t.apply_error_count, t.sync_error_count, t.stats_reset,
            logical_ext.redact_conninfo(t.conninfo), t.publications, t.slot_name, t.origin
     FROM t ORDER BY t.name
 $$;
@@ -166,6 +172,13 @@ REVOKE ALL ON FUNCTION logical_ext.alter_subscription(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.worker_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.resync_table(text, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.refresh_subscription(text, boolean) FROM PUBLIC;
+-- Statistics that survive restarts (src/apply/stats.rs): read through
+-- subscription_status; reset by superusers and logical_ext_operator (native
+-- pg_stat_reset_subscription_stats is superuser-only by default; resetting
+-- counters is an operator's routine and exposes nothing).
+REVOKE ALL ON FUNCTION logical_ext.subscription_counters(integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reset_subscription_stats(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.reset_subscription_stats(text) TO logical_ext_operator;
 
 -- Conflict resolution rules (src/apply/conflict.rs decides with them).
 -- relation / conflict_type NULL = every relation / type; the most specific

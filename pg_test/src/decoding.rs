@@ -77,8 +77,14 @@ fn changes_sql(func: &str) -> String {
     )
 }
 
-fn flatten(o: Opts) -> Vec<Option<String>> {
-    o.iter().flat_map(|(k, v)| [Some(k.to_string()), v.map(str::to_string)]).collect()
+/// The option list as SQL text. The tests read format-version 2 (one
+/// document per change), so it is added when the list does not name
+/// `format-version` (the plugin's default is wal2json's 1); the `*_as_given`
+/// readers pass the list unchanged.
+fn flatten(o: Opts, as_given: bool) -> Vec<Option<String>> {
+    let implied: &[(&str, Option<&str>)] =
+        if as_given || o.iter().any(|(k, _)| *k == "format-version") { &[] } else { &[("format-version", Some("2"))] };
+    implied.iter().chain(o).flat_map(|(k, v)| [Some(k.to_string()), v.map(str::to_string)]).collect()
 }
 
 fn parse(lsn: String, xid: Option<String>, data: String) -> Change {
@@ -96,8 +102,28 @@ pub fn try_changes(
     upto_lsn: Option<&str>,
     options: Opts,
 ) -> Result<Vec<Change>, postgres::Error> {
+    try_changes_with(client, consume, slot, upto_lsn, flatten(options, false))
+}
+
+/// Like [`try_changes`], but `options` are sent exactly as given (no
+/// implied `format-version 2`): for tests of the plugin's defaults.
+pub fn try_changes_as_given(
+    client: &mut Client,
+    consume: bool,
+    slot: &str,
+    options: Opts,
+) -> Result<Vec<Change>, postgres::Error> {
+    try_changes_with(client, consume, slot, None, flatten(options, true))
+}
+
+fn try_changes_with(
+    client: &mut Client,
+    consume: bool,
+    slot: &str,
+    upto_lsn: Option<&str>,
+    flat: Vec<Option<String>>,
+) -> Result<Vec<Change>, postgres::Error> {
     let sql = changes_sql(if consume { "get" } else { "peek" });
-    let flat = flatten(options);
     let rows = client.query(&sql, &[&slot, &upto_lsn, &flat])?;
     Ok(rows.into_iter().map(|r| parse(r.get(0), r.get(1), r.get(2))).collect())
 }
@@ -114,17 +140,39 @@ pub fn peek_changes(client: &mut Client, slot: &str, options: Opts) -> Vec<Chang
         .unwrap_or_else(|e| panic!("peek_changes({slot}, {options:?}): {}", describe_error(&e)))
 }
 
+/// `pg_logical_slot_peek_changes` with `options` exactly as given; panics
+/// on error.
+pub fn peek_changes_as_given(client: &mut Client, slot: &str, options: Opts) -> Vec<Change> {
+    try_changes_as_given(client, false, slot, options)
+        .unwrap_or_else(|e| panic!("peek_changes({slot}, {options:?}): {}", describe_error(&e)))
+}
+
 /// Streams `get`/`peek` changes row by row (nothing is collected), calling
 /// `f(lsn, data)` for each. Returns the number of rows.
-pub fn stream_changes(
+pub fn stream_changes(client: &mut Client, consume: bool, slot: &str, options: Opts, f: impl FnMut(&str, &str)) -> u64 {
+    stream_changes_with(client, consume, slot, flatten(options, false), f)
+}
+
+/// Like [`stream_changes`] with `options` sent exactly as given (no implied
+/// `format-version 2`).
+pub fn stream_changes_as_given(
     client: &mut Client,
     consume: bool,
     slot: &str,
     options: Opts,
+    f: impl FnMut(&str, &str),
+) -> u64 {
+    stream_changes_with(client, consume, slot, flatten(options, true), f)
+}
+
+fn stream_changes_with(
+    client: &mut Client,
+    consume: bool,
+    slot: &str,
+    flat: Vec<Option<String>>,
     mut f: impl FnMut(&str, &str),
 ) -> u64 {
     let sql = changes_sql(if consume { "get" } else { "peek" });
-    let flat = flatten(options);
     let upto: Option<&str> = None;
     let params: [&(dyn ToSql + Sync); 3] = [&slot, &upto, &flat];
     let mut it = client.query_raw(&sql, params).unwrap_or_else(|e| panic!("stream changes: {}", describe_error(&e)));

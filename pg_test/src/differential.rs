@@ -58,6 +58,11 @@ pub const DIFFERENCES: &[(&str, &str, &str)] = &[
         "pgoutput's changes of relations in schema logical_ext are dropped",
     ),
     (
+        "tool-tables",
+        "logical_ext does not publish a tool's table (a member of an extension, or in a schema that is one: pg_cron's cron.job, pg_repack's repack.log_N) through FOR ALL TABLES or TABLES IN SCHEMA, only when a named publication lists it; pgoutput publishes it",
+        "pgoutput's changes of such relations are dropped unless a named publication lists the relation itself (catalog read after the workload)",
+    ),
+    (
         "empty-transactions",
         "neither should send a transaction without changes; the rule is applied after the drops above",
         "transactions without changes are dropped on both sides",
@@ -239,23 +244,26 @@ fn pg_key(rel: &Relation, old: &OldRow) -> Vec<(String, String)> {
 }
 
 /// Normalise pgoutput's transactions.
-pub fn normalise_pgoutput(txns: &[pgoutput::Txn]) -> Vec<NTxn> {
+/// Normalise pgoutput's transactions; `tools` are the relations
+/// (`schema.name`) logical_ext leaves out by the "tool-tables" rule.
+pub fn normalise_pgoutput(txns: &[pgoutput::Txn], tools: &[String]) -> Vec<NTxn> {
     let name = |r: &Relation| format!("{}.{}", r.schema, r.name);
+    // "own-tables" and "tool-tables"
+    let dropped = |r: &Relation| r.schema == OWN_SCHEMA || tools.contains(&name(r));
     let mut out = Vec::new();
     for t in txns {
         let mut changes = Vec::new();
         for c in &t.changes {
-            // "own-tables"
             let c = match c {
                 pgoutput::Change::Insert { rel, .. }
                 | pgoutput::Change::Update { rel, .. }
                 | pgoutput::Change::Delete { rel, .. }
-                    if rel.schema == OWN_SCHEMA =>
+                    if dropped(rel) =>
                 {
                     continue;
                 }
                 pgoutput::Change::Truncate { rels, cascade, restart_identity } => {
-                    let rels: Vec<Relation> = rels.iter().filter(|r| r.schema != OWN_SCHEMA).cloned().collect();
+                    let rels: Vec<Relation> = rels.iter().filter(|r| !dropped(r)).cloned().collect();
                     if rels.is_empty() {
                         continue;
                     }
@@ -317,10 +325,36 @@ pub fn read_logical_ext(client: &mut Client, slot: &str, publications: &str) -> 
         .map_err(|e| describe_error(&e))
 }
 
+/// The relations of the "tool-tables" rule as the catalog has them now:
+/// members of an extension, or in a schema that is one, that none of
+/// `publications` (identifier syntax) lists itself.
+pub fn tool_relations(client: &mut Client, publications: &str) -> Vec<String> {
+    let names: Vec<String> = publications
+        .split(',')
+        .map(str::trim)
+        .map(|p| match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => p.to_lowercase(),
+        })
+        .collect();
+    let sql = "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.deptype = 'e'
+                                AND ((d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid)
+                                  OR (d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objid = n.oid)))
+                  AND NOT EXISTS (SELECT FROM pg_catalog.pg_publication_rel pr
+                                    JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                                   WHERE pr.prrelid = c.oid AND p.pubname::text = ANY($1::text[]))";
+    client.query(sql, &[&names]).map(|rows| rows.iter().map(|r| r.get(0)).collect()).unwrap_or_default()
+}
+
 /// Read and normalise the `pgoutput` slot `slot`.
 pub fn read_pgoutput(client: &mut Client, slot: &str, publications: &str) -> Normal {
     let raw = pgoutput::read_slot(client, slot, publications)?;
-    pgoutput::decode(&raw).map(|t| normalise_pgoutput(&t)).map_err(|e| format!("undecodable pgoutput stream: {e}"))
+    let tools = tool_relations(client, publications);
+    pgoutput::decode(&raw)
+        .map(|t| normalise_pgoutput(&t, &tools))
+        .map_err(|e| format!("undecodable pgoutput stream: {e}"))
 }
 
 /// A first difference between two normal forms, described; None if equal

@@ -223,6 +223,113 @@ fn a_row_without_partition_waits_for_one() {
     assert_eq!(pair.subscriber.psql("SELECT count(*) FROM r_rest"), "1");
 }
 
+/// Attack: a partition owned by an unprivileged role (`mallory`) under a
+/// root owned by `keeper` (who may become mallory, not the reverse).
+/// Mallory's row triggers (BEFORE and AFTER, on every operation, rows
+/// moving in and out) and a CHECK constraint of hers try to use keeper's
+/// rights (write `vault`, which only keeper may) and note who they run as.
+/// Streamed changes into her partition run as mallory only; replication
+/// stays exact. A partition whose owner (`eve`) and keeper cannot become
+/// each other is refused (42501) until one can. The initial copy, which
+/// cannot switch per row, is refused (42501) for such a tree.
+#[test]
+fn a_partition_owner_never_runs_as_the_root_owner() {
+    let pair = Pair::start("part_owner");
+    pair.pub_exec("CREATE TABLE pm (id int PRIMARY KEY, v text); CREATE PUBLICATION p FOR TABLE pm");
+    pair.sub_exec(
+        "CREATE ROLE keeper; CREATE ROLE mallory LOGIN; CREATE ROLE eve;
+         GRANT mallory TO keeper;
+         CREATE SCHEMA mallory AUTHORIZATION mallory;
+         CREATE TABLE public.seen (what text, who text);
+         GRANT INSERT ON public.seen TO PUBLIC;
+         CREATE TABLE public.vault (who text);
+         ALTER TABLE public.vault OWNER TO keeper;
+         CREATE TABLE pm (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+         CREATE TABLE pm_a PARTITION OF pm FOR VALUES FROM (MINVALUE) TO (100);
+         CREATE TABLE pm_b PARTITION OF pm FOR VALUES FROM (100) TO (1000);
+         CREATE TABLE pm_c PARTITION OF pm FOR VALUES FROM (1000) TO (MAXVALUE);
+         ALTER TABLE pm OWNER TO keeper; ALTER TABLE pm_a OWNER TO keeper; ALTER TABLE pm_b OWNER TO mallory;
+         ALTER TABLE pm_c OWNER TO eve;",
+    );
+    {
+        let mut s = pair.sub_client();
+        exec(
+            &mut s,
+            "SET ROLE mallory;
+             CREATE FUNCTION mallory.grab() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO public.seen VALUES (TG_WHEN || ' ' || TG_OP, current_user);
+                 IF current_user <> 'mallory' THEN
+                     INSERT INTO public.vault VALUES (current_user);
+                 END IF;
+                 IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE FUNCTION mallory.chk(t text) RETURNS bool LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO public.seen VALUES ('CHECK', current_user);
+                 IF current_user <> 'mallory' THEN
+                     INSERT INTO public.vault VALUES (current_user);
+                 END IF;
+                 RETURN true;
+             END $$;
+             CREATE TRIGGER b BEFORE INSERT OR UPDATE OR DELETE ON public.pm_b
+                 FOR EACH ROW EXECUTE FUNCTION mallory.grab();
+             CREATE TRIGGER a AFTER INSERT OR UPDATE OR DELETE ON public.pm_b
+                 FOR EACH ROW EXECUTE FUNCTION mallory.grab();
+             ALTER TABLE public.pm_b ENABLE ALWAYS TRIGGER b;
+             ALTER TABLE public.pm_b ENABLE ALWAYS TRIGGER a;
+             ALTER TABLE public.pm_b ADD CONSTRAINT c CHECK (mallory.chk(v));",
+        );
+    }
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    pair.pub_exec(
+        "INSERT INTO pm VALUES (1, 'a'), (2, 'a'), (150, 'b'), (160, 'b');
+         UPDATE pm SET v = 'b2' WHERE id = 150;
+         UPDATE pm SET id = 170 WHERE id = 1;
+         UPDATE pm SET id = 3 WHERE id = 160;
+         DELETE FROM pm WHERE id = 150;",
+    );
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["pm"]);
+    assert_eq!(spread(&pair, "pm"), "pm_a:2 pm_b:1");
+    let whats = pair.subscriber.psql("SELECT string_agg(DISTINCT what, ',' ORDER BY what) FROM seen");
+    assert_eq!(
+        whats, "AFTER DELETE,AFTER INSERT,AFTER UPDATE,BEFORE DELETE,BEFORE INSERT,BEFORE UPDATE,CHECK",
+        "every trigger and the check ran"
+    );
+    assert_eq!(
+        pair.subscriber.psql(
+            "SELECT coalesce(string_agg(what || ' as ' || who, ', ' ORDER BY what), 'none') FROM seen WHERE who <> 'mallory'"
+        ),
+        "none",
+        "the partition owner's code ran as another role"
+    );
+    assert_eq!(pair.subscriber.psql("SELECT count(*) FROM vault"), "0");
+
+    // Neither keeper nor eve can become the other: refused, then applied
+    // once keeper may become eve.
+    pair.pub_exec("INSERT INTO pm VALUES (1500, 'c')");
+    pair.wait_status("s", "the change into eve's partition refused", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("cannot apply a change to partition \"public.pm_c\""))
+    });
+    assert_eq!(pair.subscriber.psql("SELECT count(*) FROM pm_c"), "0");
+    pair.sub_exec("GRANT eve TO keeper");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["pm"]);
+    assert_eq!(spread(&pair, "pm"), "pm_a:2 pm_b:1 pm_c:1");
+
+    // The copy goes through the root as one statement: refused, the rows stay.
+    pair.sub_exec("SELECT logical_ext.resync_table('s', 'pm')");
+    wait_tables(&pair, "s", "the copy refused", |ts| {
+        ts.iter()
+            .any(|t| t.last_error.as_deref().is_some_and(|e| e.contains("cannot copy into \"public.pm\" as its owner")))
+    });
+    assert_eq!(pair.subscriber.psql("SELECT count(*) FROM vault"), "0");
+    assert_eq!(pair.subscriber.psql("SELECT count(*) FROM seen WHERE who <> 'mallory'"), "0");
+}
+
 /// What routing costs, beside a native subscription applying the same
 /// stream into the same layouts in a second subscriber database: 100k
 /// inserts and 100k updates into a plain table and into a table the

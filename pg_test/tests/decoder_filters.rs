@@ -172,22 +172,28 @@ fn actions_filter() {
 fn message_prefix_filters() {
     let (_cluster, mut c) = plugin_cluster("dec_prefixes");
     for (transactional, prefix) in
-        [(false, "a"), (false, "b"), (false, "a,b"), (true, "c"), (false, "ab"), (false, "\"q\"")]
+        [(false, "a"), (false, "b"), (false, "a,b"), (true, "c"), (false, "ab"), (false, "\"q\""), (false, "x\\,y")]
     {
         c.execute("SELECT pg_logical_emit_message($1, $2, 'content')", &[&transactional, &prefix]).unwrap();
     }
     flush_wal(&mut c);
-    // (add-msg-prefixes, filter-msg-prefixes, prefixes expected in order, actions)
+    // (add-msg-prefixes, filter-msg-prefixes, prefixes expected in order, actions).
+    // Lists are split as wal2json splits them: quotes are characters, a
+    // backslash escapes and stays in the item (so `a,b` cannot be named).
     type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [&'a str], &'a str);
+    let all: &[&str] = &["a", "b", "a,b", "c", "ab", "\"q\"", "x\\,y"];
     let cases: &[Case] = &[
-        (None, None, &["a", "b", "a,b", "c", "ab", "\"q\""], "M M M B M C M M"),
+        (None, None, all, "M M M B M C M M M"),
+        (Some(""), None, all, "M M M B M C M M M"),
         (Some("a"), None, &["a"], "M"),
-        (Some("\"a,b\""), None, &["a,b"], "M"),
+        (Some("\"a,b\""), None, &[], ""),
+        (Some("\"q\""), None, &["\"q\""], "M"),
+        (Some("x\\,y"), None, &["x\\,y"], "M"),
         (Some("a,b"), None, &["a", "b"], "M M"),
         (Some("c"), None, &["c"], "B M C"),
-        (None, Some("a,c"), &["b", "a,b", "ab", "\"q\""], "M M M M"),
-        (None, Some("\"a,b\""), &["a", "b", "c", "ab", "\"q\""], "M M B M C M M"),
-        (Some("a,\"a,b\",c"), Some("c"), &["a", "a,b"], "M M"),
+        (None, Some("a,c"), &["b", "a,b", "ab", "\"q\"", "x\\,y"], "M M M M M"),
+        (None, Some("\"a,b\""), all, "M M M B M C M M M"),
+        (Some("a,\"a,b\",c"), Some("c"), &["a"], "M"),
         (Some("zzz"), None, &[], ""),
     ];
     let mut failures = Vec::new();
@@ -263,7 +269,10 @@ fn origin_filters() {
         (vec![("filter-origins", "o1")], vec!["local", "o2", "o,3", "local again"]),
         (vec![("filter-origins", &o1)], vec!["local", "o2", "o,3", "local again"]),
         (vec![("filter-origins", "o1,o2")], vec!["local", "o,3", "local again"]),
-        (vec![("filter-origins", "\"o,3\"")], vec!["local", "o1", "o2", "local again"]),
+        // wal2json's list syntax: a backslash escapes the comma (our names
+        // drop it); quotes are ordinary characters.
+        (vec![("filter-origins", "o\\,3")], vec!["local", "o1", "o2", "local again"]),
+        (vec![("filter-origins", "\"o1\"")], vec!["local", "o1", "o2", "o,3", "local again"]),
         (vec![("filter-origins", "o2"), ("origin", "any")], vec!["local", "o1", "o,3", "local again"]),
         (vec![("origin", "none"), ("filter-origins", "o1")], vec!["local", "local again"]),
     ];

@@ -160,7 +160,7 @@ fn huge_values_exact_or_clean_error() {
     let insert_time = started.elapsed();
 
     let (tx, rx) = std::sync::mpsc::channel();
-    let (receiver, pid) = receive(&cluster, &mut c, &[], move |line| {
+    let (receiver, pid) = receive(&cluster, &mut c, &["format-version=2"], move |line| {
         if line.starts_with("{\"action\":\"I\"") {
             let _ = tx.send(line);
         }

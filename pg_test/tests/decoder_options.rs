@@ -100,6 +100,8 @@ fn non_boolean_options_accept_valid_values() {
         &[("filter-tables", "public.filter\"table_9")],
         &[("include-domain-data-type", "1")],
         &[("add-msg-prefixes", "a,\"b,c\"")],
+        &[("add-msg-prefixes", "a\\,b")],
+        &[("filter-origins", "1,,2x,-3,\"o")],
         &[("filter-msg-prefixes", "x")],
         &[("filter-origins", "o1")],
         &[("filter-origins", "1")],
@@ -135,12 +137,13 @@ fn option_errors_are_22023_and_name_the_option() {
         (&[("add-tables", "public.a b")], "add-tables"),
         (&[("add-tables", "no_dot")], "add-tables"),
         (&[("filter-tables", "a.b,")], "filter-tables"),
-        (&[("add-msg-prefixes", "\"open")], "add-msg-prefixes"),
-        (&[("filter-msg-prefixes", "\"open")], "filter-msg-prefixes"),
+        (&[("add-msg-prefixes", "a,,b")], "add-msg-prefixes"),
+        (&[("filter-msg-prefixes", "a b")], "filter-msg-prefixes"),
         (&[("format-version", "3")], "format-version"),
         (&[("format-version", "two")], "format-version"),
         (&[("origin", "sometimes")], "origin"),
-        (&[("filter-origins", "\"open")], "filter-origins"),
+        (&[("filter-origins", "1 2")], "filter-origins"),
+        (&[("actions", "\"insert\"")], "actions"),
         (&[("publication_names", "\"open")], "publication_names"),
     ];
     let mut failures = Vec::new();
@@ -194,4 +197,35 @@ fn pretty_print_and_typmod_are_ignored_in_v2() {
         entry(&other.iter().find(|c| c.action() == "I").unwrap().doc, "columns", "name").unwrap()["type"],
         "character varying(20)"
     );
+}
+
+/// Without `format-version` the plugin writes wal2json's default, version 1
+/// (one document per transaction); with `publication_names` and no
+/// `format-version` — exactly what every released logical_ext subscriber
+/// (0.1-0.3) sends in START_REPLICATION — it writes version 2 with bytea's
+/// `\x`, which their apply feeds to bytea's input function.
+#[test]
+fn default_format_version_is_1_and_released_subscribers_get_2() {
+    let (_cluster, mut c) = plugin_cluster("dec_default_version");
+    exec(&mut c, "CREATE TABLE t (id int PRIMARY KEY, b bytea); CREATE PUBLICATION p FOR TABLE t;");
+    exec(&mut c, "INSERT INTO t VALUES (1, '\\x00ff')");
+    let rows = peek_changes_as_given(&mut c, "s", &[]);
+    assert_eq!(rows.len(), 1, "one document per transaction:\n{}", dump(&rows));
+    let change = &rows[0].doc["change"];
+    assert_eq!(change[0]["kind"], "insert", "\n{}", dump(&rows));
+    assert_eq!(change[0]["columnvalues"][1], "00ff");
+    let released_0_3 = opts(&[
+        ("include-lsn", "on"),
+        ("include-timestamp", "on"),
+        ("include-types", "off"),
+        ("include-schemas", "on"),
+        ("publication_names", "p"),
+        ("origin", "any"),
+    ]);
+    let rows = peek_changes_as_given(&mut c, "s", &released_0_3);
+    assert_eq!(actions(&rows), "B I C", "\n{}", dump(&rows));
+    assert_eq!(entry(&rows[1].doc, "columns", "b").unwrap()["value"], "\\x00ff");
+    // A wal2json consumer asking for version 2 gets wal2json's bare digits.
+    let rows = peek_changes_as_given(&mut c, "s", &opts(&[("format-version", "2")]));
+    assert_eq!(entry(&rows[1].doc, "columns", "b").unwrap()["value"], "00ff");
 }

@@ -83,7 +83,8 @@ fn recvlogical(cluster: &Cluster, slot: &str, endpos: &str, options: &[&str]) ->
     cmd.arg("-d")
         .arg(cluster.conninfo())
         .args(["--slot", slot, "--start", "--no-loop", "-f", "-"])
-        .arg(format!("--endpos={endpos}"));
+        .arg(format!("--endpos={endpos}"))
+        .args(["-o", "format-version=2"]);
     for o in options {
         cmd.arg("-o").arg(o);
     }

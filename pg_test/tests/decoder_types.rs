@@ -21,9 +21,12 @@ enum Kind {
     Float8,
     /// JSON true/false.
     Bool,
-    /// JSON string equal to the output function's text (numeric, bytea, text
+    /// JSON string equal to the output function's text (numeric, text
     /// types and every other type).
     Text,
+    /// JSON string of the hex digits: the hex output text without its `\x`,
+    /// as wal2json prints bytea.
+    Bytea,
 }
 use Kind::*;
 
@@ -102,7 +105,7 @@ const COLUMNS: &[(&str, &str, Kind, &[&str])] = &[
     (
         "c_bytea",
         "bytea",
-        Text,
+        Bytea,
         &[r"'\x00ff10'::bytea", "''::bytea", "decode(repeat('ab', 3000), 'hex')", r"'\x5c22'::bytea"],
     ),
     ("c_date", "date", Text, &["'2026-11-22'", "'infinity'", "'-infinity'", "'4713-01-01 BC'"]),
@@ -228,6 +231,7 @@ fn check_value(kind: Kind, got: &Value, want: &Option<String>) -> bool {
         Float8 => is_float8(got, want),
         Bool => got.as_bool() == Some(want == "t"),
         Text => got.as_str() == Some(want.as_str()),
+        Bytea => want.strip_prefix("\\x").is_some_and(|digits| got.as_str() == Some(digits)),
     }
 }
 
@@ -236,6 +240,7 @@ fn every_builtin_type_round_trips() {
     let (_cluster, mut c) = plugin_cluster("dec_types");
     exec(&mut c, SETUP);
     exec(&mut c, &create_table_sql());
+    exec(&mut c, "CREATE PUBLICATION types_pub FOR TABLE types");
     for row in 0..row_count() {
         exec(&mut c, &insert_sql(row));
     }
@@ -322,6 +327,21 @@ fn every_builtin_type_round_trips() {
         }
     }
     exec(&mut c, "RESET bytea_output; RESET extra_float_digits;");
+
+    // The stream of logical_ext subscribers (publication_names, no
+    // format-version: what every released subscriber sends) is version 2 and
+    // keeps bytea's `\x`, which their apply feeds to bytea's input function.
+    let rows = peek_changes_as_given(&mut c, "s", &opts(&[("publication_names", "types_pub")]));
+    let inserts: Vec<&Change> = rows.iter().filter(|r| r.action() == "I").collect();
+    assert_eq!(inserts.len(), row_count(), "publication_names implies format-version 2:\n{}", dump(&rows));
+    for ins in inserts {
+        let id: i32 = number_text(value(&ins.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
+        let got = value(&ins.doc, "columns", "c_bytea");
+        let want = &expected[&(id, "c_bytea".to_string())];
+        if !check_value(Text, got, want) {
+            failures.push(format!("publication_names: row {id} c_bytea: got {got}, want {want:?} (with \\x)"));
+        }
+    }
 
     assert!(failures.is_empty(), "{} mismatch(es):\n{}", failures.len(), failures.join("\n"));
 }

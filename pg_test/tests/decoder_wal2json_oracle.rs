@@ -31,9 +31,6 @@ enum Rule {
     /// A float's shortest round-trip spelling (`1e300`) where PostgreSQL
     /// writes `1e+300`: the same number.
     FloatSpelling,
-    /// bytea keeps PostgreSQL's `\x` prefix in format-version 2 (wal2json
-    /// strips it; version 1 strips it too).
-    ByteaPrefix,
     /// wal2json 2.5 bug, v1: a non-transactional message after a
     /// transaction of several changes starts with a comma (`"change":[,{`),
     /// which is not JSON; the comma is removed from its text.
@@ -65,7 +62,6 @@ fn same_value(ours: &Value, theirs: &Value, applied: &mut Applied) -> bool {
         {
             Some(Rule::FloatSpelling)
         }
-        (Value::String(s), Value::String(t)) if s.strip_prefix("\\x") == Some(t.as_str()) => Some(Rule::ByteaPrefix),
         _ => None,
     };
     if let Some(r) = rule {
@@ -104,13 +100,16 @@ fn same_doc(ours: &Value, theirs: &Value, applied: &mut Applied) -> bool {
 /// All documents of a slot's output: the rows concatenated (with
 /// `write-in-chunks` a v1 document spans several rows) and parsed as a
 /// stream of JSON values. Without chunks, each row must be one document.
-fn decode(c: &mut Client, slot: &str, o: &[(&str, &str)], applied: &mut Applied) -> Vec<Value> {
-    let mut text = String::new();
-    let mut rows = 0;
-    stream_changes(c, false, slot, &opts(o), |_, data| {
-        text.push_str(data);
-        rows += 1;
-    });
+/// An option set a plugin refuses is an `Err` with the server's message.
+fn decode(c: &mut Client, slot: &str, o: &[(&str, &str)], applied: &mut Applied) -> Result<Vec<Value>, String> {
+    // Raw rows (not `try_changes`, which parses each row: wal2json 2.5's
+    // stray comma is not JSON until the rule below removes it).
+    let flat: Vec<String> = o.iter().flat_map(|(k, v)| [k.to_string(), v.to_string()]).collect();
+    let data = c
+        .query("SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL, VARIADIC $2::text[])", &[&slot, &flat])
+        .map_err(|e| describe_error(&e))?;
+    let rows = data.len();
+    let mut text: String = data.iter().map(|r| r.get::<_, String>(0)).collect();
     if slot == "w2j" {
         for (bad, good) in [("\"change\":[,{", "\"change\":[{"), ("\"change\": [\n\t\t,{", "\"change\": [\n\t\t{")] {
             let n = text.matches(bad).count();
@@ -131,7 +130,7 @@ fn decode(c: &mut Client, slot: &str, o: &[(&str, &str)], applied: &mut Applied)
     if !chunked {
         assert_eq!(docs.len(), rows, "{slot} {o:?}: a row is not exactly one document:\n{text}");
     }
-    docs
+    Ok(docs)
 }
 
 /// wal2json's output without what the rules say logical_ext does not write.
@@ -160,14 +159,98 @@ fn normalise_ours(docs: Vec<Value>) -> Vec<Value> {
     docs.into_iter().filter(|d| d["action"] != "DDL").collect()
 }
 
+/// The numeric types wal2json 2.6's `numeric-data-types-as-string` quotes,
+/// by the names wal2json prints (with and without typmod, v1's raw names).
+fn is_number_type(t: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "smallint",
+        "integer",
+        "bigint",
+        "oid",
+        "real",
+        "double precision",
+        "numeric",
+        "int2",
+        "int4",
+        "int8",
+        "float4",
+        "float8",
+    ];
+    NAMES.contains(&t) || t.starts_with("numeric(")
+}
+
+/// wal2json 2.6's `numeric-data-types-as-string` (Debian's oracle is 2.5,
+/// which refuses the option), derived from 2.5's output by 2.6's documented
+/// and coded rule (wal2json.c, 2.6: a value of smallint, integer, bigint,
+/// oid, real, double precision or numeric is its output text, quoted, NaN and
+/// ±Infinity included): every number in a column of such a type becomes the
+/// string of its text. 2.5 writes that text verbatim as the JSON number
+/// (serde_json keeps it: `arbitrary_precision`). 2.5's `null` for NaN and
+/// ±Infinity cannot be told from SQL NULL; `NonFiniteAsString` covers it.
+/// Needs the types in the output (`include-types`, the default).
+fn numbers_as_strings_2_6(doc: &mut Value) {
+    let quote = |types: &Value, values: &mut Value| {
+        if let (Some(t), Some(v)) = (types.as_array(), values.as_array_mut()) {
+            for (t, v) in t.iter().zip(v.iter_mut()) {
+                if t.as_str().is_some_and(is_number_type)
+                    && let Value::Number(n) = v
+                {
+                    *v = Value::String(n.to_string());
+                }
+            }
+        }
+    };
+    // format-version 2: `columns` / `identity` entries.
+    for key in ["columns", "identity"] {
+        if let Some(entries) = doc.get_mut(key).and_then(Value::as_array_mut) {
+            for e in entries {
+                let text = match e.get("value") {
+                    Some(Value::Number(n)) if e["type"].as_str().is_some_and(is_number_type) => Some(n.to_string()),
+                    _ => None,
+                };
+                if let Some(t) = text {
+                    e["value"] = Value::String(t);
+                }
+            }
+        }
+    }
+    // format-version 1: parallel arrays of each change and its `oldkeys`.
+    if let Some(changes) = doc.get_mut("change").and_then(Value::as_array_mut) {
+        for ch in changes {
+            let t = ch["columntypes"].clone();
+            if let Some(v) = ch.get_mut("columnvalues") {
+                quote(&t, v);
+            }
+            if let Some(old) = ch.get_mut("oldkeys") {
+                let t = old["keytypes"].clone();
+                if let Some(v) = old.get_mut("keyvalues") {
+                    quote(&t, v);
+                }
+            }
+        }
+    }
+}
+
 /// Decodes with both plugins per option set; returns the differences and
 /// the rules that were needed.
 fn differences(c: &mut Client, option_sets: &[Vec<(&str, &str)>]) -> (Vec<String>, Applied) {
     let mut failures = Vec::new();
     let mut applied = Applied::new();
     for o in option_sets {
-        let ours = normalise_ours(decode(c, "le", o, &mut applied));
-        let theirs = decode(c, "w2j", o, &mut applied);
+        // numeric-data-types-as-string: 2.5's output, turned into 2.6's.
+        let as_2_6 = o.contains(&("numeric-data-types-as-string", "1"));
+        let their_o: Vec<(&str, &str)> =
+            o.iter().filter(|(k, _)| *k != "numeric-data-types-as-string").copied().collect();
+        let (ours, mut theirs) = match (decode(c, "le", o, &mut applied), decode(c, "w2j", &their_o, &mut applied)) {
+            (Ok(a), Ok(b)) => (normalise_ours(a), b),
+            (a, b) => {
+                failures.push(format!("{o:?}: logical_ext: {:?}\n wal2json: {:?}", a.err(), b.err()));
+                continue;
+            }
+        };
+        if as_2_6 {
+            theirs.iter_mut().for_each(numbers_as_strings_2_6);
+        }
         let theirs = normalise_theirs(theirs, &mut applied);
         if ours.len() != theirs.len() {
             failures.push(format!(
@@ -213,6 +296,7 @@ const SCHEMA: &str = r#"
     CREATE TABLE "Odd Schema"."Odd ""Table" ("Col 1" int PRIMARY KEY);
     CREATE TABLE "a,b.c" (id int PRIMARY KEY);
     CREATE TABLE ren (id int PRIMARY KEY, before_name text);
+    SELECT pg_replication_origin_create('o_one'), pg_replication_origin_create('o_two');
 "#;
 
 const WORKLOAD: &[&str] = &[
@@ -253,6 +337,16 @@ const WORKLOAD: &[&str] = &[
     "SELECT pg_logical_emit_message(true, 'pfx', 'transactional \"m\"')",
     "BEGIN; INSERT INTO compound VALUES (20, 'm', 0); SELECT pg_logical_emit_message(true, 'other', 'in txn'); COMMIT",
     "SELECT pg_logical_emit_message(false, 'pfx', 'not transactional')",
+    // prefixes that only wal2json's list syntax can name: a backslash and a
+    // comma (the list item `a\,b` keeps its backslash), double quotes, blanks
+    r#"SELECT pg_logical_emit_message(true, 'a\,b', 'escaped comma'), pg_logical_emit_message(true, '"q"', 'quoted'),
+        pg_logical_emit_message(true, 'a', 'plain a'), pg_logical_emit_message(true, 'b', 'plain b'),
+        pg_logical_emit_message(true, 'p x', 'blank')"#,
+    // transactions that arrived through replication origins 1 and 2
+    "SELECT pg_replication_origin_session_setup('o_one'); INSERT INTO compound VALUES (30, 'o1', 0);
+     SELECT pg_replication_origin_session_reset()",
+    "SELECT pg_replication_origin_session_setup('o_two'); INSERT INTO compound VALUES (31, 'o2', 0);
+     SELECT pg_logical_emit_message(true, 'pfx', 'from o_two'); SELECT pg_replication_origin_session_reset()",
     // TRUNCATE (wal2json v1 never prints it)
     "TRUNCATE nopk, compound",
     // a column renamed in the middle of the stream
@@ -294,8 +388,10 @@ fn option_sets(version: &'static str) -> Vec<Vec<(&'static str, &'static str)>> 
         &[("include-default", "1")],
         &[("include-domain-data-type", "1")],
         &[("include-domain-data-type", "1"), ("include-typmod", "0"), ("include-type-oids", "1")],
-        // (numeric-data-types-as-string is wal2json 2.6's; the oracle is
-        // Debian's 2.5: decoder_options checks it against its definition.)
+        // wal2json 2.6's option: compared with 2.5's output turned into
+        // 2.6's (numbers_as_strings_2_6).
+        &[("numeric-data-types-as-string", "1")],
+        &[("numeric-data-types-as-string", "1"), ("include-typmod", "0"), ("include-domain-data-type", "1")],
         &[("pretty-print", "1")],
         &[("write-in-chunks", "1")],
         &[("write-in-chunks", "1"), ("pretty-print", "1")],
@@ -309,6 +405,26 @@ fn option_sets(version: &'static str) -> Vec<Vec<(&'static str, &'static str)>> 
         &[("add-tables", "*.compound")],
         &[("add-msg-prefixes", "pfx")],
         &[("filter-msg-prefixes", "pfx")],
+        // wal2json's list syntax (split_string_to_list): the backslash stays
+        // in the item, quotes are characters, blanks around items go.
+        &[("add-msg-prefixes", "a\\,b")],
+        &[("add-msg-prefixes", "\"q\", a ,b")],
+        &[("add-msg-prefixes", "a,b")],
+        &[("add-msg-prefixes", "p\\ x")],
+        &[("add-msg-prefixes", "")],
+        &[("filter-msg-prefixes", "a\\,b,\"q\",pfx")],
+        &[("filter-msg-prefixes", "  ")],
+        // origins (split_string_to_oid_list + atoi): empty items, signs,
+        // trailing garbage; local transactions are never filtered.
+        &[("filter-origins", "1"), ("include-origin", "1")],
+        &[("filter-origins", " 2 , 1 ")],
+        &[("filter-origins", "1,")],
+        &[("filter-origins", ",2")],
+        &[("filter-origins", "+2")],
+        &[("filter-origins", "-1,0")],
+        &[("filter-origins", "2x")],
+        &[("filter-origins", "")],
+        &[("actions", "")],
         // option sets used by common consumers
         &[("include-xids", "1"), ("include-lsn", "1"), ("include-transaction", "1")],
         &[("include-timestamp", "1"), ("write-in-chunks", "1"), ("include-lsn", "1"), ("include-transaction", "0")],
@@ -326,23 +442,83 @@ fn option_sets(version: &'static str) -> Vec<Vec<(&'static str, &'static str)>> 
             ("include-pk", "1"),
         ],
     ];
-    singles
+    let mut sets: Vec<Vec<(&str, &str)>> = singles
         .iter()
         .map(|s| {
             let mut v = vec![("format-version", version)];
             v.extend_from_slice(s);
             v
         })
-        .collect()
+        .collect();
+    if version == "2" {
+        // wal2json reads the version with parse_int (blanks, strtol base 0).
+        sets.push(vec![("format-version", " 0x2 ")]);
+    }
+    if version == "1" {
+        // No format-version at all: wal2json's default is 1, and so is ours.
+        sets.push(vec![]);
+        sets.push(vec![("include-xids", "1"), ("include-pk", "1")]);
+        sets.push(vec![
+            ("include-timestamp", "1"),
+            ("write-in-chunks", "1"),
+            ("include-lsn", "1"),
+            ("include-transaction", "0"),
+        ]);
+    }
+    sets
+}
+
+/// Option values both plugins must refuse (wal2json: "could not parse
+/// value"; logical_ext: 22023), and odd ones both must accept.
+fn refusals_agree(c: &mut Client) -> Vec<String> {
+    let refused: &[(&str, &str)] = &[
+        ("add-msg-prefixes", "a,,b"),
+        ("add-msg-prefixes", "a b"),
+        ("filter-msg-prefixes", "a,"),
+        ("filter-msg-prefixes", ",a"),
+        ("filter-origins", "1 2"),
+        ("actions", "insert update"),
+        ("actions", "\"insert\""),
+        ("add-tables", "public.t x"),
+        ("filter-tables", "no_dot"),
+        ("format-version", "3"),
+    ];
+    let mut failures = Vec::new();
+    for (name, value) in refused {
+        for slot in ["le", "w2j"] {
+            let o = [(*name, Some(*value))];
+            if let Ok(rows) = try_changes_as_given(c, false, slot, &o) {
+                failures.push(format!("{slot} accepted {name} = {value:?} ({} rows)", rows.len()));
+            }
+        }
+    }
+    failures
 }
 
 fn check(version: &'static str, cluster_name: &str) {
     let (_cluster, mut c) = corpus(cluster_name);
     let (mut failures, applied) = differences(&mut c, &option_sets(version));
+    if version == "2" {
+        failures.extend(refusals_agree(&mut c));
+    }
+    // The list-syntax scenarios must bite: each changes the output (else the
+    // two plugins could agree by both ignoring the option).
+    let mut scratch = Applied::new();
+    let plain = decode(&mut c, "le", &[("format-version", version)], &mut scratch).unwrap_or_default();
+    for o in [
+        ("filter-origins", "1"),
+        ("filter-origins", "2x"),
+        ("add-msg-prefixes", "a\\,b"),
+        ("add-msg-prefixes", "\"q\""),
+    ] {
+        let with = decode(&mut c, "le", &[("format-version", version), o], &mut scratch).unwrap_or_default();
+        if with.len() >= plain.len() {
+            failures.push(format!("{o:?} removed nothing ({} documents, {} without it)", with.len(), plain.len()));
+        }
+    }
     eprintln!("format-version {version}: normalisation rules applied: {applied:?}");
     // Rules that belong to the other version must not have been needed.
-    let other_version =
-        if version == "1" { [Rule::ByteaPrefix, Rule::DdlDocument] } else { [Rule::Wal2jsonStrayComma; 2] };
+    let other_version = if version == "1" { [Rule::DdlDocument] } else { [Rule::Wal2jsonStrayComma] };
     for r in other_version {
         if applied.contains_key(&r) {
             failures.push(format!("rule {r:?} was needed in format-version {version}"));

@@ -52,6 +52,14 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ),
     ("logical_ext.skip_transaction(text,pg_lsn)", Call("SELECT logical_ext.skip_transaction('nosuch', '0/1')"), S),
     ("logical_ext.worker_status()", Call("SELECT count(*) FROM logical_ext.worker_status()"), S),
+    // Persisted counters: read through subscription_status; reset by
+    // operators too (native pg_stat_reset_subscription_stats: superuser).
+    (
+        "logical_ext.subscription_counters(integer,timestamp with time zone)",
+        Call("SELECT count(*) FROM logical_ext.subscription_counters(1, now())"),
+        S,
+    ),
+    ("logical_ext.reset_subscription_stats(text)", Call("SELECT logical_ext.reset_subscription_stats('nosuch')"), OPS),
     (
         "logical_ext.subscription_status_rows()",
         Call("SELECT count(*) FROM logical_ext.subscription_status_rows()"),
@@ -94,6 +102,12 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.subscription", Call("SELECT conninfo FROM logical_ext.subscription"), S),
     ("logical_ext.subscription", Call("SELECT name FROM logical_ext.subscription"), MON),
     ("logical_ext.subscription_status", Call("SELECT count(*) FROM logical_ext.subscription_status"), MON),
+    // The persisted counters (0.4.0) are figures: pg_monitor reads them.
+    (
+        "logical_ext.subscription_status",
+        Call("SELECT apply_error_count, sync_error_count, stats_reset FROM logical_ext.subscription_status"),
+        MON,
+    ),
     ("logical_ext.subscription_tables", Call("SELECT count(*) FROM logical_ext.subscription_tables"), MON),
     // Error texts may quote row values (see `error_texts_are_row_data`).
     ("logical_ext.subscription_tables", Call("SELECT last_error FROM logical_ext.subscription_tables"), OPS),

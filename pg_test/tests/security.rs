@@ -425,3 +425,68 @@ fn run_as_owner_opts_out_of_table_owner_apply() {
         .collect();
     assert_eq!(seen, vec![(1, "app".to_string()), (2, "postgres".to_string())]);
 }
+
+/// `resync_table` empties the table before its new copy: as the table's
+/// owner, as the copy itself, so the owner's ENABLE ALWAYS DELETE trigger
+/// never runs as the subscription owner (a superuser).
+#[test]
+fn resync_empties_the_table_as_its_owner() {
+    let pair = app_pair("sec_resync", false);
+    pair.sub_exec(
+        "CREATE TABLE public.seen (who text);
+         GRANT INSERT ON public.seen TO app;
+         CREATE FUNCTION app.note() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO public.seen VALUES (current_user);
+             IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pwned_by_resync') THEN
+                 CREATE ROLE pwned_by_resync SUPERUSER;
+             END IF;
+             RETURN OLD;
+         END $$;
+         ALTER FUNCTION app.note() OWNER TO app;
+         CREATE TRIGGER note BEFORE DELETE ON app.t FOR EACH ROW EXECUTE FUNCTION app.note();
+         ALTER TABLE app.t ENABLE ALWAYS TRIGGER note",
+    );
+    pair.pub_exec("INSERT INTO app.t VALUES (1, 'a'), (2, 'b')");
+    pair.wait_sub_count("s", "app.t", 2);
+    pair.sub_exec("SELECT logical_ext.resync_table('s', 'app.t')");
+    logical_ext_pg_test::sync::wait_all_ready(&pair, "s");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["app.t"]);
+    assert!(!role_exists(&pair.subscriber, "pwned_by_resync"), "the resync ran the owner's trigger as a superuser");
+    assert_eq!(pair.subscriber.psql("SELECT string_agg(who, ',' ORDER BY who) FROM public.seen"), "app,app");
+}
+
+/// A local role makes the name of a published table a view of its own
+/// whose function takes a superuser's rights when it can. The initial
+/// copy's probe of the target (does it have rows?) reads it as its owner,
+/// never as the subscription owner; the copy itself refuses a view.
+#[test]
+fn the_copy_never_reads_a_target_as_the_subscription_owner() {
+    let pair = Pair::start_with("sec_view_target", &[PRELOAD], &[]);
+    pair.pub_exec(
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text);
+         INSERT INTO app.t VALUES (1, 'a');
+         CREATE PUBLICATION p FOR TABLE app.t",
+    );
+    pair.sub_exec(
+        "CREATE ROLE app LOGIN;
+         CREATE SCHEMA app AUTHORIZATION app;
+         SET ROLE app;
+         CREATE FUNCTION app.grab() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pwned_by_view') THEN
+                 CREATE ROLE pwned_by_view SUPERUSER;
+             END IF;
+             RETURN 1;
+         END $$;
+         CREATE VIEW app.t AS SELECT 1 AS id, 'v'::text AS v WHERE app.grab() = 0;",
+    );
+    logical_ext_pg_test::sync::subscribe_copy(&pair, "s", &["p"], "");
+    logical_ext_pg_test::sync::wait_tables(&pair, "s", "the copy into the view failed", |ts| {
+        ts.iter().any(|t| t.last_error.is_some())
+    });
+    assert!(!role_exists(&pair.subscriber, "pwned_by_view"), "the copy read the view as a superuser");
+}

@@ -9,6 +9,7 @@ use super::config::{self, Origin, WorkerOptions};
 use super::conflict::{self, ConflictType, Resolution};
 use super::conninfo::redact;
 use super::launcher::{ensure_apply_worker, start_apply_worker};
+use super::stats;
 use super::status;
 use super::sync::{catalog as sync_catalog, registry as sync_registry, remote as sync_remote};
 use super::walrcv::{Connection, quote_ident, quote_literal};
@@ -295,8 +296,13 @@ fn create_subscription(
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "at least one publication is required", "");
     }
     let origin = Origin::parse(origin).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e, ""));
-    WorkerOptions::parse(&options.0)
+    let worker_opts = WorkerOptions::parse(&options.0)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e.message, e.hint));
+    if worker_opts.two_phase
+        && let Err(e) = super::prepared::check_enabled()
+    {
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.message, e.hint);
+    }
     let slot = slot_name.unwrap_or(name).to_string();
     if !config::valid_slot_name(&slot) {
         fail(
@@ -416,10 +422,13 @@ fn drop_subscription(name: &str, drop_slot: default!(bool, true)) {
     Spi::run_with_args("DELETE FROM logical_ext.subscription WHERE id = $1", &[sub.id.into()]).unwrap_or_else(|e| {
         fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("could not delete subscription: {e}"), "")
     });
+    super::prepared::warn_left_prepared(sub.id, &sub.name);
     let (db, id) = (my_database().to_u32(), sub.id);
     if super::preloaded() {
         register_xact_callback(PgXactCallbackEvent::Commit, move || status::forget(db, id));
     }
+    // Its persisted statistics go with it (`stats.rs`).
+    register_xact_callback(PgXactCallbackEvent::Commit, move || stats::remove(db, id));
 }
 
 /// Enable a subscription: its worker starts at commit.
@@ -494,6 +503,13 @@ fn alter_subscription(name: &str, options: JsonB) {
                     v.as_str().filter(|s| config::valid_slot_name(s)).unwrap_or_else(|| bad(k, "a valid slot name"));
                 sets.push(("slot_name", s.to_string().into()));
             }
+            // As natively, two_phase is chosen at creation for good: the
+            // slot decodes prepares once it was asked to (worker/prepared.rs).
+            "two_phase" if v.as_bool() != Some(sub.options.two_phase) => fail(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "two_phase cannot be changed after create_subscription",
+                "Drop the subscription and create it again with the two_phase option you want.",
+            ),
             key if config::WORKER_OPTION_KEYS.contains(&key) => {
                 if v.is_null() {
                     worker_opts.remove(key);
@@ -641,6 +657,10 @@ fn resync_table(subscription: &str, relation: pgrx::PgRelation) {
     let relid = relation.oid();
     let name = relation.name().to_string();
     drop(relation);
+    if sub.options.two_phase {
+        let e = super::prepared::copy_refused(&sub.name);
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.message, e.hint);
+    }
     if !sync_catalog::request_resync(sub.id, relid) {
         fail(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -662,6 +682,10 @@ fn resync_table(subscription: &str, relation: pgrx::PgRelation) {
 fn refresh_subscription(name: &str, copy_data: default!(bool, true)) -> i64 {
     require_superuser("refresh subscriptions");
     let sub = load(name);
+    if copy_data && sub.options.two_phase {
+        let e = super::prepared::copy_refused(&sub.name);
+        fail(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e.message, e.hint);
+    }
     let mut conn = connect(&sub.conninfo, &sub.name);
     let tables = published_tables(&mut conn, &sub.publications, copy_data);
     if copy_data && sub.origin == Origin::None {
@@ -727,4 +751,67 @@ fn effective_conflict_resolutions() -> TableIterator<
     })
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     TableIterator::new(rows)
+}
+
+/// The counters of subscription `subid` (created at `created_at`), which
+/// survive restarts (`stats.rs`): `subscription_status` shows them.
+#[pg_extern]
+#[allow(clippy::type_complexity)]
+fn subscription_counters(
+    subid: i32,
+    created_at: TimestampWithTimeZone,
+) -> TableIterator<
+    'static,
+    (
+        name!(applied_transactions, i64),
+        name!(applied_changes, i64),
+        name!(conflicts, Vec<i64>),
+        name!(apply_error_count, i64),
+        name!(sync_error_count, i64),
+        name!(stats_reset, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let c = stats::read(my_database().to_u32(), subid, pg_sys::TimestampTz::from(created_at));
+    let reset = Some(c.stats_reset).filter(|&t| t != 0).and_then(|t| TimestampWithTimeZone::try_from(t).ok());
+    TableIterator::once((
+        c.applied_transactions,
+        c.applied_changes,
+        c.conflicts.to_vec(),
+        c.apply_errors,
+        c.sync_errors,
+        reset,
+    ))
+}
+
+/// Zero the counters of subscription `name` (every subscription of this
+/// database when NULL) and set their `stats_reset`, as
+/// `pg_stat_reset_subscription_stats` does. For superusers and
+/// `logical_ext_operator` (SECURITY DEFINER: it reads the subscription
+/// records, which the operator cannot).
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn reset_subscription_stats(name: default!(Option<&str>, "NULL")) {
+    let subs = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT id, created_at FROM logical_ext.subscription WHERE $1 IS NULL OR name = $1 ORDER BY id",
+            None,
+            &[name.into()],
+        )?;
+        rows.map(|r| Ok((r.get::<i32>(1)?.unwrap_or(0), r.get::<TimestampWithTimeZone>(2)?)))
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    if let (Some(name), true) = (name, subs.is_empty()) {
+        fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("subscription \"{name}\" does not exist"),
+            "See SELECT name FROM logical_ext.subscription_status; NULL resets every subscription of this database.",
+        );
+    }
+    let now = crate::ffi::worker::now_ts();
+    for (id, created_at) in subs {
+        if let Some(created_at) = created_at {
+            stats::reset(my_database().to_u32(), id, pg_sys::TimestampTz::from(created_at), now);
+        }
+    }
 }

@@ -112,6 +112,14 @@ pub(crate) struct WorkerOptions {
     pub(crate) ddl_replay_role: Option<String>,
     /// `synchronous_commit` of the apply worker's local commits.
     pub(crate) synchronous_commit: SynchronousCommit,
+    /// Ask the publisher to stream large transactions while they are in
+    /// progress (native `streaming = on`); the worker spools them to a
+    /// temporary file and applies them at their commit (`spool.rs`).
+    pub(crate) streaming: bool,
+    /// Native `two_phase`: a transaction prepared on the publisher is
+    /// prepared here too, and committed or rolled back when the publisher
+    /// does (`apply/worker/prepared.rs`). Set at `create_subscription` only.
+    pub(crate) two_phase: bool,
 }
 
 impl Default for WorkerOptions {
@@ -123,6 +131,8 @@ impl Default for WorkerOptions {
             run_as_owner: false,
             ddl_replay_role: None,
             synchronous_commit: SynchronousCommit::Off,
+            streaming: false,
+            two_phase: false,
         }
     }
 }
@@ -134,6 +144,8 @@ pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
     "run_as_owner",
     "ddl_replay_role",
     "synchronous_commit",
+    "streaming",
+    "two_phase",
 ];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
@@ -172,6 +184,8 @@ impl WorkerOptions {
                             ),
                         })?
                 }
+                "streaming" => o.streaming = val.as_bool().ok_or("option \"streaming\" must be true or false")?,
+                "two_phase" => o.two_phase = val.as_bool().ok_or("option \"two_phase\" must be true or false")?,
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",
@@ -242,6 +256,22 @@ mod tests {
             assert!(e.message.contains("synchronous_commit"), "{e:?}");
             assert!(e.hint.contains("remote_apply"), "{e:?}");
         }
+    }
+
+    #[test]
+    fn streaming_option() {
+        assert!(!WorkerOptions::default().streaming);
+        assert!(WorkerOptions::parse(&json!({"streaming": true})).unwrap().streaming);
+        assert!(!WorkerOptions::parse(&json!({"streaming": false})).unwrap().streaming);
+        assert!(WorkerOptions::parse(&json!({"streaming": "on"})).unwrap_err().message.contains("streaming"));
+    }
+
+    #[test]
+    fn two_phase_option() {
+        assert!(!WorkerOptions::default().two_phase);
+        assert!(WorkerOptions::parse(&json!({"two_phase": true})).unwrap().two_phase);
+        assert!(!WorkerOptions::parse(&json!({"two_phase": false})).unwrap().two_phase);
+        assert!(WorkerOptions::parse(&json!({"two_phase": "on"})).unwrap_err().message.contains("two_phase"));
     }
 
     #[test]

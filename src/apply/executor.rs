@@ -19,9 +19,20 @@
 //! A partitioned target routes each row to its leaf (`routing.rs`): the
 //! `Target` of the partitioned table keeps its rows in the root's layout
 //! (what the worker builds from the remote columns) and opens a nested
-//! `Target` per leaf it routes to; located rows remember their leaf. Nested
-//! targets share the addressed target's AFTER-trigger query level, which is
-//! ended (firing the leaves' AFTER ROW triggers) when it is dropped.
+//! `Target` per leaf it routes to; located rows remember their leaf.
+//!
+//! A leaf of another owner than the root's is applied to as the owner
+//! `routing::leaf_identity` picks (docs/TARGETS.md). When that is the
+//! leaf's owner, each operation on the leaf becomes it (restricted when it
+//! could not become the root's owner) for just that operation, in an
+//! AFTER-trigger query level of its own that is ended before switching back,
+//! so the leaf's BEFORE and AFTER ROW triggers, check constraints and index
+//! expressions never run as the root's owner. (A guard held for the leaf
+//! target's lifetime would not do: the addressed target keeps routing after
+//! a leaf is opened, and the AFTER events of a shared query level would fire
+//! only after every leaf's guard is gone.) Otherwise the leaf's operations
+//! run as the root's owner and its AFTER ROW events fire at the addressed
+//! target's level.
 //!
 //! Per-transaction executor state ([`TargetCache`]): setting a target up
 //! (opening the table and every index, an executor state, a query level)
@@ -197,6 +208,8 @@ pub(crate) struct Target<'r> {
     nested: bool,
     /// Set for a partitioned table.
     parts: Option<Parts<'r>>,
+    /// A leaf's owner, become for each operation on it ([`LeafOp`]).
+    leaf_owner: Option<pg_sys::Oid>,
     /// Slots reused by the changes of a cached target (`None`: per-change).
     pool: Option<RefCell<SlotPool>>,
     /// Prepared default expressions by attribute (filled on first use).
@@ -205,7 +218,7 @@ pub(crate) struct Target<'r> {
     /// PostgreSQL side; dropping must not touch it.
     abandoned: Cell<bool>,
     /// Dropped last: the executor is torn down (AFTER triggers fire) while
-    /// still running as the table owner.
+    /// still running as the table owner. `None` for a leaf.
     _as_owner: Option<AsRole>,
 }
 
@@ -217,6 +230,41 @@ struct SlotPool {
     table_slots: Vec<*mut pg_sys::TupleTableSlot>,
     virtual_used: usize,
     table_used: usize,
+}
+
+/// One operation on a leaf partition: while alive, the backend runs as the
+/// leaf's owner in an AFTER-trigger query level of its own; dropping it
+/// fires the leaf's AFTER ROW triggers (still as that owner), then switches
+/// back to the addressed target's identity.
+struct LeafOp {
+    /// Set for a write (its AFTER-trigger level); lookups fire nothing.
+    estate: Option<*mut pg_sys::EState>,
+    as_owner: Option<AsRole>,
+}
+
+impl LeafOp {
+    fn begin(estate: Option<*mut pg_sys::EState>, owner: pg_sys::Oid) -> LeafOp {
+        let as_owner = as_table_owner(owner);
+        if estate.is_some() {
+            // SAFETY: paired with AfterTriggerEndQuery in Drop (an ERROR's
+            // abort unwinds the trigger stack instead).
+            unsafe { pg_sys::AfterTriggerBeginQuery() };
+        }
+        LeafOp { estate, as_owner }
+    }
+}
+
+impl Drop for LeafOp {
+    fn drop(&mut self) {
+        if let Some(estate) = self.estate
+            && !std::thread::panicking()
+        {
+            // SAFETY: ends the level `begin` opened, with the leaf's executor
+            // state (where the events find the leaf), as the leaf's owner.
+            unsafe { pg_sys::AfterTriggerEndQuery(estate) };
+        }
+        drop(self.as_owner.take());
+    }
 }
 
 impl<'r> Target<'r> {
@@ -246,7 +294,19 @@ impl<'r> Target<'r> {
                 .set_hint("Foreign tables, views and other relations (also as partitions) cannot receive replicated rows; use a table.")
                 .report(PgLogLevel::ERROR);
             }
-            let as_owner = if cached { None } else { as_table_owner((*(*relation).rd_rel).relowner) };
+            // The addressed target switches for its whole life (a cached one
+            // per change, in `begin_change`); a leaf of another owner per
+            // operation (LeafOp), when routing.rs's rule says so (or refuses).
+            let owner = (*(*relation).rd_rel).relowner;
+            let (as_owner, leaf_owner) = if cached {
+                (None, None)
+            } else if !nested {
+                (as_table_owner(owner), None)
+            } else if AS_SUBSCRIPTION_OWNER.with(|c| c.get()) {
+                (None, None)
+            } else {
+                (None, routing::leaf_identity(owner, pg_sys::GetUserId(), &rel.display))
+            };
             let estate = pg_sys::CreateExecutorState();
             // Everything of this target lives in its executor state's memory.
             let _cx = ContextSwitch::to((*estate).es_query_cxt);
@@ -260,6 +320,10 @@ impl<'r> Target<'r> {
             let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
             (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
             pg_sys::InitResultRelInfo(rri, relation, 1, std::ptr::null_mut(), 0);
+            // As worker.c does: where ExecGetTriggerResultRel finds it when
+            // AFTER ROW events fire (else it opens the relation again, and
+            // that reference is never closed: "relcache reference leak").
+            (*estate).es_opened_result_relations = pg_sys::lappend((*estate).es_opened_result_relations, rri.cast());
             (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
             if !nested && !cached {
                 pg_sys::AfterTriggerBeginQuery();
@@ -278,6 +342,7 @@ impl<'r> Target<'r> {
                 rri,
                 nested,
                 parts,
+                leaf_owner,
                 pool,
                 defaults: RefCell::new(Vec::new()),
                 abandoned: Cell::new(false),
@@ -345,6 +410,12 @@ impl<'r> Target<'r> {
         }
         pool.table_used += 1;
         pool.table_slots[i]
+    }
+
+    /// For a leaf: become its owner for one operation (see [`LeafOp`]);
+    /// `writes`: the operation may queue AFTER ROW events.
+    fn leaf_op(&self, writes: bool) -> Option<LeafOp> {
+        self.leaf_owner.map(|owner| LeafOp::begin(writes.then_some(self.estate), owner))
     }
 
     /// Partitioned target: the index of the open leaf `row` (root layout,
@@ -533,6 +604,7 @@ impl<'r> Target<'r> {
             let found = parts.leaves.borrow()[i].target.find(key, scratch);
             return self.found_in(parts, i, found);
         }
+        let _op = self.leaf_op(false);
         match &self.rel.key {
             Some((idx, _)) => self.find_by_index(*idx, search),
             None => {
@@ -574,6 +646,7 @@ impl<'r> Target<'r> {
             let found = parts.leaves.borrow()[i].target.find_unique(leaf_row, None);
             return self.found_in(parts, i, found).filter(|f| !except.is_some_and(|e| e.same_row(f)));
         }
+        let _op = self.leaf_op(false);
         for (idx, keys) in &self.rel.uniques {
             // SAFETY: the slot has natts entries; NULL keys never collide.
             if keys.iter().any(|&k| unsafe { *(*row).tts_isnull.add(k) }) {
@@ -595,6 +668,7 @@ impl<'r> Target<'r> {
             parts.leaves.borrow()[i].target.insert(leaf_row);
             return;
         }
+        let _op = self.leaf_op(true);
         // SAFETY: a complete row of the relation.
         unsafe { pg_sys::ExecSimpleRelationInsert(self.rri, self.estate, row) }
     }
@@ -602,6 +676,7 @@ impl<'r> Target<'r> {
     /// Whether `row` (this relation's layout) satisfies its partition
     /// constraint (always, for a table that is not a partition).
     fn fits(&self, row: *mut pg_sys::TupleTableSlot) -> bool {
+        let _op = self.leaf_op(false);
         // SAFETY: a complete row of the relation; the constraint is
         // prepared in the executor state on first use.
         unsafe {
@@ -628,6 +703,7 @@ impl<'r> Target<'r> {
             self.insert(row);
             return;
         }
+        let _op = self.leaf_op(true);
         // SAFETY: standard EPQ set-up around ExecSimpleRelationUpdate.
         unsafe {
             let mut epq = pg_sys::EPQState::default();
@@ -644,6 +720,7 @@ impl<'r> Target<'r> {
             parts.leaves.borrow()[i].target.delete(local);
             return;
         }
+        let _op = self.leaf_op(true);
         // SAFETY: standard EPQ set-up around ExecSimpleRelationDelete.
         unsafe {
             let mut epq = pg_sys::EPQState::default();
@@ -670,9 +747,10 @@ impl Drop for Target<'_> {
             while let Some(leaf) = leaves.pop() {
                 drop(leaf);
             }
-            // SAFETY: the leaves' AFTER ROW events were queued at this
-            // target's level; fire them while routing's result relations
-            // (where the events find their partitions) are still open.
+            // SAFETY: ends this target's level, firing the AFTER ROW events
+            // of the leaves applied as this target's owner (those applied as
+            // their own owner fired in their own levels, see LeafOp) while
+            // routing's result relations are still open.
             unsafe { pg_sys::AfterTriggerEndQuery(self.estate) };
             if let Some(router) = parts.router.take() {
                 router.close();

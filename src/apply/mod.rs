@@ -13,6 +13,9 @@
 //!   document); `origin.rs`: the replication-origin session and the guard
 //!   that arms it only around an apply commit; `flush.rs` (what may be
 //!   reported as flushed) and `keepalive.rs` (pings, receive timeout): pure.
+//! - Two-phase commit (option `two_phase`): `prepared.rs` (local GIDs,
+//!   PREPARE / COMMIT PREPARED calls, the rules), `worker/prepared.rs` (the
+//!   `P`, `CP`, `RP` documents).
 //! - Backend plumbing every worker shares (signals with `die` semantics,
 //!   waits that process interrupts, transactions, clock) is in
 //!   `crate::ffi::worker`.
@@ -21,7 +24,9 @@
 //!   through the executor (`routing.rs`: partitioned targets route rows to
 //!   their leaf partitions; `values.rs`: a value through its column's input
 //!   function, errors naming table, column and value); `status.rs`:
-//!   shared-memory worker status.
+//!   shared-memory worker status; `stats.rs`: its counters persisted
+//!   across restarts (a file per subscription, flushed every few seconds
+//!   and at worker exit) and `reset_subscription_stats`.
 //! - `sync/`: initial table synchronization (copy before streaming,
 //!   resumable per table, `resync_table`, `refresh_subscription`);
 //!   `tablesync.rs`: the sync worker's life (copy, then catch the table up
@@ -41,6 +46,7 @@ mod flush;
 mod keepalive;
 mod launcher;
 mod origin;
+mod prepared;
 mod protocol;
 mod relation;
 mod resolver;
@@ -48,6 +54,8 @@ mod routing;
 mod rows;
 mod scan;
 pub(crate) mod settings;
+mod spool;
+mod stats;
 mod status;
 mod sync;
 mod tablesync;
@@ -73,6 +81,7 @@ pub(crate) fn init() {
     }
     PRELOADED.store(true, Ordering::Relaxed);
     status::init_shmem();
+    stats::init_shmem();
     sync::registry::init_shmem();
     launcher::register_launcher();
 }
@@ -87,6 +96,8 @@ pgrx::extension_sql_file!(
         api::skip_transaction,
         api::effective_conflict_resolutions,
         api::resync_table,
-        api::refresh_subscription
+        api::refresh_subscription,
+        api::subscription_counters,
+        api::reset_subscription_stats
     ]
 );

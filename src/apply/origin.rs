@@ -90,6 +90,37 @@ impl Applying {
     }
 }
 
+impl Applying {
+    /// Prepare the current transaction as `gid`, as the remote one whose
+    /// PREPARE record ends at `end_lsn` (prepared at `ts`): the origin's
+    /// progress moves in the prepare record (PostgreSQL keeps it through a
+    /// crash, twophase.c), and only in it.
+    pub(crate) fn prepare(self, gid: &str, end_lsn: u64, ts: i64) {
+        // SAFETY: as in `commit`; the drop of `self` disarms on error.
+        unsafe {
+            pg_sys::replorigin_session_origin_lsn = end_lsn;
+            pg_sys::replorigin_session_origin_timestamp = ts;
+        }
+        super::prepared::mark_for_prepare(gid);
+        // SAFETY: runs PrepareTransaction for the marked block.
+        unsafe { pg_sys::CommitTransactionCommand() };
+    }
+
+    /// COMMIT PREPARED (`commit`) or ROLLBACK PREPARED `gid` in the current
+    /// transaction, as the remote record ending at `end_lsn` (at `ts`), and
+    /// commit: the origin's progress moves in that record, and only in it.
+    pub(crate) fn finish_prepared(self, gid: &str, commit: bool, end_lsn: u64, ts: i64) {
+        // SAFETY: as in `commit`.
+        unsafe {
+            pg_sys::replorigin_session_origin_lsn = end_lsn;
+            pg_sys::replorigin_session_origin_timestamp = ts;
+        }
+        super::prepared::finish(gid, commit);
+        // SAFETY: the transaction FinishPreparedTransaction ran in.
+        unsafe { pg_sys::CommitTransactionCommand() };
+    }
+}
+
 impl Drop for Applying {
     fn drop(&mut self) {
         disarm();

@@ -162,6 +162,9 @@ struct RawDoc<'a> {
     unchanged_toast: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
     restart_identity: Option<bool>,
+    /// `P`/`CP`/`RP`: the prepared transaction's xid on the publisher.
+    #[serde(default)]
+    xid: Option<u32>,
 }
 
 /// The fields of a document the worker uses (`scan.rs` reads them, or
@@ -178,6 +181,7 @@ pub(crate) struct Fields<'a> {
     pub(crate) identity: Option<Vec<Column<'a>>>,
     pub(crate) unchanged_toast: Option<Vec<Cow<'a, str>>>,
     pub(crate) restart_identity: Option<bool>,
+    pub(crate) xid: Option<u32>,
 }
 
 fn classify_all<'a>(c: Option<Vec<SerdeColumn<'a>>>) -> Result<Option<Vec<Column<'a>>>, String> {
@@ -198,6 +202,7 @@ pub(crate) fn serde_fields(text: &str) -> Result<Fields<'_>, String> {
         identity: classify_all(d.identity).map_err(|e| format!("malformed JSON document: {e}"))?,
         unchanged_toast: d.unchanged_toast,
         restart_identity: d.restart_identity,
+        xid: d.xid,
     })
 }
 
@@ -246,6 +251,23 @@ pub(crate) enum Doc<'a> {
         restart_identity: bool,
         lsn: Option<Cow<'a, str>>,
     },
+    /// `P`: the transaction begun by the last `Begin` was prepared on the
+    /// publisher (as transaction `xid` there); `end_lsn` ends its PREPARE
+    /// record.
+    Prepare {
+        xid: u32,
+        end_lsn: u64,
+        timestamp: Option<Cow<'a, str>>,
+    },
+    /// `CP` (`commit`) or `RP`: the prepared transaction `xid` was
+    /// committed or rolled back on the publisher, by the record ending at
+    /// `end_lsn`.
+    FinishPrepared {
+        commit: bool,
+        xid: u32,
+        end_lsn: u64,
+        timestamp: Option<Cow<'a, str>>,
+    },
     /// A logical message (`pg_logical_emit_message`).
     Message,
     /// A DDL event (src/ddl/), replayed at its place in the transaction.
@@ -267,7 +289,8 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
             table: d.table.as_deref().ok_or("document has no \"table\"")?.to_string(),
         })
     };
-    Ok(match d.action.unwrap_or_default() {
+    let action = d.action.unwrap_or_default();
+    Ok(match action {
         "B" => Doc::Begin { commit_lsn: d.lsn.as_deref().and_then(parse_lsn), timestamp: d.timestamp },
         "C" => Doc::Commit {
             end_lsn: d
@@ -286,6 +309,18 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
         },
         "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
+        "P" | "CP" | "RP" => {
+            let xid = d.xid.ok_or_else(|| format!("{action} document has no \"xid\""))?;
+            let end_lsn = d
+                .nextlsn
+                .as_deref()
+                .and_then(parse_lsn)
+                .ok_or_else(|| format!("{action} document has no valid \"nextlsn\" (include-lsn must be on)"))?;
+            match action {
+                "P" => Doc::Prepare { xid, end_lsn, timestamp: d.timestamp },
+                _ => Doc::FinishPrepared { commit: action == "CP", xid, end_lsn, timestamp: d.timestamp },
+            }
+        }
         "M" => Doc::Message,
         "DDL" => Doc::Ddl(Box::new(
             crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
@@ -369,5 +404,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_doc(br#"{"action":"DDL","command":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn two_phase_documents() {
+        match parse_doc(br#"{"action":"P","xid":742,"gid":"g","lsn":"0/10","nextlsn":"0/28"}"#).unwrap() {
+            Doc::Prepare { xid, end_lsn, timestamp } => {
+                assert_eq!((xid, end_lsn), (742, 0x28));
+                assert!(timestamp.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        for (action, want) in [("CP", true), ("RP", false)] {
+            let d =
+                format!(r#"{{"action":"{action}","xid":9,"gid":"g","timestamp":"t","lsn":"0/30","nextlsn":"0/40"}}"#);
+            match parse_doc(d.as_bytes()).unwrap() {
+                Doc::FinishPrepared { commit, xid, end_lsn, timestamp } => {
+                    assert_eq!((commit, xid, end_lsn), (want, 9, 0x40));
+                    assert_eq!(timestamp.as_deref(), Some("t"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse_doc(br#"{"action":"P","gid":"g","nextlsn":"0/28"}"#).is_err(), "no xid");
+        assert!(parse_doc(br#"{"action":"CP","xid":1,"gid":"g"}"#).is_err(), "no nextlsn");
     }
 }

@@ -88,6 +88,10 @@ pub(crate) fn document(text: &str) -> Option<Fields<'_>> {
                     f.restart_identity = r.opt_bool()?;
                     512
                 }
+                "xid" => {
+                    f.xid = r.opt_u32()?;
+                    1024
+                }
                 _ => {
                     r.skip_value(0)?;
                     0
@@ -197,6 +201,27 @@ impl<'a> Reader<'a> {
             b'f' => self.literal("false").map(|_| Some(false)),
             _ => None,
         }
+    }
+
+    /// `null` or an unsigned integer that fits 32 bits (what serde reads
+    /// into `Option<u32>`; a sign, fraction or exponent is left to it).
+    fn opt_u32(&mut self) -> Option<Option<u32>> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            return Some(None);
+        }
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        let digits = &self.text[start..self.at];
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        digits.parse::<u32>().ok().map(Some)
     }
 
     fn opt_strings(&mut self) -> Option<Option<Vec<Cow<'a, str>>>> {
@@ -450,6 +475,9 @@ mod tests {
         assert!(same(r#"{"action":"D","schema":"s","table":"t","identity":[{"name":"a","value":"1"}]}"#));
         assert!(same(r#"{"action":"T","schema":"s","table":"t","restart_identity":true,"lsn":"0/5"}"#));
         assert!(same(r#"{"action":"M","transactional":true,"prefix":"p","content":"c"}"#));
+        assert!(same(r#"{"action":"P","xid":742,"gid":"g","lsn":"0/10","nextlsn":"0/28"}"#));
+        assert!(same(r#"{"action":"CP","xid":4294967295,"gid":"g","timestamp":"t","nextlsn":"0/40"}"#));
+        assert!(same(r#"{"action":"B","xid":null}"#));
         assert!(same(r#"{"action":"I","schema":"s","table":"t","columns":[],"extra":{"a":[1,{"b":null}],"c":"d"}}"#));
         assert!(same(" { \"action\" : \"I\" , \"columns\" : [ { \"name\" : \"a\" , \"value\" : 1 } ] } \n"));
         assert!(same(r#"{"action":"I","columns":[{"name":"j","value":{"a":1}},{"name":"k","value":[1,2]}]}"#));
@@ -476,6 +504,11 @@ mod tests {
             r#"{"action":"I","columns":{"name":"a"}}"#,
             r#"{"action":"I","lsn":5}"#,
             r#"{"action":"I","restart_identity":"yes"}"#,
+            r#"{"action":"P","xid":4294967296}"#,
+            r#"{"action":"P","xid":-1}"#,
+            r#"{"action":"P","xid":1.0}"#,
+            r#"{"action":"P","xid":01}"#,
+            r#"{"action":"P","xid":"1"}"#,
             r#"{"action":"I"} x"#,
             r#"{"action":"I""#,
             r#"{"action":"I",}"#,

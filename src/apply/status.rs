@@ -3,7 +3,8 @@
 //! the worker that owns it. A worker claims its subscription's slot at start;
 //! a second worker for the same subscription (a launcher racing a
 //! crash-restart) finds it owned by a live process and exits, so a
-//! subscription never has two appliers.
+//! subscription never has two appliers. The counters outlive a restart
+//! through `stats.rs`.
 
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
@@ -66,6 +67,16 @@ pub(crate) struct Slot {
     pub(crate) error_time: i64,
     /// Conflicts by type (ConflictType::index).
     pub(crate) conflicts: [i64; 6],
+    /// Failed apply sessions and failed table copies (native's
+    /// apply_error_count and sync_error_count).
+    pub(crate) apply_errors: i64,
+    pub(crate) sync_errors: i64,
+    /// When the counters were last reset (µs since 2000; 0: never).
+    pub(crate) stats_reset: i64,
+    /// The counters persisted for the subscription created at
+    /// `stats_token` were loaded into this slot (`stats.rs`).
+    pub(crate) stats_loaded: bool,
+    pub(crate) stats_token: i64,
     error_len: u16,
     error: [u8; ERROR_LEN],
 }
@@ -89,6 +100,11 @@ impl Default for Slot {
             applied_changes: 0,
             error_time: 0,
             conflicts: [0; 6],
+            apply_errors: 0,
+            sync_errors: 0,
+            stats_reset: 0,
+            stats_loaded: false,
+            stats_token: 0,
             error_len: 0,
             error: [0; ERROR_LEN],
         }

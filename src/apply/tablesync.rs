@@ -77,6 +77,8 @@ pub extern "C-unwind" fn logical_ext_sync_main(arg: pg_sys::Datum) {
         unsafe { pg_sys::AbortCurrentTransaction() };
         log!("logical_ext: copy of table {} for subscription {} failed: {msg}", relid.to_u32(), job.subid);
         in_transaction(|| catalog::fail_copy(job.subid, relid, &msg));
+        // Native's sync_error_count; the apply worker persists it.
+        status::update(job.dboid, job.subid, |s| s.sync_errors += 1);
     }
     // The exit callback releases the registry entry and tells the apply worker.
 }

@@ -15,6 +15,8 @@
 //! - `worker/catchup.rs`: the same document application in a sync worker
 //!   that catches one freshly copied table up with the stream
 //!   (`tablesync.rs`);
+//! - `worker/prepared.rs`: two-phase commit (`P`, `CP`, `RP` documents;
+//!   when a session streams with two-phase decoding);
 //! - `origin.rs`: the replication-origin session and its commit guard.
 //!
 //! Exactly once: the subscription's replication origin records the remote
@@ -34,7 +36,9 @@
 mod catchup;
 mod documents;
 mod failure;
+mod prepared;
 mod stream;
+mod streamed;
 
 pub(crate) use catchup::{CatchUp, catch_up};
 
@@ -73,6 +77,12 @@ pub extern "C-unwind" fn logical_ext_apply_main(arg: pg_sys::Datum) {
     // Released however the process ends (a SIGTERM ends it with a FATAL),
     // once its transaction, locks and replication origin are released.
     status::release_at_exit(dboid.to_u32(), subid);
+    // The counters of earlier server lives, and theirs kept for the next
+    // (written at exit before the slot is released: callbacks run LIFO).
+    if let Some(created_at) = in_transaction(|| super::stats::created_at(subid)) {
+        super::stats::load(dboid.to_u32(), subid, created_at);
+        super::stats::persist_at_exit(dboid.to_u32(), subid);
+    }
     let mut w = Worker::new(dboid.to_u32(), subid, generation);
     w.run();
 }
@@ -112,6 +122,10 @@ struct Worker {
     sync: Option<SyncManager>,
     /// In a sync worker catching one table up: that table (`catchup.rs`).
     scope: Option<catchup::TableScope>,
+    /// When the counters go to their file (`stats.rs`).
+    stats: super::stats::Flusher,
+    /// The session streams with two-phase decoding (`prepared.rs`).
+    two_phase_streaming: bool,
 }
 
 impl Worker {
@@ -135,6 +149,8 @@ impl Worker {
             origin_name: Subscription::origin_name(subid),
             sync: None,
             scope: None,
+            stats: super::stats::Flusher::new(),
+            two_phase_streaming: false,
         }
     }
 
@@ -210,7 +226,17 @@ impl Worker {
             }
         }
         self.sync = Some(sync);
-        let cmd = start_replication(&sub, &slot, start);
+        self.two_phase_streaming = self.stream_two_phase(sub.options.two_phase)?;
+        let mut cmd = start_replication(&sub, &slot, start);
+        if self.two_phase_streaming {
+            cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");
+        }
+        if sub.options.streaming && !sub.options.two_phase {
+            // Only the apply worker asks for in-progress transactions (a
+            // table's catch-up stays on whole ones); see worker/streamed.rs.
+            // A two-phase slot decodes without streaming (docs/SYNC.md).
+            cmd = streaming_requested(cmd);
+        }
         // An invalidated slot can never stream again: say so, with what was
         // lost and how to recover, instead of the server's bare refusal.
         // Decided on the slot's catalog state, not on the error's text.
@@ -264,9 +290,10 @@ impl Worker {
     /// The initial copy: sync workers copy every table with the exported
     /// snapshot while this worker keeps it alive (its connection idle).
     /// Returns why to stop, or `None` once no table waits for its copy.
-    fn initial_copy(&self, sync: &mut SyncManager, sub: &Subscription, snap: &(String, u64)) -> Option<Stop> {
+    fn initial_copy(&mut self, sync: &mut SyncManager, sub: &Subscription, snap: &(String, u64)) -> Option<Stop> {
         loop {
             backend::check_for_interrupts();
+            self.stats.tick(self.dboid, self.subid);
             if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                 return Some(Stop::Exit);
             }
@@ -295,17 +322,29 @@ impl Worker {
     }
 }
 
-/// The command that streams `slot` for `sub` from `start`.
+/// The command that streams `slot` for `sub` from `start`. `format-version`
+/// is explicit (the plugin's default is wal2json's 1; it implies 2 for
+/// `publication_names` only so that released subscribers keep working).
 fn start_replication(sub: &Subscription, slot: &str, start: u64) -> String {
     let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
     format!(
-        "START_REPLICATION SLOT {} LOGICAL {} (\"include-lsn\" 'on', \"include-timestamp\" 'on', \
-         \"include-types\" 'off', \"include-schemas\" 'on', \"publication_names\" {}, \"origin\" '{}')",
+        "START_REPLICATION SLOT {} LOGICAL {} (\"format-version\" '2', \"include-lsn\" 'on', \
+         \"include-timestamp\" 'on', \"include-types\" 'off', \"include-schemas\" 'on', \
+         \"publication_names\" {}, \"origin\" '{}')",
         quote_ident(slot),
         protocol::format_lsn(start),
         quote_literal(&pubs.join(",")),
         sub.origin.as_str()
     )
+}
+
+/// `cmd` (a START_REPLICATION command) asking for the plugin's `streaming`.
+fn streaming_requested(mut cmd: String) -> String {
+    if cmd.ends_with(')') {
+        cmd.pop();
+        cmd.push_str(", \"streaming\" 'on')");
+    }
+    cmd
 }
 
 fn error_text(e: CaughtError) -> (PgSqlErrorCode, String) {

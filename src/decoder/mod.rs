@@ -14,7 +14,19 @@
 //!   changes go) are cached per relation and dropped on the relcache /
 //!   syscache invalidations that reorderbuffer replays at the exact position
 //!   of a DDL in the stream.
+//! - Routing follows pgoutput with one deliberate difference: a tool's
+//!   table (an extension member, or in a schema that is one: pg_repack's
+//!   work tables, pg_cron's and pg_partman's catalogs) is not published
+//!   through `FOR ALL TABLES` / `TABLES IN SCHEMA`, only when a publication
+//!   names it (`publication.rs`, decided once per cached route; a membership
+//!   change of an existing table, `ALTER EXTENSION ... ADD TABLE`, counts
+//!   from that table's next invalidation).
+//! - `streaming.rs` holds the C entry points of the stream callbacks
+//!   (in-progress transactions, opt-in by the `streaming` option);
+//!   `stream/inflight.rs` writes their documents.
 //! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
+//! - `twophase.rs` writes the documents of prepared transactions (`P`,
+//!   `CP`, `RP`; option `two-phase`), pure and unit-tested.
 //! - `values.rs` is the per-column hot path.
 //! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
 //!   grows the document buffer fallibly: a value too large to stream is an
@@ -28,6 +40,8 @@ mod publication;
 mod selectors;
 mod shape;
 mod stream;
+mod streaming;
+mod twophase;
 mod v1;
 mod values;
 

@@ -6,7 +6,7 @@
 //! or malformed option is an [`OptionError`], reported once by the plugin
 //! layer as SQLSTATE 22023.
 
-use super::selectors::{TablePattern, parse_identifier_list, parse_list, parse_table_patterns};
+use super::selectors::{TablePattern, parse_identifier_list, parse_table_patterns, parse_wal2json_list};
 
 /// Which DML kinds are emitted (`actions` option, or a publication's `publish`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +51,40 @@ pub(crate) enum OriginMode {
 /// An entry of `filter-origins`: a numeric origin id or an origin name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OriginRef {
+    /// wal2json's reading: C's `atoi` of the item (`0`, which never
+    /// matches, for an empty item or one beyond any origin id).
     Id(u16),
+    /// Ours: an item that does not start with a number names an origin
+    /// (backslash escapes removed); wal2json reads it as `0`, i.e. ignores it.
     Name(String),
+}
+
+impl OriginRef {
+    /// One item of `filter-origins`, split as wal2json splits it.
+    fn from_item(item: &str) -> OriginRef {
+        let unsigned = item.strip_prefix(['+', '-']).unwrap_or(item);
+        let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 && !item.is_empty() && unsigned.len() == item.len() {
+            let mut name = String::new();
+            let mut chars = item.chars();
+            while let Some(c) = chars.next() {
+                name.push(if c == '\\' { chars.next().unwrap_or(c) } else { c });
+            }
+            return OriginRef::Name(name);
+        }
+        // atoi: the leading digits. An origin id is 1..=65535; anything else
+        // (0, negative, larger) matches no origin, as in wal2json.
+        let id = if item.starts_with('-') { None } else { unsigned[..digits].parse::<u16>().ok() };
+        OriginRef::Id(id.unwrap_or(0))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
-    /// wal2json's `format-version`: 1 (one document per transaction) or 2
-    /// (one document per change, the default here; see docs/FORMAT.md).
+    /// wal2json's `format-version`: 1 (one document per transaction, the
+    /// default, as wal2json's) or 2 (one document per change). Without the
+    /// option but with `publication_names` (only logical_ext subscribers
+    /// send it) it is 2: what every released logical_ext subscriber reads.
     pub(crate) format_version: FormatVersion,
     /// format-version 1: write each change as its own output row instead of
     /// the whole transaction at once (wal2json's `write-in-chunks`).
@@ -90,12 +116,21 @@ pub(crate) struct Options {
     /// DDL events (prefix `logical_ext.ddl`) as `"DDL"` documents; off: as
     /// the plain messages they are, exactly as wal2json prints them.
     pub(crate) include_ddl: bool,
+    /// Stream a transaction larger than `logical_decoding_work_mem` while
+    /// it is in progress (`stream.rs`'s streamed blocks; pgoutput's
+    /// `streaming`). Off: PostgreSQL spills it and sends it at its commit.
+    pub(crate) streaming: bool,
+    /// `two-phase`: decode `PREPARE TRANSACTION` when it happens (`P`,
+    /// then `CP`/`RP` documents) instead of the whole transaction at its
+    /// `COMMIT PREPARED`. PostgreSQL then marks the slot two-phase for good
+    /// (as pgoutput's `two_phase`); docs/FORMAT.md.
+    pub(crate) two_phase: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            format_version: FormatVersion::V2,
+            format_version: FormatVersion::V1,
             write_in_chunks: false,
             include_column_positions: false,
             include_not_null: false,
@@ -122,6 +157,8 @@ impl Default for Options {
             origin: OriginMode::Any,
             publication_names: None,
             include_ddl: true,
+            streaming: false,
+            two_phase: false,
         }
     }
 }
@@ -134,9 +171,20 @@ impl Options {
     }
 
     /// Whether `add-msg-prefixes` / `filter-msg-prefixes` select this prefix.
+    /// An empty `add-msg-prefixes` selects every prefix, as in wal2json
+    /// (unlike an empty `add-tables`, which selects no table there too).
     pub(crate) fn prefix_selected(&self, prefix: &str) -> bool {
         !self.filter_msg_prefixes.iter().any(|p| p == prefix)
-            && self.add_msg_prefixes.as_ref().is_none_or(|add| add.iter().any(|p| p == prefix))
+            && self.add_msg_prefixes.as_ref().is_none_or(|add| add.is_empty() || add.iter().any(|p| p == prefix))
+    }
+
+    /// Whether `bytea` values keep PostgreSQL's `\x` prefix: only for the
+    /// stream logical_ext subscribers read (format-version 2 with
+    /// `publication_names`), whose apply feeds the text to `bytea_in` —
+    /// every released subscriber relies on it. wal2json consumers get
+    /// wal2json's bare hex digits.
+    pub(crate) fn bytea_prefix(&self) -> bool {
+        self.format_version == FormatVersion::V2 && self.publication_names.is_some()
     }
 }
 
@@ -205,6 +253,8 @@ const KNOWN: &[&str] = &[
     "origin",
     "publication_names",
     "include-ddl",
+    "streaming",
+    "two-phase",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -221,11 +271,35 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Parse the `(name, value)` pairs the client passed. A missing value means
-/// `true` for booleans and is malformed for everything else.
+/// PostgreSQL's `parse_int` without units, as wal2json reads
+/// `format-version`: blanks around, an optional sign, then `strtol` base 0
+/// (`0x` hexadecimal, a leading `0` octal, else decimal).
+fn parse_int(v: &str) -> Option<i64> {
+    let t = v.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (negative, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let n = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8).ok()?
+    } else {
+        t.parse::<i64>().ok()?
+    };
+    // checked: `--9223372036854775808` must be malformed, not an overflow.
+    if negative { n.checked_neg() } else { Some(n) }
+}
+
+/// Parse the `(name, value)` pairs the client passed. A missing value (only
+/// possible over the replication protocol) means what it means to wal2json:
+/// `true` for booleans, 2 for `format-version`, the default for `actions`,
+/// an empty list for the list options; it is malformed for our own options.
 pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, OptionError> {
     let mut o = Options::default();
     let mut seen: Vec<&str> = Vec::new();
+    let mut format_given = false;
     for (name, value) in pairs {
         if !KNOWN.contains(&name.as_str()) {
             return Err(OptionError::Unknown { name: name.clone() });
@@ -244,11 +318,14 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             Some(v) => parse_bool(v).ok_or_else(|| bad("expected a boolean")),
         };
         let text = || value.as_deref().ok_or_else(|| bad("a value is required"));
+        let list = || value.as_deref().unwrap_or("");
         match name.as_str() {
             "format-version" => {
-                o.format_version = match text()?.trim() {
-                    "1" => FormatVersion::V1,
-                    "2" => FormatVersion::V2,
+                format_given = true;
+                o.format_version = match value.as_deref().map(parse_int) {
+                    // No value: wal2json takes its WAL2JSON_FORMAT_VERSION, 2.
+                    Some(Some(1)) => FormatVersion::V1,
+                    None | Some(Some(2)) => FormatVersion::V2,
                     _ => return Err(bad("expected 1 or 2 (wal2json's format versions)")),
                 }
             }
@@ -270,19 +347,22 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "include-pk" => o.include_pk = boolean()?,
             "pretty-print" => o.pretty_print = boolean()?,
             "include-ddl" => o.include_ddl = boolean()?,
-            "actions" => o.actions = parse_actions(text()?).map_err(|r| bad(&r))?,
-            "add-tables" => o.add_tables = Some(parse_table_patterns(text()?).map_err(|r| bad(&r))?),
-            "filter-tables" => o.filter_tables = parse_table_patterns(text()?).map_err(|r| bad(&r))?,
-            "add-msg-prefixes" => o.add_msg_prefixes = Some(parse_list(text()?).map_err(|r| bad(&r))?),
-            "filter-msg-prefixes" => o.filter_msg_prefixes = parse_list(text()?).map_err(|r| bad(&r))?,
+            "streaming" => o.streaming = boolean()?,
+            "two-phase" => o.two_phase = boolean()?,
+            "actions" => {
+                if let Some(v) = value {
+                    o.actions = parse_actions(v).map_err(|r| bad(&r))?
+                }
+            }
+            "add-tables" => o.add_tables = Some(parse_table_patterns(list()).map_err(|r| bad(&r))?),
+            "filter-tables" => o.filter_tables = parse_table_patterns(list()).map_err(|r| bad(&r))?,
+            "add-msg-prefixes" => o.add_msg_prefixes = Some(parse_wal2json_list(list(), false).map_err(|r| bad(&r))?),
+            "filter-msg-prefixes" => o.filter_msg_prefixes = parse_wal2json_list(list(), false).map_err(|r| bad(&r))?,
             "filter-origins" => {
-                o.filter_origins = parse_list(text()?)
+                o.filter_origins = parse_wal2json_list(list(), true)
                     .map_err(|r| bad(&r))?
-                    .into_iter()
-                    .map(|item| match item.parse::<u16>() {
-                        Ok(id) => OriginRef::Id(id),
-                        Err(_) => OriginRef::Name(item),
-                    })
+                    .iter()
+                    .map(|item| OriginRef::from_item(item))
                     .collect()
             }
             "origin" => {
@@ -296,12 +376,41 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             _ => unreachable!("every KNOWN option is handled"),
         }
     }
+    if !format_given && (o.publication_names.is_some() || o.two_phase) {
+        // Released logical_ext subscribers (0.1-0.3) send publication_names
+        // and no format-version, and read version 2; two-phase documents
+        // exist in version 2 only, so asking for them implies it.
+        o.format_version = FormatVersion::V2;
+    }
+    // format-version 1 is one document per transaction: a transaction sent
+    // in pieces before its commit has no place in it. `streaming` (no
+    // wal2json consumer sends it) therefore reads version 2 unless version 1
+    // is asked for, which is refused.
+    if !format_given && o.streaming {
+        o.format_version = FormatVersion::V2;
+    }
+    if o.streaming && o.format_version == FormatVersion::V1 {
+        return Err(OptionError::Malformed {
+            name: "streaming".into(),
+            value: "true".into(),
+            reason: "streaming needs format-version 2".into(),
+        });
+    }
+    // A format-version 1 document is the whole transaction: it has no
+    // place for a transaction that is prepared now and decided later.
+    if o.two_phase && o.format_version == FormatVersion::V1 {
+        return Err(OptionError::Malformed {
+            name: "two-phase".into(),
+            value: "1".into(),
+            reason: "prepared transactions are decoded in format-version 2 only".into(),
+        });
+    }
     Ok(o)
 }
 
 fn parse_actions(v: &str) -> Result<Actions, String> {
     let mut a = Actions::NONE;
-    for item in parse_list(v)? {
+    for item in parse_wal2json_list(v, false)? {
         match item.as_str() {
             "insert" => a.insert = true,
             "update" => a.update = true,
@@ -324,7 +433,76 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_wal2json_v2() {
+    fn default_format_version_is_wal2json_s_except_for_subscribers() {
+        assert_eq!(p(&[]).unwrap().format_version, FormatVersion::V1);
+        // Over the replication protocol a value may be missing: wal2json
+        // then takes its highest version, 2.
+        assert_eq!(p(&[("format-version", None)]).unwrap().format_version, FormatVersion::V2);
+        // What every released logical_ext subscriber sends: version 2, bytea with \x.
+        let sub = p(&[("publication_names", Some("p")), ("include-lsn", Some("on"))]).unwrap();
+        assert_eq!(sub.format_version, FormatVersion::V2);
+        assert!(sub.bytea_prefix());
+        let o = p(&[("publication_names", Some("p")), ("format-version", Some("1"))]).unwrap();
+        assert_eq!(o.format_version, FormatVersion::V1);
+        assert!(!o.bytea_prefix());
+        // A wal2json consumer gets wal2json's bare hex digits in both versions.
+        assert!(!p(&[("format-version", Some("2"))]).unwrap().bytea_prefix());
+        assert!(!p(&[]).unwrap().bytea_prefix());
+    }
+
+    #[test]
+    fn missing_values_mean_what_they_mean_to_wal2json() {
+        let o = p(&[
+            ("actions", None),
+            ("filter-tables", None),
+            ("add-msg-prefixes", None),
+            ("filter-msg-prefixes", None),
+            ("filter-origins", None),
+        ])
+        .unwrap();
+        assert_eq!(o.actions, Actions::ALL);
+        assert!(o.prefix_selected("any"));
+        assert!(o.table_selected("s", "t"));
+        assert!(o.filter_origins.is_empty());
+        assert!(!p(&[("add-tables", None)]).unwrap().table_selected("s", "t"));
+        assert!(p(&[("publication_names", None)]).is_err());
+        assert!(p(&[("origin", None)]).is_err());
+    }
+
+    #[test]
+    fn origin_items_are_read_with_atoi_or_as_names() {
+        let o = p(&[("filter-origins", Some("3, 4x,,-5,+6,70000,node_b,o\\,1,\"q\""))]).unwrap();
+        use OriginRef::*;
+        assert_eq!(
+            o.filter_origins,
+            vec![
+                Id(3),
+                Id(4),
+                Id(0),
+                Id(0),
+                Id(6),
+                Id(0),
+                Name("node_b".into()),
+                Name("o,1".into()),
+                Name("\"q\"".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn prefix_lists_are_split_as_wal2json_splits_them() {
+        let o = p(&[("add-msg-prefixes", Some("a\\,b, \"q"))]).unwrap();
+        assert!(o.prefix_selected("a\\,b") && o.prefix_selected("\"q"));
+        assert!(!o.prefix_selected("a,b") && !o.prefix_selected("a"));
+        // An empty add-msg-prefixes selects everything (wal2json's empty list).
+        assert!(p(&[("add-msg-prefixes", Some(""))]).unwrap().prefix_selected("x"));
+        assert!(p(&[("add-msg-prefixes", Some("a,,b"))]).is_err());
+        // Actions are read with the same splitter.
+        assert!(p(&[("actions", Some("\"insert\""))]).is_err());
+    }
+
+    #[test]
+    fn defaults_match_wal2json() {
         let o = p(&[]).unwrap();
         assert!(o.include_transaction && o.include_schemas && o.include_types && o.include_typmod);
         assert!(!o.include_xids && !o.include_timestamp && !o.include_lsn && !o.include_pk);
@@ -355,6 +533,13 @@ mod tests {
         assert_eq!(p(&[("format-version", Some("1"))]).unwrap().format_version, FormatVersion::V1);
         assert_eq!(p(&[("format-version", Some("2"))]).unwrap().format_version, FormatVersion::V2);
         assert!(p(&[("format-version", Some("3"))]).is_err());
+        // wal2json reads it with parse_int (strtol base 0).
+        for (v, want) in [(" 2 ", FormatVersion::V2), ("0x2", FormatVersion::V2), ("01", FormatVersion::V1)] {
+            assert_eq!(p(&[("format-version", Some(v))]).unwrap().format_version, want, "{v}");
+        }
+        for bad in ["", "2.0", "two", "0x", "+-2", "--9223372036854775808", "-0x-8000000000000000"] {
+            assert!(p(&[("format-version", Some(bad))]).is_err(), "{bad}");
+        }
         for name in [
             "write-in-chunks",
             "include-column-positions",
@@ -366,7 +551,31 @@ mod tests {
             assert!(p(&[(name, Some("1"))]).is_ok(), "{name}");
         }
         assert!(p(&[("origin", Some("some"))]).is_err());
-        assert!(p(&[("add-tables", None)]).is_err());
+        assert!(p(&[("publication_names", Some(""))]).is_err());
+    }
+
+    #[test]
+    fn streaming_option() {
+        assert!(!p(&[]).unwrap().streaming);
+        assert!(p(&[("streaming", Some("on"))]).unwrap().streaming);
+        assert_eq!(p(&[("streaming", Some("on"))]).unwrap().format_version, FormatVersion::V2, "implied");
+        assert!(p(&[("streaming", None)]).unwrap().streaming);
+        assert!(p(&[("streaming", Some("sometimes"))]).is_err());
+        let e = p(&[("streaming", Some("1")), ("format-version", Some("1"))]).unwrap_err();
+        assert!(e.message().contains("streaming"), "{e:?}");
+        assert!(p(&[("streaming", Some("0")), ("format-version", Some("1"))]).is_ok());
+    }
+
+    #[test]
+    fn two_phase_is_opt_in_and_v2_only() {
+        assert!(!p(&[]).unwrap().two_phase);
+        assert!(p(&[("two-phase", Some("1"))]).unwrap().two_phase);
+        // Two-phase documents are version 2's: asking for them implies it.
+        assert_eq!(p(&[("two-phase", Some("1"))]).unwrap().format_version, FormatVersion::V2);
+        assert!(!p(&[("two-phase", Some("off"))]).unwrap().two_phase);
+        let e = p(&[("two-phase", Some("1")), ("format-version", Some("1"))]).unwrap_err();
+        assert!(e.message().contains("two-phase") && e.message().contains("format-version 2"), "{e:?}");
+        assert!(p(&[("two-phase", Some("0")), ("format-version", Some("1"))]).is_ok());
     }
 
     #[test]
@@ -379,6 +588,7 @@ mod tests {
         assert!(o.prefix_selected("y") && !o.prefix_selected("x") && !o.prefix_selected("z"));
         let o = p(&[("filter-origins", Some("3,node_b"))]).unwrap();
         assert_eq!(o.filter_origins, vec![OriginRef::Id(3), OriginRef::Name("node_b".into())]);
+        assert!(p(&[("add-tables", Some(""))]).unwrap().add_tables.is_some_and(|a| a.is_empty()));
         let o = p(&[("actions", Some("insert, delete"))]).unwrap();
         assert_eq!(o.actions, Actions { insert: true, update: false, delete: true, truncate: false });
     }

@@ -11,8 +11,8 @@ use pgrx::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Per-slot state hung on `ctx->output_plugin_private`.
-struct PluginState {
-    decoder: Decoder,
+pub(super) struct PluginState {
+    pub(super) decoder: Decoder,
     change_cxt: pg_sys::MemoryContext,
 }
 
@@ -32,10 +32,17 @@ pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPl
     cb.commit_cb = Some(commit);
     cb.message_cb = Some(message);
     cb.filter_by_origin_cb = Some(filter_by_origin);
+    // Two-phase decoding: PostgreSQL uses these only on a slot marked
+    // two-phase (option `two-phase`, or created with two_phase => true).
+    cb.begin_prepare_cb = Some(begin_prepare);
+    cb.prepare_cb = Some(prepare);
+    cb.commit_prepared_cb = Some(commit_prepared);
+    cb.rollback_prepared_cb = Some(rollback_prepared);
     cb.shutdown_cb = Some(shutdown);
+    super::streaming::register(cb);
 }
 
-struct CtxSink(*mut pg_sys::LogicalDecodingContext);
+pub(super) struct CtxSink(*mut pg_sys::LogicalDecodingContext);
 
 impl Sink for CtxSink {
     fn write(&mut self, doc: &[u8]) {
@@ -59,7 +66,7 @@ impl Sink for CtxSink {
 ///
 /// # Safety
 /// `ctx` must be a decoding context whose startup callback ran.
-unsafe fn with_state(ctx: *mut pg_sys::LogicalDecodingContext, f: impl FnOnce(&mut Decoder, &mut CtxSink)) {
+pub(super) unsafe fn with_state(ctx: *mut pg_sys::LogicalDecodingContext, f: impl FnOnce(&mut Decoder, &mut CtxSink)) {
     // SAFETY: startup stored a Box<PluginState> here.
     let state = unsafe { &mut *((*ctx).output_plugin_private as *mut PluginState) };
     {
@@ -105,6 +112,29 @@ unsafe extern "C-unwind" fn startup(
             unreachable!("ERROR does not return")
         }
     };
+    // PostgreSQL decodes prepares at PREPARE time when the slot is already
+    // two-phase or the plugin says the option was given; it then marks the
+    // slot two-phase for good (logical.c, CreateDecodingContext).
+    ctx.twophase_opt_given = decoder.two_phase();
+    // SAFETY: a decoding context has its (acquired) slot.
+    let slot_two_phase = !ctx.slot.is_null() && unsafe { (*ctx.slot).data.two_phase };
+    if slot_two_phase && decoder.is_v1() {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "logical_ext: format-version 1 cannot be used with a two-phase slot",
+            function_name!(),
+        )
+        .set_detail("The slot decodes prepared transactions when they are prepared; a format-version 1 document holds a whole committed transaction.")
+        .set_hint("Use format-version 2 (docs/FORMAT.md, \"Two-phase\"), or a slot created without two_phase.")
+        .report(PgLogLevel::ERROR);
+    }
+    // PostgreSQL turned streaming on because the stream callbacks exist;
+    // it stays on only when the client asked for it, and not in a two-phase
+    // session: a streamed transaction that is then prepared would need a
+    // stream_prepare callback, which logical_ext does not have (such a
+    // session decodes large transactions whole, spilled, as without the
+    // option; docs/FORMAT.md "Streamed transactions").
+    ctx.streaming &= decoder.streaming() && !decoder.two_phase() && !slot_two_phase;
     ctx.output_plugin_private = Box::into_raw(Box::new(PluginState { decoder, change_cxt })).cast();
 }
 
@@ -125,7 +155,7 @@ unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
     }
 }
 
-fn txn_info(txn: *mut pg_sys::ReorderBufferTXN) -> TxnInfo {
+pub(super) fn txn_info(txn: *mut pg_sys::ReorderBufferTXN) -> TxnInfo {
     // SAFETY: PostgreSQL passes the transaction being replayed.
     let t = unsafe { &*txn };
     TxnInfo {
@@ -155,7 +185,66 @@ unsafe extern "C-unwind" fn commit(
     unsafe { with_state(ctx, |d, sink| d.commit(sink)) }
 }
 
-fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
+/// The GID of a prepared transaction.
+fn gid_of(txn: *mut pg_sys::ReorderBufferTXN) -> Vec<u8> {
+    // SAFETY: PostgreSQL sets `gid` (NUL-terminated) on a prepared
+    // transaction before calling the prepare callbacks.
+    unsafe {
+        let gid = (*txn).gid;
+        if gid.is_null() { Vec::new() } else { std::ffi::CStr::from_ptr(gid).to_bytes().to_vec() }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn begin_prepare(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    // The union's prepare_time is read as commit_time (same type and place).
+    let info = txn_info(txn);
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, _| d.begin(info)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn prepare(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _prepare_lsn: pg_sys::XLogRecPtr,
+) {
+    let gid = gid_of(txn);
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, sink| d.prepare(sink, &gid)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn commit_prepared(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _commit_lsn: pg_sys::XLogRecPtr,
+) {
+    // reorderbuffer.c set final_lsn/end_lsn/commit_time to the COMMIT
+    // PREPARED record's.
+    let (info, gid) = (txn_info(txn), gid_of(txn));
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, sink| d.finish_prepared(sink, info, &gid, true)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn rollback_prepared(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _prepare_end_lsn: pg_sys::XLogRecPtr,
+    _prepare_time: pg_sys::TimestampTz,
+) {
+    // As for commit_prepared: the ROLLBACK PREPARED record's position,
+    // end and time.
+    let (info, gid) = (txn_info(txn), gid_of(txn));
+    // SAFETY: a started decoding context.
+    unsafe { with_state(ctx, |d, sink| d.finish_prepared(sink, info, &gid, false)) }
+}
+
+pub(super) fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
     if buf.is_null() {
         std::ptr::null_mut()
     } else {
@@ -165,7 +254,7 @@ fn tuple_of(buf: *mut pg_sys::ReorderBufferTupleBuf) -> pg_sys::HeapTuple {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn change(
+pub(super) unsafe extern "C-unwind" fn change(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     rel: pg_sys::Relation,
@@ -187,7 +276,7 @@ unsafe extern "C-unwind" fn change(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn truncate(
+pub(super) unsafe extern "C-unwind" fn truncate(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     nrelations: i32,
@@ -208,7 +297,7 @@ unsafe extern "C-unwind" fn truncate(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn message(
+pub(super) unsafe extern "C-unwind" fn message(
     ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     lsn: pg_sys::XLogRecPtr,

@@ -5,6 +5,12 @@
 //! `pgoutput_column_list_init`, taken here from the same catalogs so that
 //! `publication_names` means exactly what it means to native subscribers.
 //!
+//! One deliberate difference from pgoutput: a tool's table (a member of an
+//! extension, or in a schema that is one: pg_repack's work tables, pg_cron's
+//! and pg_partman's catalogs) is not published through `FOR ALL TABLES` or
+//! `FOR TABLES IN SCHEMA`, only when a publication names it
+//! ([`tool_relation`]); asked once per relation, as part of its cached route.
+//!
 //! Without `publication_names` every decoded table is routed to itself with
 //! the `actions` option. A [`Route`] is cached per relation by `stream.rs` and
 //! dropped on relcache or publication invalidations.
@@ -266,6 +272,10 @@ impl Route {
         // SAFETY: get_partition_ancestors returns an OID list.
         let ancestors = unsafe { ffi::oid_list(ancestors_list) };
 
+        // Asked at most once per route (routes are cached per relation),
+        // and only when a publication covers the relation wholesale.
+        let mut tool = None;
+        let mut is_tool = || *tool.get_or_insert_with(|| tool_relation(relid));
         let mut actions = Actions::NONE;
         let mut publish_as = relid;
         let mut level = 0;
@@ -275,7 +285,8 @@ impl Route {
             let mut pub_relid = relid;
             let mut anc_level = 0;
             if p.alltables {
-                publish = true;
+                // A tool's table is not "all tables" (see [`tool_relation`]).
+                publish = !is_tool();
                 if p.viaroot
                     && let Some(&root) = ancestors.last()
                 {
@@ -296,7 +307,8 @@ impl Route {
                         }
                     }
                 }
-                publish = rel_pubs.contains(&p.oid) || schema_pubs.contains(&p.oid) || ancestor_published;
+                publish =
+                    rel_pubs.contains(&p.oid) || (schema_pubs.contains(&p.oid) && !is_tool()) || ancestor_published;
             }
             if publish && (relkind != pg_sys::RELKIND_PARTITIONED_TABLE || p.viaroot) {
                 actions = actions.union(p.actions);
@@ -345,6 +357,27 @@ impl Route {
         // descriptor was just copied into the route's context.
         let (filter, columns) = unsafe { compile(publish_as, &chosen, target_desc) };
         Route { emit_as: publish_as, actions, columns, filter, source_desc, attmap, _cxt: Some(cxt) }
+    }
+}
+
+/// Whether `relid` is a tool's table: a member of an extension
+/// (`pg_depend` deptype `e`: pg_cron's `cron.job` and `cron.job_run_details`,
+/// pg_partman's `part_config`) or in a schema that is one (pg_repack's
+/// `repack.log_N` and `repack.table_N`). Such tables exist only where the
+/// tool's extension is installed (or only while the tool runs), and hold
+/// that node's own state: `FOR ALL TABLES` and `FOR TABLES IN SCHEMA` do not
+/// publish them (a subscriber without them would stop on their rows); a
+/// publication that names one (`FOR TABLE`) does. The same rule keeps their
+/// DDL out of capture (docs/DDL.md, "Tools"). pgoutput publishes them: a
+/// deliberate difference (docs/FORMAT.md).
+fn tool_relation(relid: pg_sys::Oid) -> bool {
+    // SAFETY: pg_depend lookups by OID inside a decoding callback (a
+    // transaction with the historic catalog snapshot, so membership is read
+    // as of this point of the stream); missing objects give InvalidOid.
+    unsafe {
+        pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) != pg_sys::InvalidOid
+            || pg_sys::getExtensionOfObject(pg_sys::NamespaceRelationId, pg_sys::get_rel_namespace(relid))
+                != pg_sys::InvalidOid
     }
 }
 

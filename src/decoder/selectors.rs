@@ -1,7 +1,7 @@
 //! Parsing and matching of the list-valued options: table patterns
-//! (`add-tables`, `filter-tables`), plain lists (message prefixes, origins)
-//! and identifier lists (`publication_names`). Pure code, tested without a
-//! server.
+//! (`add-tables`, `filter-tables`), wal2json's plain lists (message prefixes,
+//! origins, actions) and identifier lists (`publication_names`). Pure code,
+//! tested without a server.
 //!
 //! Table patterns are read exactly as wal2json 2.x reads them (so a pattern
 //! list means the same to both plugins): items separated by commas, blanks
@@ -214,10 +214,59 @@ fn parse_items<T>(
     }
 }
 
-/// Parse a comma-separated list of strings; an item may be double-quoted to
-/// hold commas or spaces. Used for message prefixes and origins.
-pub(crate) fn parse_list(value: &str) -> Result<Vec<String>, String> {
-    parse_items(value, true, |sc| Ok(sc.part(&[','])?.text))
+/// Split a list exactly as wal2json 2.5/2.6's `split_string_to_list`
+/// (`empty_items` false: message prefixes, actions) or
+/// `split_string_to_oid_list` (`empty_items` true: origins) do: items end at
+/// a comma or a blank, blanks around items are skipped, a `\\` makes the next
+/// character part of the item and **stays in it** (wal2json never removes
+/// it), double quotes are ordinary characters. An empty value is an empty
+/// list. An empty item (`a,,b`, a trailing comma) is an error for string
+/// lists, an item `""` for origin lists, as in wal2json. A trailing backslash
+/// is an error (wal2json reads past the end of the string there).
+pub(crate) fn parse_wal2json_list(value: &str, empty_items: bool) -> Result<Vec<String>, String> {
+    let chars: Vec<char> = value.chars().collect();
+    let mut i = 0;
+    while i < chars.len() && blank(chars[i]) {
+        i += 1;
+    }
+    let mut out = Vec::new();
+    if i == chars.len() {
+        return Ok(out);
+    }
+    loop {
+        let start = i;
+        while i < chars.len() && chars[i] != ',' && !blank(chars[i]) {
+            if chars[i] == '\\' {
+                i += 1;
+                if i == chars.len() {
+                    return Err("trailing backslash".into());
+                }
+            }
+            i += 1;
+        }
+        if i == start && !empty_items {
+            return Err("empty item".into());
+        }
+        let item: String = chars[start..i].iter().collect();
+        while i < chars.len() && blank(chars[i]) {
+            i += 1;
+        }
+        let done = match chars.get(i) {
+            None => true,
+            Some(',') => {
+                i += 1;
+                while i < chars.len() && blank(chars[i]) {
+                    i += 1;
+                }
+                false
+            }
+            Some(c) => return Err(format!("unexpected character \"{c}\" (escape blanks inside an item with \\)")),
+        };
+        out.push(item);
+        if done {
+            return Ok(out);
+        }
+    }
 }
 
 /// Parse a list of identifiers as PostgreSQL's `SplitIdentifierString` does
@@ -280,10 +329,21 @@ mod tests {
     }
 
     #[test]
-    fn lists() {
-        assert_eq!(parse_list("a, b ,\"c,d\"").unwrap(), vec!["a", "b", "c,d"]);
-        assert_eq!(parse_list("").unwrap(), Vec::<String>::new());
-        assert!(parse_list("a,,b").is_err());
+    fn lists_split_as_wal2json() {
+        let l = |v| parse_wal2json_list(v, false);
+        assert_eq!(l(" a , b ,c").unwrap(), vec!["a", "b", "c"]);
+        // Quotes are ordinary characters; a backslash escapes and stays.
+        assert_eq!(l("\"b,c\"").unwrap(), vec!["\"b", "c\""]);
+        assert_eq!(l("a\\,b,c\\ d").unwrap(), vec!["a\\,b", "c\\ d"]);
+        assert_eq!(l("").unwrap(), Vec::<String>::new());
+        assert_eq!(l("  ").unwrap(), Vec::<String>::new());
+        for bad in ["a,,b", "a,", ",a", "a b", "a\\"] {
+            assert!(l(bad).is_err(), "{bad}");
+        }
+        // Origin lists: empty items are allowed (wal2json's atoi("") is 0).
+        let o = |v| parse_wal2json_list(v, true);
+        assert_eq!(o("1,,2,").unwrap(), vec!["1", "", "2", ""]);
+        assert!(o("1 2").is_err());
     }
 
     #[test]

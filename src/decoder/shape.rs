@@ -26,10 +26,10 @@ pub(crate) enum ValueKind {
     /// text, varchar, bpchar, json: the stored bytes are the text output.
     Text,
     Name,
-    /// `"\\x0a0b"`: PostgreSQL's hex text (format-version 2).
+    /// `"\\x0a0b"`: PostgreSQL's hex text (the stream of logical_ext
+    /// subscribers: format-version 2 with `publication_names`).
     Bytea,
-    /// `"0a0b"`: the hex digits alone, as wal2json prints bytea
-    /// (format-version 1).
+    /// `"0a0b"`: the hex digits alone, as wal2json prints bytea.
     ByteaDigits,
     Output(OutputFn),
 }
@@ -345,8 +345,10 @@ unsafe fn value_kind(typid: pg_sys::Oid, opts: &Options, fn_cxt: pg_sys::MemoryC
         pg_sys::FLOAT8OID => ValueKind::Float8,
         pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::JSONOID => ValueKind::Text,
         pg_sys::NAMEOID => ValueKind::Name,
-        pg_sys::BYTEAOID if opts.format_version == FormatVersion::V1 => ValueKind::ByteaDigits,
-        pg_sys::BYTEAOID => ValueKind::Bytea,
+        // wal2json's bare hex digits, except for logical_ext subscribers
+        // (Options::bytea_prefix).
+        pg_sys::BYTEAOID if opts.bytea_prefix() => ValueKind::Bytea,
+        pg_sys::BYTEAOID => ValueKind::ByteaDigits,
         // SAFETY: as required by this function.
         _ => ValueKind::Output(unsafe { OutputFn::new(typid, fn_cxt) }),
     }

@@ -17,6 +17,7 @@ use super::limit;
 use super::options::{FormatVersion, OptionError, Options, OriginMode, OriginRef};
 use super::publication::{FilterAction, PubDef, Route, check_publications_exist, load_publications};
 use super::shape::Shape;
+use super::twophase;
 use super::v1;
 use super::values;
 use crate::ffi;
@@ -24,6 +25,8 @@ use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+
+mod inflight;
 
 /// Relation caches are keyed by OID: hashing a u32 needs no SipHash.
 #[derive(Default)]
@@ -134,6 +137,11 @@ struct Txn {
     skip: bool,
     /// format-version 1: entries written so far (wal2json's separator rule).
     entries: u64,
+    /// A block of an in-progress transaction (`inflight.rs`): its documents
+    /// always carry `xid`, and `subxid` when a subtransaction made the change.
+    streamed: bool,
+    /// The (sub)transaction that made the change being written (streamed).
+    subxid: u32,
 }
 
 pub(crate) struct Decoder {
@@ -161,6 +169,9 @@ pub(crate) struct Decoder {
     ws: v1::Ws,
     v1_items: Vec<v1::Item>,
     txn_doc: Vec<u8>,
+    /// Top-level xids of in-progress transactions a streamed block of this
+    /// session wrote documents for (`inflight.rs`).
+    streamed_xids: std::collections::HashSet<u32>,
 }
 
 impl Decoder {
@@ -198,7 +209,13 @@ impl Decoder {
             ws: v1::Ws::new(opts_pretty),
             v1_items: Vec::new(),
             txn_doc: Vec::new(),
+            streamed_xids: Default::default(),
         })
+    }
+
+    /// Whether the client asked for in-progress transactions (`streaming`).
+    pub(crate) fn streaming(&self) -> bool {
+        self.opts.streaming
     }
 
     /// `filter_by_origin_cb`: drop a transaction before it is even queued.
@@ -237,7 +254,7 @@ impl Decoder {
         // (A document left by a transaction whose decoding raised an ERROR
         // is never continued.)
         self.txn_doc.clear();
-        self.txn = Some(Txn { info, timestamp, begun: false, skip, entries: 0 });
+        self.txn = Some(Txn { info, timestamp, begun: false, skip, entries: 0, streamed: false, subxid: 0 });
     }
 
     pub(crate) fn commit(&mut self, sink: &mut dyn Sink) {
@@ -295,7 +312,9 @@ impl Decoder {
         let Some(mut txn) = self.txn.take() else { return };
         if !txn.begun {
             txn.begun = true;
-            if self.v1() {
+            if txn.streamed {
+                self.stream_block_start(&txn, sink);
+            } else if self.v1() {
                 let head = v1::Head {
                     xid: txn.info.xid,
                     end_lsn: txn.info.end_lsn,
@@ -812,6 +831,62 @@ impl Decoder {
     }
 }
 
+/// Two-phase decoding (option `two-phase`; documents in `twophase.rs`): a
+/// prepared transaction begins and carries its changes as any other, and
+/// ends with `P` instead of `C`; its `CP` or `RP` comes when it is decided.
+impl Decoder {
+    /// Whether the client asked for prepared transactions to be decoded
+    /// when they are prepared.
+    pub(crate) fn two_phase(&self) -> bool {
+        self.opts.two_phase
+    }
+
+    pub(crate) fn is_v1(&self) -> bool {
+        self.v1()
+    }
+
+    /// `prepare_cb`: the transaction begun by `begin` (begin_prepare_cb)
+    /// was prepared as `gid`. Like `commit`, nothing is written for a
+    /// transaction that wrote nothing.
+    pub(crate) fn prepare(&mut self, sink: &mut dyn Sink, gid: &[u8]) {
+        let Some(txn) = self.txn.take() else { return };
+        if !txn.begun {
+            sink.skipped_transaction();
+            return;
+        }
+        let doc = twophase::Doc {
+            kind: twophase::Kind::Prepare,
+            xid: txn.info.xid,
+            gid,
+            timestamp: self.opts.include_timestamp.then_some(txn.timestamp.as_str()),
+            origin: self.opts.include_origin.then_some(txn.info.origin),
+            lsns: self.opts.include_lsn.then_some((txn.info.commit_lsn, txn.info.end_lsn)),
+        };
+        twophase::write(&mut self.buf, &doc);
+        self.flush(sink);
+    }
+
+    /// `commit_prepared_cb` / `rollback_prepared_cb`: the prepared
+    /// transaction `gid` was committed (`commit`) or rolled back; `info`
+    /// holds that record's position, end and time.
+    pub(crate) fn finish_prepared(&mut self, sink: &mut dyn Sink, info: TxnInfo, gid: &[u8], commit: bool) {
+        let timestamp = self.opts.include_timestamp.then(|| {
+            // SAFETY: timestamptz_to_str returns a static buffer we copy at once.
+            unsafe { ffi::cstr_to_string(pg_sys::timestamptz_to_str(info.commit_time)) }
+        });
+        let doc = twophase::Doc {
+            kind: if commit { twophase::Kind::CommitPrepared } else { twophase::Kind::RollbackPrepared },
+            xid: info.xid,
+            gid,
+            timestamp: timestamp.as_deref(),
+            origin: self.opts.include_origin.then_some(info.origin),
+            lsns: self.opts.include_lsn.then_some((info.commit_lsn, info.end_lsn)),
+        };
+        twophase::write(&mut self.buf, &doc);
+        self.flush(sink);
+    }
+}
+
 /// A message's content: a JSON string when it is UTF-8, else its hex text
 /// followed by `"content_encoding":"hex"`.
 fn push_content(b: &mut Vec<u8>, content: &[u8]) {
@@ -832,19 +907,27 @@ fn rel_id(rel: pg_sys::Relation) -> pg_sys::Oid {
 
 /// `xid`, `timestamp`, `origin` as the options ask; `null`s outside a
 /// transaction (non-transactional messages), as wal2json does.
+/// In a streamed block `xid` is always written (the consumer files the
+/// change under it), `subxid` follows when a subtransaction made the change,
+/// and `timestamp` is `null`: the commit time is not known yet.
 fn push_txn_fields(b: &mut Vec<u8>, opts: &Options, txn: Option<&Txn>) {
-    if opts.include_xids {
+    let streamed = txn.is_some_and(|t| t.streamed);
+    if opts.include_xids || streamed {
         b.extend_from_slice(b",\"xid\":");
         match txn {
             Some(t) => json::push_int(b, t.info.xid as i64),
             None => b.extend_from_slice(b"null"),
         }
     }
+    if let Some(t) = txn.filter(|t| t.streamed && t.subxid != 0 && t.subxid != t.info.xid) {
+        b.extend_from_slice(b",\"subxid\":");
+        json::push_int(b, t.subxid as i64);
+    }
     if opts.include_timestamp {
         b.extend_from_slice(b",\"timestamp\":");
         match txn {
-            Some(t) => json::push_str(b, t.timestamp.as_bytes()),
-            None => b.extend_from_slice(b"null"),
+            Some(t) if !t.streamed => json::push_str(b, t.timestamp.as_bytes()),
+            _ => b.extend_from_slice(b"null"),
         }
     }
     if opts.include_origin {

@@ -76,3 +76,24 @@ pub(crate) unsafe fn all_inheritors(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMO
         super::oid_list(list)
     }
 }
+
+/// The owner of `relid` and of every relation below it in its partition
+/// tree, as (relation, owner) pairs; each relation locked with `lockmode`.
+///
+/// # Safety
+/// Inside a transaction.
+pub(crate) unsafe fn tree_owners(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> Vec<(pg_sys::Oid, pg_sys::Oid)> {
+    // SAFETY: every relation is locked by `all_inheritors` before it is
+    // opened without a further lock; an ERROR unwinds.
+    unsafe {
+        all_inheritors(relid, lockmode)
+            .into_iter()
+            .map(|r| {
+                let rel = pg_sys::table_open(r, pg_sys::NoLock as i32);
+                let owner = (*(*rel).rd_rel).relowner;
+                pg_sys::table_close(rel, pg_sys::NoLock as i32);
+                (r, owner)
+            })
+            .collect()
+    }
+}

@@ -14,12 +14,24 @@ fn pub_list(pubs: &[String]) -> String {
 
 /// `schemaname, tablename` of every table the publications cover, except
 /// logical_ext's own tables (per-node bookkeeping: never copied or streamed,
-/// whatever a FOR ALL TABLES publication says).
+/// whatever a FOR ALL TABLES publication says) and tools' tables that no
+/// publication names: a member of an extension, or in a schema that is one,
+/// is not covered by `FOR ALL TABLES` or `TABLES IN SCHEMA` — the rule of
+/// the output plugin (`decoder/publication.rs`, `tool_relation`).
 pub(crate) fn tables_query(pubs: &[String]) -> String {
+    let list = pub_list(pubs);
     format!(
-        "SELECT DISTINCT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
-         WHERE pubname IN ({}) AND schemaname <> 'logical_ext' ORDER BY 1, 2",
-        pub_list(pubs)
+        "SELECT DISTINCT pt.schemaname::text, pt.tablename::text FROM pg_catalog.pg_publication_tables pt \
+         JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
+         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+         WHERE pt.pubname IN ({list}) AND pt.schemaname <> 'logical_ext' \
+         AND (NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.deptype = 'e' \
+                 AND ((d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid) \
+                   OR (d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objid = n.oid))) \
+              OR EXISTS (SELECT FROM pg_catalog.pg_publication_rel pr \
+                 JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid \
+                 WHERE pr.prrelid = c.oid AND p.pubname IN ({list}))) \
+         ORDER BY 1, 2"
     )
 }
 
@@ -186,5 +198,8 @@ mod tests {
         assert!(q.contains("pubname IN ('p''1')"), "{q}");
         assert!(tables_query(&s(&["a", "b"])).contains("pubname IN ('a', 'b')"));
         assert!(tables_query(&s(&["a"])).contains("schemaname <> 'logical_ext'"));
+        // Tools' tables: left out unless a publication names them.
+        let q = tables_query(&s(&["a"]));
+        assert!(q.contains("d.deptype = 'e'") && q.contains("pg_publication_rel"), "{q}");
     }
 }

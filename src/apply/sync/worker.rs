@@ -44,6 +44,7 @@ use crate::apply::protocol::parse_lsn;
 use crate::apply::status;
 use crate::apply::walrcv::{Connection, quote_ident};
 use crate::ffi;
+use crate::ffi::identity::AsRole;
 use crate::ffi::worker::in_transaction;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
@@ -182,13 +183,7 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
     let qualified = qualified_name(relid);
     // SAFETY: a catalog lookup inside a transaction.
     let partitioned = unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE };
-    let owner = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
-        &[relid.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| pgrx::error!("logical_ext: table \"{display}\" no longer exists on the subscriber"));
+    let owner = table_owner(relid, &display);
     let into = if key.is_some() { merge::create_stage(&qualified, owner) } else { relid };
     let cmd = remote::copy_command(&schema, &table, &columns, filter.as_deref(), kind == "p");
     conn.exec(&cmd, 0).map_err(|e| format!("publisher: {} (while running: {cmd})", e.0))?;
@@ -274,17 +269,32 @@ fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool, columns: Opti
     // SAFETY: a catalog lookup inside a transaction.
     let partitioned = unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_PARTITIONED_TABLE };
     let only = own_rows_scope(partitioned);
+    let owner = table_owner(relid, display);
+    if partitioned {
+        // The copy (and the emptying below) run the partitions' triggers as
+        // the partitioned table's owner: refused before anything runs when
+        // a partition's owner would gain by it (routing.rs).
+        crate::apply::routing::refuse_untrusted_leaf_owners(relid, owner, display);
+    }
     if resync {
         // DELETE, not TRUNCATE: TRUNCATE would hold ACCESS EXCLUSIVE for the
         // whole copy and block every reader; DELETE lets readers see the old
-        // rows until the copy's transaction commits the new ones.
+        // rows until the copy's transaction commits the new ones. As the
+        // table's owner, as the copy: its DELETE triggers (ENABLE ALWAYS
+        // fire here) must not run as the subscription owner.
+        let _as_owner = AsRole::become_role(owner);
         Spi::run(&format!("DELETE FROM {only}{qualified}"))
             .unwrap_or_else(|e| pgrx::error!("logical_ext: could not empty \"{display}\" for its new copy: {e}"));
         return None;
     }
+    // As the owner too: the relation of that name may be a view, whose
+    // functions run as the reader, and the reader must not be the
+    // subscription owner.
+    let as_owner = AsRole::become_role(owner);
     let has_rows = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {only}{qualified})"))
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read \"{display}\": {e}"))
         .unwrap_or(false);
+    drop(as_owner);
     let key = if has_rows { merge::key_columns(relid, columns) } else { None };
     if merge::plan(has_rows, key.is_some()) == Plan::Refuse {
         ErrorReport::new(
@@ -303,6 +313,14 @@ fn prepare_target(relid: pg_sys::Oid, display: &str, resync: bool, columns: Opti
         .report(PgLogLevel::ERROR);
     }
     key
+}
+
+/// The owner of the subscriber table `relid`.
+fn table_owner(relid: pg_sys::Oid, display: &str) -> pg_sys::Oid {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", &[relid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| pgrx::error!("logical_ext: table \"{display}\" no longer exists on the subscriber"))
 }
 
 /// How the copy's target is read and emptied: `ONLY` a table (the publisher

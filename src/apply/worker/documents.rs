@@ -22,6 +22,9 @@ use pgrx::prelude::*;
 impl Worker {
     /// Apply one document of the stream.
     pub(super) fn apply_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        if self.streamed_doc(ses, payload, lsn)? {
+            return Ok(());
+        }
         let doc = protocol::parse_doc(payload)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
         if !matches!(doc, Doc::Truncate { .. }) {
@@ -142,6 +145,17 @@ impl Worker {
                     ses.truncate_lsn = tlsn;
                 }
                 ses.truncates.push((rel, restart_identity));
+            }
+            // Two-phase commit: worker/prepared.rs.
+            Doc::Prepare { xid, end_lsn, timestamp } => {
+                // Cached executor state is released before the PREPARE.
+                ses.targets.close_all();
+                let ts = timestamp.as_deref().map(parse_timestamptz);
+                self.apply_prepare(ses, lsn, xid, end_lsn, ts)?
+            }
+            Doc::FinishPrepared { commit, xid, end_lsn, timestamp } => {
+                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                self.apply_finish_prepared(ses, lsn, commit, xid, end_lsn, ts)?
             }
             // Plain logical messages are for other consumers.
             Doc::Message => {}

@@ -49,7 +49,17 @@ impl Worker {
         // So does the record of a DDL replay that failed.
         in_transaction(crate::ddl::log_failed_replay);
         let now = now_ts();
-        status::update(self.dboid, self.subid, |s| s.set_error(&msg, now));
+        let apply_worker = self.scope.is_none();
+        status::update(self.dboid, self.subid, |s| {
+            s.set_error(&msg, now);
+            if apply_worker {
+                s.apply_errors += 1;
+            }
+        });
+        if apply_worker {
+            // Kept before the backoff, which may be long.
+            self.stats.flush(self.dboid, self.subid);
+        }
         if self.sub.as_ref().is_some_and(|s| s.options.disable_on_error) {
             in_transaction(|| {
                 Spi::run_with_args(

@@ -81,6 +81,9 @@ pub(super) struct Session {
     /// since shared memory was last told.
     pub(super) last_message: (u64, u64, i64),
     pub(super) unreported: u32,
+    /// Streamed transactions (`streamed.rs`): their spool files, the open
+    /// block, and whether the message being handled is a stream commit.
+    pub(super) streamed: super::streamed::Streamed,
 }
 
 impl Session {
@@ -109,12 +112,13 @@ impl Session {
             conflicts: [0; 6],
             last_message: (start, start, 0),
             unreported: 0,
+            streamed: Default::default(),
         }
     }
 
     /// Applied work is open: a remote transaction, or queued TRUNCATEs.
     fn work_open(&self) -> bool {
-        self.in_txn || !self.truncates.is_empty()
+        self.in_txn || !self.truncates.is_empty() || self.streamed.replaying
     }
 
     /// Arm the feedback keeper for local work. It reports what the flush
@@ -151,6 +155,7 @@ impl Worker {
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
         loop {
             backend::check_for_interrupts();
+            self.stats.tick(self.dboid, self.subid);
             if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                 ses.displaced = true;
                 return;
@@ -202,6 +207,10 @@ impl Worker {
         };
         loop {
             backend::check_for_interrupts();
+            if self.scope.is_none() {
+                // A clock read; a small file write every few seconds at most.
+                self.stats.tick(self.dboid, self.subid);
+            }
             if ses.displaced {
                 return Ok(Stop::Exit);
             }
@@ -229,6 +238,7 @@ impl Worker {
                                 });
                             }
                             ses.last_message = (start, wal_end, send_time);
+                            ses.streamed.incoming(payload);
                             if !ses.in_txn && self.handover_in_progress() {
                                 let owned = payload.to_vec();
                                 self.wait_for_handover(conn, ses);
@@ -247,6 +257,11 @@ impl Worker {
                                 let busy = ses.busy(keeper.as_ref());
                                 self.sync_housekeeping(ses.last_received);
                                 ses.idle(busy);
+                                if self.two_phase_due() {
+                                    // Every table is ready: stream again,
+                                    // now with two-phase decoding.
+                                    return Ok(Stop::Reload);
+                                }
                             }
                         }
                         Inbound::Keepalive { wal_end, send_time, reply_requested } => {
@@ -275,6 +290,9 @@ impl Worker {
                         let busy = ses.busy(keeper.as_ref());
                         self.sync_housekeeping(ses.last_received);
                         ses.idle(busy);
+                        if self.two_phase_due() {
+                            return Ok(Stop::Reload);
+                        }
                     }
                     self.feedback(conn, ses, false);
                     let timeout_ms = backend::wal_receiver_timeout_ms();

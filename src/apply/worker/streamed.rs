@@ -1,0 +1,123 @@
+//! Streamed transactions in the apply worker (subscription option
+//! `streaming`; docs/FORMAT.md "Streamed transactions", docs/SYNC.md).
+//!
+//! The documents of a block (`S` … `E`) are spooled to the transaction's
+//! file (`apply/spool.rs`), a subtransaction abort (`SA` with `subxid`)
+//! cuts the file back, a whole abort removes it, and the stream commit
+//! (`SC`) replays the file through the ordinary path, `apply_doc`, between
+//! a BEGIN and a COMMIT made of the `SC`'s commit LSN, end LSN and time: the
+//! same conflict handling, roles, skip_transaction, origin progress and
+//! flush tracking as a transaction sent whole. This is PostgreSQL 15's
+//! design (worker.c spools to a BufFile and applies at stream commit), so
+//! the subscriber still applies everything after the publisher's commit.
+//!
+//! Exactly once:
+//! - Progress (the origin's position) moves only in the local commit of
+//!   the replay. A crash or error before it loses the spool (files are
+//!   removed by Drop, or by PostgreSQL at the next start), and the
+//!   publisher sends the whole transaction again: its commit lies past
+//!   anything confirmed.
+//! - Between blocks the flush tracker reports what was received as flushed
+//!   (as native PG15 does): that can pass the open transaction's start but
+//!   never its commit, and PostgreSQL decodes it again from its start after
+//!   a reconnect (the slot's restart_lsn stays before it). Holding the
+//!   report back instead would keep a publisher's shutdown waiting forever
+//!   for a transaction its shutdown aborted.
+//! - While an `SC` is replayed the report is held at the last durable
+//!   commit (`replaying` counts as open work, set before the message is
+//!   handled, since the `SC` arrives at the transaction's end LSN).
+
+use super::Worker;
+use super::stream::Session;
+use crate::apply::protocol;
+use crate::apply::spool::{self, Control, Spool};
+use std::path::PathBuf;
+
+/// The session's streamed transactions.
+#[derive(Default)]
+pub(in crate::apply::worker) struct Streamed {
+    spool: Option<Spool>,
+    /// The transaction whose block is open.
+    block: Option<u32>,
+    /// The message being handled is a stream commit.
+    pub(super) replaying: bool,
+}
+
+impl Streamed {
+    /// Called for every message before it is handled.
+    pub(super) fn incoming(&mut self, payload: &[u8]) {
+        self.replaying = spool::is_stream_commit(payload);
+    }
+
+    fn spool(&mut self) -> &mut Spool {
+        self.spool.get_or_insert_with(|| {
+            // The backend's working directory is the data directory.
+            Spool::new(PathBuf::from("base/pgsql_tmp"), format!("logical_ext.{}", std::process::id()))
+        })
+    }
+}
+
+impl Worker {
+    /// Handle `payload` when it belongs to a streamed transaction (a
+    /// control document, or a document inside a block); false otherwise.
+    pub(super) fn streamed_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<bool, String> {
+        let at = || protocol::format_lsn(lsn);
+        let Some(control) = spool::control(payload) else {
+            let Some(xid) = ses.streamed.block else { return Ok(false) };
+            let (doc_xid, subxid) = spool::block_tag(payload)
+                .ok_or_else(|| format!("a document without xid inside a block at {}", at()))?;
+            if doc_xid != xid {
+                return Err(format!("a document of transaction {doc_xid} inside a block of {xid} at {}", at()));
+            }
+            ses.streamed.spool().append(xid, subxid, lsn, payload)?;
+            return Ok(true);
+        };
+        let control = control.map_err(|e| format!("{e} at {}", at()))?;
+        if ses.in_txn {
+            return Err(format!("a stream document inside a transaction at {}", at()));
+        }
+        match control {
+            Control::Start { xid, first } => {
+                if ses.streamed.block.is_some() {
+                    return Err(format!("a block starts inside another at {}", at()));
+                }
+                ses.streamed.spool().start(xid, first)?;
+                ses.streamed.block = Some(xid);
+            }
+            Control::Stop { xid } => {
+                if ses.streamed.block != Some(xid) {
+                    return Err(format!("end of a block that is not open at {}", at()));
+                }
+                ses.streamed.spool().stop(xid)?;
+                ses.streamed.block = None;
+            }
+            Control::Abort { xid, subxid } => match subxid {
+                Some(sub) => ses.streamed.spool().abort_subxact(xid, sub)?,
+                None => ses.streamed.spool().abort(xid),
+            },
+            Control::Commit { xid, commit_lsn, end_lsn, timestamp } => {
+                let end = end_lsn
+                    .as_deref()
+                    .and_then(protocol::parse_lsn)
+                    .ok_or_else(|| format!("stream commit without a valid \"nextlsn\" at {}", at()))?;
+                let Some(mut reader) = ses.streamed.spool().commit(xid)? else {
+                    return Err(format!("stream commit of transaction {xid}, of which nothing arrived, at {}", at()));
+                };
+                let ts = timestamp.map_or_else(|| "null".to_string(), |t| format!("\"{t}\""));
+                let lsn_field = commit_lsn.map_or_else(String::new, |l| format!(",\"lsn\":\"{l}\""));
+                let begin = format!("{{\"action\":\"B\",\"timestamp\":{ts}{lsn_field}}}");
+                self.apply_message(ses, begin.as_bytes(), lsn)?;
+                let mut buf = Vec::new();
+                while let Some(doc_lsn) = reader.next(&mut buf)? {
+                    self.apply_message(ses, &buf, doc_lsn)?;
+                }
+                drop(reader);
+                let commit =
+                    format!("{{\"action\":\"C\",\"timestamp\":{ts},\"nextlsn\":\"{}\"}}", protocol::format_lsn(end));
+                self.apply_message(ses, commit.as_bytes(), lsn)?;
+                ses.streamed.replaying = false;
+            }
+        }
+        Ok(true)
+    }
+}
