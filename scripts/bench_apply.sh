@@ -22,7 +22,11 @@
 #   BENCH_PGBENCH_SCALE     pgbench scale (default 10)
 #   BENCH_PGBENCH_SECONDS   pgbench duration (default 30)
 #   BENCH_PGBENCH_CLIENTS   pgbench clients (default 4, 2 threads)
-#   BENCH_WORKLOADS         subset of: bulk pgbench (default both)
+#   BENCH_WORKLOADS         subset of: bulk pgbench single savepoints (default "bulk pgbench")
+#   BENCH_SINGLE_ROWS       rows of the one-transaction workload `single` (default 2000000)
+#   BENCH_SAVEPOINTS        subtransactions (one row each) of the workload `savepoints` (default 100000)
+#   BENCH_PERF=DIR          record `perf record -g` of each apply worker and its walsender during
+#                           each catch-up and write the top symbols to DIR (needs perf, root)
 #   BENCH_ORDER             order in which the subscriptions catch up (default "native logical_ext")
 #   BENCH_TIMEOUT           seconds one catch-up may take before the run fails (default 1800)
 #   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
@@ -37,6 +41,9 @@ SCALE=${BENCH_PGBENCH_SCALE:-10}
 SECONDS_PGB=${BENCH_PGBENCH_SECONDS:-30}
 CLIENTS=${BENCH_PGBENCH_CLIENTS:-4}
 WORKLOADS=${BENCH_WORKLOADS:-bulk pgbench}
+SINGLE_ROWS=${BENCH_SINGLE_ROWS:-2000000}
+SAVEPOINTS=${BENCH_SAVEPOINTS:-100000}
+PERF_DIR=${BENCH_PERF:-}
 ORDER=${BENCH_ORDER:-native logical_ext}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 [ "$ROWS" -ge "$TXNS" ] || { echo "BENCH_ROWS must be >= BENCH_TXNS" >&2; exit 2; }
@@ -82,17 +89,22 @@ SQL
 # rows then grow chains of dead versions and the apply slows down
 # quadratically, for native and logical_ext alike).
 catch_up() {
-  local kind=$1 name=$2 target=$3 db origin enable t0 t1
+  local kind=$1 name=$2 target=$3 db origin enable t0 t1 worker slot
   db=${DB[$kind]}
   if [ "$kind" = native ]; then
     origin=$(sub "$db" -Atc "SELECT 'pg_' || oid FROM pg_subscription WHERE subname = '${name}_native'")
     enable="ALTER SUBSCRIPTION ${name}_native ENABLE"
+    worker="SELECT pid FROM pg_stat_subscription WHERE subname = '${name}_native' AND relid IS NULL"
+    slot=${name}_native
   else
     origin=$(sub "$db" -Atc "SELECT 'logical_ext_' || id FROM logical_ext.subscription WHERE name = '${name}_le'")
     enable="SELECT logical_ext.enable_subscription('${name}_le')"
+    worker="SELECT worker_pid FROM logical_ext.subscription_status WHERE name = '${name}_le'"
+    slot=${name}_le
   fi
   t0=$(date +%s.%N)
   sub "$db" -c "$enable" >/dev/null
+  if [ -n "$PERF_DIR" ]; then perf_start "$kind" "$name" "$db" "$worker" "$slot"; fi
   sub postgres <<SQL
 DO \$\$
 DECLARE deadline timestamptz := clock_timestamp() + interval '$TIMEOUT seconds';
@@ -107,7 +119,66 @@ BEGIN
 END \$\$;
 SQL
   t1=$(date +%s.%N)
+  if [ -n "$PERF_DIR" ]; then perf_stop; fi
+  # CPU seconds the apply worker and its walsender used since they started
+  # (both start at the ENABLE): less sensitive to other load on the machine
+  # than the elapsed time.
+  printf '%s\t%s\n' "$(cpu_seconds "$(sub "$db" -Atc "$worker")")" \
+    "$(cpu_seconds "$(pub -Atc "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")")" \
+    >"$CLUSTER_BASE/cpu.tsv"
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+# cpu_seconds PID: user + system CPU time of a process (0 if unknown).
+cpu_seconds() {
+  local ticks
+  ticks=$(getconf CLK_TCK)
+  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then
+    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$ticks" '{ printf "%.2f\n", ($12 + $13) / hz }'
+  else
+    echo 0
+  fi
+}
+
+# perf_start KIND NAME DB WORKER_PID_SQL SLOT: once the apply worker and its
+# walsender run, record both (call graphs) until perf_stop. Profiling slows
+# both sides: figures of a profiled run are not comparable with others.
+PERF_PIDS=()
+perf_start() {
+  local kind=$1 name=$2 db=$3 sql=$4 slot=$5 wpid="" spid="" i
+  for ((i = 0; i < 500; i++)); do
+    wpid=$(sub "$db" -Atc "$sql" 2>/dev/null || true)
+    spid=$(pub -Atc "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'" 2>/dev/null || true)
+    if [ -n "$wpid" ] && [ -n "$spid" ]; then break; fi
+    sleep 0.01
+  done
+  PERF_PIDS=()
+  if [ -n "$wpid" ]; then
+    perf record -q -g -p "$wpid" -o "$PERF_DIR/$name.$kind.worker.data" >/dev/null 2>&1 &
+    PERF_PIDS+=($!)
+  fi
+  if [ -n "$spid" ]; then
+    perf record -q -g -p "$spid" -o "$PERF_DIR/$name.$kind.walsender.data" >/dev/null 2>&1 &
+    PERF_PIDS+=($!)
+  fi
+}
+
+perf_stop() {
+  local p
+  for p in "${PERF_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "${PERF_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PERF_PIDS=()
+}
+
+# perf_summaries: the top symbols (self time) of every recorded profile.
+perf_summaries() {
+  local f
+  for f in "$PERF_DIR"/*.data; do
+    [ -f "$f" ] || continue
+    perf report -i "$f" --stdio --no-children --sort symbol,dso 2>/dev/null |
+      grep -E '^ +[0-9]+\.[0-9]+%' | head -n 40 >"${f%.data}.txt" || true
+  done
+  say "profiles: $PERF_DIR/*.txt"
 }
 
 # digest DB QUERY ORDER: "count md5" of the rows of QUERY (run on the
@@ -150,7 +221,7 @@ run_bulk() {
     STATUS=ok
     verify "$kind" "SELECT * FROM bench" id
     say "$(printf 'bulk    %-12s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$ROWS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
-    printf 'bulk\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$ROWS" "$STATUS" >>"$RESULTS"
+    printf 'bulk\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$ROWS" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
   done
   drop_subscriptions bulk
 }
@@ -181,29 +252,77 @@ run_pgbench() {
     verify "$kind" "SELECT * FROM pgbench_accounts" aid "SELECT * FROM pgbench_branches" bid \
       "SELECT * FROM pgbench_tellers" tid "SELECT * FROM pgbench_history" "t::text"
     say "$(printf 'pgbench %-12s %8.3f s  %10.0f tx/s    %s' "$kind" "$secs" "$(awk -v a="$txns" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
-    printf 'pgbench\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$txns" "$STATUS" >>"$RESULTS"
+    printf 'pgbench\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$txns" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
   done
   drop_subscriptions pgb
 }
 
+# single: SINGLE_ROWS rows of the bulk table in one transaction (the
+# publisher spills it to disk; nothing is applied before its commit arrives).
+run_single() {
+  local target kind secs
+  say "single: $SINGLE_ROWS rows x 8 columns in one transaction"
+  pub -c "${BULK_DDL/bench/bench1} CREATE PUBLICATION single_pub FOR TABLE bench1;" >/dev/null
+  for kind in native logical_ext; do sub "${DB[$kind]}" -c "${BULK_DDL/bench/bench1}" >/dev/null; done
+  create_subscriptions single single_pub
+  pub -c "INSERT INTO bench1 SELECT $ROW_SQL FROM generate_series(1, $SINGLE_ROWS) g" >/dev/null
+  target=$(marker "UPDATE bench1 SET i = i WHERE id = 1")
+  pub -c CHECKPOINT >/dev/null
+  for kind in $ORDER; do
+    sub "${DB[$kind]}" -c CHECKPOINT >/dev/null
+    secs=$(catch_up "$kind" single "$target")
+    STATUS=ok
+    verify "$kind" "SELECT * FROM bench1" id
+    say "$(printf 'single  %-12s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$SINGLE_ROWS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
+    printf 'single\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$SINGLE_ROWS" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
+  done
+  drop_subscriptions single
+}
+
+# savepoints: one transaction of SAVEPOINTS subtransactions (a PL/pgSQL
+# exception block each), one INSERT in each.
+run_savepoints() {
+  local target kind secs
+  say "savepoints: one transaction, $SAVEPOINTS subtransactions of one row"
+  pub -c "CREATE TABLE sp (id int PRIMARY KEY, v text); CREATE PUBLICATION sp_pub FOR TABLE sp;" >/dev/null
+  for kind in native logical_ext; do sub "${DB[$kind]}" -c "CREATE TABLE sp (id int PRIMARY KEY, v text)" >/dev/null; done
+  create_subscriptions sp sp_pub
+  pub -c "DO \$\$ BEGIN FOR i IN 1..$SAVEPOINTS LOOP
+            BEGIN INSERT INTO sp VALUES (i, md5(i::text)); EXCEPTION WHEN unique_violation THEN NULL; END;
+          END LOOP; END \$\$" >/dev/null
+  target=$(marker "UPDATE sp SET v = v WHERE id = 1")
+  pub -c CHECKPOINT >/dev/null
+  for kind in $ORDER; do
+    sub "${DB[$kind]}" -c CHECKPOINT >/dev/null
+    secs=$(catch_up "$kind" sp "$target")
+    STATUS=ok
+    verify "$kind" "SELECT * FROM sp" id
+    say "$(printf 'savepoints %-9s %8.3f s  %10.0f rows/s  %s' "$kind" "$secs" "$(awk -v a="$SAVEPOINTS" -v b="$secs" 'BEGIN { print a / b }')" "$STATUS")"
+    printf 'savepoints\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$secs" "$SAVEPOINTS" "$STATUS" "$(cat "$CLUSTER_BASE/cpu.tsv")" >>"$RESULTS"
+  done
+  drop_subscriptions sp
+}
+
 report() {
   awk -F'\t' '
-    { secs[$1, $2] = $3; n[$1] = $4; st[$1, $2] = $5; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+    { secs[$1, $2] = $3; n[$1] = $4; st[$1, $2] = $5; wcpu[$1, $2] = $6; scpu[$1, $2] = $7
+      if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
     END {
-      print "| workload | applied | native: catch-up (s) | native: per s | logical_ext: catch-up (s) | logical_ext: per s | logical_ext / native | check |"
-      print "|---|---:|---:|---:|---:|---:|---:|---|"
+      print "| workload | applied | native: catch-up (s) | native: per s | logical_ext: catch-up (s) | logical_ext: per s | logical_ext / native | worker CPU s: native / logical_ext | walsender CPU s: native / logical_ext | check |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
       for (i = 1; i <= k; i++) {
-        w = order[i]; unit = (w == "bulk") ? "rows" : "transactions"
+        w = order[i]; unit = (w == "pgbench") ? "transactions" : "rows"
         a = secs[w, "native"]; b = secs[w, "logical_ext"]
-        printf "| %s | %d %s | %.3f | %.0f | %.3f | %.0f | **%.2f×** | %s |\n", w, n[w], unit, a, n[w] / a, b, n[w] / b,
-          a / b, (st[w, "native"] == "ok" && st[w, "logical_ext"] == "ok") ? "ok" : "FAILED"
+        printf "| %s | %d %s | %.3f | %.0f | %.3f | %.0f | **%.2f×** | %s / %s | %s / %s | %s |\n", w, n[w], unit, a, n[w] / a, b, n[w] / b,
+          a / b, wcpu[w, "native"], wcpu[w, "logical_ext"], scpu[w, "native"], scpu[w, "logical_ext"],
+          (st[w, "native"] == "ok" && st[w, "logical_ext"] == "ok") ? "ok" : "FAILED"
       }
     }' "$RESULTS"
 }
 
 run_setup
 say "starting a publisher and a subscriber"
-CONF=("autovacuum = off" "shared_buffers = '1GB'" "max_wal_size = '8GB'" "checkpoint_timeout = '1h'"
+CONF=("autovacuum = off" "shared_buffers = '1GB'" "wal_retrieve_retry_interval = '100ms'" "max_wal_size = '8GB'" "checkpoint_timeout = '1h'"
       "fsync = off" "synchronous_commit = off")
 cluster_start pub "" "${CONF[@]}"
 cluster_start sub logical_ext "${CONF[@]}"
@@ -211,14 +330,16 @@ RESULTS=$CLUSTER_BASE/results.tsv
 : >"$RESULTS"
 cluster_psql sub -c "CREATE DATABASE native" -c "CREATE DATABASE le" >/dev/null
 sub le -c "CREATE EXTENSION logical_ext" >/dev/null
+if [ -n "$PERF_DIR" ]; then mkdir -p "$PERF_DIR"; fi
 for wl in $WORKLOADS; do "run_$wl"; done
+if [ -n "$PERF_DIR" ]; then perf_summaries; fi
 
 echo
 echo "Apply catch-up, $(date -u +%Y-%m-%d), $(nproc) cores, $("$PGBIN/postgres" --version);" \
      "native = CREATE SUBSCRIPTION (pgoutput, text, streaming off); order: $ORDER"
 echo
 report
-if grep -qP '\tFAILED$' "$RESULTS"; then
+if grep -qP '\tFAILED\t' "$RESULTS"; then
   echo "!! a subscriber's tables differ from the publisher's: see the messages above" >&2
   exit 1
 fi

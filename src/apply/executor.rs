@@ -33,12 +33,27 @@
 //! only after every leaf's guard is gone.) Otherwise the leaf's operations
 //! run as the root's owner and its AFTER ROW events fire at the addressed
 //! target's level.
+//!
+//! Per-transaction executor state ([`TargetCache`]): setting a target up
+//! (opening the table and every index, an executor state, a query level)
+//! cost as much as a row's own insert on a bulk catch-up. For a plain table
+//! without triggers (`LocalRel::cacheable`) the target is opened once per
+//! remote transaction, in the transaction's memory, and each change only
+//! brackets its work (`begin_change`/`end_change`: command id, query level,
+//! role switch, then its slots cleared and per-tuple memory reset). Without
+//! triggers no user code can run between the changes that would observe the
+//! difference, and the locks are the ones a per-change target takes and
+//! keeps until commit anyway. The cache is closed before the commit, before
+//! a DDL replay or a TRUNCATE (they refuse tables in use), and abandoned —
+//! no PostgreSQL call — when an error ends the transaction, whose abort
+//! releases all of it.
 
 use super::protocol::Column;
 use super::relation::LocalRel;
 use super::routing::{self, Router};
 use super::values;
 use crate::ffi;
+use crate::ffi::ContextSwitch;
 use crate::ffi::identity::AsRole;
 use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
@@ -151,10 +166,11 @@ impl LocalRow {
 }
 
 /// The relation entry a target applies to: the addressed one (borrowed from
-/// the relation map) or a leaf partition's (shared with the map's entry).
+/// the relation map) or one shared with the map (a leaf partition's, or a
+/// cached target's).
 pub(crate) enum RelRef<'r> {
     Addressed(&'r LocalRel),
-    Leaf(Rc<LocalRel>),
+    Shared(Rc<LocalRel>),
 }
 
 impl std::ops::Deref for RelRef<'_> {
@@ -162,7 +178,7 @@ impl std::ops::Deref for RelRef<'_> {
     fn deref(&self) -> &LocalRel {
         match self {
             RelRef::Addressed(r) => r,
-            RelRef::Leaf(r) => r,
+            RelRef::Shared(r) => r,
         }
     }
 }
@@ -194,9 +210,26 @@ pub(crate) struct Target<'r> {
     parts: Option<Parts<'r>>,
     /// A leaf's owner, become for each operation on it ([`LeafOp`]).
     leaf_owner: Option<pg_sys::Oid>,
+    /// Slots reused by the changes of a cached target (`None`: per-change).
+    pool: Option<RefCell<SlotPool>>,
+    /// Prepared default expressions by attribute (filled on first use).
+    defaults: RefCell<Vec<Option<Option<*mut pg_sys::ExprState>>>>,
+    /// Set when an error ended the transaction: its abort released the
+    /// PostgreSQL side; dropping must not touch it.
+    abandoned: Cell<bool>,
     /// Dropped last: the executor is torn down (AFTER triggers fire) while
     /// still running as the table owner. `None` for a leaf.
     _as_owner: Option<AsRole>,
+}
+
+/// The slots of a cached target, handed out in order during one change and
+/// cleared at its end (a per-change target allocates fresh ones instead).
+#[derive(Default)]
+struct SlotPool {
+    virtual_slots: Vec<*mut pg_sys::TupleTableSlot>,
+    table_slots: Vec<*mut pg_sys::TupleTableSlot>,
+    virtual_used: usize,
+    table_used: usize,
 }
 
 /// One operation on a leaf partition: while alive, the backend runs as the
@@ -237,12 +270,15 @@ impl Drop for LeafOp {
 impl<'r> Target<'r> {
     /// Open `rel` for a change (inside a transaction with an active snapshot).
     pub(crate) fn open(rel: &'r LocalRel) -> Target<'r> {
-        Target::open_ref(RelRef::Addressed(rel), false)
+        Target::open_ref(RelRef::Addressed(rel), false, false)
     }
 
-    fn open_ref(rel: RelRef<'r>, nested: bool) -> Target<'r> {
+    /// `cached`: kept for the remote transaction (see the module notes):
+    /// no role switch and no query level here, `begin_change` does them.
+    fn open_ref(rel: RelRef<'r>, nested: bool, cached: bool) -> Target<'r> {
         // SAFETY: the standard executor set-up of worker.c's
-        // create_edata_for_relation, all in the current memory context.
+        // create_edata_for_relation, in the executor state's memory (a child
+        // of the current memory context).
         unsafe {
             let relation = pg_sys::table_open(rel.relid, pg_sys::RowExclusiveLock as i32);
             let kind = (*(*relation).rd_rel).relkind as u8;
@@ -258,11 +294,13 @@ impl<'r> Target<'r> {
                 .set_hint("Foreign tables, views and other relations (also as partitions) cannot receive replicated rows; use a table.")
                 .report(PgLogLevel::ERROR);
             }
-            // The addressed target switches for its whole life; a leaf of
-            // another owner per operation (LeafOp), when routing.rs's rule
-            // says so (or refuses).
+            // The addressed target switches for its whole life (a cached one
+            // per change, in `begin_change`); a leaf of another owner per
+            // operation (LeafOp), when routing.rs's rule says so (or refuses).
             let owner = (*(*relation).rd_rel).relowner;
-            let (as_owner, leaf_owner) = if !nested {
+            let (as_owner, leaf_owner) = if cached {
+                (None, None)
+            } else if !nested {
                 (as_table_owner(owner), None)
             } else if AS_SUBSCRIPTION_OWNER.with(|c| c.get()) {
                 (None, None)
@@ -270,6 +308,8 @@ impl<'r> Target<'r> {
                 (None, routing::leaf_identity(owner, pg_sys::GetUserId(), &rel.display))
             };
             let estate = pg_sys::CreateExecutorState();
+            // Everything of this target lives in its executor state's memory.
+            let _cx = ContextSwitch::to((*estate).es_query_cxt);
             let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>()) as *mut pg_sys::RangeTblEntry;
             (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
             (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
@@ -285,7 +325,7 @@ impl<'r> Target<'r> {
             // that reference is never closed: "relcache reference leak").
             (*estate).es_opened_result_relations = pg_sys::lappend((*estate).es_opened_result_relations, rri.cast());
             (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
-            if !nested {
+            if !nested && !cached {
                 pg_sys::AfterTriggerBeginQuery();
             }
             let parts = if kind == pg_sys::RELKIND_PARTITIONED_TABLE {
@@ -294,8 +334,82 @@ impl<'r> Target<'r> {
                 pg_sys::ExecOpenIndices(rri, false);
                 None
             };
-            Target { rel, relation, estate, rri, nested, parts, leaf_owner, _as_owner: as_owner }
+            let pool = cached.then(|| RefCell::new(SlotPool::default()));
+            Target {
+                rel,
+                relation,
+                estate,
+                rri,
+                nested,
+                parts,
+                leaf_owner,
+                pool,
+                defaults: RefCell::new(Vec::new()),
+                abandoned: Cell::new(false),
+                _as_owner: as_owner,
+            }
         }
+    }
+
+    /// Open a cached target on `rel` (a `cacheable` entry) for the rest of
+    /// the current transaction; its memory is the transaction's.
+    fn open_cached(rel: Rc<LocalRel>) -> Target<'static> {
+        // SAFETY: inside a transaction: TopTransactionContext is valid.
+        let _cx = ContextSwitch::to(unsafe { pg_sys::TopTransactionContext });
+        Target::open_ref(RelRef::Shared(rel), false, true)
+    }
+
+    /// A cached target starts a change: the current command id, an
+    /// AFTER-trigger query level (as a per-change target has), and the
+    /// table owner's identity for as long as the returned guard lives.
+    pub(crate) fn begin_change(&self) -> Option<AsRole> {
+        // SAFETY: inside the transaction the target was opened in.
+        unsafe {
+            (*self.estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+            pg_sys::AfterTriggerBeginQuery();
+            as_table_owner((*(*self.relation).rd_rel).relowner)
+        }
+    }
+
+    /// A cached target ends a change (before the role guard is dropped):
+    /// its query level ends, its slots are cleared (buffer pins released)
+    /// and its per-tuple memory reset, as freeing a per-change target does.
+    pub(crate) fn end_change(&self) {
+        let Some(pool) = &self.pool else { return };
+        let mut pool = pool.borrow_mut();
+        // SAFETY: the slots belong to this target's executor state.
+        unsafe {
+            pg_sys::AfterTriggerEndQuery(self.estate);
+            for &slot in pool.virtual_slots[..pool.virtual_used].iter().chain(&pool.table_slots[..pool.table_used]) {
+                pg_sys::ExecClearTuple(slot);
+            }
+            let econtext = (*self.estate).es_per_tuple_exprcontext;
+            if !econtext.is_null() {
+                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+            }
+        }
+        pool.virtual_used = 0;
+        pool.table_used = 0;
+    }
+
+    /// A slot for a row of the relation as stored (a located row).
+    fn table_slot(&self) -> *mut pg_sys::TupleTableSlot {
+        let make = || {
+            // SAFETY: allocated in the executor state's memory and list.
+            unsafe {
+                let _cx = ContextSwitch::to((*self.estate).es_query_cxt);
+                pg_sys::table_slot_create(self.relation, &mut (*self.estate).es_tupleTable)
+            }
+        };
+        let Some(pool) = &self.pool else { return make() };
+        let mut pool = pool.borrow_mut();
+        let i = pool.table_used;
+        if i == pool.table_slots.len() {
+            let slot = make();
+            pool.table_slots.push(slot);
+        }
+        pool.table_used += 1;
+        pool.table_slots[i]
     }
 
     /// For a leaf: become its owner for one operation (see [`LeafOp`]);
@@ -314,7 +428,7 @@ impl<'r> Target<'r> {
         let entry = self.rel.leaf(relid);
         let from_root = routing::name_map(&entry.names, &self.rel.names);
         let to_root = routing::name_map(&self.rel.names, &entry.names);
-        let target = Target::open_ref(RelRef::Leaf(entry), true);
+        let target = Target::open_ref(RelRef::Shared(entry), true, false);
         let mut leaves = parts.leaves.borrow_mut();
         leaves.push(Leaf { target, from_root, to_root });
         leaves.len() - 1
@@ -360,7 +474,23 @@ impl<'r> Target<'r> {
         // SAFETY: estate and descriptor are valid; freed with the estate.
         unsafe {
             let desc = (*self.relation).rd_att;
-            let slot = pg_sys::ExecInitExtraTupleSlot(self.estate, desc, &pg_sys::TTSOpsVirtual);
+            let make = || {
+                let _cx = ContextSwitch::to((*self.estate).es_query_cxt);
+                pg_sys::ExecInitExtraTupleSlot(self.estate, desc, &pg_sys::TTSOpsVirtual)
+            };
+            let slot = match &self.pool {
+                None => make(),
+                Some(pool) => {
+                    let mut pool = pool.borrow_mut();
+                    let i = pool.virtual_used;
+                    if i == pool.virtual_slots.len() {
+                        let slot = make();
+                        pool.virtual_slots.push(slot);
+                    }
+                    pool.virtual_used += 1;
+                    pool.virtual_slots[i]
+                }
+            };
             pg_sys::ExecClearTuple(slot);
             std::slice::from_raw_parts_mut((*slot).tts_isnull, (*desc).natts as usize).fill(true);
             slot
@@ -405,20 +535,36 @@ impl<'r> Target<'r> {
             if sent || input.is_none() {
                 continue;
             }
+            let Some(state) = self.default_expr(i) else { continue };
             // SAFETY: attribute numbers are in range; the default is evaluated
-            // in the executor's per-tuple context.
+            // with the executor's per-tuple context.
             unsafe {
-                let def = pg_sys::build_column_default(self.relation, i as i32 + 1);
-                if def.is_null() {
-                    continue;
-                }
-                let state = pg_sys::ExecInitExpr(pg_sys::expression_planner(def.cast()), std::ptr::null_mut());
                 let econtext = pg_sys::MakePerTupleExprContext(self.estate);
                 let mut isnull = false;
                 *(*slot).tts_values.add(i) = pg_sys::ExecEvalExpr(state, econtext, &mut isnull);
                 *(*slot).tts_isnull.add(i) = isnull;
             }
         }
+    }
+
+    /// The prepared default expression of attribute `i` (`None`: it has
+    /// none), planned once per target — once per remote transaction for a
+    /// cached one — as COPY prepares its defaults once per statement.
+    fn default_expr(&self, i: usize) -> Option<*mut pg_sys::ExprState> {
+        let mut defaults = self.defaults.borrow_mut();
+        if defaults.is_empty() {
+            defaults.resize(self.rel.natts, None);
+        }
+        *defaults[i].get_or_insert_with(|| {
+            // SAFETY: attribute numbers are in range; planned into the
+            // executor state's memory, which outlives every use.
+            unsafe {
+                let _cx = ContextSwitch::to((*self.estate).es_query_cxt);
+                let def = pg_sys::build_column_default(self.relation, i as i32 + 1);
+                (!def.is_null())
+                    .then(|| pg_sys::ExecInitExpr(pg_sys::expression_planner(def.cast()), std::ptr::null_mut()))
+            }
+        })
     }
 
     /// Find the row identified by `key` (the replica identity values).
@@ -462,9 +608,9 @@ impl<'r> Target<'r> {
         match &self.rel.key {
             Some((idx, _)) => self.find_by_index(*idx, search),
             None => {
+                let local = self.table_slot();
                 // SAFETY: valid relation and slots; the found row is locked.
                 unsafe {
-                    let local = pg_sys::table_slot_create(self.relation, &mut (*self.estate).es_tupleTable);
                     pg_sys::RelationFindReplTupleSeq(
                         self.relation,
                         pg_sys::LockTupleMode::LockTupleExclusive,
@@ -478,9 +624,9 @@ impl<'r> Target<'r> {
     }
 
     fn find_by_index(&self, idx: pg_sys::Oid, search: *mut pg_sys::TupleTableSlot) -> Option<LocalRow> {
+        let local = self.table_slot();
         // SAFETY: valid relation, index and slots; the found row is locked.
         unsafe {
-            let local = pg_sys::table_slot_create(self.relation, &mut (*self.estate).es_tupleTable);
             pg_sys::RelationFindReplTupleByIndex(
                 self.relation,
                 idx,
@@ -588,8 +734,9 @@ impl<'r> Target<'r> {
 
 impl Drop for Target<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // An ERROR is unwinding: the transaction abort releases all of it.
+        if std::thread::panicking() || self.abandoned.get() {
+            // An ERROR is unwinding or ended the transaction: its abort
+            // releases all of it.
             return;
         }
         let parts = self.parts.take();
@@ -612,7 +759,7 @@ impl Drop for Target<'_> {
             // SAFETY: tears down what `open` set up, once.
             unsafe {
                 pg_sys::ExecCloseIndices(self.rri);
-                if !self.nested {
+                if !self.nested && self.pool.is_none() {
                     pg_sys::AfterTriggerEndQuery(self.estate);
                 }
             }
@@ -622,6 +769,50 @@ impl Drop for Target<'_> {
             pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
             pg_sys::FreeExecutorState(self.estate);
             pg_sys::table_close(self.relation, pg_sys::NoLock as i32);
+        }
+    }
+}
+
+/// The cached targets of the remote transaction being applied (see the
+/// module notes), at most one per relation.
+#[derive(Default)]
+pub(crate) struct TargetCache {
+    open: Vec<Target<'static>>,
+}
+
+impl TargetCache {
+    /// The cached target of `rel` (a `cacheable` entry), opened on first
+    /// use in this transaction; one opened on an entry the relation map has
+    /// since replaced (an invalidation) is closed and opened again.
+    pub(crate) fn get(&mut self, rel: &Rc<LocalRel>) -> &Target<'static> {
+        let found = self.open.iter().position(|t| t.rel.relid == rel.relid);
+        let i = match found {
+            Some(i) if matches!(&self.open[i].rel, RelRef::Shared(r) if Rc::ptr_eq(r, rel)) => i,
+            stale => {
+                if let Some(i) = stale {
+                    drop(self.open.remove(i));
+                }
+                self.open.push(Target::open_cached(rel.clone()));
+                self.open.len() - 1
+            }
+        };
+        &self.open[i]
+    }
+
+    /// Close every cached target (inside their transaction, latest first).
+    pub(crate) fn close_all(&mut self) {
+        while let Some(t) = self.open.pop() {
+            drop(t);
+        }
+    }
+}
+
+impl Drop for TargetCache {
+    /// Dropped while targets are open only when an error ended their
+    /// transaction (normal paths `close_all` first): abandon them.
+    fn drop(&mut self) {
+        for t in &self.open {
+            t.abandoned.set(true);
         }
     }
 }

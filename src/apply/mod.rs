@@ -52,6 +52,7 @@ mod relation;
 mod resolver;
 mod routing;
 mod rows;
+mod scan;
 pub(crate) mod settings;
 mod spool;
 mod stats;

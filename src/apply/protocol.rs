@@ -1,7 +1,8 @@
 //! The wire formats the apply worker speaks, as pure functions: the streaming
 //! replication CopyData messages (`w` XLogData, `k` keepalive, `r` standby
 //! status update) and the JSON documents of the `logical_ext` output plugin
-//! (docs/FORMAT.md), parsed with serde into a closed [`Doc`] enum.
+//! (docs/FORMAT.md), read into a closed [`Doc`] enum (by `scan.rs`, with
+//! serde_json for what it declines).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -67,21 +68,38 @@ pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn as u32)
 }
 
-/// One `{"name":…,"value":…}` entry; the value is kept as raw JSON so its
-/// text reaches the type's input function without a float round trip.
-#[derive(Deserialize, Debug)]
+/// One `{"name":…,"value":…}` entry of a document.
+#[derive(Debug)]
 pub(crate) struct Column<'a> {
-    #[serde(borrow)]
     pub(crate) name: Cow<'a, str>,
-    #[serde(borrow)]
-    pub(crate) value: &'a RawValue,
+    pub(crate) value: Value<'a>,
+}
+
+/// A column's value, classified once when the document is read.
+#[derive(Debug)]
+pub(crate) enum Value<'a> {
+    /// JSON `null`: SQL NULL.
+    Null,
+    /// A JSON string, unescaped.
+    Text(Cow<'a, str>),
+    /// A number or boolean, as its JSON text: it reaches the type's input
+    /// function without a float round trip.
+    Literal(&'a str),
+    /// An object or array (never sent for a column): its JSON text.
+    Structured(&'a str),
 }
 
 /// Columns as a JSON object of name → value (for the conflict log).
 pub(crate) fn columns_json(cols: &[Column<'_>]) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     for c in cols {
-        let v = serde_json::from_str(c.value.get()).unwrap_or(serde_json::Value::Null);
+        let v = match &c.value {
+            Value::Null => serde_json::Value::Null,
+            Value::Text(t) => serde_json::Value::String(t.to_string()),
+            Value::Literal(raw) | Value::Structured(raw) => {
+                serde_json::from_str(raw).unwrap_or(serde_json::Value::Null)
+            }
+        };
         m.insert(c.name.to_string(), v);
     }
     serde_json::Value::Object(m)
@@ -90,16 +108,36 @@ pub(crate) fn columns_json(cols: &[Column<'_>]) -> serde_json::Value {
 impl Column<'_> {
     /// The value as text for an input function, or `None` for SQL NULL.
     pub(crate) fn text(&self) -> Result<Option<Cow<'_, str>>, String> {
-        let raw = self.value.get();
-        match raw.as_bytes().first() {
-            // A string without escapes is its own text: no second parse.
-            Some(b'"') if !raw.contains('\\') => Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1]))),
-            Some(b'"') => serde_json::from_str::<Cow<'_, str>>(raw).map(Some).map_err(|e| e.to_string()),
-            Some(b'n') if raw == "null" => Ok(None),
-            Some(b'{') | Some(b'[') => Err(format!("unexpected structured value {raw}")),
-            Some(_) => Ok(Some(Cow::Borrowed(raw))),
-            None => Err("empty value".into()),
+        match &self.value {
+            Value::Null => Ok(None),
+            Value::Text(t) => Ok(Some(Cow::Borrowed(t))),
+            Value::Literal(raw) => Ok(Some(Cow::Borrowed(raw))),
+            Value::Structured(raw) => Err(format!("unexpected structured value {raw}")),
         }
+    }
+}
+
+/// A column as serde_json reads it (the fallback path of [`parse_doc`]).
+#[derive(Deserialize)]
+struct SerdeColumn<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    value: &'a RawValue,
+}
+
+impl<'a> SerdeColumn<'a> {
+    fn classify(self) -> Result<Column<'a>, String> {
+        let raw = self.value.get();
+        let value = match raw.as_bytes().first() {
+            Some(b'"') if !raw.contains('\\') => Value::Text(Cow::Borrowed(&raw[1..raw.len() - 1])),
+            Some(b'"') => Value::Text(Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?)),
+            Some(b'n') if raw == "null" => Value::Null,
+            Some(b'{') | Some(b'[') => Value::Structured(raw),
+            Some(_) => Value::Literal(raw),
+            None => return Err("empty value".into()),
+        };
+        Ok(Column { name: self.name, value })
     }
 }
 
@@ -117,9 +155,9 @@ struct RawDoc<'a> {
     #[serde(default, borrow)]
     table: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    columns: Option<Vec<Column<'a>>>,
+    columns: Option<Vec<SerdeColumn<'a>>>,
     #[serde(default, borrow)]
-    identity: Option<Vec<Column<'a>>>,
+    identity: Option<Vec<SerdeColumn<'a>>>,
     #[serde(default, borrow)]
     unchanged_toast: Option<Vec<Cow<'a, str>>>,
     #[serde(default)]
@@ -127,6 +165,45 @@ struct RawDoc<'a> {
     /// `P`/`CP`/`RP`: the prepared transaction's xid on the publisher.
     #[serde(default)]
     xid: Option<u32>,
+}
+
+/// The fields of a document the worker uses (`scan.rs` reads them, or
+/// serde_json when that declines).
+#[derive(Default, Debug)]
+pub(crate) struct Fields<'a> {
+    pub(crate) action: Option<&'a str>,
+    pub(crate) timestamp: Option<Cow<'a, str>>,
+    pub(crate) lsn: Option<Cow<'a, str>>,
+    pub(crate) nextlsn: Option<Cow<'a, str>>,
+    pub(crate) schema: Option<Cow<'a, str>>,
+    pub(crate) table: Option<Cow<'a, str>>,
+    pub(crate) columns: Option<Vec<Column<'a>>>,
+    pub(crate) identity: Option<Vec<Column<'a>>>,
+    pub(crate) unchanged_toast: Option<Vec<Cow<'a, str>>>,
+    pub(crate) restart_identity: Option<bool>,
+    pub(crate) xid: Option<u32>,
+}
+
+fn classify_all<'a>(c: Option<Vec<SerdeColumn<'a>>>) -> Result<Option<Vec<Column<'a>>>, String> {
+    c.map(|v| v.into_iter().map(SerdeColumn::classify).collect()).transpose()
+}
+
+/// Read a document with serde_json (what `scan.rs` declines).
+pub(crate) fn serde_fields(text: &str) -> Result<Fields<'_>, String> {
+    let d: RawDoc<'_> = serde_json::from_str(text).map_err(|e| format!("malformed JSON document: {e}"))?;
+    Ok(Fields {
+        action: Some(d.action),
+        timestamp: d.timestamp,
+        lsn: d.lsn,
+        nextlsn: d.nextlsn,
+        schema: d.schema,
+        table: d.table,
+        columns: classify_all(d.columns).map_err(|e| format!("malformed JSON document: {e}"))?,
+        identity: classify_all(d.identity).map_err(|e| format!("malformed JSON document: {e}"))?,
+        unchanged_toast: d.unchanged_toast,
+        restart_identity: d.restart_identity,
+        xid: d.xid,
+    })
 }
 
 /// A relation as the publisher names it.
@@ -202,14 +279,18 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
     // Validate UTF-8 once for the whole document: serde_json's str reader
     // then skips the per-string validation of its slice reader.
     let text = std::str::from_utf8(payload).map_err(|e| format!("document is not UTF-8: {e}"))?;
-    let d: RawDoc<'_> = serde_json::from_str(text).map_err(|e| format!("malformed JSON document: {e}"))?;
-    let rel = |d: &RawDoc<'_>| -> Result<RemoteRel, String> {
+    let d = match super::scan::document(text) {
+        Some(d) => d,
+        None => serde_fields(text)?,
+    };
+    let rel = |d: &Fields<'_>| -> Result<RemoteRel, String> {
         Ok(RemoteRel {
             schema: d.schema.as_deref().ok_or("document has no \"schema\" (include-schemas must be on)")?.to_string(),
             table: d.table.as_deref().ok_or("document has no \"table\"")?.to_string(),
         })
     };
-    Ok(match d.action {
+    let action = d.action.unwrap_or_default();
+    Ok(match action {
         "B" => Doc::Begin { commit_lsn: d.lsn.as_deref().and_then(parse_lsn), timestamp: d.timestamp },
         "C" => Doc::Commit {
             end_lsn: d
@@ -229,14 +310,15 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
         "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
         "P" | "CP" | "RP" => {
-            let xid = d.xid.ok_or_else(|| format!("{} document has no \"xid\"", d.action))?;
-            let end_lsn =
-                d.nextlsn.as_deref().and_then(parse_lsn).ok_or_else(|| {
-                    format!("{} document has no valid \"nextlsn\" (include-lsn must be on)", d.action)
-                })?;
-            match d.action {
+            let xid = d.xid.ok_or_else(|| format!("{action} document has no \"xid\""))?;
+            let end_lsn = d
+                .nextlsn
+                .as_deref()
+                .and_then(parse_lsn)
+                .ok_or_else(|| format!("{action} document has no valid \"nextlsn\" (include-lsn must be on)"))?;
+            match action {
                 "P" => Doc::Prepare { xid, end_lsn, timestamp: d.timestamp },
-                _ => Doc::FinishPrepared { commit: d.action == "CP", xid, end_lsn, timestamp: d.timestamp },
+                _ => Doc::FinishPrepared { commit: action == "CP", xid, end_lsn, timestamp: d.timestamp },
             }
         }
         "M" => Doc::Message,

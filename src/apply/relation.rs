@@ -3,9 +3,14 @@
 //! may have extra columns, filled by defaults; a publisher column missing here
 //! is an error naming table and column), and each column's input function.
 //!
-//! Entries are cached per remote relation and all dropped when a relcache
-//! invalidation arrives (an ALTER TABLE on the subscriber, or DDL applied by
-//! this worker), together with the memory context holding their FmgrInfos.
+//! Entries are cached per remote relation, each with its own memory context
+//! (its FmgrInfos), and dropped when a relcache invalidation names its local
+//! relation or one of its leaf partitions (an ALTER TABLE on the subscriber,
+//! DDL applied by this worker, ANALYZE); an invalidation of every relation
+//! (a cache reset) drops them all. Invalidations of other relations (another
+//! session's temporary table, autovacuum elsewhere) leave the map alone. An
+//! entry is shared (`Rc`): the executor state kept for a remote transaction
+//! (`executor::TargetCache`) holds it, and notices that the map replaced it.
 //!
 //! A partitioned local table is a target too (`routing.rs`): its leaf
 //! partitions get entries of their own (own column order, indexes, replica
@@ -16,7 +21,7 @@ use crate::ffi;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::rc::Rc;
@@ -68,8 +73,13 @@ pub(crate) struct LocalRel {
     order: RefCell<Vec<(Box<str>, usize)>>,
     /// Entries of the leaf partitions rows were routed to.
     leaves: RefCell<Vec<Rc<LocalRel>>>,
-    /// The map's memory context (FmgrInfos of leaf entries).
-    cxt: pg_sys::MemoryContext,
+    /// The map's memory context (parent of the leaf entries' contexts).
+    map_cxt: pg_sys::MemoryContext,
+    /// A plain table without triggers: its executor state may be kept for
+    /// the whole remote transaction (`executor::TargetCache`).
+    pub(crate) cacheable: bool,
+    /// This entry's FmgrInfos; declared last, so dropped after them.
+    _cxt: ffi::OwnedContext,
 }
 
 impl LocalRel {
@@ -84,9 +94,14 @@ impl LocalRel {
             let schema = ffi::cstr_to_string(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid)));
             format!("{schema}.{}", ffi::cstr_to_string(pg_sys::get_rel_name(relid)))
         };
-        let leaf = Rc::new(build_rel(relid, display, self.cxt));
+        let leaf = Rc::new(build_rel(relid, display, self.map_cxt));
         self.leaves.borrow_mut().push(leaf.clone());
         leaf
+    }
+
+    /// Whether an invalidation of `relids` concerns this entry.
+    fn touched_by(&self, relids: &[pg_sys::Oid]) -> bool {
+        relids.contains(&self.relid) || self.leaves.borrow().iter().any(|l| l.touched_by(relids))
     }
 
     /// The local attribute index of the remote column `name` sent at
@@ -130,20 +145,43 @@ impl LocalRel {
     }
 }
 
+/// Relation cache invalidations not yet applied to the map.
+#[derive(Default)]
+struct Pending {
+    /// Every relation (a cache reset, or too many to list).
+    all: bool,
+    relids: Vec<pg_sys::Oid>,
+}
+
+/// More invalidated relations than this between two changes: drop everything.
+const MAX_PENDING: usize = 64;
+
 thread_local! {
-    static STALE: Cell<bool> = const { Cell::new(false) };
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    STALE.set(true);
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    PENDING.with_borrow_mut(|p| {
+        if p.all {
+            return;
+        }
+        if relid == pg_sys::InvalidOid || p.relids.len() >= MAX_PENDING {
+            p.all = true;
+            p.relids.clear();
+        } else if !p.relids.contains(&relid) {
+            p.relids.push(relid);
+        }
+    });
 }
 
 pub(crate) struct RelationMap {
     /// Few relations per subscription: a vector, searched from the last hit
     /// (consecutive changes usually touch the same table).
-    entries: Vec<(RemoteRel, LocalRel)>,
+    entries: Vec<(RemoteRel, Rc<LocalRel>)>,
     last: usize,
+    /// Parent of the entries' memory contexts (never reset: each entry
+    /// deletes its own).
     cxt: pg_sys::MemoryContext,
 }
 
@@ -159,10 +197,13 @@ impl RelationMap {
     }
 
     /// The local relation for `remote`; call inside a transaction.
-    pub(crate) fn get(&mut self, remote: &RemoteRel) -> &LocalRel {
-        if STALE.replace(false) {
+    pub(crate) fn get(&mut self, remote: &RemoteRel) -> Rc<LocalRel> {
+        let pending = PENDING.take();
+        if pending.all {
             self.entries.clear();
-            ffi::reset_memory_context(self.cxt);
+        } else if !pending.relids.is_empty() {
+            self.entries.retain(|(_, e)| !e.touched_by(&pending.relids));
+            self.last = 0;
         }
         let hit = self.entries.get(self.last).is_some_and(|(r, _)| r == remote);
         if !hit {
@@ -170,12 +211,12 @@ impl RelationMap {
                 Some(i) => i,
                 None => {
                     let entry = build(remote, self.cxt);
-                    self.entries.push((remote.clone(), entry));
+                    self.entries.push((remote.clone(), Rc::new(entry)));
                     self.entries.len() - 1
                 }
             };
         }
-        &self.entries[self.last].1
+        self.entries[self.last].1.clone()
     }
 }
 
@@ -200,7 +241,9 @@ fn build(remote: &RemoteRel, cxt: pg_sys::MemoryContext) -> LocalRel {
     build_rel(relid, display, cxt)
 }
 
-fn build_rel(relid: pg_sys::Oid, display: String, cxt: pg_sys::MemoryContext) -> LocalRel {
+fn build_rel(relid: pg_sys::Oid, display: String, map_cxt: pg_sys::MemoryContext) -> LocalRel {
+    let own = ffi::OwnedContext::new(map_cxt, c"logical_ext relation");
+    let cxt = own.get();
     // SAFETY: relid is a valid relation; opened and closed around reading its
     // descriptor (the lock is kept until the end of the transaction).
     unsafe {
@@ -229,6 +272,9 @@ fn build_rel(relid: pg_sys::Oid, display: String, cxt: pg_sys::MemoryContext) ->
         // A partitioned table's indexes hold no rows: conflicts are probed
         // in the leaves.
         let uniques = if partitioned { Vec::new() } else { probeable_unique_indexes(rel) };
+        // Triggers (FOREIGN KEY and deferrable UNIQUE constraints are
+        // triggers too) keep the per-change executor set-up, as native.
+        let cacheable = (*(*rel).rd_rel).relkind as u8 == pg_sys::RELKIND_RELATION && (*rel).trigdesc.is_null();
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
         LocalRel {
             relid,
@@ -241,7 +287,9 @@ fn build_rel(relid: pg_sys::Oid, display: String, cxt: pg_sys::MemoryContext) ->
             uniques,
             order: RefCell::new(Vec::new()),
             leaves: RefCell::new(Vec::new()),
-            cxt,
+            map_cxt,
+            cacheable,
+            _cxt: own,
         }
     }
 }

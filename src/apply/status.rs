@@ -272,6 +272,19 @@ pub(crate) fn update(dboid: u32, subid: i32, f: impl FnOnce(&mut Slot)) {
     }
 }
 
+/// Update this worker's slot at the commit of a remote transaction and, under
+/// the same lock acquisition, read whether `pid` still owns it and the
+/// latest requested generation (`None`: the slot is gone). One exclusive
+/// acquisition per applied transaction instead of three.
+pub(crate) fn update_at_commit(dboid: u32, subid: i32, pid: i32, f: impl FnOnce(&mut Slot)) -> Option<(bool, u64)> {
+    let mut t = STATUS.exclusive();
+    let s = t.slots.iter_mut().find(|s| s.dboid == dboid && s.subid == subid)?;
+    f(s);
+    s.received_lsn = clamp_lsn(s.received_lsn);
+    s.latest_end_lsn = clamp_lsn(s.latest_end_lsn);
+    Some((s.pid == pid, s.generation))
+}
+
 /// LSNs are shown through `bigint` (`worker_status()`): a publisher's
 /// `walEnd` of 2^63 or more (a broken or hostile server) would turn
 /// negative there and break `subscription_status` and `metrics()`, so stored

@@ -47,6 +47,9 @@ impl Worker {
                 ses.conflicts = [0; 6];
                 ses.commit_lsn = commit_lsn;
                 ses.commit_ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                // COMMIT repeats this text: parsed once (see `Doc::Commit`).
+                ses.begin_timestamp.clear();
+                ses.begin_timestamp.push_str(timestamp.as_deref().unwrap_or_default());
                 let skip = self.sub.as_ref().and_then(|s| s.skip_lsn);
                 ses.skipping = skip.is_some() && skip == commit_lsn;
             }
@@ -54,12 +57,17 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("COMMIT outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
+                // Cached executor state is released before the commit.
+                ses.targets.close_all();
                 if ses.skipping {
                     self.finish_skip(ses);
                 } else {
                     self.clear_stale_skip(ses);
                 }
-                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(ses.commit_ts);
+                let ts = match timestamp.as_deref() {
+                    Some(t) if t != ses.begin_timestamp => parse_timestamptz(t),
+                    _ => ses.commit_ts,
+                };
                 let Some(applying) = ses.applying.take() else {
                     return Err("the subscription's replication origin is not set up".into());
                 };
@@ -82,7 +90,7 @@ impl Worker {
                 let (received, wal_end, send_time) = ses.last_message;
                 let now = now_ts();
                 ses.unreported = 0;
-                status::update(self.dboid, self.subid, |s| {
+                let checked = status::update_at_commit(self.dboid, self.subid, status::my_pid(), |s| {
                     s.received_lsn = received;
                     s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
                     s.last_send_time = send_time;
@@ -97,8 +105,10 @@ impl Worker {
                     s.set_state(WorkerState::Streaming);
                 });
                 self.attempt = 0;
-                ses.displaced = !status::still_owner(self.dboid, self.subid, status::my_pid());
-                ses.reload = status::generation(self.dboid, self.subid) != self.generation;
+                // Whether a newer worker took over, or the settings changed.
+                let (owner, generation) = checked.unwrap_or((false, 0));
+                ses.displaced = !owner;
+                ses.reload = generation != self.generation;
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);
@@ -138,6 +148,8 @@ impl Worker {
             }
             // Two-phase commit: worker/prepared.rs.
             Doc::Prepare { xid, end_lsn, timestamp } => {
+                // Cached executor state is released before the PREPARE.
+                ses.targets.close_all();
                 let ts = timestamp.as_deref().map(parse_timestamptz);
                 self.apply_prepare(ses, lsn, xid, end_lsn, ts)?
             }
@@ -157,6 +169,8 @@ impl Worker {
                     return Ok(());
                 }
                 let sub = &self.sub.as_ref().expect("set at session start").name;
+                // ALTER TABLE refuses a table this session holds open.
+                ses.targets.close_all();
                 // SAFETY: inside the remote transaction; see `change`.
                 unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
                 let result = crate::ddl::replay(&event, sub, lsn, &protocol::format_lsn(lsn));
@@ -210,11 +224,20 @@ impl Worker {
             detect_origin: unsafe { pg_sys::track_commit_timestamp },
         };
         let relmap = self.relmap.as_mut().expect("set up at session start");
+        let local = relmap.get(rel);
         // SAFETY: each change runs with a fresh snapshot and is made visible
         // to the next one, as in worker.c's begin/end_replication_step.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-        let outcome = {
-            let target = Target::open(relmap.get(rel));
+        let outcome = if local.cacheable {
+            // Executor state kept for the transaction (executor.rs).
+            let target = ses.targets.get(&local);
+            let as_owner = target.begin_change();
+            let outcome = f(&ctx, target, &mut ses.scratch);
+            target.end_change();
+            drop(as_owner);
+            outcome
+        } else {
+            let target = Target::open(&local);
             f(&ctx, &target, &mut ses.scratch)
         };
         let result = match outcome {
@@ -317,6 +340,8 @@ impl Worker {
         if ses.truncates.is_empty() {
             return;
         }
+        // TRUNCATE refuses a table this session holds open.
+        ses.targets.close_all();
         let relmap = self.relmap.as_mut().expect("set up at session start");
         let restart = ses.truncates.iter().any(|t| t.1);
         let relids: Vec<pg_sys::Oid> = ses.truncates.iter().map(|(r, _)| relmap.get(r).relid).collect();

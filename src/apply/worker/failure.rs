@@ -107,7 +107,7 @@ impl Worker {
         let found = PgTryBuilder::new(AssertUnwindSafe(|| {
             in_transaction(|| {
                 let local = relmap.get(&rel);
-                let t = Target::open(local);
+                let t = Target::open(&local);
                 let scratch = &mut Vec::new();
                 match &key {
                     None => t.find_unique(t.new_row(&new, scratch), None),
@@ -117,7 +117,7 @@ impl Worker {
                         t.find_unique(row, Some(&updated))
                     }),
                 }
-                .map(|l| (l.to_json(local), l.writer()))
+                .map(|l| (l.to_json(&local), l.writer()))
             })
         }))
         .catch_others(|_| {

@@ -23,6 +23,7 @@
 //! The main thread does not touch the connection while it is armed.
 
 use super::{Stop, Worker};
+use crate::apply::executor::TargetCache;
 use crate::apply::flush::FlushTracker;
 use crate::apply::keepalive::{Due, ReceiveTimer};
 use crate::apply::origin::Applying;
@@ -60,10 +61,14 @@ pub(super) struct Session {
     pub(super) truncates: Vec<(RemoteRel, bool)>,
     pub(super) truncate_lsn: Option<String>,
     pub(super) scratch: Vec<u8>,
+    /// Executor state kept for the remote transaction (`executor.rs`).
+    pub(super) targets: TargetCache,
     pub(super) changes: i64,
     /// The remote transaction being applied: commit LSN and time.
     pub(super) commit_lsn: Option<u64>,
     pub(super) commit_ts: i64,
+    /// The BEGIN document's timestamp text (`commit_ts` parsed from it).
+    pub(super) begin_timestamp: String,
     /// It is the one skip_transaction named: its changes are dropped.
     pub(super) skipping: bool,
     /// A newer worker took over this subscription: stop after this commit.
@@ -96,9 +101,11 @@ impl Session {
             truncates: Vec::new(),
             truncate_lsn: None,
             scratch: Vec::new(),
+            targets: TargetCache::default(),
             changes: 0,
             commit_lsn: None,
             commit_ts: 0,
+            begin_timestamp: String::new(),
             skipping: false,
             displaced: false,
             reload: false,
