@@ -86,29 +86,7 @@ impl Worker {
                     return Ok(());
                 }
                 let changes = ses.changes;
-                let conflicts = std::mem::take(&mut ses.conflicts);
-                let (received, wal_end, send_time) = ses.last_message;
-                let now = now_ts();
-                ses.unreported = 0;
-                let checked = status::update_at_commit(self.dboid, self.subid, status::my_pid(), |s| {
-                    s.received_lsn = received;
-                    s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
-                    s.last_send_time = send_time;
-                    s.last_receipt_time = now;
-                    s.applied_txns += 1;
-                    s.applied_changes += changes;
-                    for (total, n) in s.conflicts.iter_mut().zip(conflicts) {
-                        *total += n;
-                    }
-                    s.last_commit_time = ts;
-                    s.clear_error();
-                    s.set_state(WorkerState::Streaming);
-                });
-                self.attempt = 0;
-                // Whether a newer worker took over, or the settings changed.
-                let (owner, generation) = checked.unwrap_or((false, 0));
-                ses.displaced = !owner;
-                ses.reload = generation != self.generation;
+                self.finished_remote(ses, ts, Some(changes));
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);
@@ -356,6 +334,38 @@ impl Worker {
         ses.changes += relids.len() as i64;
         ses.truncates.clear();
         ses.truncate_lsn = None;
+    }
+
+    /// The subscription's figures after a remote transaction was committed
+    /// or prepared here (`applied`: its changes; it counts as applied), or a
+    /// prepared one finished (`None`): one status update (one lock), which
+    /// also says whether a newer worker took over or the settings changed.
+    pub(super) fn finished_remote(&mut self, ses: &mut Session, ts: i64, applied: Option<i64>) {
+        let conflicts = std::mem::take(&mut ses.conflicts);
+        let (received, wal_end, send_time) = ses.last_message;
+        let now = now_ts();
+        ses.unreported = 0;
+        let checked = status::update_at_commit(self.dboid, self.subid, status::my_pid(), |s| {
+            s.received_lsn = received;
+            s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
+            s.last_send_time = send_time;
+            s.last_receipt_time = now;
+            if let Some(changes) = applied {
+                s.applied_txns += 1;
+                s.applied_changes += changes;
+            }
+            for (total, n) in s.conflicts.iter_mut().zip(conflicts) {
+                *total += n;
+            }
+            s.last_commit_time = ts;
+            s.clear_error();
+            s.set_state(WorkerState::Streaming);
+        });
+        ses.changes = 0;
+        self.attempt = 0;
+        let (owner, generation) = checked.unwrap_or((false, 0));
+        ses.displaced = !owner;
+        ses.reload = generation != self.generation;
     }
 }
 

@@ -23,8 +23,7 @@ use super::stream::Session;
 use crate::apply::origin::OriginSession;
 use crate::apply::prepared;
 use crate::apply::protocol;
-use crate::apply::status::{self, WorkerState};
-use crate::ffi::worker::{in_transaction, now_ts};
+use crate::ffi::worker::in_transaction;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -133,35 +132,5 @@ impl Worker {
         ses.last_committed = end_lsn;
         self.finished_remote(ses, ts, None);
         Ok(())
-    }
-
-    /// The subscription's figures after a remote transaction was prepared
-    /// (`applied`: its changes; it counts as applied) or finished here, as
-    /// `documents.rs` does after a commit.
-    fn finished_remote(&mut self, ses: &mut Session, ts: i64, applied: Option<i64>) {
-        let conflicts = std::mem::take(&mut ses.conflicts);
-        let (received, wal_end, send_time) = ses.last_message;
-        let now = now_ts();
-        ses.unreported = 0;
-        status::update(self.dboid, self.subid, |s| {
-            s.received_lsn = received;
-            s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
-            s.last_send_time = send_time;
-            s.last_receipt_time = now;
-            if let Some(changes) = applied {
-                s.applied_txns += 1;
-                s.applied_changes += changes;
-            }
-            for (total, n) in s.conflicts.iter_mut().zip(conflicts) {
-                *total += n;
-            }
-            s.last_commit_time = ts;
-            s.clear_error();
-            s.set_state(WorkerState::Streaming);
-        });
-        ses.changes = 0;
-        self.attempt = 0;
-        ses.displaced = !status::still_owner(self.dboid, self.subid, status::my_pid());
-        ses.reload = status::generation(self.dboid, self.subid) != self.generation;
     }
 }
