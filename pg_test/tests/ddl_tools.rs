@@ -48,54 +48,7 @@ fn pg_repack_under_writes() {
     // The subscriber has no pg_repack (the worse case: no `repack` schema).
     pair.subscribe("s", &["p"], "");
     pair.wait_streaming("s");
-    pair.pub_exec(
-        "INSERT INTO public.t SELECT g, 'v' || g, repeat('x', 200) FROM generate_series(1, 100000) g;
-         DELETE FROM public.t WHERE id % 3 = 0",
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicI64::new(1_000_000));
-    let writer = {
-        let (stop, next) = (stop.clone(), next.clone());
-        let mut c = pair.pub_client();
-        std::thread::spawn(move || {
-            // Inserts only: pg_repack itself cannot apply UPDATE/DELETE to
-            // its work table under a FOR ALL TABLES publication (that table
-            // has no replica identity; reorg/pg_repack#235).
-            while !stop.load(Ordering::Relaxed) {
-                let id = next.fetch_add(1, Ordering::Relaxed);
-                c.execute("INSERT INTO public.t VALUES ($1, 'w', 'y')", &[&id]).expect("insert during repack");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
-    wait_until(Duration::from_secs(10), "the writer runs", || next.load(Ordering::Relaxed) > 1_000_010);
-    let before = next.load(Ordering::Relaxed);
-    let out = run_with_timeout(
-        std::process::Command::new(pg_bin("pg_repack")).args([
-            "-h",
-            &pair.publisher.socket_dir().display().to_string(),
-            "-p",
-            &pair.publisher.port().to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "--no-superuser-check",
-            "-t",
-            "public.t",
-        ]),
-        Duration::from_secs(120),
-        "pg_repack -t public.t",
-    );
-    let during = next.load(Ordering::Relaxed) - before;
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
-    assert!(
-        out.status.success(),
-        "pg_repack failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let during = repack_under_writes(&pair, 100_000);
     // The user's own DDL on the rebuilt table still replicates.
     pair.pub_exec("ALTER TABLE public.t ADD COLUMN extra int");
     pair.pub_exec("INSERT INTO public.t VALUES (-1, 'after', 'z', 7)");
@@ -241,49 +194,7 @@ fn tools_under_for_all_tables() {
          FROM generate_series(1, 5000) g",
     );
     // pg_repack under writes: its log table fills while it runs.
-    pair.pub_exec(
-        "INSERT INTO public.t SELECT g, 'v' || g, repeat('x', 200) FROM generate_series(1, 50000) g;
-         DELETE FROM public.t WHERE id % 3 = 0",
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicI64::new(1_000_000));
-    let writer = {
-        let (stop, next) = (stop.clone(), next.clone());
-        let mut c = pair.pub_client();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let id = next.fetch_add(1, Ordering::Relaxed);
-                c.execute("INSERT INTO public.t VALUES ($1, 'w', 'y')", &[&id]).expect("insert during repack");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
-    wait_until(Duration::from_secs(10), "the writer runs", || next.load(Ordering::Relaxed) > 1_000_010);
-    let out = run_with_timeout(
-        std::process::Command::new(pg_bin("pg_repack")).args([
-            "-h",
-            &pair.publisher.socket_dir().display().to_string(),
-            "-p",
-            &pair.publisher.port().to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "--no-superuser-check",
-            "-t",
-            "public.t",
-        ]),
-        Duration::from_secs(120),
-        "pg_repack -t public.t",
-    );
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
-    assert!(
-        out.status.success(),
-        "pg_repack failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    repack_under_writes(&pair, 50_000);
     // pg_cron: cron.job gets the job, cron.job_run_details its runs.
     pair.pub_exec("INSERT INTO public.c SELECT g, 'v' FROM generate_series(1, 100) g");
     pair.pub_exec(
@@ -339,4 +250,59 @@ fn tools_under_for_all_tables() {
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["public.c"]);
     assert_never_stopped(&pair, "s");
+}
+
+/// Fills `public.t` with `rows` rows (a third deleted), then runs
+/// `pg_repack -t public.t` on the publisher while a writer keeps inserting;
+/// returns how many rows the writer inserted while pg_repack ran.
+fn repack_under_writes(pair: &Pair, rows: i64) -> i64 {
+    pair.pub_exec(&format!(
+        "INSERT INTO public.t SELECT g, 'v' || g, repeat('x', 200) FROM generate_series(1, {rows}) g;
+         DELETE FROM public.t WHERE id % 3 = 0"
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicI64::new(1_000_000));
+    let writer = {
+        let (stop, next) = (stop.clone(), next.clone());
+        let mut c = pair.pub_client();
+        std::thread::spawn(move || {
+            // Inserts only: pg_repack itself cannot apply UPDATE/DELETE to
+            // its work table under a FOR ALL TABLES publication (that table
+            // has no replica identity; reorg/pg_repack#235).
+            while !stop.load(Ordering::Relaxed) {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                c.execute("INSERT INTO public.t VALUES ($1, 'w', 'y')", &[&id]).expect("insert during repack");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    wait_until(Duration::from_secs(10), "the writer runs", || next.load(Ordering::Relaxed) > 1_000_010);
+    let before = next.load(Ordering::Relaxed);
+    let out = run_with_timeout(
+        std::process::Command::new(pg_bin("pg_repack")).args([
+            "-h",
+            &pair.publisher.socket_dir().display().to_string(),
+            "-p",
+            &pair.publisher.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "--no-superuser-check",
+            "-t",
+            "public.t",
+        ]),
+        Duration::from_secs(120),
+        "pg_repack -t public.t",
+    );
+    let during = next.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(
+        out.status.success(),
+        "pg_repack failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    during
 }
