@@ -114,6 +114,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
     WITH w AS (SELECT * FROM logical_ext.worker_status()),
     t AS (
@@ -177,6 +178,9 @@ REVOKE ALL ON FUNCTION logical_ext.refresh_subscription(text, boolean) FROM PUBL
 -- pg_stat_reset_subscription_stats is superuser-only by default; resetting
 -- counters is an operator's routine and exposes nothing).
 REVOKE ALL ON FUNCTION logical_ext.subscription_counters(integer, timestamptz) FROM PUBLIC;
+-- One row per call (the default estimate of 1000 made the view's plan
+-- expensive enough for JIT: a second of compilation per query).
+ALTER FUNCTION logical_ext.subscription_counters(integer, timestamptz) ROWS 1;
 REVOKE ALL ON FUNCTION logical_ext.reset_subscription_stats(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.reset_subscription_stats(text) TO logical_ext_operator;
 

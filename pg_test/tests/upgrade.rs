@@ -25,7 +25,8 @@ const ASPECTS: &[(&str, &str)] = &[
         "SELECT p.oid::regprocedure::text || ' -> ' || p.prorettype::regtype::text
                 || ' secdef=' || p.prosecdef || ' config=' || coalesce(p.proconfig::text, '')
                 || ' acl=' || coalesce(p.proacl::text, '') || ' vol=' || p.provolatile::text || ' par=' || p.proparallel::text
-                || ' strict=' || p.proisstrict || ' lang=' || l.lanname || ' src=' || p.prosrc
+                || ' strict=' || p.proisstrict || ' rows=' || p.prorows || ' cost=' || p.procost
+                || ' lang=' || l.lanname || ' src=' || p.prosrc
            FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.pronamespace = 'logical_ext'::regnamespace ORDER BY 1",
     ),
