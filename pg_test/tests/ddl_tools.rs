@@ -82,14 +82,7 @@ fn pg_partman_creates_and_drops_partitions() {
     pair.subscribe("s", &["p"], "");
     pair.wait_streaming("s");
     // create_parent makes today's partition, 5 days back and 2 ahead.
-    pair.pub_exec(
-        "SELECT partman.create_parent('public.ev', 'ts', 'native', 'daily', p_premake := 2,
-                                      p_start_partition := (now() - interval '5 days')::date::text)",
-    );
-    pair.pub_exec(
-        "INSERT INTO public.ev SELECT g, now() - interval '5 days' + g * interval '1 minute', 'r' || g
-         FROM generate_series(1, 10000) g",
-    );
+    partman_daily(&pair, 10_000);
     pair.wait_caught_up("s");
     let mut created = partitions(&mut pair.pub_client());
     assert!(created.len() >= 8, "partman made {created:?}");
@@ -185,14 +178,7 @@ fn tools_under_for_all_tables() {
     pair.wait_streaming("s");
 
     // pg_partman: create_parent writes part_config and makes partitions.
-    pair.pub_exec(
-        "SELECT partman.create_parent('public.ev', 'ts', 'native', 'daily', p_premake := 2,
-                                      p_start_partition := (now() - interval '5 days')::date::text)",
-    );
-    pair.pub_exec(
-        "INSERT INTO public.ev SELECT g, now() - interval '5 days' + g * interval '1 minute', 'r' || g
-         FROM generate_series(1, 5000) g",
-    );
+    partman_daily(&pair, 5_000);
     // pg_repack under writes: its log table fills while it runs.
     repack_under_writes(&pair, 50_000);
     // pg_cron: cron.job gets the job, cron.job_run_details its runs.
@@ -305,4 +291,17 @@ fn repack_under_writes(pair: &Pair, rows: i64) -> i64 {
         String::from_utf8_lossy(&out.stderr)
     );
     during
+}
+
+/// pg_partman's `create_parent` on `public.ev` (daily partitions from 5 days
+/// back, 2 ahead), then `rows` rows, one a minute from 5 days back.
+fn partman_daily(pair: &Pair, rows: i64) {
+    pair.pub_exec(
+        "SELECT partman.create_parent('public.ev', 'ts', 'native', 'daily', p_premake := 2,
+                                      p_start_partition := (now() - interval '5 days')::date::text)",
+    );
+    pair.pub_exec(&format!(
+        "INSERT INTO public.ev SELECT g, now() - interval '5 days' + g * interval '1 minute', 'r' || g
+         FROM generate_series(1, {rows}) g"
+    ));
 }
