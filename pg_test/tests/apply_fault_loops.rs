@@ -19,6 +19,7 @@
 //! stream (after both workers applied at least one more transaction), not a
 //! clock.
 
+use logical_ext_pg_test::conflicts::log_lines;
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
 use std::process::{Child, Command, Stdio};
@@ -115,6 +116,11 @@ fn wait_progress(pair: &Pair) {
     );
 }
 
+/// How many crash restarts (all backends reinitialised) `cluster`'s log shows.
+fn crash_restarts(cluster: &Cluster) -> usize {
+    log_lines(cluster, "all server processes terminated; reinitializing").len()
+}
+
 fn kill9(pids: &[i32]) {
     let _ = Command::new("kill").arg("-9").args(pids.iter().map(i32::to_string)).status();
 }
@@ -192,8 +198,14 @@ fn walsender_terminated_20_times_and_killed_3_times_under_pgbench() {
         within_limit(started, "3 walsender SIGKILLs");
         let bench = pgbench(&pair, 600);
         wait_progress(&pair);
+        let restarts = crash_restarts(&pair.publisher);
         kill9(&walsenders(&pair, &[]));
         stopped = stop(bench);
+        // The postmaster notices the SIGKILL a moment later: a connection
+        // made before it did would be cut by the crash restart, and so would
+        // the next pgbench (which then stops for good). Wait for the restart
+        // itself first.
+        wait_until(CATCH_UP, "the publisher restarts after the SIGKILL", || crash_restarts(&pair.publisher) > restarts);
         wait_until(CATCH_UP, "the publisher is back", || try_client(&pair.publisher).is_ok());
     }
     assert_exact(&pair, "walsenders terminated 20 times and SIGKILLed 3 times", stopped);
