@@ -48,6 +48,7 @@
 //! no PostgreSQL call — when an error ends the transaction, whose abort
 //! releases all of it.
 
+use super::batch::Batch;
 use super::protocol::Column;
 use super::relation::LocalRel;
 use super::routing::{self, Router};
@@ -214,6 +215,10 @@ pub(crate) struct Target<'r> {
     pool: Option<RefCell<SlotPool>>,
     /// Prepared default expressions by attribute (filled on first use).
     defaults: RefCell<Vec<Option<Option<*mut pg_sys::ExprState>>>>,
+    /// Buffered INSERTs of a cached target (`batch.rs`).
+    batch: RefCell<Batch>,
+    /// Whether INSERTs may be buffered (`batchable`, decided on first use).
+    batchable: Cell<Option<bool>>,
     /// Set when an error ended the transaction: its abort released the
     /// PostgreSQL side; dropping must not touch it.
     abandoned: Cell<bool>,
@@ -345,6 +350,8 @@ impl<'r> Target<'r> {
                 leaf_owner,
                 pool,
                 defaults: RefCell::new(Vec::new()),
+                batch: RefCell::new(Batch::default()),
+                batchable: Cell::new(None),
                 abandoned: Cell::new(false),
                 _as_owner: as_owner,
             }
@@ -673,6 +680,49 @@ impl<'r> Target<'r> {
         unsafe { pg_sys::ExecSimpleRelationInsert(self.rri, self.estate, row) }
     }
 
+    /// Whether INSERTs into this target may be buffered and written
+    /// together (`batch.rs`): a cached target (no triggers) of a table that
+    /// is not partitioned, without stored generated columns (computed per
+    /// row by `ExecSimpleRelationInsert`) and without volatile defaults
+    /// (which might look for the rows still buffered), as COPY decides.
+    pub(crate) fn batchable(&self) -> bool {
+        if let Some(b) = self.batchable.get() {
+            return b;
+        }
+        // SAFETY: the relation is open; defaults are built in the executor
+        // state's memory, only to be inspected.
+        let b = self.pool.is_some()
+            && self.parts.is_none()
+            && !self.nested
+            && unsafe {
+                let desc = (*self.relation).rd_att;
+                let constr = (*desc).constr;
+                constr.is_null()
+                    || (!(*constr).has_generated_stored && {
+                        let _cx = ContextSwitch::to((*self.estate).es_query_cxt);
+                        (0..(*desc).natts as usize).all(|i| {
+                            let att = &*(*desc).attrs.as_ptr().add(i);
+                            if !att.atthasdef || att.attisdropped {
+                                return true;
+                            }
+                            let def = pg_sys::build_column_default(self.relation, i as i32 + 1);
+                            def.is_null() || !pg_sys::contain_volatile_functions_not_nextval(def.cast())
+                        })
+                    })
+            };
+        self.batchable.set(Some(b));
+        b
+    }
+
+    /// Buffer `row` (a complete new row, see `new_row`) for the next
+    /// `TargetCache::flush_batch` (a `batchable` target only).
+    pub(crate) fn buffer(&self, row: *mut pg_sys::TupleTableSlot) {
+        debug_assert!(self.batchable.get() == Some(true));
+        // SAFETY: this cached target's relation and executor state, inside
+        // its transaction.
+        unsafe { self.batch.borrow_mut().add(self.relation, self.estate, row) }
+    }
+
     /// Whether `row` (this relation's layout) satisfies its partition
     /// constraint (always, for a table that is not a partition).
     fn fits(&self, row: *mut pg_sys::TupleTableSlot) -> bool {
@@ -790,6 +840,8 @@ impl TargetCache {
             Some(i) if matches!(&self.open[i].rel, RelRef::Shared(r) if Rc::ptr_eq(r, rel)) => i,
             stale => {
                 if let Some(i) = stale {
+                    // The worker wrote its buffered rows (`batch_blocks`).
+                    debug_assert!(self.open[i].batch.borrow().is_empty());
                     drop(self.open.remove(i));
                 }
                 self.open.push(Target::open_cached(rel.clone()));
@@ -799,8 +851,59 @@ impl TargetCache {
         &self.open[i]
     }
 
+    /// Whether INSERTs are buffered (`batch.rs`).
+    pub(crate) fn batch_pending(&self) -> bool {
+        self.open.iter().any(|t| !t.batch.borrow().is_empty())
+    }
+
+    /// Whether the buffered INSERTs must be written before an INSERT into
+    /// `rel` is applied: they belong to another relation (or to an entry
+    /// the relation map has since replaced), or the buffer is full.
+    pub(crate) fn batch_blocks(&self, rel: &Rc<LocalRel>) -> bool {
+        self.open.iter().any(|t| {
+            let b = t.batch.borrow();
+            !b.is_empty() && (b.full() || !matches!(&t.rel, RelRef::Shared(r) if Rc::ptr_eq(r, rel)))
+        })
+    }
+
+    /// Hand the document of the INSERT just buffered to the batch (`payload`
+    /// comes back empty, its buffer to reuse).
+    pub(crate) fn keep_payload(&mut self, payload: &mut Vec<u8>) {
+        if let Some(t) = self.open.iter().find(|t| !t.batch.borrow().is_empty()) {
+            t.batch.borrow_mut().keep_payload(payload);
+        }
+        payload.clear();
+    }
+
+    /// Write the buffered INSERTs (`batch.rs`), as one change of their
+    /// target: its command id, query level and owner's identity; `on_row`
+    /// gets each row's document before the row's checks and index entries.
+    /// The caller brackets it with a snapshot and a command counter
+    /// increment, as any change.
+    pub(crate) fn flush_batch(&mut self, on_row: impl FnMut(&mut Vec<u8>)) {
+        let Some(t) = self.open.iter().find(|t| !t.batch.borrow().is_empty()) else { return };
+        let as_owner = t.begin_change();
+        // SAFETY: this cached target's state, during the change begun above,
+        // with the caller's snapshot.
+        unsafe { t.batch.borrow_mut().flush(t.relation, t.rri, t.estate, on_row) };
+        t.end_change();
+        drop(as_owner);
+    }
+
     /// Close every cached target (inside their transaction, latest first).
+    /// The worker flushes buffered INSERTs first (naming each row while it
+    /// is checked); whatever is still buffered is written here, never lost.
     pub(crate) fn close_all(&mut self) {
+        if self.batch_pending() {
+            // SAFETY: inside the transaction; a snapshot for the flush.
+            unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+            self.flush_batch(|_| {});
+            // SAFETY: pairs with the push above.
+            unsafe {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommandCounterIncrement();
+            }
+        }
         while let Some(t) = self.open.pop() {
             drop(t);
         }

@@ -37,6 +37,7 @@
 //! would need a worker raise an error with a HINT.
 
 mod api;
+mod batch;
 mod catalog;
 mod config;
 mod conflict;

@@ -35,6 +35,9 @@ pub(crate) struct RowContext<'a> {
 /// The result of applying one change.
 pub(crate) enum Outcome {
     Applied,
+    /// An INSERT was buffered (`batch.rs`): the worker keeps its document
+    /// with it, and writes the batch before anything could observe it.
+    Buffered,
     /// A conflict was resolved without failing: log it, go on.
     Resolved(Box<ConflictRecord>),
     /// The resolution is `error` (or the resolution could not be carried
@@ -126,10 +129,17 @@ pub(crate) fn failure_message(rec: &ConflictRecord) -> String {
 ///
 /// With resolution `error` no probe is made (the common, fast path): the
 /// unique violation itself fails the transaction, and the worker records it
-/// as `insert_exists` (see `Worker::unique_violation`).
+/// as `insert_exists` (see `Worker::unique_violation`). On a `batchable`
+/// target such a row is buffered and written with its neighbours.
 pub(crate) fn insert(ctx: &RowContext<'_>, t: &Target<'_>, new: &[Column<'_>], scratch: &mut Vec<u8>) -> Outcome {
     let row = t.new_row(new, scratch);
     let probe = conflict::effective(ctx.rules, t.rel.relid.to_u32(), ConflictType::InsertExists) != Resolution::Error;
+    if !probe && t.batchable() {
+        // Its unique violation, if any, is raised when the batch is written,
+        // with this row named (`batch.rs`).
+        t.buffer(row);
+        return Outcome::Buffered;
+    }
     let Some(existing) = probe.then(|| t.find_unique(row, None)).flatten() else {
         t.insert(row);
         return Outcome::Applied;

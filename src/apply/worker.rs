@@ -159,7 +159,8 @@ impl Worker {
         loop {
             backend::check_for_interrupts();
             // Errors the worker detects itself carry no SQLSTATE of interest.
-            let session = AssertUnwindSafe(|| self.session().map_err(|m| (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, m)));
+            let session =
+                AssertUnwindSafe(|| self.session().map_err(|m| (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, m, None)));
             let outcome = PgTryBuilder::new(session).catch_others(|e| Err(error_text(e))).execute();
             match outcome {
                 Ok(Stop::Exit) => return,
@@ -170,8 +171,8 @@ impl Worker {
                     }
                     self.generation = latest;
                 }
-                Err((code, msg)) => {
-                    if !self.after_error(code, msg) {
+                Err((code, msg, detail)) => {
+                    if !self.after_error(code, msg, detail) {
                         return;
                     }
                 }
@@ -347,11 +348,14 @@ fn streaming_requested(mut cmd: String) -> String {
     cmd
 }
 
-fn error_text(e: CaughtError) -> (PgSqlErrorCode, String) {
+/// The error's SQLSTATE, message and DETAIL (a constraint violation's
+/// "Failing row contains ..." names the row, for the server log).
+fn error_text(e: CaughtError) -> (PgSqlErrorCode, String, Option<String>) {
     match e {
-        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
-            (r.sql_error_code(), r.message().to_string())
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+            (r.sql_error_code(), r.message().to_string(), r.detail().map(str::to_string))
         }
+        CaughtError::RustPanic { ereport: r, .. } => (r.sql_error_code(), r.message().to_string(), None),
     }
 }
 

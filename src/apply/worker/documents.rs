@@ -27,6 +27,10 @@ impl Worker {
         }
         let doc = protocol::parse_doc(payload)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
+        if !matches!(doc, Doc::Insert { .. }) {
+            // Anything but an INSERT could observe buffered ones (batch.rs).
+            self.flush_batch(ses);
+        }
         if !matches!(doc, Doc::Truncate { .. }) {
             self.flush_truncates(ses);
         }
@@ -182,6 +186,10 @@ impl Worker {
         if self.skips(rel, ses.commit_lsn) {
             return Ok(());
         }
+        let local = self.relmap.as_mut().expect("set up at session start").get(rel);
+        if ses.targets.batch_blocks(&local) {
+            self.flush_batch(ses);
+        }
         let sub = self.sub.as_ref().expect("set at session start");
         let origin_name = &self.origin_name;
         let ctx = RowContext {
@@ -201,8 +209,6 @@ impl Worker {
             // SAFETY: reads a GUC variable.
             detect_origin: unsafe { pg_sys::track_commit_timestamp },
         };
-        let relmap = self.relmap.as_mut().expect("set up at session start");
-        let local = relmap.get(rel);
         // SAFETY: each change runs with a fresh snapshot and is made visible
         // to the next one, as in worker.c's begin/end_replication_step.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
@@ -220,6 +226,13 @@ impl Worker {
         };
         let result = match outcome {
             Outcome::Applied => Ok(()),
+            Outcome::Buffered => {
+                // The batch keeps the row's document (`flush_batch`).
+                if let Some(f) = self.in_flight.as_mut() {
+                    ses.targets.keep_payload(&mut f.1);
+                }
+                Ok(())
+            }
             Outcome::Resolved(rec) => {
                 // Logged in this transaction; counted when it commits, so a
                 // retried transaction does not count its conflicts twice.
@@ -239,6 +252,31 @@ impl Worker {
         }
         ses.changes += 1;
         result
+    }
+
+    /// Write the buffered INSERTs (`batch.rs`) as a change of their own:
+    /// before each row's checks and index entries, `in_flight` becomes that
+    /// row's document, so a unique violation is recorded as the
+    /// `insert_exists` of exactly that row (`failure.rs`), as per-row apply
+    /// records it.
+    pub(super) fn flush_batch(&mut self, ses: &mut Session) {
+        if !ses.targets.batch_pending() {
+            return;
+        }
+        let (commit_lsn, commit_ts) = (ses.commit_lsn, ses.commit_ts);
+        let in_flight = &mut self.in_flight;
+        // SAFETY: inside the remote transaction, as in `change`.
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        ses.targets.flush_batch(|payload| {
+            let f = in_flight.get_or_insert_with(|| (ConflictType::InsertExists, Vec::new(), commit_lsn, commit_ts));
+            f.0 = ConflictType::InsertExists;
+            std::mem::swap(&mut f.1, payload);
+        });
+        // SAFETY: pairs with the push above; later changes see the rows.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommandCounterIncrement();
+        }
     }
 
     /// Whether a change of `rel` in the remote transaction committed at

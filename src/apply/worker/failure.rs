@@ -18,6 +18,7 @@ use crate::apply::status;
 use crate::ffi;
 use crate::ffi::worker::{self as backend, in_transaction, now_ts};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -25,7 +26,9 @@ use std::time::Duration;
 impl Worker {
     /// After a failed session: false when the worker must exit (the
     /// subscription was disabled).
-    pub(super) fn after_error(&mut self, code: PgSqlErrorCode, msg: String) -> bool {
+    /// `detail`: the error's DETAIL, logged with the retry line (it names
+    /// the failing row of a constraint violation).
+    pub(super) fn after_error(&mut self, code: PgSqlErrorCode, msg: String, detail: Option<String>) -> bool {
         // The session (and its origin guard) is gone; disarm
         // again anyway before anything aborts or commits, so the
         // failed transaction can never move the origin.
@@ -73,7 +76,13 @@ impl Worker {
         }
         let delay = self.retry_delay();
         self.attempt = self.attempt.saturating_add(1);
-        log!("logical_ext: apply worker for subscription {}: {msg}; retrying in {delay:?}", self.subid);
+        let line = format!("logical_ext: apply worker for subscription {}: {msg}; retrying in {delay:?}", self.subid);
+        match detail {
+            Some(d) => ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, line, function_name!())
+                .set_detail(d)
+                .report(PgLogLevel::LOG),
+            None => log!("{line}"),
+        }
         backend::sleep(delay);
         true
     }
