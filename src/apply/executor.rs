@@ -47,6 +47,11 @@
 //! a DDL replay or a TRUNCATE (they refuse tables in use), and abandoned —
 //! no PostgreSQL call — when an error ends the transaction, whose abort
 //! releases all of it.
+//!
+//! A cached target may also buffer INSERTs (`batch.rs`): `rows::insert`
+//! hands a row to [`Target::buffer`] when [`Target::batchable`] allows it,
+//! and the worker writes the buffer ([`TargetCache::flush_batch`]) before
+//! anything that could observe it; `close_all` writes what is left.
 
 use super::batch::Batch;
 use super::protocol::Column;

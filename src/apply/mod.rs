@@ -23,7 +23,9 @@
 //!   FFI boundary; `relation.rs` + `executor.rs`: mapping and applying rows
 //!   through the executor (`routing.rs`: partitioned targets route rows to
 //!   their leaf partitions; `values.rs`: a value through its column's input
-//!   function, errors naming table, column and value); `status.rs`:
+//!   function, errors naming table, column and value; `batch.rs`:
+//!   consecutive INSERTs into one table written with one multi-insert,
+//!   each row still named by its errors); `status.rs`:
 //!   shared-memory worker status; `stats.rs`: its counters persisted
 //!   across restarts (a file per subscription, flushed every few seconds
 //!   and at worker exit) and `reset_subscription_stats`.
