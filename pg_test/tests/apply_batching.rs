@@ -16,7 +16,10 @@
 //! batch path was taken, so the attribution checks above tested it).
 //! Rows into a second table interleaved with the first (each switch flushes
 //! the batch) and an UPDATE of a just-inserted row in the same transaction
-//! (flushed before the UPDATE looks for it) apply as on the publisher.
+//! (flushed before the UPDATE looks for it) apply as on the publisher; a
+//! table with a stored generated column (checked by a CHECK constraint on
+//! it) and a subscriber-only serial column gets both computed per row, in
+//! row order.
 
 use logical_ext_pg_test::conflicts::*;
 use logical_ext_pg_test::replication::*;
@@ -32,13 +35,15 @@ fn plain(v: Option<&Value>) -> String {
     }
 }
 
-fn multi_insert_records(cluster: &Cluster, since: &str) -> i64 {
+/// Multi-insert WAL records into `table` on `cluster` since `since`.
+fn multi_insert_records(cluster: &Cluster, table: &str, since: &str) -> i64 {
     let mut c = cluster.client();
     exec(&mut c, "CREATE EXTENSION IF NOT EXISTS pg_walinspect");
     c.query_one(
         "SELECT count(*) FROM pg_get_wal_records_info($1::text::pg_lsn, pg_current_wal_flush_lsn()) \
-         WHERE resource_manager = 'Heap2' AND record_type LIKE 'MULTI_INSERT%'",
-        &[&since],
+         WHERE resource_manager = 'Heap2' AND record_type LIKE 'MULTI_INSERT%' \
+           AND block_ref LIKE '%/' || pg_relation_filenode($2::text::regclass) || ' %'",
+        &[&since, &table],
     )
     .expect("reading the subscriber's WAL")
     .get(0)
@@ -50,11 +55,14 @@ fn batch_errors_name_the_failing_row() {
     pair.pub_exec(
         "CREATE TABLE b (id int PRIMARY KEY, v text, n int);
          CREATE TABLE side (id int PRIMARY KEY, note text);
-         CREATE PUBLICATION p FOR TABLE b, side;",
+         CREATE TABLE gen (id int PRIMARY KEY, n int);
+         CREATE PUBLICATION p FOR TABLE b, side, gen;",
     );
     pair.sub_exec(
         "CREATE TABLE b (id int PRIMARY KEY, v text NOT NULL, n int CONSTRAINT b_small CHECK (n < 1000));
-         CREATE TABLE side (id int PRIMARY KEY, note text);",
+         CREATE TABLE side (id int PRIMARY KEY, note text);
+         CREATE TABLE gen (id int PRIMARY KEY, n int, twice int GENERATED ALWAYS AS (n * 2) STORED,
+                           seq bigserial, CONSTRAINT gen_twice CHECK (twice < 1000));",
     );
     pair.subscribe("s", &["p"], "");
     pair.wait_streaming("s");
@@ -72,9 +80,18 @@ fn batch_errors_name_the_failing_row() {
          DELETE FROM b WHERE id = 1001;
          INSERT INTO b VALUES (1001, 'again', 1);
          INSERT INTO side VALUES (2, 'two');
+         INSERT INTO gen SELECT g, g FROM generate_series(1, 300) g;
          COMMIT;",
     );
     pair.wait_caught_up("s");
+    // Stored generated and subscriber-only (nextval) columns, computed per
+    // row, in order.
+    assert_eq!(
+        count(&mut sub, "gen WHERE twice = n * 2 AND seq = id"),
+        300,
+        "{:?}",
+        rows_text(&mut sub, "SELECT * FROM gen WHERE twice IS DISTINCT FROM n * 2 OR seq <> id LIMIT 5")
+    );
     pair.assert_same("SELECT * FROM b", "id");
     pair.assert_same("SELECT * FROM side", "id");
 
@@ -148,6 +165,8 @@ fn batch_errors_name_the_failing_row() {
     let records = conflict_log(&mut sub, &of_bad);
     assert!(records.iter().all(|r| plain(r.remote_tuple.as_ref().and_then(|t| t.get("id"))) == "100"), "{records:#?}");
     pair.wait_status("s", "streaming without error", |s| s.state == "streaming" && s.last_error.is_none());
-    let multi = multi_insert_records(&pair.subscriber, &wal_start);
-    assert!(multi > 0, "no multi-insert WAL records on the subscriber: the batch path was not taken");
+    for table in ["b", "gen"] {
+        let multi = multi_insert_records(&pair.subscriber, table, &wal_start);
+        assert!(multi > 0, "no multi-insert WAL records into {table} on the subscriber: the batch path was not taken");
+    }
 }

@@ -5,9 +5,10 @@
 //!
 //! Which rows: those `rows::insert` would insert without a probe (the
 //! `insert_exists` resolution is `error`) into a cached target that is not
-//! partitioned, not a partition, has no stored generated columns and no
-//! volatile defaults (`Target::batchable`); everything else keeps the
-//! per-row path. No user code runs between two buffered rows that could
+//! partitioned and has no volatile defaults (`Target::batchable`; stored
+//! generated columns are computed as a row is buffered, as COPY does);
+//! everything else keeps the per-row path. No user code runs between two
+//! buffered rows that could
 //! look for the earlier one (no triggers; defaults are not volatile), so
 //! writing them later, together, is not observable.
 //!
@@ -31,8 +32,8 @@
 //! its partition constraint, NOT NULL/CHECK constraints and index entries
 //! are checked and made, exactly as `ExecSimpleRelationInsert` orders them.
 //! The first failing row is therefore the one per-row apply would fail on,
-//! and the error names it. (Conversion errors of a row's text values are
-//! raised while it is buffered, before the earlier rows' index entries
+//! and the error names it. (Conversion errors of a row's text values, and
+//! errors of its generated columns' expressions, are raised while it is buffered, before the earlier rows' index entries
 //! exist: such a row is named correctly, but an earlier buffered row's
 //! unique violation then shows only once the bad value is fixed.)
 

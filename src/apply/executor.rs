@@ -687,9 +687,8 @@ impl<'r> Target<'r> {
 
     /// Whether INSERTs into this target may be buffered and written
     /// together (`batch.rs`): a cached target (no triggers) of a table that
-    /// is not partitioned, without stored generated columns (computed per
-    /// row by `ExecSimpleRelationInsert`) and without volatile defaults
-    /// (which might look for the rows still buffered), as COPY decides.
+    /// is not partitioned and has no volatile defaults (which might look for
+    /// the rows still buffered), as COPY decides.
     pub(crate) fn batchable(&self) -> bool {
         if let Some(b) = self.batchable.get() {
             return b;
@@ -703,7 +702,7 @@ impl<'r> Target<'r> {
                 let desc = (*self.relation).rd_att;
                 let constr = (*desc).constr;
                 constr.is_null()
-                    || (!(*constr).has_generated_stored && {
+                    || ({
                         let _cx = ContextSwitch::to((*self.estate).es_query_cxt);
                         (0..(*desc).natts as usize).all(|i| {
                             let att = &*(*desc).attrs.as_ptr().add(i);
@@ -724,8 +723,15 @@ impl<'r> Target<'r> {
     pub(crate) fn buffer(&self, row: *mut pg_sys::TupleTableSlot) {
         debug_assert!(self.batchable.get() == Some(true));
         // SAFETY: this cached target's relation and executor state, inside
-        // its transaction.
-        unsafe { self.batch.borrow_mut().add(self.relation, self.estate, row) }
+        // its transaction; stored generated columns are computed before the
+        // row is copied, as COPY does before buffering it.
+        unsafe {
+            let constr = (*(*self.relation).rd_att).constr;
+            if !constr.is_null() && (*constr).has_generated_stored {
+                ffi::compute_stored_generated(self.rri, self.estate, row);
+            }
+            self.batch.borrow_mut().add(self.relation, self.estate, row)
+        }
     }
 
     /// Whether `row` (this relation's layout) satisfies its partition

@@ -18,6 +18,14 @@ use std::ffi::{CStr, c_char};
 unsafe extern "C-unwind" {
     /// `catalog/partition.h`: the ancestors of a partition, nearest first.
     pub(crate) fn get_partition_ancestors(relid: pg_sys::Oid) -> *mut pg_sys::List;
+    /// `executor/nodeModifyTable.h` (not bound by pgrx): compute a row's
+    /// stored generated columns.
+    fn ExecComputeStoredGenerated(
+        rri: *mut pg_sys::ResultRelInfo,
+        estate: *mut pg_sys::EState,
+        slot: *mut pg_sys::TupleTableSlot,
+        cmdtype: pg_sys::CmdType::Type,
+    );
     /// `replication/message.h` (not bound by pgrx): write a logical message.
     fn LogLogicalMessage(
         prefix: *const c_char,
@@ -267,4 +275,23 @@ pub(crate) fn called_from_another_function() -> bool {
         }
     }
     false
+}
+
+/// Compute the stored generated columns of `slot`, a new row of `rri`'s
+/// relation, as an INSERT does (the slot is materialized in its own memory).
+///
+/// # Safety
+/// `rri` and `estate` are a live result relation and its executor state;
+/// `slot` holds a complete row of the relation.
+pub(crate) unsafe fn compute_stored_generated(
+    rri: *mut pg_sys::ResultRelInfo,
+    estate: *mut pg_sys::EState,
+    slot: *mut pg_sys::TupleTableSlot,
+) {
+    // SAFETY: per the caller's promise; an ERROR unwinds.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            ExecComputeStoredGenerated(rri, estate, slot, pg_sys::CmdType::CMD_INSERT)
+        })
+    }
 }
