@@ -3,7 +3,10 @@
 //! with one `table_multi_insert` call, as COPY's `CopyMultiInsertBuffer`
 //! does (copyfrom.c), instead of one `ExecSimpleRelationInsert` per row.
 //!
-//! Which rows: those `rows::insert` would insert without a probe (the
+//! Which rows: from the second INSERT of a run of INSERTs into one table
+//! (the first is applied at once: a transaction with one INSERT per table
+//! gains nothing from a batch of one), those `rows::insert` would insert
+//! without a probe (the
 //! `insert_exists` resolution is `error`) into a cached target that is not
 //! partitioned and has no volatile defaults (`Target::batchable`; stored
 //! generated columns are computed as a row is buffered, as COPY does);

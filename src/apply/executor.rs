@@ -224,6 +224,9 @@ pub(crate) struct Target<'r> {
     batch: RefCell<Batch>,
     /// Whether INSERTs may be buffered (`batchable`, decided on first use).
     batchable: Cell<Option<bool>>,
+    /// Consecutive INSERTs into this target so far, with no other change
+    /// in between (`TargetCache::end_runs`).
+    run: Cell<u32>,
     /// Set when an error ended the transaction: its abort released the
     /// PostgreSQL side; dropping must not touch it.
     abandoned: Cell<bool>,
@@ -357,6 +360,7 @@ impl<'r> Target<'r> {
                 defaults: RefCell::new(Vec::new()),
                 batch: RefCell::new(Batch::default()),
                 batchable: Cell::new(None),
+                run: Cell::new(0),
                 abandoned: Cell::new(false),
                 _as_owner: as_owner,
             }
@@ -718,6 +722,16 @@ impl<'r> Target<'r> {
         b
     }
 
+    /// Count an INSERT into this target; true when it continues a run of
+    /// INSERTs, i.e. is worth buffering: the first of a run is applied at
+    /// once (a transaction with one INSERT per table, as pgbench's, then
+    /// pays nothing for batching).
+    pub(crate) fn continues_run(&self) -> bool {
+        let n = self.run.get();
+        self.run.set(n.saturating_add(1));
+        n > 0
+    }
+
     /// Buffer `row` (a complete new row, see `new_row`) for the next
     /// `TargetCache::flush_batch` (a `batchable` target only).
     pub(crate) fn buffer(&self, row: *mut pg_sys::TupleTableSlot) {
@@ -875,6 +889,16 @@ impl TargetCache {
             let b = t.batch.borrow();
             !b.is_empty() && (b.full() || !matches!(&t.rel, RelRef::Shared(r) if Rc::ptr_eq(r, rel)))
         })
+    }
+
+    /// A change other than an INSERT into `rel` (`None`: any other
+    /// document) ends the runs of INSERTs into the other targets.
+    pub(crate) fn end_runs(&self, rel: Option<&Rc<LocalRel>>) {
+        for t in &self.open {
+            if !rel.is_some_and(|r| matches!(&t.rel, RelRef::Shared(own) if Rc::ptr_eq(own, r))) {
+                t.run.set(0);
+            }
+        }
     }
 
     /// Hand the document of the INSERT just buffered to the batch (`payload`

@@ -134,7 +134,7 @@ pub(crate) fn failure_message(rec: &ConflictRecord) -> String {
 pub(crate) fn insert(ctx: &RowContext<'_>, t: &Target<'_>, new: &[Column<'_>], scratch: &mut Vec<u8>) -> Outcome {
     let row = t.new_row(new, scratch);
     let probe = conflict::effective(ctx.rules, t.rel.relid.to_u32(), ConflictType::InsertExists) != Resolution::Error;
-    if !probe && t.batchable() {
+    if !probe && t.continues_run() && t.batchable() {
         // Its unique violation, if any, is raised when the batch is written,
         // with this row named (`batch.rs`).
         t.buffer(row);

@@ -30,6 +30,7 @@ impl Worker {
         if !matches!(doc, Doc::Insert { .. }) {
             // Anything but an INSERT could observe buffered ones (batch.rs).
             self.flush_batch(ses);
+            ses.targets.end_runs(None);
         }
         if !matches!(doc, Doc::Truncate { .. }) {
             self.flush_truncates(ses);
@@ -190,6 +191,7 @@ impl Worker {
         if ses.targets.batch_blocks(&local) {
             self.flush_batch(ses);
         }
+        ses.targets.end_runs(Some(&local));
         let sub = self.sub.as_ref().expect("set at session start");
         let origin_name = &self.origin_name;
         let ctx = RowContext {
