@@ -95,10 +95,7 @@ fn compact_documents_on_the_wire() {
     let full_rows: Vec<&String> = full.iter().filter(|d| matches!(action(d).as_str(), "I" | "U" | "D")).collect();
     assert_eq!(rows.len(), full_rows.len(), "one compact row per full row");
     // Values exactly as the full documents carry them; NULL is null.
-    assert_eq!(
-        rows[0]["new"],
-        serde_json::json!([1, "quote \" backslash \\ newline\n", null, "x".repeat(10000)])
-    );
+    assert_eq!(rows[0]["new"], serde_json::json!([1, "quote \" backslash \\ newline\n", null, "x".repeat(10000)]));
     // The UPDATE left the TOASTed value alone: {} there, the key by itself.
     let upd = rows.iter().find(|r| r["action"] == "U" && r["new"][0] == 1).unwrap();
     assert_eq!(upd["new"], serde_json::json!([1, "quote \" backslash \\ newline\n", 7, {}]));
@@ -116,7 +113,10 @@ fn compact_documents_on_the_wire() {
 
     // Bytes per row (documents of rows, plus the relation documents).
     let row_bytes = |docs: &[String], with_r: bool| -> usize {
-        docs.iter().filter(|d| matches!(action(d).as_str(), "I" | "U" | "D") || (with_r && action(d) == "R")).map(|d| d.len()).sum()
+        docs.iter()
+            .filter(|d| matches!(action(d).as_str(), "I" | "U" | "D") || (with_r && action(d) == "R"))
+            .map(|d| d.len())
+            .sum()
     };
     let n = rows.len();
     println!(

@@ -471,8 +471,7 @@ fn compact_row<'a>(action: &str, id: u32, mut d: Fields<'a>, rels: &CompactRels)
             Doc::Insert { rel: remote, new }
         }
         "U" => {
-            let (new, absent) =
-                positional(rel, d.new.take().ok_or("compact UPDATE document has no \"new\"")?, "row")?;
+            let (new, absent) = positional(rel, d.new.take().ok_or("compact UPDATE document has no \"new\"")?, "row")?;
             Doc::Update { rel: remote, new, identity: compact_identity(rel, &mut d)?, complete: !absent }
         }
         _ => Doc::Delete { rel: remote, identity: compact_identity(rel, &mut d)? },

@@ -594,8 +594,7 @@ impl Decoder {
         let id = u32::from(emit_as);
         if shape.compact_sent.borrow().as_ref() != Some(&mask) {
             let cols: Vec<&super::shape::Column> = shape.columns.iter().filter(|c| shown(c.index)).collect();
-            let key: Vec<usize> =
-                cols.iter().enumerate().filter(|(_, c)| c.in_identity_key).map(|(i, _)| i).collect();
+            let key: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| c.in_identity_key).map(|(i, _)| i).collect();
             self.buf.clear();
             compact::push_relation(
                 &mut self.buf,
