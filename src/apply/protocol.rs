@@ -286,6 +286,25 @@ pub(crate) struct RemoteRel {
     pub(crate) table: String,
 }
 
+/// The relation of a row document: named by the document itself, or
+/// shared with the compact relation document it refers to (no copy of the
+/// names per row).
+#[derive(Debug)]
+pub(crate) enum RowRel {
+    Own(RemoteRel),
+    Shared(Rc<CompactRel>),
+}
+
+impl std::ops::Deref for RowRel {
+    type Target = RemoteRel;
+    fn deref(&self) -> &RemoteRel {
+        match self {
+            RowRel::Own(r) => r,
+            RowRel::Shared(c) => &c.rel,
+        }
+    }
+}
+
 /// A decoded document of the stream, as the worker needs it.
 #[derive(Debug)]
 pub(crate) enum Doc<'a> {
@@ -300,7 +319,7 @@ pub(crate) enum Doc<'a> {
         timestamp: Option<Cow<'a, str>>,
     },
     Insert {
-        rel: RemoteRel,
+        rel: RowRel,
         new: Vec<Column<'a>>,
     },
     /// Columns whose TOASTed value did not change are absent from `new`
@@ -308,13 +327,13 @@ pub(crate) enum Doc<'a> {
     /// `complete`: nothing was left out, so the row could be inserted if it
     /// is missing.
     Update {
-        rel: RemoteRel,
+        rel: RowRel,
         new: Vec<Column<'a>>,
         identity: Option<Vec<Column<'a>>>,
         complete: bool,
     },
     Delete {
-        rel: RemoteRel,
+        rel: RowRel,
         identity: Option<Vec<Column<'a>>>,
     },
     /// One per relation of a TRUNCATE statement (same `lsn`); the publisher's
@@ -464,7 +483,7 @@ fn compact_row<'a>(action: &str, id: u32, mut d: Fields<'a>, rels: &CompactRels)
     let rel = rels.0.get(&id).ok_or_else(|| {
         format!("compact {action} document of relation id {id}, which no relation document of this session described")
     })?;
-    let remote = rel.rel.clone();
+    let remote = RowRel::Shared(rel.clone());
     Ok(match action {
         "I" => {
             let (new, _) = positional(rel, d.new.take().ok_or("compact INSERT document has no \"new\"")?, "row")?;
@@ -510,14 +529,14 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
                 .ok_or("COMMIT document has no valid \"nextlsn\" (include-lsn must be on)")?,
             timestamp: d.timestamp,
         },
-        "I" => Doc::Insert { rel: rel(&d)?, new: d.columns.ok_or("INSERT document has no \"columns\"")? },
+        "I" => Doc::Insert { rel: RowRel::Own(rel(&d)?), new: d.columns.ok_or("INSERT document has no \"columns\"")? },
         "U" => Doc::Update {
-            rel: rel(&d)?,
+            rel: RowRel::Own(rel(&d)?),
             new: d.columns.ok_or("UPDATE document has no \"columns\"")?,
             identity: d.identity,
             complete: d.unchanged_toast.as_ref().is_none_or(|u| u.is_empty()),
         },
-        "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
+        "D" => Doc::Delete { rel: RowRel::Own(rel(&d)?), identity: d.identity },
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
         "P" | "CP" | "RP" => {
             let xid = d.xid.ok_or_else(|| format!("{action} document has no \"xid\""))?;
@@ -603,7 +622,7 @@ mod tests {
         let ins = row(b'I', 16385, &[("new", vec![Cell::Value("1"), Cell::Value("x\"y\\z\n\u{1}é"), Cell::Null])]);
         match super::parse_doc(&ins, &rels).unwrap() {
             Doc::Insert { rel, new } => {
-                assert_eq!(rel, want_rel);
+                assert_eq!(*rel, want_rel);
                 assert_eq!(
                     pairs(&new),
                     vec![
@@ -688,7 +707,7 @@ mod tests {
                 Doc::Update { rel: r1, new: n1, identity: i1, complete: c1 },
                 Doc::Update { rel: r2, new: n2, identity: i2, complete: c2 },
             ) => {
-                assert_eq!(r1, r2);
+                assert_eq!(*r1, *r2);
                 assert_eq!(c1, c2);
                 // The full document's value is the number 1, the compact
                 // one's (from push_json) the string "1": the same text.
@@ -758,7 +777,7 @@ mod tests {
         match parse_doc(d).unwrap() {
             Doc::Update { rel, new, identity, complete } => {
                 assert!(!complete);
-                assert_eq!(rel, RemoteRel { schema: "public".into(), table: "t".into() });
+                assert_eq!(*rel, RemoteRel { schema: "public".into(), table: "t".into() });
                 assert_eq!(new[0].text().unwrap().as_deref(), Some("1.5e300"));
                 assert_eq!(new[1].text().unwrap().as_deref(), Some("x\"y"));
                 assert_eq!(new[2].text().unwrap(), None);
