@@ -31,7 +31,7 @@ fn action(doc: &str) -> String {
 
 #[test]
 fn compact_documents_on_the_wire() {
-    let c = Cluster::start("compact_wire", &[]);
+    let c = Cluster::start("compact_wire", &["logical_decoding_work_mem = 64kB"]);
     let mut client = c.client();
     exec(
         &mut client,
@@ -131,6 +131,30 @@ fn compact_documents_on_the_wire() {
         d.iter().filter(|x| !matches!(action(x).as_str(), "I" | "U" | "D" | "R")).cloned().collect()
     };
     assert_eq!(others(&compact), others(&full));
+    exec(&mut client, "SELECT pg_replication_slot_advance('s', pg_current_wal_lsn())");
+
+    // A streamed transaction keeps the full documents in its blocks (the
+    // subscriber spools them), while a later ordinary one is compact.
+    exec(&mut client, "INSERT INTO t SELECT g, repeat('s', 100), NULL, 2 FROM generate_series(1000, 3000) g");
+    exec(&mut client, "INSERT INTO t VALUES (5000, 'after the stream', NULL, 1)");
+    let sql = "SELECT data FROM pg_logical_slot_peek_changes('s', NULL, NULL, 'publication_names', 'p', \
+               'include-lsn', 'on', 'include-timestamp', 'on', 'include-types', 'off', 'compact', 'on', \
+               'streaming', 'on')";
+    let streamed: Vec<String> = client.query(sql, &[]).expect("peek").iter().map(|r| r.get(0)).collect();
+    let actions: Vec<String> = streamed.iter().map(|d| action(d)).collect();
+    let (start, stop) = (
+        actions.iter().position(|a| a == "S").expect("the big transaction is streamed"),
+        actions.iter().rposition(|a| a == "E").unwrap(),
+    );
+    for d in &streamed[start..=stop] {
+        assert!(matches!(action(d).as_str(), "S" | "E" | "I"), "{d}");
+        if action(d) == "I" {
+            assert!(d.contains("\"columns\"") && !d.contains("\"relid\""), "full document in a block: {d}");
+        }
+    }
+    let last = streamed.iter().rev().find(|d| action(d) == "I").unwrap();
+    assert!(last.contains("\"relid\"") && last.contains("after the stream"), "{last}");
+    assert!(streamed[stop..].iter().any(|d| action(d) == "R"), "described before its first compact row");
 }
 
 /// One walsender session: the schema changes while rows flow, through DDL
