@@ -221,3 +221,38 @@ fn alter_table_between_rows_in_one_session() {
     let sub_log = std::fs::read_to_string(pair.subscriber.log_path()).unwrap_or_default();
     assert!(!sub_log.contains("does not offer the compact format"), "no fallback");
 }
+
+/// The fallback, for real: a publisher slot whose plugin refuses the worker's
+/// options with SQLSTATE 22023, as an older logical_ext refuses `compact`
+/// (here test_decoding, which refuses every option of ours with 22023;
+/// pgoutput's XX000 would not count). The worker retries at
+/// once without `compact` on the same connection, says so once, remembers
+/// it, and reports the error that remains as before.
+#[test]
+fn refused_compact_falls_back_once() {
+    let pair = Pair::start_with("compact_fallback", &["log_replication_commands = on"], &[]);
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY)");
+    pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
+    pair.pub_exec("SELECT pg_create_logical_replication_slot('other_plugin', 'test_decoding')");
+    pair.subscribe("s", &["p"], ", slot_name => 'other_plugin', create_slot => false");
+    let st = pair.wait_status("s", "an error from the publisher", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("could not start replication"))
+    });
+    let error = st.last_error.unwrap_or_default();
+    assert!(error.contains("is unknown"), "the error that remains is reported: {error}");
+    // Retried (FAST_RETRY) a few times: the fallback was logged once.
+    let publog = || std::fs::read_to_string(pair.publisher.log_path()).unwrap_or_default();
+    wait_until(CATCH_UP, "three attempts", || {
+        publog().lines().filter(|l| l.contains("received replication command: START_REPLICATION")).count() >= 3
+    });
+    let starts: Vec<String> = publog()
+        .lines()
+        .filter(|l| l.contains("received replication command: START_REPLICATION"))
+        .map(str::to_string)
+        .collect();
+    assert!(starts[0].contains("\"compact\" 'on'"), "asked first: {starts:?}");
+    assert!(!starts[1].contains("compact"), "then at once without: {starts:?}");
+    assert!(starts[2..].iter().all(|s| !s.contains("compact")), "remembered: {starts:?}");
+    let sub_log = std::fs::read_to_string(pair.subscriber.log_path()).unwrap_or_default();
+    assert_eq!(sub_log.matches("does not offer the compact format").count(), 1, "logged once");
+}
