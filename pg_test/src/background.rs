@@ -1,0 +1,142 @@
+//! Programs a test runs in the background (a pgbench load, a writer) while
+//! it waits for something else.
+//!
+//! A wait that depends on such a load (e.g. "the subscriber applied more
+//! transactions") can only time out when the load has died, and then the
+//! timeout message alone does not say why. So a [`Background`] keeps its
+//! program's stderr in a file (next to the cluster's log, kept with it when
+//! a test fails) and can tell whether the program still runs and how it
+//! ended: waits check [`Background::running`] and put
+//! [`Background::describe`] into their failure message.
+//!
+//! Dropping a `Background` kills the program (also when the test panics).
+
+use crate::{Cluster, pg_bin};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A program running in the background; killed on drop.
+pub struct Background {
+    what: String,
+    child: Child,
+    stderr_path: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Background {
+    /// Starts `cmd` (stdout discarded, stderr kept in a file in `dir`);
+    /// `what` names it in messages, e.g. `"pgbench on the publisher"`.
+    pub fn spawn(mut cmd: Command, what: &str, dir: &std::path::Path) -> Background {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let short: String = what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(24).collect();
+        let stderr_path = dir.join(format!("background-{short}-{n}.stderr"));
+        let stderr =
+            File::create(&stderr_path).unwrap_or_else(|e| panic!("create {}: {e}", stderr_path.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+        Background { what: what.to_string(), child, stderr_path, exited: None }
+    }
+
+    /// `pgbench -n <args> <cluster's conninfo>` in the background (its
+    /// stderr kept in the cluster's directory). The conninfo is pgbench's
+    /// DBNAME argument: its `-d` is `--debug`, which would fill the stderr
+    /// file with a line per command.
+    pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Background {
+        let mut cmd = Command::new(pg_bin("pgbench"));
+        cmd.arg("-n").args(args).arg(cluster.conninfo());
+        Background::spawn(cmd, &format!("pgbench on {}", cluster.name()), cluster.dir())
+    }
+
+    /// Whether the program still runs (`false` once it has exited, for
+    /// whatever reason).
+    pub fn running(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().unwrap_or_else(|e| panic!("{}: try_wait: {e}", self.what));
+        }
+        self.exited.is_none()
+    }
+
+    /// How the program is doing, for failure messages: running, or its exit
+    /// status, and the last lines of its stderr.
+    pub fn describe(&mut self) -> String {
+        let state = if self.running() {
+            "still running".to_string()
+        } else {
+            format!("EXITED ({})", self.exited.expect("set when not running"))
+        };
+        let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = stderr.lines().collect();
+        format!(
+            "--- {} ({}): {state}; last lines of its stderr:\n{}",
+            self.what,
+            self.stderr_path.display(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        )
+    }
+
+    /// Panics with [`Background::describe`] unless the program still runs;
+    /// `when` says at which point of the test it had to.
+    pub fn assert_running(&mut self, when: &str) {
+        if !self.running() {
+            let how = self.describe();
+            panic!("{} ended before {when}\n{how}", self.what);
+        }
+    }
+
+    /// Kills the program (if it still runs) and reaps it; returns when it
+    /// stopped.
+    pub fn stop(mut self) -> Instant {
+        self.kill();
+        Instant::now()
+    }
+
+    fn kill(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+        }
+        if let Ok(status) = self.child.wait() {
+            self.exited = Some(status);
+        }
+    }
+}
+
+/// Polls `cond` like [`crate::replication::wait_or_explain`] while `load`
+/// is what makes it come true: stops waiting as soon as `load` has exited.
+/// On that or on a timeout, panics with `explain()` and how `load` is doing
+/// (its exit status and stderr), so a dead load is named as the cause.
+pub fn wait_with_load(
+    load: &mut Background,
+    timeout: Duration,
+    description: &str,
+    mut cond: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
+    let mut load_died = false;
+    let done = crate::poll_until(timeout, || {
+        if cond() {
+            return true;
+        }
+        load_died = !load.running();
+        load_died
+    });
+    if !done || load_died {
+        let why = if load_died { format!("{} exited", load.what) } else { format!("timed out after {timeout:?}") };
+        let how = load.describe();
+        panic!("{why} while waiting until {description}\n{how}\n{}", explain());
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
