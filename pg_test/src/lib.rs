@@ -479,8 +479,11 @@ impl Cluster {
     pub fn kill9_and_wait_crash_restart(&self, pids: &[i32]) {
         let before = self.crash_restarts();
         let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+        if !pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            panic!("kill -9 on cluster {}: none of {pids:?} is alive", self.name);
+        }
         // kill fails when one of them has just gone: the wait decides.
-        let _ = Command::new("kill").arg("-9").args(&pids).stdin(Stdio::null()).status();
+        let _ = Command::new("kill").arg("-9").args(&pids).stdin(Stdio::null()).stderr(Stdio::null()).status();
         if !poll_until(CRASH_RESTART_TIMEOUT, || self.crash_restarts() > before) {
             panic!(
                 "kill -9 of {pids:?} on cluster {}: no crash restart within {CRASH_RESTART_TIMEOUT:?} \
