@@ -9,9 +9,12 @@
 //! ended: waits check [`Background::running`] and put
 //! [`Background::describe`] into their failure message.
 //!
-//! Dropping a `Background` kills the program (also when the test panics).
+//! Stopping a database client ([`Background::stop`]) also waits until its
+//! sessions have left the server, so that no transaction of it commits
+//! after the caller moved on. Dropping a `Background` kills the program
+//! (also when the test panics).
 
-use crate::{Cluster, pg_bin};
+use crate::{Client, Cluster, NoTls, pg_bin};
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,12 +23,19 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// How long the sessions of a killed client may take to end.
+const SESSIONS_GONE: Duration = Duration::from_secs(60);
+
 /// A program running in the background; killed on drop.
 pub struct Background {
     what: String,
     child: Child,
     stderr_path: PathBuf,
     exited: Option<ExitStatus>,
+    /// For a database client: a connection string to its server and the
+    /// `application_name` its sessions carry, so that [`Background::stop`]
+    /// can wait until they are gone.
+    sessions: Option<(String, String)>,
 }
 
 impl Background {
@@ -43,7 +53,7 @@ impl Background {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-        Background { what: what.to_string(), child, stderr_path, exited: None }
+        Background { what: what.to_string(), child, stderr_path, exited: None, sessions: None }
     }
 
     /// `pgbench -n <args> <cluster's conninfo>` in the background (its
@@ -51,9 +61,13 @@ impl Background {
     /// DBNAME argument: its `-d` is `--debug`, which would fill the stderr
     /// file with a line per command.
     pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Background {
+        let app = format!("pg_test_load_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
         let mut cmd = Command::new(pg_bin("pgbench"));
-        cmd.arg("-n").args(args).arg(cluster.conninfo());
-        Background::spawn(cmd, &format!("pgbench on {}", cluster.name()), cluster.dir())
+        // (A keyword given twice in a connection string: the last wins.)
+        cmd.arg("-n").args(args).arg(format!("{} application_name={app}", cluster.conninfo()));
+        let mut b = Background::spawn(cmd, &format!("pgbench on {}", cluster.name()), cluster.dir());
+        b.sessions = Some((cluster.conninfo(), app));
+        b
     }
 
     /// Whether the program still runs (`false` once it has exited, for
@@ -92,10 +106,31 @@ impl Background {
         }
     }
 
-    /// Kills the program (if it still runs) and reaps it; returns when it
-    /// stopped.
+    /// Kills the program (if it still runs) and reaps it; for a database
+    /// client, also waits until its sessions are gone from the server.
+    /// Returns when it stopped.
+    ///
+    /// A killed client's backend may be in the middle of a COMMIT, which
+    /// it finishes: a caller that reads the server's WAL position right
+    /// after the kill (to wait for a subscriber to catch up) could miss
+    /// that transaction and then compare tables while it still travels.
+    /// When the server cannot be reached, its sessions count as gone (it is
+    /// down, or restarting and has terminated every backend).
     pub fn stop(mut self) -> Instant {
         self.kill();
+        if let Some((conninfo, app)) = self.sessions.take() {
+            let mut left = -1;
+            let gone = crate::poll_until(SESSIONS_GONE, || {
+                left = match Client::connect(&conninfo, NoTls).and_then(|mut c| {
+                    c.query_one("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = $1", &[&app])
+                }) {
+                    Ok(r) => r.get::<_, i64>(0),
+                    Err(_) => 0,
+                };
+                left == 0
+            });
+            assert!(gone, "{left} sessions of the killed {} still run after {SESSIONS_GONE:?}", self.what);
+        }
         Instant::now()
     }
 
