@@ -45,8 +45,7 @@ impl Background {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let short: String = what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(24).collect();
         let stderr_path = dir.join(format!("background-{short}-{n}.stderr"));
-        let stderr =
-            File::create(&stderr_path).unwrap_or_else(|e| panic!("create {}: {e}", stderr_path.display()));
+        let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("create {}: {e}", stderr_path.display()));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
