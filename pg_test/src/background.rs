@@ -17,7 +17,7 @@
 use crate::{Client, Cluster, NoTls, pg_bin};
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,14 +41,26 @@ pub struct Background {
 impl Background {
     /// Starts `cmd` (stdout discarded, stderr kept in a file in `dir`);
     /// `what` names it in messages, e.g. `"pgbench on the publisher"`.
-    pub fn spawn(mut cmd: Command, what: &str, dir: &std::path::Path) -> Background {
+    pub fn spawn(cmd: Command, what: &str, dir: &std::path::Path) -> Background {
+        Background::start(cmd, what, dir, Stdio::null())
+    }
+
+    /// [`Background::spawn`] with stdout piped: returns the pipe too (for
+    /// a reader thread, e.g. of pg_recvlogical's documents).
+    pub fn spawn_reading(cmd: Command, what: &str, dir: &std::path::Path) -> (Background, ChildStdout) {
+        let mut b = Background::start(cmd, what, dir, Stdio::piped());
+        let out = b.child.stdout.take().expect("stdout pipe");
+        (b, out)
+    }
+
+    fn start(mut cmd: Command, what: &str, dir: &std::path::Path, stdout: Stdio) -> Background {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let short: String = what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(24).collect();
         let stderr_path = dir.join(format!("background-{short}-{n}.stderr"));
         let stderr = File::create(&stderr_path).unwrap_or_else(|e| panic!("create {}: {e}", stderr_path.display()));
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
