@@ -29,6 +29,8 @@
 #                           each catch-up and write the top symbols to DIR (needs perf, root)
 #   BENCH_ORDER             order in which the subscriptions catch up (default "native logical_ext")
 #   BENCH_TIMEOUT           seconds one catch-up may take before the run fails (default 1800)
+#   BENCH_WIRE_CHANGES      row changes sampled for the bytes per row on the wire (default 20000;
+#                           decoding stops at a transaction's end, so bulk samples its first one)
 #   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,7 @@ SAVEPOINTS=${BENCH_SAVEPOINTS:-100000}
 PERF_DIR=${BENCH_PERF:-}
 ORDER=${BENCH_ORDER:-native logical_ext}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
+WIRE_CHANGES=${BENCH_WIRE_CHANGES:-20000}
 [ "$ROWS" -ge "$TXNS" ] || { echo "BENCH_ROWS must be >= BENCH_TXNS" >&2; exit 2; }
 
 . scripts/bench_pair.sh
@@ -203,6 +206,31 @@ verify() {
   done
 }
 
+# wire_bytes NAME PUBLICATION: bytes per row change on the wire for the start
+# of the backlog (up to BENCH_WIRE_CHANGES changes; both slots are peeked, not
+# consumed): pgoutput's, and logical_ext's full and compact documents (all
+# messages, BEGIN/COMMIT and relation messages included, divided by the row
+# changes among them; without the 25-byte XLogData header every message has).
+wire_bytes() {
+  local name=$1 publication=$2 le_slot opts native full compact
+  le_slot=$(sub le -Atc "SELECT slot_name FROM logical_ext.subscription WHERE name = '${name}_le'")
+  opts="'format-version', '2', 'include-lsn', 'on', 'include-timestamp', 'on', 'include-types', 'off',
+        'include-schemas', 'on', 'publication_names', '$publication', 'origin', 'any'"
+  native=$(pub -Atc "SELECT round(sum(length(data))::numeric
+                       / nullif(count(*) FILTER (WHERE get_byte(data, 0) IN (73, 85, 68)), 0))
+                     FROM pg_logical_slot_peek_binary_changes('${name}_native', NULL, $WIRE_CHANGES,
+                       'proto_version', '1', 'publication_names', '$publication')")
+  full=$(pub -Atc "SELECT round(sum(octet_length(data))::numeric
+                     / nullif(count(*) FILTER (WHERE data ~ '^\{\"action\":\"[IUD]\"'), 0))
+                   FROM pg_logical_slot_peek_changes('$le_slot', NULL, $WIRE_CHANGES, $opts)")
+  compact=$(pub -Atc "SELECT round(sum(octet_length(data))::numeric
+                        / nullif(count(*) FILTER (WHERE data ~ '^\{\"action\":\"[IUD]\"'), 0))
+                      FROM pg_logical_slot_peek_changes('$le_slot', NULL, $WIRE_CHANGES, $opts,
+                        'compact', 'on')" 2>/dev/null || echo "n/a")
+  say "$name: bytes per row change on the wire: pgoutput $native, logical_ext full JSON $full, compact $compact"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$native" "$full" "$compact" >>"$CLUSTER_BASE/wire.tsv"
+}
+
 run_bulk() {
   local i lo hi target kind secs
   say "bulk: $ROWS rows x 8 columns in $TXNS transactions"
@@ -214,6 +242,7 @@ run_bulk() {
     pub -c "INSERT INTO bench SELECT $ROW_SQL FROM generate_series($lo, $hi) g" >/dev/null
   done
   target=$(marker "UPDATE bench SET i = i WHERE id = 1")
+  wire_bytes bulk bulk_pub
   pub -c CHECKPOINT >/dev/null
   for kind in $ORDER; do
     sub "${DB[$kind]}" -c CHECKPOINT >/dev/null
@@ -244,6 +273,7 @@ run_pgbench() {
   txns=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
   say "pgbench: $txns transactions ($(echo "$out" | grep -E '^tps' | head -n 1))"
   target=$(marker "UPDATE pgbench_branches SET filler = filler WHERE bid = 1")
+  wire_bytes pgb pgb_pub
   pub -c CHECKPOINT >/dev/null
   for kind in $ORDER; do
     sub "${DB[$kind]}" -c CHECKPOINT >/dev/null
@@ -313,9 +343,13 @@ report() {
       for (i = 1; i <= k; i++) {
         w = order[i]; unit = (w == "pgbench") ? "transactions" : "rows"
         a = secs[w, "native"]; b = secs[w, "logical_ext"]
-        printf "| %s | %d %s | %.3f | %.0f | %.3f | %.0f | **%.2f×** | %s / %s | %s / %s | %s |\n", w, n[w], unit, a, n[w] / a, b, n[w] / b,
-          a / b, wcpu[w, "native"], wcpu[w, "logical_ext"], scpu[w, "native"], scpu[w, "logical_ext"],
-          (st[w, "native"] == "ok" && st[w, "logical_ext"] == "ok") ? "ok" : "FAILED"
+        # (BENCH_ORDER may time one kind only: its figures alone.)
+        printf "| %s | %d %s | %s | %s | %s | %s | **%s** | %s / %s | %s / %s | %s |\n", w, n[w], unit,
+          a ? sprintf("%.3f", a) : "–", a ? sprintf("%.0f", n[w] / a) : "–",
+          b ? sprintf("%.3f", b) : "–", b ? sprintf("%.0f", n[w] / b) : "–",
+          (a && b) ? sprintf("%.2f×", a / b) : "–",
+          wcpu[w, "native"], wcpu[w, "logical_ext"], scpu[w, "native"], scpu[w, "logical_ext"],
+          ((w, "native") in st && st[w, "native"] != "ok") || ((w, "logical_ext") in st && st[w, "logical_ext"] != "ok") ? "FAILED" : "ok"
       }
     }' "$RESULTS"
 }
@@ -339,6 +373,12 @@ echo "Apply catch-up, $(date -u +%Y-%m-%d), $(nproc) cores, $("$PGBIN/postgres" 
      "native = CREATE SUBSCRIPTION (pgoutput, text, streaming off); order: $ORDER"
 echo
 report
+if [ -s "$CLUSTER_BASE/wire.tsv" ]; then
+  echo
+  echo "| workload | bytes per row change: pgoutput | logical_ext full JSON | logical_ext compact |"
+  echo "|---|---:|---:|---:|"
+  awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$CLUSTER_BASE/wire.tsv"
+fi
 if grep -qP '\tFAILED\t' "$RESULTS"; then
   echo "!! a subscriber's tables differ from the publisher's: see the messages above" >&2
   exit 1

@@ -11,6 +11,7 @@
 //! directory, unless `KEEP_CLUSTERS=1` is set or the thread is panicking; then the
 //! directory is kept and the server log's path (and its tail) is printed.
 
+pub mod background;
 pub mod conflicts;
 pub mod decoding;
 pub mod differential;
@@ -234,6 +235,14 @@ fn chown_to_postgres(path: &Path) {
     }
 }
 
+/// What the postmaster logs once it has terminated every process after a
+/// child's crash, before it reinitialises and recovers.
+const CRASH_RESTART_LINE: &str = "all server processes terminated; reinitializing";
+
+/// How long a crash restart may take to be noticed, and then to be over
+/// (crash recovery of a busy test cluster on a loaded machine).
+const CRASH_RESTART_TIMEOUT: Duration = Duration::from_secs(90);
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A running PostgreSQL 15 cluster owned by one test.
@@ -445,6 +454,63 @@ impl Cluster {
             && !o.status.success()
         {
             eprintln!("pg_ctl stop -m {mode} for cluster {} failed: {}", self.name, String::from_utf8_lossy(&o.stderr));
+        }
+    }
+
+    /// How many crash restarts (every server process terminated and the
+    /// shared memory reinitialised, after a child died abnormally) the
+    /// server log shows so far.
+    pub fn crash_restarts(&self) -> usize {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.lines().filter(|l| l.contains(CRASH_RESTART_LINE)).count()
+    }
+
+    /// `kill -9` of some of the server's processes (a worker, a walsender:
+    /// children of the postmaster), then waits until the crash restart that
+    /// causes is over: the postmaster has logged it, and the server accepts
+    /// connections again, out of recovery.
+    ///
+    /// Waiting for the log line first matters: the postmaster notices the
+    /// death a moment after the kill, and until it does the server still
+    /// accepts connections and still shows the killed processes, so "the
+    /// server is up" or "a worker runs" could be seen true before the crash
+    /// restart that then cuts them. Panics (with the log's tail) when no
+    /// crash restart follows, e.g. because none of `pids` was alive.
+    pub fn kill9_and_wait_crash_restart(&self, pids: &[i32]) {
+        let before = self.crash_restarts();
+        let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+        if !pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+            panic!("kill -9 on cluster {}: none of {pids:?} is alive", self.name);
+        }
+        // kill fails when one of them has just gone: the wait decides.
+        let _ = Command::new("kill").arg("-9").args(&pids).stdin(Stdio::null()).stderr(Stdio::null()).status();
+        if !poll_until(CRASH_RESTART_TIMEOUT, || self.crash_restarts() > before) {
+            panic!(
+                "kill -9 of {pids:?} on cluster {}: no crash restart within {CRASH_RESTART_TIMEOUT:?} \
+                 (were they alive?)\n--- log tail:\n{}",
+                self.name,
+                self.log_tail(30)
+            );
+        }
+        let mut last = String::new();
+        let up = poll_until(CRASH_RESTART_TIMEOUT, || {
+            match Client::connect(&self.conninfo(), NoTls)
+                .and_then(|mut c| c.query_one("SELECT pg_is_in_recovery()", &[]))
+            {
+                Ok(r) => !r.get::<_, bool>(0),
+                Err(e) => {
+                    last = describe_error(&e);
+                    false
+                }
+            }
+        });
+        if !up {
+            panic!(
+                "cluster {} is not back after its crash restart within {CRASH_RESTART_TIMEOUT:?}: {last}\n\
+                 --- log tail:\n{}",
+                self.name,
+                self.log_tail(30)
+            );
         }
     }
 

@@ -458,8 +458,10 @@ impl Pair {
         pid.expect("checked")
     }
 
-    /// Waits until the subscriber accepts connections again (after a crash
-    /// restart) and has left recovery.
+    /// Waits until the subscriber accepts connections again (after a
+    /// restart) and has left recovery. Right after a `kill -9` this can be
+    /// true before the postmaster has even noticed the kill: use
+    /// [`Cluster::kill9_and_wait_crash_restart`] there.
     pub fn wait_subscriber_up(&self) {
         let last = RefCell::new(String::new());
         wait_or_explain(

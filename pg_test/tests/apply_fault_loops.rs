@@ -19,10 +19,10 @@
 //! stream (after both workers applied at least one more transaction), not a
 //! clock.
 
-use logical_ext_pg_test::conflicts::log_lines;
+use logical_ext_pg_test::background::{Background, wait_with_load};
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The subscriber's database of the native subscription `native`.
@@ -57,23 +57,10 @@ fn bench_pair(name: &str) -> Pair {
     pair
 }
 
-/// tpcb-like, 4 clients, for at most `secs` seconds (killed earlier when
-/// the loop is done).
-fn pgbench(pair: &Pair, secs: u32) -> Child {
-    Command::new(pg_bin("pgbench"))
-        .args(["-n", "-c", "4", "-j", "2", "-T", &secs.to_string(), "-d"])
-        .arg(pair.publisher.conninfo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pgbench")
-}
-
-/// Stops the load; returns when it stopped.
-fn stop(mut bench: Child) -> Instant {
-    let _ = bench.kill();
-    let _ = bench.wait();
-    Instant::now()
+/// tpcb-like, 4 clients, for at most `secs` seconds (stopped earlier when
+/// the loop is done); its stderr is kept, for when it dies early.
+fn pgbench(pair: &Pair, secs: u32) -> Background {
+    Background::pgbench(&pair.publisher, &["-c", "4", "-j", "2", "-T", &secs.to_string()])
 }
 
 /// Both subscriptions row-exact (every table, both databases); prints how
@@ -98,14 +85,16 @@ fn assert_exact(pair: &Pair, what: &str, stopped: Instant) {
 
 /// Waits until both subscriptions have applied more transactions than now
 /// (through restarts: worker counters start again, so "more" is measured on
-/// each database's copy of pgbench_history).
-fn wait_progress(pair: &Pair) {
+/// each database's copy of pgbench_history). `bench` makes them: if it
+/// dies, the wait fails at once and says so.
+fn wait_progress(pair: &Pair, bench: &mut Background) {
     let history = |db: &str| {
         let mut c = try_client_db(&pair.subscriber, db).ok()?;
         c.query_one("SELECT count(*) FROM pgbench_history", &[]).ok().map(|r| r.get::<_, i64>(0))
     };
     let before = [history("postgres"), history(NATIVE_DB)];
-    wait_or_explain(
+    wait_with_load(
+        bench,
         CATCH_UP,
         "both subscriptions applied more transactions",
         || {
@@ -116,15 +105,6 @@ fn wait_progress(pair: &Pair) {
     );
 }
 
-/// How many crash restarts (all backends reinitialised) `cluster`'s log shows.
-fn crash_restarts(cluster: &Cluster) -> usize {
-    log_lines(cluster, "all server processes terminated; reinitializing").len()
-}
-
-fn kill9(pids: &[i32]) {
-    let _ = Command::new("kill").arg("-9").args(pids.iter().map(i32::to_string)).status();
-}
-
 /// Fails the loop when its faults take longer than [`LOOP_LIMIT`].
 fn within_limit(started: Instant, what: &str) {
     assert!(started.elapsed() < LOOP_LIMIT, "{what} took longer than {LOOP_LIMIT:?}");
@@ -133,19 +113,21 @@ fn within_limit(started: Instant, what: &str) {
 #[test]
 fn apply_worker_sigkilled_20_times_under_pgbench() {
     let pair = bench_pair("loop_kill_worker");
-    let bench = pgbench(&pair, 600);
+    let mut bench = pgbench(&pair, 600);
     let started = Instant::now();
     for _ in 0..20 {
         within_limit(started, "20 apply worker kills");
-        wait_progress(&pair);
+        wait_progress(&pair, &mut bench);
         let ours = pair.worker_pid("s");
         let native = pair.native_worker_pid(NATIVE_DB, "native", None);
-        kill9(&[ours, native]);
-        pair.wait_subscriber_up();
+        // Until the postmaster has noticed the kill, the status still shows
+        // the killed workers: wait for the crash restart itself.
+        pair.subscriber.kill9_and_wait_crash_restart(&[ours, native]);
         pair.wait_status("s", "a new worker streams", |st| st.state == "streaming" && st.worker_pid != Some(ours));
         pair.native_worker_pid(NATIVE_DB, "native", Some(native));
     }
-    let stopped = stop(bench);
+    bench.assert_running("the 20 kills were done");
+    let stopped = bench.stop();
     assert_exact(&pair, "apply workers SIGKILLed 20 times", stopped);
 }
 
@@ -177,36 +159,37 @@ fn walsenders(pair: &Pair, not: &[i32]) -> Vec<i32> {
 #[test]
 fn walsender_terminated_20_times_and_killed_3_times_under_pgbench() {
     let pair = bench_pair("loop_walsender");
-    let bench = pgbench(&pair, 600);
+    let mut bench = pgbench(&pair, 600);
     let started = Instant::now();
     let mut old = walsenders(&pair, &[]);
     for _ in 0..20 {
         within_limit(started, "20 walsender terminations");
-        wait_progress(&pair);
+        wait_progress(&pair, &mut bench);
         pair.pub_exec(&format!(
             "SELECT pg_catalog.pg_terminate_backend({}), pg_catalog.pg_terminate_backend({})",
             old[0], old[1]
         ));
         old = walsenders(&pair, &old);
     }
-    stop(bench);
+    bench.assert_running("the 20 terminations were done");
+    bench.stop();
     // SIGKILL of the walsenders: the publisher goes through crash recovery
     // (and pgbench would lose its connections, so it runs between kills).
     let started = Instant::now();
     let mut stopped = Instant::now();
     for _ in 0..3 {
         within_limit(started, "3 walsender SIGKILLs");
-        let bench = pgbench(&pair, 600);
-        wait_progress(&pair);
-        let restarts = crash_restarts(&pair.publisher);
-        kill9(&walsenders(&pair, &[]));
-        stopped = stop(bench);
+        let mut bench = pgbench(&pair, 600);
+        wait_progress(&pair, &mut bench);
         // The postmaster notices the SIGKILL a moment later: a connection
         // made before it did would be cut by the crash restart, and so would
-        // the next pgbench (which then stops for good). Wait for the restart
-        // itself first.
-        wait_until(CATCH_UP, "the publisher restarts after the SIGKILL", || crash_restarts(&pair.publisher) > restarts);
-        wait_until(CATCH_UP, "the publisher is back", || try_client(&pair.publisher).is_ok());
+        // the next pgbench (which then stops for good). This waits for the
+        // restart itself, then for the publisher to be back. The crash
+        // restart ends the load (its connections are cut).
+        let walsenders = walsenders(&pair, &[]);
+        stopped = Instant::now();
+        pair.publisher.kill9_and_wait_crash_restart(&walsenders);
+        bench.stop();
     }
     assert_exact(&pair, "walsenders terminated 20 times and SIGKILLed 3 times", stopped);
 }
@@ -214,30 +197,31 @@ fn walsender_terminated_20_times_and_killed_3_times_under_pgbench() {
 #[test]
 fn postmasters_stopped_immediately_under_pgbench() {
     let mut pair = bench_pair("loop_immediate");
-    let bench = pgbench(&pair, 600);
+    let mut bench = pgbench(&pair, 600);
     let started = Instant::now();
     for _ in 0..5 {
         within_limit(started, "5 immediate stops of the subscriber");
-        wait_progress(&pair);
+        wait_progress(&pair, &mut bench);
         pair.subscriber.stop_with("immediate");
         pair.subscriber.restart();
         pair.wait_streaming("s");
         pair.native_worker_pid(NATIVE_DB, "native", None);
     }
-    stop(bench);
+    bench.assert_running("the 5 subscriber stops were done");
+    bench.stop();
     let started = Instant::now();
     for _ in 0..3 {
         within_limit(started, "3 immediate stops of the publisher");
-        let bench = pgbench(&pair, 600);
-        wait_progress(&pair);
+        let mut bench = pgbench(&pair, 600);
+        wait_progress(&pair, &mut bench);
         pair.publisher.stop_with("immediate");
-        stop(bench);
+        bench.stop();
         pair.publisher.restart();
         pair.wait_streaming("s");
         pair.native_worker_pid(NATIVE_DB, "native", None);
     }
-    let bench = pgbench(&pair, 600);
-    wait_progress(&pair);
-    let stopped = stop(bench);
+    let mut bench = pgbench(&pair, 600);
+    wait_progress(&pair, &mut bench);
+    let stopped = bench.stop();
     assert_exact(&pair, "postmasters stopped -m immediate 5 + 3 times", stopped);
 }

@@ -159,7 +159,7 @@ fn commit_failure_loses_nothing() {
     let st = pair.wait_status("sb", "in error after the failed commit", |s| s.state == "error");
     assert!(st.last_error.as_deref().unwrap_or("").contains("row 2 refused at commit"), "{st:#?}");
     wait_or_explain(
-        Duration::from_secs(30),
+        CATCH_UP,
         "three failed attempts of sb and of native nb",
         || {
             log_lines(&pair.subscriber, "refused at commit; retrying in").len() >= 3

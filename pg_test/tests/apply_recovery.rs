@@ -7,8 +7,6 @@
 //! (count and md5).
 
 use logical_ext_pg_test::replication::*;
-use logical_ext_pg_test::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TABLE: &str = "CREATE TABLE big (id bigint PRIMARY KEY, n int, t text, f float8, ts timestamptz)";
@@ -66,10 +64,10 @@ fn apply_worker_killed_during_a_100k_row_transaction() {
     pair.pub_exec(&insert_big(1001, 101_000));
     let pid = pair.wait_applying("s", "big");
     assert_eq!(count(&mut pair.sub_client(), "big"), 1000, "the big transaction is not committed yet");
-    run_checked(Command::new("kill").args(["-9", &pid.to_string()]), "kill -9 of the apply worker");
-    // The postmaster reinitialises after a child's crash; wait until the
-    // subscriber is back, then until the restarted worker has caught up.
-    pair.wait_subscriber_up();
+    // The postmaster reinitialises after a child's crash; wait until it
+    // has and the subscriber is back, then until the restarted worker has
+    // caught up.
+    pair.subscriber.kill9_and_wait_crash_restart(&[pid]);
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["big"]);
     let st = pair.wait_streaming("s");

@@ -182,11 +182,13 @@ fn subscriber_killed_during_streamed_transaction() {
     // second during long local work), the publisher must not have been told
     // the transaction is flushed, or the stop below would lose it.
     let slot = pair.status("s").slot_name.expect("the subscription's slot");
-    // The replay lasts at least 4 s however fast this machine applies: one
+    // The replay lasts at least 8 s however fast this machine applies: one
     // row of it waits in a trigger (fired by the apply worker: ALWAYS).
+    // The checks below run once it has lasted 2.5 s and must see it still
+    // uncommitted: 8 s leaves a loaded machine seconds for them.
     pair.sub_exec(
         "CREATE FUNCTION public.slow_row() RETURNS trigger LANGUAGE plpgsql AS \
-         $$BEGIN IF NEW.id = 150000 THEN PERFORM pg_catalog.pg_sleep(4); END IF; RETURN NEW; END$$; \
+         $$BEGIN IF NEW.id = 150000 THEN PERFORM pg_catalog.pg_sleep(8); END IF; RETURN NEW; END$$; \
          CREATE TRIGGER slow_row BEFORE INSERT ON public.log FOR EACH ROW EXECUTE FUNCTION public.slow_row(); \
          ALTER TABLE public.log ENABLE ALWAYS TRIGGER slow_row",
     );

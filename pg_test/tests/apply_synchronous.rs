@@ -25,32 +25,42 @@ use logical_ext_pg_test::*;
 use std::time::{Duration, Instant};
 
 /// How long one synchronous commit may take (the old behaviour: up to
-/// `wal_writer_delay`, 10 s here; the fixed one: milliseconds).
-const PROMPT: Duration = Duration::from_secs(2);
+/// `wal_writer_delay`, 10 s here; the fixed one: milliseconds, but a loaded
+/// 2-core machine can stall any process for a second or two).
+const PROMPT: Duration = Duration::from_secs(5);
 
 /// Commits per phase.
 const COMMITS: i32 = 10;
 
-/// Waits until the publisher counts subscription `name`'s walsender as its
-/// synchronous standby.
-fn wait_sync_standby(pair: &Pair, name: &str) {
+/// Waits until the publisher counts a walsender of subscription `name`,
+/// other than `not`, as its synchronous standby; returns its pid.
+///
+/// After alter_subscription the worker starts a new session, but only once
+/// it has seen the change: until then the old walsender is still the
+/// synchronous standby, and a commit made then waits for the session to be
+/// replaced. So the caller names the old walsender and waits for another.
+fn wait_sync_standby(pair: &Pair, name: &str, not: Option<i32>) -> i32 {
+    let mut pid = None;
     wait_or_explain(
         CATCH_UP,
-        &format!("walsender of {name} is the synchronous standby"),
+        &format!("a walsender of {name} other than {not:?} is the synchronous standby"),
         || {
-            try_client(&pair.publisher).ok().is_some_and(|mut c| {
+            pid = try_client(&pair.publisher).ok().and_then(|mut c| {
                 c.query_opt(
-                    "SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND sync_state = 'sync' \
+                    "SELECT pid FROM pg_stat_replication WHERE application_name = $1 AND sync_state = 'sync' \
                      AND state = 'streaming'",
                     &[&name],
                 )
                 .ok()
                 .flatten()
-                .is_some()
-            })
+                .map(|r| r.get::<_, i32>(0))
+                .filter(|&p| Some(p) != not)
+            });
+            pid.is_some()
         },
         || pair.explain(name),
     );
+    pid.expect("checked")
 }
 
 /// `COMMITS` single-row commits on the publisher with `synchronous_commit =
@@ -88,7 +98,7 @@ fn synchronous_standby_commits_promptly() {
     pair.wait_streaming("s");
     pair.pub_exec("ALTER SYSTEM SET synchronous_standby_names = 's'");
     pair.pub_exec("SELECT pg_reload_conf()");
-    wait_sync_standby(&pair, "s");
+    let walsender = wait_sync_standby(&pair, "s", None);
 
     let slowest = prompt_commits(&pair, "remote_apply", 1);
     eprintln!("publisher remote_apply, subscription synchronous_commit off: slowest commit {slowest:?}");
@@ -97,12 +107,12 @@ fn synchronous_standby_commits_promptly() {
         &mut pair.sub_client(),
         r#"SELECT logical_ext.alter_subscription('s', '{"synchronous_commit": "remote_apply"}')"#,
     );
-    wait_sync_standby(&pair, "s");
+    let walsender = wait_sync_standby(&pair, "s", Some(walsender));
     let slowest = prompt_commits(&pair, "remote_apply", 100);
     eprintln!("publisher remote_apply, subscription synchronous_commit remote_apply: slowest commit {slowest:?}");
 
     exec(&mut pair.sub_client(), r#"SELECT logical_ext.alter_subscription('s', '{"synchronous_commit": "on"}')"#);
-    wait_sync_standby(&pair, "s");
+    wait_sync_standby(&pair, "s", Some(walsender));
     let slowest = prompt_commits(&pair, "on", 200);
     eprintln!("publisher on, subscription synchronous_commit on: slowest commit {slowest:?}");
 

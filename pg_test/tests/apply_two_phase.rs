@@ -44,23 +44,32 @@ fn create_subscription(pair: &Pair, copy_data: bool) {
     }
 }
 
-/// The GIDs prepared on the subscriber (none when it cannot be reached).
+/// The GIDs prepared on the subscriber (panics when it cannot be reached).
 fn sub_prepared(pair: &Pair) -> Vec<String> {
+    try_sub_prepared(pair).expect("the subscriber's pg_prepared_xacts")
+}
+
+/// The GIDs prepared on the subscriber (`None` when it cannot be reached:
+/// restarting, which is not "none prepared").
+fn try_sub_prepared(pair: &Pair) -> Option<Vec<String>> {
     try_client(&pair.subscriber)
         .ok()
         .and_then(|mut c| c.query("SELECT gid FROM pg_prepared_xacts ORDER BY gid", &[]).ok())
         .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-        .unwrap_or_default()
 }
 
 fn wait_sub_prepared(pair: &Pair, n: usize) -> Vec<String> {
+    let mut seen = None;
     wait_or_explain(
         CATCH_UP,
         &format!("{n} prepared transaction(s) on the subscriber"),
-        || sub_prepared(pair).len() == n,
-        || format!("prepared: {:?}\n{}", sub_prepared(pair), pair.explain("s")),
+        || {
+            seen = try_sub_prepared(pair).filter(|gids| gids.len() == n);
+            seen.is_some()
+        },
+        || format!("prepared: {:?}\n{}", try_sub_prepared(pair), pair.explain("s")),
     );
-    sub_prepared(pair)
+    seen.expect("checked")
 }
 
 /// `BEGIN; <sql>; PREPARE TRANSACTION '<gid>'` on the publisher.
@@ -113,8 +122,9 @@ fn prepared_transactions_survive_crashes_on_both_sides() {
     assert_eq!(count(&mut pair.sub_client(), "t"), 100, "prepared rows are not visible");
     assert_eq!(count(&mut pair.sub_client(), "u"), 1);
     let pid = pair.worker_pid("s");
-    run_checked(Command::new("kill").args(["-9", &pid.to_string()]), "kill -9 of the apply worker");
-    pair.wait_subscriber_up();
+    // Waits for the crash restart itself: before the postmaster notices the
+    // kill, the checks below would still see the old worker's state.
+    pair.subscriber.kill9_and_wait_crash_restart(&[pid]);
     assert_eq!(wait_sub_prepared(&pair, 1), gids, "the prepared transaction survived the crash");
     pair.wait_streaming("s");
     pair.pub_exec("COMMIT PREPARED 'p1'");
@@ -351,7 +361,7 @@ fn wait_sub_prepared_in(pair: &Pair) {
     wait_or_explain(
         CATCH_UP,
         "a prepared transaction on the subscriber",
-        || sub_prepared(pair).len() == 1,
+        || try_sub_prepared(pair).is_some_and(|gids| gids.len() == 1),
         || pair.explain("s"),
     );
 }
@@ -434,7 +444,7 @@ fn a_failed_prepare_is_retried() {
     wait_or_explain(
         CATCH_UP,
         "the remote transaction is prepared on the subscriber",
-        || sub_prepared(&pair).iter().any(|g| g.starts_with("logical_ext_")),
+        || try_sub_prepared(&pair).is_some_and(|gids| gids.iter().any(|g| g.starts_with("logical_ext_"))),
         || pair.explain("s"),
     );
     pair.pub_exec("COMMIT PREPARED 'p1'");

@@ -140,7 +140,14 @@ fn ddl_interleaved_with_dml_under_load() {
         })
     };
     // Each DDL waits for the writer to make progress after the previous
-    // one, so DDL and DML interleave in the stream.
+    // one, so DDL and DML interleave in the stream. A writer that died
+    // (its statement failed) ends the wait at once: its panic says why.
+    let progress = |seen: i64| {
+        wait_until(Duration::from_secs(60), "the writer makes progress", || {
+            written.load(Ordering::Relaxed) >= seen + 20 || writer.is_finished()
+        });
+        assert!(!writer.is_finished(), "the writer thread ended early (its panic message is above)");
+    };
     let mut seen = 0;
     for ddl in [
         "ALTER TABLE app.load ADD COLUMN a int DEFAULT 1",
@@ -153,13 +160,11 @@ fn ddl_interleaved_with_dml_under_load() {
         "ALTER TABLE app.load DROP COLUMN a",
         "ALTER TABLE app.load ADD COLUMN c numeric DEFAULT 2.5",
     ] {
-        wait_until(Duration::from_secs(60), "the writer makes progress", || {
-            written.load(Ordering::Relaxed) >= seen + 20
-        });
+        progress(seen);
         seen = written.load(Ordering::Relaxed);
         pair.pub_exec(ddl);
     }
-    wait_until(Duration::from_secs(60), "the writer makes progress", || written.load(Ordering::Relaxed) >= seen + 20);
+    progress(seen);
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer thread");
     pair.wait_caught_up("s");

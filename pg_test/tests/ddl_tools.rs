@@ -262,7 +262,8 @@ fn repack_under_writes(pair: &Pair, rows: i64) -> i64 {
             }
         })
     };
-    wait_until(Duration::from_secs(10), "the writer runs", || next.load(Ordering::Relaxed) > 1_000_010);
+    wait_until(CATCH_UP, "the writer runs", || next.load(Ordering::Relaxed) > 1_000_010 || writer.is_finished());
+    assert!(!writer.is_finished(), "the writer thread ended early (its panic message is above)");
     let before = next.load(Ordering::Relaxed);
     let out = run_with_timeout(
         std::process::Command::new(pg_bin("pg_repack")).args([

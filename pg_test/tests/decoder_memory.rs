@@ -3,10 +3,10 @@
 //! no abort, no publisher restart) for a document above 1 GB (fault test 9).
 //! Spec: docs/FORMAT.md, "Errors".
 
+use logical_ext_pg_test::background::{Background, wait_with_load};
 use logical_ext_pg_test::decoding::*;
 use logical_ext_pg_test::*;
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,49 +28,47 @@ fn anon_rss_kib(pid: u32) -> u64 {
     line["RssAnon:".len()..].trim().trim_end_matches("kB").trim().parse().expect("RssAnon value")
 }
 
-/// Kills the pg_recvlogical child when the test ends (also on panic).
-struct Receiver(std::process::Child);
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts pg_recvlogical on slot `s` with `options`, calling `on_line` (on
-/// another thread) for each document; returns the guard that stops it and
-/// its walsender's pid.
+/// another thread) for each document; returns it (killed on drop; its
+/// stderr kept, so that a receiver that died says why) and its walsender's
+/// pid.
 fn receive(
     cluster: &Cluster,
     c: &mut Client,
     options: &[&str],
     mut on_line: impl FnMut(String) + Send + 'static,
-) -> (Receiver, u32) {
+) -> (Background, u32) {
     let mut cmd = cluster.pg_command("pg_recvlogical");
-    cmd.arg("-d")
-        .arg(format!("{} application_name=mem_receiver", cluster.conninfo()))
-        .args(["--slot", "s", "--start", "--no-loop", "-f", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.arg("-d").arg(format!("{} application_name=mem_receiver", cluster.conninfo())).args([
+        "--slot",
+        "s",
+        "--start",
+        "--no-loop",
+        "-f",
+        "-",
+    ]);
     for o in options {
         cmd.arg("-o").arg(o);
     }
-    let mut child = Receiver(cmd.spawn().expect("spawn pg_recvlogical"));
-    let stdout = child.0.stdout.take().expect("stdout pipe");
+    let (mut child, stdout) = Background::spawn_reading(cmd, "pg_recvlogical", cluster.dir());
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             on_line(line);
         }
     });
     let mut pid = 0u32;
-    wait_until(Duration::from_secs(30), "pg_recvlogical's walsender appears", || {
-        let rows = c
-            .query("SELECT pid FROM pg_stat_replication WHERE application_name = 'mem_receiver'", &[])
-            .expect("pg_stat_replication");
-        rows.first().map(|r| pid = r.get::<_, i32>(0) as u32).is_some()
-    });
+    wait_with_load(
+        &mut child,
+        Duration::from_secs(30),
+        "pg_recvlogical's walsender appears",
+        || {
+            let rows = c
+                .query("SELECT pid FROM pg_stat_replication WHERE application_name = 'mem_receiver'", &[])
+                .expect("pg_stat_replication");
+            rows.first().map(|r| pid = r.get::<_, i32>(0) as u32).is_some()
+        },
+        String::new,
+    );
     (child, pid)
 }
 
@@ -90,7 +88,7 @@ fn walsender_memory_flat_through_invalidations() {
     );
     let inserts = Arc::new(AtomicU64::new(0));
     let counter = inserts.clone();
-    let (_receiver, pid) = receive(&cluster, &mut c, &["publication_names=p"], move |line| {
+    let (mut receiver, pid) = receive(&cluster, &mut c, &["publication_names=p"], move |line| {
         if line.starts_with("{\"action\":\"I\"") {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -111,9 +109,13 @@ fn walsender_memory_flat_through_invalidations() {
             ),
         );
         let want = ((round + 1) * PER_ROUND) as u64;
-        wait_until(Duration::from_secs(30), "the walsender streams the round's rows", || {
-            inserts.load(Ordering::Relaxed) >= want
-        });
+        wait_with_load(
+            &mut receiver,
+            Duration::from_secs(30),
+            "the walsender streams the round's rows",
+            || inserts.load(Ordering::Relaxed) >= want,
+            String::new,
+        );
         if round + 1 == WARMUP {
             (baseline, baseline_rss) = (anon_rss_kib(pid), rss_kib(pid));
         }
@@ -160,14 +162,16 @@ fn huge_values_exact_or_clean_error() {
     let insert_time = started.elapsed();
 
     let (tx, rx) = std::sync::mpsc::channel();
-    let (receiver, pid) = receive(&cluster, &mut c, &["format-version=2"], move |line| {
+    let (mut receiver, pid) = receive(&cluster, &mut c, &["format-version=2"], move |line| {
         if line.starts_with("{\"action\":\"I\"") {
             let _ = tx.send(line);
         }
     });
     let baseline = peak_rss_kib(pid);
     let started = Instant::now();
-    let doc = rx.recv_timeout(Duration::from_secs(120)).expect("the walsender streams the 200 MB row");
+    let doc = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("the walsender streams the 200 MB row: {e}\n{}", receiver.describe()));
     let decode_time = started.elapsed();
     let peak = peak_rss_kib(pid);
     drop(receiver);

@@ -5,12 +5,12 @@
 //! (non-streamed) output of the same WAL.
 //! Spec: docs/FORMAT.md, "Streamed transactions".
 
+use logical_ext_pg_test::background::{Background, wait_with_load};
 use logical_ext_pg_test::decoding::*;
 use logical_ext_pg_test::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -194,27 +194,22 @@ fn subtransaction_abort_inside_a_streamed_transaction() {
     assert_eq!(streamed.last().unwrap().action(), "SC");
 }
 
-/// Kills the pg_recvlogical child when the test ends (also on panic).
-struct Receiver(std::process::Child);
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// pg_recvlogical on slot `s` with `streaming=on`; its lines are collected.
-fn receive(cluster: &Cluster) -> (Receiver, Arc<Mutex<Vec<String>>>) {
+/// pg_recvlogical on slot `s` with `streaming=on` (killed on drop; its
+/// stderr kept, so that a receiver that died says why); its lines are
+/// collected.
+fn receive(cluster: &Cluster) -> (Background, Arc<Mutex<Vec<String>>>) {
     let mut cmd = cluster.pg_command("pg_recvlogical");
-    cmd.arg("-d")
-        .arg(cluster.conninfo())
-        .args(["--slot", "s", "--start", "--no-loop", "-f", "-", "-o", "streaming=on"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = Receiver(cmd.spawn().expect("spawn pg_recvlogical"));
-    let stdout = child.0.stdout.take().expect("stdout pipe");
+    cmd.arg("-d").arg(cluster.conninfo()).args([
+        "--slot",
+        "s",
+        "--start",
+        "--no-loop",
+        "-f",
+        "-",
+        "-o",
+        "streaming=on",
+    ]);
+    let (child, stdout) = Background::spawn_reading(cmd, "pg_recvlogical", cluster.dir());
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     std::thread::spawn(move || {
@@ -235,19 +230,27 @@ fn whole_abort_of_a_streamed_transaction() {
     let (cluster, mut c) = cluster("dec_stream_abort");
     // pg_recvlogical confirms what it read on `s`: compare on another slot.
     create_slot(&mut c, "plain", PLUGIN);
-    let (_receiver, lines) = receive(&cluster);
+    let (mut receiver, lines) = receive(&cluster);
     let mut other = cluster.client();
     let mut tx = c.transaction().unwrap();
     insert(&mut tx, 1, 5000);
     flush_wal(&mut other);
-    wait_until(Duration::from_secs(60), "blocks of the open transaction arrive", || {
-        lines.lock().unwrap().iter().any(|l| l.starts_with("{\"action\":\"S\""))
-    });
+    wait_with_load(
+        &mut receiver,
+        Duration::from_secs(60),
+        "blocks of the open transaction arrive",
+        || lines.lock().unwrap().iter().any(|l| l.starts_with("{\"action\":\"S\"")),
+        String::new,
+    );
     tx.rollback().unwrap();
     exec(&mut other, "INSERT INTO t VALUES (0, 'after')");
-    wait_until(Duration::from_secs(60), "the next transaction arrives", || {
-        lines.lock().unwrap().iter().any(|l| l.contains("\"after\""))
-    });
+    wait_with_load(
+        &mut receiver,
+        Duration::from_secs(60),
+        "the next transaction arrives",
+        || lines.lock().unwrap().iter().any(|l| l.contains("\"after\"")),
+        String::new,
+    );
     let got: Vec<Change> = lines
         .lock()
         .unwrap()

@@ -5,11 +5,12 @@
 //! handling. Needs logical_ext installed (`cargo pgrx install`) and, for the
 //! metrics test, Debian's python3-prometheus-client (scripts/setup.sh).
 
+use logical_ext_pg_test::background::{Background, wait_with_load};
 use logical_ext_pg_test::decoding::{PLUGIN, create_slot};
 use logical_ext_pg_test::*;
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,8 +119,9 @@ fn sqlstate(r: Result<impl Sized, postgres::Error>) -> String {
     }
 }
 
-/// A pg_recvlogical process streaming a slot (so it is active); killed on drop.
-struct Receiver(Child);
+/// A pg_recvlogical process streaming a slot (so it is active); killed on
+/// drop. Its stderr is kept: a receiver that died says why.
+struct Receiver(Background);
 
 impl Receiver {
     fn start(cluster: &Cluster, slot: &str, application_name: &str) -> Receiver {
@@ -128,21 +130,26 @@ impl Receiver {
             cluster.port(),
             application_name.replace('\\', "\\\\").replace('\'', "\\'")
         );
-        let child = Command::new(pg_bin("pg_recvlogical"))
-            .args(["-d", &conninfo, "-S", slot, "--start", "-f", "/dev/null", "-F", "1", "-s", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pg_recvlogical");
-        Receiver(child)
+        let mut cmd = Command::new(pg_bin("pg_recvlogical"));
+        cmd.args(["-d", &conninfo, "-S", slot, "--start", "-f", "/dev/null", "-F", "1", "-s", "1"]);
+        Receiver(Background::spawn(cmd, &format!("pg_recvlogical on slot {slot}"), cluster.dir()))
     }
-}
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Waits until the receiver's slot is active (fails at once, saying
+    /// why, if the receiver died).
+    fn wait_active(&mut self, c: &mut Client, slot: &str) {
+        wait_with_load(
+            &mut self.0,
+            TIMEOUT,
+            &format!("slot {slot} is active"),
+            || slot_is_active(c, slot),
+            String::new,
+        );
+    }
+
+    /// Panics, saying why, unless the receiver still runs.
+    fn assert_running(&mut self, when: &str) {
+        self.0.assert_running(when);
     }
 }
 
@@ -185,8 +192,8 @@ fn health_of_active_inactive_and_physical_slots() {
     create_slot(&mut c, "busy", PLUGIN);
     create_slot(&mut c, "idle", "test_decoding");
     exec(&mut c, "SELECT pg_create_physical_replication_slot('standby', true)");
-    let _receiver = Receiver::start(&cluster, "busy", "busy_consumer");
-    wait_until(TIMEOUT, "slot busy is active", || slot_is_active(&mut c, "busy"));
+    let mut receiver = Receiver::start(&cluster, "busy", "busy_consumer");
+    receiver.wait_active(&mut c, "busy");
     exec(&mut c, "SET logical_ext.slot_inactive_warning = '1s'");
     write_wal(&mut c, 100);
 
@@ -208,6 +215,7 @@ fn health_of_active_inactive_and_physical_slots() {
     assert!(idle.safe_wal_size.is_none());
 
     // The active slot stays ok whatever its age: its consumer confirms.
+    receiver.assert_running("busy's health was read");
     let busy = wait_for_health(&mut c, "busy", "is ok with its consumer caught up", |h| {
         h.status == "ok" && h.lag_bytes.is_some_and(|l| l < 64 * 1024)
     });
@@ -396,8 +404,8 @@ fn without_preload_history_columns_are_null_and_say_why() {
     let (cluster, mut c) = monitored_cluster("mon_no_preload", &[]);
     create_slot(&mut c, "idle", "test_decoding");
     create_slot(&mut c, "busy", "test_decoding");
-    let _receiver = Receiver::start(&cluster, "busy", "busy_consumer");
-    wait_until(TIMEOUT, "slot busy is active", || slot_is_active(&mut c, "busy"));
+    let mut receiver = Receiver::start(&cluster, "busy", "busy_consumer");
+    receiver.wait_active(&mut c, "busy");
 
     let idle = health_of(&mut c, "idle");
     assert!(idle.inactive_since.is_none() && idle.wal_growth_bytes_per_sec.is_none(), "{idle:#?}");
@@ -470,8 +478,8 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
     create_slot(&mut c, "busy", PLUGIN);
     create_slot(&mut c, "stale1", "test_decoding");
     exec(&mut c, "SELECT pg_create_physical_replication_slot('stale2', true)");
-    let _receiver = Receiver::start(&cluster, "busy", "busy_consumer");
-    wait_until(TIMEOUT, "slot busy is active", || slot_is_active(&mut c, "busy"));
+    let mut receiver = Receiver::start(&cluster, "busy", "busy_consumer");
+    receiver.wait_active(&mut c, "busy");
 
     assert_eq!(drop_stale(&mut c, "1 hour", true), vec![], "nothing is inactive for an hour");
     assert_eq!(drop_stale(&mut c, "1 hour", false), vec![]);
@@ -526,6 +534,7 @@ fn drop_stale_slots_dry_run_then_real_never_an_active_or_recent_slot() {
         vec![("stale1".to_string(), true, "dropped".to_string()), ("stale2".to_string(), true, "dropped".to_string())]
     );
     assert_eq!(slot_names(&mut c), ["busy", "young"]);
+    receiver.assert_running("the stale slots were dropped");
     assert!(slot_is_active(&mut c, "busy"), "the active slot is untouched and still streaming");
 
     let audit = c
@@ -621,7 +630,7 @@ fn metrics_are_prometheus_text_a_parser_accepts() {
     exec(&mut c, "SELECT pg_create_physical_replication_slot('standby', true)");
     // An application_name that needs escaping in a label value.
     let weird = r#"we"ird\name"#;
-    let _receiver = Receiver::start(&publisher, "busy", weird);
+    let mut receiver = Receiver::start(&publisher, "busy", weird);
     // A native subscription, for a walsender with write/flush/replay
     // figures, and a logical_ext one (the apply part) for the subscription
     // figures; each with its own table.
@@ -652,6 +661,7 @@ fn metrics_are_prometheus_text_a_parser_accepts() {
         s.query_one("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'", &[]).unwrap().get::<_, i64>(0)
             == 0
     });
+    receiver.wait_active(&mut c, "busy");
     wait_until(TIMEOUT, "the three walsenders stream and the sync slots are gone", || {
         c.query_one("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", &[]).unwrap().get::<_, i64>(0)
             == 3

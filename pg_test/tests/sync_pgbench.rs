@@ -3,10 +3,11 @@
 //! the tables end identical; the stream's updates of copied rows are not
 //! conflicts.
 
+use logical_ext_pg_test::background::{Background, wait_with_load};
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::sync::*;
 use logical_ext_pg_test::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn million_rows_copied_while_pgbench_writes() {
@@ -23,24 +24,29 @@ fn million_rows_copied_while_pgbench_writes() {
     );
     assert_eq!(count(&mut pair.pub_client(), "pgbench_accounts"), 1_000_000);
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
-    let mut bench = Command::new(&pgbench)
-        .args(["-n", "-c", "2", "-j", "2", "-T", "900", "-d"])
-        .arg(pair.publisher.conninfo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pgbench");
-    wait_until(CATCH_UP, "pgbench has committed transactions", || count(&mut pair.pub_client(), "pgbench_history") > 0);
+    let mut bench = Background::pgbench(&pair.publisher, &["-c", "2", "-j", "2", "-T", "900"]);
+    wait_with_load(
+        &mut bench,
+        CATCH_UP,
+        "pgbench has committed transactions",
+        || count(&mut pair.pub_client(), "pgbench_history") > 0,
+        String::new,
+    );
     let before = count(&mut pair.pub_client(), "pgbench_history");
     subscribe_copy(&pair, "s", &["p"], "");
     let states = wait_all_ready(&pair, "s");
-    assert!(bench.try_wait().unwrap().is_none(), "pgbench ended before the copy did");
+    bench.assert_running("the copy did");
     assert!(count(&mut pair.pub_client(), "pgbench_history") > before, "no writes during the copy");
     let accounts = table(&states, "pgbench_accounts");
     assert_eq!(accounts.rows_copied, 1_000_000, "{accounts:#?}");
-    pair.wait_status("s", "streamed transactions applied", |s| s.applied_transactions >= 50);
-    let _ = bench.kill();
-    let _ = bench.wait();
+    wait_with_load(
+        &mut bench,
+        CATCH_UP,
+        "50 streamed transactions applied",
+        || pair.try_status("s").is_ok_and(|s| s.is_some_and(|s| s.applied_transactions >= 50)),
+        || pair.explain("s"),
+    );
+    bench.stop();
     pair.wait_caught_up("s");
     pair.assert_same("SELECT * FROM pgbench_accounts", "aid");
     pair.assert_same("SELECT * FROM pgbench_tellers", "tid");

@@ -6,10 +6,10 @@
 //! Progress (rows, bytes) shows in `subscription_tables` while copying.
 //! Dropping the subscription mid-copy stops the copy and leaves nothing.
 
+use logical_ext_pg_test::background::{Background, wait_with_load};
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::sync::*;
 use logical_ext_pg_test::*;
-use std::process::{Child, Command, Stdio};
 
 const ROWS: i64 = 600_000;
 
@@ -36,8 +36,9 @@ fn wait_copying_with_progress(pair: &Pair) -> TableState {
     big
 }
 
-/// pgbench updating `big` and inserting `events` on the publisher until killed.
-fn writer(pair: &Pair) -> Child {
+/// pgbench updating `big` and inserting `events` on the publisher until
+/// stopped (its stderr kept, for when it dies early).
+fn writer(pair: &Pair) -> Background {
     let script = pair.publisher.dir().join("writer.sql");
     std::fs::write(
         &script,
@@ -47,20 +48,8 @@ fn writer(pair: &Pair) -> Child {
         ),
     )
     .unwrap();
-    Command::new(pg_bin("pgbench"))
-        .args(["-n", "-c", "2", "-j", "2", "-T", "900", "-f"])
-        .arg(&script)
-        .arg("-d")
-        .arg(pair.publisher.conninfo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pgbench")
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+    let script = script.display().to_string();
+    Background::pgbench(&pair.publisher, &["-c", "2", "-j", "2", "-T", "900", "-f", &script])
 }
 
 #[test]
@@ -88,7 +77,7 @@ fn sync_worker_terminated_mid_copy_starts_over() {
 #[test]
 fn subscriber_restart_mid_copy_resumes_while_publisher_writes() {
     let mut pair = start("sync_restart");
-    let bench = writer(&pair);
+    let mut bench = writer(&pair);
     subscribe_copy(&pair, "s", &["p"], "");
     wait_copying_with_progress(&pair);
     pair.subscriber.restart();
@@ -96,8 +85,14 @@ fn subscriber_restart_mid_copy_resumes_while_publisher_writes() {
     let states = wait_all_ready(&pair, "s");
     assert_eq!(table(&states, "big").rows_copied, ROWS, "{states:#?}");
     // Let the stream run past the copy with writes still going on.
-    pair.wait_status("s", "some streamed transactions applied", |s| s.applied_transactions >= 20);
-    stop(bench);
+    wait_with_load(
+        &mut bench,
+        CATCH_UP,
+        "20 streamed transactions applied",
+        || pair.try_status("s").is_ok_and(|s| s.is_some_and(|s| s.applied_transactions >= 20)),
+        || pair.explain("s"),
+    );
+    bench.stop();
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["big", "events"]);
     assert!(count(&mut pair.pub_client(), "events") > 0);

@@ -3,10 +3,19 @@
 //! status update) and the JSON documents of the `logical_ext` output plugin
 //! (docs/FORMAT.md), read into a closed [`Doc`] enum (by `scan.rs`, with
 //! serde_json for what it declines).
+//!
+//! The compact documents (plugin option `compact`, asked for by the worker
+//! and refused by older publishers: see [`compact_refused`]) are read into
+//! the same [`Doc`]s: a relation document (`R`) is kept in [`CompactRels`]
+//! for the session, and a row's positional values get their column names
+//! from it (shared, not copied), so nothing after the reader — conflict
+//! records included — knows which format arrived.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// A message received inside the COPY BOTH stream.
 #[derive(Debug, PartialEq)]
@@ -68,15 +77,46 @@ pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn as u32)
 }
 
-/// One `{"name":…,"value":…}` entry of a document.
+/// One `{"name":…,"value":…}` entry of a document, or one value of a
+/// compact row with its name from the relation document.
 #[derive(Debug)]
 pub(crate) struct Column<'a> {
-    pub(crate) name: Cow<'a, str>,
+    pub(crate) name: ColName<'a>,
     pub(crate) value: Value<'a>,
 }
 
+/// A column's name: read from the document, or shared with the compact
+/// relation document (a reference count, no copy per row).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ColName<'a> {
+    Doc(Cow<'a, str>),
+    Shared(Rc<str>),
+}
+
+impl std::ops::Deref for ColName<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            ColName::Doc(c) => c,
+            ColName::Shared(r) => r,
+        }
+    }
+}
+
+impl std::fmt::Display for ColName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for ColName<'a> {
+    fn from(c: Cow<'a, str>) -> Self {
+        ColName::Doc(c)
+    }
+}
+
 /// A column's value, classified once when the document is read.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value<'a> {
     /// JSON `null`: SQL NULL.
     Null,
@@ -128,17 +168,20 @@ struct SerdeColumn<'a> {
 
 impl<'a> SerdeColumn<'a> {
     fn classify(self) -> Result<Column<'a>, String> {
-        let raw = self.value.get();
-        let value = match raw.as_bytes().first() {
-            Some(b'"') if !raw.contains('\\') => Value::Text(Cow::Borrowed(&raw[1..raw.len() - 1])),
-            Some(b'"') => Value::Text(Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?)),
-            Some(b'n') if raw == "null" => Value::Null,
-            Some(b'{') | Some(b'[') => Value::Structured(raw),
-            Some(_) => Value::Literal(raw),
-            None => return Err("empty value".into()),
-        };
-        Ok(Column { name: self.name, value })
+        Ok(Column { name: self.name.into(), value: classify_value(self.value)? })
     }
+}
+
+fn classify_value(value: &RawValue) -> Result<Value<'_>, String> {
+    let raw = value.get();
+    Ok(match raw.as_bytes().first() {
+        Some(b'"') if !raw.contains('\\') => Value::Text(Cow::Borrowed(&raw[1..raw.len() - 1])),
+        Some(b'"') => Value::Text(Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?)),
+        Some(b'n') if raw == "null" => Value::Null,
+        Some(b'{') | Some(b'[') => Value::Structured(raw),
+        Some(_) => Value::Literal(raw),
+        None => return Err("empty value".into()),
+    })
 }
 
 #[derive(Deserialize)]
@@ -165,6 +208,18 @@ struct RawDoc<'a> {
     /// `P`/`CP`/`RP`: the prepared transaction's xid on the publisher.
     #[serde(default)]
     xid: Option<u32>,
+    #[serde(default)]
+    relid: Option<u32>,
+    #[serde(default, borrow)]
+    names: Option<Vec<Cow<'a, str>>>,
+    #[serde(default)]
+    identity_key: Option<Vec<u32>>,
+    #[serde(default, borrow)]
+    new: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    key: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    old: Option<Vec<&'a RawValue>>,
 }
 
 /// The fields of a document the worker uses (`scan.rs` reads them, or
@@ -182,10 +237,22 @@ pub(crate) struct Fields<'a> {
     pub(crate) unchanged_toast: Option<Vec<Cow<'a, str>>>,
     pub(crate) restart_identity: Option<bool>,
     pub(crate) xid: Option<u32>,
+    /// Compact documents: the relation's id, and (`R`) its column names and
+    /// identity key positions, or (rows) values by position.
+    pub(crate) relid: Option<u32>,
+    pub(crate) names: Option<Vec<Cow<'a, str>>>,
+    pub(crate) identity_key: Option<Vec<u32>>,
+    pub(crate) new: Option<Vec<Value<'a>>>,
+    pub(crate) key: Option<Vec<Value<'a>>>,
+    pub(crate) old: Option<Vec<Value<'a>>>,
 }
 
 fn classify_all<'a>(c: Option<Vec<SerdeColumn<'a>>>) -> Result<Option<Vec<Column<'a>>>, String> {
     c.map(|v| v.into_iter().map(SerdeColumn::classify).collect()).transpose()
+}
+
+fn classify_values<'a>(c: Option<Vec<&'a RawValue>>) -> Result<Option<Vec<Value<'a>>>, String> {
+    c.map(|v| v.into_iter().map(classify_value).collect()).transpose()
 }
 
 /// Read a document with serde_json (what `scan.rs` declines).
@@ -203,6 +270,12 @@ pub(crate) fn serde_fields(text: &str) -> Result<Fields<'_>, String> {
         unchanged_toast: d.unchanged_toast,
         restart_identity: d.restart_identity,
         xid: d.xid,
+        relid: d.relid,
+        names: d.names,
+        identity_key: d.identity_key,
+        new: classify_values(d.new).map_err(|e| format!("malformed JSON document: {e}"))?,
+        key: classify_values(d.key).map_err(|e| format!("malformed JSON document: {e}"))?,
+        old: classify_values(d.old).map_err(|e| format!("malformed JSON document: {e}"))?,
     })
 }
 
@@ -211,6 +284,25 @@ pub(crate) fn serde_fields(text: &str) -> Result<Fields<'_>, String> {
 pub(crate) struct RemoteRel {
     pub(crate) schema: String,
     pub(crate) table: String,
+}
+
+/// The relation of a row document: named by the document itself, or
+/// shared with the compact relation document it refers to (no copy of the
+/// names per row).
+#[derive(Debug)]
+pub(crate) enum RowRel {
+    Own(RemoteRel),
+    Shared(Rc<CompactRel>),
+}
+
+impl std::ops::Deref for RowRel {
+    type Target = RemoteRel;
+    fn deref(&self) -> &RemoteRel {
+        match self {
+            RowRel::Own(r) => r,
+            RowRel::Shared(c) => &c.rel,
+        }
+    }
 }
 
 /// A decoded document of the stream, as the worker needs it.
@@ -227,7 +319,7 @@ pub(crate) enum Doc<'a> {
         timestamp: Option<Cow<'a, str>>,
     },
     Insert {
-        rel: RemoteRel,
+        rel: RowRel,
         new: Vec<Column<'a>>,
     },
     /// Columns whose TOASTed value did not change are absent from `new`
@@ -235,13 +327,13 @@ pub(crate) enum Doc<'a> {
     /// `complete`: nothing was left out, so the row could be inserted if it
     /// is missing.
     Update {
-        rel: RemoteRel,
+        rel: RowRel,
         new: Vec<Column<'a>>,
         identity: Option<Vec<Column<'a>>>,
         complete: bool,
     },
     Delete {
-        rel: RemoteRel,
+        rel: RowRel,
         identity: Option<Vec<Column<'a>>>,
     },
     /// One per relation of a TRUNCATE statement (same `lsn`); the publisher's
@@ -272,17 +364,154 @@ pub(crate) enum Doc<'a> {
     Message,
     /// A DDL event (src/ddl/), replayed at its place in the transaction.
     Ddl(Box<crate::ddl::DdlEvent>),
+    /// `R` (compact documents): a relation's description for the rows that
+    /// follow, kept with [`CompactRels::insert`].
+    Relation(u32, Rc<CompactRel>),
 }
 
-/// Parse one document. Errors say what is wrong; the caller adds the LSN.
-pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
+/// A relation as its compact relation document (`R`) describes it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct CompactRel {
+    pub(crate) rel: RemoteRel,
+    /// The columns a row's positions stand for.
+    pub(crate) names: Vec<Rc<str>>,
+    /// Positions (into `names`) of the replica-identity key, in order.
+    pub(crate) key: Vec<usize>,
+}
+
+/// The relation documents of one streaming session, by id: each walsender
+/// session describes a relation before its first compact row, and again
+/// after a change of it, so a new session starts empty.
+#[derive(Default)]
+pub(crate) struct CompactRels(HashMap<u32, Rc<CompactRel>>);
+
+impl CompactRels {
+    pub(crate) fn insert(&mut self, id: u32, rel: Rc<CompactRel>) {
+        self.0.insert(id, rel);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Whether a refused START_REPLICATION asking for `compact` means the
+/// publisher's plugin does not know the option (an older logical_ext:
+/// every option error is SQLSTATE 22023), so the worker streams the full
+/// documents instead. Decided on the SQLSTATE only (`sqlstate` as
+/// PostgreSQL packs it, MAKE_SQLSTATE); anything else is a real error.
+pub(crate) fn compact_refused(sqlstate: i32) -> bool {
+    sqlstate == pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32
+}
+
+/// A compact row's values by position: `{}` (no value) is left out, and
+/// `absent` says whether one was.
+fn positional<'a>(rel: &CompactRel, values: Vec<Value<'a>>, what: &str) -> Result<(Vec<Column<'a>>, bool), String> {
+    if values.len() != rel.names.len() {
+        return Err(format!(
+            "compact {what} of {}.{} has {} values for {} columns",
+            rel.rel.schema,
+            rel.rel.table,
+            values.len(),
+            rel.names.len()
+        ));
+    }
+    let mut absent = false;
+    let mut out = Vec::with_capacity(values.len());
+    for (name, value) in rel.names.iter().zip(values) {
+        if is_absent(&value) {
+            absent = true;
+            continue;
+        }
+        out.push(Column { name: ColName::Shared(name.clone()), value });
+    }
+    Ok((out, absent))
+}
+
+/// `{}`: a position without a value (values are never objects).
+fn is_absent(v: &Value<'_>) -> bool {
+    matches!(v, Value::Structured(raw) if *raw == "{}")
+}
+
+/// A compact identity: `key` (the key columns' values, in order) or `old`
+/// (by position); `None` when the document carries neither.
+fn compact_identity<'a>(rel: &CompactRel, d: &mut Fields<'a>) -> Result<Option<Vec<Column<'a>>>, String> {
+    if let Some(key) = d.key.take() {
+        if key.len() != rel.key.len() {
+            return Err(format!(
+                "compact key of {}.{} has {} values for {} key columns",
+                rel.rel.schema,
+                rel.rel.table,
+                key.len(),
+                rel.key.len()
+            ));
+        }
+        return Ok(Some(
+            rel.key
+                .iter()
+                .zip(key)
+                .filter(|(_, v)| !is_absent(v))
+                .map(|(&pos, value)| Column { name: ColName::Shared(rel.names[pos].clone()), value })
+                .collect(),
+        ));
+    }
+    d.old.take().map(|old| positional(rel, old, "old row").map(|(c, _)| c)).transpose()
+}
+
+/// An `R` document.
+fn compact_relation(d: &mut Fields<'_>) -> Result<Doc<'static>, String> {
+    let id = d.relid.ok_or("relation document has no \"relid\"")?;
+    let rel = RemoteRel {
+        schema: d.schema.as_deref().ok_or("relation document has no \"schema\"")?.to_string(),
+        table: d.table.as_deref().ok_or("relation document has no \"table\"")?.to_string(),
+    };
+    let names: Vec<Rc<str>> =
+        d.names.take().ok_or("relation document has no \"names\"")?.iter().map(|n| Rc::from(&**n)).collect();
+    let key = d
+        .identity_key
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|k| ((k as usize) < names.len()).then_some(k as usize))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or("relation document has an \"identity_key\" position past its columns")?;
+    Ok(Doc::Relation(id, Rc::new(CompactRel { rel, names, key })))
+}
+
+/// A compact I/U/D document (its relation was described before).
+fn compact_row<'a>(action: &str, id: u32, mut d: Fields<'a>, rels: &CompactRels) -> Result<Doc<'a>, String> {
+    let rel = rels.0.get(&id).ok_or_else(|| {
+        format!("compact {action} document of relation id {id}, which no relation document of this session described")
+    })?;
+    let remote = RowRel::Shared(rel.clone());
+    Ok(match action {
+        "I" => {
+            let (new, _) = positional(rel, d.new.take().ok_or("compact INSERT document has no \"new\"")?, "row")?;
+            Doc::Insert { rel: remote, new }
+        }
+        "U" => {
+            let (new, absent) = positional(rel, d.new.take().ok_or("compact UPDATE document has no \"new\"")?, "row")?;
+            Doc::Update { rel: remote, new, identity: compact_identity(rel, &mut d)?, complete: !absent }
+        }
+        _ => Doc::Delete { rel: remote, identity: compact_identity(rel, &mut d)? },
+    })
+}
+
+/// Parse one document (`rels`: the compact relation documents of the
+/// session so far). Errors say what is wrong; the caller adds the LSN.
+pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc<'a>, String> {
     // Validate UTF-8 once for the whole document: serde_json's str reader
     // then skips the per-string validation of its slice reader.
     let text = std::str::from_utf8(payload).map_err(|e| format!("document is not UTF-8: {e}"))?;
-    let d = match super::scan::document(text) {
+    let mut d = match super::scan::document(text) {
         Some(d) => d,
         None => serde_fields(text)?,
     };
+    match (d.action, d.relid) {
+        (Some("R"), _) => return compact_relation(&mut d),
+        (Some(a @ ("I" | "U" | "D")), Some(id)) => return compact_row(a, id, d, rels),
+        _ => {}
+    }
     let rel = |d: &Fields<'_>| -> Result<RemoteRel, String> {
         Ok(RemoteRel {
             schema: d.schema.as_deref().ok_or("document has no \"schema\" (include-schemas must be on)")?.to_string(),
@@ -300,14 +529,14 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
                 .ok_or("COMMIT document has no valid \"nextlsn\" (include-lsn must be on)")?,
             timestamp: d.timestamp,
         },
-        "I" => Doc::Insert { rel: rel(&d)?, new: d.columns.ok_or("INSERT document has no \"columns\"")? },
+        "I" => Doc::Insert { rel: RowRel::Own(rel(&d)?), new: d.columns.ok_or("INSERT document has no \"columns\"")? },
         "U" => Doc::Update {
-            rel: rel(&d)?,
+            rel: RowRel::Own(rel(&d)?),
             new: d.columns.ok_or("UPDATE document has no \"columns\"")?,
             identity: d.identity,
             complete: d.unchanged_toast.as_ref().is_none_or(|u| u.is_empty()),
         },
-        "D" => Doc::Delete { rel: rel(&d)?, identity: d.identity },
+        "D" => Doc::Delete { rel: RowRel::Own(rel(&d)?), identity: d.identity },
         "T" => Doc::Truncate { rel: rel(&d)?, restart_identity: d.restart_identity.unwrap_or(false), lsn: d.lsn },
         "P" | "CP" | "RP" => {
             let xid = d.xid.ok_or_else(|| format!("{action} document has no \"xid\""))?;
@@ -332,6 +561,177 @@ pub(crate) fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::compact::{self, Cell};
+
+    /// Full documents need no relation documents.
+    fn parse_doc(payload: &[u8]) -> Result<Doc<'_>, String> {
+        super::parse_doc(payload, &CompactRels::default())
+    }
+
+    /// (name, text or None for NULL) of each column.
+    fn pairs(cols: &[Column<'_>]) -> Vec<(String, Option<String>)> {
+        cols.iter().map(|c| (c.name.to_string(), c.text().unwrap().map(|t| t.into_owned()))).collect()
+    }
+
+    /// A value as the plugin writes it: a JSON string, a number or a bool.
+    fn push_json(b: &mut Vec<u8>, v: &str) {
+        b.extend_from_slice(serde_json::to_string(v).unwrap().as_bytes());
+    }
+
+    /// Read the relation document `r` into `rels`.
+    fn describe(rels: &mut CompactRels, r: &[u8]) {
+        match super::parse_doc(r, rels).unwrap() {
+            Doc::Relation(id, rel) => rels.insert(id, rel),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn relation(id: u32, names: &[&str], key: &[usize]) -> Vec<u8> {
+        let mut b = Vec::new();
+        let cols: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, &b"\"text\""[..])).collect();
+        compact::push_relation(&mut b, id, "sch\"ema", "t\\able", cols.into_iter(), key);
+        b
+    }
+
+    fn row(action: u8, id: u32, arrays: &[(&str, Vec<Cell<&str>>)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        compact::push_row_head(&mut b, action, id);
+        for (field, cells) in arrays {
+            let cells: Vec<Cell<&str>> = cells
+                .iter()
+                .map(|c| match c {
+                    Cell::Absent => Cell::Absent,
+                    Cell::Null => Cell::Null,
+                    Cell::Value(v) => Cell::Value(*v),
+                })
+                .collect();
+            compact::push_cells(&mut b, field, cells.into_iter(), push_json);
+        }
+        b.push(b'}');
+        b
+    }
+
+    #[test]
+    fn compact_round_trip() {
+        let mut rels = CompactRels::default();
+        // Column "b" was dropped on the publisher: the relation document
+        // lists the live columns only, and positions follow it.
+        describe(&mut rels, &relation(16385, &["id", "na\"me", "c"], &[0]));
+        let want_rel = RemoteRel { schema: "sch\"ema".into(), table: "t\\able".into() };
+
+        let ins = row(b'I', 16385, &[("new", vec![Cell::Value("1"), Cell::Value("x\"y\\z\n\u{1}é"), Cell::Null])]);
+        match super::parse_doc(&ins, &rels).unwrap() {
+            Doc::Insert { rel, new } => {
+                assert_eq!(*rel, want_rel);
+                assert_eq!(
+                    pairs(&new),
+                    vec![
+                        ("id".into(), Some("1".into())),
+                        ("na\"me".into(), Some("x\"y\\z\n\u{1}é".into())),
+                        ("c".into(), None)
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Unchanged TOAST ({}) is left out and makes the row incomplete;
+        // NULL stays a column whose value is NULL.
+        let upd = row(
+            b'U',
+            16385,
+            &[("new", vec![Cell::Value("1"), Cell::Absent, Cell::Null]), ("key", vec![Cell::Value("1")])],
+        );
+        match super::parse_doc(&upd, &rels).unwrap() {
+            Doc::Update { new, identity, complete, .. } => {
+                assert!(!complete);
+                assert_eq!(pairs(&new), vec![("id".into(), Some("1".into())), ("c".into(), None)]);
+                assert_eq!(pairs(&identity.unwrap()), vec![("id".into(), Some("1".into()))]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let upd = row(b'U', 16385, &[("new", vec![Cell::Value("2"), Cell::Value("{}"), Cell::Null])]);
+        match super::parse_doc(&upd, &rels).unwrap() {
+            Doc::Update { new, identity, complete, .. } => {
+                assert!(complete, "the text {{}} is a value");
+                assert_eq!(new[1].text().unwrap().as_deref(), Some("{}"));
+                assert!(identity.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // REPLICA IDENTITY FULL: the old row by position.
+        let del = row(b'D', 16385, &[("old", vec![Cell::Value("1"), Cell::Absent, Cell::Null])]);
+        match super::parse_doc(&del, &rels).unwrap() {
+            Doc::Delete { identity, .. } => {
+                assert_eq!(pairs(&identity.unwrap()), vec![("id".into(), Some("1".into())), ("c".into(), None)]);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // ALTER TABLE: the relation is described again; later rows use it.
+        describe(&mut rels, &relation(16385, &["id", "c", "added"], &[0, 2]));
+        let ins = row(b'I', 16385, &[("new", vec![Cell::Value("3"), Cell::Null, Cell::Value("7")])]);
+        match super::parse_doc(&ins, &rels).unwrap() {
+            Doc::Insert { new, .. } => assert_eq!(new[2].name.to_string(), "added"),
+            other => panic!("{other:?}"),
+        }
+        let del = row(b'D', 16385, &[("key", vec![Cell::Value("3"), Cell::Value("7")])]);
+        match super::parse_doc(&del, &rels).unwrap() {
+            Doc::Delete { identity, .. } => assert_eq!(
+                pairs(&identity.unwrap()),
+                vec![("id".into(), Some("3".into())), ("added".into(), Some("7".into()))]
+            ),
+            other => panic!("{other:?}"),
+        }
+
+        // Errors: a relation never described, a row of the wrong width, a
+        // key of the wrong width, a key position past the columns.
+        assert!(super::parse_doc(&row(b'I', 9, &[("new", vec![])]), &rels).unwrap_err().contains("relation id 9"));
+        assert!(super::parse_doc(&row(b'I', 16385, &[("new", vec![Cell::Null])]), &rels).is_err());
+        assert!(super::parse_doc(&row(b'D', 16385, &[("key", vec![Cell::Null])]), &rels).is_err());
+        assert!(super::parse_doc(&relation(1, &["a"], &[1]), &rels).is_err());
+        assert!(super::parse_doc(&row(b'I', 16385, &[]), &rels).is_err());
+    }
+
+    /// The compact documents and the full ones give the same rows.
+    #[test]
+    fn compact_equals_full() {
+        let mut rels = CompactRels::default();
+        describe(&mut rels, &relation(5, &["a", "b"], &[0]));
+        let full = br#"{"action":"U","schema":"sch\"ema","table":"t\\able","columns":[{"name":"a","value":1}],"identity":[{"name":"a","value":1}],"unchanged_toast":["b"]}"#;
+        let small = row(b'U', 5, &[("new", vec![Cell::Value("1"), Cell::Absent]), ("key", vec![Cell::Value("1")])]);
+        let (f, c) = (parse_doc(full).unwrap(), super::parse_doc(&small, &rels).unwrap());
+        match (f, c) {
+            (
+                Doc::Update { rel: r1, new: n1, identity: i1, complete: c1 },
+                Doc::Update { rel: r2, new: n2, identity: i2, complete: c2 },
+            ) => {
+                assert_eq!(*r1, *r2);
+                assert_eq!(c1, c2);
+                // The full document's value is the number 1, the compact
+                // one's (from push_json) the string "1": the same text.
+                assert_eq!(pairs(&n1), pairs(&n2));
+                assert_eq!(pairs(&i1.unwrap()), pairs(&i2.unwrap()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fallback_only_on_an_option_error() {
+        use pgrx::PgSqlErrorCode as E;
+        assert!(compact_refused(E::ERRCODE_INVALID_PARAMETER_VALUE as i32));
+        for other in [
+            E::ERRCODE_UNDEFINED_OBJECT,
+            E::ERRCODE_OBJECT_IN_USE,
+            E::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            E::ERRCODE_PROTOCOL_VIOLATION,
+        ] {
+            assert!(!compact_refused(other as i32));
+        }
+        assert!(!compact_refused(0), "no SQLSTATE (a lost connection)");
+    }
 
     #[test]
     fn xlogdata_and_keepalive() {
@@ -377,7 +777,7 @@ mod tests {
         match parse_doc(d).unwrap() {
             Doc::Update { rel, new, identity, complete } => {
                 assert!(!complete);
-                assert_eq!(rel, RemoteRel { schema: "public".into(), table: "t".into() });
+                assert_eq!(*rel, RemoteRel { schema: "public".into(), table: "t".into() });
                 assert_eq!(new[0].text().unwrap().as_deref(), Some("1.5e300"));
                 assert_eq!(new[1].text().unwrap().as_deref(), Some("x\"y"));
                 assert_eq!(new[2].text().unwrap(), None);

@@ -1,7 +1,8 @@
 //! A hand-written reader for the JSON documents of the `logical_ext` output
 //! plugin as the apply worker receives them (docs/FORMAT.md): one flat
 //! object per change, with `columns`/`identity` arrays of
-//! `{"name":…,"value":…}` objects.
+//! `{"name":…,"value":…}` objects, or with arrays of values by position in
+//! the compact documents (option `compact`, `protocol.rs`).
 //!
 //! Design notes
 //! - Why: serde_json's derived deserializer was the apply worker's largest
@@ -91,6 +92,31 @@ pub(crate) fn document(text: &str) -> Option<Fields<'_>> {
                 "xid" => {
                     f.xid = r.opt_u32()?;
                     1024
+                }
+                // Compact documents (option `compact`, protocol.rs).
+                "relid" => {
+                    f.relid = r.opt_u32()?;
+                    2048
+                }
+                "names" => {
+                    f.names = r.opt_strings()?;
+                    4096
+                }
+                "identity_key" => {
+                    f.identity_key = r.opt_u32s()?;
+                    8192
+                }
+                "new" => {
+                    f.new = r.opt_values()?;
+                    16384
+                }
+                "key" => {
+                    f.key = r.opt_values()?;
+                    32768
+                }
+                "old" => {
+                    f.old = r.opt_values()?;
+                    65536
                 }
                 _ => {
                     r.skip_value(0)?;
@@ -237,6 +263,33 @@ impl<'a> Reader<'a> {
         Some(Some(out))
     }
 
+    fn opt_u32s(&mut self) -> Option<Option<Vec<u32>>> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            return Some(None);
+        }
+        let mut out = Vec::new();
+        self.array(|r| {
+            out.push(r.opt_u32()??);
+            Some(())
+        })?;
+        Some(Some(out))
+    }
+
+    /// An array of column values (a compact row, by position).
+    fn opt_values(&mut self) -> Option<Option<Vec<Value<'a>>>> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            return Some(None);
+        }
+        let mut out = Vec::with_capacity(16);
+        self.array(|r| {
+            out.push(r.value()?);
+            Some(())
+        })?;
+        Some(Some(out))
+    }
+
     fn opt_columns(&mut self) -> Option<Option<Vec<Column<'a>>>> {
         if self.peek()? == b'n' {
             self.literal("null")?;
@@ -296,7 +349,7 @@ impl<'a> Reader<'a> {
                 _ => return None,
             }
         }
-        Some(Column { name: name?, value: value? })
+        Some(Column { name: name?.into(), value: value? })
     }
 
     /// A column value: NULL, a string, or a number/boolean literal kept as
@@ -485,6 +538,13 @@ mod tests {
         assert!(same(r#"{"action":"C","timestamp":null,"lsn":null}"#));
         assert!(same(r#"{"action":"I","schema":"sch\u00e9ma","table":"t"}"#));
         assert!(same(r#"{"action":"I","columns":[{"name":"n\u0061me","value":"é ü 漢字"}]}"#));
+        // Compact documents (option `compact`).
+        assert!(same(
+            r#"{"action":"R","relid":16385,"schema":"s","table":"t","names":["a","b\"c"],"types":["integer","text"],"identity_key":[0,1]}"#
+        ));
+        assert!(same(r#"{"action":"U","relid":5,"new":[1,"x\"y",null,{},true,-1.5e3],"key":[1]}"#));
+        assert!(same(r#"{"action":"D","relid":5,"old":[1,{},null]}"#));
+        assert!(same(r#"{"action":"I","relid":5,"new":[]}"#));
     }
 
     #[test]
@@ -509,6 +569,10 @@ mod tests {
             r#"{"action":"P","xid":1.0}"#,
             r#"{"action":"P","xid":01}"#,
             r#"{"action":"P","xid":"1"}"#,
+            r#"{"action":"R","identity_key":[null]}"#,
+            r#"{"action":"R","identity_key":[-1]}"#,
+            r#"{"action":"I","relid":1,"relid":1}"#,
+            r#"{"action":"I","relid":1,"new":[1,]}"#,
             r#"{"action":"I"} x"#,
             r#"{"action":"I""#,
             r#"{"action":"I",}"#,

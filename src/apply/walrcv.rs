@@ -113,8 +113,19 @@ impl Connection {
 
     /// Run a command; rows (all as text) when it returns tuples.
     pub(crate) fn exec(&mut self, query: &str, ncols: usize) -> Result<Vec<Vec<Option<String>>>, WalRcvError> {
+        self.exec_with_state(query, ncols).map_err(|(e, _)| e)
+    }
+
+    /// [`Connection::exec`], with the error's SQLSTATE (PostgreSQL's packed
+    /// MAKE_SQLSTATE value; 0 when the server sent none) for callers that
+    /// decide on it.
+    pub(crate) fn exec_with_state(
+        &mut self,
+        query: &str,
+        ncols: usize,
+    ) -> Result<Vec<Vec<Option<String>>>, (WalRcvError, i32)> {
         self.quiesce();
-        let q = CString::new(query).map_err(|_| WalRcvError("query contains a NUL byte".into()))?;
+        let q = CString::new(query).map_err(|_| (WalRcvError("query contains a NUL byte".into()), 0))?;
         let types = vec![pg_sys::TEXTOID; ncols.max(1)];
         // SAFETY: a live connection; the result is freed below.
         let res = guarded(|| unsafe {
@@ -131,7 +142,7 @@ impl Connection {
                 Ok(unsafe { read_tuples(r, ncols) })
             }
             // SAFETY: err is set on error statuses.
-            _ => Err(WalRcvError(unsafe { ffi::cstr_to_string(r.err) }.trim().to_string())),
+            _ => Err((WalRcvError(unsafe { ffi::cstr_to_string(r.err) }.trim().to_string()), r.sqlstate)),
         };
         // SAFETY: frees the result once.
         unsafe { pg_sys::walrcv_clear_result(res) };

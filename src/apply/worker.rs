@@ -126,6 +126,11 @@ struct Worker {
     stats: super::stats::Flusher,
     /// The session streams with two-phase decoding (`prepared.rs`).
     two_phase_streaming: bool,
+    /// The compact relation documents of this session (`protocol.rs`).
+    compact: protocol::CompactRels,
+    /// The publisher refused the `compact` option (an older logical_ext):
+    /// this worker streams the full documents from then on.
+    compact_refused: bool,
 }
 
 impl Worker {
@@ -151,6 +156,8 @@ impl Worker {
             scope: None,
             stats: super::stats::Flusher::new(),
             two_phase_streaming: false,
+            compact: Default::default(),
+            compact_refused: false,
         }
     }
 
@@ -228,7 +235,7 @@ impl Worker {
         }
         self.sync = Some(sync);
         self.two_phase_streaming = self.stream_two_phase(sub.options.two_phase)?;
-        let mut cmd = start_replication(&sub, &slot, start);
+        let mut cmd = start_replication(&sub, &slot, start, !self.compact_refused);
         if self.two_phase_streaming {
             cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");
         }
@@ -246,7 +253,24 @@ impl Worker {
         {
             return Err(lost_slot_message(&slot, &sub.name, confirmed.as_deref()));
         }
-        conn.exec(&cmd, 0).map_err(|e| format!("could not start replication: {}", e.0))?;
+        self.compact.clear();
+        match conn.exec_with_state(&cmd, 0) {
+            Ok(_) => {}
+            Err((e, sqlstate)) if !self.compact_refused && protocol::compact_refused(sqlstate) => {
+                // An older logical_ext on the publisher: full documents. If
+                // the error was about something else it comes back below.
+                self.compact_refused = true;
+                log!(
+                    "logical_ext: subscription \"{}\": the publisher's logical_ext does not offer the compact \
+                     format ({}); streaming the full JSON documents",
+                    sub.name,
+                    e.0
+                );
+                cmd = without_compact(&cmd);
+                conn.exec(&cmd, 0).map_err(|e| format!("could not start replication: {}", e.0))?;
+            }
+            Err((e, _)) => return Err(format!("could not start replication: {}", e.0)),
+        }
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
         if self.relmap.is_none() {
             self.relmap = Some(RelationMap::new());
@@ -326,17 +350,29 @@ impl Worker {
 /// The command that streams `slot` for `sub` from `start`. `format-version`
 /// is explicit (the plugin's default is wal2json's 1; it implies 2 for
 /// `publication_names` only so that released subscribers keep working).
-fn start_replication(sub: &Subscription, slot: &str, start: u64) -> String {
+///
+/// `compact`: ask for the compact documents (docs/FORMAT.md), which an
+/// older publisher refuses (see `protocol::compact_refused`).
+fn start_replication(sub: &Subscription, slot: &str, start: u64, compact: bool) -> String {
     let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
     format!(
         "START_REPLICATION SLOT {} LOGICAL {} (\"format-version\" '2', \"include-lsn\" 'on', \
          \"include-timestamp\" 'on', \"include-types\" 'off', \"include-schemas\" 'on', \
-         \"publication_names\" {}, \"origin\" '{}')",
+         \"publication_names\" {}, \"origin\" '{}'{})",
         quote_ident(slot),
         protocol::format_lsn(start),
         quote_literal(&pubs.join(",")),
-        sub.origin.as_str()
+        sub.origin.as_str(),
+        if compact { COMPACT_OPTION } else { "" }
     )
+}
+
+/// How `start_replication` asks for the compact documents.
+const COMPACT_OPTION: &str = ", \"compact\" 'on'";
+
+/// `cmd` (a START_REPLICATION command) without the compact option.
+fn without_compact(cmd: &str) -> String {
+    cmd.replacen(COMPACT_OPTION, "", 1)
 }
 
 /// `cmd` (a START_REPLICATION command) asking for the plugin's `streaming`.
@@ -370,4 +406,19 @@ fn lost_slot_message(slot: &str, subscription: &str, confirmed: Option<&str>) ->
          SELECT logical_ext.drop_subscription('{subscription}') (drops the slot), then create the subscription \
          again with copy_data => true; consider a larger max_slot_wal_keep_size on the publisher"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fallback_drops_only_the_compact_option() {
+        let cmd = format!(
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"origin\" 'any'{}, \"two-phase\" 'on')",
+            super::COMPACT_OPTION
+        );
+        assert_eq!(
+            super::without_compact(&cmd),
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"origin\" 'any', \"two-phase\" 'on')"
+        );
+    }
 }

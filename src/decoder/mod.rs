@@ -27,11 +27,14 @@
 //! - `options.rs`, `selectors.rs` and `json.rs` are pure and unit-tested.
 //! - `twophase.rs` writes the documents of prepared transactions (`P`,
 //!   `CP`, `RP`; option `two-phase`), pure and unit-tested.
+//! - `compact.rs` writes the compact documents (option `compact`, read by
+//!   logical_ext subscribers only): relations once, rows by position.
 //! - `values.rs` is the per-column hot path.
 //! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
 //!   grows the document buffer fallibly: a value too large to stream is an
 //!   ERROR (SQLSTATE 54000), never a process abort.
 
+pub(crate) mod compact;
 mod json;
 mod limit;
 mod options;

@@ -125,6 +125,10 @@ pub(crate) struct Options {
     /// `COMMIT PREPARED`. PostgreSQL then marks the slot two-phase for good
     /// (as pgoutput's `two_phase`); docs/FORMAT.md.
     pub(crate) two_phase: bool,
+    /// `compact`: logical_ext's internal wire format between its own nodes
+    /// (`compact.rs`): relation documents once per relation, rows as
+    /// positional values. Version 2 with `publication_names` only.
+    pub(crate) compact: bool,
 }
 
 impl Default for Options {
@@ -159,6 +163,7 @@ impl Default for Options {
             include_ddl: true,
             streaming: false,
             two_phase: false,
+            compact: false,
         }
     }
 }
@@ -255,6 +260,7 @@ const KNOWN: &[&str] = &[
     "include-ddl",
     "streaming",
     "two-phase",
+    "compact",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -349,6 +355,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "include-ddl" => o.include_ddl = boolean()?,
             "streaming" => o.streaming = boolean()?,
             "two-phase" => o.two_phase = boolean()?,
+            "compact" => o.compact = boolean()?,
             "actions" => {
                 if let Some(v) = value {
                     o.actions = parse_actions(v).map_err(|r| bad(&r))?
@@ -403,6 +410,15 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             name: "two-phase".into(),
             value: "1".into(),
             reason: "prepared transactions are decoded in format-version 2 only".into(),
+        });
+    }
+    // The compact documents are read by logical_ext subscribers only, which
+    // always stream version 2 with publication_names.
+    if o.compact && (o.format_version == FormatVersion::V1 || o.publication_names.is_none()) {
+        return Err(OptionError::Malformed {
+            name: "compact".into(),
+            value: "true".into(),
+            reason: "compact needs format-version 2 and publication_names".into(),
         });
     }
     Ok(o)
@@ -564,6 +580,23 @@ mod tests {
         let e = p(&[("streaming", Some("1")), ("format-version", Some("1"))]).unwrap_err();
         assert!(e.message().contains("streaming"), "{e:?}");
         assert!(p(&[("streaming", Some("0")), ("format-version", Some("1"))]).is_ok());
+    }
+
+    #[test]
+    fn compact_is_opt_in_and_for_subscribers_only() {
+        assert!(!p(&[]).unwrap().compact);
+        let o = p(&[("publication_names", Some("p")), ("compact", Some("on"))]).unwrap();
+        assert!(o.compact && o.format_version == FormatVersion::V2);
+        assert!(p(&[("publication_names", Some("p")), ("compact", Some("off"))]).is_ok());
+        for bad in [
+            &[("compact", Some("on"))][..],
+            &[("format-version", Some("2")), ("compact", Some("on"))][..],
+            &[("publication_names", Some("p")), ("format-version", Some("1")), ("compact", Some("on"))][..],
+            &[("publication_names", Some("p")), ("compact", Some("maybe"))][..],
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(matches!(e, OptionError::Malformed { ref name, .. } if name == "compact"), "{e:?}");
+        }
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub(crate) struct Shape {
     pub(crate) identity_default: bool,
     /// The WARNING for an UPDATE/DELETE without replica identity was given.
     pub(crate) warned_no_identity: std::cell::Cell<bool>,
+    /// Option `compact`: the column mask this shape's relation document was
+    /// sent with in this session (`None`: not sent yet). A rebuilt shape
+    /// (the relation's invalidation) starts unsent, so it is sent again.
+    pub(crate) compact_sent: std::cell::RefCell<Option<Option<Vec<bool>>>>,
     /// Everything PostgreSQL allocated for this shape (the descriptor copy,
     /// output-function state): deleted with the shape, so a rebuilt shape
     /// leaves nothing behind. Declared last: dropped after the fields that
@@ -221,6 +225,7 @@ impl Shape {
             // SAFETY: bms_is_empty accepts NULL.
             has_pk: !unsafe { pg_sys::bms_is_empty(pk) },
             warned_no_identity: std::cell::Cell::new(false),
+            compact_sent: std::cell::RefCell::new(None),
             identity_default: form.relreplident as u8 == pg_sys::REPLICA_IDENTITY_DEFAULT,
             _cxt: cxt,
         }

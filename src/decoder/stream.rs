@@ -12,6 +12,7 @@
 //! sink is told it was skipped, so that the walsender can still confirm
 //! progress).
 
+use super::compact;
 use super::json;
 use super::limit;
 use super::options::{FormatVersion, OptionError, Options, OriginMode, OriginRef};
@@ -565,7 +566,98 @@ impl Decoder {
             self.emit_v1(sink);
             return;
         }
+        // Blocks of a streamed transaction keep the full documents (they
+        // are spooled and replayed by the subscriber; docs/FORMAT.md).
+        if self.opts.compact && !self.txn.as_ref().is_some_and(|t| t.streamed) {
+            self.write_compact(sink, emit_as, rel_id(rel), dml, has_old, has_new);
+            return;
+        }
         self.write_row(emit_as, rel_id(rel), dml, ch.lsn, has_old, has_new);
+        self.flush(sink);
+    }
+
+    /// Option `compact`: the relation document when this session has not
+    /// sent it (or sent it with other columns shown), then the row by
+    /// position (`compact.rs`), from the rows deformed as for `write_row`.
+    fn write_compact(
+        &mut self,
+        sink: &mut dyn Sink,
+        emit_as: pg_sys::Oid,
+        relid: pg_sys::Oid,
+        dml: Dml,
+        has_old: bool,
+        has_new: bool,
+    ) {
+        let mask = self.routes[&relid].columns.clone();
+        let shown = |i: usize| mask.as_deref().is_none_or(|m| m.get(i).copied().unwrap_or(false));
+        let shape = &self.shapes[&emit_as];
+        let id = u32::from(emit_as);
+        if shape.compact_sent.borrow().as_ref() != Some(&mask) {
+            let cols: Vec<&super::shape::Column> = shape.columns.iter().filter(|c| shown(c.index)).collect();
+            let key: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| c.in_identity_key).map(|(i, _)| i).collect();
+            self.buf.clear();
+            compact::push_relation(
+                &mut self.buf,
+                id,
+                &shape.schema,
+                &shape.table,
+                cols.iter().map(|c| (c.name.as_str(), &c.type_json[..])),
+                &key,
+            );
+            *shape.compact_sent.borrow_mut() = Some(mask.clone());
+            self.flush(sink);
+        }
+        let Decoder { shapes, buf, new_vals, old_vals, .. } = self;
+        let shape = &shapes[&emit_as];
+        let cols = || shape.columns.iter().filter(|c| shown(c.index));
+        // SAFETY (both closures): a valid non-null datum of this column.
+        let push = |b: &mut Vec<u8>, (col, d): (&super::shape::Column, pg_sys::Datum)| unsafe {
+            values::push_value(b, &col.kind, d)
+        };
+        buf.clear();
+        compact::push_row_head(
+            buf,
+            match dml {
+                Dml::Insert => b'I',
+                Dml::Update => b'U',
+                Dml::Delete => b'D',
+            },
+            id,
+        );
+        if dml != Dml::Delete && has_new {
+            let cells = cols().map(|col| {
+                let (d, null) = (new_vals.0[col.index], new_vals.1[col.index]);
+                // SAFETY: a non-null varlena datum of this column.
+                if !null && col.varlena && unsafe { values::is_unchanged_toast(d) } {
+                    // The old row (REPLICA IDENTITY FULL) still has the value.
+                    return if has_old && !old_vals.1[col.index] {
+                        compact::Cell::Value((col, old_vals.0[col.index]))
+                    } else {
+                        compact::Cell::Absent
+                    };
+                }
+                if null { compact::Cell::Null } else { compact::Cell::Value((col, d)) }
+            });
+            compact::push_cells(buf, "new", cells, push);
+        }
+        // The identity, chosen exactly as `write_row` chooses it.
+        let (id_vals, from_old) = if has_old { (&*old_vals, true) } else { (&*new_vals, false) };
+        let identity_source = match dml {
+            Dml::Insert => false,
+            _ if from_old => true,
+            _ => dml == Dml::Update && shape.has_identity_key && has_new,
+        };
+        if identity_source {
+            let full = from_old && shape.identity_full;
+            let cell = |col| identity_cell(col, full, id_vals);
+            let just_the_key = cols().all(|c| !matches!(cell(c), compact::Cell::Absent) == c.in_identity_key);
+            if just_the_key {
+                compact::push_cells(buf, "key", cols().filter(|c| c.in_identity_key).map(cell), push);
+            } else {
+                compact::push_cells(buf, "old", cols().map(cell), push);
+            }
+        }
+        buf.push(b'}');
         self.flush(sink);
     }
 
@@ -884,6 +976,26 @@ impl Decoder {
         };
         twophase::write(&mut self.buf, &doc);
         self.flush(sink);
+    }
+}
+
+/// Option `compact`: one position of the old row's identity (see
+/// `write_row` for which columns are part of it).
+fn identity_cell<'c>(
+    col: &'c super::shape::Column,
+    full: bool,
+    vals: &(Vec<pg_sys::Datum>, Vec<bool>),
+) -> compact::Cell<(&'c super::shape::Column, pg_sys::Datum)> {
+    let member = full || col.in_identity_key;
+    let (d, null) = (vals.0[col.index], vals.1[col.index]);
+    // SAFETY: a non-null varlena datum of this column (an on-disk TOAST
+    // pointer is never read, as in write_row).
+    if !member || (!null && col.varlena && unsafe { values::is_unchanged_toast(d) }) {
+        compact::Cell::Absent
+    } else if null {
+        compact::Cell::Null
+    } else {
+        compact::Cell::Value((col, d))
     }
 }
 

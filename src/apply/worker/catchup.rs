@@ -81,7 +81,8 @@ pub(crate) fn catch_up(work: CatchUp, conn: &mut Connection) -> Result<(), Strin
     w.scope = Some(TableScope { schema: work.schema, table: work.table, copy_origins });
     w.relmap = Some(RelationMap::new());
     crate::apply::executor::set_run_as_owner(work.sub.options.run_as_owner);
-    let cmd = super::start_replication(&work.sub, &work.slot, work.from);
+    // Full documents: a catch-up is short, and needs no fallback.
+    let cmd = super::start_replication(&work.sub, &work.slot, work.from, false);
     let mut sub = work.sub;
     // The apply worker's request, not this table's business.
     sub.skip_lsn = None;
@@ -126,7 +127,7 @@ impl Worker {
                     ses.timer.received(now_ts());
                     match protocol::parse_inbound(buf).map_err(|e| e.0)? {
                         Inbound::XLogData { start, wal_end, payload, .. } => {
-                            if !ses.in_txn && commits_at_or_after(payload, until) {
+                            if !ses.in_txn && commits_at_or_after(payload, until, &self.compact) {
                                 return Ok(());
                             }
                             ses.last_received = ses.last_received.max(start).max(wal_end);
@@ -164,6 +165,6 @@ impl Worker {
 }
 
 /// Whether `payload` begins a transaction committed at or after `lsn`.
-fn commits_at_or_after(payload: &[u8], lsn: u64) -> bool {
-    matches!(protocol::parse_doc(payload), Ok(Doc::Begin { commit_lsn: Some(c), .. }) if c >= lsn)
+fn commits_at_or_after(payload: &[u8], lsn: u64, rels: &protocol::CompactRels) -> bool {
+    matches!(protocol::parse_doc(payload, rels), Ok(Doc::Begin { commit_lsn: Some(c), .. }) if c >= lsn)
 }

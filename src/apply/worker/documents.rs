@@ -25,7 +25,7 @@ impl Worker {
         if self.streamed_doc(ses, payload, lsn)? {
             return Ok(());
         }
-        let doc = protocol::parse_doc(payload)
+        let doc = protocol::parse_doc(payload, &self.compact)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
         if !matches!(doc, Doc::Insert { .. }) {
             // Anything but an INSERT could observe buffered ones (batch.rs).
@@ -142,6 +142,10 @@ impl Worker {
             }
             // Plain logical messages are for other consumers.
             Doc::Message => {}
+            // A compact relation document describes the rows that follow:
+            // stream state, kept whatever is skipped or applied (it comes
+            // right before a row, so queued TRUNCATEs are due anyway).
+            Doc::Relation(id, rel) => self.compact.insert(id, rel),
             Doc::Ddl(event) => {
                 if !ses.in_txn {
                     return Err(format!("DDL outside a transaction at {}", protocol::format_lsn(lsn)));

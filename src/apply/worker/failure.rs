@@ -91,7 +91,7 @@ impl Worker {
     /// (its resolution was `error`, so nothing probed for it beforehand).
     fn unique_violation(&mut self) -> Option<Box<ConflictRecord>> {
         let (kind, payload, commit_lsn, commit_ts) = self.in_flight.as_ref()?;
-        let (rel, new, key) = match protocol::parse_doc(payload).ok()? {
+        let (rel, new, key) = match protocol::parse_doc(payload, &self.compact).ok()? {
             Doc::Insert { rel, new } => (rel, new, None),
             Doc::Update { rel, new, identity, .. } => (rel, new, Some(identity)),
             _ => return None,
