@@ -422,6 +422,23 @@ impl Cluster {
         c
     }
 
+    /// `pg_recvlogical` streaming `slot` to stdout (`--start --no-loop -f -`)
+    /// over this cluster's connection string plus `extra` (e.g. an
+    /// `application_name=...`; empty for none). Options and `--endpos` are
+    /// the caller's.
+    pub fn recvlogical(&self, extra: &str, slot: &str) -> Command {
+        let mut c = self.pg_command("pg_recvlogical");
+        c.arg("-d").arg(format!("{} {extra}", self.conninfo()).trim_end()).args([
+            "--slot",
+            slot,
+            "--start",
+            "--no-loop",
+            "-f",
+            "-",
+        ]);
+        c
+    }
+
     /// Stops the server (fast shutdown) and starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop_with("fast");

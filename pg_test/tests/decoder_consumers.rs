@@ -222,14 +222,8 @@ print(n)
 /// pg_recvlogical (as postgres) to `endpos` with `options`, its stdout piped
 /// straight into the strict parser; returns the parser's document count.
 fn recvlogical_into_parser(cluster: &Cluster, slot: &str, endpos: &str, options: &[&str], mode: &str) -> usize {
-    let mut recv = cluster.pg_command("pg_recvlogical");
-    recv.arg("-d")
-        .arg(cluster.conninfo())
-        .args(["--slot", slot, "--start", "--no-loop", "-f", "-"])
-        .arg(format!("--endpos={endpos}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut recv = cluster.recvlogical("", slot);
+    recv.arg(format!("--endpos={endpos}")).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for o in options {
         recv.arg("-o").arg(o);
     }
@@ -362,12 +356,7 @@ fn pg_recvlogical_output_parses_strictly_in_both_versions() {
     let (want, v1) = (count(&mut c, ", 'format-version', '2'"), count(&mut c, ""));
     assert_ne!(want, v1, "the workload tells the versions apart");
     let out = run_with_timeout(
-        cluster
-            .pg_command("pg_recvlogical")
-            .arg("-d")
-            .arg(cluster.conninfo())
-            .args(["--slot", "w_bare", "--start", "--no-loop", "-f", "-", "-o", "format-version"])
-            .arg(format!("--endpos={endpos}")),
+        cluster.recvlogical("", "w_bare").args(["-o", "format-version"]).arg(format!("--endpos={endpos}")),
         Duration::from_secs(60),
         "pg_recvlogical on the wal2json slot",
     );

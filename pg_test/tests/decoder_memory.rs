@@ -38,15 +38,7 @@ fn receive(
     options: &[&str],
     mut on_line: impl FnMut(String) + Send + 'static,
 ) -> (Background, u32) {
-    let mut cmd = cluster.pg_command("pg_recvlogical");
-    cmd.arg("-d").arg(format!("{} application_name=mem_receiver", cluster.conninfo())).args([
-        "--slot",
-        "s",
-        "--start",
-        "--no-loop",
-        "-f",
-        "-",
-    ]);
+    let mut cmd = cluster.recvlogical("application_name=mem_receiver", "s");
     for o in options {
         cmd.arg("-o").arg(o);
     }

@@ -79,12 +79,8 @@ fn million_row_transaction_bounded_memory() {
 
 /// Runs pg_recvlogical as postgres until `endpos`; returns its stdout.
 fn recvlogical(cluster: &Cluster, slot: &str, endpos: &str, options: &[&str]) -> String {
-    let mut cmd = cluster.pg_command("pg_recvlogical");
-    cmd.arg("-d")
-        .arg(cluster.conninfo())
-        .args(["--slot", slot, "--start", "--no-loop", "-f", "-"])
-        .arg(format!("--endpos={endpos}"))
-        .args(["-o", "format-version=2"]);
+    let mut cmd = cluster.recvlogical("", slot);
+    cmd.arg(format!("--endpos={endpos}")).args(["-o", "format-version=2"]);
     for o in options {
         cmd.arg("-o").arg(o);
     }
@@ -145,13 +141,7 @@ fn pg_recvlogical_reports_option_errors() {
     exec(&mut c, "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
     let endpos = query_string(&mut c, "SELECT pg_current_wal_lsn()::text");
     let out = run_with_timeout(
-        cluster
-            .pg_command("pg_recvlogical")
-            .arg("-d")
-            .arg(cluster.conninfo())
-            .args(["--slot", "s", "--start", "--no-loop", "-f", "-"])
-            .arg(format!("--endpos={endpos}"))
-            .args(["-o", "format-version=7"]),
+        cluster.recvlogical("", "s").arg(format!("--endpos={endpos}")).args(["-o", "format-version=7"]),
         Duration::from_secs(60),
         "pg_recvlogical with a bad option",
     );

@@ -198,17 +198,8 @@ fn subtransaction_abort_inside_a_streamed_transaction() {
 /// stderr kept, so that a receiver that died says why); its lines are
 /// collected.
 fn receive(cluster: &Cluster) -> (Background, Arc<Mutex<Vec<String>>>) {
-    let mut cmd = cluster.pg_command("pg_recvlogical");
-    cmd.arg("-d").arg(cluster.conninfo()).args([
-        "--slot",
-        "s",
-        "--start",
-        "--no-loop",
-        "-f",
-        "-",
-        "-o",
-        "streaming=on",
-    ]);
+    let mut cmd = cluster.recvlogical("", "s");
+    cmd.args(["-o", "streaming=on"]);
     let (child, stdout) = Background::spawn_reading(cmd, "pg_recvlogical", cluster.dir());
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
