@@ -10,7 +10,8 @@
 //!   and the conflict log).
 //! - `worker.rs`: the apply session (with `worker/stream.rs`: stream,
 //!   feedback, receive timeout; `worker/documents.rs`: applying one
-//!   document); `origin.rs`: the replication-origin session and the guard
+//!   document; `commit_time.rs`: the documents' commit time read without
+//!   `timestamptz_in`); `origin.rs`: the replication-origin session and the guard
 //!   that arms it only around an apply commit; `flush.rs` (what may be
 //!   reported as flushed) and `keepalive.rs` (pings, receive timeout): pure.
 //! - Two-phase commit (option `two_phase`): `prepared.rs` (local GIDs,
@@ -41,6 +42,7 @@
 mod api;
 mod batch;
 mod catalog;
+mod commit_time;
 mod config;
 mod conflict;
 mod conninfo;

@@ -6,6 +6,7 @@
 
 use super::Worker;
 use super::stream::Session;
+use crate::apply::commit_time;
 use crate::apply::conflict::{ConflictType, Writer};
 use crate::apply::executor::{self, Target};
 use crate::apply::origin::OriginSession;
@@ -51,7 +52,7 @@ impl Worker {
                 ses.changes = 0;
                 ses.conflicts = [0; 6];
                 ses.commit_lsn = commit_lsn;
-                ses.commit_ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                ses.commit_ts = timestamp.as_deref().map(commit_time::parse).unwrap_or(0);
                 // COMMIT repeats this text: parsed once (see `Doc::Commit`).
                 ses.begin_timestamp.clear();
                 ses.begin_timestamp.push_str(timestamp.as_deref().unwrap_or_default());
@@ -70,7 +71,7 @@ impl Worker {
                     self.clear_stale_skip(ses);
                 }
                 let ts = match timestamp.as_deref() {
-                    Some(t) if t != ses.begin_timestamp => parse_timestamptz(t),
+                    Some(t) if t != ses.begin_timestamp => commit_time::parse(t),
                     _ => ses.commit_ts,
                 };
                 let Some(applying) = ses.applying.take() else {
@@ -133,11 +134,11 @@ impl Worker {
             Doc::Prepare { xid, end_lsn, timestamp } => {
                 // Cached executor state is released before the PREPARE.
                 ses.targets.close_all();
-                let ts = timestamp.as_deref().map(parse_timestamptz);
+                let ts = timestamp.as_deref().map(commit_time::parse);
                 self.apply_prepare(ses, lsn, xid, end_lsn, ts)?
             }
             Doc::FinishPrepared { commit, xid, end_lsn, timestamp } => {
-                let ts = timestamp.as_deref().map(parse_timestamptz).unwrap_or(0);
+                let ts = timestamp.as_deref().map(commit_time::parse).unwrap_or(0);
                 self.apply_finish_prepared(ses, lsn, commit, xid, end_lsn, ts)?
             }
             // Plain logical messages are for other consumers.
@@ -410,17 +411,5 @@ impl Worker {
         let (owner, generation) = checked.unwrap_or((false, 0));
         ses.displaced = !owner;
         ses.reload = generation != self.generation;
-    }
-}
-
-fn parse_timestamptz(text: &str) -> i64 {
-    let c = std::ffi::CString::new(text).unwrap_or_default();
-    // SAFETY: timestamptz_in with a valid C string; it raises an ERROR on bad input.
-    unsafe {
-        pgrx::direct_function_call::<i64>(
-            pg_sys::timestamptz_in,
-            &[Some(pg_sys::Datum::from(c.as_ptr())), Some(pg_sys::Datum::from(0u32)), Some(pg_sys::Datum::from(-1i32))],
-        )
-        .unwrap_or(0)
     }
 }
