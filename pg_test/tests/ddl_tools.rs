@@ -118,7 +118,17 @@ fn pg_cron_runs_ddl() {
     pair.subscribe("s", &["p"], "");
     pair.wait_streaming("s");
     pair.pub_exec("INSERT INTO public.c SELECT g, 'v' FROM generate_series(1, 100) g");
-    // pg_cron 1.4 schedules by the minute: the job runs at the next one.
+    cron_ddl_once(&pair);
+    pair.pub_exec("INSERT INTO public.c (id, v) VALUES (101, 'after'); INSERT INTO public.made_by_cron VALUES (2)");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["public.c", "public.made_by_cron"]);
+    assert_never_stopped(&pair, "s");
+}
+
+/// A pg_cron job on the publisher that runs DDL (ALTER TABLE public.c,
+/// CREATE TABLE public.made_by_cron) and a row: waits until it succeeded once
+/// (pg_cron 1.4 schedules by the minute: the next one), then unschedules it.
+fn cron_ddl_once(pair: &Pair) {
     pair.pub_exec(
         "SELECT cron.schedule('ddl', '* * * * *',
              $$ALTER TABLE public.c ADD COLUMN IF NOT EXISTS n int DEFAULT 5;
@@ -132,10 +142,6 @@ fn pg_cron_runs_ddl() {
             .unwrap_or(false)
     });
     pair.pub_exec("SELECT cron.unschedule('ddl')");
-    pair.pub_exec("INSERT INTO public.c (id, v) VALUES (101, 'after'); INSERT INTO public.made_by_cron VALUES (2)");
-    pair.wait_caught_up("s");
-    pair.assert_same_tables(&["public.c", "public.made_by_cron"]);
-    assert_never_stopped(&pair, "s");
 }
 
 /// The tools' tables that exist on the publisher only.
@@ -183,19 +189,7 @@ fn tools_under_for_all_tables() {
     repack_under_writes(&pair, 50_000);
     // pg_cron: cron.job gets the job, cron.job_run_details its runs.
     pair.pub_exec("INSERT INTO public.c SELECT g, 'v' FROM generate_series(1, 100) g");
-    pair.pub_exec(
-        "SELECT cron.schedule('ddl', '* * * * *',
-             $$ALTER TABLE public.c ADD COLUMN IF NOT EXISTS n int DEFAULT 5;
-               CREATE TABLE IF NOT EXISTS public.made_by_cron (id int PRIMARY KEY);
-               INSERT INTO public.made_by_cron VALUES (1) ON CONFLICT DO NOTHING$$)",
-    );
-    let mut c = pair.pub_client();
-    wait_until(Duration::from_secs(150), "the cron job succeeded once", || {
-        c.query_one("SELECT count(*) FROM cron.job_run_details WHERE status = 'succeeded'", &[])
-            .map(|r| r.get::<_, i64>(0) > 0)
-            .unwrap_or(false)
-    });
-    pair.pub_exec("SELECT cron.unschedule('ddl')");
+    cron_ddl_once(&pair);
     // pg_partman's maintenance: part_config updated, partitions made and dropped.
     pair.pub_exec(
         "UPDATE partman.part_config SET premake = 5, retention = '3 days', retention_keep_table = false

@@ -257,7 +257,8 @@ fn classify_values<'a>(c: Option<Vec<&'a RawValue>>) -> Result<Option<Vec<Value<
 
 /// Read a document with serde_json (what `scan.rs` declines).
 pub(crate) fn serde_fields(text: &str) -> Result<Fields<'_>, String> {
-    let d: RawDoc<'_> = serde_json::from_str(text).map_err(|e| format!("malformed JSON document: {e}"))?;
+    let malformed = |e: String| format!("malformed JSON document: {e}");
+    let d: RawDoc<'_> = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
     Ok(Fields {
         action: Some(d.action),
         timestamp: d.timestamp,
@@ -265,17 +266,17 @@ pub(crate) fn serde_fields(text: &str) -> Result<Fields<'_>, String> {
         nextlsn: d.nextlsn,
         schema: d.schema,
         table: d.table,
-        columns: classify_all(d.columns).map_err(|e| format!("malformed JSON document: {e}"))?,
-        identity: classify_all(d.identity).map_err(|e| format!("malformed JSON document: {e}"))?,
+        columns: classify_all(d.columns).map_err(malformed)?,
+        identity: classify_all(d.identity).map_err(malformed)?,
         unchanged_toast: d.unchanged_toast,
         restart_identity: d.restart_identity,
         xid: d.xid,
         relid: d.relid,
         names: d.names,
         identity_key: d.identity_key,
-        new: classify_values(d.new).map_err(|e| format!("malformed JSON document: {e}"))?,
-        key: classify_values(d.key).map_err(|e| format!("malformed JSON document: {e}"))?,
-        old: classify_values(d.old).map_err(|e| format!("malformed JSON document: {e}"))?,
+        new: classify_values(d.new).map_err(malformed)?,
+        key: classify_values(d.key).map_err(malformed)?,
+        old: classify_values(d.old).map_err(malformed)?,
     })
 }
 
