@@ -39,10 +39,10 @@ impl Input {
         (&*self.finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo, self.ioparam, self.typmod)
     }
 
-    /// The column is a `timestamptz` without a precision (no rounding of
-    /// fractional seconds): `commit_time::parse_iso` reads its value.
-    pub(crate) fn is_plain_timestamptz(&self) -> bool {
-        self.finfo.fn_oid == pg_sys::Oid::from(pg_sys::F_TIMESTAMPTZ_IN) && self.typmod == -1
+    /// The input function and the column's typmod (`row_input.rs` reads
+    /// some types' texts itself).
+    pub(crate) fn function(&self) -> (pg_sys::Oid, i32) {
+        (self.finfo.fn_oid, self.typmod)
     }
 }
 
