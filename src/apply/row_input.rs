@@ -136,7 +136,12 @@ pub(crate) fn store(
                 pg_sys::ffi::pg_guard_ffi_boundary(|| {
                     for c in todo {
                         current.set(c.pos);
-                        *c.dest = ffi::input_function_call(c.finfo, base.add(c.offset).cast(), c.ioparam, c.typmod);
+                        *c.dest = ffi::unguarded::input_function_call(
+                            c.finfo,
+                            base.add(c.offset).cast(),
+                            c.ioparam,
+                            c.typmod,
+                        );
                     }
                 })
             };
@@ -234,9 +239,22 @@ mod tests {
 
     #[test]
     fn float8_reads_json_numbers_as_strtod() {
-        for t in ["0", "-0", "1", "1.5", "-2.25", "0.1", "1e-7", "1.2345e30", "5e-324", "1.7976931348623157e308",
-            "123456789012345678901234567890", "2.2250738585072014e-308", "1E5", "1e+5"]
-        {
+        for t in [
+            "0",
+            "-0",
+            "1",
+            "1.5",
+            "-2.25",
+            "0.1",
+            "1e-7",
+            "1.2345e30",
+            "5e-324",
+            "1.7976931348623157e308",
+            "123456789012345678901234567890",
+            "2.2250738585072014e-308",
+            "1E5",
+            "1e+5",
+        ] {
             let v = float8(t).unwrap_or_else(|| panic!("{t}"));
             assert_eq!(v.to_bits(), t.parse::<f64>().unwrap().to_bits(), "{t}");
         }
@@ -245,9 +263,26 @@ mod tests {
 
     #[test]
     fn float8_leaves_other_texts_and_range_errors_to_float8in() {
-        for t in ["", "-", "NaN", "Infinity", "-Infinity", " 1", "1 ", "1.", ".5", "+1", "1e", "1e+", "0x10",
-            "1_0", "1e400", "-1e400", "1e-400", "0.5e-330"]
-        {
+        for t in [
+            "",
+            "-",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            " 1",
+            "1 ",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "1e+",
+            "0x10",
+            "1_0",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "0.5e-330",
+        ] {
             assert_eq!(float8(t), None, "{t}");
         }
         assert_eq!(float8("0e-400").map(f64::to_bits), Some(0));

@@ -12,6 +12,7 @@ pub(crate) mod libpq;
 pub(crate) mod lsn;
 pub(crate) mod parse;
 pub(crate) mod partition;
+pub(crate) mod unguarded;
 pub(crate) mod worker;
 use std::ffi::{CStr, c_char};
 
@@ -26,15 +27,6 @@ unsafe extern "C-unwind" {
         slot: *mut pg_sys::TupleTableSlot,
         cmdtype: pg_sys::CmdType::Type,
     );
-    /// `fmgr.h`, declared here without pgrx's per-call guard: called only
-    /// through [`input_function_call`], inside a caller's boundary.
-    #[link_name = "InputFunctionCall"]
-    fn InputFunctionCallUnguarded(
-        flinfo: *mut pg_sys::FmgrInfo,
-        str_: *mut c_char,
-        typioparam: pg_sys::Oid,
-        typmod: i32,
-    ) -> pg_sys::Datum;
     /// `replication/message.h` (not bound by pgrx): write a logical message.
     fn LogLogicalMessage(
         prefix: *const c_char,
@@ -42,22 +34,6 @@ unsafe extern "C-unwind" {
         size: usize,
         transactional: bool,
     ) -> pg_sys::XLogRecPtr;
-}
-
-/// `InputFunctionCall` without a guard of its own, for a loop of calls
-/// inside one `pg_sys::ffi::pg_guard_ffi_boundary` (`apply/row_input.rs`).
-///
-/// # Safety
-/// Only inside such a boundary (an ERROR longjmps to it); `flinfo` is set
-/// up for an input function, `text` NUL-terminated, both valid for the call.
-pub(crate) unsafe fn input_function_call(
-    flinfo: *mut pg_sys::FmgrInfo,
-    text: *mut c_char,
-    typioparam: pg_sys::Oid,
-    typmod: i32,
-) -> pg_sys::Datum {
-    // SAFETY: per the caller's promise.
-    unsafe { InputFunctionCallUnguarded(flinfo, text, typioparam, typmod) }
 }
 
 /// Write a logical message into WAL (`pg_logical_emit_message`); returns its
