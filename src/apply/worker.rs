@@ -15,6 +15,8 @@
 //! - `worker/catchup.rs`: the same document application in a sync worker
 //!   that catches one freshly copied table up with the stream
 //!   (`tablesync.rs`);
+//! - `worker/streamed.rs`, `worker/eager.rs`: streamed transactions,
+//!   spooled and applied at their commit, or applied while they arrive;
 //! - `worker/prepared.rs`: two-phase commit (`P`, `CP`, `RP` documents;
 //!   when a session streams with two-phase decoding);
 //! - `origin.rs`: the replication-origin session and its commit guard.
@@ -35,6 +37,7 @@
 
 mod catchup;
 mod documents;
+mod eager;
 mod failure;
 mod prepared;
 mod stream;

@@ -103,6 +103,12 @@ impl SyncManager {
         self.tables.is_empty()
     }
 
+    /// The table states changed since they were loaded (the next
+    /// `reload_if_changed` reloads them).
+    pub(crate) fn stale(&self) -> bool {
+        status::sync_generation(self.dboid, self.subid) != self.generation
+    }
+
     /// A sync worker is catching a table up to this stream's position: the
     /// stream must not start a remote transaction before it is done (or
     /// gone). When none is, the table states are reloaded if they changed,

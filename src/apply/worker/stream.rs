@@ -116,9 +116,12 @@ impl Session {
         }
     }
 
-    /// Applied work is open: a remote transaction, or queued TRUNCATEs.
+    /// Applied work is open: a remote transaction, or queued TRUNCATEs. A
+    /// streamed transaction applied while it arrives (`eager.rs`) is not,
+    /// until its commit: what was received of it may be reported, as when
+    /// it is only spooled (its commit lies beyond).
     fn work_open(&self) -> bool {
-        self.in_txn || !self.truncates.is_empty() || self.streamed.replaying
+        (self.in_txn && !self.streamed.eager_open()) || !self.truncates.is_empty() || self.streamed.replaying
     }
 
     /// Arm the feedback keeper for local work. It reports what the flush
@@ -279,6 +282,12 @@ impl Worker {
                     }
                 }
                 Received::WouldBlock(fd) => {
+                    if ses.streamed.eager_idle() {
+                        // Between two blocks of a streamed transaction applied
+                        // while it arrives: roll it back if the checks below
+                        // would act (worker/eager.rs).
+                        self.eager_checks(ses)?;
+                    }
                     if !ses.in_txn {
                         if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                             // A newer worker took over.
