@@ -175,20 +175,21 @@ fn subtransaction_aborts_are_exact() {
     wait_eager(&pair, "log");
     wait_or_explain(
         EAGER_WAIT,
-        "the worker applies the subtransactions in internal subtransactions of its own",
-        || worker_locks(&pair, "log").is_some_and(|(_, xids)| xids >= 2),
+        "the worker applies the subtransactions in nested internal subtransactions of its own",
+        || worker_locks(&pair, "log").is_some_and(|(_, xids)| xids >= 3),
         || pair.explain("s"),
     );
-    let before = spooled_bytes(&pair);
     tx.batch_execute("ROLLBACK TO SAVEPOINT a").unwrap();
     insert(&mut tx, "log", 15_001, 20_000);
     pair.pub_exec("CHECKPOINT");
-    // The subtransaction abort arrived: the spool was cut back.
+    // The subtransaction aborts arrived: the worker rolled both savepoints
+    // back and is still in the same transaction, where the rows after
+    // ROLLBACK TO (a new subtransaction of savepoint a) have a new one.
     wait_or_explain(
         EAGER_WAIT,
-        "the spool is cut back by the subtransaction abort",
-        || spooled_bytes(&pair) < before,
-        || pair.explain("s"),
+        "the worker rolls back to the savepoint of the aborted subtransaction",
+        || worker_locks(&pair, "log") == Some((true, 2)),
+        || format!("worker locks: {:?}\n{}", worker_locks(&pair, "log"), pair.explain("s")),
     );
     tx.batch_execute(
         "DO $$BEGIN \
@@ -205,8 +206,15 @@ fn subtransaction_aborts_are_exact() {
     tx.batch_execute("ROLLBACK TO SAVEPOINT c").unwrap();
     insert(&mut tx, "log", 40_001, 45_000);
     pair.pub_exec("CHECKPOINT");
-    // Still the same eager transaction: subtransaction aborts do not fall back.
-    assert!(worker_locks(&pair, "log").is_some_and(|(writing, _)| writing), "the eager transaction is still open");
+    // Still the same eager transaction (subtransaction aborts do not fall
+    // back): the top level, savepoint a's second subtransaction, the
+    // exception block that succeeded and savepoint c's second one.
+    wait_or_explain(
+        EAGER_WAIT,
+        "the worker holds the savepoints of the subtransactions that were kept, and no other",
+        || worker_locks(&pair, "log") == Some((true, 4)),
+        || format!("worker locks: {:?}\n{}", worker_locks(&pair, "log"), pair.explain("s")),
+    );
     tx.commit().unwrap();
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
