@@ -337,3 +337,43 @@ fn eager_apply_can_be_disabled() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
 }
+
+/// A conflict inside the eagerly applied transaction (an UPDATE of a row
+/// the subscriber deleted: `update_missing`, resolved `skip`): the worker
+/// falls back before the publisher commits, and the replay at the commit
+/// records the conflict once, with the transaction's commit LSN.
+#[test]
+fn conflict_falls_back_and_is_recorded_with_the_commit_lsn() {
+    let pair = pair("apply_eager_conflict");
+    pair.pub_exec("INSERT INTO t VALUES (7, 'a')");
+    pair.wait_caught_up("s");
+    pair.sub_exec("DELETE FROM t WHERE id = 7");
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    insert(&mut tx, "log", 1, 20_000);
+    pair.pub_exec("CHECKPOINT");
+    wait_eager(&pair, "log");
+    tx.batch_execute("UPDATE t SET v = 'b' WHERE id = 7").unwrap();
+    insert(&mut tx, "log", 20_001, 30_000);
+    pair.pub_exec("CHECKPOINT");
+    wait_not_writing(&pair, "log");
+    let commit_lsn: String = tx.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT id, v FROM log", "id, v");
+    assert_eq!(count(&mut pair.sub_client(), "t"), 0, "the update of the missing row was skipped");
+    let rows = pair
+        .sub_client()
+        .query(
+            "SELECT conflict_type, resolution, remote_commit_lsn::text FROM logical_ext.conflict_log \
+             WHERE relation = 'public.t'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the conflict is recorded once");
+    assert_eq!(rows[0].get::<_, String>(0), "update_missing");
+    assert_eq!(rows[0].get::<_, String>(1), "skip");
+    let lsn: Option<String> = rows[0].get(2);
+    let lsn = lsn.expect("the record names the transaction's commit LSN");
+    assert!(parse_lsn(&lsn) >= parse_lsn(&commit_lsn), "commit LSN {lsn} is the commit's (after {commit_lsn})");
+}

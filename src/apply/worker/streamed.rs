@@ -10,6 +10,10 @@
 //! flush tracking as a transaction sent whole. This is PostgreSQL 15's
 //! design (worker.c spools to a BufFile and applies at stream commit), so
 //! the subscriber still applies everything after the publisher's commit.
+//! Unless it is applied while it arrives (`eager.rs`): then each document of
+//! its blocks is also applied at once, after being spooled, the stream
+//! commit only commits, and anything else arriving between its blocks rolls
+//! it back to this spool-and-replay path.
 //!
 //! Exactly once:
 //! - Progress (the origin's position) moves only in the local commit of
