@@ -107,8 +107,8 @@ run_config() {
   origin=$(origin_of "$cfg")
   wait_origin "$origin" "$lsn"
   wpid=$(worker_pid "$cfg") spid=$(walsender_pid "$cfg")
-  local cpu0 cpu1
-  cpu0=$(cpu_s "$wpid")
+  local cpu0 cpu1 wcpu0 wcpu1
+  cpu0=$(cpu_s "$wpid") wcpu0=$(cpu_s "$spid")
   sync
   say "$cfg: one transaction of $ROWS rows (apply worker $wpid, walsender $spid)"
   t0=$(now)
@@ -120,9 +120,10 @@ run_config() {
   t1=$(now)
   wait $poller
   t2=$(now)
-  cpu1=$(cpu_s "$wpid")
-  local cpu
+  cpu1=$(cpu_s "$wpid") wcpu1=$(cpu_s "$spid")
+  local cpu wcpu
   cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+  wcpu=$(awk -v a="$wcpu0" -v b="$wcpu1" 'BEGIN { printf "%.2f", b - a }')
   tpub=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   tvis=$(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.3f", b - a }')
   local db=postgres
@@ -136,9 +137,9 @@ run_config() {
   local streamed spilled
   read -r streamed spilled < <(pub -Atc "SELECT stream_txns || ' ' || spill_txns FROM pg_stat_replication_slots
                                          WHERE slot_name = 'sub_$cfg'" | tr '|' ' ')
-  say "$(printf '%-10s t_pub %8.3f s  t_vis %8.3f s  after commit %8.3f s  walsender %s MiB  apply %s MiB  apply CPU %s s  stream_txns %s spill_txns %s  %s' \
-    "$cfg" "$tpub" "$tvis" "$(awk -v a="$tpub" -v b="$tvis" 'BEGIN { print b - a }')" "$whwm" "$shwm" "$cpu" "$streamed" "$spilled" "$status")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$tpub" "$tvis" "$whwm" "$shwm" "$streamed" "$spilled" "$status" "$cpu" >>"$RESULTS"
+  say "$(printf '%-10s t_pub %8.3f s  t_vis %8.3f s  after commit %8.3f s  walsender %s MiB  apply %s MiB  apply CPU %s s  walsender CPU %s s  stream_txns %s spill_txns %s  %s' \
+    "$cfg" "$tpub" "$tvis" "$(awk -v a="$tpub" -v b="$tvis" 'BEGIN { print b - a }')" "$whwm" "$shwm" "$cpu" "$wcpu" "$streamed" "$spilled" "$status")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$tpub" "$tvis" "$whwm" "$shwm" "$streamed" "$spilled" "$status" "$cpu" "$wcpu" >>"$RESULTS"
   case $cfg in
     native_*) sub "$cfg" -c "DROP SUBSCRIPTION sub_$cfg" >/dev/null ;;
     *) sub postgres -c "SELECT logical_ext.drop_subscription('sub_$cfg')" >/dev/null ;;
@@ -148,16 +149,16 @@ run_config() {
 for cfg in $CONFIGS; do run_config "$cfg"; done
 
 awk -F'\t' -v rows="$ROWS" '
-  { c[++n] = $1; tp[$1] = $2; tv[$1] = $3; w[$1] = $4; s[$1] = $5; st[$1] = $6; sp[$1] = $7; ok[$1] = $8; cpu[$1] = $9 }
+  { c[++n] = $1; tp[$1] = $2; tv[$1] = $3; w[$1] = $4; s[$1] = $5; st[$1] = $6; sp[$1] = $7; ok[$1] = $8; cpu[$1] = $9; wcpu[$1] = $10 }
   END {
     printf "\nOne transaction of %d rows: time to visible on the subscriber\n\n", rows
-    print "| configuration | publisher BEGIN→COMMIT (s) | BEGIN→visible on subscriber (s) | after the commit (s) | visible / publisher | vs native off | walsender VmHWM (MiB) | apply worker VmHWM (MiB) | apply worker CPU (s) | stream_txns / spill_txns | check |"
-    print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    print "| configuration | publisher BEGIN→COMMIT (s) | BEGIN→visible on subscriber (s) | after the commit (s) | visible / publisher | vs native off | walsender VmHWM (MiB) | apply worker VmHWM (MiB) | apply worker CPU (s) | walsender CPU (s) | stream_txns / spill_txns | check |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     base = ("native_off" in tv) ? tv["native_off"] : 0
     for (i = 1; i <= n; i++) {
       k = c[i]
-      printf "| %s | %.3f | %.3f | %.3f | **%.2f×** | %s | %s | %s | %s | %s / %s | %s |\n", k, tp[k], tv[k], tv[k] - tp[k],
-        tv[k] / tp[k], base ? sprintf("%.2f×", tv[k] / base) : "-", w[k], s[k], cpu[k], st[k], sp[k], ok[k]
+      printf "| %s | %.3f | %.3f | %.3f | **%.2f×** | %s | %s | %s | %s | %s | %s / %s | %s |\n", k, tp[k], tv[k], tv[k] - tp[k],
+        tv[k] / tp[k], base ? sprintf("%.2f×", tv[k] / base) : "-", w[k], s[k], cpu[k], wcpu[k], st[k], sp[k], ok[k]
     }
   }' "$RESULTS"
 if grep -q FAILED "$RESULTS"; then exit 1; fi
