@@ -149,15 +149,15 @@ run_config() {
 for cfg in $CONFIGS; do run_config "$cfg"; done
 
 awk -F'\t' -v rows="$ROWS" '
-  { c[++n] = $1; tp[$1] = $2; tv[$1] = $3; w[$1] = $4; s[$1] = $5; st[$1] = $6; sp[$1] = $7; ok[$1] = $8; cpu[$1] = $9; wcpu[$1] = $10 }
+  # By run, not by configuration: a configuration may run more than once.
+  { n++; c[n] = $1; tp[n] = $2; tv[n] = $3; w[n] = $4; s[n] = $5; st[n] = $6; sp[n] = $7; ok[n] = $8; cpu[n] = $9; wcpu[n] = $10
+    if ($1 == "native_off" && !base) base = $3 }
   END {
     printf "\nOne transaction of %d rows: time to visible on the subscriber\n\n", rows
     print "| configuration | publisher BEGIN→COMMIT (s) | BEGIN→visible on subscriber (s) | after the commit (s) | visible / publisher | vs native off | walsender VmHWM (MiB) | apply worker VmHWM (MiB) | apply worker CPU (s) | walsender CPU (s) | stream_txns / spill_txns | check |"
     print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
-    base = ("native_off" in tv) ? tv["native_off"] : 0
-    for (i = 1; i <= n; i++) {
-      k = c[i]
-      printf "| %s | %.3f | %.3f | %.3f | **%.2f×** | %s | %s | %s | %s | %s | %s / %s | %s |\n", k, tp[k], tv[k], tv[k] - tp[k],
+    for (k = 1; k <= n; k++) {
+      printf "| %s | %.3f | %.3f | %.3f | **%.2f×** | %s | %s | %s | %s | %s | %s / %s | %s |\n", c[k], tp[k], tv[k], tv[k] - tp[k],
         tv[k] / tp[k], base ? sprintf("%.2f×", tv[k] / base) : "-", w[k], s[k], cpu[k], wcpu[k], st[k], sp[k], ok[k]
     }
   }' "$RESULTS"
