@@ -377,3 +377,27 @@ fn conflict_falls_back_and_is_recorded_with_the_commit_lsn() {
     let lsn = lsn.expect("the record names the transaction's commit LSN");
     assert!(parse_lsn(&lsn) >= parse_lsn(&commit_lsn), "commit LSN {lsn} is the commit's (after {commit_lsn})");
 }
+
+/// The subscription's settings change while the worker applies a streamed
+/// transaction eagerly (a new conflict rule): it rolls the transaction back
+/// before starting its new session, which receives the transaction again;
+/// exact, and no error on the way.
+#[test]
+fn settings_change_during_eager_apply() {
+    let pair = pair("apply_eager_reload");
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    insert(&mut tx, "log", 1, 20_000);
+    pair.pub_exec("CHECKPOINT");
+    let first = wait_eager(&pair, "log");
+    pair.sub_exec("SELECT logical_ext.set_conflict_resolution('s', 'skip', 'update_missing')");
+    insert(&mut tx, "log", 20_001, 30_000);
+    pair.pub_exec("CHECKPOINT");
+    tx.commit().unwrap();
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT id, v FROM log", "id, v");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 30_000);
+    let status = pair.status("s");
+    assert_eq!(status.last_error, None, "no error on the way (worker {first} before)");
+    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+}
