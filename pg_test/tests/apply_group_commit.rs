@@ -28,7 +28,6 @@
 
 use logical_ext_pg_test::conflicts::*;
 use logical_ext_pg_test::replication::*;
-use logical_ext_pg_test::*;
 
 const TABLES: &str = "CREATE TABLE acc (id int PRIMARY KEY, n int NOT NULL);
      CREATE TABLE hist (txn int NOT NULL, note text);";
