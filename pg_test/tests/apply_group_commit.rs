@@ -14,12 +14,15 @@
 //! `last_update_wins` rule, a backlog is applied with one local
 //! transaction per remote one (as many `xmin`s as transactions).
 //!
-//! `a_failing_member_is_named_exactly`: 20 buffered transactions, the 5th
-//! colliding with a local row (`insert_exists`, resolution `error`,
-//! `disable_on_error`): the group fails, is replayed one by one, and the
-//! one failure reported — conflict record, last_error, the disabling — is
-//! exactly the 5th transaction's, with the four before it applied (and
-//! applied once); skip_transaction of it then applies the 15 after it.
+//! `a_failing_member_is_named_exactly`: 20 transactions, all received
+//! before the worker applies the first (a local lock holds it until the
+//! walsender has sent them), the 5th colliding with a local row
+//! (`insert_exists`, resolution `error`, `disable_on_error`): the group
+//! fails once, silently, is replayed one by one, and the one failure
+//! reported — conflict record, last_error, the disabling — is exactly the
+//! 5th transaction's, with the four before it applied (and applied once);
+//! skip_transaction of it then applies the 15 after it. (Reporting the
+//! group's failure instead leaves the four unapplied: the test fails.)
 //!
 //! `a_crash_during_a_grouped_catch_up_loses_and_duplicates_nothing`: the
 //! subscriber is killed (`kill -9` of the apply worker: a crash restart)
