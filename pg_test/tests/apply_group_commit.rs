@@ -12,7 +12,9 @@
 //! `xmin`s than remote transactions — the local commits were grouped.
 //! With `{"group_commit": false}`, and with grouping on again but a
 //! `last_update_wins` rule, a backlog is applied with one local
-//! transaction per remote one (as many `xmin`s as transactions).
+//! transaction per remote one (as many `xmin`s as transactions). A TRUNCATE
+//! in the middle of a grouped backlog ends its group and leaves exactly the
+//! rows after it.
 //!
 //! `a_failing_member_is_named_exactly`: 20 transactions, all received
 //! before the worker applies the first (a local lock holds it until the
@@ -123,6 +125,19 @@ fn a_backlog_is_applied_in_groups_exactly() {
     let again = backlog(&pair, 2601, 3600);
     assert!(again <= 750, "1000 remote transactions in {again} local ones: not grouped again");
     assert_eq!(conflict_counters(&pair.subscriber, "s"), [0; 6]);
+
+    // A TRUNCATE in the middle of a grouped backlog ends its group; the rows
+    // before and after it land as on the publisher.
+    disable(&pair);
+    small_transactions(&pair, 3601, 3800);
+    pair.pub_exec("TRUNCATE hist");
+    small_transactions(&pair, 3801, 4000);
+    enable(&pair);
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT * FROM acc", "id");
+    pair.assert_same("SELECT * FROM hist", "txn, note");
+    assert_eq!(count(&mut sub, "hist"), 200);
+    assert!(local_xids(&pair, 3801, 4000) < 150, "grouped after the TRUNCATE");
 }
 
 #[test]
