@@ -36,6 +36,8 @@
 #   BENCH_TIMEOUT           seconds one catch-up may take before the run fails (default 1800)
 #   BENCH_WIRE_CHANGES      row changes sampled for the bytes per row on the wire (default 20000;
 #                           decoding stops at a transaction's end, so bulk samples its first one)
+#   BENCH_LE_OPTIONS        options (JSON) of the logical_ext subscriptions (default {}; e.g.
+#                           '{"group_commit": false}' to time without group commit)
 #   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +55,7 @@ SAVEPOINTS=${BENCH_SAVEPOINTS:-100000}
 PERF_DIR=${BENCH_PERF:-}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 WIRE_CHANGES=${BENCH_WIRE_CHANGES:-20000}
+LE_OPTIONS=${BENCH_LE_OPTIONS:-\{\}}
 [ "$ROWS" -ge "$TXNS" ] || { echo "BENCH_ROWS must be >= BENCH_TXNS" >&2; exit 2; }
 
 . scripts/bench_pair.sh
@@ -81,7 +84,7 @@ create_subscriptions() {
   sub native -c "CREATE SUBSCRIPTION ${name}_native CONNECTION '$conninfo' PUBLICATION $publication
                  WITH (enabled = false, copy_data = false, slot_name = '${name}_native')" >/dev/null
   sub le -c "SELECT logical_ext.create_subscription('${name}_le', '$conninfo', ARRAY['$publication'],
-                 enabled => false, copy_data => false)" >/dev/null
+                 enabled => false, copy_data => false, options => '$LE_OPTIONS')" >/dev/null
   if [ "$PGLOGICAL" = on ]; then
     sub pgl -c "SELECT pglogical.create_subscription('${name}_pgl', '$conninfo dbname=postgres',
                   ARRAY['default', 'default_insert_only'], synchronize_structure => false,
