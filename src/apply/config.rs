@@ -124,6 +124,10 @@ pub(crate) struct WorkerOptions {
     /// prepared here too, and committed or rolled back when the publisher
     /// does (`apply/worker/prepared.rs`). Set at `create_subscription` only.
     pub(crate) two_phase: bool,
+    /// Apply consecutive small remote transactions that are already
+    /// received in one local transaction (`apply/worker/grouping.rs`); on
+    /// by default.
+    pub(crate) group_commit: bool,
 }
 
 impl Default for WorkerOptions {
@@ -138,6 +142,7 @@ impl Default for WorkerOptions {
             streaming: false,
             streaming_eager: true,
             two_phase: false,
+            group_commit: true,
         }
     }
 }
@@ -152,6 +157,7 @@ pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
     "streaming",
     "streaming_eager",
     "two_phase",
+    "group_commit",
 ];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
@@ -195,6 +201,9 @@ impl WorkerOptions {
                     o.streaming_eager = val.as_bool().ok_or("option \"streaming_eager\" must be true or false")?
                 }
                 "two_phase" => o.two_phase = val.as_bool().ok_or("option \"two_phase\" must be true or false")?,
+                "group_commit" => {
+                    o.group_commit = val.as_bool().ok_or("option \"group_commit\" must be true or false")?
+                }
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",
@@ -284,6 +293,14 @@ mod tests {
         assert!(WorkerOptions::parse(&json!({"two_phase": true})).unwrap().two_phase);
         assert!(!WorkerOptions::parse(&json!({"two_phase": false})).unwrap().two_phase);
         assert!(WorkerOptions::parse(&json!({"two_phase": "on"})).unwrap_err().message.contains("two_phase"));
+    }
+
+    #[test]
+    fn group_commit_option() {
+        assert!(WorkerOptions::default().group_commit);
+        assert!(!WorkerOptions::parse(&json!({"group_commit": false})).unwrap().group_commit);
+        assert!(WorkerOptions::parse(&json!({"group_commit": true})).unwrap().group_commit);
+        assert!(WorkerOptions::parse(&json!({"group_commit": 0})).unwrap_err().message.contains("group_commit"));
     }
 
     #[test]

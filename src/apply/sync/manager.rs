@@ -99,14 +99,14 @@ impl SyncManager {
         }
     }
 
-    pub(crate) fn all_ready(&self) -> bool {
-        self.tables.is_empty()
-    }
-
-    /// The table states changed since they were loaded (the next
-    /// `reload_if_changed` reloads them).
+    /// Table states changed since they were loaded (a cheap look at shared
+    /// memory; `reload_if_changed` reloads).
     pub(crate) fn stale(&self) -> bool {
         status::sync_generation(self.dboid, self.subid) != self.generation
+    }
+
+    pub(crate) fn all_ready(&self) -> bool {
+        self.tables.is_empty()
     }
 
     /// A sync worker is catching a table up to this stream's position: the

@@ -112,6 +112,7 @@ impl Worker {
         let Some(sub) = self.sub.as_ref() else { return false };
         sub.options.streaming_eager
             && !ses.in_txn
+            && ses.deferred.is_none()
             && ses.truncates.is_empty()
             && self.attempt == 0
             && sub.skip_lsn.is_none()
