@@ -116,6 +116,10 @@ pub(crate) struct WorkerOptions {
     /// progress (native `streaming = on`); the worker spools them to a
     /// temporary file and applies them at their commit (`spool.rs`).
     pub(crate) streaming: bool,
+    /// With `streaming`: apply a streamed transaction while it arrives when
+    /// nothing else interleaves with it (`apply/worker/eager.rs`); false
+    /// spools it and applies it at its commit only. On by default.
+    pub(crate) streaming_eager: bool,
     /// Native `two_phase`: a transaction prepared on the publisher is
     /// prepared here too, and committed or rolled back when the publisher
     /// does (`apply/worker/prepared.rs`). Set at `create_subscription` only.
@@ -136,6 +140,7 @@ impl Default for WorkerOptions {
             ddl_replay_role: None,
             synchronous_commit: SynchronousCommit::Off,
             streaming: false,
+            streaming_eager: true,
             two_phase: false,
             group_commit: true,
         }
@@ -150,6 +155,7 @@ pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
     "ddl_replay_role",
     "synchronous_commit",
     "streaming",
+    "streaming_eager",
     "two_phase",
     "group_commit",
 ];
@@ -191,6 +197,9 @@ impl WorkerOptions {
                         })?
                 }
                 "streaming" => o.streaming = val.as_bool().ok_or("option \"streaming\" must be true or false")?,
+                "streaming_eager" => {
+                    o.streaming_eager = val.as_bool().ok_or("option \"streaming_eager\" must be true or false")?
+                }
                 "two_phase" => o.two_phase = val.as_bool().ok_or("option \"two_phase\" must be true or false")?,
                 "group_commit" => {
                     o.group_commit = val.as_bool().ok_or("option \"group_commit\" must be true or false")?
@@ -273,6 +282,9 @@ mod tests {
         assert!(WorkerOptions::parse(&json!({"streaming": true})).unwrap().streaming);
         assert!(!WorkerOptions::parse(&json!({"streaming": false})).unwrap().streaming);
         assert!(WorkerOptions::parse(&json!({"streaming": "on"})).unwrap_err().message.contains("streaming"));
+        assert!(WorkerOptions::default().streaming_eager);
+        assert!(!WorkerOptions::parse(&json!({"streaming_eager": false})).unwrap().streaming_eager);
+        assert!(WorkerOptions::parse(&json!({"streaming_eager": 1})).unwrap_err().message.contains("streaming_eager"));
     }
 
     #[test]

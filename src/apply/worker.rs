@@ -17,6 +17,8 @@
 //!   (`tablesync.rs`);
 //! - `worker/grouping.rs`: group commit, when consecutive small remote
 //!   transactions are applied in one local transaction;
+//! - `worker/streamed.rs`, `worker/eager.rs`: streamed transactions,
+//!   spooled and applied at their commit, or applied while they arrive;
 //! - `worker/prepared.rs`: two-phase commit (`P`, `CP`, `RP` documents;
 //!   when a session streams with two-phase decoding);
 //! - `origin.rs`: the replication-origin session and its commit guard.
@@ -37,6 +39,7 @@
 
 mod catchup;
 mod documents;
+mod eager;
 mod failure;
 mod grouping;
 mod prepared;

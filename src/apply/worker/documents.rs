@@ -38,6 +38,12 @@ impl Worker {
         if self.streamed_doc(ses, payload, lsn)? {
             return Ok(());
         }
+        self.apply_plain(ses, payload, lsn)
+    }
+
+    /// Apply one document that is not a stream control document (also a
+    /// document of a streamed transaction applied while it arrives, `eager.rs`).
+    pub(super) fn apply_plain(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
         let doc = protocol::parse_doc(payload, &self.compact)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
         if ses.deferred.is_some() && !self.joins(ses, &doc) && !self.end_group_before(ses)? {
@@ -259,6 +265,14 @@ impl Worker {
                 if let Some(f) = self.in_flight.as_mut() {
                     ses.targets.keep_payload(&mut f.1);
                 }
+                Ok(())
+            }
+            // A streamed transaction applied while it arrives does not know
+            // its commit LSN and time yet, which conflict resolution and its
+            // records need: it falls back to the replay at its commit
+            // (`eager.rs`), which meets the conflict again.
+            Outcome::Resolved(_) | Outcome::Failed(..) if ses.streamed.eager_open() => {
+                ses.streamed.conflict_met();
                 Ok(())
             }
             Outcome::Resolved(rec) => {

@@ -39,8 +39,10 @@ impl Worker {
         // again anyway before anything aborts or commits, so the
         // failed transaction can never move the origin.
         origin::disarm();
-        // SAFETY: abandon whatever transaction the error left open.
-        unsafe { pg_sys::AbortCurrentTransaction() };
+        // SAFETY: abandon whatever transaction the error left open, with
+        // the internal subtransactions of a streamed transaction applied
+        // while it arrived (`eager.rs`).
+        unsafe { pg_sys::AbortOutOfAnyTransaction() };
         ffi::reset_memory_context(self.msg_cxt);
         let failure = self.grouping.failed();
         if failure.grouped {

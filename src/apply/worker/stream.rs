@@ -128,9 +128,14 @@ impl Session {
     }
 
     /// Applied work is open: a remote transaction, queued TRUNCATEs, or a
-    /// deferred commit.
+    /// deferred commit. A streamed transaction applied while it arrives
+    /// (`eager.rs`) is not, until its commit: what was received of it may be
+    /// reported, as when it is only spooled (its commit lies beyond).
     fn work_open(&self) -> bool {
-        self.in_txn || !self.truncates.is_empty() || self.streamed.replaying || self.deferred.is_some()
+        (self.in_txn && !self.streamed.eager_open())
+            || !self.truncates.is_empty()
+            || self.streamed.replaying
+            || self.deferred.is_some()
     }
 
     /// Arm the feedback keeper for local work. It reports what the flush
@@ -293,6 +298,12 @@ impl Worker {
                     }
                 }
                 Received::WouldBlock(fd) => {
+                    if ses.streamed.eager_idle() {
+                        // Between two blocks of a streamed transaction applied
+                        // while it arrives: roll it back if the checks below
+                        // would act (worker/eager.rs).
+                        self.eager_checks(ses)?;
+                    }
                     // Nothing more to read: a deferred commit is made now,
                     // before feedback and before any wait (`grouping.rs`).
                     if ses.deferred.is_some() {
