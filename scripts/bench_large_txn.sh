@@ -2,8 +2,10 @@
 # One large transaction (issue 14): time until a single 2M-row INSERT
 # transaction is visible on the subscriber, for a native subscription with
 # streaming = off and = on, and a logical_ext subscription without and with
-# its `streaming` option; plus the peak memory (VmHWM) of the publisher's
-# walsender and of the subscriber's apply worker. Not part of CI; see
+# its `streaming` option (applied while it arrives, `le_on`, or spooled and
+# applied at the commit only, `le_spool`: option `streaming_eager` false);
+# plus the peak memory (VmHWM) of the publisher's walsender and of the
+# subscriber's apply worker, and the apply worker's CPU time. Not part of CI; see
 # docs/BENCHMARKS.md ("One large transaction"). Run as root (or postgres):
 #
 #   scripts/bench_large_txn.sh                          # 2,000,000 rows
@@ -20,7 +22,7 @@
 #
 # Environment:
 #   BENCH_LARGE_ROWS      rows of the transaction (default 2000000)
-#   BENCH_CONFIGS         subset/order of: native_off native_on le_off le_on
+#   BENCH_CONFIGS         subset/order of: native_off native_on le_off le_on le_spool
 #   BENCH_TIMEOUT         seconds one configuration may take (default 1800)
 #   PGBIN                 PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
@@ -37,6 +39,7 @@ say() { echo "== $*" >&2; }
 pub() { cluster_psql pub "$@"; }
 sub() { local db=$1; shift; PGOPTIONS="-c client_min_messages=warning" cluster_psql sub -d "$db" "$@"; }
 now() { date +%s.%N; }
+cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo "?"; }
 hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 run_setup
@@ -92,10 +95,11 @@ run_config() {
       ;;
     *)
       sub postgres -c "DROP TABLE IF EXISTS big; $DDL" >/dev/null
-      local stream=false
-      [ "$cfg" = le_on ] && stream=true
+      local opts='"streaming": false'
+      [ "$cfg" = le_on ] && opts='"streaming": true'
+      [ "$cfg" = le_spool ] && opts='"streaming": true, "streaming_eager": false'
       sub postgres -c "SELECT logical_ext.create_subscription('sub_$cfg', '$conninfo', ARRAY['p'],
-                         copy_data => false, options => '{\"streaming\": $stream}')" >/dev/null
+                         copy_data => false, options => '{$opts}')" >/dev/null
       ;;
   esac
   # Caught up and live: a first small transaction has arrived.
@@ -103,6 +107,8 @@ run_config() {
   origin=$(origin_of "$cfg")
   wait_origin "$origin" "$lsn"
   wpid=$(worker_pid "$cfg") spid=$(walsender_pid "$cfg")
+  local cpu0 cpu1 wcpu0 wcpu1
+  cpu0=$(cpu_s "$wpid") wcpu0=$(cpu_s "$spid")
   sync
   say "$cfg: one transaction of $ROWS rows (apply worker $wpid, walsender $spid)"
   t0=$(now)
@@ -114,6 +120,10 @@ run_config() {
   t1=$(now)
   wait $poller
   t2=$(now)
+  cpu1=$(cpu_s "$wpid") wcpu1=$(cpu_s "$spid")
+  local cpu wcpu
+  cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+  wcpu=$(awk -v a="$wcpu0" -v b="$wcpu1" 'BEGIN { printf "%.2f", b - a }')
   tpub=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   tvis=$(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.3f", b - a }')
   local db=postgres
@@ -127,9 +137,9 @@ run_config() {
   local streamed spilled
   read -r streamed spilled < <(pub -Atc "SELECT stream_txns || ' ' || spill_txns FROM pg_stat_replication_slots
                                          WHERE slot_name = 'sub_$cfg'" | tr '|' ' ')
-  say "$(printf '%-10s t_pub %8.3f s  t_vis %8.3f s  after commit %8.3f s  walsender %s MiB  apply %s MiB  stream_txns %s spill_txns %s  %s' \
-    "$cfg" "$tpub" "$tvis" "$(awk -v a="$tpub" -v b="$tvis" 'BEGIN { print b - a }')" "$whwm" "$shwm" "$streamed" "$spilled" "$status")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$tpub" "$tvis" "$whwm" "$shwm" "$streamed" "$spilled" "$status" >>"$RESULTS"
+  say "$(printf '%-10s t_pub %8.3f s  t_vis %8.3f s  after commit %8.3f s  walsender %s MiB  apply %s MiB  apply CPU %s s  walsender CPU %s s  stream_txns %s spill_txns %s  %s' \
+    "$cfg" "$tpub" "$tvis" "$(awk -v a="$tpub" -v b="$tvis" 'BEGIN { print b - a }')" "$whwm" "$shwm" "$cpu" "$wcpu" "$streamed" "$spilled" "$status")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$tpub" "$tvis" "$whwm" "$shwm" "$streamed" "$spilled" "$status" "$cpu" "$wcpu" >>"$RESULTS"
   case $cfg in
     native_*) sub "$cfg" -c "DROP SUBSCRIPTION sub_$cfg" >/dev/null ;;
     *) sub postgres -c "SELECT logical_ext.drop_subscription('sub_$cfg')" >/dev/null ;;
@@ -139,16 +149,16 @@ run_config() {
 for cfg in $CONFIGS; do run_config "$cfg"; done
 
 awk -F'\t' -v rows="$ROWS" '
-  { c[++n] = $1; tp[$1] = $2; tv[$1] = $3; w[$1] = $4; s[$1] = $5; st[$1] = $6; sp[$1] = $7; ok[$1] = $8 }
+  # By run, not by configuration: a configuration may run more than once.
+  { n++; c[n] = $1; tp[n] = $2; tv[n] = $3; w[n] = $4; s[n] = $5; st[n] = $6; sp[n] = $7; ok[n] = $8; cpu[n] = $9; wcpu[n] = $10
+    if ($1 == "native_off" && !base) base = $3 }
   END {
     printf "\nOne transaction of %d rows: time to visible on the subscriber\n\n", rows
-    print "| configuration | publisher BEGIN→COMMIT (s) | BEGIN→visible on subscriber (s) | after the commit (s) | visible / publisher | vs native off | walsender VmHWM (MiB) | apply worker VmHWM (MiB) | stream_txns / spill_txns | check |"
-    print "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
-    base = ("native_off" in tv) ? tv["native_off"] : 0
-    for (i = 1; i <= n; i++) {
-      k = c[i]
-      printf "| %s | %.3f | %.3f | %.3f | **%.2f×** | %s | %s | %s | %s / %s | %s |\n", k, tp[k], tv[k], tv[k] - tp[k],
-        tv[k] / tp[k], base ? sprintf("%.2f×", tv[k] / base) : "-", w[k], s[k], st[k], sp[k], ok[k]
+    print "| configuration | publisher BEGIN→COMMIT (s) | BEGIN→visible on subscriber (s) | after the commit (s) | visible / publisher | vs native off | walsender VmHWM (MiB) | apply worker VmHWM (MiB) | apply worker CPU (s) | walsender CPU (s) | stream_txns / spill_txns | check |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    for (k = 1; k <= n; k++) {
+      printf "| %s | %.3f | %.3f | %.3f | **%.2f×** | %s | %s | %s | %s | %s | %s / %s | %s |\n", c[k], tp[k], tv[k], tv[k] - tp[k],
+        tv[k] / tp[k], base ? sprintf("%.2f×", tv[k] / base) : "-", w[k], s[k], cpu[k], wcpu[k], st[k], sp[k], ok[k]
     }
   }' "$RESULTS"
 if grep -q FAILED "$RESULTS"; then exit 1; fi

@@ -116,10 +116,18 @@ pub(crate) struct WorkerOptions {
     /// progress (native `streaming = on`); the worker spools them to a
     /// temporary file and applies them at their commit (`spool.rs`).
     pub(crate) streaming: bool,
+    /// With `streaming`: apply a streamed transaction while it arrives when
+    /// nothing else interleaves with it (`apply/worker/eager.rs`); false
+    /// spools it and applies it at its commit only. On by default.
+    pub(crate) streaming_eager: bool,
     /// Native `two_phase`: a transaction prepared on the publisher is
     /// prepared here too, and committed or rolled back when the publisher
     /// does (`apply/worker/prepared.rs`). Set at `create_subscription` only.
     pub(crate) two_phase: bool,
+    /// Apply consecutive small remote transactions that are already
+    /// received in one local transaction (`apply/worker/grouping.rs`); on
+    /// by default.
+    pub(crate) group_commit: bool,
 }
 
 impl Default for WorkerOptions {
@@ -132,7 +140,9 @@ impl Default for WorkerOptions {
             ddl_replay_role: None,
             synchronous_commit: SynchronousCommit::Off,
             streaming: false,
+            streaming_eager: true,
             two_phase: false,
+            group_commit: true,
         }
     }
 }
@@ -145,7 +155,9 @@ pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
     "ddl_replay_role",
     "synchronous_commit",
     "streaming",
+    "streaming_eager",
     "two_phase",
+    "group_commit",
 ];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
@@ -185,7 +197,13 @@ impl WorkerOptions {
                         })?
                 }
                 "streaming" => o.streaming = val.as_bool().ok_or("option \"streaming\" must be true or false")?,
+                "streaming_eager" => {
+                    o.streaming_eager = val.as_bool().ok_or("option \"streaming_eager\" must be true or false")?
+                }
                 "two_phase" => o.two_phase = val.as_bool().ok_or("option \"two_phase\" must be true or false")?,
+                "group_commit" => {
+                    o.group_commit = val.as_bool().ok_or("option \"group_commit\" must be true or false")?
+                }
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",
@@ -264,6 +282,9 @@ mod tests {
         assert!(WorkerOptions::parse(&json!({"streaming": true})).unwrap().streaming);
         assert!(!WorkerOptions::parse(&json!({"streaming": false})).unwrap().streaming);
         assert!(WorkerOptions::parse(&json!({"streaming": "on"})).unwrap_err().message.contains("streaming"));
+        assert!(WorkerOptions::default().streaming_eager);
+        assert!(!WorkerOptions::parse(&json!({"streaming_eager": false})).unwrap().streaming_eager);
+        assert!(WorkerOptions::parse(&json!({"streaming_eager": 1})).unwrap_err().message.contains("streaming_eager"));
     }
 
     #[test]
@@ -272,6 +293,14 @@ mod tests {
         assert!(WorkerOptions::parse(&json!({"two_phase": true})).unwrap().two_phase);
         assert!(!WorkerOptions::parse(&json!({"two_phase": false})).unwrap().two_phase);
         assert!(WorkerOptions::parse(&json!({"two_phase": "on"})).unwrap_err().message.contains("two_phase"));
+    }
+
+    #[test]
+    fn group_commit_option() {
+        assert!(WorkerOptions::default().group_commit);
+        assert!(!WorkerOptions::parse(&json!({"group_commit": false})).unwrap().group_commit);
+        assert!(WorkerOptions::parse(&json!({"group_commit": true})).unwrap().group_commit);
+        assert!(WorkerOptions::parse(&json!({"group_commit": 0})).unwrap_err().message.contains("group_commit"));
     }
 
     #[test]

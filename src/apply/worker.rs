@@ -15,6 +15,10 @@
 //! - `worker/catchup.rs`: the same document application in a sync worker
 //!   that catches one freshly copied table up with the stream
 //!   (`tablesync.rs`);
+//! - `worker/grouping.rs`: group commit, when consecutive small remote
+//!   transactions are applied in one local transaction;
+//! - `worker/streamed.rs`, `worker/eager.rs`: streamed transactions,
+//!   spooled and applied at their commit, or applied while they arrive;
 //! - `worker/prepared.rs`: two-phase commit (`P`, `CP`, `RP` documents;
 //!   when a session streams with two-phase decoding);
 //! - `origin.rs`: the replication-origin session and its commit guard.
@@ -35,7 +39,9 @@
 
 mod catchup;
 mod documents;
+mod eager;
 mod failure;
+mod grouping;
 mod prepared;
 mod stream;
 mod streamed;
@@ -43,7 +49,7 @@ mod streamed;
 pub(crate) use catchup::{CatchUp, catch_up};
 
 use super::catalog::{self, Subscription};
-use super::conflict::{ConflictType, Rule};
+use super::conflict::{ConflictType, Resolution, Rule};
 use super::origin::OriginSession;
 use super::protocol;
 use super::relation::RelationMap;
@@ -131,6 +137,11 @@ struct Worker {
     /// The publisher refused the `compact` option (an older logical_ext):
     /// this worker streams the full documents from then on.
     compact_refused: bool,
+    /// This session may apply several remote transactions in one local
+    /// transaction (`grouping::allowed`).
+    group_commit: bool,
+    /// Group commit's state; it outlives a failed session (`grouping.rs`).
+    grouping: grouping::Grouping,
 }
 
 impl Worker {
@@ -158,6 +169,8 @@ impl Worker {
             two_phase_streaming: false,
             compact: Default::default(),
             compact_refused: false,
+            group_commit: false,
+            grouping: Default::default(),
         }
     }
 
@@ -235,6 +248,12 @@ impl Worker {
         }
         self.sync = Some(sync);
         self.two_phase_streaming = self.stream_two_phase(sub.options.two_phase)?;
+        self.group_commit = grouping::allowed(
+            sub.options.group_commit,
+            sub.options.two_phase,
+            self.scope.is_some(),
+            self.rules.iter().any(|r| matches!(r.resolution, Resolution::LastUpdateWins | Resolution::FirstUpdateWins)),
+        );
         let mut cmd = start_replication(&sub, &slot, start, !self.compact_refused);
         if self.two_phase_streaming {
             cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");

@@ -27,7 +27,7 @@ mod statement;
 
 pub(crate) use authentic::authenticate;
 pub(crate) use event::{DdlEvent, PREFIX};
-pub(crate) use replay::{log_failed_replay, replay};
+pub(crate) use replay::{forget_failed_replay, log_failed_replay, replay};
 
 /// Called from `_PG_init` (in every process that loads the library).
 pub(crate) fn init() {

@@ -92,6 +92,13 @@ pub(crate) fn log_failed_replay() {
     }
 }
 
+/// Forget the replay that failed in a rolled-back transaction without
+/// logging it: the apply worker replays that transaction again (alone,
+/// after a failed group commit), and logs the failure then if it recurs.
+pub(crate) fn forget_failed_replay() {
+    FAILED.with(|f| f.borrow_mut().take());
+}
+
 /// Keep `logical_ext.subscription_tables` (initial synchronization) in step:
 /// a table created by a replayed CREATE TABLE is empty on both sides at this
 /// point of the stream, so it is `ready` at once (and `refresh_subscription`

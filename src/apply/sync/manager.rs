@@ -99,6 +99,12 @@ impl SyncManager {
         }
     }
 
+    /// Table states changed since they were loaded (a cheap look at shared
+    /// memory; `reload_if_changed` reloads).
+    pub(crate) fn stale(&self) -> bool {
+        status::sync_generation(self.dboid, self.subid) != self.generation
+    }
+
     pub(crate) fn all_ready(&self) -> bool {
         self.tables.is_empty()
     }

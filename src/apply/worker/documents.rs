@@ -3,6 +3,12 @@
 //! commits with it, rows go through `rows.rs` (conflict detection), TRUNCATEs
 //! of one statement are applied together, DDL is replayed (`ddl/replay.rs`),
 //! and skip_transaction's request is honoured or cleared.
+//!
+//! Group commit (`grouping.rs`): a COMMIT may defer its local commit
+//! (`Session::deferred`); the next document either is the BEGIN of a remote
+//! transaction that joins the open local transaction, or the group is
+//! committed first ([`Worker::end_group`]), with the origin's progress of its
+//! last member, one flush-tracker entry and one status update for all.
 
 use super::Worker;
 use super::stream::Session;
@@ -23,11 +29,26 @@ use pgrx::prelude::*;
 impl Worker {
     /// Apply one document of the stream.
     pub(super) fn apply_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        if ses.deferred.is_some() && crate::apply::spool::control(payload).is_some() {
+            // A streamed transaction's document: the group ends here.
+            if !self.end_group_before(ses)? {
+                return Ok(());
+            }
+        }
         if self.streamed_doc(ses, payload, lsn)? {
             return Ok(());
         }
+        self.apply_plain(ses, payload, lsn)
+    }
+
+    /// Apply one document that is not a stream control document (also a
+    /// document of a streamed transaction applied while it arrives, `eager.rs`).
+    pub(super) fn apply_plain(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
         let doc = protocol::parse_doc(payload, &self.compact)
             .map_err(|e| format!("malformed message at {}: {e}", protocol::format_lsn(lsn)))?;
+        if ses.deferred.is_some() && !self.joins(ses, &doc) && !self.end_group_before(ses)? {
+            return Ok(());
+        }
         if !matches!(doc, Doc::Insert { .. }) {
             // Anything but an INSERT could observe buffered ones (batch.rs).
             self.flush_batch(ses);
@@ -41,16 +62,24 @@ impl Worker {
                 if ses.in_txn {
                     return Err(format!("BEGIN inside a transaction at {}", protocol::format_lsn(lsn)));
                 }
+                // Joining a group (`joins` said so above): its local
+                // transaction, origin guard, executor state and counts go on.
+                let fresh = ses.deferred.take().is_none();
                 // SAFETY: starting the local transaction of a remote one.
                 unsafe {
                     pg_sys::SetCurrentStatementStartTimestamp();
-                    pg_sys::StartTransactionCommand();
+                    if fresh {
+                        pg_sys::StartTransactionCommand();
+                    }
                 }
-                ses.applying = self.origin.as_ref().map(OriginSession::begin);
+                if fresh {
+                    ses.applying = self.origin.as_ref().map(OriginSession::begin);
+                    ses.changes = 0;
+                    ses.conflicts = [0; 6];
+                }
+                self.grouping.begin(commit_lsn, fresh, now_ts());
                 ses.in_txn = true;
                 self.in_flight = None;
-                ses.changes = 0;
-                ses.conflicts = [0; 6];
                 ses.commit_lsn = commit_lsn;
                 ses.commit_ts = timestamp.as_deref().map(commit_time::parse).unwrap_or(0);
                 // COMMIT repeats this text: parsed once (see `Doc::Commit`).
@@ -63,6 +92,19 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("COMMIT outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
+                let ts = match timestamp.as_deref() {
+                    Some(t) if t != ses.begin_timestamp => commit_time::parse(t),
+                    _ => ses.commit_ts,
+                };
+                if !ses.skipping && self.grouping.may_defer(self.may_group(ses), ses.changes, now_ts()) {
+                    // Group commit: the local transaction stays open for
+                    // the next remote one if it is already here (else the
+                    // stream loop commits as soon as the socket is empty).
+                    ses.deferred = Some((end_lsn, ts));
+                    ses.in_txn = false;
+                    self.in_flight = None;
+                    return Ok(());
+                }
                 // Cached executor state is released before the commit.
                 ses.targets.close_all();
                 if ses.skipping {
@@ -70,29 +112,10 @@ impl Worker {
                 } else {
                     self.clear_stale_skip(ses);
                 }
-                let ts = match timestamp.as_deref() {
-                    Some(t) if t != ses.begin_timestamp => commit_time::parse(t),
-                    _ => ses.commit_ts,
-                };
-                let Some(applying) = ses.applying.take() else {
-                    return Err("the subscription's replication origin is not set up".into());
-                };
-                // The origin's position and timestamp go into this commit
-                // record, and only into it: progress commits atomically with
-                // the data; a failing commit leaves the origin where it was.
-                let local_end = applying.commit(end_lsn, ts);
-                ses.flush.committed(end_lsn, local_end);
                 ses.in_txn = false;
                 self.in_flight = None;
                 ses.skipping = false;
-                ses.last_committed = end_lsn;
-                if self.scope.is_some() {
-                    // A sync worker catching its table up: the subscription's
-                    // figures and state belong to its apply worker.
-                    return Ok(());
-                }
-                let changes = ses.changes;
-                self.finished_remote(ses, ts, Some(changes));
+                self.commit_local(ses, end_lsn, ts)?;
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);
@@ -120,6 +143,8 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("TRUNCATE outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
+                // Its ACCESS EXCLUSIVE locks are not held across later members.
+                self.grouping.must_end();
                 if ses.skipping || self.skips(&rel, ses.commit_lsn) {
                     return Ok(());
                 }
@@ -151,6 +176,8 @@ impl Worker {
                 if !ses.in_txn {
                     return Err(format!("DDL outside a transaction at {}", protocol::format_lsn(lsn)));
                 }
+                // Its locks are not held across later members.
+                self.grouping.must_end();
                 // DDL is replayed by the apply worker, never while a sync
                 // worker catches a table up.
                 if ses.skipping || self.scope.is_some() {
@@ -238,6 +265,14 @@ impl Worker {
                 if let Some(f) = self.in_flight.as_mut() {
                     ses.targets.keep_payload(&mut f.1);
                 }
+                Ok(())
+            }
+            // A streamed transaction applied while it arrives does not know
+            // its commit LSN and time yet, which conflict resolution and its
+            // records need: it falls back to the replay at its commit
+            // (`eager.rs`), which meets the conflict again.
+            Outcome::Resolved(_) | Outcome::Failed(..) if ses.streamed.eager_open() => {
+                ses.streamed.conflict_met();
                 Ok(())
             }
             Outcome::Resolved(rec) => {
@@ -381,11 +416,83 @@ impl Worker {
         ses.truncate_lsn = None;
     }
 
+    /// Commit the local transaction of the remote transaction(s) applied in
+    /// it, as the remote one ending at `end_lsn` (committed at `ts`; with a
+    /// group, its last member): the origin's position and timestamp go into
+    /// this commit record, and only into it — progress commits atomically
+    /// with the data; a failing commit leaves the origin where it was.
+    pub(super) fn commit_local(&mut self, ses: &mut Session, end_lsn: u64, ts: i64) -> Result<(), String> {
+        // Cached executor state is released before the commit.
+        ses.targets.close_all();
+        let Some(applying) = ses.applying.take() else {
+            return Err("the subscription's replication origin is not set up".into());
+        };
+        let local_end = applying.commit(end_lsn, ts);
+        // One entry for the whole group: its last member's end.
+        ses.flush.committed(end_lsn, local_end);
+        ses.last_committed = end_lsn;
+        let txns = self.grouping.committed();
+        if self.scope.is_some() {
+            // A sync worker catching its table up: the subscription's
+            // figures and state belong to its apply worker.
+            return Ok(());
+        }
+        let changes = ses.changes;
+        self.finished_local(ses, ts, Some((i64::from(txns), changes)));
+        Ok(())
+    }
+
+    /// Commit a deferred group (`grouping.rs`), if there is one.
+    pub(super) fn end_group(&mut self, ses: &mut Session) -> Result<(), String> {
+        match ses.deferred.take() {
+            Some((end_lsn, ts)) => self.commit_local(ses, end_lsn, ts),
+            None => Ok(()),
+        }
+    }
+
+    /// End the group before a document that does not join it: false when
+    /// the commit found a newer worker or new settings — the session ends
+    /// before the document, which the next session receives again (it
+    /// streams from the origin's progress, the group's end).
+    fn end_group_before(&mut self, ses: &mut Session) -> Result<bool, String> {
+        self.end_group(ses)?;
+        Ok(!(ses.displaced || ses.reload))
+    }
+
+    /// Whether `doc`, with a commit deferred, joins the open group: the
+    /// BEGIN of a remote transaction the policy lets in.
+    fn joins(&mut self, ses: &Session, doc: &Doc<'_>) -> bool {
+        let Doc::Begin { commit_lsn, .. } = doc else { return false };
+        let allowed = self.may_group(ses)
+            // Tables changed state meanwhile: housekeeping first, at a committed point.
+            && !self.sync.as_ref().is_some_and(|s| s.stale());
+        self.grouping.may_join(allowed, *commit_lsn, ses.changes, now_ts())
+    }
+
+    /// The conditions of the moment under which remote transactions may
+    /// share a local transaction (`grouping.rs` has the policy): the
+    /// session's (`group_commit`), no skip_transaction request, not the
+    /// replay of a stream commit, and every table `ready` (sync workers
+    /// are answered between committed transactions).
+    fn may_group(&self, ses: &Session) -> bool {
+        self.group_commit
+            && self.scope.is_none()
+            && !ses.streamed.replaying
+            && self.sub.as_ref().is_some_and(|s| s.skip_lsn.is_none())
+            && self.sync.as_ref().is_none_or(|s| s.all_ready())
+    }
+
     /// The subscription's figures after a remote transaction was committed
     /// or prepared here (`applied`: its changes; it counts as applied), or a
     /// prepared one finished (`None`): one status update (one lock), which
     /// also says whether a newer worker took over or the settings changed.
     pub(super) fn finished_remote(&mut self, ses: &mut Session, ts: i64, applied: Option<i64>) {
+        self.finished_local(ses, ts, applied.map(|changes| (1, changes)));
+    }
+
+    /// [`Worker::finished_remote`] for a local commit that applied
+    /// `applied` = (remote transactions, changes).
+    fn finished_local(&mut self, ses: &mut Session, ts: i64, applied: Option<(i64, i64)>) {
         let conflicts = std::mem::take(&mut ses.conflicts);
         let (received, wal_end, send_time) = ses.last_message;
         let now = now_ts();
@@ -395,8 +502,8 @@ impl Worker {
             s.latest_end_lsn = s.latest_end_lsn.max(wal_end);
             s.last_send_time = send_time;
             s.last_receipt_time = now;
-            if let Some(changes) = applied {
-                s.applied_txns += 1;
+            if let Some((txns, changes)) = applied {
+                s.applied_txns += txns;
                 s.applied_changes += changes;
             }
             for (total, n) in s.conflicts.iter_mut().zip(conflicts) {

@@ -5,6 +5,12 @@
 //! replay), report the error, and either disable the subscription
 //! (`disable_on_error`) or wait the backoff before the next session. All of
 //! this bookkeeping commits without the replication origin.
+//!
+//! A failed group commit (two or more remote transactions in the local
+//! transaction, `grouping.rs`) is not reported at all: the next session
+//! starts at once and applies those transactions one by one, so a failure
+//! that recurs is reported for exactly the remote transaction that fails,
+//! and one the grouping caused does not recur.
 
 use super::Worker;
 use crate::apply::catalog::{self, Subscription};
@@ -33,9 +39,24 @@ impl Worker {
         // again anyway before anything aborts or commits, so the
         // failed transaction can never move the origin.
         origin::disarm();
-        // SAFETY: abandon whatever transaction the error left open.
-        unsafe { pg_sys::AbortCurrentTransaction() };
+        // SAFETY: abandon whatever transaction the error left open, with
+        // the internal subtransactions of a streamed transaction applied
+        // while it arrived (`eager.rs`).
+        unsafe { pg_sys::AbortOutOfAnyTransaction() };
         ffi::reset_memory_context(self.msg_cxt);
+        let failure = self.grouping.failed();
+        if failure.grouped {
+            self.failed_conflict = None;
+            self.in_flight = None;
+            crate::ddl::forget_failed_replay();
+            log!(
+                "logical_ext: apply worker for subscription {}: a group of {} remote transactions failed ({msg}); \
+                 applying them one per local transaction",
+                self.subid,
+                failure.members
+            );
+            return true;
+        }
         let mut msg = msg;
         if code == PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION && self.failed_conflict.is_none() {
             self.failed_conflict = self.unique_violation();

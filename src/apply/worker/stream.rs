@@ -21,6 +21,12 @@
 //! flush tracker allows when the work starts, so the publisher's
 //! `wal_sender_timeout` does not end the connection under a long replay.
 //! The main thread does not touch the connection while it is armed.
+//!
+//! Group commit (`grouping.rs`): a remote COMMIT may leave its local
+//! transaction open (`Session::deferred`) for the next remote transaction,
+//! when that one is already received. The deferred commit is made as soon
+//! as the socket would block — before feedback, before anything that must
+//! run between committed transactions — so waiting never grows a group.
 
 use super::{Stop, Worker};
 use crate::apply::executor::TargetCache;
@@ -84,6 +90,10 @@ pub(super) struct Session {
     /// Streamed transactions (`streamed.rs`): their spool files, the open
     /// block, and whether the message being handled is a stream commit.
     pub(super) streamed: super::streamed::Streamed,
+    /// Group commit: the local commit of the last applied remote
+    /// transaction (its end LSN and commit time) is deferred; its local
+    /// transaction is still open (`grouping.rs`).
+    pub(super) deferred: Option<(u64, i64)>,
 }
 
 impl Session {
@@ -113,12 +123,19 @@ impl Session {
             last_message: (start, start, 0),
             unreported: 0,
             streamed: Default::default(),
+            deferred: None,
         }
     }
 
-    /// Applied work is open: a remote transaction, or queued TRUNCATEs.
+    /// Applied work is open: a remote transaction, queued TRUNCATEs, or a
+    /// deferred commit. A streamed transaction applied while it arrives
+    /// (`eager.rs`) is not, until its commit: what was received of it may be
+    /// reported, as when it is only spooled (its commit lies beyond).
     fn work_open(&self) -> bool {
-        self.in_txn || !self.truncates.is_empty() || self.streamed.replaying
+        (self.in_txn && !self.streamed.eager_open())
+            || !self.truncates.is_empty()
+            || self.streamed.replaying
+            || self.deferred.is_some()
     }
 
     /// Arm the feedback keeper for local work. It reports what the flush
@@ -241,6 +258,8 @@ impl Worker {
                             ses.streamed.incoming(payload);
                             if !ses.in_txn && self.handover_in_progress() {
                                 let owned = payload.to_vec();
+                                // A table's hand-over waits at a committed point.
+                                self.end_group(ses)?;
                                 self.wait_for_handover(conn, ses);
                                 if ses.displaced || ses.reload {
                                     continue;
@@ -253,7 +272,7 @@ impl Worker {
                                 self.apply_message(ses, payload, start)?;
                                 ses.idle(busy);
                             }
-                            if !ses.in_txn {
+                            if !ses.in_txn && ses.deferred.is_none() {
                                 let busy = ses.busy(keeper.as_ref());
                                 self.sync_housekeeping(ses.last_received);
                                 ses.idle(busy);
@@ -279,6 +298,22 @@ impl Worker {
                     }
                 }
                 Received::WouldBlock(fd) => {
+                    if ses.streamed.eager_idle() {
+                        // Between two blocks of a streamed transaction applied
+                        // while it arrives: roll it back if the checks below
+                        // would act (worker/eager.rs).
+                        self.eager_checks(ses)?;
+                    }
+                    // Nothing more to read: a deferred commit is made now,
+                    // before feedback and before any wait (`grouping.rs`).
+                    if ses.deferred.is_some() {
+                        let busy = ses.busy(keeper.as_ref());
+                        self.end_group(ses)?;
+                        ses.idle(busy);
+                        if ses.displaced || ses.reload {
+                            continue;
+                        }
+                    }
                     if !ses.in_txn {
                         if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
                             // A newer worker took over.
@@ -318,7 +353,11 @@ impl Worker {
                     }
                     continue;
                 }
-                Received::End => return Err("the publisher ended the replication stream".into()),
+                Received::End => {
+                    // What was applied in full is kept.
+                    self.end_group(ses)?;
+                    return Err("the publisher ended the replication stream".into());
+                }
             }
             if reply_now || ses.last_feedback.elapsed() >= FEEDBACK_INTERVAL {
                 self.feedback(conn, ses, reply_now);

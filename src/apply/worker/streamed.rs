@@ -10,6 +10,10 @@
 //! flush tracking as a transaction sent whole. This is PostgreSQL 15's
 //! design (worker.c spools to a BufFile and applies at stream commit), so
 //! the subscriber still applies everything after the publisher's commit.
+//! Unless it is applied while it arrives (`eager.rs`): then each document of
+//! its blocks is also applied at once, after being spooled, the stream
+//! commit only commits, and anything else arriving between its blocks rolls
+//! it back to this spool-and-replay path.
 //!
 //! Exactly once:
 //! - Progress (the origin's position) moves only in the local commit of
@@ -28,6 +32,7 @@
 //!   handled, since the `SC` arrives at the transaction's end LSN).
 
 use super::Worker;
+use super::eager::{Eager, FallBack};
 use super::stream::Session;
 use crate::apply::protocol;
 use crate::apply::spool::{self, Control, Spool};
@@ -41,9 +46,29 @@ pub(in crate::apply::worker) struct Streamed {
     block: Option<u32>,
     /// The message being handled is a stream commit.
     pub(super) replaying: bool,
+    /// The streamed transaction applied while it arrives (`eager.rs`).
+    pub(super) eager: Option<Eager>,
 }
 
 impl Streamed {
+    /// A streamed transaction is being applied while it arrives: its local
+    /// transaction is open (`in_txn`), between its blocks too.
+    pub(super) fn eager_open(&self) -> bool {
+        self.eager.is_some()
+    }
+
+    /// ... and none of its blocks is open.
+    pub(super) fn eager_idle(&self) -> bool {
+        self.eager.is_some() && self.block.is_none()
+    }
+
+    /// A conflict was met in the eager transaction (`documents.rs`).
+    pub(super) fn conflict_met(&mut self) {
+        if let Some(e) = self.eager.as_mut() {
+            e.conflicted = true;
+        }
+    }
+
     /// Called for every message before it is handled.
     pub(super) fn incoming(&mut self, payload: &[u8]) {
         self.replaying = spool::is_stream_commit(payload);
@@ -62,18 +87,26 @@ impl Worker {
     /// control document, or a document inside a block); false otherwise.
     pub(super) fn streamed_doc(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<bool, String> {
         let at = || protocol::format_lsn(lsn);
+        let eager_xid = ses.streamed.eager.as_ref().map(|e| e.xid);
         let Some(control) = spool::control(payload) else {
-            let Some(xid) = ses.streamed.block else { return Ok(false) };
+            let Some(xid) = ses.streamed.block else {
+                // Another transaction between the eager one's blocks.
+                self.eager_fall_back(ses, FallBack::Interleaved)?;
+                return Ok(false);
+            };
             let (doc_xid, subxid) = spool::block_tag(payload)
                 .ok_or_else(|| format!("a document without xid inside a block at {}", at()))?;
             if doc_xid != xid {
                 return Err(format!("a document of transaction {doc_xid} inside a block of {xid} at {}", at()));
             }
             ses.streamed.spool().append(xid, subxid, lsn, payload)?;
+            if eager_xid == Some(xid) {
+                self.eager_doc(ses, subxid, payload, lsn)?;
+            }
             return Ok(true);
         };
         let control = control.map_err(|e| format!("{e} at {}", at()))?;
-        if ses.in_txn {
+        if ses.in_txn && eager_xid.is_none() {
             return Err(format!("a stream document inside a transaction at {}", at()));
         }
         match control {
@@ -81,8 +114,16 @@ impl Worker {
                 if ses.streamed.block.is_some() {
                     return Err(format!("a block starts inside another at {}", at()));
                 }
+                if eager_xid.is_some() && (eager_xid != Some(xid) || first) {
+                    self.eager_fall_back(ses, FallBack::Interleaved)?;
+                } else {
+                    self.eager_checks(ses)?;
+                }
                 ses.streamed.spool().start(xid, first)?;
                 ses.streamed.block = Some(xid);
+                if first && self.eager_allowed(ses) {
+                    self.eager_begin(ses, xid, lsn)?;
+                }
             }
             Control::Stop { xid } => {
                 if ses.streamed.block != Some(xid) {
@@ -92,14 +133,38 @@ impl Worker {
                 ses.streamed.block = None;
             }
             Control::Abort { xid, subxid } => match subxid {
-                Some(sub) => ses.streamed.spool().abort_subxact(xid, sub)?,
-                None => ses.streamed.spool().abort(xid),
+                Some(sub) => {
+                    ses.streamed.spool().abort_subxact(xid, sub)?;
+                    if eager_xid == Some(xid) {
+                        self.eager_abort_subxact(ses, sub);
+                    }
+                }
+                None => {
+                    if eager_xid == Some(xid) {
+                        self.eager_fall_back(ses, FallBack::Aborted)?;
+                    }
+                    ses.streamed.spool().abort(xid)
+                }
             },
             Control::Commit { xid, commit_lsn, end_lsn, timestamp } => {
                 let end = end_lsn
                     .as_deref()
                     .and_then(protocol::parse_lsn)
                     .ok_or_else(|| format!("stream commit without a valid \"nextlsn\" at {}", at()))?;
+                if eager_xid == Some(xid) {
+                    self.eager_checks(ses)?;
+                } else {
+                    self.eager_fall_back(ses, FallBack::Interleaved)?;
+                }
+                if ses.streamed.eager.is_some() {
+                    // Applied while it arrived: only the commit is left;
+                    // the spool file goes.
+                    let commit = commit_lsn.as_deref().and_then(protocol::parse_lsn);
+                    self.eager_commit(ses, commit, end, timestamp.as_deref(), lsn)?;
+                    ses.streamed.spool().abort(xid);
+                    ses.streamed.replaying = false;
+                    return Ok(true);
+                }
                 let Some(mut reader) = ses.streamed.spool().commit(xid)? else {
                     return Err(format!("stream commit of transaction {xid}, of which nothing arrived, at {}", at()));
                 };
