@@ -29,6 +29,8 @@
 #   BENCH_SAVEPOINTS        subtransactions (one row each) of the workload `savepoints` (default 100000)
 #   BENCH_PERF=DIR          record `perf record -g` of each apply worker and its walsender during
 #                           each catch-up and write the top symbols to DIR (needs perf, root)
+#   BENCH_PERF_ARGS         perf record's sampling options (default "-g"; "-F 1999 --call-graph dwarf"
+#                           unwinds PostgreSQL and logical_ext.so, which keep no frame pointers)
 #   BENCH_PGLOGICAL         also time a pglogical subscription: auto (default: when pglogical is
 #                           installed), on, off
 #   BENCH_ORDER             order in which the subscriptions catch up (default "native logical_ext",
@@ -53,6 +55,7 @@ WORKLOADS=${BENCH_WORKLOADS:-bulk pgbench}
 SINGLE_ROWS=${BENCH_SINGLE_ROWS:-2000000}
 SAVEPOINTS=${BENCH_SAVEPOINTS:-100000}
 PERF_DIR=${BENCH_PERF:-}
+read -r -a PERF_ARGS <<<"${BENCH_PERF_ARGS:--g}"
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 WIRE_CHANGES=${BENCH_WIRE_CHANGES:-20000}
 LE_OPTIONS=${BENCH_LE_OPTIONS:-\{\}}
@@ -247,11 +250,11 @@ perf_start() {
   done
   PERF_PIDS=()
   if [ -n "$wpid" ]; then
-    perf record -q -g -p "$wpid" -o "$PERF_DIR/$name.$kind.worker.data" >/dev/null 2>&1 &
+    perf record -q "${PERF_ARGS[@]}" -p "$wpid" -o "$PERF_DIR/$name.$kind.worker.data" >/dev/null 2>&1 &
     PERF_PIDS+=($!)
   fi
   if [ -n "$spid" ]; then
-    perf record -q -g -p "$spid" -o "$PERF_DIR/$name.$kind.walsender.data" >/dev/null 2>&1 &
+    perf record -q "${PERF_ARGS[@]}" -p "$spid" -o "$PERF_DIR/$name.$kind.walsender.data" >/dev/null 2>&1 &
     PERF_PIDS+=($!)
   fi
 }

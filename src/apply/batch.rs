@@ -145,34 +145,19 @@ impl Batch {
                 std::ptr::null_mut(),
             );
             pg_sys::MemoryContextReset(per_tuple);
-            let partition = (*(*relation).rd_rel).relispartition;
-            let constrained = !(*(*relation).rd_att).constr.is_null();
-            let indexed = (*rri).ri_NumIndices > 0;
+            let checks = crate::ffi::unguarded::RowChecks {
+                rri,
+                estate,
+                per_tuple,
+                partition: (*(*relation).rd_rel).relispartition,
+                constrained: !(*(*relation).rd_att).constr.is_null(),
+                indexed: (*rri).ri_NumIndices > 0,
+            };
             for i in 0..n {
-                let slot = self.slots[i];
                 on_row(&mut self.payloads[i]);
-                if partition {
-                    pg_sys::ExecPartitionCheck(rri, slot, estate, true);
-                }
-                if constrained {
-                    pg_sys::ExecConstraints(rri, slot, estate);
-                }
-                if indexed {
-                    let recheck = pg_sys::ExecInsertIndexTuples(
-                        rri,
-                        slot,
-                        estate,
-                        false,
-                        false,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    );
-                    // No deferrable unique constraint here: those are
-                    // triggers, and a table with triggers is not cached.
-                    pg_sys::list_free(recheck);
-                }
-                pg_sys::ExecClearTuple(slot);
-                pg_sys::MemoryContextReset(per_tuple);
+                // One guarded call for the row's checks, index entries and
+                // clean-up (`ffi/unguarded.rs`).
+                checks.run(self.slots[i]);
             }
         }
     }

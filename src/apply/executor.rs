@@ -57,7 +57,6 @@ use super::batch::Batch;
 use super::protocol::Column;
 use super::relation::LocalRel;
 use super::routing::{self, Router};
-use super::values;
 use crate::ffi;
 use crate::ffi::ContextSwitch;
 use crate::ffi::identity::AsRole;
@@ -955,54 +954,10 @@ impl Drop for TargetCache {
     }
 }
 
-/// Store `cols` into `slot` (by name), returning which attributes were set.
+/// Store `cols` into `slot` (by name), returning which attributes were set
+/// (`row_input.rs`: one guarded call per row).
 fn store(rel: &LocalRel, slot: *mut pg_sys::TupleTableSlot, cols: &[Column<'_>], scratch: &mut Vec<u8>) -> Vec<bool> {
-    let mut present = vec![false; rel.natts];
-    // SAFETY: the slot has natts values/isnull entries.
-    let (values, nulls) = unsafe {
-        (
-            std::slice::from_raw_parts_mut((*slot).tts_values, rel.natts),
-            std::slice::from_raw_parts_mut((*slot).tts_isnull, rel.natts),
-        )
-    };
-    let current = Cell::new(values::NO_COLUMN);
-    let column = |pos: usize| {
-        let c = &cols[pos];
-        (c.name.to_string(), c.text().ok().flatten().map(|t| t.into_owned()).unwrap_or_default())
-    };
-    values::converting(
-        &rel.display,
-        &current,
-        || {
-            for (pos, c) in cols.iter().enumerate() {
-                let i = rel.attr_at(pos, &c.name);
-                let input = rel.inputs[i].as_ref().expect("mapped columns have an input function");
-                match c.text() {
-                    Ok(Some(text)) => {
-                        current.set(pos);
-                        values[i] = input.datum(&text, scratch);
-                        current.set(values::NO_COLUMN);
-                        nulls[i] = false;
-                    }
-                    Ok(None) => nulls[i] = true,
-                    Err(e) => {
-                        ErrorReport::new(
-                            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                            format!(
-                                "logical_ext: malformed value for column \"{}\" of \"{}\": {e}",
-                                c.name, rel.display
-                            ),
-                            function_name!(),
-                        )
-                        .report(PgLogLevel::ERROR);
-                    }
-                }
-                present[i] = true;
-            }
-        },
-        column,
-    );
-    present
+    super::row_input::store(rel, slot, cols, scratch)
 }
 
 /// TRUNCATE of the local relations `relids` in one statement, as the

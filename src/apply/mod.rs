@@ -56,6 +56,7 @@ mod protocol;
 mod relation;
 mod resolver;
 mod routing;
+mod row_input;
 mod rows;
 mod scan;
 pub(crate) mod settings;

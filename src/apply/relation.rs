@@ -33,23 +33,16 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    /// Convert `text` to a datum of the column's type.
-    pub(crate) fn datum(&self, text: &str, scratch: &mut Vec<u8>) -> pg_sys::Datum {
-        scratch.clear();
-        scratch.extend_from_slice(text.as_bytes());
-        if scratch.contains(&0) {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_UNTRANSLATABLE_CHARACTER,
-                "logical_ext: a replicated value contains a NUL byte",
-                function_name!(),
-            )
-            .report(PgLogLevel::ERROR);
-        }
-        scratch.push(0);
-        let finfo = &*self.finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo;
-        // SAFETY: finfo was set up for the column type's input function; the
-        // string is NUL-terminated and outlives the call.
-        unsafe { pg_sys::InputFunctionCall(finfo, scratch.as_mut_ptr().cast(), self.ioparam, self.typmod) }
+    /// What a raw `InputFunctionCall` needs (`row_input.rs`); the
+    /// FmgrInfo lives as long as this entry.
+    pub(crate) fn call_parts(&self) -> (*mut pg_sys::FmgrInfo, pg_sys::Oid, i32) {
+        (&*self.finfo as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo, self.ioparam, self.typmod)
+    }
+
+    /// The input function and the column's typmod (`row_input.rs` reads
+    /// some types' texts itself).
+    pub(crate) fn function(&self) -> (pg_sys::Oid, i32) {
+        (self.finfo.fn_oid, self.typmod)
     }
 }
 
@@ -69,7 +62,7 @@ pub(crate) struct LocalRel {
     /// Unique indexes that conflict detection can probe (immediate, on plain
     /// columns, not partial): (index, key attribute indexes).
     pub(crate) uniques: Vec<(pg_sys::Oid, Vec<usize>)>,
-    /// Remote column order last seen, with local indexes (see `attr_at`).
+    /// Remote column order last seen, with local indexes (see `try_attr_at`).
     order: RefCell<Vec<(Box<str>, usize)>>,
     /// Entries of the leaf partitions rows were routed to.
     leaves: RefCell<Vec<Rc<LocalRel>>>,
@@ -108,20 +101,22 @@ impl LocalRel {
     /// position `pos` of a document. Documents of a table list their columns
     /// in the same order, so the last answer for each position is checked
     /// first (a string compare instead of a hash lookup).
-    pub(crate) fn attr_at(&self, pos: usize, name: &str) -> usize {
+    /// `None` when the subscriber has no column `name` (the caller raises
+    /// [`attr`](Self::attr)'s ERROR when it is its turn).
+    pub(crate) fn try_attr_at(&self, pos: usize, name: &str) -> Option<usize> {
         let mut order = self.order.borrow_mut();
         if let Some((n, i)) = order.get(pos)
             && **n == *name
         {
-            return *i;
+            return Some(*i);
         }
-        let i = self.attr(name);
+        let i = *self.by_name.get(name)?;
         if pos < order.len() {
             order[pos] = (name.into(), i);
         } else if pos == order.len() {
             order.push((name.into(), i));
         }
-        i
+        Some(i)
     }
 
     /// The local attribute index of remote column `name`.

@@ -454,7 +454,10 @@ fn special(w: u64) -> bool {
 fn unescape(s: &str) -> Option<String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(i) = rest.find('\\') {
+    // A byte search: `str::find(char)` goes through the generic char
+    // searcher (memchr plus a compare per hit), visibly slower on the
+    // short spans between the escapes of a jsonb value's quotes.
+    while let Some(i) = rest.bytes().position(|b| b == b'\\') {
         out.push_str(&rest[..i]);
         let b = rest.as_bytes();
         let (c, used) = match *b.get(i + 1)? {

@@ -12,6 +12,7 @@ pub(crate) mod libpq;
 pub(crate) mod lsn;
 pub(crate) mod parse;
 pub(crate) mod partition;
+pub(crate) mod unguarded;
 pub(crate) mod worker;
 use std::ffi::{CStr, c_char};
 
