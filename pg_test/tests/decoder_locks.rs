@@ -24,9 +24,8 @@ fn impatient(cluster: &Cluster) -> Client {
 }
 
 fn changes_or_lock_wait(c: &mut Client, options: Opts) -> Vec<Change> {
-    try_changes(c, false, "s", None, options).unwrap_or_else(|e| {
-        panic!("the decoder waited on a lock of a user table: {}", describe_error(&e))
-    })
+    try_changes(c, false, "s", None, options)
+        .unwrap_or_else(|e| panic!("the decoder waited on a lock of a user table: {}", describe_error(&e)))
 }
 
 fn count(changes: &[Change], action: &str) -> usize {
@@ -51,8 +50,7 @@ fn streamed_transaction_holding_its_table_exclusively() {
         let open = changes_or_lock_wait(&mut other, options);
         assert!(count(&open, "S") >= 1 && count(&open, "I") > 1000, "blocks of the open transaction:\n{}", dump(&open));
     }
-    let with_keys =
-        changes_or_lock_wait(&mut other, &[("streaming", Some("on")), ("include-pk", Some("on"))]);
+    let with_keys = changes_or_lock_wait(&mut other, &[("streaming", Some("on")), ("include-pk", Some("on"))]);
     let insert = with_keys.iter().find(|c| c.action() == "I").unwrap();
     assert_eq!(insert.doc["pk"][0]["name"], "id", "the primary key is still known: {}", insert.data);
     tx.rollback().unwrap();
@@ -81,7 +79,10 @@ fn lagging_consumer_and_a_locked_table_with_a_key() {
 #[test]
 fn lagging_consumer_include_default_and_a_locked_table() {
     let (cluster, mut c) = plugin_cluster_with("dec_locks_lag_default", CONF);
-    exec(&mut c, "CREATE TABLE t (id int, v text DEFAULT 'x' || 'y', n numeric DEFAULT 42.5, ts timestamptz DEFAULT now())");
+    exec(
+        &mut c,
+        "CREATE TABLE t (id int, v text DEFAULT 'x' || 'y', n numeric DEFAULT 42.5, ts timestamptz DEFAULT now())",
+    );
     exec(&mut c, "INSERT INTO t (id) VALUES (1)");
     let mut tx = c.transaction().unwrap();
     tx.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE").unwrap();
