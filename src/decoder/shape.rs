@@ -119,11 +119,15 @@ impl Shape {
         names.extend_from_slice(b",\"table\":");
         json::push_str(&mut names, table.as_bytes());
 
-        // SAFETY: the bitmaps are palloc'd copies in the current context.
+        // Without locking the indexes (not RelationGetIndexAttrBitmap): the
+        // table may be locked by the transaction being decoded (see
+        // ffi/index_keys.rs).
+        // SAFETY: rel is open and we run inside a decoding callback; the
+        // bitmaps are palloc'd in the current context.
         let (identity, pk) = unsafe {
             (
-                pg_sys::RelationGetIndexAttrBitmap(rel, pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY),
-                pg_sys::RelationGetIndexAttrBitmap(rel, pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY),
+                ffi::index_keys::key_columns(rel, ffi::index_keys::KeyIndex::ReplicaIdentity),
+                ffi::index_keys::key_columns(rel, ffi::index_keys::KeyIndex::Primary),
             )
         };
         // SAFETY: desc is the relation's valid tuple descriptor.
@@ -313,11 +317,17 @@ unsafe fn default_expr(rel: pg_sys::Relation, att: &pg_sys::FormData_pg_attribut
         }
         let defs = std::slice::from_raw_parts((*constr).defval, (*constr).num_defval as usize);
         let def = defs.iter().find(|d| d.adnum == att.attnum)?;
+        // Relation 0, not the table's OID: with an OID pg_get_expr opens the
+        // table with AccessShareLock (to name its columns), which waits
+        // behind a transaction holding the table in ACCESS EXCLUSIVE mode —
+        // possibly the one being decoded. A column default cannot refer to
+        // columns (generated columns were left out above), so there is
+        // nothing to name and the text is the same.
         let expr = pg_sys::OidFunctionCall2Coll(
             pg_sys::F_PG_GET_EXPR_PG_NODE_TREE_OID,
             pg_sys::InvalidOid,
             pg_sys::Datum::from(pg_sys::cstring_to_text(def.adbin)),
-            pg_sys::Datum::from((*rel).rd_id),
+            pg_sys::Datum::from(pg_sys::InvalidOid),
         );
         Some(ffi::cstr_to_string(pg_sys::text_to_cstring(expr.cast_mut_ptr())))
     }

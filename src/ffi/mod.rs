@@ -8,6 +8,7 @@ use pgrx::pg_sys;
 
 pub(crate) mod catalog;
 pub(crate) mod identity;
+pub(crate) mod index_keys;
 pub(crate) mod libpq;
 pub(crate) mod lsn;
 pub(crate) mod parse;
