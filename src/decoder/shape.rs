@@ -63,6 +63,10 @@ pub(crate) struct Column {
     pub(crate) in_pk: bool,
 }
 
+/// (xid, relation-document epoch, column mask) of the streamed
+/// transaction a shape's relation document was last written in a block of.
+pub(crate) type StreamSent = (u32, u64, Option<Vec<bool>>);
+
 pub(crate) struct Shape {
     pub(crate) schema: String,
     pub(crate) table: String,
@@ -91,7 +95,7 @@ pub(crate) struct Shape {
     /// The same for the blocks of a streamed transaction, which track it
     /// apart from the session (`stream.rs` `write_compact`): the (xid,
     /// relation-document epoch, column mask) it was last sent for.
-    pub(crate) compact_stream_sent: std::cell::RefCell<Option<(u32, u64, Option<Vec<bool>>)>>,
+    pub(crate) compact_stream_sent: std::cell::RefCell<Option<StreamSent>>,
     /// Everything PostgreSQL allocated for this shape (the descriptor copy,
     /// output-function state): deleted with the shape, so a rebuilt shape
     /// leaves nothing behind. Declared last: dropped after the fields that
