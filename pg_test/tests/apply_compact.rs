@@ -133,8 +133,10 @@ fn compact_documents_on_the_wire() {
     assert_eq!(others(&compact), others(&full));
     exec(&mut client, "SELECT pg_replication_slot_advance('s', pg_current_wal_lsn())");
 
-    // A streamed transaction keeps the full documents in its blocks (the
-    // subscriber spools them), while a later ordinary one is compact.
+    // A streamed transaction's blocks are compact too, and describe their
+    // own relations (tagged with the xid, as the spool needs): a relation
+    // document of a block does not stand for the session's, so the later
+    // ordinary transaction describes t again.
     exec(&mut client, "INSERT INTO t SELECT g, repeat('s', 100), NULL, 2 FROM generate_series(1000, 3000) g");
     exec(&mut client, "INSERT INTO t VALUES (5000, 'after the stream', NULL, 1)");
     let sql = "SELECT data FROM pg_logical_slot_peek_changes('s', NULL, NULL, 'publication_names', 'p', \
@@ -147,14 +149,142 @@ fn compact_documents_on_the_wire() {
         actions.iter().rposition(|a| a == "E").unwrap(),
     );
     for d in &streamed[start..=stop] {
-        assert!(matches!(action(d).as_str(), "S" | "E" | "I"), "{d}");
-        if action(d) == "I" {
-            assert!(d.contains("\"columns\"") && !d.contains("\"relid\""), "full document in a block: {d}");
+        assert!(matches!(action(d).as_str(), "S" | "E" | "I" | "R"), "{d}");
+        if matches!(action(d).as_str(), "I" | "R") {
+            assert!(d.contains("\"xid\"") && d.contains("\"relid\"") && !d.contains("\"columns\""), "{d}");
         }
     }
+    let block_rels = streamed[start..=stop].iter().filter(|d| action(d) == "R").count();
+    assert_eq!(block_rels, 1, "described once in the streamed transaction");
+    assert_self_describing(&streamed);
     let last = streamed.iter().rev().find(|d| action(d) == "I").unwrap();
     assert!(last.contains("\"relid\"") && last.contains("after the stream"), "{last}");
     assert!(streamed[stop..].iter().any(|d| action(d) == "R"), "described before its first compact row");
+}
+
+/// Every compact row of a streamed block refers to a relation document of
+/// the same transaction written after its first block or its last abort
+/// (`SA`, which may cut relation documents off with a subtransaction).
+fn assert_self_describing(docs: &[String]) {
+    let mut described: std::collections::HashMap<u64, std::collections::HashSet<u64>> = Default::default();
+    let mut in_block = false;
+    for d in docs {
+        let v: serde_json::Value = serde_json::from_str(d).unwrap();
+        let xid = v["xid"].as_u64();
+        match v["action"].as_str().unwrap_or_default() {
+            "S" => {
+                in_block = true;
+                if v["first"] == true {
+                    described.remove(&xid.unwrap());
+                }
+            }
+            "E" => in_block = false,
+            "SA" => {
+                described.remove(&xid.unwrap());
+            }
+            "R" if in_block => {
+                described.entry(xid.expect("xid on a block's R")).or_default().insert(v["relid"].as_u64().unwrap());
+            }
+            "I" | "U" | "D" if in_block => {
+                assert!(v.get("columns").is_none(), "compact rows in blocks: {d}");
+                let (x, rel) = (xid.expect("xid in a block"), v["relid"].as_u64().unwrap());
+                assert!(described.get(&x).is_some_and(|s| s.contains(&rel)), "described in its own transaction: {d}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A streamed transaction over three tables in the compact format, through
+/// the worker: a small transaction and an ALTER TABLE ADD COLUMN (DDL
+/// replication) commit between its blocks (the eager apply falls back and
+/// the spool is replayed at the commit, after the session's relation
+/// documents changed), subtransaction aborts cut relation documents off
+/// (the publisher describes the relation again), and a second streamed
+/// transaction is applied while it arrives over a subtransaction abort.
+/// Exact, and the blocks are compact and self-describing (a second slot).
+#[test]
+fn streamed_transactions_compact_and_exact() {
+    let pair = Pair::start_with("compact_streamed", &[PRELOAD, "logical_decoding_work_mem = 64kB"], &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext");
+    pair.both_exec(
+        "CREATE SCHEMA app;
+         CREATE TABLE app.t (id int PRIMARY KEY, v text);
+         CREATE TABLE app.log (id int, v text);
+         CREATE TABLE app.small (id int PRIMARY KEY, v text);",
+    );
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA app");
+    pair.pub_exec("SELECT pg_create_logical_replication_slot('peek', 'logical_ext')");
+    let sql = "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
+               copy_data => false, options => '{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
+               \"streaming\": true}')";
+    if let Err(e) = pair.sub_client().execute(sql, &[&pair.publisher_conninfo()]) {
+        panic!("create_subscription: {}", describe_error(&e));
+    }
+    pair.wait_streaming("s");
+    // The session describes every table in ordinary transactions first.
+    pair.pub_exec(
+        "INSERT INTO app.t VALUES (0, 'zero'); INSERT INTO app.small VALUES (0, 'zero');
+         INSERT INTO app.log VALUES (0, 'zero');",
+    );
+    pair.wait_caught_up("s");
+
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(
+        "INSERT INTO app.log SELECT g, 'l' || g FROM generate_series(1, 5000) g;
+         SAVEPOINT a;
+         INSERT INTO app.small SELECT g, 'cut' || g FROM generate_series(1000, 2999) g;
+         ROLLBACK TO SAVEPOINT a;",
+    )
+    .unwrap();
+    pair.pub_exec(
+        "ALTER TABLE app.t ADD COLUMN extra int DEFAULT 7;
+         INSERT INTO app.t VALUES (100000, 'interleaved', 8);
+         INSERT INTO app.small VALUES (1, 'interleaved');",
+    );
+    tx.batch_execute(
+        "INSERT INTO app.small SELECT g, 'kept' || g FROM generate_series(2000, 3999) g;
+         INSERT INTO app.t SELECT g, 't' || g FROM generate_series(1, 3000) g;
+         SAVEPOINT b;
+         UPDATE app.t SET v = 'gone' WHERE id <= 1000;
+         ROLLBACK TO SAVEPOINT b;
+         UPDATE app.t SET extra = 9 WHERE id % 2 = 0;
+         DELETE FROM app.small WHERE id % 3 = 0;
+         INSERT INTO app.log SELECT g, 'l' || g FROM generate_series(5001, 8000) g;",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    pair.pub_exec("INSERT INTO app.t VALUES (200000, 'after', 9)");
+
+    // Applied while it arrives: nothing interleaves.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(
+        "SAVEPOINT c;
+         INSERT INTO app.t SELECT g, 'cut' || g FROM generate_series(300000, 302999) g;
+         ROLLBACK TO SAVEPOINT c;
+         INSERT INTO app.t SELECT g, 'second' || g, g FROM generate_series(303000, 305999) g;
+         UPDATE app.small SET v = 'second' WHERE id < 2500;
+         INSERT INTO app.log SELECT g, 'l' || g FROM generate_series(8001, 12000) g;",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    pair.pub_exec("INSERT INTO app.small VALUES (5, 'last')");
+
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT * FROM app.t", "id");
+    pair.assert_same("SELECT * FROM app.small", "id");
+    pair.assert_same("SELECT * FROM app.log", "id, v");
+    assert_eq!(count(&mut pair.sub_client(), "app.log"), 12_001);
+
+    let mut client = pair.pub_client();
+    let sql = "SELECT data FROM pg_logical_slot_peek_changes('peek', NULL, NULL, 'publication_names', 'p', \
+               'compact', 'on', 'streaming', 'on')";
+    let docs: Vec<String> = client.query(sql, &[]).expect("peek").iter().map(|r| r.get(0)).collect();
+    let actions: Vec<String> = docs.iter().map(|d| action(d)).collect();
+    assert!(actions.iter().filter(|a| *a == "SC").count() >= 2, "both large transactions are streamed");
+    assert!(actions.iter().any(|a| a == "SA"), "a subtransaction abort in a streamed block");
+    assert_self_describing(&docs);
 }
 
 /// One walsender session: the schema changes while rows flow, through DDL

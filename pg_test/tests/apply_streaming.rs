@@ -277,7 +277,7 @@ fn ddl_rolled_back_to_a_savepoint_is_not_replayed() {
     tx.batch_execute("SAVEPOINT a; ALTER TABLE app.log ADD COLUMN gone int").unwrap();
     insert(&mut tx, "app.log", 10_001, 30_000);
     pair.pub_exec("CHECKPOINT");
-    wait_spooled(&pair, 2 << 20);
+    wait_spooled(&pair, 1 << 20);
     tx.batch_execute("ROLLBACK TO SAVEPOINT a").unwrap();
     insert(&mut tx, "app.log", 20_001, 25_000);
     tx.commit().unwrap();

@@ -590,13 +590,13 @@ mod tests {
     fn relation(id: u32, names: &[&str], key: &[usize]) -> Vec<u8> {
         let mut b = Vec::new();
         let cols: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, &b"\"text\""[..])).collect();
-        compact::push_relation(&mut b, id, "sch\"ema", "t\\able", cols.into_iter(), key);
+        compact::push_relation(&mut b, None, id, "sch\"ema", "t\\able", cols.into_iter(), key);
         b
     }
 
     fn row(action: u8, id: u32, arrays: &[(&str, Vec<Cell<&str>>)]) -> Vec<u8> {
         let mut b = Vec::new();
-        compact::push_row_head(&mut b, action, id);
+        compact::push_row_head(&mut b, None, action, id);
         for (field, cells) in arrays {
             let cells: Vec<Cell<&str>> = cells
                 .iter()
@@ -610,6 +610,31 @@ mod tests {
         }
         b.push(b'}');
         b
+    }
+
+    /// A streamed block's compact documents carry the block's tag (the
+    /// spool files them under it) and read exactly as untagged ones.
+    #[test]
+    fn compact_block_documents() {
+        let mut b = Vec::new();
+        compact::push_relation(&mut b, Some((742, 0)), 7, "s", "t", [("id", &b"\"integer\""[..])].into_iter(), &[0]);
+        assert_eq!(crate::apply::spool::block_tag(&b), Some((742, 0)));
+        let mut rels = CompactRels::default();
+        describe(&mut rels, &b);
+        let mut r = Vec::new();
+        compact::push_row_head(&mut r, Some((742, 743)), b'D', 7);
+        compact::push_cells(&mut r, "key", std::iter::once(Cell::Value("5")), |b, v: &str| {
+            b.extend_from_slice(v.as_bytes())
+        });
+        r.push(b'}');
+        assert_eq!(crate::apply::spool::block_tag(&r), Some((742, 743)));
+        match super::parse_doc(&r, &rels).unwrap() {
+            Doc::Delete { rel, identity } => {
+                assert_eq!(rel.table, "t");
+                assert_eq!(pairs(&identity.unwrap()), vec![("id".into(), Some("5".into()))]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //! - The old row's identity is `key` (the key columns' values, in order)
 //!   when it is exactly the key, else `old` (every position, `{}` where not
 //!   part of it: REPLICA IDENTITY FULL).
+//! - In a block of a streamed transaction (`S` … `E`) every compact
+//!   document also carries the block's tag, `xid` (and `subxid` on rows
+//!   made by a subtransaction), right after `action`, as the full documents
+//!   do: the subscriber spools them under it. Relation documents are then
+//!   tracked per streamed transaction instead of per session
+//!   (`stream.rs`), so that its spooled documents describe themselves.
 //! - The functions here are pure (values are pushed by a callback), so the
 //!   encoder is unit-tested against the worker's reader
 //!   (`apply/protocol.rs`).
@@ -34,19 +40,22 @@ pub(crate) enum Cell<V> {
     Value(V),
 }
 
-/// `{"action":"R","relid":…,"schema":…,"table":…,"names":[…],"types":[…],
+/// `{"action":"R",["xid":…,]"relid":…,"schema":…,"table":…,"names":[…],"types":[…],
 /// "identity_key":[…]}`: `columns` are the shown columns in order, as
 /// (name, type as a JSON string); `key` the positions (into `columns`) of the
-/// replica-identity key.
+/// replica-identity key; `block` the streamed block's (xid, subxid).
 pub(crate) fn push_relation<'c>(
     buf: &mut Vec<u8>,
+    block: Option<(u32, u32)>,
     relid: u32,
     schema: &str,
     table: &str,
     columns: impl Iterator<Item = (&'c str, &'c [u8])> + Clone,
     key: &[usize],
 ) {
-    buf.extend_from_slice(b"{\"action\":\"R\",\"relid\":");
+    buf.extend_from_slice(b"{\"action\":\"R\"");
+    push_block_tag(buf, block);
+    buf.extend_from_slice(b",\"relid\":");
     json::push_int(buf, i64::from(relid));
     buf.extend_from_slice(b",\"schema\":");
     json::push_str(buf, schema.as_bytes());
@@ -76,12 +85,27 @@ pub(crate) fn push_relation<'c>(
     buf.extend_from_slice(b"]}");
 }
 
-/// `{"action":"I"|"U"|"D","relid":…` (the caller adds the arrays and `}`).
-pub(crate) fn push_row_head(buf: &mut Vec<u8>, action: u8, relid: u32) {
+/// `{"action":"I"|"U"|"D",["xid":…,["subxid":…,]]"relid":…` (the caller
+/// adds the arrays and `}`).
+pub(crate) fn push_row_head(buf: &mut Vec<u8>, block: Option<(u32, u32)>, action: u8, relid: u32) {
     buf.extend_from_slice(b"{\"action\":\"");
     buf.push(action);
-    buf.extend_from_slice(b"\",\"relid\":");
+    buf.push(b'"');
+    push_block_tag(buf, block);
+    buf.extend_from_slice(b",\"relid\":");
     json::push_int(buf, i64::from(relid));
+}
+
+/// A streamed block's tag, (xid, subxid): `,"xid":…` then `,"subxid":…`
+/// when a subtransaction (not 0, not the xid itself) made the change.
+fn push_block_tag(buf: &mut Vec<u8>, block: Option<(u32, u32)>) {
+    let Some((xid, subxid)) = block else { return };
+    buf.extend_from_slice(b",\"xid\":");
+    json::push_int(buf, i64::from(xid));
+    if subxid != 0 && subxid != xid {
+        buf.extend_from_slice(b",\"subxid\":");
+        json::push_int(buf, i64::from(subxid));
+    }
 }
 
 /// `,"<field>":[cell,…]`, each value written by `push`.
@@ -115,7 +139,7 @@ mod tests {
     fn relation_document() {
         let mut b = Vec::new();
         let cols = [("id", &b"\"integer\""[..]), ("n\"ame", &b"\"text\""[..])];
-        push_relation(&mut b, 16385, "public", "t", cols.iter().copied(), &[0]);
+        push_relation(&mut b, None, 16385, "public", "t", cols.iter().copied(), &[0]);
         assert_eq!(
             String::from_utf8(b).unwrap(),
             r#"{"action":"R","relid":16385,"schema":"public","table":"t","names":["id","n\"ame"],"types":["integer","text"],"identity_key":[0]}"#
@@ -125,11 +149,27 @@ mod tests {
     #[test]
     fn row_document() {
         let mut b = Vec::new();
-        push_row_head(&mut b, b'U', 7);
+        push_row_head(&mut b, None, b'U', 7);
         let cells = vec![Cell::Value(1), Cell::Null, Cell::Absent];
         push_cells(&mut b, "new", cells.into_iter(), |b, v: i64| json::push_int(b, v));
         push_cells(&mut b, "key", std::iter::once(Cell::Value(1)), |b, v: i64| json::push_int(b, v));
         b.push(b'}');
         assert_eq!(String::from_utf8(b).unwrap(), r#"{"action":"U","relid":7,"new":[1,null,{}],"key":[1]}"#);
+    }
+
+    #[test]
+    fn block_tags() {
+        let mut b = Vec::new();
+        push_row_head(&mut b, Some((742, 743)), b'I', 7);
+        assert_eq!(String::from_utf8(b).unwrap(), r#"{"action":"I","xid":742,"subxid":743,"relid":7"#);
+        let mut b = Vec::new();
+        push_row_head(&mut b, Some((742, 742)), b'D', 7);
+        assert_eq!(String::from_utf8(b).unwrap(), r#"{"action":"D","xid":742,"relid":7"#);
+        let mut b = Vec::new();
+        push_relation(&mut b, Some((742, 0)), 7, "s", "t", std::iter::empty(), &[]);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            r#"{"action":"R","xid":742,"relid":7,"schema":"s","table":"t","names":[],"types":[],"identity_key":[]}"#
+        );
     }
 }

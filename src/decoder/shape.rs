@@ -63,6 +63,10 @@ pub(crate) struct Column {
     pub(crate) in_pk: bool,
 }
 
+/// (xid, relation-document epoch, column mask) of the streamed
+/// transaction a shape's relation document was last written in a block of.
+pub(crate) type StreamSent = (u32, u64, Option<Vec<bool>>);
+
 pub(crate) struct Shape {
     pub(crate) schema: String,
     pub(crate) table: String,
@@ -88,6 +92,10 @@ pub(crate) struct Shape {
     /// sent with in this session (`None`: not sent yet). A rebuilt shape
     /// (the relation's invalidation) starts unsent, so it is sent again.
     pub(crate) compact_sent: std::cell::RefCell<Option<Option<Vec<bool>>>>,
+    /// The same for the blocks of a streamed transaction, which track it
+    /// apart from the session (`stream.rs` `write_compact`): the (xid,
+    /// relation-document epoch, column mask) it was last sent for.
+    pub(crate) compact_stream_sent: std::cell::RefCell<Option<StreamSent>>,
     /// Everything PostgreSQL allocated for this shape (the descriptor copy,
     /// output-function state): deleted with the shape, so a rebuilt shape
     /// leaves nothing behind. Declared last: dropped after the fields that
@@ -230,6 +238,7 @@ impl Shape {
             has_pk: !unsafe { pg_sys::bms_is_empty(pk) },
             warned_no_identity: std::cell::Cell::new(false),
             compact_sent: std::cell::RefCell::new(None),
+            compact_stream_sent: std::cell::RefCell::new(None),
             identity_default: form.relreplident as u8 == pg_sys::REPLICA_IDENTITY_DEFAULT,
             _cxt: cxt,
         }

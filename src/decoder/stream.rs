@@ -173,6 +173,12 @@ pub(crate) struct Decoder {
     /// Top-level xids of in-progress transactions a streamed block of this
     /// session wrote documents for (`inflight.rs`).
     streamed_xids: std::collections::HashSet<u32>,
+    /// Option `compact`: bumped whenever relation documents written in
+    /// streamed blocks may have been dropped by the consumer (a
+    /// subtransaction's or transaction's abort cuts them off with it; a
+    /// transaction's first block starts over): every relation is then
+    /// described again before its next row in a block.
+    stream_rel_epoch: u64,
 }
 
 impl Decoder {
@@ -211,6 +217,7 @@ impl Decoder {
             v1_items: Vec::new(),
             txn_doc: Vec::new(),
             streamed_xids: Default::default(),
+            stream_rel_epoch: 0,
         })
     }
 
@@ -566,9 +573,7 @@ impl Decoder {
             self.emit_v1(sink);
             return;
         }
-        // Blocks of a streamed transaction keep the full documents (they
-        // are spooled and replayed by the subscriber; docs/FORMAT.md).
-        if self.opts.compact && !self.txn.as_ref().is_some_and(|t| t.streamed) {
+        if self.opts.compact {
             self.write_compact(sink, emit_as, rel_id(rel), dml, has_old, has_new);
             return;
         }
@@ -579,6 +584,14 @@ impl Decoder {
     /// Option `compact`: the relation document when this session has not
     /// sent it (or sent it with other columns shown), then the row by
     /// position (`compact.rs`), from the rows deformed as for `write_row`.
+    ///
+    /// In a streamed block, "sent" is tracked per streamed transaction and
+    /// apart from the session's: the subscriber spools the block and may
+    /// replay it at the stream commit, after ordinary transactions that
+    /// were described with other relation documents, so each streamed
+    /// transaction's documents describe themselves (docs/FORMAT.md); and a
+    /// block's relation document must not stand for the session's, which
+    /// the subscriber keeps apart.
     fn write_compact(
         &mut self,
         sink: &mut dyn Sink,
@@ -592,19 +605,31 @@ impl Decoder {
         let shown = |i: usize| mask.as_deref().is_none_or(|m| m.get(i).copied().unwrap_or(false));
         let shape = &self.shapes[&emit_as];
         let id = u32::from(emit_as);
-        if shape.compact_sent.borrow().as_ref() != Some(&mask) {
+        let block = self.txn.as_ref().filter(|t| t.streamed).map(|t| (t.info.xid, t.subxid));
+        let epoch = self.stream_rel_epoch;
+        let sent = match block {
+            None => shape.compact_sent.borrow().as_ref() == Some(&mask),
+            Some((xid, _)) => {
+                matches!(&*shape.compact_stream_sent.borrow(), Some((x, e, m)) if *x == xid && *e == epoch && *m == mask)
+            }
+        };
+        if !sent {
             let cols: Vec<&super::shape::Column> = shape.columns.iter().filter(|c| shown(c.index)).collect();
             let key: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| c.in_identity_key).map(|(i, _)| i).collect();
             self.buf.clear();
             compact::push_relation(
                 &mut self.buf,
+                block.map(|(xid, _)| (xid, 0)),
                 id,
                 &shape.schema,
                 &shape.table,
                 cols.iter().map(|c| (c.name.as_str(), &c.type_json[..])),
                 &key,
             );
-            *shape.compact_sent.borrow_mut() = Some(mask.clone());
+            match block {
+                None => *shape.compact_sent.borrow_mut() = Some(mask.clone()),
+                Some((xid, _)) => *shape.compact_stream_sent.borrow_mut() = Some((xid, epoch, mask.clone())),
+            }
             self.flush(sink);
         }
         let Decoder { shapes, buf, new_vals, old_vals, .. } = self;
@@ -617,6 +642,7 @@ impl Decoder {
         buf.clear();
         compact::push_row_head(
             buf,
+            block,
             match dml {
                 Dml::Insert => b'I',
                 Dml::Update => b'U',

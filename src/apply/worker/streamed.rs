@@ -15,6 +15,14 @@
 //! commit only commits, and anything else arriving between its blocks rolls
 //! it back to this spool-and-replay path.
 //!
+//! Compact documents (docs/FORMAT.md "Compact documents"): a block's rows
+//! refer to relation documents (`R`) of the same streamed transaction,
+//! which the publisher writes into its blocks; they are read into a map of
+//! that transaction's own, never into the session's (`Worker::compact`),
+//! which the ordinary transactions committed between its blocks use: one
+//! map while it is applied as it arrives (`eager_rels`), a fresh one for
+//! each replay of its spool. An older publisher's full documents need none.
+//!
 //! Exactly once:
 //! - Progress (the origin's position) moves only in the local commit of
 //!   the replay. A crash or error before it loses the spool (files are
@@ -48,6 +56,8 @@ pub(in crate::apply::worker) struct Streamed {
     pub(super) replaying: bool,
     /// The streamed transaction applied while it arrives (`eager.rs`).
     pub(super) eager: Option<Eager>,
+    /// The compact relation documents of the eager transaction's blocks.
+    eager_rels: protocol::CompactRels,
 }
 
 impl Streamed {
@@ -101,7 +111,9 @@ impl Worker {
             }
             ses.streamed.spool().append(xid, subxid, lsn, payload)?;
             if eager_xid == Some(xid) {
-                self.eager_doc(ses, subxid, payload, lsn)?;
+                let mut rels = std::mem::take(&mut ses.streamed.eager_rels);
+                self.with_block_rels(&mut rels, |w| w.eager_doc(ses, subxid, payload, lsn))?;
+                ses.streamed.eager_rels = rels;
             }
             return Ok(true);
         };
@@ -122,6 +134,7 @@ impl Worker {
                 ses.streamed.spool().start(xid, first)?;
                 ses.streamed.block = Some(xid);
                 if first && self.eager_allowed(ses) {
+                    ses.streamed.eager_rels = Default::default();
                     self.eager_begin(ses, xid, lsn)?;
                 }
             }
@@ -172,10 +185,14 @@ impl Worker {
                 let lsn_field = commit_lsn.map_or_else(String::new, |l| format!(",\"lsn\":\"{l}\""));
                 let begin = format!("{{\"action\":\"B\",\"timestamp\":{ts}{lsn_field}}}");
                 self.apply_message(ses, begin.as_bytes(), lsn)?;
-                let mut buf = Vec::new();
-                while let Some(doc_lsn) = reader.next(&mut buf)? {
-                    self.apply_message(ses, &buf, doc_lsn)?;
-                }
+                // The spool describes its own relations (see the notes).
+                self.with_block_rels(&mut protocol::CompactRels::default(), |w| {
+                    let mut buf = Vec::new();
+                    while let Some(doc_lsn) = reader.next(&mut buf)? {
+                        w.apply_message(ses, &buf, doc_lsn)?;
+                    }
+                    Ok(())
+                })?;
                 drop(reader);
                 let commit =
                     format!("{{\"action\":\"C\",\"timestamp\":{ts},\"nextlsn\":\"{}\"}}", protocol::format_lsn(end));
@@ -184,5 +201,25 @@ impl Worker {
             }
         }
         Ok(true)
+    }
+}
+
+impl Worker {
+    /// Run `f` (documents of a streamed transaction's blocks) with `rels`
+    /// as the compact relation documents in place of the session's.
+    ///
+    /// On an error the block's map deliberately stays in place: the error
+    /// ends the session (the next one starts with an empty map,
+    /// `worker.rs`), and the failure report parses the in-flight document
+    /// again (`failure.rs`), which must find the relation it names.
+    fn with_block_rels(
+        &mut self,
+        rels: &mut protocol::CompactRels,
+        f: impl FnOnce(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        std::mem::swap(&mut self.compact, rels);
+        f(self)?;
+        std::mem::swap(&mut self.compact, rels);
+        Ok(())
     }
 }

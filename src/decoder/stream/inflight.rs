@@ -48,6 +48,9 @@ impl Decoder {
     /// Write `S` (called by `ensure_begun` at the block's first document).
     pub(super) fn stream_block_start(&mut self, txn: &Txn, sink: &mut dyn Sink) {
         let first = self.streamed_xids.insert(txn.info.xid);
+        if first {
+            self.stream_rel_epoch += 1;
+        }
         let b = &mut self.buf;
         b.clear();
         b.extend_from_slice(b"{\"action\":\"S\",\"xid\":");
@@ -110,6 +113,8 @@ impl Decoder {
     /// subtransactions, the consumer drops).
     pub(crate) fn stream_abort(&mut self, sink: &mut dyn Sink, xid: u32, subxid: Option<u32>, lsn: u64) {
         self.txn = None;
+        // Relation documents of its blocks may be cut off with it (compact).
+        self.stream_rel_epoch += 1;
         let known = match subxid {
             None => self.streamed_xids.remove(&xid),
             Some(_) => self.streamed_xids.contains(&xid),
