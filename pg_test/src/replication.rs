@@ -313,6 +313,42 @@ impl Pair {
         })
     }
 
+    /// Subscription `s` to publication `p` with the option `streaming`, no
+    /// copy, short retry delays, and more `options` (`, "key": value`);
+    /// waits until it streams.
+    pub fn subscribe_streaming(&self, options: &str) {
+        let sql = format!(
+            "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
+             copy_data => false, options => '{{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
+             \"streaming\": true{options}}}')"
+        );
+        if let Err(e) = self.sub_client().execute(&sql, &[&self.publisher_conninfo()]) {
+            panic!("create_subscription: {}", describe_error(&e));
+        }
+        self.wait_streaming("s");
+    }
+
+    /// The subscriber's spool files of streamed transactions
+    /// (base/pgsql_tmp/pgsql_tmp_logical_ext.*).
+    pub fn spool_files(&self) -> Vec<std::path::PathBuf> {
+        let dir = self.subscriber.data_dir().join("base/pgsql_tmp");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pgsql_tmp_logical_ext."))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The bytes of the subscriber's spool files.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.spool_files().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
     /// The publisher's WAL flush position (what a walsender can send).
     pub fn publisher_flush_lsn(&self) -> u64 {
         let mut c = self.pub_client();

@@ -215,13 +215,7 @@ fn streamed_transactions_compact_and_exact() {
     );
     pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA app");
     pair.pub_exec("SELECT pg_create_logical_replication_slot('peek', 'logical_ext')");
-    let sql = "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
-               copy_data => false, options => '{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
-               \"streaming\": true}')";
-    if let Err(e) = pair.sub_client().execute(sql, &[&pair.publisher_conninfo()]) {
-        panic!("create_subscription: {}", describe_error(&e));
-    }
-    pair.wait_streaming("s");
+    pair.subscribe_streaming("");
     // The session describes every table in ordinary transactions first.
     pair.pub_exec(
         "INSERT INTO app.t VALUES (0, 'zero'); INSERT INTO app.small VALUES (0, 'zero');

@@ -9,7 +9,6 @@
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
-use std::path::PathBuf;
 
 const PUB_CONF: &[&str] = &["logical_decoding_work_mem = 64kB"];
 
@@ -18,36 +17,8 @@ fn pair(name: &str) -> Pair {
     // `log` has no key: a transaction applied twice would show twice.
     pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE log (id int, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
-    subscribe_streaming(&pair);
+    pair.subscribe_streaming("");
     pair
-}
-
-/// Subscription `s` to publication `p`, with `streaming`, no copy.
-fn subscribe_streaming(pair: &Pair) {
-    let sql = "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
-               copy_data => false, options => '{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
-               \"streaming\": true}')";
-    if let Err(e) = pair.sub_client().execute(sql, &[&pair.publisher_conninfo()]) {
-        panic!("create_subscription: {}", describe_error(&e));
-    }
-    pair.wait_streaming("s");
-}
-
-/// The subscriber's spool files (base/pgsql_tmp/pgsql_tmp_logical_ext.*).
-fn spool_files(pair: &Pair) -> Vec<PathBuf> {
-    let dir = pair.subscriber.data_dir().join("base/pgsql_tmp");
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pgsql_tmp_logical_ext.")))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn spooled_bytes(pair: &Pair) -> u64 {
-    spool_files(pair).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
 }
 
 /// Waits until the subscriber has spooled more than `bytes` of an open
@@ -56,7 +27,7 @@ fn wait_spooled(pair: &Pair, bytes: u64) {
     wait_or_explain(
         CATCH_UP,
         &format!("more than {bytes} bytes of the open transaction spooled on the subscriber"),
-        || spooled_bytes(pair) > bytes,
+        || pair.spooled_bytes() > bytes,
         || pair.explain("s"),
     );
 }
@@ -110,7 +81,7 @@ fn large_transaction_streamed_and_applied_exactly() {
     pair.assert_same_tables(&["t"]);
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 30_000);
-    assert!(spool_files(&pair).is_empty(), "the spool file is removed after the commit: {:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "the spool file is removed after the commit: {:?}", pair.spool_files());
     let (streamed, spilled) = slot_stats(&pair);
     assert!(streamed >= 1, "the publisher streamed the transaction (stream_txns {streamed})");
     assert_eq!(spilled, 0, "and spilled nothing to disk");
@@ -148,7 +119,7 @@ fn subtransaction_and_whole_aborts() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 15_001);
-    assert!(spool_files(&pair).is_empty(), "the aborted transaction's file is removed: {:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "the aborted transaction's file is removed: {:?}", pair.spool_files());
 }
 
 /// Immediate stop of the subscriber while a streamed transaction is open
@@ -175,7 +146,7 @@ fn subscriber_killed_during_streamed_transaction() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 50_000);
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 
     // 2. While the committed transaction is being applied: for more than
     // two feedback intervals (the worker's feedback keeper speaks every
@@ -245,7 +216,7 @@ fn subscriber_killed_during_streamed_transaction() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 180_001);
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
     let (streamed, _) = slot_stats(&pair);
     assert!(streamed >= 3, "the publisher streamed the transactions (stream_txns {streamed})");
 }
@@ -265,7 +236,7 @@ fn ddl_rolled_back_to_a_savepoint_is_not_replayed() {
     pair.pub_exec("CREATE EXTENSION logical_ext");
     pair.both_exec("CREATE SCHEMA app; CREATE TABLE app.log (id int, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR TABLES IN SCHEMA app");
-    subscribe_streaming(&pair);
+    pair.subscribe_streaming("");
 
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();

@@ -10,7 +10,6 @@
 
 use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::*;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const PUB_CONF: &[&str] = &["logical_decoding_work_mem = 64kB"];
@@ -31,32 +30,8 @@ fn pair_with(name: &str, options: &str) -> Pair {
          CREATE TABLE small (id int PRIMARY KEY, v text)",
     );
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
-    let sql = format!(
-        "SELECT logical_ext.create_subscription(name => 's', conninfo => $1::text, publications => ARRAY['p'], \
-         copy_data => false, options => '{{\"retry_min_delay_ms\": 100, \"retry_max_delay_ms\": 1000, \
-         \"streaming\": true{options}}}')"
-    );
-    if let Err(e) = pair.sub_client().execute(&sql, &[&pair.publisher_conninfo()]) {
-        panic!("create_subscription: {}", describe_error(&e));
-    }
-    pair.wait_streaming("s");
+    pair.subscribe_streaming(options);
     pair
-}
-
-fn spool_files(pair: &Pair) -> Vec<PathBuf> {
-    let dir = pair.subscriber.data_dir().join("base/pgsql_tmp");
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pgsql_tmp_logical_ext.")))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn spooled_bytes(pair: &Pair) -> u64 {
-    spool_files(pair).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
 }
 
 fn insert(tx: &mut impl postgres::GenericClient, table: &str, from: i32, to: i32) {
@@ -140,7 +115,7 @@ fn applied_while_it_arrives() {
     assert_eq!(count(&mut pair.sub_client(), "t"), 500);
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 40_000);
-    assert!(spool_files(&pair).is_empty(), "the spool file is removed after the commit: {:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "the spool file is removed after the commit: {:?}", pair.spool_files());
     // The rows were committed by the local transaction seen open above.
     let committed_in_it: bool = pair
         .sub_client()
@@ -221,7 +196,7 @@ fn subtransaction_aborts_are_exact() {
     pair.assert_same_tables(&["t"]);
     assert_eq!(count(&mut pair.sub_client(), "log"), 5_000 + 5_000 + 1_000 + 5_000);
     assert_eq!(count(&mut pair.sub_client(), "t"), 5_000);
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }
 
 /// A small transaction committing between two blocks of the eagerly
@@ -266,7 +241,7 @@ fn interleaved_transaction_falls_back() {
         .get::<_, Option<bool>>(0)
         .unwrap_or(true);
     assert!(ordered, "the small transaction committed first on the subscriber too");
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }
 
 /// The eagerly applied transaction aborts as a whole on the publisher:
@@ -286,7 +261,7 @@ fn whole_abort_applies_nothing() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 1);
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }
 
 /// kill -9 of the apply worker in the middle of an eager apply (a crash
@@ -311,7 +286,7 @@ fn killed_during_eager_apply() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 40_001);
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }
 
 /// `streaming_eager: false` keeps the spool-then-apply behaviour: nothing is
@@ -326,7 +301,7 @@ fn eager_apply_can_be_disabled() {
     wait_or_explain(
         EAGER_WAIT,
         "the open transaction is spooled",
-        || spooled_bytes(&pair) > 1 << 20,
+        || pair.spooled_bytes() > 1 << 20,
         || pair.explain("s"),
     );
     assert!(
@@ -399,5 +374,5 @@ fn settings_change_during_eager_apply() {
     assert_eq!(count(&mut pair.sub_client(), "log"), 30_000);
     let status = pair.status("s");
     assert_eq!(status.last_error, None, "no error on the way (worker {first} before)");
-    assert!(spool_files(&pair).is_empty(), "{:?}", spool_files(&pair));
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }
