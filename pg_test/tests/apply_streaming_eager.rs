@@ -378,3 +378,48 @@ fn settings_change_during_eager_apply() {
     assert_eq!(status.last_error, None, "no error on the way (worker {first} before)");
     assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }
+
+/// A unique violation raised while the streamed transaction is applied
+/// eagerly (`insert_exists` resolved as `error`, the default), with
+/// `disable_on_error`: the error is not reported then (its commit LSN is
+/// not known yet); the transaction is applied again at its commit, where
+/// the error recurs and is reported once, naming the commit LSN that
+/// `skip_transaction` needs; only then is the subscription disabled.
+#[test]
+fn unique_violation_while_eager_is_reported_once_with_the_commit_lsn() {
+    let pair = pair_with("apply_eager_unique", r#", "disable_on_error": true"#);
+    pair.sub_exec("INSERT INTO t VALUES (5, 'local')");
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    insert(&mut tx, "log", 1, 20_000);
+    pair.pub_exec("CHECKPOINT");
+    wait_eager(&pair, "log");
+    tx.batch_execute("INSERT INTO t VALUES (5, 'remote')").unwrap();
+    insert(&mut tx, "log", 20_001, 30_000);
+    pair.pub_exec("CHECKPOINT");
+    let commit_lsn: String = tx.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    let status = pair.wait_status("s", "disabled by disable_on_error", |s| !s.enabled);
+    assert!(status.last_error.is_some(), "the error is reported: {status:?}");
+    let rows = pair
+        .sub_client()
+        .query(
+            "SELECT conflict_type, resolution, remote_commit_lsn::text FROM logical_ext.conflict_log \
+             WHERE relation = 'public.t'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the conflict is recorded once");
+    assert_eq!(rows[0].get::<_, String>(0), "insert_exists");
+    assert_eq!(rows[0].get::<_, String>(1), "error");
+    let lsn: Option<String> = rows[0].get(2);
+    let lsn = lsn.expect("the record names the transaction's commit LSN");
+    assert!(parse_lsn(&lsn) >= parse_lsn(&commit_lsn), "commit LSN {lsn} is the commit's (after {commit_lsn})");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 0, "nothing of the failed transaction is applied");
+    // The way out the record points to: skip it, enable, and go on.
+    exec(&mut pair.sub_client(), &format!("SELECT logical_ext.skip_transaction('s', '{lsn}')"));
+    exec(&mut pair.sub_client(), "SELECT logical_ext.enable_subscription('s')");
+    pair.pub_exec("INSERT INTO log VALUES (0, 'after')");
+    pair.wait_caught_up("s");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 1);
+}

@@ -142,6 +142,13 @@ struct Worker {
     group_commit: bool,
     /// Group commit's state; it outlives a failed session (`grouping.rs`).
     grouping: grouping::Grouping,
+    /// A streamed transaction is being applied while it arrives
+    /// (`eager.rs`): an error now is not reported (see `failure.rs`).
+    eager_open: bool,
+    /// The last session failed while applying a streamed transaction
+    /// eagerly: the next ones are applied at their commit until a remote
+    /// transaction commits here.
+    eager_failed: bool,
 }
 
 impl Worker {
@@ -171,6 +178,8 @@ impl Worker {
             compact_refused: false,
             group_commit: false,
             grouping: Default::default(),
+            eager_open: false,
+            eager_failed: false,
         }
     }
 
@@ -202,6 +211,7 @@ impl Worker {
 
     /// Connect, stream and apply until stopped or an error is raised.
     fn session(&mut self) -> Result<Stop, String> {
+        self.eager_open = false;
         let Some(sub) = in_transaction(|| catalog::by_id(self.subid)).filter(|s| s.enabled) else {
             return Ok(Stop::Exit);
         };

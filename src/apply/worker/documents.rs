@@ -515,6 +515,7 @@ impl Worker {
         });
         ses.changes = 0;
         self.attempt = 0;
+        self.eager_failed = false;
         let (owner, generation) = checked.unwrap_or((false, 0));
         ses.displaced = !owner;
         ses.reload = generation != self.generation;

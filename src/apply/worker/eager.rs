@@ -25,11 +25,14 @@
 //!   and time, known only at the stream commit), a newer worker took over,
 //!   the settings or the table states changed, or too many subtransactions.
 //!   Errors are not a fallback: they end the session as always (the rollback
-//!   takes the subtransactions with it, `failure.rs`); the retry starts from
-//!   the origin's progress and receives X again — and applies it at its
-//!   commit only, since eager apply waits for a remote transaction to have
-//!   committed here since the error (`attempt == 0`), so that a failing
-//!   change is reported with its commit LSN, which `skip_transaction` needs.
+//!   takes the subtransactions with it, `failure.rs`), but one raised while
+//!   X was applied eagerly is not reported (no conflict record, error or
+//!   `disable_on_error`: X's commit LSN is not known yet); the retry starts
+//!   at once from the origin's progress and receives X again — and applies
+//!   it at its commit only, since eager apply waits for a remote transaction
+//!   to have committed here since an error (`attempt == 0`, `eager_failed`),
+//!   so that a failing change is reported with its commit LSN, which
+//!   `skip_transaction` needs.
 //! - Not eager: the transaction named by `skip_transaction` may be X (any
 //!   pending skip request disables it), tables waiting for their copy (a
 //!   change's fate depends on X's commit LSN, `sync/state.rs`), a table's
@@ -115,6 +118,7 @@ impl Worker {
             && ses.deferred.is_none()
             && ses.truncates.is_empty()
             && self.attempt == 0
+            && !self.eager_failed
             && sub.skip_lsn.is_none()
             && self.scope.is_none()
             && self.sync.as_ref().is_none_or(|s| s.all_ready() && !s.stale())
@@ -125,6 +129,7 @@ impl Worker {
         // Commit LSN and time are not known yet: they come with the `SC`.
         self.apply_plain(ses, br#"{"action":"B","timestamp":null}"#, lsn)?;
         ses.streamed.eager = Some(Eager { xid, subxacts: Vec::new(), conflicted: false });
+        self.eager_open = true;
         debug1!("logical_ext: subscription {}: applying streamed transaction {xid} while it arrives", self.subid);
         Ok(())
     }
@@ -172,6 +177,7 @@ impl Worker {
     /// commit as if nothing had been applied.
     pub(super) fn eager_fall_back(&mut self, ses: &mut Session, why: FallBack) -> Result<(), String> {
         let Some(eager) = ses.streamed.eager.take() else { return Ok(()) };
+        self.eager_open = false;
         // Written before the rollback, through the normal calls (see notes);
         // TRUNCATEs still queued are simply dropped.
         ses.truncates.clear();
@@ -232,7 +238,11 @@ impl Worker {
         lsn: u64,
     ) -> Result<(), String> {
         let Some(eager) = ses.streamed.eager.take() else { return Ok(()) };
+        // Still eager for `failure.rs` while the buffered rows are written
+        // (they were applied without the commit LSN); from the commit on,
+        // an error is reported with it.
         self.eager_settle(ses);
+        self.eager_open = false;
         for _ in &eager.subxacts {
             // SAFETY: the internal subtransactions of `eager_doc`, innermost
             // first; their changes become the top-level transaction's.

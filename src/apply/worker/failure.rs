@@ -10,7 +10,10 @@
 //! transaction, `grouping.rs`) is not reported at all: the next session
 //! starts at once and applies those transactions one by one, so a failure
 //! that recurs is reported for exactly the remote transaction that fails,
-//! and one the grouping caused does not recur.
+//! and one the grouping caused does not recur. Likewise a failure while a
+//! streamed transaction was applied as it arrived (`eager.rs`): its commit
+//! LSN is not known yet, so the next session applies it at its commit and
+//! reports a failure that recurs there, with the LSN.
 
 use super::Worker;
 use crate::apply::catalog::{self, Subscription};
@@ -54,6 +57,25 @@ impl Worker {
                  applying them one per local transaction",
                 self.subid,
                 failure.members
+            );
+            return true;
+        }
+        if std::mem::take(&mut self.eager_open) {
+            // An error while a streamed transaction was applied as it
+            // arrived: its commit LSN (and time) are not known yet, and a
+            // report without them would be of no use to skip_transaction —
+            // nor should disable_on_error act on it. The next session
+            // receives the transaction again and applies it at its commit
+            // (`eager_failed`), where an error that recurs is reported with
+            // them, once.
+            self.eager_failed = true;
+            self.failed_conflict = None;
+            self.in_flight = None;
+            crate::ddl::forget_failed_replay();
+            log!(
+                "logical_ext: apply worker for subscription {}: applying a streamed transaction while it arrived \
+                 failed ({msg}); applying it at its commit",
+                self.subid
             );
             return true;
         }
