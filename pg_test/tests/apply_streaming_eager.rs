@@ -423,3 +423,40 @@ fn unique_violation_while_eager_is_reported_once_with_the_commit_lsn() {
     pair.wait_caught_up("s");
     assert_eq!(count(&mut pair.sub_client(), "log"), 1);
 }
+
+/// Buffered INSERTs of the eagerly applied transaction that collide with a
+/// local row when the fallback writes them — here the publisher's
+/// transaction aborts as a whole: nothing is reported (no record, no error,
+/// `disable_on_error` does not act) for a transaction that never committed.
+#[test]
+fn buffered_rows_failing_at_the_fallback_are_not_reported() {
+    let pair = pair_with("apply_eager_fallback_error", r#", "disable_on_error": true"#);
+    pair.sub_exec("INSERT INTO t VALUES (2, 'local')");
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    insert(&mut tx, "log", 1, 20_000);
+    pair.pub_exec("CHECKPOINT");
+    wait_eager(&pair, "log");
+    let before = pair.spooled_bytes();
+    // 600 short rows take the publisher past its 64kB again: it streams a
+    // block that ends with rows of `t`. The worker applies the first INSERT
+    // of the run at once and buffers the next ones (fewer than a batch's
+    // 1000 rows), row 2 among them; nothing writes them before the abort.
+    insert(&mut tx, "t", 1, 600);
+    pair.pub_exec("CHECKPOINT");
+    wait_or_explain(
+        EAGER_WAIT,
+        "a block with rows of t is spooled",
+        || pair.spooled_bytes() > before + 5_000,
+        || pair.explain("s"),
+    );
+    tx.rollback().unwrap();
+    pair.pub_exec("INSERT INTO log VALUES (0, 'after')");
+    pair.wait_caught_up("s");
+    let status = pair.status("s");
+    assert!(status.enabled, "the subscription stays enabled: {status:?}");
+    assert_eq!(status.last_error, None, "no error is reported: {status:?}");
+    let records = count(&mut pair.sub_client(), "logical_ext.conflict_log");
+    assert_eq!(records, 0, "no conflict is recorded for an aborted transaction");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 1);
+}

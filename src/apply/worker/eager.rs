@@ -177,13 +177,15 @@ impl Worker {
     /// commit as if nothing had been applied.
     pub(super) fn eager_fall_back(&mut self, ses: &mut Session, why: FallBack) -> Result<(), String> {
         let Some(eager) = ses.streamed.eager.take() else { return Ok(()) };
-        self.eager_open = false;
         // Written before the rollback, through the normal calls (see notes);
-        // TRUNCATEs still queued are simply dropped.
+        // TRUNCATEs still queued are simply dropped. Still eager for
+        // `failure.rs` meanwhile: an error writing the buffered rows (a unique
+        // violation) has no commit LSN to be reported with.
         ses.truncates.clear();
         ses.truncate_lsn = None;
         self.flush_batch(ses);
         ses.targets.close_all();
+        self.eager_open = false;
         // The origin is disarmed before the abort record (it would carry
         // no LSN anyway, see origin.rs).
         drop(ses.applying.take());
