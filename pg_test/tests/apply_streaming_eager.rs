@@ -60,6 +60,15 @@ fn worker_locks(pair: &Pair, table: &str) -> Option<(bool, i64)> {
 
 /// Waits until the worker writes `table` in a transaction of its own while
 /// the publisher's transaction is still open: it applies it eagerly.
+/// Rows `from..=to` into `log` in the open publisher transaction `tx`,
+/// flushed so the publisher streams them; waits until the worker applies
+/// the transaction while it arrives (returns the worker's pid).
+fn stream_eagerly(pair: &Pair, tx: &mut impl postgres::GenericClient, from: i32, to: i32) -> i32 {
+    insert(tx, "log", from, to);
+    pair.pub_exec("CHECKPOINT");
+    wait_eager(pair, "log")
+}
+
 fn wait_eager(pair: &Pair, table: &str) -> i32 {
     wait_or_explain(
         EAGER_WAIT,
@@ -208,9 +217,7 @@ fn interleaved_transaction_falls_back() {
     let pair = pair("apply_eager_interleaved");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 1, 20_000);
-    pair.pub_exec("CHECKPOINT");
-    wait_eager(&pair, "log");
+    stream_eagerly(&pair, &mut tx, 1, 20_000);
     pair.pub_exec("INSERT INTO small VALUES (1, 'small')");
     wait_or_explain(
         EAGER_WAIT,
@@ -253,9 +260,7 @@ fn whole_abort_applies_nothing() {
     let pair = pair("apply_eager_abort");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 1, 30_000);
-    pair.pub_exec("CHECKPOINT");
-    wait_eager(&pair, "log");
+    stream_eagerly(&pair, &mut tx, 1, 30_000);
     tx.rollback().unwrap();
     pair.pub_exec("CHECKPOINT");
     wait_not_writing(&pair, "log");
@@ -327,9 +332,7 @@ fn conflict_falls_back_and_is_recorded_with_the_commit_lsn() {
     pair.sub_exec("DELETE FROM t WHERE id = 7");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 1, 20_000);
-    pair.pub_exec("CHECKPOINT");
-    wait_eager(&pair, "log");
+    stream_eagerly(&pair, &mut tx, 1, 20_000);
     tx.batch_execute("UPDATE t SET v = 'b' WHERE id = 7").unwrap();
     insert(&mut tx, "log", 20_001, 30_000);
     pair.pub_exec("CHECKPOINT");
@@ -364,9 +367,7 @@ fn settings_change_during_eager_apply() {
     let pair = pair("apply_eager_reload");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 1, 20_000);
-    pair.pub_exec("CHECKPOINT");
-    let first = wait_eager(&pair, "log");
+    let first = stream_eagerly(&pair, &mut tx, 1, 20_000);
     pair.sub_exec("SELECT logical_ext.set_conflict_resolution('s', 'skip', 'update_missing')");
     insert(&mut tx, "log", 20_001, 30_000);
     pair.pub_exec("CHECKPOINT");
@@ -391,9 +392,7 @@ fn unique_violation_while_eager_is_reported_once_with_the_commit_lsn() {
     pair.sub_exec("INSERT INTO t VALUES (5, 'local')");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 1, 20_000);
-    pair.pub_exec("CHECKPOINT");
-    wait_eager(&pair, "log");
+    stream_eagerly(&pair, &mut tx, 1, 20_000);
     tx.batch_execute("INSERT INTO t VALUES (5, 'remote')").unwrap();
     insert(&mut tx, "log", 20_001, 30_000);
     pair.pub_exec("CHECKPOINT");
@@ -434,9 +433,7 @@ fn buffered_rows_failing_at_the_fallback_are_not_reported() {
     pair.sub_exec("INSERT INTO t VALUES (2, 'local')");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
-    insert(&mut tx, "log", 1, 20_000);
-    pair.pub_exec("CHECKPOINT");
-    wait_eager(&pair, "log");
+    stream_eagerly(&pair, &mut tx, 1, 20_000);
     let before = pair.spooled_bytes();
     // 600 short rows take the publisher past its 64kB again: it streams a
     // block that ends with rows of `t`. The worker applies the first INSERT
