@@ -69,6 +69,27 @@ fn stream_eagerly(pair: &Pair, tx: &mut impl postgres::GenericClient, from: i32,
     wait_eager(pair, "log")
 }
 
+/// Asserts that `conflict_log` holds exactly one record for `public.t`, of
+/// `kind` resolved by `resolution`, naming a commit LSN at or after
+/// `commit_lsn` (an LSN read inside the transaction); returns that LSN.
+fn the_one_conflict_of_t(pair: &Pair, kind: &str, resolution: &str, commit_lsn: &str) -> String {
+    let rows = pair
+        .sub_client()
+        .query(
+            "SELECT conflict_type, resolution, remote_commit_lsn::text FROM logical_ext.conflict_log \
+             WHERE relation = 'public.t'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the conflict is recorded once");
+    assert_eq!(rows[0].get::<_, String>(0), kind);
+    assert_eq!(rows[0].get::<_, String>(1), resolution);
+    let lsn: Option<String> = rows[0].get(2);
+    let lsn = lsn.expect("the record names the transaction's commit LSN");
+    assert!(parse_lsn(&lsn) >= parse_lsn(commit_lsn), "commit LSN {lsn} is the commit's (after {commit_lsn})");
+    lsn
+}
+
 fn wait_eager(pair: &Pair, table: &str) -> i32 {
     wait_or_explain(
         EAGER_WAIT,
@@ -342,20 +363,7 @@ fn conflict_falls_back_and_is_recorded_with_the_commit_lsn() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "t"), 0, "the update of the missing row was skipped");
-    let rows = pair
-        .sub_client()
-        .query(
-            "SELECT conflict_type, resolution, remote_commit_lsn::text FROM logical_ext.conflict_log \
-             WHERE relation = 'public.t'",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(rows.len(), 1, "the conflict is recorded once");
-    assert_eq!(rows[0].get::<_, String>(0), "update_missing");
-    assert_eq!(rows[0].get::<_, String>(1), "skip");
-    let lsn: Option<String> = rows[0].get(2);
-    let lsn = lsn.expect("the record names the transaction's commit LSN");
-    assert!(parse_lsn(&lsn) >= parse_lsn(&commit_lsn), "commit LSN {lsn} is the commit's (after {commit_lsn})");
+    the_one_conflict_of_t(&pair, "update_missing", "skip", &commit_lsn);
 }
 
 /// The subscription's settings change while the worker applies a streamed
@@ -400,20 +408,7 @@ fn unique_violation_while_eager_is_reported_once_with_the_commit_lsn() {
     tx.commit().unwrap();
     let status = pair.wait_status("s", "disabled by disable_on_error", |s| !s.enabled);
     assert!(status.last_error.is_some(), "the error is reported: {status:?}");
-    let rows = pair
-        .sub_client()
-        .query(
-            "SELECT conflict_type, resolution, remote_commit_lsn::text FROM logical_ext.conflict_log \
-             WHERE relation = 'public.t'",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(rows.len(), 1, "the conflict is recorded once");
-    assert_eq!(rows[0].get::<_, String>(0), "insert_exists");
-    assert_eq!(rows[0].get::<_, String>(1), "error");
-    let lsn: Option<String> = rows[0].get(2);
-    let lsn = lsn.expect("the record names the transaction's commit LSN");
-    assert!(parse_lsn(&lsn) >= parse_lsn(&commit_lsn), "commit LSN {lsn} is the commit's (after {commit_lsn})");
+    let lsn = the_one_conflict_of_t(&pair, "insert_exists", "error", &commit_lsn);
     assert_eq!(count(&mut pair.sub_client(), "log"), 0, "nothing of the failed transaction is applied");
     // The way out the record points to: skip it, enable, and go on.
     exec(&mut pair.sub_client(), &format!("SELECT logical_ext.skip_transaction('s', '{lsn}')"));
