@@ -17,6 +17,7 @@
 
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 unsafe extern "C-unwind" {
@@ -43,13 +44,35 @@ pub(crate) fn check_for_interrupts() {
     pgrx::check_for_interrupts!();
 }
 
-/// After a wake-up: reload the configuration on SIGHUP, then process
-/// interrupts.
-fn after_wake() {
+/// A SIGHUP was taken since [`settings_signalled`] last said so. The SQL
+/// functions that change a subscription's settings signal its apply worker
+/// with SIGHUP after requesting a new generation (`apply/launcher.rs`).
+static SIGHUP_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Reload the configuration if a SIGHUP arrived, remembering it for
+/// [`settings_signalled`].
+fn take_sighup() {
     if BackgroundWorker::sighup_received() {
+        SIGHUP_TAKEN.store(true, Ordering::Relaxed);
         // SAFETY: the documented way for a background process to reload.
         unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
     }
+}
+
+/// Whether a SIGHUP arrived since the last call (the configuration is
+/// reloaded first). Two atomic operations: cheap enough to ask before every
+/// remote transaction. A signal sent before data reached our socket has run
+/// its handler by the time that data is read, so a settings change
+/// committed before the publisher sent a transaction is seen before it.
+pub(crate) fn settings_signalled() -> bool {
+    take_sighup();
+    SIGHUP_TAKEN.swap(false, Ordering::Relaxed)
+}
+
+/// After a wake-up: reload the configuration on SIGHUP, then process
+/// interrupts.
+fn after_wake() {
+    take_sighup();
     check_for_interrupts();
 }
 

@@ -22,6 +22,15 @@
 //! `wal_sender_timeout` does not end the connection under a long replay.
 //! The main thread does not touch the connection while it is armed.
 //!
+//! Settings changes: the SQL functions that change a subscription request a
+//! new generation and send its worker a SIGHUP. Between transactions the
+//! worker looks at the generation when the socket is empty, and also before
+//! the next message whenever a SIGHUP arrived (`settings_changed`): on a busy
+//! or descheduled worker, the transaction the publisher sent after the
+//! change may already be waiting in the socket, and it must be applied under
+//! the new settings (a conflict rule set before it was committed applies to
+//! it).
+//!
 //! Group commit (`grouping.rs`): a remote COMMIT may leave its local
 //! transaction open (`Session::deferred`) for the next remote transaction,
 //! when that one is already received. The deferred commit is made as soon
@@ -206,6 +215,19 @@ impl Worker {
         sync.housekeeping(&opts, None, Some(applied_through));
     }
 
+    /// Between transactions, after a SIGHUP: whether the subscription's
+    /// settings changed (a new generation was requested), after committing
+    /// a deferred group. The session then ends before the message in hand,
+    /// so a change committed before the publisher sent a transaction
+    /// applies to that transaction, however late the worker got to run.
+    fn settings_changed(&mut self, ses: &mut Session) -> Result<bool, String> {
+        self.end_group(ses)?;
+        if status::generation(self.dboid, self.subid) != self.generation {
+            ses.reload = true;
+        }
+        Ok(ses.displaced || ses.reload)
+    }
+
     pub(super) fn apply_message(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
         let _cx = ContextSwitch::to(self.msg_cxt);
         let r = self.apply_doc(ses, payload, lsn);
@@ -240,6 +262,10 @@ impl Worker {
                     ses.timer.received(now_ts());
                     match protocol::parse_inbound(buf).map_err(|e| e.0)? {
                         Inbound::XLogData { start, wal_end, send_time, payload } => {
+                            if !ses.in_txn && backend::settings_signalled() && self.settings_changed(ses)? {
+                                // The next session receives this message again.
+                                continue;
+                            }
                             ses.last_received = ses.last_received.max(start).max(wal_end);
                             // Shared memory is updated every RECEIPT_REPORT_EVERY
                             // messages (and on keepalives), not per row.
@@ -271,6 +297,13 @@ impl Worker {
                                 let busy = ses.busy(keeper.as_ref());
                                 self.apply_message(ses, payload, start)?;
                                 ses.idle(busy);
+                            }
+                            if ses.displaced || ses.reload {
+                                // A commit found a newer worker or new settings
+                                // (a deferred group's may have left this
+                                // message unapplied): no housekeeping and no
+                                // feedback past it; the session ends now.
+                                continue;
                             }
                             if !ses.in_txn && ses.deferred.is_none() {
                                 let busy = ses.busy(keeper.as_ref());
