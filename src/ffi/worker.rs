@@ -44,35 +44,48 @@ pub(crate) fn check_for_interrupts() {
     pgrx::check_for_interrupts!();
 }
 
-/// A SIGHUP was taken since [`settings_signalled`] last said so. The SQL
+/// A SIGHUP arrived since [`settings_signalled`] last said so. The SQL
 /// functions that change a subscription's settings signal its apply worker
 /// with SIGHUP after requesting a new generation (`apply/launcher.rs`).
-static SIGHUP_TAKEN: AtomicBool = AtomicBool::new(false);
+static SETTINGS_SIGNAL: AtomicBool = AtomicBool::new(false);
 
-/// Reload the configuration if a SIGHUP arrived, remembering it for
-/// [`settings_signalled`].
-fn take_sighup() {
+/// A SIGHUP arrived and the configuration file was not reloaded since.
+static RELOAD_DUE: AtomicBool = AtomicBool::new(false);
+
+/// Take a SIGHUP from pgrx's handler flag into ours.
+fn note_sighup() {
     if BackgroundWorker::sighup_received() {
-        SIGHUP_TAKEN.store(true, Ordering::Relaxed);
+        SETTINGS_SIGNAL.store(true, Ordering::Relaxed);
+        RELOAD_DUE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether a SIGHUP arrived since the last call. Two atomic operations:
+/// cheap enough to ask before every remote transaction. A signal sent before
+/// data reached our socket has run its handler by the time that data is
+/// read, so a settings change committed before the publisher sent a
+/// transaction is seen before it. Does not reload the configuration (the
+/// caller may be inside a transaction, where a reload would be undone by an
+/// abort): see [`reload_config_if_due`].
+pub(crate) fn settings_signalled() -> bool {
+    note_sighup();
+    SETTINGS_SIGNAL.swap(false, Ordering::Relaxed)
+}
+
+/// Reload the configuration file if a SIGHUP asked for it. Outside a
+/// transaction.
+pub(crate) fn reload_config_if_due() {
+    note_sighup();
+    if RELOAD_DUE.swap(false, Ordering::Relaxed) {
         // SAFETY: the documented way for a background process to reload.
         unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
     }
 }
 
-/// Whether a SIGHUP arrived since the last call (the configuration is
-/// reloaded first). Two atomic operations: cheap enough to ask before every
-/// remote transaction. A signal sent before data reached our socket has run
-/// its handler by the time that data is read, so a settings change
-/// committed before the publisher sent a transaction is seen before it.
-pub(crate) fn settings_signalled() -> bool {
-    take_sighup();
-    SIGHUP_TAKEN.swap(false, Ordering::Relaxed)
-}
-
 /// After a wake-up: reload the configuration on SIGHUP, then process
 /// interrupts.
 fn after_wake() {
-    take_sighup();
+    reload_config_if_due();
     check_for_interrupts();
 }
 

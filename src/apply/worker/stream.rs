@@ -222,6 +222,8 @@ impl Worker {
     /// applies to that transaction, however late the worker got to run.
     fn settings_changed(&mut self, ses: &mut Session) -> Result<bool, String> {
         self.end_group(ses)?;
+        // No local transaction is open now.
+        backend::reload_config_if_due();
         if status::generation(self.dboid, self.subid) != self.generation {
             ses.reload = true;
         }
