@@ -458,3 +458,35 @@ fn buffered_rows_failing_at_the_fallback_are_not_reported() {
     assert_eq!(records, 0, "no conflict is recorded for an aborted transaction");
     assert_eq!(count(&mut pair.sub_client(), "log"), 1);
 }
+
+/// More than 64 subtransactions that write, after blocks were applied
+/// without spooling: the worker rolls its internal subtransactions and its
+/// transaction back and ends the session; the next one receives the
+/// transaction again from its first block and spools it (it is not applied
+/// eagerly a second time); exact after the commit.
+#[test]
+fn too_many_subtransactions_fall_back() {
+    let pair = pair("apply_eager_many_subxacts");
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    stream_eagerly(&pair, &mut tx, 1, 20_000);
+    assert!(pair.spool_files().is_empty(), "applied while it arrives, not spooled: {:?}", pair.spool_files());
+    for i in 0..70 {
+        tx.batch_execute(&format!("SAVEPOINT s{i}; INSERT INTO log VALUES ({}, 'sub')", 100_000 + i)).unwrap();
+    }
+    insert(&mut tx, "log", 20_001, 30_000);
+    pair.pub_exec("CHECKPOINT");
+    wait_or_explain(
+        EAGER_WAIT,
+        "the transaction is received again and spooled",
+        || pair.spooled_bytes() > 500_000,
+        || pair.explain("s"),
+    );
+    wait_not_writing(&pair, "log");
+    tx.commit().unwrap();
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT id, v FROM log", "id, v");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 30_070);
+    assert_eq!(pair.status("s").last_error, None, "a fallback is no error");
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
+}
