@@ -4,7 +4,9 @@
 //! progress (spooled under base/pgsql_tmp), is applied exactly at its
 //! commit, a rolled-back subtransaction and a whole abort leave nothing,
 //! and an immediate stop of the subscriber in the middle of a streamed
-//! transaction or of its replay loses and duplicates nothing.
+//! transaction or of its replay loses and duplicates nothing. These tests
+//! spool (`streaming_eager` off); apply_streaming_eager.rs has the
+//! transactions applied while they arrive, the default.
 //! Spec: docs/SYNC.md "Large transactions", docs/FORMAT.md "Streamed transactions".
 
 use logical_ext_pg_test::replication::*;
@@ -17,7 +19,7 @@ fn pair(name: &str) -> Pair {
     // `log` has no key: a transaction applied twice would show twice.
     pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE log (id int, v text)");
     pair.pub_exec("CREATE PUBLICATION p FOR ALL TABLES");
-    pair.subscribe_streaming("");
+    pair.subscribe_streaming(r#", "streaming_eager": false"#);
     pair
 }
 
@@ -244,11 +246,26 @@ fn ddl_rolled_back_to_a_savepoint_is_not_replayed() {
     tx.batch_execute("ALTER TABLE app.log ADD COLUMN kept int").unwrap();
     // The DDL is the first change of savepoint a; the rows after it make
     // the publisher stream the block holding it before the rollback (the
-    // spool grows past what the 100 rows before it take).
+    // worker applies it in an internal subtransaction of its own, which
+    // takes an xid: applied while it arrives, the default).
     tx.batch_execute("SAVEPOINT a; ALTER TABLE app.log ADD COLUMN gone int").unwrap();
     insert(&mut tx, "app.log", 10_001, 30_000);
     pair.pub_exec("CHECKPOINT");
-    wait_spooled(&pair, 1 << 20);
+    wait_or_explain(
+        CATCH_UP,
+        "the worker applies the savepoint's DDL in a subtransaction of its own",
+        || {
+            pair.sub_client()
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN logical_ext.subscription_status s \
+                     ON l.pid = s.worker_pid AND s.name = 's' WHERE l.locktype = 'transactionid' AND l.granted",
+                    &[],
+                )
+                .map(|r| r.get::<_, i64>(0) >= 2)
+                .unwrap_or(false)
+        },
+        || pair.explain("s"),
+    );
     tx.batch_execute("ROLLBACK TO SAVEPOINT a").unwrap();
     insert(&mut tx, "app.log", 20_001, 25_000);
     tx.commit().unwrap();

@@ -113,9 +113,9 @@ fn wait_not_writing(pair: &Pair, table: &str) {
 
 /// The large transaction's rows are written on the subscriber while the
 /// publisher's transaction is still open (and invisible until its commit),
-/// a TRUNCATE inside it is applied in its local transaction, and after the commit the
-/// tables are exact, the spool is gone and the worker's local transaction
-/// had been open since before the publisher's commit.
+/// a TRUNCATE inside it is applied in its local transaction, nothing of it
+/// is spooled, and after the commit the tables are exact and the worker's
+/// local transaction had been open since before the publisher's commit.
 #[test]
 fn applied_while_it_arrives() {
     let pair = pair("apply_eager_large");
@@ -129,6 +129,7 @@ fn applied_while_it_arrives() {
     pair.pub_exec("CHECKPOINT");
     let worker = wait_eager(&pair, "t");
     assert_eq!(count(&mut pair.sub_client(), "t"), 100, "nothing visible before the commit");
+    assert!(pair.spool_files().is_empty(), "applied while it arrives, not spooled: {:?}", pair.spool_files());
     let xact_start: String = pair
         .sub_client()
         .query_one("SELECT xact_start::text FROM pg_stat_activity WHERE pid = $1", &[&worker])
@@ -145,7 +146,7 @@ fn applied_while_it_arrives() {
     assert_eq!(count(&mut pair.sub_client(), "t"), 500);
     pair.assert_same("SELECT id, v FROM log", "id, v");
     assert_eq!(count(&mut pair.sub_client(), "log"), 40_000);
-    assert!(pair.spool_files().is_empty(), "the spool file is removed after the commit: {:?}", pair.spool_files());
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
     // The rows were committed by the local transaction seen open above.
     let committed_in_it: bool = pair
         .sub_client()
@@ -230,15 +231,18 @@ fn subtransaction_aborts_are_exact() {
 }
 
 /// A small transaction committing between two blocks of the eagerly
-/// applied one: the worker rolls the eager transaction back, applies the
-/// small one at once (it committed first), and the large one at its commit
-/// from the spool; both exact.
+/// applied one (not spooled): the worker rolls the eager transaction back
+/// and ends its session; the next one receives the large transaction again
+/// from its first block and spools it, applies the small one at once (it
+/// committed first), and the large one at its commit from the spool; both
+/// exact.
 #[test]
 fn interleaved_transaction_falls_back() {
     let pair = pair("apply_eager_interleaved");
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
     stream_eagerly(&pair, &mut tx, 1, 20_000);
+    assert!(pair.spool_files().is_empty(), "applied while it arrives, not spooled: {:?}", pair.spool_files());
     pair.pub_exec("INSERT INTO small VALUES (1, 'small')");
     wait_or_explain(
         EAGER_WAIT,
@@ -248,6 +252,13 @@ fn interleaved_transaction_falls_back() {
     );
     wait_not_writing(&pair, "log");
     assert_eq!(count(&mut pair.sub_client(), "log"), 0, "nothing of the large transaction is visible yet");
+    // Received again: its 20,000 rows so far are spooled (~800 kB).
+    wait_or_explain(
+        EAGER_WAIT,
+        "the large transaction is received again and spooled",
+        || pair.spooled_bytes() > 500_000,
+        || pair.explain("s"),
+    );
     insert(&mut tx, "log", 20_001, 30_000);
     // Later blocks are spooled only: the worker does not write the table.
     pair.pub_exec("CHECKPOINT");
@@ -429,19 +440,14 @@ fn buffered_rows_failing_at_the_fallback_are_not_reported() {
     let mut c = pair.pub_client();
     let mut tx = c.transaction().unwrap();
     stream_eagerly(&pair, &mut tx, 1, 20_000);
-    let before = pair.spooled_bytes();
     // 600 short rows take the publisher past its 64kB again: it streams a
     // block that ends with rows of `t`. The worker applies the first INSERT
-    // of the run at once and buffers the next ones (fewer than a batch's
-    // 1000 rows), row 2 among them; nothing writes them before the abort.
+    // of the run at once (and takes its lock on `t`) and buffers the next
+    // ones (fewer than a batch's 1000 rows), row 2 among them; nothing
+    // writes them before the abort.
     insert(&mut tx, "t", 1, 600);
     pair.pub_exec("CHECKPOINT");
-    wait_or_explain(
-        EAGER_WAIT,
-        "a block with rows of t is spooled",
-        || pair.spooled_bytes() > before + 5_000,
-        || pair.explain("s"),
-    );
+    wait_eager(&pair, "t");
     tx.rollback().unwrap();
     pair.pub_exec("INSERT INTO log VALUES (0, 'after')");
     pair.wait_caught_up("s");
@@ -451,4 +457,36 @@ fn buffered_rows_failing_at_the_fallback_are_not_reported() {
     let records = count(&mut pair.sub_client(), "logical_ext.conflict_log");
     assert_eq!(records, 0, "no conflict is recorded for an aborted transaction");
     assert_eq!(count(&mut pair.sub_client(), "log"), 1);
+}
+
+/// More than 64 subtransactions that write, after blocks were applied
+/// without spooling: the worker rolls its internal subtransactions and its
+/// transaction back and ends the session; the next one receives the
+/// transaction again from its first block and spools it (it is not applied
+/// eagerly a second time); exact after the commit.
+#[test]
+fn too_many_subtransactions_fall_back() {
+    let pair = pair("apply_eager_many_subxacts");
+    let mut c = pair.pub_client();
+    let mut tx = c.transaction().unwrap();
+    stream_eagerly(&pair, &mut tx, 1, 20_000);
+    assert!(pair.spool_files().is_empty(), "applied while it arrives, not spooled: {:?}", pair.spool_files());
+    for i in 0..70 {
+        tx.batch_execute(&format!("SAVEPOINT s{i}; INSERT INTO log VALUES ({}, 'sub')", 100_000 + i)).unwrap();
+    }
+    insert(&mut tx, "log", 20_001, 30_000);
+    pair.pub_exec("CHECKPOINT");
+    wait_or_explain(
+        EAGER_WAIT,
+        "the transaction is received again and spooled",
+        || pair.spooled_bytes() > 500_000,
+        || pair.explain("s"),
+    );
+    wait_not_writing(&pair, "log");
+    tx.commit().unwrap();
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT id, v FROM log", "id, v");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 30_070);
+    assert_eq!(pair.status("s").last_error, None, "a fallback is no error");
+    assert!(pair.spool_files().is_empty(), "{:?}", pair.spool_files());
 }

@@ -111,8 +111,13 @@ pub(crate) fn block_tag(payload: &[u8]) -> Option<(u32, u32)> {
     let mut rest = &payload[ACTION.len() + a.len() + 1..];
     let mut number = |key: &[u8]| -> Option<u32> {
         let r = rest.strip_prefix(b",\"")?.strip_prefix(key)?.strip_prefix(b"\":")?;
+        // Read in place (once per document of a block): digits only, no
+        // sign, at least one, within u32.
         let n = r.iter().take_while(|b| b.is_ascii_digit()).count();
-        let v = std::str::from_utf8(&r[..n]).ok()?.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        let v = r[..n].iter().try_fold(0u32, |v, &d| v.checked_mul(10)?.checked_add(u32::from(d - b'0')))?;
         rest = &r[n..];
         Some(v)
     };
@@ -308,6 +313,9 @@ mod tests {
         assert_eq!(block_tag(br#"{"action":"DDL","xid":12,"lsn":"0/1"}"#), Some((12, 0)));
         assert_eq!(block_tag(br#"{"action":"I","schema":"s"}"#), None);
         assert_eq!(block_tag(b"garbage"), None);
+        assert_eq!(block_tag(br#"{"action":"I","xid":4294967295}"#), Some((u32::MAX, 0)));
+        assert_eq!(block_tag(br#"{"action":"I","xid":4294967296}"#), None);
+        assert_eq!(block_tag(br#"{"action":"I","xid":,"subxid":1}"#), None);
     }
 
     fn dir(name: &str) -> PathBuf {

@@ -149,6 +149,9 @@ struct Worker {
     /// eagerly: the next ones are applied at their commit until a remote
     /// transaction commits here.
     eager_failed: bool,
+    /// Streamed transactions received again after their eager apply fell
+    /// back: spooled and applied at their commit (`eager.rs`).
+    eager_refused: Vec<u32>,
 }
 
 impl Worker {
@@ -180,6 +183,7 @@ impl Worker {
             grouping: Default::default(),
             eager_open: false,
             eager_failed: false,
+            eager_refused: Vec::new(),
         }
     }
 

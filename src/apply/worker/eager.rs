@@ -6,11 +6,25 @@
 //!   else is open here (no local transaction, no queued TRUNCATE), the worker
 //!   opens X's local transaction at once and applies each document of X's
 //!   blocks as it arrives, through the ordinary path (`apply_plain`: the same
-//!   document application, executor cache, batches and roles). It **still
-//!   spools** every document exactly as before (`streamed.rs`), so it can
-//!   fall back at any moment: roll the local transaction back (an abort: no
-//!   undo to write) and continue as if it had never applied anything — the
-//!   spool is replayed at the stream commit.
+//!   document application, executor cache, batches and roles). It does
+//!   **not spool** them (`streamed.rs`): writing every document to a file
+//!   only to delete it at the commit cost the worker ~5% of its CPU (issue
+//!   14, docs/BENCHMARKS.md), for a fallback that is rare.
+//! - Falling back therefore means receiving X again: the local transaction
+//!   is rolled back (an abort: no undo to write), X's xid is remembered in
+//!   `eager_refused`, and the session ends at once (`Session::reload`),
+//!   before anything else is applied and without feedback. The next session
+//!   starts from the origin's progress; X's commit lies past anything
+//!   confirmed (between X's blocks the flush position never passes it, see
+//!   `streamed.rs`) and the slot's restart_lsn lies before X's start (X is
+//!   still running on the publisher), so the publisher decodes X again and
+//!   streams it from its first block — which this time is spooled and
+//!   replayed at the stream commit, PostgreSQL 15's way, as is every
+//!   transaction in `eager_refused`: one fallback per transaction, never a
+//!   loop. This is what a crash during eager apply already relied on. The
+//!   cost is the publisher decoding X's WAL a second time, once.
+//! - An abort of X as a whole needs nothing of X again: it only rolls back,
+//!   and the session goes on.
 //! - Subtransactions: a document tagged with a `subxid` not seen yet takes an
 //!   internal subtransaction (a savepoint) first, nested in order of first
 //!   appearance, exactly as the spool records the subtransaction's first
@@ -19,7 +33,8 @@
 //!   no subxid appears. More than `MAX_SUBXACTS` of them fall back (each
 //!   subtransaction that writes takes an xid; beyond PostgreSQL's 64 cached
 //!   subxids every snapshot of the server overflows).
-//! - Falls back when: another transaction's document arrives (an ordinary
+//! - Falls back (and receives X again) when: another transaction's document
+//!   arrives (an ordinary
 //!   `B`…`C`, another streamed transaction's block or commit), X aborts as a
 //!   whole, a conflict is met (its resolution and record need X's commit LSN
 //!   and time, known only at the stream commit), a newer worker took over,
@@ -48,8 +63,8 @@
 //!   only in X's local commit at the stream commit, and between and within
 //!   X's blocks the flush tracker reports what was received, as when X was
 //!   only spooled (X's commit lies beyond; `stream.rs` `work_open`). A crash
-//!   loses the open local transaction and the spool, and the publisher sends
-//!   X again from its first block.
+//!   loses the open local transaction, and the publisher sends X again from
+//!   its first block, as after a fallback.
 
 use super::Worker;
 use super::stream::Session;
@@ -61,6 +76,12 @@ use pgrx::prelude::*;
 
 /// Subtransactions of one eagerly applied transaction before falling back.
 const MAX_SUBXACTS: usize = 64;
+
+/// Transactions remembered as received again after a fallback (the oldest
+/// is forgotten beyond: one is removed at its commit or abort, and one that
+/// never comes back, such as a transaction lost in a publisher crash, only
+/// keeps a later transaction reusing its xid from being applied eagerly).
+const MAX_REFUSED: usize = 64;
 
 /// The streamed transaction applied while it arrives.
 pub(super) struct Eager {
@@ -111,9 +132,10 @@ unsafe fn keeping_context(f: impl FnOnce()) {
 impl Worker {
     /// Whether the streamed transaction whose first block starts can be
     /// applied while it arrives (see the module notes).
-    pub(super) fn eager_allowed(&self, ses: &Session) -> bool {
+    pub(super) fn eager_allowed(&self, ses: &Session, xid: u32) -> bool {
         let Some(sub) = self.sub.as_ref() else { return false };
         sub.options.streaming_eager
+            && !self.eager_refused.contains(&xid)
             && !ses.in_txn
             && ses.deferred.is_none()
             && ses.truncates.is_empty()
@@ -173,8 +195,10 @@ impl Worker {
         eager.subxacts.truncate(i);
     }
 
-    /// Roll the eager transaction back; its spool is replayed at the stream
-    /// commit as if nothing had been applied.
+    /// Roll the eager transaction back. Unless it aborted as a whole, its
+    /// documents were not spooled: the session ends (`ses.reload`, checked
+    /// by the callers before they handle anything more) and the next one
+    /// receives it again and spools it (see the notes).
     pub(super) fn eager_fall_back(&mut self, ses: &mut Session, why: FallBack) -> Result<(), String> {
         let Some(eager) = ses.streamed.eager.take() else { return Ok(()) };
         // Written before the rollback, through the normal calls (see notes);
@@ -204,8 +228,21 @@ impl Worker {
         ses.changes = 0;
         ses.conflicts = [0; 6];
         ses.commit_lsn = None;
+        if matches!(why, FallBack::Aborted) {
+            debug1!(
+                "logical_ext: subscription {}: streamed transaction {} aborted: rolled back",
+                self.subid,
+                eager.xid
+            );
+            return Ok(());
+        }
+        if self.eager_refused.len() >= MAX_REFUSED {
+            self.eager_refused.remove(0);
+        }
+        self.eager_refused.push(eager.xid);
+        ses.reload = true;
         debug1!(
-            "logical_ext: subscription {}: streamed transaction {} is applied at its commit instead: {}",
+            "logical_ext: subscription {}: streamed transaction {} is received again and applied at its commit: {}",
             self.subid,
             eager.xid,
             why.describe()
@@ -213,9 +250,15 @@ impl Worker {
         Ok(())
     }
 
+    /// Streamed transaction `xid` committed or aborted: it is no longer
+    /// one to receive spooled.
+    pub(super) fn eager_forget(&mut self, xid: u32) {
+        self.eager_refused.retain(|&x| x != xid);
+    }
+
     /// Between and at the start of the eager transaction's blocks: fall back
-    /// when the worker would stop or reload between transactions, or the
-    /// table states changed (then the ordinary checks act on it).
+    /// (ending the session) when the worker would stop or reload between
+    /// transactions, or the table states changed.
     pub(super) fn eager_checks(&mut self, ses: &mut Session) -> Result<(), String> {
         if ses.streamed.eager.is_none() {
             return Ok(());

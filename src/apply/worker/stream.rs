@@ -336,8 +336,11 @@ impl Worker {
                     if ses.streamed.eager_idle() {
                         // Between two blocks of a streamed transaction applied
                         // while it arrives: roll it back if the checks below
-                        // would act (worker/eager.rs).
+                        // would act (worker/eager.rs); the session then ends.
                         self.eager_checks(ses)?;
+                        if ses.reload {
+                            continue;
+                        }
                     }
                     // Nothing more to read: a deferred commit is made now,
                     // before feedback and before any wait (`grouping.rs`).

@@ -11,9 +11,10 @@
 //! design (worker.c spools to a BufFile and applies at stream commit), so
 //! the subscriber still applies everything after the publisher's commit.
 //! Unless it is applied while it arrives (`eager.rs`): then each document of
-//! its blocks is also applied at once, after being spooled, the stream
-//! commit only commits, and anything else arriving between its blocks rolls
-//! it back to this spool-and-replay path.
+//! its blocks is applied at once and not spooled, the stream commit only
+//! commits, and anything else arriving between its blocks rolls it back and
+//! ends the session; the next one receives it again from its first block
+//! and takes this spool-and-replay path for it.
 //!
 //! Compact documents (docs/FORMAT.md "Compact documents"): a block's rows
 //! refer to relation documents (`R`) of the same streamed transaction,
@@ -100,20 +101,22 @@ impl Worker {
         let eager_xid = ses.streamed.eager.as_ref().map(|e| e.xid);
         let Some(control) = spool::control(payload) else {
             let Some(xid) = ses.streamed.block else {
-                // Another transaction between the eager one's blocks.
+                // Another transaction between the eager one's blocks: when
+                // that ends the session, the next one receives this again.
                 self.eager_fall_back(ses, FallBack::Interleaved)?;
-                return Ok(false);
+                return Ok(ses.reload);
             };
             let (doc_xid, subxid) = spool::block_tag(payload)
                 .ok_or_else(|| format!("a document without xid inside a block at {}", at()))?;
             if doc_xid != xid {
                 return Err(format!("a document of transaction {doc_xid} inside a block of {xid} at {}", at()));
             }
-            ses.streamed.spool().append(xid, subxid, lsn, payload)?;
             if eager_xid == Some(xid) {
                 let mut rels = std::mem::take(&mut ses.streamed.eager_rels);
                 self.with_block_rels(&mut rels, |w| w.eager_doc(ses, subxid, payload, lsn))?;
                 ses.streamed.eager_rels = rels;
+            } else {
+                ses.streamed.spool().append(xid, subxid, lsn, payload)?;
             }
             return Ok(true);
         };
@@ -131,31 +134,42 @@ impl Worker {
                 } else {
                     self.eager_checks(ses)?;
                 }
-                ses.streamed.spool().start(xid, first)?;
+                if ses.reload {
+                    // The eager transaction fell back: the session ends.
+                    return Ok(true);
+                }
                 ses.streamed.block = Some(xid);
-                if first && self.eager_allowed(ses) {
+                if first && self.eager_allowed(ses, xid) {
+                    // Applied while it arrives, not spooled (`eager.rs`).
+                    ses.streamed.spool().abort(xid);
                     ses.streamed.eager_rels = Default::default();
                     self.eager_begin(ses, xid, lsn)?;
+                } else if eager_xid != Some(xid) {
+                    ses.streamed.spool().start(xid, first)?;
                 }
             }
             Control::Stop { xid } => {
                 if ses.streamed.block != Some(xid) {
                     return Err(format!("end of a block that is not open at {}", at()));
                 }
-                ses.streamed.spool().stop(xid)?;
+                if eager_xid != Some(xid) {
+                    ses.streamed.spool().stop(xid)?;
+                }
                 ses.streamed.block = None;
             }
             Control::Abort { xid, subxid } => match subxid {
                 Some(sub) => {
-                    ses.streamed.spool().abort_subxact(xid, sub)?;
                     if eager_xid == Some(xid) {
                         self.eager_abort_subxact(ses, sub);
+                    } else {
+                        ses.streamed.spool().abort_subxact(xid, sub)?;
                     }
                 }
                 None => {
                     if eager_xid == Some(xid) {
                         self.eager_fall_back(ses, FallBack::Aborted)?;
                     }
+                    self.eager_forget(xid);
                     ses.streamed.spool().abort(xid)
                 }
             },
@@ -169,12 +183,15 @@ impl Worker {
                 } else {
                     self.eager_fall_back(ses, FallBack::Interleaved)?;
                 }
+                if ses.reload {
+                    // The eager transaction fell back: the session ends.
+                    return Ok(true);
+                }
+                self.eager_forget(xid);
                 if ses.streamed.eager.is_some() {
-                    // Applied while it arrived: only the commit is left;
-                    // the spool file goes.
+                    // Applied while it arrived: only the commit is left.
                     let commit = commit_lsn.as_deref().and_then(protocol::parse_lsn);
                     self.eager_commit(ses, commit, end, timestamp.as_deref(), lsn)?;
-                    ses.streamed.spool().abort(xid);
                     ses.streamed.replaying = false;
                     return Ok(true);
                 }
