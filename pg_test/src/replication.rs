@@ -18,7 +18,7 @@
 //! Every query here opens its own connection, so waits survive a crash
 //! restart of either server (connection errors just mean "not yet").
 
-use crate::{Client, Cluster, NoTls, describe_error, exec, parse_lsn, query_string, run_checked};
+use crate::{Client, Cluster, NoTls, describe_error, exec, parse_lsn, query_string, run_checked, wait_until};
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -628,4 +628,36 @@ impl Pair {
         let s = schema_dump(&self.subscriber, schema);
         assert_eq!(s, p, "schema {schema}: subscriber (left) and publisher (right) differ");
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, ...) to a server process.
+pub fn send_signal(pid: i32, signal: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {pid} failed");
+}
+
+/// Holds process `pid` of `cluster` with SIGSTOP while pg_stat_activity
+/// shows it waiting with one of `wait_types` (idle: it holds no lock that
+/// others need); caught anywhere else it is let go and tried again. Undo
+/// with `send_signal(pid, "CONT")`.
+pub fn stop_while_waiting(cluster: &Cluster, pid: i32, wait_types: &[&str]) {
+    let mut c = cluster.client();
+    let mut waiting = || -> bool {
+        let t: Option<String> = c
+            .query_one("SELECT wait_event_type::text FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .map(|r| r.get(0))
+            .unwrap_or(None);
+        t.is_some_and(|t| wait_types.contains(&t.as_str()))
+    };
+    wait_until(CATCH_UP, &format!("process {pid} is stopped while it waits ({wait_types:?})"), || {
+        if !waiting() {
+            return false;
+        }
+        send_signal(pid, "STOP");
+        if waiting() {
+            return true;
+        }
+        send_signal(pid, "CONT");
+        false
+    });
 }

@@ -38,8 +38,13 @@
 //!   for its table copy (whose sync worker waits for a lock).
 //! - `postmaster_death_ends_the_workers`: after `kill -9` of the subscriber's
 //!   postmaster, the apply and sync workers exit.
+//! - `reconnect_waits_for_the_old_walsender`: a session that ends (here a
+//!   settings change) reconnects at once; its old walsender, still holding
+//!   the slot (held with SIGSTOP here; a busy publisher is enough), makes
+//!   START_REPLICATION fail with "replication slot ... is active for PID".
+//!   The worker waits for it quietly instead of reporting an error.
 //!
-//! No native comparison for the last four: the skip test encodes native
+//! No native comparison for the last five: the skip test encodes native
 //! behaviour as its specification (PostgreSQL clears an unmatched skip LSN
 //! with the same WARNING); the launcher, barrier and postmaster-death faults
 //! are in logical_ext's own launcher and wait loops, where native workers use
@@ -587,4 +592,30 @@ fn postmaster_death_ends_the_workers() {
         let _ = std::process::Command::new("kill").args(["-9", &p.to_string()]).status();
     }
     assert!(gone, "workers {left:?} kept running after the postmaster died");
+}
+
+#[test]
+fn reconnect_waits_for_the_old_walsender() {
+    let pair = Pair::start("apply_faults_slot_busy");
+    pair.both_exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE t");
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    let mut publisher = pair.pub_client();
+    let walsender: i32 =
+        publisher.query_one("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 's'", &[]).unwrap().get(0);
+    stop_while_waiting(&pair.publisher, walsender, &["Activity", "Client"]);
+    // A settings change: the worker ends its session and connects again.
+    exec(&mut pair.sub_client(), "SELECT logical_ext.set_conflict_resolution('s', 'skip', 'delete_missing')");
+    let busy = format!("is active for PID {walsender}");
+    wait_until(CATCH_UP, "START_REPLICATION finds the slot held by the old walsender", || {
+        !log_lines(&pair.publisher, &busy).is_empty()
+    });
+    send_signal(walsender, "CONT");
+    pair.pub_exec("INSERT INTO t VALUES (1, 'after')");
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["t"]);
+    let reported = log_lines(&pair.subscriber, "could not start replication");
+    assert!(reported.is_empty(), "the wait for our own old walsender is not an error: {reported:#?}");
+    assert_eq!(pair.status("s").last_error, None);
 }

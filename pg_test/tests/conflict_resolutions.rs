@@ -594,17 +594,6 @@ fn rule_changes_in_quick_succession_take_effect() {
     assert_eq!(rows_text(&mut sub, "SELECT * FROM q"), ["(1,,remote)"]);
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to a server process.
-fn signal(pid: i32, signal: &str) {
-    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-    assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {pid} failed");
-}
-
-/// What the process waits on, as pg_stat_activity shows it.
-fn wait_event_type(client: &mut Client, pid: i32) -> Option<String> {
-    client.query_one("SELECT wait_event_type::text FROM pg_stat_activity WHERE pid = $1", &[&pid]).unwrap().get(0)
-}
-
 /// A rule set while the worker cannot run (busy, or descheduled on a loaded
 /// machine) applies to a transaction the publisher sent after the change,
 /// even when that transaction already waits in the worker's socket when the
@@ -622,19 +611,9 @@ fn a_rule_set_before_a_transaction_was_sent_applies_to_it() {
     pair.sub_exec("INSERT INTO q VALUES (1, NULL, 'local')");
     let pid = pair.worker_pid("s");
     let mut sub = pair.sub_client();
-    // Stopped while it waits on its socket, so that it holds no lock the
-    // calls below need (a stop elsewhere is undone and tried again).
-    wait_until(CATCH_UP, "the worker is stopped while it waits", || {
-        if wait_event_type(&mut sub, pid).as_deref() != Some("Extension") {
-            return false;
-        }
-        signal(pid, "STOP");
-        if wait_event_type(&mut sub, pid).as_deref() == Some("Extension") {
-            return true;
-        }
-        signal(pid, "CONT");
-        false
-    });
+    // Stopped while it waits on its socket, holding no lock the calls below
+    // need.
+    stop_while_waiting(&pair.subscriber, pid, &["Extension"]);
     sub.batch_execute("SELECT logical_ext.set_conflict_resolution('s', 'apply_remote', 'insert_exists', 'q')").unwrap();
     pair.pub_exec("INSERT INTO q VALUES (1, NULL, 'remote')");
     let mut publisher = pair.pub_client();
@@ -649,7 +628,7 @@ fn a_rule_set_before_a_transaction_was_sent_applies_to_it() {
             .unwrap()
             .get(0)
     });
-    signal(pid, "CONT");
+    send_signal(pid, "CONT");
     pair.wait_caught_up("s");
     let log = conflict_log(&mut sub, "true");
     let got: Vec<(&str, &str)> = log.iter().map(|l| (l.conflict_type.as_str(), l.resolution.as_str())).collect();

@@ -405,6 +405,12 @@ pub(crate) fn compact_refused(sqlstate: i32) -> bool {
     sqlstate == pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32
 }
 
+/// Whether START_REPLICATION failed because another process holds the slot
+/// (`ReplicationSlotAcquire`: "replication slot ... is active for PID ...").
+pub(crate) fn slot_in_use(sqlstate: i32) -> bool {
+    sqlstate == pgrx::PgSqlErrorCode::ERRCODE_OBJECT_IN_USE as i32
+}
+
 /// A compact row's values by position: `{}` (no value) is left out, and
 /// `absent` says whether one was.
 fn positional<'a>(rel: &CompactRel, values: Vec<Value<'a>>, what: &str) -> Result<(Vec<Column<'a>>, bool), String> {
@@ -757,6 +763,9 @@ mod tests {
             assert!(!compact_refused(other as i32));
         }
         assert!(!compact_refused(0), "no SQLSTATE (a lost connection)");
+        assert!(slot_in_use(E::ERRCODE_OBJECT_IN_USE as i32));
+        assert!(!slot_in_use(E::ERRCODE_INVALID_PARAMETER_VALUE as i32));
+        assert!(!slot_in_use(0));
     }
 
     #[test]

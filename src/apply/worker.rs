@@ -64,7 +64,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stream::Session;
 
 /// Entry point of an apply worker (registered by `launcher.rs`).
@@ -137,6 +137,9 @@ struct Worker {
     /// The publisher refused the `compact` option (an older logical_ext):
     /// this worker streams the full documents from then on.
     compact_refused: bool,
+    /// When the last session ended (its connection closed): its walsender
+    /// may still hold the slot for a moment.
+    session_ended: Option<Instant>,
     /// This session may apply several remote transactions in one local
     /// transaction (`grouping::allowed`).
     group_commit: bool,
@@ -179,6 +182,7 @@ impl Worker {
             two_phase_streaming: false,
             compact: Default::default(),
             compact_refused: false,
+            session_ended: None,
             group_commit: false,
             grouping: Default::default(),
             eager_open: false,
@@ -195,6 +199,7 @@ impl Worker {
             let session =
                 AssertUnwindSafe(|| self.session().map_err(|m| (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, m, None)));
             let outcome = PgTryBuilder::new(session).catch_others(|e| Err(error_text(e))).execute();
+            self.session_ended = Some(Instant::now());
             match outcome {
                 Ok(Stop::Exit) => return,
                 Ok(Stop::Reload) => {
@@ -287,22 +292,33 @@ impl Worker {
             return Err(lost_slot_message(&slot, &sub.name, confirmed.as_deref()));
         }
         self.compact.clear();
-        match conn.exec_with_state(&cmd, 0) {
-            Ok(_) => {}
-            Err((e, sqlstate)) if !self.compact_refused && protocol::compact_refused(sqlstate) => {
-                // An older logical_ext on the publisher: full documents. If
-                // the error was about something else it comes back below.
-                self.compact_refused = true;
-                log!(
-                    "logical_ext: subscription \"{}\": the publisher's logical_ext does not offer the compact \
-                     format ({}); streaming the full JSON documents",
-                    sub.name,
-                    e.0
-                );
-                cmd = without_compact(&cmd);
-                conn.exec(&cmd, 0).map_err(|e| format!("could not start replication: {}", e.0))?;
+        loop {
+            match conn.exec_with_state(&cmd, 0) {
+                Ok(_) => break,
+                Err((e, sqlstate)) if !self.compact_refused && protocol::compact_refused(sqlstate) => {
+                    // An older logical_ext on the publisher: full documents. If
+                    // the error was about something else it comes back below.
+                    self.compact_refused = true;
+                    log!(
+                        "logical_ext: subscription \"{}\": the publisher's logical_ext does not offer the compact \
+                         format ({}); streaming the full JSON documents",
+                        sub.name,
+                        e.0
+                    );
+                    cmd = without_compact(&cmd);
+                }
+                Err((_, sqlstate))
+                    if protocol::slot_in_use(sqlstate)
+                        && self.session_ended.is_some_and(|t| t.elapsed() < SLOT_RELEASE_WAIT) =>
+                {
+                    // Most likely the walsender of our own previous session
+                    // (a reload, a retry, an eager apply's fallback): it
+                    // exits once it notices the closed connection. Anyone
+                    // else's hold is reported once the wait is over.
+                    backend::sleep(SLOT_RELEASE_NAP);
+                }
+                Err((e, _)) => return Err(format!("could not start replication: {}", e.0)),
             }
-            Err((e, _)) => return Err(format!("could not start replication: {}", e.0)),
         }
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
         if self.relmap.is_none() {
@@ -399,6 +415,12 @@ fn start_replication(sub: &Subscription, slot: &str, start: u64, compact: bool) 
         if compact { COMPACT_OPTION } else { "" }
     )
 }
+
+/// How long after its previous session ended the worker waits for the slot
+/// to be released when START_REPLICATION finds it active, and how often it
+/// asks again meanwhile.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(5);
+const SLOT_RELEASE_NAP: Duration = Duration::from_millis(20);
 
 /// How `start_replication` asks for the compact documents.
 const COMPACT_OPTION: &str = ", \"compact\" 'on'";
