@@ -408,13 +408,11 @@ impl<'r> Target<'r> {
             if query_level {
                 pg_sys::AfterTriggerEndQuery(self.estate);
             }
-            for &slot in pool.virtual_slots[..pool.virtual_used].iter().chain(&pool.table_slots[..pool.table_used]) {
-                pg_sys::ExecClearTuple(slot);
-            }
             let econtext = (*self.estate).es_per_tuple_exprcontext;
-            if !econtext.is_null() {
-                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
-            }
+            let per_tuple = if econtext.is_null() { std::ptr::null_mut() } else { (*econtext).ecxt_per_tuple_memory };
+            // One guarded call for all of it (`ffi/unguarded.rs`).
+            ffi::unguarded::clear_slots_and_reset(&pool.virtual_slots[..pool.virtual_used], std::ptr::null_mut());
+            ffi::unguarded::clear_slots_and_reset(&pool.table_slots[..pool.table_used], per_tuple);
         }
         pool.virtual_used = 0;
         pool.table_used = 0;
