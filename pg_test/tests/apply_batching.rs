@@ -211,7 +211,10 @@ fn buffered_rows_are_converted_as_the_owner_under_a_snapshot() {
         count(&mut sub, "o WHERE who = 'batch_owner' AND looked = 7"),
         500,
         "{:?}",
-        rows_text(&mut sub, "SELECT * FROM o WHERE who IS DISTINCT FROM 'batch_owner' OR looked IS DISTINCT FROM 7 LIMIT 5")
+        rows_text(
+            &mut sub,
+            "SELECT * FROM o WHERE who IS DISTINCT FROM 'batch_owner' OR looked IS DISTINCT FROM 7 LIMIT 5"
+        )
     );
     pair.assert_same("SELECT id, v FROM o", "id");
     assert!(multi_insert_records(&pair.subscriber, "o", &wal_start) > 0, "the batch path was not taken");

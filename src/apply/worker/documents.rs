@@ -119,7 +119,9 @@ impl Worker {
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);
-                self.change(ses, lsn, &rel, true, |ctx, t, scratch, buffer| rows::insert(ctx, t, &new, scratch, buffer))?
+                self.change(ses, lsn, &rel, true, |ctx, t, scratch, buffer| {
+                    rows::insert(ctx, t, &new, scratch, buffer)
+                })?
             }
             Doc::Update { rel, new, identity, complete } => {
                 self.remember(ConflictType::UpdateExists, payload, ses);
