@@ -9,6 +9,11 @@
 //! closure): the closures below own nothing with a destructor, allocate
 //! nothing, index nothing and call no Rust code that could panic; every
 //! pointer and function pointer is resolved before the boundary.
+//!
+//! Two functions need no boundary at all: `GetUserIdAndSecContext` and
+//! `SetUserIdAndSecContext` only read or assign backend globals and cannot
+//! raise an ERROR (miscinit.c); the role switch of every applied change
+//! (`ffi/identity.rs`) calls them directly.
 
 use pgrx::pg_sys;
 use std::ffi::c_char;
