@@ -20,6 +20,15 @@
 //! table with a stored generated column (checked by a CHECK constraint on
 //! it) and a subscriber-only serial column gets both computed per row, in
 //! row order.
+//!
+//! `buffered_rows_are_converted_as_the_owner_under_a_snapshot`: a buffered
+//! INSERT is bracketed only by a snapshot and the table owner's identity
+//! (no command id, query level or command counter increment until its batch
+//! is written, `Worker::change`). A table owned by a less trusted role,
+//! with subscriber-only columns whose defaults are `current_user` and a
+//! STABLE SQL function reading another table (which needs the active
+//! snapshot), gets the owner's name and the looked-up value in every row of
+//! a 500-row transaction written by multi-inserts.
 
 use logical_ext_pg_test::conflicts::*;
 use logical_ext_pg_test::replication::*;
@@ -169,4 +178,45 @@ fn batch_errors_name_the_failing_row() {
         let multi = multi_insert_records(&pair.subscriber, table, &wal_start);
         assert!(multi > 0, "no multi-insert WAL records into {table} on the subscriber: the batch path was not taken");
     }
+}
+
+#[test]
+fn buffered_rows_are_converted_as_the_owner_under_a_snapshot() {
+    let pair = Pair::start("apply_batching_owner");
+    pair.pub_exec(
+        "CREATE TABLE o (id int PRIMARY KEY, v text);
+         CREATE PUBLICATION p FOR TABLE o;",
+    );
+    // Everything schema-qualified: an untrusted owner's code runs with
+    // search_path = pg_catalog, pg_temp.
+    pair.sub_exec(
+        "CREATE ROLE batch_owner;
+         CREATE TABLE public.lookup_src (v int);
+         INSERT INTO public.lookup_src VALUES (7);
+         CREATE FUNCTION public.looked_up() RETURNS int STABLE LANGUAGE sql
+             AS 'SELECT max(v) FROM public.lookup_src';
+         CREATE TABLE o (id int PRIMARY KEY, v text, who text DEFAULT current_user,
+                         looked int DEFAULT public.looked_up());
+         ALTER TABLE public.lookup_src OWNER TO batch_owner;
+         ALTER FUNCTION public.looked_up() OWNER TO batch_owner;
+         ALTER TABLE o OWNER TO batch_owner;",
+    );
+    pair.subscribe("s", &["p"], "");
+    pair.wait_streaming("s");
+    let mut sub = pair.sub_client();
+    let wal_start = query_string(&mut sub, "SELECT pg_current_wal_insert_lsn()::text");
+    pair.pub_exec("INSERT INTO o SELECT g, 'v' || g FROM generate_series(1, 500) g");
+    pair.wait_caught_up("s");
+    assert_eq!(
+        count(&mut sub, "o WHERE who = 'batch_owner' AND looked = 7"),
+        500,
+        "{:?}",
+        rows_text(
+            &mut sub,
+            "SELECT * FROM o WHERE who IS DISTINCT FROM 'batch_owner' OR looked IS DISTINCT FROM 7 LIMIT 5"
+        )
+    );
+    pair.assert_same("SELECT id, v FROM o", "id");
+    assert!(multi_insert_records(&pair.subscriber, "o", &wal_start) > 0, "the batch path was not taken");
+    pair.wait_status("s", "streaming without error", |s| s.state == "streaming" && s.last_error.is_none());
 }

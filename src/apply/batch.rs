@@ -88,9 +88,8 @@ impl Batch {
                 self.slots.push(pg_sys::table_slot_create(relation, &mut (*estate).es_tupleTable));
             }
             let slot = self.slots[self.used];
-            pg_sys::ExecCopySlot(slot, row);
-            let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, std::ptr::null_mut());
-            self.bytes += (*tuple).t_len as usize;
+            // The copy and its length in one guarded call.
+            self.bytes += crate::ffi::unguarded::copy_slot_tuple_len(slot, row) as usize;
         }
         self.used += 1;
         if self.payloads.len() < self.used {

@@ -386,22 +386,33 @@ impl<'r> Target<'r> {
         }
     }
 
+    /// A cached target starts buffering an INSERT (`batch.rs`): only the
+    /// table owner's identity, for the row's input functions, defaults and
+    /// generated columns. No command id and no query level: the row is not
+    /// written until its batch is, in a change of its own (see
+    /// `Worker::change`). Ended with `end_change(false)`.
+    pub(crate) fn begin_buffering(&self) -> Option<AsRole> {
+        // SAFETY: the relation is open in the transaction the target was opened in.
+        as_table_owner(unsafe { (*(*self.relation).rd_rel).relowner })
+    }
+
     /// A cached target ends a change (before the role guard is dropped):
-    /// its query level ends, its slots are cleared (buffer pins released)
-    /// and its per-tuple memory reset, as freeing a per-change target does.
-    pub(crate) fn end_change(&self) {
+    /// its query level ends (`query_level`: begun by `begin_change`, not by
+    /// `begin_buffering`), its slots are cleared (buffer pins released) and
+    /// its per-tuple memory reset, as freeing a per-change target does.
+    pub(crate) fn end_change(&self, query_level: bool) {
         let Some(pool) = &self.pool else { return };
         let mut pool = pool.borrow_mut();
         // SAFETY: the slots belong to this target's executor state.
         unsafe {
-            pg_sys::AfterTriggerEndQuery(self.estate);
-            for &slot in pool.virtual_slots[..pool.virtual_used].iter().chain(&pool.table_slots[..pool.table_used]) {
-                pg_sys::ExecClearTuple(slot);
+            if query_level {
+                pg_sys::AfterTriggerEndQuery(self.estate);
             }
             let econtext = (*self.estate).es_per_tuple_exprcontext;
-            if !econtext.is_null() {
-                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
-            }
+            let per_tuple = if econtext.is_null() { std::ptr::null_mut() } else { (*econtext).ecxt_per_tuple_memory };
+            // One guarded call for all of it (`ffi/unguarded.rs`).
+            ffi::unguarded::clear_slots_and_reset(&pool.virtual_slots[..pool.virtual_used], std::ptr::null_mut());
+            ffi::unguarded::clear_slots_and_reset(&pool.table_slots[..pool.table_used], per_tuple);
         }
         pool.virtual_used = 0;
         pool.table_used = 0;
@@ -920,7 +931,7 @@ impl TargetCache {
         // SAFETY: this cached target's state, during the change begun above,
         // with the caller's snapshot.
         unsafe { t.batch.borrow_mut().flush(t.relation, t.rri, t.estate, on_row) };
-        t.end_change();
+        t.end_change(true);
         drop(as_owner);
     }
 

@@ -125,21 +125,42 @@ pub(crate) fn failure_message(rec: &ConflictRecord) -> String {
     )
 }
 
+/// Whether the next INSERT into `t` is buffered (`batch.rs`) instead of
+/// written at once: with resolution `error` for `insert_exists` (no probe),
+/// when it continues a run of INSERTs into a `batchable` target. Decided
+/// once per INSERT, before it is applied (it counts the run): the worker
+/// brackets a buffered row more lightly than a written one
+/// (`Worker::change`), and [`insert`] is told the decision.
+pub(crate) fn insert_buffers(ctx: &RowContext<'_>, t: &Target<'_>) -> bool {
+    !probes_insert(ctx, t) && t.continues_run() && t.batchable()
+}
+
+fn probes_insert(ctx: &RowContext<'_>, t: &Target<'_>) -> bool {
+    conflict::effective(ctx.rules, t.rel.relid.to_u32(), ConflictType::InsertExists) != Resolution::Error
+}
+
 /// INSERT, detecting `insert_exists` on every probeable unique index.
 ///
 /// With resolution `error` no probe is made (the common, fast path): the
 /// unique violation itself fails the transaction, and the worker records it
 /// as `insert_exists` (see `Worker::unique_violation`). On a `batchable`
-/// target such a row is buffered and written with its neighbours.
-pub(crate) fn insert(ctx: &RowContext<'_>, t: &Target<'_>, new: &[Column<'_>], scratch: &mut Vec<u8>) -> Outcome {
+/// target such a row is buffered (`buffer`: [`insert_buffers`] said so) and
+/// written with its neighbours.
+pub(crate) fn insert(
+    ctx: &RowContext<'_>,
+    t: &Target<'_>,
+    new: &[Column<'_>],
+    scratch: &mut Vec<u8>,
+    buffer: bool,
+) -> Outcome {
     let row = t.new_row(new, scratch);
-    let probe = conflict::effective(ctx.rules, t.rel.relid.to_u32(), ConflictType::InsertExists) != Resolution::Error;
-    if !probe && t.continues_run() && t.batchable() {
+    if buffer {
         // Its unique violation, if any, is raised when the batch is written,
         // with this row named (`batch.rs`).
         t.buffer(row);
         return Outcome::Buffered;
     }
+    let probe = probes_insert(ctx, t);
     let Some(existing) = probe.then(|| t.find_unique(row, None)).flatten() else {
         t.insert(row);
         return Outcome::Applied;

@@ -175,7 +175,11 @@ impl<'a> Reader<'a> {
         let mut escaped = false;
         loop {
             while let Some(chunk) = bytes.get(self.at..self.at + 8) {
-                if special(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
+                let m = special_mask(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+                if m != 0 {
+                    // Straight to the first special byte (the mask's lowest
+                    // flag is exact), not byte by byte through the word.
+                    self.at += (m.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.at += 8;
@@ -438,14 +442,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Whether any of the eight bytes of `w` is `"`, `\\` or below 0x20 (exact:
-/// the classic "has zero byte" and "has byte less than n" word tests).
-fn special(w: u64) -> bool {
+/// Flags (the high bit of a byte) for the bytes of `w` (little-endian)
+/// that are `"`, `\\` or below 0x20: the classic "has zero byte" and "has
+/// byte less than n" word tests. Nonzero exactly when one is special, and
+/// exact from the lowest byte up to the first special one (a subtraction's
+/// borrow can only flag bytes above a special byte), so `trailing_zeros() /
+/// 8` is the position of the first special byte.
+fn special_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | below_space != 0
+    zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | below_space
 }
 
 /// The contents of a JSON string with escapes, decoded as serde_json
@@ -609,13 +617,40 @@ mod tests {
 
     #[test]
     fn special_bytes_in_a_word() {
-        let w = |s: &[u8; 8]| special(u64::from_le_bytes(*s));
-        assert!(!w(b"abcdefgh") && !w(b"\x7f\x80\xff !#[]") && !w(b"        "));
+        let first = |s: &[u8; 8]| match special_mask(u64::from_le_bytes(*s)) {
+            0 => None,
+            m => Some(m.trailing_zeros() / 8),
+        };
+        assert_eq!(first(b"abcdefgh"), None);
+        assert_eq!(first(b"\x7f\x80\xff !#[]"), None);
+        assert_eq!(first(b"        "), None);
+        let specials = [b'"', b'\\', 0u8, 0x01, 0x1f, b'\n'];
         for i in 0..8 {
-            for c in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+            for c in specials {
                 let mut b = *b"abcdefgh";
                 b[i] = c;
-                assert!(w(&b), "{b:?}");
+                assert_eq!(first(&b), Some(i as u32), "{b:?}");
+                // Any special bytes above it (borrows) do not move it;
+                // bytes just above a special one (0x20, 0x21, 0x5d, 0x23)
+                // are not taken for special.
+                for d in specials.into_iter().chain([0x20, 0x21, 0x23, 0x5d, 0x80, 0xff]) {
+                    for j in i + 1..8 {
+                        let mut e = b;
+                        e[j] = d;
+                        assert_eq!(first(&e), Some(i as u32), "{e:?}");
+                    }
+                }
+            }
+        }
+        // Only non-special bytes below the special one, any of them.
+        for c in 0x20u8..=0xff {
+            if c == b'"' || c == b'\\' {
+                continue;
+            }
+            for i in 1..8 {
+                let mut b = [c; 8];
+                b[i] = b'"';
+                assert_eq!(first(&b), Some(i as u32), "{b:?}");
             }
         }
         // Long strings with the special byte at every position agree with serde.

@@ -32,18 +32,19 @@ impl AsRole {
     /// is pinned to `pg_catalog, pg_temp`, exactly as PostgreSQL 16's
     /// `SwitchToUntrustedUser` does.
     pub(crate) fn become_role(role: pg_sys::Oid) -> AsRole {
-        let (mut user, mut sec_context) = (pg_sys::InvalidOid, 0i32);
-        // SAFETY: plain reads/writes of the backend's user id state; the
-        // previous values are restored by Drop.
+        // Plain reads/writes of the backend's user id state, without a pgrx
+        // guard (they raise nothing; `ffi/unguarded.rs`): a role switch is
+        // made per applied change.
+        let (user, sec_context) = super::unguarded::user_id_and_sec_context();
+        // SAFETY: the previous values are restored by Drop.
         unsafe {
-            pg_sys::GetUserIdAndSecContext(&mut user, &mut sec_context);
             let trusted = pg_sys::is_member_of_role(role, user);
             let mut new_context = sec_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
             if !trusted {
                 new_context |= pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
             }
             let guc_nest_level = if trusted { None } else { Some(pg_sys::NewGUCNestLevel()) };
-            pg_sys::SetUserIdAndSecContext(role, new_context);
+            super::unguarded::set_user_id_and_sec_context(role, new_context);
             if guc_nest_level.is_some() {
                 pin_search_path();
             }
@@ -102,7 +103,7 @@ impl Drop for AsRole {
             if let Some(level) = self.guc_nest_level {
                 pg_sys::AtEOXact_GUC(true, level);
             }
-            pg_sys::SetUserIdAndSecContext(self.user, self.sec_context);
+            super::unguarded::set_user_id_and_sec_context(self.user, self.sec_context);
         }
     }
 }

@@ -9,6 +9,11 @@
 //! closure): the closures below own nothing with a destructor, allocate
 //! nothing, index nothing and call no Rust code that could panic; every
 //! pointer and function pointer is resolved before the boundary.
+//!
+//! Two functions need no boundary at all: `GetUserIdAndSecContext` and
+//! `SetUserIdAndSecContext` only read or assign backend globals and cannot
+//! raise an ERROR (miscinit.c); the role switch of every applied change
+//! (`ffi/identity.rs`) calls them directly.
 
 use pgrx::pg_sys;
 use std::ffi::c_char;
@@ -48,6 +53,89 @@ unsafe extern "C-unwind" {
     fn raw_list_free(list: *mut pg_sys::List);
     #[link_name = "MemoryContextReset"]
     fn raw_memory_context_reset(context: pg_sys::MemoryContext);
+    #[link_name = "ExecFetchSlotHeapTuple"]
+    fn raw_exec_fetch_slot_heap_tuple(
+        slot: *mut pg_sys::TupleTableSlot,
+        materialize: bool,
+        should_free: *mut bool,
+    ) -> pg_sys::HeapTuple;
+    // Two plain assignments/reads of backend globals (miscinit.c): they
+    // raise nothing, so they need no boundary at all.
+    #[link_name = "GetUserIdAndSecContext"]
+    fn raw_get_user_id_and_sec_context(userid: *mut pg_sys::Oid, sec_context: *mut i32);
+    #[link_name = "SetUserIdAndSecContext"]
+    fn raw_set_user_id_and_sec_context(userid: pg_sys::Oid, sec_context: i32);
+}
+
+/// The current user id and security context (`GetUserIdAndSecContext`,
+/// which only reads two globals and cannot raise: no guard needed).
+pub(crate) fn user_id_and_sec_context() -> (pg_sys::Oid, i32) {
+    let (mut user, mut sec_context) = (pg_sys::InvalidOid, 0i32);
+    // SAFETY: writes through two valid pointers; raises nothing.
+    unsafe { raw_get_user_id_and_sec_context(&mut user, &mut sec_context) };
+    (user, sec_context)
+}
+
+/// Set the current user id and security context (`SetUserIdAndSecContext`,
+/// two assignments of globals that cannot raise: no guard needed).
+///
+/// # Safety
+/// What PostgreSQL's function requires: the caller restores what it saved
+/// (`ffi/identity.rs`).
+pub(crate) unsafe fn set_user_id_and_sec_context(user: pg_sys::Oid, sec_context: i32) {
+    // SAFETY: per the caller's promise; raises nothing.
+    unsafe { raw_set_user_id_and_sec_context(user, sec_context) }
+}
+
+/// `ExecCopySlot(dst, src)` and the length of the heap tuple `dst` then
+/// holds, in one guarded call (a buffered row, `apply/batch.rs`).
+///
+/// # Safety
+/// `dst` is a table slot of the relation `src`'s row belongs to, `src` is
+/// not empty; both valid, inside their transaction.
+pub(crate) unsafe fn copy_slot_tuple_len(dst: *mut pg_sys::TupleTableSlot, src: *mut pg_sys::TupleTableSlot) -> u32 {
+    // SAFETY: a slot always has its ops (`ExecCopySlot` is
+    // `dst->tts_ops->copyslot(dst, src)`, an inline function pgrx wraps).
+    let copy = unsafe { (*(*dst).tts_ops).copyslot };
+    let Some(copy) = copy else {
+        // SAFETY: per the caller's promise (no ops: let PostgreSQL's own
+        // wrapper and its guard deal with it).
+        unsafe {
+            pg_sys::ExecCopySlot(dst, src);
+            return (*pg_sys::ExecFetchSlotHeapTuple(dst, false, std::ptr::null_mut())).t_len;
+        }
+    };
+    // SAFETY: per the caller's promise; the closure holds only copies of
+    // pointers (see the module notes).
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            copy(dst, src);
+            (*raw_exec_fetch_slot_heap_tuple(dst, false, std::ptr::null_mut())).t_len
+        })
+    }
+}
+
+/// Clear `slots` and reset `per_tuple` (null: none), in one guarded call:
+/// the end of a cached target's change (`apply/executor.rs`).
+///
+/// # Safety
+/// Valid slots of one executor state and its per-tuple memory, inside
+/// their transaction.
+pub(crate) unsafe fn clear_slots_and_reset(slots: &[*mut pg_sys::TupleTableSlot], per_tuple: pg_sys::MemoryContext) {
+    // SAFETY: per the caller's promise; the closure iterates a borrowed
+    // slice (no allocation, no indexing) and calls C functions only.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            for &slot in slots {
+                if let Some(clear) = (*(*slot).tts_ops).clear {
+                    clear(slot);
+                }
+            }
+            if !per_tuple.is_null() {
+                raw_memory_context_reset(per_tuple);
+            }
+        })
+    }
 }
 
 /// `InputFunctionCall` without a guard of its own, for a loop of calls

@@ -119,11 +119,13 @@ impl Worker {
             }
             Doc::Insert { rel, new } => {
                 self.remember(ConflictType::InsertExists, payload, ses);
-                self.change(ses, lsn, &rel, |ctx, t, scratch| rows::insert(ctx, t, &new, scratch))?
+                self.change(ses, lsn, &rel, true, |ctx, t, scratch, buffer| {
+                    rows::insert(ctx, t, &new, scratch, buffer)
+                })?
             }
             Doc::Update { rel, new, identity, complete } => {
                 self.remember(ConflictType::UpdateExists, payload, ses);
-                self.change(ses, lsn, &rel, |ctx, t, scratch| {
+                self.change(ses, lsn, &rel, false, |ctx, t, scratch, _| {
                     let key = identity.as_deref().unwrap_or(&new);
                     rows::update(ctx, t, key, &new, complete, scratch)
                 })?
@@ -137,7 +139,7 @@ impl Worker {
                         protocol::format_lsn(lsn)
                     ));
                 };
-                self.change(ses, lsn, &rel, |ctx, t, scratch| rows::delete(ctx, t, &identity, scratch))?
+                self.change(ses, lsn, &rel, false, |ctx, t, scratch, _| rows::delete(ctx, t, &identity, scratch))?
             }
             Doc::Truncate { rel, restart_identity, lsn: tlsn, .. } => {
                 if !ses.in_txn {
@@ -202,13 +204,28 @@ impl Worker {
     }
 
     /// Run one row change inside the current remote transaction, and act on
-    /// its conflict outcome.
+    /// its conflict outcome. `insert`: the change is an INSERT, which `f` is
+    /// told to buffer (its last argument) when `rows::insert_buffers` says so.
+    ///
+    /// A change that is written runs as `worker.c`'s apply steps do: a fresh
+    /// snapshot, the target's change bracket (command id, AFTER-trigger
+    /// query level, the owner's identity), a command counter increment
+    /// after it. A buffered INSERT writes nothing yet — its row is converted
+    /// (as the table's owner, under a fresh snapshot: input functions,
+    /// defaults and generated columns may read) and copied into the batch —
+    /// so it takes no command id, opens no query level (no events can be
+    /// queued: a batchable target has no triggers, and statements run by
+    /// user functions open their own) and needs no increment (nothing to
+    /// make visible; PostgreSQL's increment does nothing when the command
+    /// id was not used). The batch's write (`flush_batch`) is one change
+    /// with all of them, before anything that could observe the rows.
     pub(super) fn change(
         &mut self,
         ses: &mut Session,
         lsn: u64,
         rel: &RemoteRel,
-        f: impl FnOnce(&RowContext<'_>, &Target<'_>, &mut Vec<u8>) -> Outcome,
+        insert: bool,
+        f: impl FnOnce(&RowContext<'_>, &Target<'_>, &mut Vec<u8>, bool) -> Outcome,
     ) -> Result<(), String> {
         if !ses.in_txn {
             return Err(format!("change outside a transaction at {}", protocol::format_lsn(lsn)));
@@ -237,8 +254,7 @@ impl Worker {
             },
             origin_name,
             remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
-            // SAFETY: reads the control file's system identifier.
-            local_node: unsafe { pg_sys::GetSystemIdentifier() },
+            local_node: local_node(),
             commit_lsn: ses.commit_lsn,
             // SAFETY: reads a GUC variable.
             detect_origin: unsafe { pg_sys::track_commit_timestamp },
@@ -246,17 +262,20 @@ impl Worker {
         // SAFETY: each change runs with a fresh snapshot and is made visible
         // to the next one, as in worker.c's begin/end_replication_step.
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        let mut buffered = false;
         let outcome = if local.cacheable {
             // Executor state kept for the transaction (executor.rs).
             let target = ses.targets.get(&local);
-            let as_owner = target.begin_change();
-            let outcome = f(&ctx, target, &mut ses.scratch);
-            target.end_change();
+            buffered = insert && rows::insert_buffers(&ctx, target);
+            let as_owner = if buffered { target.begin_buffering() } else { target.begin_change() };
+            let outcome = f(&ctx, target, &mut ses.scratch, buffered);
+            target.end_change(!buffered);
             drop(as_owner);
             outcome
         } else {
             let target = Target::open(&local);
-            f(&ctx, &target, &mut ses.scratch)
+            let buffer = insert && rows::insert_buffers(&ctx, &target);
+            f(&ctx, &target, &mut ses.scratch, buffer)
         };
         let result = match outcome {
             Outcome::Applied => Ok(()),
@@ -287,10 +306,13 @@ impl Worker {
                 Err(msg)
             }
         };
-        // SAFETY: pairs with the push above.
+        // SAFETY: pairs with the push above; a buffered row made nothing
+        // to see (see above).
         unsafe {
             pg_sys::PopActiveSnapshot();
-            pg_sys::CommandCounterIncrement();
+            if !buffered {
+                pg_sys::CommandCounterIncrement();
+            }
         }
         ses.changes += 1;
         result
@@ -520,4 +542,12 @@ impl Worker {
         ses.displaced = !owner;
         ses.reload = generation != self.generation;
     }
+}
+
+/// This node's system identifier (the control file's; fixed while the
+/// server runs), read once per process rather than per change.
+fn local_node() -> u64 {
+    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: reads the control file's system identifier, kept in shared memory.
+    *NODE.get_or_init(|| unsafe { pg_sys::GetSystemIdentifier() })
 }
