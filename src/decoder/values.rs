@@ -1,10 +1,14 @@
 //! Rendering one datum as JSON, per [`ValueKind`]. This is the per-column hot
 //! path: fixed-width types are formatted from the datum itself, text-like
-//! types are escaped straight from the (detoasted) varlena, and only the
-//! remaining types pay for an output-function call.
+//! types are escaped straight from the (detoasted) varlena, `numeric` and
+//! `jsonb` are printed from their stored bytes (`numeric.rs`, `jsonb.rs`,
+//! with their output function as the fallback), and only the remaining
+//! types pay for an output-function call.
 
 use super::json;
+use super::jsonb;
 use super::limit;
+use super::numeric;
 use super::shape::ValueKind;
 use pgrx::pg_sys;
 use std::cell::RefCell;
@@ -83,10 +87,49 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
             limit::reserve(out, json::str_len_bound(s.to_bytes()));
             json::push_str(out, s.to_bytes());
         }
+        ValueKind::Numeric(f) => {
+            // SAFETY: numeric columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            // (The text is at most ~150 kB whatever the value: weight and
+            // display scale are 16-bit.)
+            let start = out.len();
+            out.push(b'"');
+            if numeric::push_text(out, bytes).is_some() {
+                out.push(b'"');
+            } else {
+                out.truncate(start);
+                // SAFETY: as required by this function.
+                unsafe { f.push(out, datum) };
+            }
+        }
+        ValueKind::Jsonb(f) => {
+            // SAFETY: jsonb columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            if bytes.len() <= JSONB_DIRECT_MAX {
+                limit::reserve(out, bytes.len() * 2 + 64);
+                let start = out.len();
+                out.push(b'"');
+                let t = jsonb::Target { out: &mut *out, in_string: true, max_len: JSONB_DIRECT_MAX_TEXT };
+                if jsonb::push_text(t, bytes).is_some() {
+                    out.push(b'"');
+                    return;
+                }
+                out.truncate(start);
+            }
+            // SAFETY: as required by this function.
+            unsafe { f.push(out, datum) };
+        }
         // SAFETY: as required by this function.
         ValueKind::Output(f) => unsafe { f.push(out, datum) },
     }
 }
+
+/// `jsonb` values up to this stored size are printed from their bytes, into
+/// at most `JSONB_DIRECT_MAX_TEXT` bytes of (infallibly grown) document;
+/// larger ones go through `jsonb_out`, whose text is reserved for through
+/// `limit.rs` like every other value of unbounded size.
+const JSONB_DIRECT_MAX: usize = 1 << 20;
+const JSONB_DIRECT_MAX_TEXT: usize = 16 << 20;
 
 /// A type's output function. For pass-by-value types the last datum and its
 /// JSON are remembered, so a value repeated row after row (the `now()` of a
