@@ -467,3 +467,65 @@ fn numeric_and_jsonb_print_as_their_output_functions() {
     }
     assert!(failures.is_empty(), "{} mismatch(es):\n{}", failures.len(), failures.join("\n"));
 }
+
+/// `timestamptz` and `timestamp` are printed from PostgreSQL's broken-down
+/// time under `DateStyle` ISO (src/decoder/timestamp.rs), and by their
+/// output functions otherwise: in time zones with DST, odd offsets
+/// (+05:30, -03:30, +12:45, LMT offsets in seconds), BC and far-future
+/// dates, fractions of every length, and
+/// under other date styles, every value must print as the output function
+/// prints it in the decoding session.
+#[test]
+fn timestamps_print_as_their_output_functions() {
+    let (_cluster, mut c) = plugin_cluster("dec_types_ts");
+    exec(&mut c, "CREATE TABLE ts (id int PRIMARY KEY, tz timestamptz, t timestamp)");
+    exec(
+        &mut c,
+        "INSERT INTO ts SELECT g, v, v AT TIME ZONE 'UTC' FROM (
+           SELECT g, timestamptz '1850-01-01 00:00:00+00'
+                     + g * interval '17 days 5 hours 7 minutes 11 seconds' + (g * 7919 % 1000000) * interval '1 microsecond' AS v
+           FROM generate_series(1, 4000) g) s;
+         INSERT INTO ts SELECT 10000 + g, v, v AT TIME ZONE 'UTC' FROM (
+           SELECT g, timestamptz '2016-12-31 23:59:58+00' + g * interval '250 milliseconds' AS v
+           FROM generate_series(1, 20) g) s;
+         INSERT INTO ts VALUES
+           (20001, 'infinity', 'infinity'), (20002, '-infinity', '-infinity'),
+           (20003, '4713-01-01 00:00:00+00 BC', '4713-01-01 00:00:00 BC'),
+           (20004, '0001-12-31 23:59:59.9+00 BC', '0001-12-31 23:59:59.9 BC'),
+           (20005, '294276-12-31 23:59:59.999999+00', '294276-12-31 23:59:59.999999'),
+           (20006, '1900-01-01 00:00:00.000001+00', '1900-01-01 00:00:00.000001'),
+           (20007, '2000-01-01 00:00:00+00', '2000-01-01 00:00:00'),
+           (20008, NULL, NULL)",
+    );
+    let mut failures = Vec::new();
+    let zones = [
+        "UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Africa/Monrovia", "Pacific/Chatham",
+        "Australia/Lord_Howe", "America/Sao_Paulo", "Europe/Dublin", "<+0330>-03:30",
+    ];
+    let styles = ["ISO, MDY", "ISO, DMY", "SQL, DMY", "Postgres, MDY", "German"];
+    for zone in zones {
+        for style in styles.iter().filter(|s| s.starts_with("ISO") || zone == "Europe/Berlin") {
+            exec(&mut c, &format!("SET TimeZone = '{zone}'; SET DateStyle = '{style}'"));
+            let expected: BTreeMap<i32, (Option<String>, Option<String>)> = c
+                .query("SELECT id, tz::text, t::text FROM ts", &[])
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect();
+            let rows = peek_changes(&mut c, "s", &opts(&[("include-transaction", "0")]));
+            assert_eq!(rows.len(), expected.len(), "one I per row");
+            for r in &rows {
+                let id: i32 = number_text(value(&r.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
+                let (tz, t) = &expected[&id];
+                for (col, want) in [("tz", tz), ("t", t)] {
+                    let got = value(&r.doc, "columns", col);
+                    if got.as_str() != want.as_deref() {
+                        failures.push(format!("{zone} / {style}: id {id} {col}: got {got}, want {want:?}"));
+                    }
+                }
+            }
+        }
+    }
+    failures.truncate(40);
+    assert!(failures.is_empty(), "mismatches (first 40):\n{}", failures.join("\n"));
+}

@@ -1,14 +1,16 @@
 //! Rendering one datum as JSON, per [`ValueKind`]. This is the per-column hot
 //! path: fixed-width types are formatted from the datum itself, text-like
 //! types are escaped straight from the (detoasted) varlena, `numeric` and
-//! `jsonb` are printed from their stored bytes (`numeric.rs`, `jsonb.rs`,
-//! with their output function as the fallback), and only the remaining
-//! types pay for an output-function call.
+//! `jsonb` are printed from their stored bytes (`numeric.rs`, `jsonb.rs`)
+//! and timestamps from PostgreSQL's broken-down time (`timestamp.rs`), each
+//! with its output function as the fallback, and only the remaining types
+//! pay for an output-function call.
 
 use super::json;
 use super::jsonb;
 use super::limit;
 use super::numeric;
+use super::timestamp;
 use super::shape::ValueKind;
 use pgrx::pg_sys;
 use std::cell::RefCell;
@@ -119,8 +121,58 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
             // SAFETY: as required by this function.
             unsafe { f.push(out, datum) };
         }
+        // SAFETY (both): as required by this function; the closure only
+        // reads the datum's value.
+        ValueKind::Timestamptz(f) => unsafe { f.push_with(out, datum, |b| push_timestamp(b, raw as i64, true)) },
+        ValueKind::Timestamp(f) => unsafe { f.push_with(out, datum, |b| push_timestamp(b, raw as i64, false)) },
         // SAFETY: as required by this function.
         ValueKind::Output(f) => unsafe { f.push(out, datum) },
+    }
+}
+
+/// A `timestamptz` (`with_tz`) or `timestamp` as its output function prints
+/// it under `DateStyle` ISO, quoted (`timestamp.rs`); false, with nothing
+/// written, under any other `DateStyle` or for a value `timestamp2tm`
+/// refuses (the output function then raises its own error).
+fn push_timestamp(out: &mut Vec<u8>, ts: i64, with_tz: bool) -> bool {
+    // SAFETY: reads a GUC variable of this (single-threaded) backend.
+    if unsafe { pg_sys::DateStyle } as u32 != pg_sys::USE_ISO_DATES {
+        return false;
+    }
+    if let Some(text) = timestamp::special(ts) {
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return true;
+    }
+    let mut tm = pg_sys::pg_tm::default();
+    let (mut fsec, mut tz) = (0, 0);
+    let tzp: *mut i32 = if with_tz { &mut tz } else { std::ptr::null_mut() };
+    // SAFETY: plain out-parameters; no abbreviation wanted; the session's
+    // time zone (NULL), as the output function uses.
+    let rc = unsafe { pg_sys::timestamp2tm(ts, tzp, &mut tm, &mut fsec, std::ptr::null_mut(), std::ptr::null_mut()) };
+    if rc != 0 {
+        return false;
+    }
+    let fields = timestamp::Fields {
+        year: tm.tm_year,
+        mon: tm.tm_mon,
+        mday: tm.tm_mday,
+        hour: tm.tm_hour,
+        min: tm.tm_min,
+        sec: tm.tm_sec,
+        fsec,
+        // EncodeDateTime prints no offset without a time-zone translation.
+        tz: (with_tz && tm.tm_isdst >= 0).then_some(tz),
+    };
+    let start = out.len();
+    out.push(b'"');
+    if timestamp::push_iso(out, &fields) {
+        out.push(b'"');
+        true
+    } else {
+        out.truncate(start);
+        false
     }
 }
 
@@ -169,9 +221,22 @@ impl OutputFn {
     /// # Safety
     /// `datum` must be a valid non-null datum of the type.
     unsafe fn push(&self, out: &mut Vec<u8>, datum: pg_sys::Datum) {
+        // SAFETY: as required by this function.
+        unsafe { self.push_with(out, datum, |_| false) }
+    }
+
+    /// `push`, where `fast` writes the JSON when it can (returning true) and
+    /// writes nothing otherwise; the output function is called only then.
+    ///
+    /// # Safety
+    /// As for `push`.
+    unsafe fn push_with(&self, out: &mut Vec<u8>, datum: pg_sys::Datum, fast: impl FnOnce(&mut Vec<u8>) -> bool) {
         let Some(memo) = &self.memo else {
-            // SAFETY: as required by this function.
-            return unsafe { self.render(out, datum) };
+            if !fast(out) {
+                // SAFETY: as required by this function.
+                unsafe { self.render(out, datum) };
+            }
+            return;
         };
         let mut m = memo.borrow_mut();
         if let Some((d, json)) = m.as_ref()
@@ -183,8 +248,10 @@ impl OutputFn {
         }
         let mut json = m.take().map(|(_, v)| v).unwrap_or_default();
         json.clear();
-        // SAFETY: as required by this function.
-        unsafe { self.render(&mut json, datum) };
+        if !fast(&mut json) {
+            // SAFETY: as required by this function.
+            unsafe { self.render(&mut json, datum) };
+        }
         limit::reserve(out, json.len());
         out.extend_from_slice(&json);
         *m = Some((datum.value(), json));
