@@ -101,8 +101,17 @@ impl Writer<'_> {
         // escape_json's escapes, escaped once more for the enclosing string.
         self.out.extend_from_slice(b"\\\"");
         let mut start = 0;
-        for (i, &b) in s.iter().enumerate() {
+        let mut i = 0;
+        while i < s.len() {
+            if let Some(chunk) = s.get(i..i + 8) {
+                if !json::chunk_needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+                    i += 8;
+                    continue;
+                }
+            }
+            let b = s[i];
             if b >= 0x20 && b != b'"' && b != b'\\' {
+                i += 1;
                 continue;
             }
             self.out.extend_from_slice(&s[start..i]);
@@ -120,7 +129,8 @@ impl Writer<'_> {
                     self.out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
                 }
             }
-            start = i + 1;
+            i += 1;
+            start = i;
         }
         self.out.extend_from_slice(&s[start..]);
         self.out.extend_from_slice(b"\\\"");
@@ -385,6 +395,18 @@ mod tests {
             text(&Obj(vec![(every_escape, Str(every_escape))])),
             format!("{{{0}: {0}}}", serde_json::to_string(every_escape).unwrap())
         );
+    }
+
+    #[test]
+    fn escapes_at_every_position_of_a_long_string() {
+        const RAW: [&str; 6] = ["\"", "\\", "\n", "\u{1}", "\u{1f}", "é"];
+        for special in RAW {
+            for at in 0..20 {
+                let s: String = "abcdefghijklmnopqrst".chars().enumerate().map(|(i, c)| if i == at { special.to_string() } else { c.to_string() }).collect();
+                let s: &'static str = Box::leak(s.into_boxed_str());
+                assert_eq!(text(&J::Scalar(Box::new(J::Str(s)))), serde_json::to_string(s).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -34,19 +34,18 @@ pub(crate) struct Fields {
 
 /// `pg_ultostr_zeropad`: at least `width` digits.
 fn push_padded(out: &mut Vec<u8>, v: u32, width: usize) {
-    let mut digits = [0u8; 10];
-    let mut n = 0;
-    let mut v = v;
-    loop {
-        digits[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    if width == 2 && v < 100 {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+        return;
     }
-    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(n)));
-    out.extend(digits[..n].iter().rev());
+    if width == 4 && v < 10_000 {
+        out.extend_from_slice(&[b'0' + (v / 1000) as u8, b'0' + (v / 100 % 10) as u8]);
+        out.extend_from_slice(&[b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]);
+        return;
+    }
+    let text = itoa::Buffer::new().format(v).as_bytes().to_vec();
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+    out.extend_from_slice(&text);
 }
 
 /// Append the ISO text; `false` (nothing appended) for values the output
@@ -62,6 +61,7 @@ pub(crate) fn push_iso(out: &mut Vec<u8>, f: &Fields) -> bool {
         return false;
     }
     let year = if f.year > 0 { f.year as u32 } else { (1 - f.year as i64) as u32 };
+    out.reserve(40);
     push_padded(out, year, 4);
     out.push(b'-');
     push_padded(out, f.mon as u32, 2);
@@ -135,6 +135,8 @@ mod tests {
         assert_eq!(text(0, 1, 1, (0, 0, 0), 0, Some(0)), "0001-01-01 00:00:00+00 BC");
         assert_eq!(text(-4712, 11, 24, (12, 0, 0), 0, None), "4713-11-24 12:00:00 BC");
         assert_eq!(text(294276, 12, 31, (23, 59, 59), 999_999, None), "294276-12-31 23:59:59.999999");
+        assert_eq!(text(10000, 1, 2, (3, 4, 5), 60, None), "10000-01-02 03:04:05.00006");
+        assert_eq!(text(7, 1, 2, (3, 4, 5), 0, Some(-360_000)), "0007-01-02 03:04:05+100");
     }
 
     #[test]
