@@ -408,8 +408,18 @@ fn numeric_and_jsonb_print_as_their_output_functions() {
         "round(-(g::numeric / 3), 0)",
     ];
     let specials = [
-        "'NaN'", "'Infinity'", "'-Infinity'", "0", "'-0.000'", "'1e-1000'", "'1e1000'", "'-1e-16000'",
-        "repeat('12345', 200)::numeric", "'99999999999999999999.99999999999999999999'", "0.1", "'10000'",
+        "'NaN'",
+        "'Infinity'",
+        "'-Infinity'",
+        "0",
+        "'-0.000'",
+        "'1e-1000'",
+        "'1e1000'",
+        "'-1e-16000'",
+        "repeat('12345', 200)::numeric",
+        "'99999999999999999999.99999999999999999999'",
+        "0.1",
+        "'10000'",
     ];
     let jsonbs = [
         "jsonb_build_object('id', g, 'tag', 'item-' || g % 10, 'ok', g % 3 = 0, 'f', g / 7.0, 'n', NULL)",
@@ -420,7 +430,14 @@ fn numeric_and_jsonb_print_as_their_output_functions() {
         "to_jsonb(((g * 7919) % 1000003 - 500000) * 10::numeric ^ ((g % 41) - 20))",
     ];
     let json_specials = [
-        "'{}'", "'[]'", "'\"\"'", "'null'", "'true'", "'-0.0'", "'1e-30'", "'[1e400]'",
+        "'{}'",
+        "'[]'",
+        "'\"\"'",
+        "'null'",
+        "'true'",
+        "'-0.0'",
+        "'1e-30'",
+        "'[1e400]'",
         r#"'{"q\"uote": "back\\slash \"quoted\" \n\t\r\b\f \u0001\u001f \u00e9 ☃ 😀", "": {"": []}}'"#,
         "(repeat('[', 150) || '1' || repeat(']', 150))::jsonb",
         "(repeat('[', 250) || '1' || repeat(']', 250))::jsonb",
@@ -499,8 +516,16 @@ fn timestamps_print_as_their_output_functions() {
     );
     let mut failures = Vec::new();
     let zones = [
-        "UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Africa/Monrovia", "Pacific/Chatham",
-        "Australia/Lord_Howe", "America/Sao_Paulo", "Europe/Dublin", "<+0330>-03:30",
+        "UTC",
+        "Europe/Berlin",
+        "Asia/Kolkata",
+        "America/St_Johns",
+        "Africa/Monrovia",
+        "Pacific/Chatham",
+        "Australia/Lord_Howe",
+        "America/Sao_Paulo",
+        "Europe/Dublin",
+        "<+0330>-03:30",
     ];
     let styles = ["ISO, MDY", "ISO, DMY", "SQL, DMY", "Postgres, MDY", "German"];
     for zone in zones {

@@ -17,11 +17,11 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     let mut i = 0;
     while i < s.len() {
         // Eight bytes at a time while none needs escaping (most text).
-        if let Some(chunk) = s.get(i..i + 8) {
-            if !chunk_needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-                i += 8;
-                continue;
-            }
+        if let Some(chunk) = s.get(i..i + 8)
+            && !chunk_needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes")))
+        {
+            i += 8;
+            continue;
         }
         let b = s[i];
         if !NEEDS_ESCAPE[b as usize] {

@@ -103,11 +103,11 @@ impl Writer<'_> {
         let mut start = 0;
         let mut i = 0;
         while i < s.len() {
-            if let Some(chunk) = s.get(i..i + 8) {
-                if !json::chunk_needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-                    i += 8;
-                    continue;
-                }
+            if let Some(chunk) = s.get(i..i + 8)
+                && !json::chunk_needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes")))
+            {
+                i += 8;
+                continue;
             }
             let b = s[i];
             if b >= 0x20 && b != b'"' && b != b'\\' {
@@ -386,7 +386,10 @@ mod tests {
             r#"{"id": 7, "ok": false, "tag": "item-7"}"#
         );
         assert_eq!(
-            text(&Obj(vec![("a", Obj(vec![("b", Arr(vec![num(1), Null, Bool(true), Obj(vec![])]))])), ("c", Arr(vec![]))])),
+            text(&Obj(vec![
+                ("a", Obj(vec![("b", Arr(vec![num(1), Null, Bool(true), Obj(vec![])]))])),
+                ("c", Arr(vec![]))
+            ])),
             r#"{"a": {"b": [1, null, true, {}]}, "c": []}"#
         );
         assert_eq!(text(&Arr(vec![Str(""), num(0), Str("\u{1}é")])), "[\"\", 0, \"\\u0001é\"]");
@@ -402,7 +405,11 @@ mod tests {
         const RAW: [&str; 6] = ["\"", "\\", "\n", "\u{1}", "\u{1f}", "é"];
         for special in RAW {
             for at in 0..20 {
-                let s: String = "abcdefghijklmnopqrst".chars().enumerate().map(|(i, c)| if i == at { special.to_string() } else { c.to_string() }).collect();
+                let s: String = "abcdefghijklmnopqrst"
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if i == at { special.to_string() } else { c.to_string() })
+                    .collect();
                 let s: &'static str = Box::leak(s.into_boxed_str());
                 assert_eq!(text(&J::Scalar(Box::new(J::Str(s)))), serde_json::to_string(s).unwrap());
             }
@@ -413,9 +420,11 @@ mod tests {
     fn offsets_every_stride_and_alignment() {
         // 100 elements cross several JB_OFFSET_STRIDE boundaries; strings of
         // odd lengths put the numbers after them on padded offsets.
-        let items: Vec<J> = (0..100u16).map(|i| if i % 2 == 0 { J::Str(["x", "yy", "zzz"][i as usize % 3]) } else { num(i) }).collect();
-        let want: Vec<String> =
-            (0..100u16).map(|i| if i % 2 == 0 { format!("\"{}\"", ["x", "yy", "zzz"][i as usize % 3]) } else { i.to_string() }).collect();
+        let items: Vec<J> =
+            (0..100u16).map(|i| if i % 2 == 0 { J::Str(["x", "yy", "zzz"][i as usize % 3]) } else { num(i) }).collect();
+        let want: Vec<String> = (0..100u16)
+            .map(|i| if i % 2 == 0 { format!("\"{}\"", ["x", "yy", "zzz"][i as usize % 3]) } else { i.to_string() })
+            .collect();
         assert_eq!(text(&J::Arr(items)), format!("[{}]", want.join(", ")));
         let keys: Vec<&'static str> = (0..40).map(|i| &*Box::leak(format!("k{i:02}").into_boxed_str())).collect();
         let pairs = keys.iter().enumerate().map(|(i, k)| (*k, num(i as u16))).collect();

@@ -62,7 +62,7 @@ pub(crate) fn push_text(out: &mut Vec<u8>, data: &[u8]) -> Option<()> {
         }
     };
     let body = &data[2 * digits_at..];
-    if body.len() % 2 != 0 {
+    if !body.len().is_multiple_of(2) {
         return None;
     }
     let ndigits = body.len() / 2;
