@@ -14,6 +14,15 @@
 #   BENCH_DECODERS  subset of: logical_ext wal2json logical_ext_v1 wal2json_v1 test_decoding
 #                   pgoutput_text pgoutput_binary floor
 #   BENCH_WORKLOADS subset of: multi single (default both)
+#   BENCH_ALT_SO    path of another build of logical_ext.so: it is installed
+#                   next to the real one as the plugin `logical_ext_alt` and
+#                   timed as the decoder `logical_ext_alt` (name it in
+#                   BENCH_DECODERS), round-robin with the others: a before/after
+#                   comparison under the same load. Removed again on exit.
+#
+# Besides the elapsed time of each decode, the decoding backend's own CPU
+# seconds (user + system, from /proc/self/stat) are printed: on a machine
+# shared with other work they move much less than elapsed times.
 #   LOGICAL_EXT_SKIP_SETUP=1  do not run scripts/setup.sh first
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +46,7 @@ say() { echo "== $*" >&2; }
 decoder_spec() {
   local t=$1 json='data LIKE '\''{"action":"%s"%%'\'''
   case $2 in
-    logical_ext|wal2json)
+    logical_ext|wal2json|logical_ext_alt)
       # format-version 2 named for both (each plugin's default is 1).
       PLUGIN=$2 FN=pg_logical_slot_peek_changes OPTS=", 'format-version', '2'"
       # shellcheck disable=SC2059
@@ -87,7 +96,8 @@ run_workload() {
   psql_pg -c "CHECKPOINT"
 
   local ins beg com total bytes secs n run want_ins want_tx
-  local -A SRC=() TOTAL=() BYTES=() STATUS=() BEST=() TIMES=()
+  local cpu
+  local -A SRC=() TOTAL=() BYTES=() STATUS=() BEST=() TIMES=() BESTCPU=()
   # Verification pass (untimed; also warms the caches): classify every row.
   for d in $DECODERS; do
     decoder_spec "$t" "$d"
@@ -110,18 +120,19 @@ run_workload() {
   # statement, and every pass must return the verified row count.
   for ((run = 1; run <= RUNS; run++)); do
     for d in $DECODERS; do
-      IFS='|' read -r secs n < <(psql_pg -Atc "SELECT * FROM bench_time(\$q\$SELECT count(*) FROM ${SRC[$d]}\$q\$)")
+      IFS='|' read -r secs n cpu < <(psql_pg -Atc "SELECT * FROM bench_time(\$q\$SELECT count(*) FROM ${SRC[$d]}\$q\$)")
       if [ "$n" != "${TOTAL[$d]}" ]; then
         STATUS[$d]=FAILED; echo "!! $d/$wl run $run: $n rows, verification pass had ${TOTAL[$d]}" >&2
       fi
-      TIMES[$d]="${TIMES[$d]:-}$(printf ' %.3f' "$secs")"
+      TIMES[$d]="${TIMES[$d]:-}$(printf ' %.3f/%.2f' "$secs" "$cpu")"
       BEST[$d]=$(awk -v a="$secs" -v b="${BEST[$d]:-}" 'BEGIN { print (b == "" || a < b) ? a : b }')
+      BESTCPU[$d]=$(awk -v a="$cpu" -v b="${BESTCPU[$d]:-}" 'BEGIN { print (b == "" || a < b) ? a : b }')
     done
   done
   for d in $DECODERS; do
-    say "$(printf '%-16s %-6s %9d rows  %-6s runs (s):%s' "$d" "$wl" "${TOTAL[$d]}" "${STATUS[$d]}" "${TIMES[$d]}")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$d" "${BEST[$d]}" "${TOTAL[$d]}" "${BYTES[$d]}" \
-      "${STATUS[$d]}" "$ntx" >>"$RESULTS"
+    say "$(printf '%-16s %-6s %9d rows  %-6s runs (elapsed/CPU s):%s' "$d" "$wl" "${TOTAL[$d]}" "${STATUS[$d]}" "${TIMES[$d]}")"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$d" "${BEST[$d]}" "${TOTAL[$d]}" "${BYTES[$d]}" \
+      "${STATUS[$d]}" "$ntx" "${BESTCPU[$d]}" >>"$RESULTS"
     psql_pg -c "SELECT pg_drop_replication_slot('${d}_$wl')" >/dev/null
   done
   psql_pg -c "DROP TABLE $t" >/dev/null
@@ -132,6 +143,7 @@ report() {
     function lbl(d) {
       if (d == "logical_ext") return "**logical_ext**"
       if (d == "wal2json") return "wal2json (format-version 2)"
+      if (d == "logical_ext_alt") return "logical_ext (BENCH_ALT_SO)"
       if (d == "logical_ext_v1") return "**logical_ext** (format-version 1, write-in-chunks)"
       if (d == "wal2json_v1") return "wal2json (format-version 1, write-in-chunks)"
       if (d == "pgoutput_text") return "pgoutput text (proto 1)"
@@ -140,40 +152,65 @@ report() {
       return d
     }
     { wl[NR] = $1; dec[NR] = $2; secs[NR] = $3; total[NR] = $4; bytes[NR] = $5; st[NR] = $6; ntx[NR] = $7
-      rate[$1, $2] = rows / $3 }
+      cpu[NR] = $8; rate[$1, $2] = rows / $3; crate[$1, $2] = $8 > 0 ? rows / $8 : 0 }
     END {
       for (i = 1; i <= NR; i++) {
         if (wl[i] != cur) {
           cur = wl[i]
           printf "\n%s rows in %d transaction%s:\n\n", rows, ntx[i], ntx[i] == 1 ? "" : "s"
-          print "| decoder | rows/s | best time (s) | vs wal2json v2 | vs pgoutput text | output rows | bytes/row | check |"
-          print "|---|---:|---:|---:|---:|---:|---:|---|"
+          print "| decoder | rows/s | best time (s) | vs wal2json v2 | vs pgoutput text | best CPU (s) | CPU: vs wal2json v2 / pgoutput text | output rows | bytes/row | check |"
+          print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         }
         r = rate[wl[i], dec[i]]
         w = ((wl[i], "wal2json") in rate) ? sprintf("%.2f×", r / rate[wl[i], "wal2json"]) : "-"
         p = ((wl[i], "pgoutput_text") in rate) ? sprintf("%.2f×", r / rate[wl[i], "pgoutput_text"]) : "-"
         b = dec[i] == "floor" ? "-" : sprintf("%.1f", bytes[i] / rows)
-        printf "| %s | %.0f | %.3f | %s | %s | %d | %s | %s |\n", lbl(dec[i]), r, secs[i], w, p, total[i], b, st[i]
+        c = crate[wl[i], dec[i]]
+        cw = ((wl[i], "wal2json") in crate) && c > 0 ? sprintf("%.2f×", c / crate[wl[i], "wal2json"]) : "-"
+        cp = ((wl[i], "pgoutput_text") in crate) && c > 0 ? sprintf("%.2f×", c / crate[wl[i], "pgoutput_text"]) : "-"
+        printf "| %s | %.0f | %.3f | %s | %s | %.2f | %s / %s | %d | %s | %s |\n", lbl(dec[i]), r, secs[i], w, p, cpu[i], cw, cp, total[i], b, st[i]
       }
     }' "$RESULTS"
 }
 
 run_setup
 say "starting a throwaway cluster"
+ALT_LINE=""
+if [ -n "${BENCH_ALT_SO:-}" ]; then
+  ALT_DEST=$("$PGBIN/pg_config" --pkglibdir)/logical_ext_alt.so
+  ALT_LINE="output_plugin_libraries = 'pgoutput, test_decoding, wal2json, logical_ext, logical_ext_alt'"
+fi
 cluster_start bench "" "autovacuum = off" "shared_buffers = '1GB'" "max_wal_size = '8GB'" \
-  "checkpoint_timeout = '1h'" "fsync = off" "synchronous_commit = off" "logical_decoding_work_mem = '64MB'"
+  "checkpoint_timeout = '1h'" "fsync = off" "synchronous_commit = off" "logical_decoding_work_mem = '64MB'" \
+  ${ALT_LINE:+"$ALT_LINE"}
+if [ -n "${BENCH_ALT_SO:-}" ]; then
+  # (cluster_start set the EXIT trap; the copy goes first, then the clusters;
+  # without errexit in the trap, or a failed run would leave them running)
+  trap 'st=$?; set +e; rm -f "$ALT_DEST"; (exit "$st"); cluster_cleanup' EXIT
+  install -m 0755 "$BENCH_ALT_SO" "$ALT_DEST"
+fi
 RESULTS=$CLUSTER_BASE/results.tsv
-psql_pg <<'SQL'
+CLK_TCK=$(getconf CLK_TCK)
+psql_pg <<SQL
 CREATE TABLE bench_unpublished (id int);
 CREATE PUBLICATION pub_unpublished FOR TABLE bench_unpublished;
--- bench_time(query): seconds the query took, and its single bigint result
-CREATE FUNCTION bench_time(q text, OUT secs float8, OUT n bigint) LANGUAGE plpgsql AS $$
-DECLARE t0 timestamptz;
+-- bench_cpu(): this backend's CPU seconds so far (user + system; fields 14
+-- and 15 of /proc/self/stat, after the parenthesised command name)
+CREATE FUNCTION bench_cpu() RETURNS float8 LANGUAGE sql AS \$\$
+  SELECT (split_part(s, ' ', 12)::bigint + split_part(s, ' ', 13)::bigint) / $CLK_TCK.0
+  FROM regexp_replace(pg_read_file('/proc/self/stat'), '^.*\) ', '') s
+\$\$;
+-- bench_time(query): seconds the query took, its single bigint result, and
+-- the CPU seconds this backend spent on it
+CREATE FUNCTION bench_time(q text, OUT secs float8, OUT n bigint, OUT cpu float8) LANGUAGE plpgsql AS \$\$
+DECLARE t0 timestamptz; c0 float8;
 BEGIN
+  c0 := bench_cpu();
   t0 := clock_timestamp();
   EXECUTE q INTO n;
   secs := extract(epoch FROM clock_timestamp() - t0);
-END $$;
+  cpu := bench_cpu() - c0;
+END \$\$;
 SQL
 for wl in $WORKLOADS; do run_workload "$wl"; done
 

@@ -387,3 +387,170 @@ fn types_in_identity_of_full_table() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `numeric` and `jsonb` are printed from their stored bytes (src/decoder/
+/// numeric.rs, jsonb.rs), not by their output functions: many generated
+/// values of every shape (short and long numeric formats, special values,
+/// nested and wide jsonb crossing the stored offset stride, escapes, numbers
+/// inside jsonb) must still print exactly as the output functions do, and
+/// values left to the output functions (too deep, too large, compressed or
+/// toasted) as well.
+#[test]
+fn numeric_and_jsonb_print_as_their_output_functions() {
+    let (_cluster, mut c) = plugin_cluster("dec_types_nj");
+    exec(&mut c, "CREATE TABLE nj (id int PRIMARY KEY, n numeric, j jsonb)");
+    let numerics = [
+        // every weight and scale from 1e-40 to 1e+40, both signs
+        "((g * 7919) % 1000003 - 500000) * 10::numeric ^ ((g % 81) - 40)",
+        "round(((g * 104729) % 99991)::numeric / 7, g % 30)",
+        "(g % 3 - 1) * 10::numeric ^ (g % 300) + g",
+        "('0.' || repeat('0', g % 50) || g)::numeric",
+        "round(-(g::numeric / 3), 0)",
+    ];
+    let specials = [
+        "'NaN'",
+        "'Infinity'",
+        "'-Infinity'",
+        "0",
+        "'-0.000'",
+        "'1e-1000'",
+        "'1e1000'",
+        "'-1e-16000'",
+        "repeat('12345', 200)::numeric",
+        "'99999999999999999999.99999999999999999999'",
+        "0.1",
+        "'10000'",
+    ];
+    let jsonbs = [
+        "jsonb_build_object('id', g, 'tag', 'item-' || g % 10, 'ok', g % 3 = 0, 'f', g / 7.0, 'n', NULL)",
+        "jsonb_build_array(g, -g * 1.5, 'x' || chr(1 + g % 127) || 'y', jsonb_build_object('k', repeat('é', g % 5)))",
+        "(SELECT jsonb_object_agg('key' || i, i * g) FROM generate_series(1, g % 60) i)",
+        "(SELECT jsonb_agg(CASE i % 4 WHEN 0 THEN to_jsonb(i) WHEN 1 THEN to_jsonb('s' || i) \
+           WHEN 2 THEN 'null'::jsonb ELSE jsonb_build_array(i, true) END) FROM generate_series(1, g % 120) i)",
+        "to_jsonb(((g * 7919) % 1000003 - 500000) * 10::numeric ^ ((g % 41) - 20))",
+    ];
+    let json_specials = [
+        "'{}'",
+        "'[]'",
+        "'\"\"'",
+        "'null'",
+        "'true'",
+        "'-0.0'",
+        "'1e-30'",
+        "'[1e400]'",
+        r#"'{"q\"uote": "back\\slash \"quoted\" \n\t\r\b\f \u0001\u001f \u00e9 ☃ 😀", "": {"": []}}'"#,
+        "(repeat('[', 150) || '1' || repeat(']', 150))::jsonb",
+        "(repeat('[', 250) || '1' || repeat(']', 250))::jsonb",
+        "(SELECT jsonb_agg(md5(i::text)) FROM generate_series(1, 40000) i)",
+        "jsonb_build_object('long', repeat('compressible ', 20000))",
+    ];
+    let mut id = 0;
+    let mut insert = |c: &mut Client, n: &str, j: &str, rows: i32| {
+        let j = format!("coalesce(({j})::jsonb, '\"no rows\"')");
+        exec(c, &format!("INSERT INTO nj SELECT {id} + g, ({n})::numeric, {j} FROM generate_series(1, {rows}) g"));
+        id += rows;
+    };
+    for (i, n) in numerics.iter().enumerate() {
+        insert(&mut c, n, jsonbs[i % jsonbs.len()], 200);
+    }
+    for (i, j) in jsonbs.iter().enumerate() {
+        insert(&mut c, numerics[i % numerics.len()], j, 200);
+    }
+    for (n, j) in specials.iter().zip(json_specials.iter().cycle()) {
+        insert(&mut c, n, j, 1);
+    }
+    for (j, n) in json_specials.iter().zip(specials.iter().cycle()) {
+        insert(&mut c, n, j, 1);
+    }
+    let expected: BTreeMap<i32, (String, String)> = c
+        .query("SELECT id, concat(n), concat(j) FROM nj", &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let rows = peek_changes(&mut c, "s", &opts(&[("include-transaction", "0")]));
+    assert_eq!(rows.len(), expected.len(), "one I per row");
+    let mut failures = Vec::new();
+    for r in &rows {
+        let id: i32 = number_text(value(&r.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
+        let (n, j) = &expected[&id];
+        for (col, want) in [("n", n), ("j", j)] {
+            let got = value(&r.doc, "columns", col);
+            if got.as_str() != Some(want.as_str()) {
+                let cut = |s: &str| s.chars().take(300).collect::<String>();
+                failures.push(format!("id {id} {col}: got {}, want {:?}", cut(&got.to_string()), cut(want)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatch(es):\n{}", failures.len(), failures.join("\n"));
+}
+
+/// `timestamptz` and `timestamp` are printed from PostgreSQL's broken-down
+/// time under `DateStyle` ISO (src/decoder/timestamp.rs), and by their
+/// output functions otherwise: in time zones with DST, odd offsets
+/// (+05:30, -03:30, +12:45, LMT offsets in seconds), BC and far-future
+/// dates, fractions of every length, and
+/// under other date styles, every value must print as the output function
+/// prints it in the decoding session.
+#[test]
+fn timestamps_print_as_their_output_functions() {
+    let (_cluster, mut c) = plugin_cluster("dec_types_ts");
+    exec(&mut c, "CREATE TABLE ts (id int PRIMARY KEY, tz timestamptz, t timestamp)");
+    exec(
+        &mut c,
+        "INSERT INTO ts SELECT g, v, v AT TIME ZONE 'UTC' FROM (
+           SELECT g, timestamptz '1850-01-01 00:00:00+00'
+                     + g * interval '17 days 5 hours 7 minutes 11 seconds' + (g * 7919 % 1000000) * interval '1 microsecond' AS v
+           FROM generate_series(1, 4000) g) s;
+         INSERT INTO ts SELECT 10000 + g, v, v AT TIME ZONE 'UTC' FROM (
+           SELECT g, timestamptz '2016-12-31 23:59:58+00' + g * interval '250 milliseconds' AS v
+           FROM generate_series(1, 20) g) s;
+         INSERT INTO ts VALUES
+           (20001, 'infinity', 'infinity'), (20002, '-infinity', '-infinity'),
+           (20003, '4713-01-01 00:00:00+00 BC', '4713-01-01 00:00:00 BC'),
+           (20004, '0001-12-31 23:59:59.9+00 BC', '0001-12-31 23:59:59.9 BC'),
+           (20005, '294276-12-31 23:59:59.999999+00', '294276-12-31 23:59:59.999999'),
+           (20006, '1900-01-01 00:00:00.000001+00', '1900-01-01 00:00:00.000001'),
+           (20007, '2000-01-01 00:00:00+00', '2000-01-01 00:00:00'),
+           (20008, NULL, NULL)",
+    );
+    let mut failures = Vec::new();
+    let zones = [
+        "UTC",
+        "Europe/Berlin",
+        "Asia/Kolkata",
+        "America/St_Johns",
+        "Africa/Monrovia",
+        "Pacific/Chatham",
+        "Australia/Lord_Howe",
+        "America/Sao_Paulo",
+        "Europe/Dublin",
+        "<+0330>-03:30",
+    ];
+    let styles = ["ISO, MDY", "ISO, DMY", "SQL, DMY", "Postgres, MDY", "German"];
+    for zone in zones {
+        for style in styles.iter().filter(|s| s.starts_with("ISO") || zone == "Europe/Berlin") {
+            exec(&mut c, &format!("SET TimeZone = '{zone}'; SET DateStyle = '{style}'"));
+            let expected: BTreeMap<i32, (Option<String>, Option<String>)> = c
+                .query("SELECT id, tz::text, t::text FROM ts", &[])
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect();
+            let rows = peek_changes(&mut c, "s", &opts(&[("include-transaction", "0")]));
+            assert_eq!(rows.len(), expected.len(), "one I per row");
+            for r in &rows {
+                let id: i32 = number_text(value(&r.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
+                let (tz, t) = &expected[&id];
+                for (col, want) in [("tz", tz), ("t", t)] {
+                    let got = value(&r.doc, "columns", col);
+                    if got.as_str() != want.as_deref() {
+                        failures.push(format!("{zone} / {style}: id {id} {col}: got {got}, want {want:?}"));
+                    }
+                }
+            }
+        }
+    }
+    failures.truncate(40);
+    assert!(failures.is_empty(), "mismatches (first 40):\n{}", failures.join("\n"));
+}

@@ -14,8 +14,18 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
+    let mut i = 0;
+    while i < s.len() {
+        // Eight bytes at a time while none needs escaping (most text).
+        if let Some(chunk) = s.get(i..i + 8)
+            && !chunk_needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes")))
+        {
+            i += 8;
+            continue;
+        }
+        let b = s[i];
         if !NEEDS_ESCAPE[b as usize] {
+            i += 1;
             continue;
         }
         out.extend_from_slice(&s[start..i]);
@@ -31,10 +41,23 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &[u8]) {
                 let _ = write!(out, "\\u{:04x}", b);
             }
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&s[start..]);
     out.push(b'"');
+}
+
+/// Whether any of the eight bytes in `w` is below 0x20, `"` or `\\`
+/// (the classic "has a byte less than / equal to" word tricks; exact: no
+/// false negatives, and a false positive only sends the bytes through the
+/// table one by one).
+pub(crate) fn chunk_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space || has_zero(w ^ (ONES * b'"' as u64)) || has_zero(w ^ (ONES * b'\\' as u64))
 }
 
 /// How many bytes [`push_str`] appends for `s`: exact for long strings (one
@@ -150,6 +173,37 @@ mod tests {
         let short = b"a\"\x01";
         assert!(str_len_bound(short) >= s(|o| push_str(o, short)).len());
         assert_eq!(hex_len(3), s(|o| push_hex(o, &[1, 2, 3], true)).len());
+    }
+
+    #[test]
+    fn escapes_at_every_position_of_a_long_string() {
+        // Every escaped byte (and a few that are not: 0x20, 0x7f, 0x80,
+        // 0xff) at every offset of 8-byte chunks, among plain text.
+        let specials: Vec<u8> = (0u8..0x20).chain([b'"', b'\\', b' ', 0x7f, 0x80, 0xff]).collect();
+        for &c in &specials {
+            for at in 0..24 {
+                let mut raw = b"abcdefghijklmnopqrstuvwxyz0123".to_vec();
+                raw[at] = c;
+                let mut want = vec![b'"'];
+                for &b in &raw {
+                    match b {
+                        b'"' => want.extend_from_slice(b"\\\""),
+                        b'\\' => want.extend_from_slice(b"\\\\"),
+                        b'\n' => want.extend_from_slice(b"\\n"),
+                        b'\r' => want.extend_from_slice(b"\\r"),
+                        b'\t' => want.extend_from_slice(b"\\t"),
+                        0x08 => want.extend_from_slice(b"\\b"),
+                        0x0c => want.extend_from_slice(b"\\f"),
+                        b if b < 0x20 => want.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                        b => want.push(b),
+                    }
+                }
+                want.push(b'"');
+                let mut got = Vec::new();
+                push_str(&mut got, &raw);
+                assert_eq!(got, want, "byte {c:#x} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -29,14 +29,19 @@
 //!   `CP`, `RP`; option `two-phase`), pure and unit-tested.
 //! - `compact.rs` writes the compact documents (option `compact`, read by
 //!   logical_ext subscribers only): relations once, rows by position.
-//! - `values.rs` is the per-column hot path.
+//! - `values.rs` is the per-column hot path; `numeric.rs` and `jsonb.rs`
+//!   print those types from their stored bytes, and `timestamp.rs`
+//!   timestamps from their broken-down time, as their output functions do
+//!   (pure and unit-tested).
 //! - `limit.rs` caps one document at PostgreSQL's 1 GB allocation limit and
 //!   grows the document buffer fallibly: a value too large to stream is an
 //!   ERROR (SQLSTATE 54000), never a process abort.
 
 pub(crate) mod compact;
 mod json;
+mod jsonb;
 mod limit;
+mod numeric;
 mod options;
 mod plugin;
 mod publication;
@@ -44,6 +49,7 @@ mod selectors;
 mod shape;
 mod stream;
 mod streaming;
+mod timestamp;
 mod twophase;
 mod v1;
 mod values;

@@ -50,7 +50,21 @@ impl Sink for CtxSink {
         // callback; prepare/append/write is the documented write protocol.
         unsafe {
             pg_sys::OutputPluginPrepareWrite(self.0, true);
-            pg_sys::appendBinaryStringInfo((*self.0).out, doc.as_ptr().cast(), doc.len() as i32);
+            let out = &mut *(*self.0).out;
+            // A document that fits the buffer is copied in place, as
+            // appendBinaryStringInfo would (data, length, terminating NUL):
+            // one call into PostgreSQL less per change. Others go through
+            // it, which grows the buffer (or raises PostgreSQL's error).
+            let (len, max) = (out.len as usize, out.maxlen as usize);
+            if max > len && doc.len() < max - len {
+                // SAFETY: the StringInfo has maxlen bytes at data, of which
+                // len are used; doc.len() + 1 more fit.
+                std::ptr::copy_nonoverlapping(doc.as_ptr(), out.data.add(len).cast(), doc.len());
+                out.len = (len + doc.len()) as i32;
+                *out.data.add(len + doc.len()) = 0;
+            } else {
+                pg_sys::appendBinaryStringInfo(out, doc.as_ptr().cast(), doc.len() as i32);
+            }
             pg_sys::OutputPluginWrite(self.0, true);
         }
     }
@@ -73,7 +87,15 @@ pub(super) unsafe fn with_state(ctx: *mut pg_sys::LogicalDecodingContext, f: imp
         let _cx = ContextSwitch::to(state.change_cxt);
         f(&mut state.decoder, &mut CtxSink(ctx));
     }
-    ffi::reset_memory_context(state.change_cxt);
+    // Most changes allocate nothing there (values are printed from the
+    // datums): the reset, a call into PostgreSQL, is skipped when it would
+    // do nothing (MemoryContextReset's own test, plus child contexts, which
+    // it deletes in any case).
+    // SAFETY: change_cxt is the live context created at startup.
+    let untouched = unsafe { (*state.change_cxt).isReset && (*state.change_cxt).firstchild.is_null() };
+    if !untouched {
+        ffi::reset_memory_context(state.change_cxt);
+    }
 }
 
 fn options_of(list: *mut pg_sys::List) -> Vec<(String, Option<String>)> {

@@ -31,6 +31,15 @@ pub(crate) enum ValueKind {
     Bytea,
     /// `"0a0b"`: the hex digits alone, as wal2json prints bytea.
     ByteaDigits,
+    /// `numeric` and `jsonb`: their output function's text, quoted,
+    /// written from the stored bytes; the function is the fallback.
+    Numeric(OutputFn),
+    Jsonb(OutputFn),
+    /// `timestamptz` and `timestamp`: their output function's text,
+    /// quoted, written from `timestamp2tm`'s fields under `DateStyle` ISO;
+    /// the function otherwise.
+    Timestamptz(OutputFn),
+    Timestamp(OutputFn),
     Output(OutputFn),
 }
 
@@ -373,6 +382,12 @@ unsafe fn value_kind(typid: pg_sys::Oid, opts: &Options, fn_cxt: pg_sys::MemoryC
         // (Options::bytea_prefix).
         pg_sys::BYTEAOID if opts.bytea_prefix() => ValueKind::Bytea,
         pg_sys::BYTEAOID => ValueKind::ByteaDigits,
+        // SAFETY (both): as required by this function.
+        pg_sys::NUMERICOID => ValueKind::Numeric(unsafe { OutputFn::new(typid, fn_cxt) }),
+        pg_sys::JSONBOID => ValueKind::Jsonb(unsafe { OutputFn::new(typid, fn_cxt) }),
+        // SAFETY (both): as required by this function.
+        pg_sys::TIMESTAMPTZOID => ValueKind::Timestamptz(unsafe { OutputFn::new(typid, fn_cxt) }),
+        pg_sys::TIMESTAMPOID => ValueKind::Timestamp(unsafe { OutputFn::new(typid, fn_cxt) }),
         // SAFETY: as required by this function.
         _ => ValueKind::Output(unsafe { OutputFn::new(typid, fn_cxt) }),
     }
@@ -382,7 +397,12 @@ impl Shape {
     /// Drop the remembered renderings of output functions (see [`OutputFn`]).
     pub(crate) fn forget_memos(&self) {
         for c in &self.columns {
-            if let ValueKind::Output(f) = &c.kind {
+            if let ValueKind::Output(f)
+            | ValueKind::Numeric(f)
+            | ValueKind::Jsonb(f)
+            | ValueKind::Timestamptz(f)
+            | ValueKind::Timestamp(f) = &c.kind
+            {
                 f.forget();
             }
         }

@@ -23,9 +23,10 @@ use super::v1;
 use super::values;
 use crate::ffi;
 use pgrx::pg_sys;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 mod inflight;
 
@@ -95,9 +96,11 @@ pub(crate) struct Message<'a> {
 
 // Invalidations arrive through process-wide callbacks (registered once per
 // backend in plugin.rs); they are only noted here and applied at the next
-// cache lookup, never in the middle of building an entry.
+// cache lookup, never in the middle of building an entry. DIRTY, read once
+// per change, is a plain static: a thread-local costs a call to
+// __tls_get_addr in a shared library, and a backend has one thread.
+static DIRTY: AtomicBool = AtomicBool::new(false);
 thread_local! {
-    static DIRTY: Cell<bool> = const { Cell::new(false) };
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
 }
 
@@ -114,7 +117,7 @@ pub(crate) fn invalidate_relation(relid: Option<pg_sys::Oid>) {
         Some(r) if p.rels.len() < 1024 => p.rels.push(r),
         _ => p.all = true,
     });
-    DIRTY.set(true);
+    DIRTY.store(true, Ordering::Relaxed);
 }
 
 /// Note a publication catalog change: every route must be recomputed.
@@ -123,7 +126,7 @@ pub(crate) fn invalidate_publications() {
         p.publications = true;
         p.all = true;
     });
-    DIRTY.set(true);
+    DIRTY.store(true, Ordering::Relaxed);
 }
 
 /// The document buffer's initial capacity, and the most it keeps between
@@ -388,9 +391,10 @@ impl Decoder {
     }
 
     fn apply_invalidations(&mut self) {
-        if !DIRTY.replace(false) {
+        if !DIRTY.load(Ordering::Relaxed) {
             return;
         }
+        DIRTY.store(false, Ordering::Relaxed);
         let p = PENDING.take();
         if p.publications {
             self.publications = None;

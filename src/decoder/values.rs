@@ -1,11 +1,17 @@
 //! Rendering one datum as JSON, per [`ValueKind`]. This is the per-column hot
 //! path: fixed-width types are formatted from the datum itself, text-like
-//! types are escaped straight from the (detoasted) varlena, and only the
-//! remaining types pay for an output-function call.
+//! types are escaped straight from the (detoasted) varlena, `numeric` and
+//! `jsonb` are printed from their stored bytes (`numeric.rs`, `jsonb.rs`)
+//! and timestamps from PostgreSQL's broken-down time (`timestamp.rs`), each
+//! with its output function as the fallback, and only the remaining types
+//! pay for an output-function call.
 
 use super::json;
+use super::jsonb;
 use super::limit;
+use super::numeric;
 use super::shape::ValueKind;
+use super::timestamp;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -83,10 +89,99 @@ pub(crate) unsafe fn push_value(out: &mut Vec<u8>, kind: &ValueKind, datum: pg_s
             limit::reserve(out, json::str_len_bound(s.to_bytes()));
             json::push_str(out, s.to_bytes());
         }
+        ValueKind::Numeric(f) => {
+            // SAFETY: numeric columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            // (The text is at most ~150 kB whatever the value: weight and
+            // display scale are 16-bit.)
+            let start = out.len();
+            out.push(b'"');
+            if numeric::push_text(out, bytes).is_some() {
+                out.push(b'"');
+            } else {
+                out.truncate(start);
+                // SAFETY: as required by this function.
+                unsafe { f.push(out, datum) };
+            }
+        }
+        ValueKind::Jsonb(f) => {
+            // SAFETY: jsonb columns hold varlena datums.
+            let bytes = unsafe { varlena_bytes(datum) };
+            if bytes.len() <= JSONB_DIRECT_MAX {
+                limit::reserve(out, bytes.len() * 2 + 64);
+                let start = out.len();
+                out.push(b'"');
+                let t = jsonb::Target { out: &mut *out, in_string: true, max_len: JSONB_DIRECT_MAX_TEXT };
+                if jsonb::push_text(t, bytes).is_some() {
+                    out.push(b'"');
+                    return;
+                }
+                out.truncate(start);
+            }
+            // SAFETY: as required by this function.
+            unsafe { f.push(out, datum) };
+        }
+        // SAFETY (both): as required by this function; the closure only
+        // reads the datum's value.
+        ValueKind::Timestamptz(f) => unsafe { f.push_with(out, datum, |b| push_timestamp(b, raw as i64, true)) },
+        ValueKind::Timestamp(f) => unsafe { f.push_with(out, datum, |b| push_timestamp(b, raw as i64, false)) },
         // SAFETY: as required by this function.
         ValueKind::Output(f) => unsafe { f.push(out, datum) },
     }
 }
+
+/// A `timestamptz` (`with_tz`) or `timestamp` as its output function prints
+/// it under `DateStyle` ISO, quoted (`timestamp.rs`); false, with nothing
+/// written, under any other `DateStyle` or for a value `timestamp2tm`
+/// refuses (the output function then raises its own error).
+fn push_timestamp(out: &mut Vec<u8>, ts: i64, with_tz: bool) -> bool {
+    // SAFETY: reads a GUC variable of this (single-threaded) backend.
+    if unsafe { pg_sys::DateStyle } as u32 != pg_sys::USE_ISO_DATES {
+        return false;
+    }
+    if let Some(text) = timestamp::special(ts) {
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return true;
+    }
+    let mut tm = pg_sys::pg_tm::default();
+    let (mut fsec, mut tz) = (0, 0);
+    let tzp: *mut i32 = if with_tz { &mut tz } else { std::ptr::null_mut() };
+    // SAFETY: plain out-parameters; no abbreviation wanted; the session's
+    // time zone (NULL), as the output function uses.
+    let rc = unsafe { pg_sys::timestamp2tm(ts, tzp, &mut tm, &mut fsec, std::ptr::null_mut(), std::ptr::null_mut()) };
+    if rc != 0 {
+        return false;
+    }
+    let fields = timestamp::Fields {
+        year: tm.tm_year,
+        mon: tm.tm_mon,
+        mday: tm.tm_mday,
+        hour: tm.tm_hour,
+        min: tm.tm_min,
+        sec: tm.tm_sec,
+        fsec,
+        // EncodeDateTime prints no offset without a time-zone translation.
+        tz: (with_tz && tm.tm_isdst >= 0).then_some(tz),
+    };
+    let start = out.len();
+    out.push(b'"');
+    if timestamp::push_iso(out, &fields) {
+        out.push(b'"');
+        true
+    } else {
+        out.truncate(start);
+        false
+    }
+}
+
+/// `jsonb` values up to this stored size are printed from their bytes, into
+/// at most `JSONB_DIRECT_MAX_TEXT` bytes of (infallibly grown) document;
+/// larger ones go through `jsonb_out`, whose text is reserved for through
+/// `limit.rs` like every other value of unbounded size.
+const JSONB_DIRECT_MAX: usize = 1 << 20;
+const JSONB_DIRECT_MAX_TEXT: usize = 16 << 20;
 
 /// A type's output function. For pass-by-value types the last datum and its
 /// JSON are remembered, so a value repeated row after row (the `now()` of a
@@ -126,9 +221,22 @@ impl OutputFn {
     /// # Safety
     /// `datum` must be a valid non-null datum of the type.
     unsafe fn push(&self, out: &mut Vec<u8>, datum: pg_sys::Datum) {
+        // SAFETY: as required by this function.
+        unsafe { self.push_with(out, datum, |_| false) }
+    }
+
+    /// `push`, where `fast` writes the JSON when it can (returning true) and
+    /// writes nothing otherwise; the output function is called only then.
+    ///
+    /// # Safety
+    /// As for `push`.
+    unsafe fn push_with(&self, out: &mut Vec<u8>, datum: pg_sys::Datum, fast: impl FnOnce(&mut Vec<u8>) -> bool) {
         let Some(memo) = &self.memo else {
-            // SAFETY: as required by this function.
-            return unsafe { self.render(out, datum) };
+            if !fast(out) {
+                // SAFETY: as required by this function.
+                unsafe { self.render(out, datum) };
+            }
+            return;
         };
         let mut m = memo.borrow_mut();
         if let Some((d, json)) = m.as_ref()
@@ -140,8 +248,10 @@ impl OutputFn {
         }
         let mut json = m.take().map(|(_, v)| v).unwrap_or_default();
         json.clear();
-        // SAFETY: as required by this function.
-        unsafe { self.render(&mut json, datum) };
+        if !fast(&mut json) {
+            // SAFETY: as required by this function.
+            unsafe { self.render(&mut json, datum) };
+        }
         limit::reserve(out, json.len());
         out.extend_from_slice(&json);
         *m = Some((datum.value(), json));
