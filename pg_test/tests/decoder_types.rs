@@ -388,6 +388,32 @@ fn types_in_identity_of_full_table() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Decodes the slot's pending changes (peeked) and compares each row's
+/// `columns` with their text in this session: `select` returns the row id,
+/// then one text per column of `columns`. Returns the mismatches as (id,
+/// column, decoded value, expected text).
+fn decoded_unlike_text(c: &mut Client, select: &str, columns: &[&str]) -> Vec<(i32, String, Value, Option<String>)> {
+    let expected: BTreeMap<i32, Vec<Option<String>>> = c
+        .query(select, &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), (1..=columns.len()).map(|i| r.get(i)).collect()))
+        .collect();
+    let rows = peek_changes(c, "s", &opts(&[("include-transaction", "0")]));
+    assert_eq!(rows.len(), expected.len(), "one I per row");
+    let mut mismatches = Vec::new();
+    for r in &rows {
+        let id: i32 = number_text(value(&r.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
+        for (col, want) in columns.iter().zip(&expected[&id]) {
+            let got = value(&r.doc, "columns", col);
+            if got.as_str() != want.as_deref() {
+                mismatches.push((id, col.to_string(), got.clone(), want.clone()));
+            }
+        }
+    }
+    mismatches
+}
+
 /// `numeric` and `jsonb` are printed from their stored bytes (src/decoder/
 /// numeric.rs, jsonb.rs), not by their output functions: many generated
 /// values of every shape (short and long numeric formats, special values,
@@ -462,26 +488,13 @@ fn numeric_and_jsonb_print_as_their_output_functions() {
     for (j, n) in json_specials.iter().zip(specials.iter().cycle()) {
         insert(&mut c, n, j, 1);
     }
-    let expected: BTreeMap<i32, (String, String)> = c
-        .query("SELECT id, concat(n), concat(j) FROM nj", &[])
-        .unwrap()
+    let cut = |s: &str| s.chars().take(300).collect::<String>();
+    let failures: Vec<String> = decoded_unlike_text(&mut c, "SELECT id, concat(n), concat(j) FROM nj", &["n", "j"])
         .into_iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .map(|(id, col, got, want)| {
+            format!("id {id} {col}: got {}, want {:?}", cut(&got.to_string()), cut(&want.unwrap_or_default()))
+        })
         .collect();
-    let rows = peek_changes(&mut c, "s", &opts(&[("include-transaction", "0")]));
-    assert_eq!(rows.len(), expected.len(), "one I per row");
-    let mut failures = Vec::new();
-    for r in &rows {
-        let id: i32 = number_text(value(&r.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
-        let (n, j) = &expected[&id];
-        for (col, want) in [("n", n), ("j", j)] {
-            let got = value(&r.doc, "columns", col);
-            if got.as_str() != Some(want.as_str()) {
-                let cut = |s: &str| s.chars().take(300).collect::<String>();
-                failures.push(format!("id {id} {col}: got {}, want {:?}", cut(&got.to_string()), cut(want)));
-            }
-        }
-    }
     assert!(failures.is_empty(), "{} mismatch(es):\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -531,23 +544,10 @@ fn timestamps_print_as_their_output_functions() {
     for zone in zones {
         for style in styles.iter().filter(|s| s.starts_with("ISO") || zone == "Europe/Berlin") {
             exec(&mut c, &format!("SET TimeZone = '{zone}'; SET DateStyle = '{style}'"));
-            let expected: BTreeMap<i32, (Option<String>, Option<String>)> = c
-                .query("SELECT id, tz::text, t::text FROM ts", &[])
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.get(0), (r.get(1), r.get(2))))
-                .collect();
-            let rows = peek_changes(&mut c, "s", &opts(&[("include-transaction", "0")]));
-            assert_eq!(rows.len(), expected.len(), "one I per row");
-            for r in &rows {
-                let id: i32 = number_text(value(&r.doc, "columns", "id")).and_then(|t| t.parse().ok()).unwrap();
-                let (tz, t) = &expected[&id];
-                for (col, want) in [("tz", tz), ("t", t)] {
-                    let got = value(&r.doc, "columns", col);
-                    if got.as_str() != want.as_deref() {
-                        failures.push(format!("{zone} / {style}: id {id} {col}: got {got}, want {want:?}"));
-                    }
-                }
+            for (id, col, got, want) in
+                decoded_unlike_text(&mut c, "SELECT id, tz::text, t::text FROM ts", &["tz", "t"])
+            {
+                failures.push(format!("{zone} / {style}: id {id} {col}: got {got}, want {want:?}"));
             }
         }
     }

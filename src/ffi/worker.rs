@@ -124,6 +124,14 @@ pub(crate) fn wait_socket(fd: pg_sys::pgsocket, timeout: Duration) -> bool {
     rc & pg_sys::WL_TIMEOUT as i32 != 0 && rc & (pg_sys::WL_SOCKET_READABLE | pg_sys::WL_LATCH_SET) as i32 == 0
 }
 
+/// This node's system identifier (the control file's; fixed while the
+/// server runs), read once per process rather than per use.
+pub(crate) fn system_identifier() -> u64 {
+    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: reads the control file's system identifier, kept in shared memory.
+    *NODE.get_or_init(|| unsafe { pg_sys::GetSystemIdentifier() })
+}
+
 /// How far the local WAL is flushed.
 pub(crate) fn local_flush_lsn() -> u64 {
     // SAFETY: reads the local WAL flush position.

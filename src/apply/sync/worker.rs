@@ -131,8 +131,7 @@ pub(crate) fn copy_table(job: &Job, relid: pg_sys::Oid, number: u32) -> Result<O
         in_transaction(|| conn.exec(sql, ncols)).map_err(|e| format!("publisher: {} (while running: {sql})", e.0))
     };
     exec(&mut conn, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ", 0)?;
-    // SAFETY: reads the control file's system identifier.
-    let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+    let sysid = crate::ffi::worker::system_identifier();
     let slot = format!("le_{}_{}_sync_{sysid}", job.subid, relid.to_u32());
     let (sync_lsn, own_snapshot) = match &job.snapshot {
         Some((name, lsn)) => {

@@ -254,7 +254,7 @@ impl Worker {
             },
             origin_name,
             remote: Writer { commit_ts: ses.commit_ts, node: self.remote_node },
-            local_node: local_node(),
+            local_node: crate::ffi::worker::system_identifier(),
             commit_lsn: ses.commit_lsn,
             // SAFETY: reads a GUC variable.
             detect_origin: unsafe { pg_sys::track_commit_timestamp },
@@ -542,12 +542,4 @@ impl Worker {
         ses.displaced = !owner;
         ses.reload = generation != self.generation;
     }
-}
-
-/// This node's system identifier (the control file's; fixed while the
-/// server runs), read once per process rather than per change.
-fn local_node() -> u64 {
-    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    // SAFETY: reads the control file's system identifier, kept in shared memory.
-    *NODE.get_or_init(|| unsafe { pg_sys::GetSystemIdentifier() })
 }
