@@ -252,16 +252,24 @@ fn interleaved_transaction_falls_back() {
     );
     wait_not_writing(&pair, "log");
     assert_eq!(count(&mut pair.sub_client(), "log"), 0, "nothing of the large transaction is visible yet");
-    // Received again: its 20,000 rows so far are spooled (~800 kB).
+    // The publisher decodes the large transaction again from the slot's
+    // restart point, but streams an open transaction only once it decodes a
+    // change past the point the session started from (the slot's confirmed
+    // position, which may already lie past every row written so far and
+    // past the small transaction's INSERT): until then it keeps it in memory
+    // or spills it. More rows are that change.
+    insert(&mut tx, "log", 20_001, 30_000);
+    pair.pub_exec("CHECKPOINT");
+    // Received again: its 30,000 rows are spooled (~1.2 MB), and the worker
+    // does not write the table while they arrive.
     wait_or_explain(
         EAGER_WAIT,
         "the large transaction is received again and spooled",
-        || pair.spooled_bytes() > 500_000,
+        || pair.spooled_bytes() > 900_000,
         || pair.explain("s"),
     );
-    insert(&mut tx, "log", 20_001, 30_000);
-    // Later blocks are spooled only: the worker does not write the table.
-    pair.pub_exec("CHECKPOINT");
+    assert!(worker_locks(&pair, "log").is_some_and(|(writing, _)| !writing), "spooled only, not applied eagerly");
+    assert_eq!(count(&mut pair.sub_client(), "log"), 0);
     tx.commit().unwrap();
     pair.pub_exec("INSERT INTO small VALUES (2, 'after')");
     pair.wait_caught_up("s");
