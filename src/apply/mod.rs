@@ -48,6 +48,7 @@ mod conflict;
 mod conninfo;
 mod executor;
 mod flush;
+mod jsonb_input;
 mod keepalive;
 mod launcher;
 mod origin;
