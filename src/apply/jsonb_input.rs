@@ -283,18 +283,16 @@ impl Reader<'_, '_> {
     /// has no escapes (the usual case), else its bytes de-escaped.
     fn string(&mut self) -> Option<Node> {
         let start = self.pos + 1;
-        let mut i = start;
-        loop {
-            match *self.s.get(i)? {
-                b'"' => {
-                    self.pos = i + 1;
-                    return Some(Node::Str { at: start, len: i - start, unescaped: false });
-                }
-                b'\\' => break,
-                // jsonb_in's ERROR ("must be escaped").
-                0..0x20 => return None,
-                _ => i += 1,
+        let rest = self.s.get(start..)?;
+        let mut i = start + rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        match *self.s.get(i)? {
+            b'"' => {
+                self.pos = i + 1;
+                return Some(Node::Str { at: start, len: i - start, unescaped: false });
             }
+            // jsonb_in's ERROR ("must be escaped").
+            0..0x20 => return None,
+            _ => {}
         }
         let at = self.unescaped.len();
         self.unescaped.extend_from_slice(self.s.get(start..i)?);
@@ -514,25 +512,39 @@ fn plain_varlena(b: &[u8], size: usize) -> bool {
 /// The `numeric` varlena of a canonical number text, as `numeric_in`
 /// returns it (4-byte header included), appended to `out`.
 fn numeric_varlena(text: &str, out: &mut Vec<u8>) -> Option<()> {
-    let c = std::ffi::CString::new(text).ok()?;
-    // SAFETY: numeric_in(cstring, typelem, typmod) with a NUL-terminated
-    // text; it returns a numeric palloc'd in the current context with a
-    // 4-byte header, which is copied and freed. Through pgrx's guard: an
-    // ERROR (none for the short canonical texts passed here) becomes a
-    // panic that the row's error catcher reports.
+    /// `LOCAL_FCINFO(fcinfo, 3)`: the call's arguments follow the header.
+    #[repr(C)]
+    struct Call {
+        base: pg_sys::FunctionCallInfoBaseData,
+        args: [pg_sys::NullableDatum; 3],
+    }
+    // The text NUL-terminated, on the stack (the reader passes at most
+    // MAX_NUMBER bytes, digits, '-' and '.').
+    let mut cstr = [0u8; MAX_NUMBER + 1];
+    cstr.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
+    let arg = |value| pg_sys::NullableDatum { value, isnull: false };
+    let mut call = Call {
+        base: pg_sys::FunctionCallInfoBaseData { nargs: 3, ..Default::default() },
+        args: [
+            arg(pg_sys::Datum::from(cstr.as_ptr())),
+            arg(pg_sys::Datum::from(pg_sys::InvalidOid)),
+            arg(pg_sys::Datum::from(-1i32)),
+        ],
+    };
+    // SAFETY: numeric_in(cstring, typelem, typmod) called as
+    // DirectFunctionCall3 does (no flinfo), with a NUL-terminated text; it
+    // returns a numeric palloc'd in the current memory context with a
+    // 4-byte header, whose bytes are copied (and left to the context, as
+    // jsonb_in leaves its own). One pgrx guard: an ERROR (none for the short
+    // canonical texts passed here) becomes a panic that the row's error
+    // catcher reports.
     unsafe {
-        let d = pgrx::direct_function_call_as_datum(
-            pg_sys::numeric_in,
-            &[
-                Some(pg_sys::Datum::from(c.as_ptr())),
-                Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
-                Some(pg_sys::Datum::from(-1i32)),
-            ],
-        )?;
+        let d = pg_sys::numeric_in(&mut call.base);
         let p = d.cast_mut_ptr::<pg_sys::varlena>();
-        let size = pgrx::varsize_any(p);
-        out.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), size));
-        pg_sys::pfree(p.cast());
+        if call.base.isnull || p.is_null() {
+            return None;
+        }
+        out.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), pgrx::varsize_any(p)));
     }
     Some(())
 }
