@@ -521,6 +521,9 @@ fn numeric_varlena(text: &str, out: &mut Vec<u8>) -> Option<()> {
     // The text NUL-terminated, on the stack (the reader passes at most
     // MAX_NUMBER bytes, digits, '-' and '.').
     let mut cstr = [0u8; MAX_NUMBER + 1];
+    if text.len() >= cstr.len() || text.as_bytes().contains(&0) {
+        return None;
+    }
     cstr.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
     let arg = |value| pg_sys::NullableDatum { value, isnull: false };
     let mut call = Call {
