@@ -50,6 +50,7 @@ mod executor;
 mod flush;
 mod keepalive;
 mod launcher;
+mod numeric_input;
 mod origin;
 mod prepared;
 mod protocol;

@@ -17,15 +17,20 @@
 //!   `current`, set before each call. A text with a NUL byte is refused
 //!   (as before, `ERRCODE_UNTRANSLATABLE_CHARACTER`) only after the columns
 //!   before it were converted, so which error a bad row raises is unchanged.
-//! - Two types skip their input function when the text has the shape the
+//! - Three types skip their input function when the text has the shape the
 //!   decoder writes: `timestamptz` without a typmod (the publisher's ISO
 //!   text with its UTC offset, read by `commit_time::parse_iso`, a pure
-//!   reader checked against `timestamptz_in` field by field) and `float8`
-//!   (a JSON number; Rust's parser and `strtod` both round correctly).
+//!   reader checked against `timestamptz_in` field by field), `float8`
+//!   (a JSON number; Rust's parser and `strtod` both round correctly) and
+//!   `numeric` without a typmod (`numeric_out`'s text, turned into
+//!   `numeric_in`'s exact bytes by `numeric_input`, palloc'd in the current
+//!   memory context as the input function's result would be).
 //!   Any other text still goes to the input function: same value, same
-//!   ERROR. (`timestamptz_in`, `float8in` were ~9% of a bulk apply.)
+//!   ERROR. (`timestamptz_in`, `float8in` were ~9% of a bulk apply,
+//!   `numeric_in` 2–5%.)
 
 use super::commit_time;
+use super::numeric_input;
 use super::protocol::Column;
 use super::relation::{Input, LocalRel};
 use super::values;
@@ -173,10 +178,12 @@ pub(crate) fn store(
 fn fast_datum(input: &Input, text: &str) -> Option<pg_sys::Datum> {
     const TIMESTAMPTZ_IN: u32 = pg_sys::F_TIMESTAMPTZ_IN;
     const FLOAT8IN: u32 = pg_sys::F_FLOAT8IN;
+    const NUMERIC_IN: u32 = pg_sys::F_NUMERIC_IN;
     let (func, typmod) = input.function();
     match func.to_u32() {
         TIMESTAMPTZ_IN if typmod == -1 => commit_time::parse_iso(text).map(pg_sys::Datum::from),
         FLOAT8IN => float8(text).map(|v| pg_sys::Datum::from(v.to_bits())),
+        NUMERIC_IN if typmod == -1 => numeric_input::datum(text),
         _ => None,
     }
 }
