@@ -212,9 +212,12 @@ fn push_varlena_header(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(&varlena_header(len));
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
 mod tests {
     use super::*;
+    use pgrx::prelude::*;
+    use std::ffi::{CStr, CString};
 
     /// A varlena: its header, then `payload`.
     fn varlena(payload: Vec<u8>) -> Vec<u8> {
@@ -377,15 +380,8 @@ mod tests {
         assert!(!push_numeric(&mut out, &format!("1{}", "0".repeat(4 * 32768))));
         assert_eq!(out, [b"ab".to_vec(), bytes("1.5")].concat());
     }
-}
 
-#[cfg(any(test, feature = "pg_test"))]
-#[pgrx::pg_schema]
-mod pg_tests {
-    use super::{datum, numeric_bytes};
-    use pgrx::pg_sys;
-    use pgrx::prelude::*;
-    use std::ffi::{CStr, CString};
+    // In-server: the bytes against numeric_in's own.
 
     /// The bytes of a numeric datum (its whole varlena).
     fn varlena_bytes(d: pg_sys::Datum) -> Vec<u8> {
