@@ -64,88 +64,17 @@ const DSCALE_MAX: usize = 0x3FFF;
 /// `None` when `text` is not of `numeric_out`'s shape or would raise an
 /// ERROR (see the module notes).
 pub(crate) fn numeric_bytes(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(VARHDRSZ + 4 + text.len() / 2 + 2);
+    let mut out = Vec::new();
     push_numeric(&mut out, text).then_some(out)
 }
 
 /// Append `numeric_bytes(text)` to `out`; `false` (nothing appended) when
 /// it is `None`.
 pub(crate) fn push_numeric(out: &mut Vec<u8>, text: &str) -> bool {
-    let special = match text {
-        "NaN" => Some(NAN),
-        "Infinity" => Some(PINF),
-        "-Infinity" => Some(NINF),
-        _ => None,
-    };
-    if let Some(word) = special {
-        push_varlena_header(out, VARHDRSZ + 2);
-        out.extend_from_slice(&word.to_ne_bytes());
-        return true;
-    }
-    let Some(number) = Shape::read(text.as_bytes()) else {
-        return false;
-    };
+    let Some(plan) = Plan::read(text) else { return false };
     let start = out.len();
-    // Room for the header words; written once the weight is known.
-    out.extend_from_slice(&[0; VARHDRSZ + 4]);
-    let digits_at = out.len();
-    // Base-10000 digits aligned on the point: the integer part grouped from
-    // the right (the first group may be short), the fraction from the left
-    // (the last group padded with zeros), as set_var_from_str's offset does.
-    let mut weight = number.int.len().div_ceil(DEC_DIGITS) as i64 - 1;
-    let mut leading = true;
-    let mut push = |d: u16| {
-        if leading && d == 0 {
-            weight -= 1; // a leading zero digit: strip it
-        } else {
-            leading = false;
-            out.extend_from_slice(&d.to_ne_bytes());
-        }
-    };
-    let head = number.int.len() % DEC_DIGITS;
-    if head != 0 {
-        push(group(&number.int[..head]));
-    }
-    for g in number.int[head..].chunks(DEC_DIGITS) {
-        push(group(g));
-    }
-    for g in number.frac.chunks(DEC_DIGITS) {
-        push(group(g) * 10u16.pow((DEC_DIGITS - g.len()) as u32));
-    }
-    // Trailing zero digits.
-    while out.len() > digits_at && out[out.len() - 2..] == [0, 0] {
-        out.truncate(out.len() - 2);
-    }
-    let ndigits = (out.len() - digits_at) / 2;
-    let (negative, weight) = if ndigits == 0 { (false, 0) } else { (number.negative, weight) };
-    let Ok(weight) = i16::try_from(weight) else {
-        out.truncate(start);
-        return false; // make_result's "value overflows numeric format"
-    };
-    let dscale = number.frac.len();
-    let mut header = [0u8; VARHDRSZ + 4];
-    let short = dscale <= SHORT_DSCALE_MAX && (SHORT_WEIGHT_MIN..=SHORT_WEIGHT_MAX).contains(&i32::from(weight));
-    let len = if short {
-        let mut word = SHORT | (dscale as u16) << SHORT_DSCALE_SHIFT | (weight as u16 & SHORT_WEIGHT_MASK);
-        if negative {
-            word |= SHORT_SIGN_MASK;
-        }
-        if weight < 0 {
-            word |= SHORT_WEIGHT_SIGN_MASK;
-        }
-        header[VARHDRSZ..VARHDRSZ + 2].copy_from_slice(&word.to_ne_bytes());
-        // The short form has one header word: drop the other.
-        out.drain(digits_at - 2..digits_at);
-        VARHDRSZ + 2 + 2 * ndigits
-    } else {
-        let word = if negative { NEG } else { 0 } | dscale as u16;
-        header[VARHDRSZ..VARHDRSZ + 2].copy_from_slice(&word.to_ne_bytes());
-        header[VARHDRSZ + 2..].copy_from_slice(&weight.to_ne_bytes());
-        VARHDRSZ + 4 + 2 * ndigits
-    };
-    header[..VARHDRSZ].copy_from_slice(&varlena_header(len));
-    let words = if short { VARHDRSZ + 2 } else { VARHDRSZ + 4 };
-    out[start..start + words].copy_from_slice(&header[..words]);
+    out.resize(start + plan.len(), 0);
+    plan.write(&mut out[start..]);
     true
 }
 
@@ -153,13 +82,118 @@ pub(crate) fn push_numeric(out: &mut Vec<u8>, text: &str) -> bool {
 /// the current memory context (where `InputFunctionCall` would put
 /// `numeric_in`'s result); `None`: call `numeric_in`.
 pub(crate) fn datum(text: &str) -> Option<pg_sys::Datum> {
-    let bytes = numeric_bytes(text)?;
-    // SAFETY: palloc returns at least bytes.len() writable bytes (or raises
-    // an ERROR through pgrx's guard); the copy fills them all.
+    let plan = Plan::read(text)?;
+    let len = plan.len();
+    // SAFETY: palloc returns len writable bytes (or raises an ERROR through
+    // pgrx's guard); they are zeroed before being viewed as a slice.
     unsafe {
-        let p = pg_sys::palloc(bytes.len()).cast::<u8>();
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        let p = pg_sys::palloc(len).cast::<u8>();
+        std::ptr::write_bytes(p, 0, len);
+        plan.write(std::slice::from_raw_parts_mut(p, len));
         Some(pg_sys::Datum::from(p))
+    }
+}
+
+/// What a text becomes, measured before anything is written (so that the
+/// hook allocates the result once, at its exact size).
+enum Plan<'a> {
+    /// `NaN`, `Infinity`, `-Infinity`: the header word alone.
+    Special(u16),
+    Finite {
+        negative: bool,
+        /// The text's digits: before the point, after it.
+        int: &'a [u8],
+        frac: &'a [u8],
+        /// Zeros put before the integer digits so that base-10000 digits
+        /// line up with the point (set_var_from_str's `offset`).
+        pad: usize,
+        /// Stored base-10000 digits: the first one's index among the
+        /// aligned groups, and their count (leading and trailing zero
+        /// digits stripped; 0 for a zero).
+        first: usize,
+        count: usize,
+        weight: i16,
+        dscale: u16,
+    },
+}
+
+impl<'a> Plan<'a> {
+    fn read(text: &'a str) -> Option<Self> {
+        match text {
+            "NaN" => return Some(Plan::Special(NAN)),
+            "Infinity" => return Some(Plan::Special(PINF)),
+            "-Infinity" => return Some(Plan::Special(NINF)),
+            _ => {}
+        }
+        let Shape { negative, int, frac } = Shape::read(text.as_bytes())?;
+        let pad = (DEC_DIGITS - int.len() % DEC_DIGITS) % DEC_DIGITS;
+        let digits = || int.iter().chain(frac);
+        let dscale = frac.len() as u16;
+        let Some(nonzero) = digits().position(|&c| c != b'0') else {
+            // A zero: no digits, weight 0, positive (make_result).
+            return Some(Plan::Finite { negative: false, int, frac, pad, first: 0, count: 0, weight: 0, dscale });
+        };
+        let last = int.len() + frac.len() - 1 - digits().rev().position(|&c| c != b'0')?;
+        let first = (nonzero + pad) / DEC_DIGITS;
+        let count = (last + pad) / DEC_DIGITS - first + 1;
+        let int_groups = (int.len() + pad) / DEC_DIGITS;
+        // Outside int16: make_result's "value overflows numeric format".
+        let weight = i16::try_from(int_groups as i64 - 1 - first as i64).ok()?;
+        Some(Plan::Finite { negative, int, frac, pad, first, count, weight, dscale })
+    }
+
+    fn is_short(&self) -> bool {
+        match *self {
+            Plan::Special(_) => true,
+            Plan::Finite { weight, dscale, .. } => {
+                usize::from(dscale) <= SHORT_DSCALE_MAX
+                    && (SHORT_WEIGHT_MIN..=SHORT_WEIGHT_MAX).contains(&i32::from(weight))
+            }
+        }
+    }
+
+    /// The varlena's length (make_result's `len`).
+    fn len(&self) -> usize {
+        let words = if self.is_short() { 1 } else { 2 };
+        let count = match self {
+            Plan::Special(_) => 0,
+            Plan::Finite { count, .. } => *count,
+        };
+        VARHDRSZ + 2 * (words + count)
+    }
+
+    /// Write the varlena into `out`, of exactly `self.len()` bytes.
+    fn write(&self, out: &mut [u8]) {
+        let len = out.len();
+        out[..VARHDRSZ].copy_from_slice(&varlena_header(len));
+        let mut at = VARHDRSZ;
+        let mut put = |w: u16| {
+            out[at..at + 2].copy_from_slice(&w.to_ne_bytes());
+            at += 2;
+        };
+        let &Plan::Finite { negative, int, frac, pad, first, count, weight, dscale } = self else {
+            let &Plan::Special(word) = self else { unreachable!() };
+            put(word);
+            return;
+        };
+        if self.is_short() {
+            let sign = if negative { SHORT_SIGN_MASK } else { 0 };
+            let weight_sign = if weight < 0 { SHORT_WEIGHT_SIGN_MASK } else { 0 };
+            put(SHORT | sign | dscale << SHORT_DSCALE_SHIFT | weight_sign | (weight as u16 & SHORT_WEIGHT_MASK));
+        } else {
+            put(if negative { NEG } else { 0 } | dscale);
+            put(weight as u16);
+        }
+        // Decimal digit at aligned position p (zero in the padding and past the end).
+        let digit = |p: usize| {
+            let i = p.wrapping_sub(pad);
+            let c = if i < int.len() { int[i] } else { frac.get(i - int.len()).copied().unwrap_or(b'0') };
+            u16::from(c - b'0')
+        };
+        for g in first..first + count {
+            let p = g * DEC_DIGITS;
+            put(((digit(p) * 10 + digit(p + 1)) * 10 + digit(p + 2)) * 10 + digit(p + 3));
+        }
     }
 }
 
@@ -197,19 +231,10 @@ impl<'a> Shape<'a> {
     }
 }
 
-/// The value of up to four ASCII digits.
-fn group(g: &[u8]) -> u16 {
-    g.iter().fold(0, |v, &c| v * 10 + u16::from(c - b'0'))
-}
-
 /// `SET_VARSIZE(ptr, len)`'s four bytes (4-byte header, not compressed).
 fn varlena_header(len: usize) -> [u8; 4] {
     let len = len as u32;
     if cfg!(target_endian = "big") { (len & 0x3FFF_FFFF).to_ne_bytes() } else { (len << 2).to_ne_bytes() }
-}
-
-fn push_varlena_header(out: &mut Vec<u8>, len: usize) {
-    out.extend_from_slice(&varlena_header(len));
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -220,11 +245,13 @@ mod tests {
     use std::ffi::{CStr, CString};
 
     /// A varlena: its header, then `payload`.
+    #[cfg(test)]
     fn varlena(payload: Vec<u8>) -> Vec<u8> {
         [varlena_header(VARHDRSZ + payload.len()).to_vec(), payload].concat()
     }
 
     /// A numeric in the short format, built independently of the code under test.
+    #[cfg(test)]
     fn short(negative: bool, weight: i32, dscale: u16, digits: &[u16]) -> Vec<u8> {
         assert!((-64..64).contains(&weight) && dscale < 64);
         let w = if weight < 0 { 0x40 | (weight + 64) as u16 } else { weight as u16 };
@@ -235,6 +262,7 @@ mod tests {
     }
 
     /// A numeric in the long format.
+    #[cfg(test)]
     fn long(negative: bool, weight: i16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut v = ((if negative { 0x4000u16 } else { 0 }) | dscale).to_ne_bytes().to_vec();
         v.extend_from_slice(&weight.to_ne_bytes());
@@ -242,6 +270,7 @@ mod tests {
         varlena(v)
     }
 
+    #[cfg(test)]
     fn bytes(t: &str) -> Vec<u8> {
         numeric_bytes(t).unwrap_or_else(|| panic!("{t:?} refused"))
     }
