@@ -43,10 +43,11 @@
 //!   limit is checked anyway where `convertJsonb*` checks it. The text is a
 //!   `&str`, so valid UTF-8; raw non-ASCII bytes are copied as `jsonb_in`
 //!   copies them.
-//! - Numbers are encoded by one function ([`numeric_varlena`], today
-//!   `numeric_in` itself); the builder takes it as a parameter, so the rest
-//!   is pure and unit-tested without a server. The `#[pg_test]`s compare
-//!   the bytes with `jsonb_in`'s for edge cases and thousands of generated
+//! - Numbers are encoded by one function ([`numeric_varlena`]: the pure
+//!   encoder of `numeric_input.rs`, which gives `numeric_in`'s exact bytes);
+//!   the builder takes it as a parameter, so the rest is pure and
+//!   unit-tested without a server. The `#[pg_test]`s compare the bytes with
+//!   `jsonb_in`'s for edge cases and thousands of generated
 //!   values. Every read is bounds-checked; nothing here panics on any text.
 
 use pgrx::pg_sys;
@@ -72,9 +73,9 @@ const MAX_DEPTH: usize = 100;
 /// Longer texts are left to `jsonb_in` (see the notes: this keeps jsonb's
 /// size and count limits out of reach, and the reused buffers small).
 const MAX_TEXT: usize = 16 << 20;
-/// Longer numbers are left to `jsonb_in`: `numeric_in` cannot fail on a
-/// canonical number this short (its limits are 131072 digits before the
-/// point and 16383 after).
+/// Longer numbers are left to `jsonb_in` (a bound on the work per number;
+/// `numeric_in`'s own limits, 131072 digits before the point and 16383
+/// after, stay far away).
 const MAX_NUMBER: usize = 1000;
 /// Buffers grown beyond this by a large value are given back after it.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -510,46 +511,11 @@ fn plain_varlena(b: &[u8], size: usize) -> bool {
 }
 
 /// The `numeric` varlena of a canonical number text, as `numeric_in`
-/// returns it (4-byte header included), appended to `out`.
+/// returns it (4-byte header included), appended to `out`: the pure
+/// encoder of `numeric_input.rs` (checked against `numeric_in` by its own
+/// tests; `None` leaves the whole value to `jsonb_in`).
 fn numeric_varlena(text: &str, out: &mut Vec<u8>) -> Option<()> {
-    /// `LOCAL_FCINFO(fcinfo, 3)`: the call's arguments follow the header.
-    #[repr(C)]
-    struct Call {
-        base: pg_sys::FunctionCallInfoBaseData,
-        args: [pg_sys::NullableDatum; 3],
-    }
-    // The text NUL-terminated, on the stack (the reader passes at most
-    // MAX_NUMBER bytes, digits, '-' and '.').
-    let mut cstr = [0u8; MAX_NUMBER + 1];
-    if text.len() >= cstr.len() || text.as_bytes().contains(&0) {
-        return None;
-    }
-    cstr.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
-    let arg = |value| pg_sys::NullableDatum { value, isnull: false };
-    let mut call = Call {
-        base: pg_sys::FunctionCallInfoBaseData { nargs: 3, ..Default::default() },
-        args: [
-            arg(pg_sys::Datum::from(cstr.as_ptr())),
-            arg(pg_sys::Datum::from(pg_sys::InvalidOid)),
-            arg(pg_sys::Datum::from(-1i32)),
-        ],
-    };
-    // SAFETY: numeric_in(cstring, typelem, typmod) called as
-    // DirectFunctionCall3 does (no flinfo), with a NUL-terminated text; it
-    // returns a numeric palloc'd in the current memory context with a
-    // 4-byte header, whose bytes are copied (and left to the context, as
-    // jsonb_in leaves its own). One pgrx guard: an ERROR (none for the short
-    // canonical texts passed here) becomes a panic that the row's error
-    // catcher reports.
-    unsafe {
-        let d = pg_sys::numeric_in(&mut call.base);
-        let p = d.cast_mut_ptr::<pg_sys::varlena>();
-        if call.base.isnull || p.is_null() {
-            return None;
-        }
-        out.extend_from_slice(std::slice::from_raw_parts(p.cast::<u8>(), pgrx::varsize_any(p)));
-    }
-    Some(())
+    super::numeric_input::push_numeric(out, text).then_some(())
 }
 
 thread_local! {

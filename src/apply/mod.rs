@@ -51,6 +51,7 @@ mod flush;
 mod jsonb_input;
 mod keepalive;
 mod launcher;
+mod numeric_input;
 mod origin;
 mod prepared;
 mod protocol;
