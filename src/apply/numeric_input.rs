@@ -33,9 +33,9 @@
 //!   `InputFunctionCall` would have put `numeric_in`'s result: same lifetime.
 //!   A `Plan` measures the text first, so the varlena is allocated once at
 //!   its exact size and written in place (no intermediate buffer).
-//!   The bytes are exported too (`numeric_bytes`, `push_numeric`), for other
-//!   readers that embed numerics (jsonb numbers, which are never the
-//!   special spellings: JSON has none).
+//!   The bytes are appended to a buffer by `push_numeric` for readers that
+//!   embed numerics (`jsonb_input.rs`: jsonb numbers, which are never the
+//!   special spellings: JSON has none); `numeric_bytes` is its tests' form.
 //! - Unit tests check the layout; the `#[pg_test]` compares the bytes with
 //!   `numeric_in`'s on edge cases and thousands of generated texts.
 
@@ -65,7 +65,7 @@ const DSCALE_MAX: usize = 0x3FFF;
 /// The varlena `numeric_in(text, typmod -1)` returns, header included;
 /// `None` when `text` is not of `numeric_out`'s shape or would raise an
 /// ERROR (see the module notes).
-#[allow(dead_code, reason = "for the jsonb reader (issue 14, jsonb_input.rs), merged separately")]
+#[cfg(any(test, feature = "pg_test"))]
 pub(crate) fn numeric_bytes(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     push_numeric(&mut out, text).then_some(out)
@@ -73,7 +73,6 @@ pub(crate) fn numeric_bytes(text: &str) -> Option<Vec<u8>> {
 
 /// Append `numeric_bytes(text)` to `out`; `false` (nothing appended) when
 /// it is `None`.
-#[allow(dead_code, reason = "for the jsonb reader (issue 14, jsonb_input.rs), merged separately")]
 pub(crate) fn push_numeric(out: &mut Vec<u8>, text: &str) -> bool {
     let Some(plan) = Plan::read(text) else { return false };
     let start = out.len();
