@@ -951,6 +951,7 @@ mod pure_tests {
 #[pgrx::pg_schema]
 mod tests {
     use super::{Builder, MAX_DEPTH, MAX_NUMBER, numeric_varlena};
+    use crate::apply::test_rng::Rng;
     use pgrx::pg_sys;
     use pgrx::prelude::*;
     use std::ffi::{CStr, CString};
@@ -1088,19 +1089,11 @@ mod tests {
 
     /// A deterministic generator of JSON texts `jsonb_in` accepts, spelled
     /// in many ways (blanks, key order, repeated keys, escapes, exponents).
-    struct Gen(u64);
+    struct Gen(Rng);
 
     impl Gen {
-        fn next(&mut self) -> u64 {
-            // xorshift64*
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            self.0.below(n)
         }
 
         fn blank(&mut self, out: &mut String) {
@@ -1220,7 +1213,7 @@ mod tests {
     #[pg_test]
     fn generated_values_are_byte_identical_to_jsonb_in() {
         let mut b = Builder::default();
-        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut g = Gen(Rng(0x9E37_79B9_7F4A_7C15));
         let (mut raw_taken, n) = (0, 4000);
         for _ in 0..n {
             let mut raw = String::new();

@@ -67,6 +67,8 @@ mod stats;
 mod status;
 mod sync;
 mod tablesync;
+#[cfg(any(test, feature = "pg_test"))]
+mod test_rng;
 mod values;
 mod walrcv;
 mod worker;

@@ -244,6 +244,7 @@ fn varlena_header(len: usize) -> [u8; 4] {
 #[pgrx::pg_schema]
 mod tests {
     use super::*;
+    use crate::apply::test_rng::Rng;
     use pgrx::prelude::*;
     use std::ffi::{CStr, CString};
 
@@ -453,17 +454,11 @@ mod tests {
         true
     }
 
-    /// A deterministic generator (xorshift64*).
-    struct Gen(u64);
+    /// Numeric texts from a deterministic generator.
+    struct Gen(Rng);
     impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            self.0.below(n as usize) as u64
         }
         /// `n` digits, zeros frequent (runs of zero base-10000 digits).
         fn digits(&mut self, n: u64) -> String {
@@ -536,7 +531,7 @@ mod tests {
 
     #[pg_test]
     fn numeric_bytes_equal_numeric_in_on_generated_texts() {
-        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut g = Gen(Rng(0x9E37_79B9_7F4A_7C15));
         for _ in 0..4000 {
             let t = g.text();
             assert!(same_as_numeric_in(&t), "{t:?} should take the fast path");
