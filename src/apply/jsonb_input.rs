@@ -53,19 +53,13 @@
 use pgrx::pg_sys;
 use std::cell::RefCell;
 
-const JB_FSCALAR: u32 = 0x1000_0000;
-const JB_FOBJECT: u32 = 0x2000_0000;
-const JB_FARRAY: u32 = 0x4000_0000;
-
-const JENTRY_OFFLENMASK: usize = 0x0FFF_FFFF;
-const JENTRY_HAS_OFF: u32 = 0x8000_0000;
-const JENTRY_ISSTRING: u32 = 0x0000_0000;
-const JENTRY_ISNUMERIC: u32 = 0x1000_0000;
-const JENTRY_ISBOOL_FALSE: u32 = 0x2000_0000;
-const JENTRY_ISBOOL_TRUE: u32 = 0x3000_0000;
-const JENTRY_ISNULL: u32 = 0x4000_0000;
-const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
-const JB_OFFSET_STRIDE: usize = 32;
+// The stored layout's names, from `utils/jsonb.h`.
+use pg_sys::{
+    JB_FARRAY, JB_FOBJECT, JB_FSCALAR, JENTRY_HAS_OFF, JENTRY_ISBOOL_FALSE, JENTRY_ISBOOL_TRUE, JENTRY_ISCONTAINER,
+    JENTRY_ISNULL, JENTRY_ISNUMERIC, JENTRY_ISSTRING,
+};
+const JENTRY_OFFLENMASK: usize = pg_sys::JENTRY_OFFLENMASK as usize;
+const JB_OFFSET_STRIDE: usize = pg_sys::JB_OFFSET_STRIDE as usize;
 
 /// Deeper nesting is left to `jsonb_in` (both steps here recurse once per
 /// level; real documents stay far below).
@@ -527,15 +521,9 @@ thread_local! {
 pub(crate) fn datum(text: &str) -> Option<pg_sys::Datum> {
     BUILDER.with(|b| {
         let mut b = b.try_borrow_mut().ok()?;
-        let made = b.build(text, numeric_varlena).map(|bytes| {
-            // SAFETY: palloc of the value's size (it ERRORs rather than
-            // returning NULL), then a copy of exactly that many bytes.
-            unsafe {
-                let p = pg_sys::palloc(bytes.len()).cast::<u8>();
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-                pg_sys::Datum::from(p)
-            }
-        });
+        let made = b
+            .build(text, numeric_varlena)
+            .map(|bytes| crate::ffi::palloc_datum(bytes.len(), |out| out.copy_from_slice(bytes)));
         b.trim();
         made
     })

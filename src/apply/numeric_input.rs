@@ -41,26 +41,17 @@
 
 use pgrx::pg_sys;
 
-/// Decimal digits per base-10000 digit (`DEC_DIGITS`).
-const DEC_DIGITS: usize = 4;
+use crate::ffi::numeric::{
+    DEC_DIGITS, DSCALE_MASK, NAN, NEG, NINF, PINF, SHORT, SHORT_DSCALE_MASK, SHORT_DSCALE_SHIFT, SHORT_SIGN_MASK,
+    SHORT_WEIGHT_MASK, SHORT_WEIGHT_MAX, SHORT_WEIGHT_MIN, SHORT_WEIGHT_SIGN_MASK,
+};
+
 /// `VARHDRSZ`.
 const VARHDRSZ: usize = 4;
-
-// The first 16-bit word, numeric.c's names.
-const NEG: u16 = 0x4000;
-const SHORT: u16 = 0x8000;
-const NAN: u16 = 0xC000;
-const PINF: u16 = 0xD000;
-const NINF: u16 = 0xF000;
-const SHORT_SIGN_MASK: u16 = 0x2000;
-const SHORT_DSCALE_SHIFT: u16 = 7;
-const SHORT_DSCALE_MAX: usize = 0x1F80 >> 7;
-const SHORT_WEIGHT_SIGN_MASK: u16 = 0x0040;
-const SHORT_WEIGHT_MASK: u16 = 0x003F;
-const SHORT_WEIGHT_MAX: i32 = 0x3F;
-const SHORT_WEIGHT_MIN: i32 = -0x40;
-/// `NUMERIC_DSCALE_MASK`: the largest display scale the format stores.
-const DSCALE_MAX: usize = 0x3FFF;
+/// The largest display scale of the short form.
+const SHORT_DSCALE_MAX: usize = (SHORT_DSCALE_MASK >> SHORT_DSCALE_SHIFT) as usize;
+/// The largest display scale the format stores.
+const DSCALE_MAX: usize = DSCALE_MASK as usize;
 
 /// The varlena `numeric_in(text, typmod -1)` returns, header included;
 /// `None` when `text` is not of `numeric_out`'s shape or would raise an
@@ -86,15 +77,7 @@ pub(crate) fn push_numeric(out: &mut Vec<u8>, text: &str) -> bool {
 /// `numeric_in`'s result); `None`: call `numeric_in`.
 pub(crate) fn datum(text: &str) -> Option<pg_sys::Datum> {
     let plan = Plan::read(text)?;
-    let len = plan.len();
-    // SAFETY: palloc returns len writable bytes (or raises an ERROR through
-    // pgrx's guard); they are zeroed before being viewed as a slice.
-    unsafe {
-        let p = pg_sys::palloc(len).cast::<u8>();
-        std::ptr::write_bytes(p, 0, len);
-        plan.write(std::slice::from_raw_parts_mut(p, len));
-        Some(pg_sys::Datum::from(p))
-    }
+    Some(crate::ffi::palloc_datum(plan.len(), |out| plan.write(out)))
 }
 
 /// What a text becomes, measured before anything is written (so that the

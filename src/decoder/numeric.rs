@@ -16,23 +16,10 @@
 //! - Pure and unit-tested; the cluster tests (`decoder_types.rs`) compare it
 //!   with `numeric_out` on real values.
 
-/// Base-10000 digits, as stored (`NBASE`, `DEC_DIGITS`).
-const DEC_DIGITS: usize = 4;
-
-// The first 16-bit word (`n_header` / `n_sign_dscale`), numeric.c's names.
-const SIGN_MASK: u16 = 0xC000;
-const NEG: u16 = 0x4000;
-const SHORT: u16 = 0x8000;
-const SPECIAL: u16 = 0xC000;
-const NAN: u16 = 0xC000;
-const PINF: u16 = 0xD000;
-const NINF: u16 = 0xF000;
-const SHORT_SIGN_MASK: u16 = 0x2000;
-const SHORT_DSCALE_MASK: u16 = 0x1F80;
-const SHORT_DSCALE_SHIFT: u16 = 7;
-const SHORT_WEIGHT_SIGN_MASK: u16 = 0x0040;
-const SHORT_WEIGHT_MASK: u16 = 0x003F;
-const DSCALE_MASK: u16 = 0x3FFF;
+use crate::ffi::numeric::{
+    DEC_DIGITS, DSCALE_MASK, NAN, NEG, NINF, PINF, SHORT, SHORT_DSCALE_MASK, SHORT_DSCALE_SHIFT, SHORT_SIGN_MASK,
+    SHORT_WEIGHT_MASK, SHORT_WEIGHT_SIGN_MASK, SIGN_MASK, SPECIAL,
+};
 
 /// Append `numeric_out`'s text for the numeric whose bytes (without the
 /// varlena header) are `data`; `None` (nothing appended) when `data` is not

@@ -11,6 +11,7 @@ pub(crate) mod identity;
 pub(crate) mod index_keys;
 pub(crate) mod libpq;
 pub(crate) mod lsn;
+pub(crate) mod numeric;
 pub(crate) mod parse;
 pub(crate) mod partition;
 pub(crate) mod unguarded;
@@ -128,6 +129,18 @@ impl Drop for ContextSwitch {
     fn drop(&mut self) {
         // SAFETY: restores the context saved in `to`.
         unsafe { pg_sys::CurrentMemoryContext = self.old };
+    }
+}
+
+/// A by-reference datum of `len` bytes in the current memory context (where
+/// an input function's result would be), zeroed, then filled by `fill`.
+pub(crate) fn palloc_datum(len: usize, fill: impl FnOnce(&mut [u8])) -> pg_sys::Datum {
+    // SAFETY: palloc0 returns `len` writable, zeroed bytes (or raises an
+    // ERROR through pgrx's guard); the slice does not outlive this call.
+    unsafe {
+        let p = pg_sys::palloc0(len).cast::<u8>();
+        fill(std::slice::from_raw_parts_mut(p, len));
+        pg_sys::Datum::from(p)
     }
 }
 
