@@ -6,6 +6,7 @@
 //! subscribed. After each, the subscriber's rows equal the publisher's
 //! (count and md5).
 
+use logical_ext_pg_test::poll_until;
 use logical_ext_pg_test::replication::*;
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,43 @@ fn apply_worker_killed_during_a_100k_row_transaction() {
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["big"]);
     assert_eq!(count(&mut pair.sub_client(), "big"), 102_000 - 10_200);
+}
+
+/// The postmaster restarts a crashed worker with the generation it was
+/// first started for, while the shared status starts over: the worker must
+/// not take that for a settings change and end its first session at once
+/// (a second START_REPLICATION, which also cost a streamed transaction its
+/// eager apply: `apply_streaming_eager::killed_during_eager_apply` failed
+/// in CI this way). One session from the crash on.
+#[test]
+fn one_session_after_a_crash_restart() {
+    let pair = start("apply_kill9_session");
+    pair.pub_exec("ALTER SYSTEM SET log_replication_commands = on");
+    pair.pub_exec("SELECT pg_reload_conf()");
+    // New walsenders log their commands once the postmaster has reloaded.
+    let logged = poll_until(Duration::from_secs(30), || {
+        let on: String = pair.pub_client().query_one("SHOW log_replication_commands", &[]).unwrap().get(0);
+        on == "on"
+    });
+    assert!(logged, "log_replication_commands did not take effect");
+    let starts = || {
+        let log = std::fs::read_to_string(pair.publisher.log_path()).unwrap();
+        log.lines().filter(|l| l.contains("received replication command: START_REPLICATION")).count()
+    };
+    let pid = pair.worker_pid("s");
+    pair.subscriber.kill9_and_wait_crash_restart(&[pid]);
+    more_changes(&pair, 1001, 2000);
+    pair.wait_caught_up("s");
+    // Idle moments and commits, where the worker looks for new settings.
+    more_changes(&pair, 2001, 3000);
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["big"]);
+    assert_eq!(
+        starts(),
+        1,
+        "the restarted worker started more than one session:\n{}",
+        pair.publisher.log_tail(40)
+    );
 }
 
 #[test]

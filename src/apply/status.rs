@@ -112,6 +112,24 @@ impl Default for Slot {
 }
 
 impl Slot {
+    /// [`claim`]'s decision; `other_alive`: another live process owns the
+    /// slot. The slot's latest requested generation becomes at least the
+    /// claimer's: after a crash restart shared memory starts over from 0
+    /// while the postmaster restarts the worker with the generation it was
+    /// first started for, and left at 0 the worker would take the
+    /// difference for a settings change and end its first session at once
+    /// (losing, for one, the eager apply of a streamed transaction).
+    fn claim(&mut self, pid: i32, generation: u64, other_alive: bool) -> bool {
+        if generation < self.generation || (other_alive && self.owner_generation >= generation) {
+            return false;
+        }
+        self.generation = generation;
+        self.pid = pid;
+        self.owner_generation = generation;
+        self.state = WorkerState::Starting as u8;
+        true
+    }
+
     pub(crate) fn state(&self) -> Option<WorkerState> {
         WorkerState::from_u8(self.state)
     }
@@ -185,13 +203,8 @@ pub(crate) fn request(dboid: u32, subid: i32) -> u64 {
 pub(crate) fn claim(dboid: u32, subid: i32, pid: i32, generation: u64) -> bool {
     let mut t = STATUS.exclusive();
     let Some(s) = slot_for(&mut t, dboid, subid) else { return false };
-    if generation < s.generation || (s.pid != 0 && s.pid != pid && alive(s.pid) && s.owner_generation >= generation) {
-        return false;
-    }
-    s.pid = pid;
-    s.owner_generation = generation;
-    s.state = WorkerState::Starting as u8;
-    true
+    let other_alive = s.pid != 0 && s.pid != pid && alive(s.pid);
+    s.claim(pid, generation, other_alive)
 }
 
 /// The latest requested generation of (dboid, subid)'s worker.
@@ -338,6 +351,31 @@ pub(crate) fn all() -> Vec<Slot> {
 
 #[cfg(test)]
 mod tests {
+    use super::Slot;
+
+    #[test]
+    fn a_claim_after_a_crash_restart_keeps_its_generation() {
+        // Shared memory starts over (generation 0); the restarted worker
+        // was started for generation 3.
+        let mut s = Slot { dboid: 5, subid: 1, ..Slot::default() };
+        assert!(s.claim(100, 3, false));
+        assert_eq!((s.generation, s.owner_generation, s.pid), (3, 3, 100));
+        // A newer request still wins: the old worker's generation is behind.
+        s.generation += 1;
+        assert!(!s.claim(100, 3, false), "a worker of an older generation gives way");
+        assert!(s.claim(200, 4, true), "the newer worker takes over");
+        assert_eq!((s.pid, s.owner_generation), (200, 4));
+    }
+
+    #[test]
+    fn a_live_owner_of_the_same_generation_keeps_the_slot() {
+        let mut s = Slot { dboid: 5, subid: 1, ..Slot::default() };
+        assert!(s.claim(100, 2, false));
+        assert!(!s.claim(200, 2, true), "two workers of one generation: the first keeps it");
+        assert!(s.claim(200, 3, true), "a newer generation takes over from a live owner");
+        assert_eq!((s.pid, s.generation), (200, 3));
+    }
+
     #[test]
     fn stored_lsns_fit_in_a_bigint() {
         assert_eq!(super::clamp_lsn(0), 0);
