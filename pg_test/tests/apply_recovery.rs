@@ -123,6 +123,33 @@ fn one_session_after_a_crash_restart() {
     );
 }
 
+/// The publisher's walsender is terminated while the worker streams (and
+/// reads ahead): the worker reports the publisher's own message, applies
+/// nothing twice and goes on from where it was.
+#[test]
+fn walsender_terminated_mid_stream() {
+    let pair = start("apply_walsender_kill");
+    let walsender = |pair: &Pair| -> Option<i32> {
+        pair.pub_client()
+            .query_one("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 's'", &[])
+            .ok()
+            .and_then(|r| r.get(0))
+    };
+    let first = walsender(&pair).expect("the slot is active");
+    pair.pub_exec(&insert_big(1001, 51_000));
+    pair.pub_exec(&format!("SELECT pg_terminate_backend({first})"));
+    let st = pair.wait_status("s", "the lost connection is reported", |s| s.last_error.is_some());
+    let err = st.last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("could not receive data from WAL stream") && err.contains("terminating connection"),
+        "the publisher's message is reported: {st:#?}"
+    );
+    more_changes(&pair, 51_001, 52_000);
+    pair.wait_caught_up("s");
+    pair.assert_same_tables(&["big"]);
+    assert_ne!(walsender(&pair), Some(first), "a new walsender serves the worker");
+}
+
 #[test]
 fn publisher_restarts_and_prompt_shutdown() {
     let mut pair = start("apply_pub_restart");
