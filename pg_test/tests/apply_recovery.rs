@@ -115,16 +115,11 @@ fn one_session_after_a_crash_restart() {
     more_changes(&pair, 2001, 3000);
     pair.wait_caught_up("s");
     pair.assert_same_tables(&["big"]);
-    assert_eq!(
-        starts(),
-        1,
-        "the restarted worker started more than one session:\n{}",
-        pair.publisher.log_tail(40)
-    );
+    assert_eq!(starts(), 1, "the restarted worker started more than one session:\n{}", pair.publisher.log_tail(40));
 }
 
-/// The publisher's walsender is terminated while the worker streams (and
-/// reads ahead): the worker reports the publisher's own message, applies
+/// The publisher's walsender is terminated while a large transaction is
+/// on its way: the worker reports the publisher's own message, applies
 /// nothing twice and goes on from where it was.
 #[test]
 fn walsender_terminated_mid_stream() {
