@@ -349,9 +349,9 @@ fn alter_table_between_rows_in_one_session() {
 /// The fallback, for real: a publisher slot whose plugin refuses the worker's
 /// options with SQLSTATE 22023, as an older logical_ext refuses `compact`
 /// (here test_decoding, which refuses every option of ours with 22023;
-/// pgoutput's XX000 would not count). The worker retries at
-/// once without `compact` on the same connection, says so once, remembers
-/// it, and reports the error that remains as before.
+/// pgoutput's XX000 would not count). The worker retries at once without
+/// `batch`, then without `compact`, on the same connection, says so once
+/// each, remembers it, and reports the error that remains as before.
 #[test]
 fn refused_compact_falls_back_once() {
     let pair = Pair::start_with("compact_fallback", &["log_replication_commands = on"], &[]);
@@ -364,19 +364,81 @@ fn refused_compact_falls_back_once() {
     });
     let error = st.last_error.unwrap_or_default();
     assert!(error.contains("is unknown"), "the error that remains is reported: {error}");
-    // Retried (FAST_RETRY) a few times: the fallback was logged once.
+    // Retried (FAST_RETRY) a few times: each fallback was logged once.
     let publog = || std::fs::read_to_string(pair.publisher.log_path()).unwrap_or_default();
-    wait_until(CATCH_UP, "three attempts", || {
-        publog().lines().filter(|l| l.contains("received replication command: START_REPLICATION")).count() >= 3
+    wait_until(CATCH_UP, "four attempts", || {
+        publog().lines().filter(|l| l.contains("received replication command: START_REPLICATION")).count() >= 4
     });
     let starts: Vec<String> = publog()
         .lines()
         .filter(|l| l.contains("received replication command: START_REPLICATION"))
         .map(str::to_string)
         .collect();
-    assert!(starts[0].contains("\"compact\" 'on'"), "asked first: {starts:?}");
-    assert!(!starts[1].contains("compact"), "then at once without: {starts:?}");
-    assert!(starts[2..].iter().all(|s| !s.contains("compact")), "remembered: {starts:?}");
+    assert!(starts[0].contains("\"compact\" 'on', \"batch\" 'on'"), "asked first: {starts:?}");
+    assert!(starts[1].contains("\"compact\" 'on'") && !starts[1].contains("batch"), "then without batch: {starts:?}");
+    assert!(!starts[2].contains("compact"), "then without compact: {starts:?}");
+    assert!(starts[3..].iter().all(|s| !s.contains("compact")), "remembered: {starts:?}");
     let sub_log = std::fs::read_to_string(pair.subscriber.log_path()).unwrap_or_default();
+    assert_eq!(sub_log.matches("does not offer batched compact documents").count(), 1, "logged once");
     assert_eq!(sub_log.matches("does not offer the compact format").count(), 1, "logged once");
+}
+
+/// Option `batch` (with `compact`): the row documents of a transaction
+/// leave several to a message (ASCII record separator, then each document
+/// as 8 hexadecimal digits of length and its bytes, at most ~64 kB a
+/// message), every other document alone and in its place; unpacked, the
+/// stream is exactly the compact one. Without `compact` it is refused.
+#[test]
+fn batched_rows_unpack_to_the_compact_stream() {
+    let c = Cluster::start("compact_batch", &[]);
+    let mut client = c.client();
+    exec(
+        &mut client,
+        "CREATE TABLE t (id int PRIMARY KEY, a text); CREATE TABLE u (id int PRIMARY KEY);
+         CREATE PUBLICATION p FOR ALL TABLES;",
+    );
+    exec(&mut client, "SELECT pg_create_logical_replication_slot('s', 'logical_ext')");
+    let (code, _, _) = expect_error(
+        &mut client,
+        "SELECT * FROM pg_logical_slot_peek_changes('s', NULL, NULL, 'publication_names', 'p', 'batch', 'on')",
+    );
+    assert_eq!(code, "22023", "batch needs compact");
+    exec(
+        &mut client,
+        "BEGIN; INSERT INTO t SELECT g, repeat('a', g % 50) FROM generate_series(1, 3000) g;
+         INSERT INTO u VALUES (1); UPDATE t SET a = 'x' WHERE id <= 10; DELETE FROM t WHERE id = 3000; COMMIT;
+         INSERT INTO u VALUES (2);",
+    );
+    let compact = docs(&mut client, "s", true);
+    let batched: Vec<String> = client
+        .query(
+            "SELECT data FROM pg_logical_slot_peek_changes('s', NULL, NULL, 'publication_names', 'p', \
+             'include-lsn', 'on', 'include-timestamp', 'on', 'include-types', 'off', 'compact', 'on', 'batch', 'on')",
+            &[],
+        )
+        .expect("peek")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let mut unpacked = Vec::new();
+    let mut batches = 0;
+    for m in &batched {
+        let Some(mut rest) = m.strip_prefix('\u{1e}') else {
+            assert!(m.starts_with('{'), "a single document: {m}");
+            unpacked.push(m.clone());
+            continue;
+        };
+        batches += 1;
+        assert!(m.len() <= (64 << 10) + 4096, "a batch is about 64 kB at most: {}", m.len());
+        while !rest.is_empty() {
+            let len = usize::from_str_radix(&rest[..8], 16).expect("hexadecimal length");
+            let doc = &rest[8..8 + len];
+            assert!(matches!(action(doc).as_str(), "I" | "U" | "D"), "only rows are batched: {doc}");
+            unpacked.push(doc.to_string());
+            rest = &rest[8 + len..];
+        }
+    }
+    assert!(batches >= 2, "3,000 rows take more than one 64 kB batch: {batches}");
+    assert!(batched.len() < compact.len() / 50, "{} messages for {} documents", batched.len(), compact.len());
+    assert_eq!(unpacked, compact, "unpacked, the batched stream is the compact one");
 }

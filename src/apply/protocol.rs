@@ -396,6 +396,50 @@ impl CompactRels {
     }
 }
 
+/// First byte of a message that carries several documents (plugin option
+/// `batch`, written by `decoder/compact.rs`): each document then follows
+/// as its length (8 hexadecimal digits) and its bytes. A single document
+/// always starts with `{`.
+pub(crate) const BATCH_MARK: u8 = 0x1E;
+
+/// The documents of a batched message, in order; `None` when `payload` is
+/// a single document.
+pub(crate) fn batched(payload: &[u8]) -> Option<Batch<'_>> {
+    match payload.split_first() {
+        Some((&BATCH_MARK, rest)) => Some(Batch { rest }),
+        _ => None,
+    }
+}
+
+/// Iterator over a batched message's documents ([`batched`]).
+pub(crate) struct Batch<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Batch<'a> {
+    type Item = Result<&'a [u8], String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.rest);
+        let Some((digits, body)) = rest.split_first_chunk::<8>() else {
+            return Some(Err(format!("a batch ends inside a length ({} bytes left)", rest.len())));
+        };
+        let Some(len) = digits.iter().try_fold(0usize, |n, &d| Some(n << 4 | char::from(d).to_digit(16)? as usize))
+        else {
+            return Some(Err("a batched document's length is not hexadecimal".into()));
+        };
+        if body.len() < len {
+            return Some(Err(format!("a batched document of {len} bytes has only {} left", body.len())));
+        }
+        let (doc, tail) = body.split_at(len);
+        self.rest = tail;
+        Some(Ok(doc))
+    }
+}
+
 /// Whether a refused START_REPLICATION asking for `compact` means the
 /// publisher's plugin does not know the option (an older logical_ext:
 /// every option error is SQLSTATE 22023), so the worker streams the full
@@ -863,5 +907,32 @@ mod tests {
         }
         assert!(parse_doc(br#"{"action":"P","gid":"g","nextlsn":"0/28"}"#).is_err(), "no xid");
         assert!(parse_doc(br#"{"action":"CP","xid":1,"gid":"g"}"#).is_err(), "no nextlsn");
+    }
+
+    #[test]
+    fn batches_written_by_the_decoder_read_back_in_order() {
+        let docs: [&[u8]; 4] = [br#"{"action":"I","relid":1,"new":[1]}"#, b"{}", &[b'{'; 70_000], br#"{"a":"\n"}"#];
+        let mut batch = Vec::new();
+        for d in docs {
+            compact::batch_push(&mut batch, d);
+        }
+        assert_eq!(compact::BATCH_MARK, super::BATCH_MARK);
+        let read: Vec<&[u8]> = super::batched(&batch).expect("a batch").map(Result::unwrap).collect();
+        assert_eq!(read, docs);
+        assert!(super::batched(docs[0]).is_none(), "a single document is not a batch");
+        // Truncated anywhere: the complete documents before the cut, then
+        // an error unless the cut falls between two documents.
+        let mut ends = vec![1usize];
+        for d in docs {
+            ends.push(ends[ends.len() - 1] + 8 + d.len());
+        }
+        assert!(batch.is_ascii(), "a batch of ASCII documents stays text");
+        for cut in 1..batch.len() {
+            let got: Vec<_> = super::batched(&batch[..cut]).expect("a batch").collect();
+            let complete = ends.iter().filter(|&&e| e <= cut).count() - 1;
+            let oks: Vec<&[u8]> = got.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+            assert_eq!(oks, docs[..complete], "cut at {cut}");
+            assert_eq!(got.last().is_some_and(|r| r.is_err()), !ends.contains(&cut), "cut at {cut}");
+        }
     }
 }

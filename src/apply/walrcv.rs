@@ -9,11 +9,18 @@
 //! feedback keeper (`walrcv/keeper.rs`, design notes there), which the
 //! worker arms around local work. Every method here disarms it before it
 //! touches the connection, and dropping the connection stops it first.
+//!
+//! A stream of batched messages (plugin option `batch`) is read ahead into
+//! a bounded queue ([`Connection::receive_stream`], `walrcv/readahead.rs`,
+//! design notes there) through libpq itself; other streams, and any stream
+//! where that libpq cannot be reached, are read one message at a time
+//! through `walrcv_receive`.
 
 mod keeper;
+mod readahead;
 
 use crate::ffi;
-use crate::ffi::libpq::{self, PgConn};
+use crate::ffi::libpq::{self, CopyData, PgConn, Reader, Taken};
 pub(crate) use keeper::{Busy, KeeperHandle};
 use pgrx::pg_sys;
 use std::ffi::{CString, c_char, c_void};
@@ -26,6 +33,35 @@ pub(crate) struct Connection {
     conn: *mut pg_sys::WalReceiverConn,
     /// Started once streaming ([`Connection::feedback_keeper`]).
     keeper: Option<keeper::Keeper>,
+    /// The read-ahead, set up at the first [`Connection::receive_stream`]
+    /// (`None` inside: libpq not reachable, read through walrcv_receive).
+    ahead: Option<Option<(LibpqSource, readahead::ReadAhead)>>,
+}
+
+/// The read-ahead's source: libpq on this connection (main thread only).
+struct LibpqSource {
+    reader: Reader,
+    conn: PgConn,
+}
+
+impl readahead::Source for LibpqSource {
+    type Chunk = CopyData;
+
+    fn take(&mut self) -> readahead::Pull<CopyData> {
+        // SAFETY: the connection is live and in COPY BOTH mode while
+        // `receive` is called; the keeper was quiesced before.
+        match unsafe { self.reader.take(self.conn) } {
+            Taken::Data(d) => readahead::Pull::Data(d),
+            Taken::Nothing => readahead::Pull::Nothing,
+            Taken::End => readahead::Pull::End,
+            Taken::Failed(m) => readahead::Pull::Failed(m),
+        }
+    }
+
+    fn read_socket(&mut self) -> Result<(), String> {
+        // SAFETY: as in `take`.
+        unsafe { self.reader.consume(self.conn) }
+    }
 }
 
 /// Call into libpqwalreceiver. Its functions are reached through a function
@@ -71,7 +107,7 @@ impl Connection {
             // SAFETY: err is NULL or a palloc'd message.
             return Err(WalRcvError(unsafe { ffi::cstr_to_string(err) }.trim().to_string()));
         }
-        Ok(Connection { conn, keeper: None })
+        Ok(Connection { conn, keeper: None, ahead: None })
     }
 
     /// The feedback keeper of this connection, started at the first call
@@ -88,14 +124,19 @@ impl Connection {
         Ok(handle)
     }
 
-    fn start_keeper(&mut self) -> Result<keeper::Keeper, String> {
-        let lib = libpq::libpq()?;
+    /// The libpq connection inside libpqwalreceiver's.
+    fn pg_conn(&self) -> Option<PgConn> {
         // SAFETY: libpqwalreceiver's `struct WalReceiverConn` starts with
         // its `PGconn *streamConn` (PostgreSQL 15, libpqwalreceiver.c); the
         // struct is live until walrcv_disconnect in our drop, which stops
-        // the keeper first. That PGconn was made by the libpq `lib` found
-        // (the one libpqwalreceiver links).
-        let conn = unsafe { PgConn::from_raw(*self.conn.cast::<*mut c_void>()) }.ok_or("no libpq connection")?;
+        // the keeper and drops the read-ahead first. That PGconn was made by
+        // the libpq `ffi::libpq` finds (the one libpqwalreceiver links).
+        unsafe { PgConn::from_raw(*self.conn.cast::<*mut c_void>()) }
+    }
+
+    fn start_keeper(&mut self) -> Result<keeper::Keeper, String> {
+        let lib = libpq::libpq()?;
+        let conn = self.pg_conn().ok_or("no libpq connection")?;
         // SAFETY: main thread, no keeper running yet.
         let fd = unsafe { lib.socket(conn) };
         if fd < 0 {
@@ -149,7 +190,36 @@ impl Connection {
         out
     }
 
-    /// The next CopyData message, if one is buffered.
+    /// The next CopyData message of a replication stream (COPY BOTH), read
+    /// ahead; `Err` when reading failed (libpq's message, where
+    /// `walrcv_receive` raises an ERROR). A connection is read either
+    /// through this or through [`Connection::receive`], never both (the
+    /// queue would be skipped).
+    pub(crate) fn receive_stream(&mut self) -> Result<Received<'_>, String> {
+        self.quiesce();
+        if self.ahead.is_none() {
+            let source = libpq::reader().ok().zip(self.pg_conn()).map(|(reader, conn)| LibpqSource { reader, conn });
+            self.ahead = Some(source.map(|s| (s, readahead::ReadAhead::new(readahead::READ_AHEAD_BYTES))));
+        }
+        if matches!(self.ahead, Some(None)) {
+            return Ok(self.receive());
+        }
+        // Always there (set above); the borrow checker needs the match.
+        let Some(Some((source, ahead))) = self.ahead.as_mut() else {
+            return Err("internal error: the read-ahead of the replication stream is not set up".into());
+        };
+        let conn = source.conn;
+        match ahead.next(source) {
+            readahead::Next::Data(d) => Ok(Received::Data(d)),
+            // SAFETY: main thread, keeper quiesced, live connection.
+            readahead::Next::Nothing => Ok(Received::WouldBlock(unsafe { source.reader.socket(conn) })),
+            readahead::Next::End => Ok(Received::End),
+            readahead::Next::Failed(m) => Err(format!("could not receive data from WAL stream: {m}")),
+        }
+    }
+
+    /// The next CopyData message, if one is buffered (one at a time; the
+    /// end of a COPY OUT is collected as libpqrcv_receive does).
     pub(crate) fn receive(&mut self) -> Received<'_> {
         self.quiesce();
         let mut buf: *mut c_char = std::ptr::null_mut();

@@ -134,9 +134,9 @@ struct Worker {
     two_phase_streaming: bool,
     /// The compact relation documents of this session (`protocol.rs`).
     compact: protocol::CompactRels,
-    /// The publisher refused the `compact` option (an older logical_ext):
-    /// this worker streams the full documents from then on.
-    compact_refused: bool,
+    /// The documents this worker asks for: lowered for the process when
+    /// the publisher refuses an option (an older logical_ext).
+    wire: Wire,
     /// When the last session ended (its connection closed): its walsender
     /// may still hold the slot for a moment.
     session_ended: Option<Instant>,
@@ -181,7 +181,7 @@ impl Worker {
             stats: super::stats::Flusher::new(),
             two_phase_streaming: false,
             compact: Default::default(),
-            compact_refused: false,
+            wire: Wire::Batched,
             session_ended: None,
             group_commit: false,
             grouping: Default::default(),
@@ -273,7 +273,7 @@ impl Worker {
             self.scope.is_some(),
             self.rules.iter().any(|r| matches!(r.resolution, Resolution::LastUpdateWins | Resolution::FirstUpdateWins)),
         );
-        let mut cmd = start_replication(&sub, &slot, start, !self.compact_refused);
+        let mut cmd = start_replication(&sub, &slot, start, self.wire);
         if self.two_phase_streaming {
             cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");
         }
@@ -295,17 +295,20 @@ impl Worker {
         loop {
             match conn.exec_with_state(&cmd, 0) {
                 Ok(_) => break,
-                Err((e, sqlstate)) if !self.compact_refused && protocol::compact_refused(sqlstate) => {
-                    // An older logical_ext on the publisher: full documents. If
+                Err((e, sqlstate)) if self.wire != Wire::Full && protocol::compact_refused(sqlstate) => {
+                    // An older logical_ext on the publisher: ask for less. If
                     // the error was about something else it comes back below.
-                    self.compact_refused = true;
+                    let lower = self.wire.lower();
                     log!(
-                        "logical_ext: subscription \"{}\": the publisher's logical_ext does not offer the compact \
-                         format ({}); streaming the full JSON documents",
+                        "logical_ext: subscription \"{}\": the publisher's logical_ext does not offer {} ({}); \
+                         streaming {} instead",
                         sub.name,
-                        e.0
+                        self.wire.describe(),
+                        e.0,
+                        lower.describe()
                     );
-                    cmd = without_compact(&cmd);
+                    cmd = cmd.replacen(self.wire.option(), lower.option(), 1);
+                    self.wire = lower;
                 }
                 Err((_, sqlstate))
                     if protocol::slot_in_use(sqlstate)
@@ -400,9 +403,9 @@ impl Worker {
 /// is explicit (the plugin's default is wal2json's 1; it implies 2 for
 /// `publication_names` only so that released subscribers keep working).
 ///
-/// `compact`: ask for the compact documents (docs/FORMAT.md), which an
-/// older publisher refuses (see `protocol::compact_refused`).
-fn start_replication(sub: &Subscription, slot: &str, start: u64, compact: bool) -> String {
+/// `wire`: the documents to ask for (docs/FORMAT.md), which an older
+/// publisher refuses (see `protocol::compact_refused`).
+fn start_replication(sub: &Subscription, slot: &str, start: u64, wire: Wire) -> String {
     let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
     format!(
         "START_REPLICATION SLOT {} LOGICAL {} (\"format-version\" '2', \"include-lsn\" 'on', \
@@ -412,8 +415,46 @@ fn start_replication(sub: &Subscription, slot: &str, start: u64, compact: bool) 
         protocol::format_lsn(start),
         quote_literal(&pubs.join(",")),
         sub.origin.as_str(),
-        if compact { COMPACT_OPTION } else { "" }
+        wire.option()
     )
+}
+
+/// The documents a worker asks its publisher for, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wire {
+    /// Compact documents, the rows of a transaction several to a message.
+    Batched,
+    /// Compact documents, one per message.
+    Compact,
+    /// The full JSON documents (format-version 2).
+    Full,
+}
+
+impl Wire {
+    /// The plugin options asking for it (appended to the option list).
+    fn option(self) -> &'static str {
+        match self {
+            Wire::Batched => ", \"compact\" 'on', \"batch\" 'on'",
+            Wire::Compact => ", \"compact\" 'on'",
+            Wire::Full => "",
+        }
+    }
+
+    /// What to ask for when the publisher refuses this.
+    fn lower(self) -> Wire {
+        match self {
+            Wire::Batched => Wire::Compact,
+            Wire::Compact | Wire::Full => Wire::Full,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Wire::Batched => "batched compact documents",
+            Wire::Compact => "the compact format",
+            Wire::Full => "the full JSON documents",
+        }
+    }
 }
 
 /// How long after its previous session ended the worker waits for the slot
@@ -421,14 +462,6 @@ fn start_replication(sub: &Subscription, slot: &str, start: u64, compact: bool) 
 /// asks again meanwhile.
 const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(5);
 const SLOT_RELEASE_NAP: Duration = Duration::from_millis(20);
-
-/// How `start_replication` asks for the compact documents.
-const COMPACT_OPTION: &str = ", \"compact\" 'on'";
-
-/// `cmd` (a START_REPLICATION command) without the compact option.
-fn without_compact(cmd: &str) -> String {
-    cmd.replacen(COMPACT_OPTION, "", 1)
-}
 
 /// `cmd` (a START_REPLICATION command) asking for the plugin's `streaming`.
 fn streaming_requested(mut cmd: String) -> String {
@@ -466,14 +499,21 @@ fn lost_slot_message(slot: &str, subscription: &str, confirmed: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     #[test]
-    fn fallback_drops_only_the_compact_option() {
-        let cmd = format!(
-            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"origin\" 'any'{}, \"two-phase\" 'on')",
-            super::COMPACT_OPTION
-        );
-        assert_eq!(
-            super::without_compact(&cmd),
-            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"origin\" 'any', \"two-phase\" 'on')"
-        );
+    fn fallback_lowers_only_the_wire_options() {
+        use super::Wire;
+        let cmd = |w: Wire| {
+            format!("START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"origin\" 'any'{}, \"two-phase\" 'on')", w.option())
+        };
+        let mut w = Wire::Batched;
+        let mut c = cmd(w);
+        assert!(c.contains("\"batch\" 'on'"));
+        for expected in [Wire::Compact, Wire::Full, Wire::Full] {
+            let lower = w.lower();
+            c = c.replacen(w.option(), lower.option(), 1);
+            w = lower;
+            assert_eq!(w, expected);
+            assert_eq!(c, cmd(w));
+        }
+        assert_eq!(c, "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"origin\" 'any', \"two-phase\" 'on')");
     }
 }

@@ -32,6 +32,28 @@
 
 use super::json;
 
+/// First byte of a message that carries several documents (option
+/// `batch`; ASCII's record separator): then each document follows as its
+/// length (8 lowercase hexadecimal digits) and its bytes. The message stays
+/// text (the SQL functions return it as such), and a document itself
+/// always starts with `{`.
+pub(crate) const BATCH_MARK: u8 = 0x1E;
+
+/// A batch's bytes before the walsender writes it (64 kB: as few messages
+/// as COPY's buffers, small enough that the subscriber starts at once).
+pub(crate) const BATCH_BYTES: usize = 64 << 10;
+
+/// Append `doc` to the batch in `batch` (empty: a new batch).
+pub(crate) fn batch_push(batch: &mut Vec<u8>, doc: &[u8]) {
+    if batch.is_empty() {
+        batch.push(BATCH_MARK);
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len = u32::try_from(doc.len()).expect("a document is under 1 GB (limit.rs)");
+    batch.extend((0..8).rev().map(|i| HEX[(len >> (4 * i)) as usize & 0xf]));
+    batch.extend_from_slice(doc);
+}
+
 /// One position of a row array.
 pub(crate) enum Cell<V> {
     /// No value sent (unchanged TOAST, or not part of the identity): `{}`.

@@ -129,6 +129,11 @@ pub(crate) struct Options {
     /// (`compact.rs`): relation documents once per relation, rows as
     /// positional values. Version 2 with `publication_names` only.
     pub(crate) compact: bool,
+    /// `batch`: with `compact`, the row documents of a transaction (outside
+    /// streamed blocks) travel several to a message (`compact.rs`
+    /// [`super::compact::BATCH_MARK`]), so the walsender writes one message
+    /// per 64 kB instead of one per change.
+    pub(crate) batch: bool,
 }
 
 impl Default for Options {
@@ -164,6 +169,7 @@ impl Default for Options {
             streaming: false,
             two_phase: false,
             compact: false,
+            batch: false,
         }
     }
 }
@@ -261,6 +267,7 @@ const KNOWN: &[&str] = &[
     "streaming",
     "two-phase",
     "compact",
+    "batch",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -356,6 +363,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "streaming" => o.streaming = boolean()?,
             "two-phase" => o.two_phase = boolean()?,
             "compact" => o.compact = boolean()?,
+            "batch" => o.batch = boolean()?,
             "actions" => {
                 if let Some(v) = value {
                     o.actions = parse_actions(v).map_err(|r| bad(&r))?
@@ -419,6 +427,13 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             name: "compact".into(),
             value: "true".into(),
             reason: "compact needs format-version 2 and publication_names".into(),
+        });
+    }
+    if o.batch && !o.compact {
+        return Err(OptionError::Malformed {
+            name: "batch".into(),
+            value: "true".into(),
+            reason: "batch needs compact".into(),
         });
     }
     Ok(o)
@@ -596,6 +611,18 @@ mod tests {
         ] {
             let e = p(bad).unwrap_err();
             assert!(matches!(e, OptionError::Malformed { ref name, .. } if name == "compact"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn batch_is_opt_in_and_needs_compact() {
+        let c = [("publication_names", Some("p")), ("compact", Some("on"))];
+        assert!(!p(&c).unwrap().batch);
+        assert!(p(&[c[0], c[1], ("batch", Some("on"))]).unwrap().batch);
+        assert!(!p(&[c[0], ("batch", Some("off"))]).unwrap().batch);
+        for bad in [&[c[0], ("batch", Some("on"))][..], &[c[0], c[1], ("batch", Some("maybe"))][..]] {
+            let e = p(bad).unwrap_err();
+            assert!(matches!(e, OptionError::Malformed { ref name, .. } if name == "batch"), "{e:?}");
         }
     }
 

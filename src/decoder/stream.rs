@@ -173,6 +173,8 @@ pub(crate) struct Decoder {
     ws: v1::Ws,
     v1_items: Vec<v1::Item>,
     txn_doc: Vec<u8>,
+    /// Row documents waiting to leave as one message (option `batch`).
+    batch: Vec<u8>,
     /// Top-level xids of in-progress transactions a streamed block of this
     /// session wrote documents for (`inflight.rs`).
     streamed_xids: std::collections::HashSet<u32>,
@@ -219,6 +221,7 @@ impl Decoder {
             ws: v1::Ws::new(opts_pretty),
             v1_items: Vec::new(),
             txn_doc: Vec::new(),
+            batch: Vec::new(),
             streamed_xids: Default::default(),
             stream_rel_epoch: 0,
         })
@@ -274,6 +277,7 @@ impl Decoder {
             sink.skipped_transaction();
             return;
         }
+        self.emit_batch(sink);
         if self.v1() {
             let chunked = self.opts.write_in_chunks;
             if chunked {
@@ -376,6 +380,8 @@ impl Decoder {
     }
 
     fn flush(&mut self, sink: &mut dyn Sink) {
+        // Every other document leaves after the rows batched before it.
+        self.emit_batch(sink);
         // wal2json ignores pretty-print in format-version 2: one document
         // per line stays one line.
         limit::check(&self.buf);
@@ -383,6 +389,18 @@ impl Decoder {
         // A huge document's buffer is not kept for the rest of the session.
         if self.buf.capacity() > BUF_KEEP {
             self.buf = Vec::with_capacity(BUF_INITIAL);
+        }
+    }
+
+    /// Write the batched row documents as one message.
+    fn emit_batch(&mut self, sink: &mut dyn Sink) {
+        if self.batch.is_empty() {
+            return;
+        }
+        sink.write(&self.batch);
+        self.batch.clear();
+        if self.batch.capacity() > BUF_KEEP {
+            self.batch = Vec::new();
         }
     }
 
@@ -688,7 +706,15 @@ impl Decoder {
             }
         }
         buf.push(b'}');
-        self.flush(sink);
+        if self.opts.batch && block.is_none() {
+            limit::check(&self.buf);
+            compact::batch_push(&mut self.batch, &self.buf);
+            if self.batch.len() >= compact::BATCH_BYTES {
+                self.emit_batch(sink);
+            }
+        } else {
+            self.flush(sink);
+        }
     }
 
     /// Render one I/U/D document into `buf` from the rows deformed into

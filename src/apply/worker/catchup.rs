@@ -82,7 +82,7 @@ pub(crate) fn catch_up(work: CatchUp, conn: &mut Connection) -> Result<(), Strin
     w.relmap = Some(RelationMap::new());
     crate::apply::executor::set_run_as_owner(work.sub.options.run_as_owner);
     // Full documents: a catch-up is short, and needs no fallback.
-    let cmd = super::start_replication(&work.sub, &work.slot, work.from, false);
+    let cmd = super::start_replication(&work.sub, &work.slot, work.from, super::Wire::Full);
     let mut sub = work.sub;
     // The apply worker's request, not this table's business.
     sub.skip_lsn = None;

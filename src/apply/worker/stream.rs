@@ -254,6 +254,19 @@ impl Worker {
     }
 
     pub(super) fn apply_message(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
+        // Several row documents of one transaction (plugin option `batch`):
+        // each applied as if it had come alone, with the message's LSN.
+        if let Some(batch) = protocol::batched(payload) {
+            for doc in batch {
+                let doc = doc.map_err(|e| format!("malformed batch at {}: {e}", protocol::format_lsn(lsn)))?;
+                self.apply_one(ses, doc, lsn)?;
+            }
+            return Ok(());
+        }
+        self.apply_one(ses, payload, lsn)
+    }
+
+    fn apply_one(&mut self, ses: &mut Session, payload: &[u8], lsn: u64) -> Result<(), String> {
         let _cx = ContextSwitch::to(self.msg_cxt);
         let r = self.apply_doc(ses, payload, lsn);
         drop(_cx);
@@ -283,7 +296,9 @@ impl Worker {
                 return Ok(Stop::Reload);
             }
             let mut reply_now = false;
-            match conn.receive() {
+            // Read ahead only batched messages (walrcv/readahead.rs).
+            let received = if self.wire == super::Wire::Batched { conn.receive_stream()? } else { conn.receive() };
+            match received {
                 Received::Data(buf) => {
                     // Stamped when the socket is empty (keepalive.rs).
                     ses.timer.arrived();
