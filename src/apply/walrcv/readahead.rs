@@ -209,7 +209,7 @@ impl ReadAhead {
             }
             // After small messages: the socket once, only when nothing
             // complete was buffered (as libpqrcv_receive reads).
-            if self.queue.bytes >= self.limit || (!got && !first) || (!self.large && (got || !first)) {
+            if self.queue.bytes >= self.limit || (!got && !first) || (got && !self.large) {
                 return;
             }
             first = false;
