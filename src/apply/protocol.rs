@@ -5,7 +5,7 @@
 //! serde_json for what it declines).
 //!
 //! The compact documents (plugin option `compact`, asked for by the worker
-//! and refused by older publishers: see [`compact_refused`]) are read into
+//! and refused by older publishers: see [`option_refused`]) are read into
 //! the same [`Doc`]s: a relation document (`R`) is kept in [`CompactRels`]
 //! for the session, and a row's positional values get their column names
 //! from it (shared, not copied), so nothing after the reader — conflict
@@ -440,12 +440,12 @@ impl<'a> Iterator for Batch<'a> {
     }
 }
 
-/// Whether a refused START_REPLICATION asking for `compact` means the
-/// publisher's plugin does not know the option (an older logical_ext:
-/// every option error is SQLSTATE 22023), so the worker streams the full
-/// documents instead. Decided on the SQLSTATE only (`sqlstate` as
+/// Whether a refused START_REPLICATION asking for `compact` or `batch`
+/// means the publisher's plugin does not know the option (an older
+/// logical_ext: every option error is SQLSTATE 22023), so the worker asks
+/// for less (`worker.rs` `Wire`). Decided on the SQLSTATE only (`sqlstate` as
 /// PostgreSQL packs it, MAKE_SQLSTATE); anything else is a real error.
-pub(crate) fn compact_refused(sqlstate: i32) -> bool {
+pub(crate) fn option_refused(sqlstate: i32) -> bool {
     sqlstate == pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32
 }
 
@@ -797,16 +797,16 @@ mod tests {
     #[test]
     fn fallback_only_on_an_option_error() {
         use pgrx::PgSqlErrorCode as E;
-        assert!(compact_refused(E::ERRCODE_INVALID_PARAMETER_VALUE as i32));
+        assert!(option_refused(E::ERRCODE_INVALID_PARAMETER_VALUE as i32));
         for other in [
             E::ERRCODE_UNDEFINED_OBJECT,
             E::ERRCODE_OBJECT_IN_USE,
             E::ERRCODE_INSUFFICIENT_PRIVILEGE,
             E::ERRCODE_PROTOCOL_VIOLATION,
         ] {
-            assert!(!compact_refused(other as i32));
+            assert!(!option_refused(other as i32));
         }
-        assert!(!compact_refused(0), "no SQLSTATE (a lost connection)");
+        assert!(!option_refused(0), "no SQLSTATE (a lost connection)");
         assert!(slot_in_use(E::ERRCODE_OBJECT_IN_USE as i32));
         assert!(!slot_in_use(E::ERRCODE_INVALID_PARAMETER_VALUE as i32));
         assert!(!slot_in_use(0));

@@ -33,9 +33,9 @@ pub(crate) struct Connection {
     conn: *mut pg_sys::WalReceiverConn,
     /// Started once streaming ([`Connection::feedback_keeper`]).
     keeper: Option<keeper::Keeper>,
-    /// The read-ahead, set up at the first [`Connection::receive_stream`]
-    /// (`None` inside: libpq not reachable, read through walrcv_receive).
-    ahead: Option<Option<(LibpqSource, readahead::ReadAhead)>>,
+    /// The read-ahead of [`Connection::receive_stream`] (`None`: libpq not
+    /// reachable, read through walrcv_receive).
+    ahead: Option<(LibpqSource, readahead::ReadAhead)>,
 }
 
 /// The read-ahead's source: libpq on this connection (main thread only).
@@ -107,7 +107,10 @@ impl Connection {
             // SAFETY: err is NULL or a palloc'd message.
             return Err(WalRcvError(unsafe { ffi::cstr_to_string(err) }.trim().to_string()));
         }
-        Ok(Connection { conn, keeper: None, ahead: None })
+        let mut c = Connection { conn, keeper: None, ahead: None };
+        let source = libpq::reader().ok().zip(c.pg_conn()).map(|(reader, conn)| LibpqSource { reader, conn });
+        c.ahead = source.map(|s| (s, readahead::ReadAhead::new(readahead::READ_AHEAD_BYTES)));
+        Ok(c)
     }
 
     /// The feedback keeper of this connection, started at the first call
@@ -129,7 +132,8 @@ impl Connection {
         // SAFETY: libpqwalreceiver's `struct WalReceiverConn` starts with
         // its `PGconn *streamConn` (PostgreSQL 15, libpqwalreceiver.c); the
         // struct is live until walrcv_disconnect in our drop, which stops
-        // the keeper and drops the read-ahead first. That PGconn was made by
+        // the keeper first (the read-ahead uses it only inside
+        // `receive_stream`). That PGconn was made by
         // the libpq `ffi::libpq` finds (the one libpqwalreceiver links).
         unsafe { PgConn::from_raw(*self.conn.cast::<*mut c_void>()) }
     }
@@ -197,17 +201,7 @@ impl Connection {
     /// queue would be skipped).
     pub(crate) fn receive_stream(&mut self) -> Result<Received<'_>, String> {
         self.quiesce();
-        if self.ahead.is_none() {
-            let source = libpq::reader().ok().zip(self.pg_conn()).map(|(reader, conn)| LibpqSource { reader, conn });
-            self.ahead = Some(source.map(|s| (s, readahead::ReadAhead::new(readahead::READ_AHEAD_BYTES))));
-        }
-        if matches!(self.ahead, Some(None)) {
-            return Ok(self.receive());
-        }
-        // Always there (set above); the borrow checker needs the match.
-        let Some(Some((source, ahead))) = self.ahead.as_mut() else {
-            return Err("internal error: the read-ahead of the replication stream is not set up".into());
-        };
+        let Some((source, ahead)) = &mut self.ahead else { return Ok(receive_one(&mut self.conn)) };
         let conn = source.conn;
         match ahead.next(source) {
             readahead::Next::Data(d) => Ok(Received::Data(d)),
@@ -222,17 +216,7 @@ impl Connection {
     /// end of a COPY OUT is collected as libpqrcv_receive does).
     pub(crate) fn receive(&mut self) -> Received<'_> {
         self.quiesce();
-        let mut buf: *mut c_char = std::ptr::null_mut();
-        let mut fd: pg_sys::pgsocket = -1;
-        // SAFETY: a live connection in COPY BOTH mode; the buffer stays valid
-        // until the next receive call, which the borrow of self enforces.
-        let len = guarded(|| unsafe { (functions().walrcv_receive.expect("bound"))(self.conn, &mut buf, &mut fd) });
-        match len {
-            0 => Received::WouldBlock(fd),
-            // SAFETY: len bytes at buf.
-            n if n > 0 => Received::Data(unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) }),
-            _ => Received::End,
-        }
+        receive_one(&mut self.conn)
     }
 
     pub(crate) fn send(&mut self, msg: &[u8]) {
@@ -250,6 +234,22 @@ impl Drop for Connection {
         drop(self.keeper.take());
         // SAFETY: disconnects once; the pointer is not used afterwards.
         guarded(|| unsafe { (functions().walrcv_disconnect.expect("bound"))(self.conn) })
+    }
+}
+
+/// One message through `walrcv_receive` on `conn` (a live connection whose
+/// keeper is quiesced); the buffer stays valid until the next receive call,
+/// which the borrow of `conn` enforces.
+fn receive_one(conn: &mut *mut pg_sys::WalReceiverConn) -> Received<'_> {
+    let mut buf: *mut c_char = std::ptr::null_mut();
+    let mut fd: pg_sys::pgsocket = -1;
+    // SAFETY: a live connection in COPY mode (the callers').
+    let len = guarded(|| unsafe { (functions().walrcv_receive.expect("bound"))(*conn, &mut buf, &mut fd) });
+    match len {
+        0 => Received::WouldBlock(fd),
+        // SAFETY: len bytes at buf.
+        n if n > 0 => Received::Data(unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) }),
+        _ => Received::End,
     }
 }
 

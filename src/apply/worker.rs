@@ -295,7 +295,7 @@ impl Worker {
         loop {
             match conn.exec_with_state(&cmd, 0) {
                 Ok(_) => break,
-                Err((e, sqlstate)) if self.wire != Wire::Full && protocol::compact_refused(sqlstate) => {
+                Err((e, sqlstate)) if self.wire != Wire::Full && protocol::option_refused(sqlstate) => {
                     // An older logical_ext on the publisher: ask for less. If
                     // the error was about something else it comes back below.
                     let lower = self.wire.lower();
@@ -404,7 +404,7 @@ impl Worker {
 /// `publication_names` only so that released subscribers keep working).
 ///
 /// `wire`: the documents to ask for (docs/FORMAT.md), which an older
-/// publisher refuses (see `protocol::compact_refused`).
+/// publisher refuses (see `protocol::option_refused`).
 fn start_replication(sub: &Subscription, slot: &str, start: u64, wire: Wire) -> String {
     let pubs: Vec<String> = sub.publications.iter().map(|p| quote_ident(p)).collect();
     format!(
