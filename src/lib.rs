@@ -18,6 +18,7 @@ mod ddl;
 mod decoder;
 mod ffi;
 mod monitoring;
+mod reconcile;
 mod settings;
 
 // The roles of docs/SECURITY.md, before any grant mentions them.

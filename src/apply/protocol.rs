@@ -365,6 +365,8 @@ pub(crate) enum Doc<'a> {
     Message,
     /// A DDL event (src/ddl/), replayed at its place in the transaction.
     Ddl(Box<crate::ddl::DdlEvent>),
+    /// `V`: a reconcile document (reconcile/document.rs).
+    Reconcile(Box<crate::reconcile::ReconcileDoc>),
     /// `R` (compact documents): a relation's description for the rows that
     /// follow, kept with [`CompactRels::insert`].
     Relation(u32, Rc<CompactRel>),
@@ -604,6 +606,9 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
         "M" => Doc::Message,
         "DDL" => Doc::Ddl(Box::new(
             crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
+        )),
+        "V" => Doc::Reconcile(Box::new(
+            crate::reconcile::ReconcileDoc::from_json(payload).ok_or("V document without a valid reconcile document")?,
         )),
         other => return Err(format!("unknown action \"{other}\"")),
     })
