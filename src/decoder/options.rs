@@ -273,6 +273,7 @@ const KNOWN: &[&str] = &[
     "two-phase",
     "compact",
     "batch",
+    "include-reconcile",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,

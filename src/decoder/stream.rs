@@ -1000,10 +1000,12 @@ impl Decoder {
             b.extend_from_slice(b",\"lsn\":");
             json::push_lsn(b, lsn);
         }
+        // Nested: the document's field names stay its own.
         let body = doc.to_json();
-        limit::reserve(b, body.len());
-        b.push(b',');
-        b.extend_from_slice(&body.as_bytes()[1..]);
+        limit::reserve(b, body.len() + 16);
+        b.extend_from_slice(b",\"reconcile\":");
+        b.extend_from_slice(body.as_bytes());
+        b.push(b'}');
         self.flush(sink);
     }
 }

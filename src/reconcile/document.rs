@@ -73,10 +73,19 @@ impl ReconcileDoc {
         serde_json::to_string(self).expect("a reconcile document serializes")
     }
 
-    /// Parse a message's content or a `"V"` document (its other fields,
-    /// `action` and `lsn`, are ignored).
+    /// Parse a message's content.
     pub(crate) fn from_json(s: &[u8]) -> Option<ReconcileDoc> {
         serde_json::from_slice(s).ok()
+    }
+
+    /// Parse a `"V"` document: the content under `reconcile` (the other
+    /// fields, `action`, `lsn` and the transaction's, are ignored).
+    pub(crate) fn from_v_document(s: &[u8]) -> Option<ReconcileDoc> {
+        #[derive(Deserialize)]
+        struct V {
+            reconcile: ReconcileDoc,
+        }
+        serde_json::from_slice::<V>(s).ok().map(|v| v.reconcile)
     }
 }
 
@@ -105,8 +114,8 @@ mod tests {
         let j = d.to_json();
         assert_eq!(ReconcileDoc::from_json(j.as_bytes()), Some(d.clone()));
         // As the plugin prints it: action and lsn in front.
-        let v = format!("{{\"action\":\"V\",\"lsn\":\"0/1\",{}", &j[1..]);
-        assert_eq!(ReconcileDoc::from_json(v.as_bytes()), Some(d));
+        let v = format!("{{\"action\":\"V\",\"lsn\":\"0/1\",\"reconcile\":{j}}}");
+        assert_eq!(ReconcileDoc::from_v_document(v.as_bytes()), Some(d));
         assert_eq!(ReconcileDoc::from_json(b"{\"op\":\"drop\"}"), None);
     }
 }

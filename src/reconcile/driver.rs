@@ -539,7 +539,7 @@ fn repair_table(
         })
         .unwrap_or_else(|| {
             fail(
-                PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                PgSqlErrorCode::ERRCODE_NO_DATA,
                 "no verify run found differences in this table",
                 "Run logical_ext.verify_table() first.",
             )

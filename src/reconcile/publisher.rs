@@ -286,9 +286,11 @@ fn reconcile_verify(
     p.lock(lock_timeout_ms);
     let key_list = p.keys.iter().map(|(n, _)| format!("{}::text", quote_ident(n))).collect::<Vec<_>>();
     let mut sql = format!("SELECT {}", key_list.iter().cloned().chain([row_text_expr(&p.columns)]).collect::<Vec<_>>().join(", "));
-    sql.push_str(&format!(" FROM ONLY {}{}", p.qualified, p.predicate(&range, 1)));
+    sql.push_str(&format!(" FROM ONLY {} AS r{}", p.qualified, p.predicate(&range, 1)));
     if limited {
-        let order = p.keys.iter().map(|(n, _)| quote_ident(n)).collect::<Vec<_>>().join(", ");
+        // Qualified: an output column of the same name is the key's text,
+        // which sorts differently.
+        let order = p.keys.iter().map(|(n, _)| format!("r.{}", quote_ident(n))).collect::<Vec<_>>().join(", ");
         sql.push_str(&format!(" ORDER BY {order} LIMIT {max_rows}"));
     }
     let nkeys = p.keys.len();
