@@ -38,7 +38,9 @@ fn repair(c: &mut Client, table: &str) -> (i64, i64, i64) {
 }
 
 /// A writer on the publisher: inserts, updates and deletes rows of its own
-/// key range (ids above 1,000,000) of `t` until stopped; counts its commits.
+/// key range (ids above 1,000,000) of `t`, and updates rows in the middle of
+/// it (ids 4000-4999 and 14000-14999, none of which the tests diverge), in
+/// every chunk's way, until stopped; counts its commits.
 fn writer(conninfo: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).expect("writer connects");
@@ -47,9 +49,11 @@ fn writer(conninfo: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> thre
             i += 1;
             c.batch_execute(&format!(
                 "BEGIN; INSERT INTO t VALUES ({i}, 'w{i}', {i}); UPDATE t SET v = v || 'u', n = n + 1 WHERE id = {}; \
-                 DELETE FROM t WHERE id = {}; COMMIT",
+                 DELETE FROM t WHERE id = {}; UPDATE t SET n = n + 1 WHERE id IN ({}, {}); COMMIT",
                 i - 3,
-                i - 7
+                i - 7,
+                14_000 + i % 1000,
+                4_000 + i % 1000
             ))
             .expect("writer transaction");
             done.fetch_add(1, Ordering::Relaxed);
@@ -241,4 +245,37 @@ fn privileges() {
     );
     let ok = verify(&mut sub, "t", 5000);
     assert_eq!((ok.3, ok.4, ok.5, ok.6), (0, 0, 0, 0), "{ok:?}");
+}
+
+#[test]
+fn a_verify_survives_a_worker_restart() {
+    let pair = start();
+    let mut sub = pair.sub_client();
+    let first = pair.worker_pid("s");
+    let conninfo = pair.subscriber.conninfo();
+    let run = thread::spawn(move || {
+        let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        let r = c
+            .query_one(
+                "SELECT * FROM logical_ext.verify_table('s', 't', chunk_rows => 500, throttle_ms => 50, timeout_ms => 60000)",
+                &[],
+            )
+            .map_err(|e| describe_error(&e))?;
+        Ok::<Verify, String>((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7)))
+    });
+    wait_or_explain(
+        CATCH_UP,
+        "the worker records a few chunks",
+        || count(&mut pair.sub_client(), "logical_ext.verify_chunks") >= 3,
+        || pair.explain("s"),
+    );
+    sub.execute("SELECT pg_terminate_backend($1)", &[&first]).unwrap();
+    let r = run.join().unwrap().expect("the verify completes across the restart");
+    assert_ne!(pair.worker_pid("s"), first, "the worker was restarted");
+    // 40 full chunks, and the last one (after key 20000, empty) that
+    // proves nothing follows.
+    assert_eq!((r.1, r.2), (41, 20000), "{r:?}");
+    assert_eq!((r.3, r.4, r.5, r.6, r.7), (0, 0, 0, 0, 0), "{r:?}");
+    let recorded = count(&mut sub, &format!("logical_ext.verify_chunks WHERE run_id = {}", r.0));
+    assert_eq!(recorded, 41, "each chunk recorded once");
 }

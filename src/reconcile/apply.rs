@@ -98,11 +98,14 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, lsn: u64) {
         Ok(Err(e)) => e,
         Err(report) => report.message().to_string(),
     };
-    // Recorded where the caller waits for it.
-    let recorded = match doc.op {
+    // Recorded where the caller waits for it (in a subtransaction too: not
+    // even this may stop the stream; a document met again after a restart
+    // finds its row there and adds nothing).
+    let recorded = ffi::in_subtransaction(AssertUnwindSafe(|| match doc.op {
         Op::Verify => Spi::run_with_args(
             "INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, lower_key, upper_key, \
-             pub_rows, lsn, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             pub_rows, lsn, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT DO NOTHING",
             &[
                 doc.run.into(),
                 subscription.into(),
@@ -121,9 +124,11 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, lsn: u64) {
              WHERE run_id = $1 AND relid = $2 AND repaired_at IS NULL",
             &[doc.run.into(), pg_sys::Oid::from(doc.relation).into(), error.as_str().into()],
         ),
-    };
-    if let Err(e) = recorded {
-        pgrx::warning!("logical_ext: could not record a reconcile error ({error}): {e}");
+    }));
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => pgrx::warning!("logical_ext: could not record a reconcile error ({error}): {e}"),
+        Err(e) => pgrx::warning!("logical_ext: could not record a reconcile error ({error}): {}", e.message()),
     }
 }
 
@@ -169,7 +174,7 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
         for (key, kind) in compare_keys(&published, &mine) {
             Spi::run_with_args(
                 "INSERT INTO logical_ext.verify_differences (run_id, subscription, relid, key_columns, key, kind, lsn) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 &[
                     doc.run.into(),
                     doc.subscription.as_str().into(),
@@ -185,7 +190,8 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
     }
     Spi::run_with_args(
         "INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, lower_key, upper_key, \
-         pub_rows, sub_rows, matches, lsn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         pub_rows, sub_rows, matches, lsn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT DO NOTHING",
         &[
             doc.run.into(),
             doc.subscription.as_str().into(),
