@@ -4,8 +4,8 @@
 //! without a key is compared whole; column lists, row filters and
 //! subscriber-only columns are respected.
 
-use logical_ext_pg_test::replication::*;
 use logical_ext_pg_test::describe_error;
+use logical_ext_pg_test::replication::*;
 use postgres::Client;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +15,9 @@ use std::thread;
 type Verify = (i64, i32, i64, i64, i64, i64, i64, i64);
 
 fn verify(c: &mut Client, table: &str, chunk_rows: i32) -> Verify {
-    let sql = format!("SELECT * FROM logical_ext.verify_table('s', '{table}', chunk_rows => {chunk_rows}, timeout_ms => 60000)");
+    let sql = format!(
+        "SELECT * FROM logical_ext.verify_table('s', '{table}', chunk_rows => {chunk_rows}, timeout_ms => 60000)"
+    );
     let r = c.query_one(&sql, &[]).unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
     (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7))
 }
@@ -219,9 +221,7 @@ fn privileges() {
 
     // Publisher side: not executable by PUBLIC; a subscription whose role
     // lacks EXECUTE gets an error naming what to grant.
-    pair.pub_exec(
-        "CREATE ROLE repl LOGIN REPLICATION; GRANT SELECT ON t, f, nokey TO repl",
-    );
+    pair.pub_exec("CREATE ROLE repl LOGIN REPLICATION; GRANT SELECT ON t, f, nokey TO repl");
     let mut publ = pair.pub_client();
     let (code, _, _) = expect_error(
         &mut publ,
@@ -231,11 +231,7 @@ fn privileges() {
     publ.batch_execute("RESET ROLE").unwrap();
     assert_eq!(code, "42501");
     let conninfo = format!("host=127.0.0.1 port={} user=repl dbname=postgres", pair.publisher.port());
-    sub.execute(
-        "UPDATE logical_ext.subscription SET conninfo = $1 WHERE name = 's'",
-        &[&conninfo],
-    )
-    .unwrap();
+    sub.execute("UPDATE logical_ext.subscription SET conninfo = $1 WHERE name = 's'", &[&conninfo]).unwrap();
     let (code, msg, hint) = expect_error(&mut sub, "SELECT * FROM logical_ext.verify_table('s', 't')");
     assert_eq!(code, "08000", "{msg}");
     assert!(hint.contains("EXECUTE"), "{hint}");
@@ -278,4 +274,30 @@ fn a_verify_survives_a_worker_restart() {
     assert_eq!((r.3, r.4, r.5, r.6, r.7), (0, 0, 0, 0, 0), "{r:?}");
     let recorded = count(&mut sub, &format!("logical_ext.verify_chunks WHERE run_id = {}", r.0));
     assert_eq!(recorded, 41, "each chunk recorded once");
+}
+
+/// `pg_logical_emit_message` is PUBLIC: a message under the reconcile prefix
+/// that no `reconcile_log` row vouches for (here with a stolen `log_id`)
+/// stays a plain message; the subscriber writes nothing.
+#[test]
+fn forged_reconcile_messages_are_ignored() {
+    let pair = start();
+    let mut sub = pair.sub_client();
+    let clean = verify(&mut sub, "t", 5000);
+    assert_eq!(clean.3, 0);
+    let relid: i64 = sub.query_one("SELECT 't'::regclass::oid::bigint", &[]).unwrap().get(0);
+    pair.pub_exec("CREATE ROLE mallory LOGIN");
+    let forged = format!(
+        r#"{{"op":"repair","subscription":"s","run":{},"chunk":0,"per_key":true,"relation":{relid},"columns":["id","v","n"],"keys":["id"],"repairs":[{{"key":["1"],"row":["1","forged","0"]}}],"log_id":1}}"#,
+        clean.0
+    );
+    let mut publ = pair.pub_client();
+    publ.batch_execute("SET ROLE mallory").unwrap();
+    publ.execute("SELECT pg_logical_emit_message(true, 'logical_ext.reconcile', $1::text)", &[&forged]).unwrap();
+    publ.batch_execute("RESET ROLE; INSERT INTO t VALUES (30001, 'after', 0)").unwrap();
+    pair.wait_sub_count("s", "t WHERE id = 30001", 1);
+    let v: String = sub.query_one("SELECT v FROM t WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(v, "v1", "the forged repair was not applied");
+    assert_eq!(count(&mut sub, "logical_ext.repair_log"), 0);
+    assert_eq!(pair.status("s").state, "streaming", "{}", pair.explain("s"));
 }

@@ -608,7 +608,8 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
             crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
         )),
         "V" => Doc::Reconcile(Box::new(
-            crate::reconcile::ReconcileDoc::from_v_document(payload).ok_or("V document without a valid reconcile document")?,
+            crate::reconcile::ReconcileDoc::from_v_document(payload)
+                .ok_or("V document without a valid reconcile document")?,
         )),
         other => return Err(format!("unknown action \"{other}\"")),
     })
@@ -892,7 +893,9 @@ mod tests {
         // are not taken for a row's.
         let v = br#"{"action":"V","lsn":"0/1","reconcile":{"op":"verify","subscription":"s","run":1,"chunk":1,"relation":5,"columns":["id"],"keys":["id"],"range":{"lower":null,"upper":["9"]},"rows":1,"digest":"00000000000000000000000000000001","log_id":3}}"#;
         match parse_doc(v).unwrap() {
-            Doc::Reconcile(d) => assert_eq!((d.run, d.columns.len(), d.range.upper.clone()), (1, 1, Some(vec!["9".into()]))),
+            Doc::Reconcile(d) => {
+                assert_eq!((d.run, d.columns.len(), d.range.upper.clone()), (1, 1, Some(vec!["9".into()])))
+            }
             other => panic!("{other:?}"),
         }
         assert!(parse_doc(br#"{"action":"V","reconcile":{"op":"x"}}"#).is_err());

@@ -152,9 +152,10 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
                 let h = row_hash(r.get::<&str>(nkeys + 1)?.unwrap_or_default().as_bytes());
                 digest.add(h);
                 if doc.per_key {
-                    let key = (1..=nkeys)
-                        .map(|i| Ok(r.get::<String>(i)?.unwrap_or_default()))
-                        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()?;
+                    let key =
+                        (1..=nkeys)
+                            .map(|i| Ok(r.get::<String>(i)?.unwrap_or_default()))
+                            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()?;
                     mine.insert(key, h);
                 }
             }
@@ -229,7 +230,8 @@ fn repair(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
         .filter(|(n, _)| !local.keys.iter().any(|(k, _)| k == n))
         .map(|(n, _)| format!("{0} = EXCLUDED.{0}", quote_ident(n)))
         .collect::<Vec<_>>();
-    let on_conflict = if sets.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", sets.join(", ")) };
+    let on_conflict =
+        if sets.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", sets.join(", ")) };
     let upsert_sql =
         format!("INSERT INTO {} ({cols}) VALUES ({values}) ON CONFLICT ({keycols}) {on_conflict}", local.qualified);
     for RepairRow { key, row } in &doc.repairs {

@@ -15,8 +15,7 @@ use sha2::{Digest as _, Sha256};
 /// carries, if authentic. Never raises an ERROR for what a message holds.
 pub(crate) fn authenticate(content: &[u8], xid: u32) -> Option<ReconcileDoc> {
     let doc = ReconcileDoc::from_json(content)?;
-    let row =
-        catalog::trusted_row(c"logical_ext", c"reconcile_log", c"id", doc.log_id?, &[c"capture_xid", c"digest"])?;
+    let row = catalog::trusted_row(c"logical_ext", c"reconcile_log", c"id", doc.log_id?, &[c"capture_xid", c"digest"])?;
     let [Some(Value::Int8(capture_xid)), Some(Value::Bytea(vouched))] = row.as_slice() else {
         return None;
     };

@@ -185,7 +185,8 @@ fn describe(conn: &mut Connection, sub: &Subscription, relid: pg_sys::Oid) -> Ta
         );
     }
     if !keys.is_empty() {
-        let rel = format!("{}.{}", crate::apply::walrcv::quote_ident(&schema), crate::apply::walrcv::quote_ident(&name));
+        let rel =
+            format!("{}.{}", crate::apply::walrcv::quote_ident(&schema), crate::apply::walrcv::quote_ident(&name));
         let sql = key_facts_sql(&rel, &keys);
         let here = spi_rows(&sql, 3);
         let there = conn.exec(&sql, 3).unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e.0, ""));
@@ -417,7 +418,7 @@ struct Options {
 /// at the same points of the change stream; see docs/RECONCILE.md.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn verify_table(
     subscription: &str,
     relation: pgrx::PgRelation,
@@ -452,6 +453,7 @@ fn verify_table(
 /// (`subscription_tables` state `ready`, or applied without a copy).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
 fn verify_subscription(
     subscription: &str,
     chunk_rows: default!(i32, 10000),
@@ -577,8 +579,10 @@ fn repair_table(
                 AND (repaired_at IS NOT NULL OR repair_error IS NOT NULL)";
     let total = fresh_count("SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1", run);
     wait_for(done, run, total, deadline, &sub.name);
-    let repaired =
-        fresh_count("SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 AND repaired_at IS NOT NULL", run);
+    let repaired = fresh_count(
+        "SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 AND repaired_at IS NOT NULL",
+        run,
+    );
     let failed = fresh_count(
         "SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 AND repaired_at IS NULL AND repair_error IS NOT NULL",
         run,

@@ -88,7 +88,8 @@ impl Published {
             );
         }
         // SAFETY: a privilege check of the current user on an existing relation.
-        let acl = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
+        let acl =
+            unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
         if acl != pg_sys::AclResult::ACLCHECK_OK {
             fail(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -285,7 +286,10 @@ fn reconcile_verify(
     let limited = max_rows > 0 && !p.keys.is_empty();
     p.lock(lock_timeout_ms);
     let key_list = p.keys.iter().map(|(n, _)| format!("{}::text", quote_ident(n))).collect::<Vec<_>>();
-    let mut sql = format!("SELECT {}", key_list.iter().cloned().chain([row_text_expr(&p.columns)]).collect::<Vec<_>>().join(", "));
+    let mut sql = format!(
+        "SELECT {}",
+        key_list.iter().cloned().chain([row_text_expr(&p.columns)]).collect::<Vec<_>>().join(", ")
+    );
     sql.push_str(&format!(" FROM ONLY {} AS r{}", p.qualified, p.predicate(&range, 1)));
     if limited {
         // Qualified: an output column of the same name is the key's text,
@@ -310,7 +314,10 @@ fn reconcile_verify(
                 let h = row_hash(text.as_bytes());
                 digest.add(h);
                 if per_key || limited {
-                    let key = (1..=nkeys).map(|i| Ok(r.get::<String>(i)?.unwrap_or_default())).collect::<Result<Vec<_>, pgrx::spi::SpiError>>()?;
+                    let key =
+                        (1..=nkeys)
+                            .map(|i| Ok(r.get::<String>(i)?.unwrap_or_default()))
+                            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()?;
                     if per_key {
                         hashes.push((key.clone(), format!("{h:032x}")));
                     }
@@ -385,7 +392,8 @@ fn reconcile_repair(
     p.lock(lock_timeout_ms);
     let cols = p.columns.iter().map(|(n, _)| format!("{}::text", quote_ident(n))).collect::<Vec<_>>().join(", ");
     let keycols = p.keys.iter().map(|(n, _)| quote_ident(n)).collect::<Vec<_>>().join(", ");
-    let params = p.keys.iter().enumerate().map(|(i, (_, ty))| format!("${}::{ty}", i + 1)).collect::<Vec<_>>().join(", ");
+    let params =
+        p.keys.iter().enumerate().map(|(i, (_, ty))| format!("${}::{ty}", i + 1)).collect::<Vec<_>>().join(", ");
     let mut sql = format!("SELECT {cols} FROM ONLY {} WHERE ROW({keycols}) = ROW({params})", p.qualified);
     if let Some(f) = &p.filter {
         sql.push_str(&format!(" AND ({f})"));
