@@ -184,6 +184,27 @@ fn whole_table_digest_without_a_key_and_filtered_tables() {
     // The publisher's secret column never reached a document.
     let clean = verify(&mut sub, "f", 50);
     assert_eq!((clean.3, clean.4, clean.5, clean.6), (0, 0, 0, 0));
+
+    // Every table of the subscription (copy_data => false: none has a
+    // subscription_tables row), one row each.
+    let all: Vec<(String, i64, i64)> = sub
+        .query(
+            "SELECT relation, mismatched_chunks, missing + extra + different \
+             FROM logical_ext.verify_subscription('s', timeout_ms => 60000)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            ("\"public\".\"f\"".into(), 0, 0),
+            ("\"public\".\"nokey\"".into(), 1, 0),
+            ("\"public\".\"t\"".into(), 0, 0)
+        ]
+    );
 }
 
 #[test]

@@ -112,6 +112,25 @@ fn load(subscription: &str) -> Subscription {
     })
 }
 
+/// A table being copied (or waiting for its copy) is not applied by the
+/// apply worker yet: comparing it would report the copy's progress.
+fn require_synced(sub: &Subscription, relid: pg_sys::Oid) {
+    let _as = AsRole::bootstrap_superuser();
+    let state = Spi::get_one_with_args::<String>(
+        "SELECT state FROM logical_ext.subscription_tables WHERE subid = $1 AND relid = $2::pg_catalog.regclass",
+        &[sub.id.into(), relid.into()],
+    )
+    .ok()
+    .flatten();
+    if let Some(state) = state.filter(|s| s != "ready") {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the table is being synchronized (state {state})"),
+            "Verify it once logical_ext.subscription_tables shows it ready.",
+        );
+    }
+}
+
 /// The compared columns and the key, checked against the publisher.
 fn describe(conn: &mut Connection, sub: &Subscription, relid: pg_sys::Oid) -> Table {
     let (schema, name) = Spi::connect(|c| {
@@ -338,6 +357,7 @@ impl Walk<'_> {
 type VerifyRow = (i64, i32, i64, i64, i64, i64, i64, i64);
 
 fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyRow {
+    require_synced(sub, relid);
     let mut conn = connect(sub);
     let table = describe(&mut conn, sub, relid);
     let run = {
@@ -449,8 +469,8 @@ fn verify_table(
     TableIterator::once(run_verify(&sub, relid, &opts))
 }
 
-/// `verify_table` for every table of the subscription that is streaming
-/// (`subscription_tables` state `ready`, or applied without a copy).
+/// `verify_table` for every table of the subscription's publications that
+/// exists here under the same name and is streaming (not being copied).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
@@ -475,20 +495,36 @@ fn verify_subscription(
 > {
     require_read_committed();
     let sub = load(subscription);
-    let tables: Vec<(pg_sys::Oid, String)> = {
-        let _as = AsRole::bootstrap_superuser();
-        Spi::connect(|c| {
-            let rows = c.select(
-                "SELECT relid::oid, relid::text FROM logical_ext.subscription_tables \
-                 WHERE subid = $1 AND state = 'ready' ORDER BY relid::text",
-                None,
-                &[sub.id.into()],
-            )?;
-            rows.map(|r| Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-        })
-        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""))
-    };
+    // The publications' tables, as the initial copy lists them.
+    let published = connect(&sub)
+        .exec(&remote::tables_query(&sub.publications), 2)
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e.0, ""));
+    let mut tables: Vec<(pg_sys::Oid, String)> = Vec::new();
+    for row in published {
+        let (Some(schema), Some(name)) = (&row[0], &row[1]) else { continue };
+        let qualified =
+            format!("{}.{}", crate::apply::walrcv::quote_ident(schema), crate::apply::walrcv::quote_ident(name));
+        let relid = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1) AND c.relkind = 'r'",
+            &[qualified.as_str().into()],
+        )
+        .ok()
+        .flatten();
+        let syncing = relid.is_some_and(|relid| {
+            let _as = AsRole::bootstrap_superuser();
+            Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT FROM logical_ext.subscription_tables \
+                 WHERE subid = $1 AND relid = $2::pg_catalog.regclass AND state <> 'ready')",
+                &[sub.id.into(), relid.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+        });
+        if let (Some(relid), false) = (relid, syncing) {
+            tables.push((relid, qualified));
+        }
+    }
     for (relid, _) in &tables {
         require_privilege(*relid, "verify");
     }
