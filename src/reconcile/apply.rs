@@ -133,8 +133,9 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, lsn: u64) {
 }
 
 fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
-    let nkeys = local.keys.len();
-    let key_list = local.keys.iter().map(|(n, _)| format!("{}::text", quote_ident(n)));
+    // Key texts only when keys are named (per-key): the digest needs none.
+    let nkeys = if doc.per_key { local.keys.len() } else { 0 };
+    let key_list = local.keys[..nkeys].iter().map(|(n, _)| format!("{}::text", quote_ident(n)));
     let select = key_list.chain([row_text_expr(&local.columns)]).collect::<Vec<_>>().join(", ");
     let bounds = key_bounds(&local.keys, &doc.range, 1);
     let filter = if bounds.is_empty() { String::new() } else { format!(" WHERE {}", bounds.join(" AND ")) };
