@@ -129,6 +129,7 @@ GRANT SELECT ON logical_ext.subscription_status TO pg_monitor;
 -- repair_table; the tables of sql/reconcile.sql.
 CREATE FUNCTION logical_ext."reconcile_repair"(
 	"subscription" TEXT, /* & str */
+	"node" TEXT, /* & str */
 	"run" bigint, /* i64 */
 	"schema" TEXT, /* & str */
 	"table" TEXT, /* & str */
@@ -146,6 +147,7 @@ AS 'MODULE_PATHNAME', 'reconcile_repair_wrapper';
 
 CREATE FUNCTION logical_ext."reconcile_verify"(
 	"subscription" TEXT, /* & str */
+	"node" TEXT, /* & str */
 	"run" bigint, /* i64 */
 	"chunk" INT, /* i32 */
 	"schema" TEXT, /* & str */
@@ -305,7 +307,7 @@ REVOKE ALL ON logical_ext.repair_log FROM PUBLIC;
 GRANT SELECT ON logical_ext.repair_log TO logical_ext_operator;
 
 -- Publisher side: granted by the operator to the subscription's role.
-REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, bigint, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, text, bigint, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
 -- Subscriber side: any login may call them; each checks that the caller owns
 -- the table or is an operator (docs/SECURITY.md).

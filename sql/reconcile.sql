@@ -79,7 +79,7 @@ REVOKE ALL ON logical_ext.repair_log FROM PUBLIC;
 GRANT SELECT ON logical_ext.repair_log TO logical_ext_operator;
 
 -- Publisher side: granted by the operator to the subscription's role.
-REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, bigint, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, text, bigint, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
 -- Subscriber side: any login may call them; each checks that the caller owns
 -- the table or is an operator (docs/SECURITY.md).

@@ -115,11 +115,11 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
         ALL,
     ),
     (
-        "logical_ext.reconcile_verify(text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],integer,boolean,integer)",
+        "logical_ext.reconcile_verify(text,text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],integer,boolean,integer)",
         Acl,
         S,
     ),
-    ("logical_ext.reconcile_repair(text,bigint,text,text,bigint,text[],text[],text[],text,integer)", Acl, S),
+    ("logical_ext.reconcile_repair(text,text,bigint,text,text,bigint,text[],text[],text[],text,integer)", Acl, S),
     ("logical_ext.reconcile_log", Call("SELECT count(*) FROM logical_ext.reconcile_log"), MON),
     ("logical_ext.verify_chunks", Call("SELECT count(*) FROM logical_ext.verify_chunks"), MON),
     ("logical_ext.verify_differences", Call("SELECT key FROM logical_ext.verify_differences"), OPS),

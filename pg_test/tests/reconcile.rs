@@ -246,7 +246,7 @@ fn privileges() {
     let mut publ = pair.pub_client();
     let (code, _, _) = expect_error(
         &mut publ,
-        "SET ROLE repl; SELECT logical_ext.reconcile_verify('s', 1, 1, 'public', 't', 0, '{p}', '{id}', '{id}', \
+        "SET ROLE repl; SELECT logical_ext.reconcile_verify('s', '0/0', 1, 1, 'public', 't', 0, '{p}', '{id}', '{id}', \
          NULL, NULL, 10, false, 100)",
     );
     publ.batch_execute("RESET ROLE").unwrap();
@@ -257,7 +257,7 @@ fn privileges() {
     assert_eq!(code, "08000", "{msg}");
     assert!(hint.contains("EXECUTE"), "{hint}");
     pair.pub_exec(
-        "GRANT EXECUTE ON FUNCTION logical_ext.reconcile_verify(text, bigint, integer, text, text, bigint, text[], \
+        "GRANT EXECUTE ON FUNCTION logical_ext.reconcile_verify(text, text, bigint, integer, text, text, bigint, text[], \
          text[], text[], text[], text[], integer, boolean, integer) TO repl",
     );
     let ok = verify(&mut sub, "t", 5000);
@@ -307,9 +307,18 @@ fn forged_reconcile_messages_are_ignored() {
     let clean = verify(&mut sub, "t", 5000);
     assert_eq!(clean.3, 0);
     let relid: i64 = sub.query_one("SELECT 't'::regclass::oid::bigint", &[]).unwrap().get(0);
+    // Addressed to this subscriber exactly as a genuine document would be.
+    let node: String = sub
+        .query_one(
+            "SELECT s.system_identifier || '/' || d.oid FROM pg_control_system() s, pg_database d \
+             WHERE d.datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     pair.pub_exec("CREATE ROLE mallory LOGIN");
     let forged = format!(
-        r#"{{"op":"repair","subscription":"s","run":{},"chunk":0,"per_key":true,"relation":{relid},"columns":["id","v","n"],"keys":["id"],"repairs":[{{"key":["1"],"row":["1","forged","0"]}}],"log_id":1}}"#,
+        r#"{{"op":"repair","subscription":"s","node":"{node}","run":{},"chunk":0,"per_key":true,"relation":{relid},"columns":["id","v","n"],"keys":["id"],"repairs":[{{"key":["1"],"row":["1","forged","0"]}}],"log_id":1}}"#,
         clean.0
     );
     let mut publ = pair.pub_client();

@@ -83,7 +83,7 @@ fn args(values: &[String]) -> Vec<DatumWithOid<'static>> {
 /// Act on `doc` (addressed to `subscription`; anything else is ignored),
 /// at stream position `lsn`, inside the remote transaction's local one.
 pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, lsn: u64) {
-    if doc.subscription != subscription {
+    if doc.subscription != subscription || doc.node != super::this_node() {
         return;
     }
     let work = AssertUnwindSafe(|| -> Result<(), String> {

@@ -38,8 +38,12 @@ pub(crate) struct RepairRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ReconcileDoc {
     pub(crate) op: Op,
-    /// The subscription (its name on the subscriber) that asked.
+    /// The subscription (its name on the subscriber) that asked, and that
+    /// subscriber's node (`<system identifier>/<database OID>`): another
+    /// node with a subscription of the same name ignores the document.
     pub(crate) subscription: String,
+    #[serde(default)]
+    pub(crate) node: String,
     /// The run (subscriber's `verify_run_seq`) and chunk number.
     pub(crate) run: i64,
     pub(crate) chunk: i32,
@@ -98,6 +102,7 @@ mod tests {
         let d = ReconcileDoc {
             op: Op::Verify,
             subscription: "s".into(),
+            node: "7/5".into(),
             run: 3,
             chunk: 2,
             per_key: true,

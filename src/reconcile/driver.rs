@@ -325,8 +325,9 @@ impl Walk<'_> {
             }
             self.chunks += 1;
             let sql = format!(
-                "SELECT logical_ext.reconcile_verify({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                "SELECT logical_ext.reconcile_verify({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                 quote_literal(&self.sub.name),
+                quote_literal(&super::this_node()),
                 self.run,
                 self.chunks,
                 quote_literal(&self.table.schema),
@@ -596,8 +597,9 @@ fn repair_table(
     let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
     for batch in keys.chunks(REPAIR_BATCH) {
         let sql = format!(
-            "SELECT logical_ext.reconcile_repair({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+            "SELECT logical_ext.reconcile_repair({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             quote_literal(&sub.name),
+            quote_literal(&super::this_node()),
             run,
             quote_literal(&table.schema),
             quote_literal(&table.name),

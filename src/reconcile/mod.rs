@@ -34,6 +34,14 @@ pub(crate) use document::{PREFIX, ReconcileDoc};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+/// This node, as reconcile documents name the subscriber that asked:
+/// `<system identifier>/<database OID>`.
+fn this_node() -> String {
+    // SAFETY: reads the backend's database OID.
+    let db = unsafe { pgrx::pg_sys::MyDatabaseId };
+    format!("{}/{}", crate::ffi::worker::system_identifier(), db.to_u32())
+}
+
 /// Raise an ERROR with SQLSTATE and HINT.
 fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
     let hint: String = hint.into();

@@ -262,6 +262,7 @@ fn args(values: &[String]) -> Vec<DatumWithOid<'static>> {
 #[allow(clippy::too_many_arguments)]
 fn reconcile_verify(
     subscription: &str,
+    node: &str,
     run: i64,
     chunk: i32,
     schema: &str,
@@ -333,6 +334,7 @@ fn reconcile_verify(
     let mut doc = ReconcileDoc {
         op: Op::Verify,
         subscription: subscription.to_string(),
+        node: node.to_string(),
         run,
         chunk,
         per_key,
@@ -365,6 +367,7 @@ fn reconcile_verify(
 #[allow(clippy::too_many_arguments)]
 fn reconcile_repair(
     subscription: &str,
+    node: &str,
     run: i64,
     schema: &str,
     table: &str,
@@ -416,6 +419,7 @@ fn reconcile_repair(
     let mut doc = ReconcileDoc {
         op: Op::Repair,
         subscription: subscription.to_string(),
+        node: node.to_string(),
         run,
         chunk: 0,
         per_key: true,
