@@ -181,6 +181,27 @@ fn whole_table_digest_without_a_key_and_filtered_tables() {
     assert_eq!(differences(&mut sub, found.0), vec![("extra".into(), "601".into())]);
     assert_eq!(repair(&mut sub, "f").1, 1);
     assert_eq!(count(&mut sub, "f WHERE id = 601"), 0);
+    // A repair the subscriber's own constraint refuses is recorded as failed;
+    // the other key is repaired and the stream goes on. Once the constraint
+    // is gone, repairing again finishes the job.
+    sub.batch_execute(
+        "DELETE FROM f WHERE id IN (3, 6); ALTER TABLE f ADD CONSTRAINT no_f3 CHECK (v <> 'f3') NOT VALID",
+    )
+    .unwrap();
+    let found = verify(&mut sub, "f", 50);
+    assert_eq!((found.4, found.5, found.6), (2, 0, 0), "{found:?}");
+    assert_eq!(repair(&mut sub, "f"), (found.0, 1, 1));
+    let error: String = sub
+        .query_one(
+            "SELECT repair_error FROM logical_ext.verify_differences WHERE run_id = $1 AND key = '{3}'",
+            &[&found.0],
+        )
+        .unwrap()
+        .get(0);
+    assert!(error.contains("no_f3"), "{error}");
+    assert_eq!(pair.status("s").state, "streaming", "{}", pair.explain("s"));
+    sub.batch_execute("ALTER TABLE f DROP CONSTRAINT no_f3").unwrap();
+    assert_eq!(repair(&mut sub, "f"), (found.0, 2, 0));
     // The publisher's secret column never reached a document.
     let clean = verify(&mut sub, "f", 50);
     assert_eq!((clean.3, clean.4, clean.5, clean.6), (0, 0, 0, 0));

@@ -120,9 +120,9 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, lsn: u64) {
             ],
         ),
         Op::Repair => Spi::run_with_args(
-            "UPDATE logical_ext.verify_differences SET repair_error = $3 \
+            "UPDATE logical_ext.verify_differences SET repair_error = $3, repair_lsn = $4 \
              WHERE run_id = $1 AND relid = $2 AND repaired_at IS NULL",
-            &[doc.run.into(), pg_sys::Oid::from(doc.relation).into(), error.as_str().into()],
+            &[doc.run.into(), pg_sys::Oid::from(doc.relation).into(), error.as_str().into(), Lsn(lsn).into()],
         ),
     }));
     match recorded {
@@ -236,47 +236,63 @@ fn repair(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
     let upsert_sql =
         format!("INSERT INTO {} ({cols}) VALUES ({values}) ON CONFLICT ({keycols}) {on_conflict}", local.qualified);
     for RepairRow { key, row } in &doc.repairs {
-        let old: Option<String> = Spi::get_one_with_args(&old_sql, &args(key)).ok().flatten();
-        let action = {
-            // Written as the table's owner, as every applied change is
-            // (docs/SECURITY.md, "Apply identity").
-            let _owner = ffi::identity::AsRole::become_role(local.owner);
-            match row {
-                Some(values) => {
-                    let a: Vec<DatumWithOid<'static>> = values.iter().map(|v| v.clone().into()).collect();
-                    Spi::run_with_args(&upsert_sql, &a).map_err(spi_err)?;
-                    if old.is_some() { "update" } else { "insert" }
+        // One subtransaction per key: a key the table refuses (a local
+        // constraint) is recorded as failed; the others are repaired.
+        let one = AssertUnwindSafe(|| -> Result<(), String> {
+            let old: Option<String> = Spi::get_one_with_args(&old_sql, &args(key)).ok().flatten();
+            let action = {
+                // Written as the table's owner, as every applied change is
+                // (docs/SECURITY.md, "Apply identity").
+                let _owner = ffi::identity::AsRole::become_role(local.owner);
+                match row {
+                    Some(values) => {
+                        let a: Vec<DatumWithOid<'static>> = values.iter().map(|v| v.clone().into()).collect();
+                        Spi::run_with_args(&upsert_sql, &a).map_err(spi_err)?;
+                        if old.is_some() { "update" } else { "insert" }
+                    }
+                    None if old.is_some() => {
+                        Spi::run_with_args(&delete_sql, &args(key)).map_err(spi_err)?;
+                        "delete"
+                    }
+                    None => "none",
                 }
-                None if old.is_some() => {
-                    Spi::run_with_args(&delete_sql, &args(key)).map_err(spi_err)?;
-                    "delete"
-                }
-                None => "none",
-            }
+            };
+            // SAFETY: inside the transaction; the repaired row is visible to the read below.
+            unsafe { pg_sys::CommandCounterIncrement() };
+            let new: Option<String> = Spi::get_one_with_args(&old_sql, &args(key)).ok().flatten();
+            Spi::run_with_args(
+                "INSERT INTO logical_ext.repair_log (run_id, subscription, relid, key_columns, key, action, local_row, \
+                 repaired_row, lsn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    doc.run.into(),
+                    doc.subscription.as_str().into(),
+                    relid.into(),
+                    doc.keys.clone().into(),
+                    key.clone().into(),
+                    action.into(),
+                    old.into(),
+                    new.into(),
+                    Lsn(lsn).into(),
+                ],
+            )
+            .map_err(spi_err)?;
+            Spi::run_with_args(
+                "UPDATE logical_ext.verify_differences SET repaired_at = pg_catalog.now(), repair_lsn = $4, repair_error = NULL \
+                 WHERE run_id = $1 AND relid = $2 AND key = $3 AND repaired_at IS NULL",
+                &[doc.run.into(), relid.into(), key.clone().into(), Lsn(lsn).into()],
+            )
+            .map_err(spi_err)?;
+            Ok(())
+        });
+        let error = match ffi::in_subtransaction(one) {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(report) => report.message().to_string(),
         };
-        // SAFETY: inside the transaction; the repaired row is visible to the read below.
-        unsafe { pg_sys::CommandCounterIncrement() };
-        let new: Option<String> = Spi::get_one_with_args(&old_sql, &args(key)).ok().flatten();
         Spi::run_with_args(
-            "INSERT INTO logical_ext.repair_log (run_id, subscription, relid, key_columns, key, action, local_row, \
-             repaired_row, lsn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                doc.run.into(),
-                doc.subscription.as_str().into(),
-                relid.into(),
-                doc.keys.clone().into(),
-                key.clone().into(),
-                action.into(),
-                old.into(),
-                new.into(),
-                Lsn(lsn).into(),
-            ],
-        )
-        .map_err(spi_err)?;
-        Spi::run_with_args(
-            "UPDATE logical_ext.verify_differences SET repaired_at = pg_catalog.now(), repair_lsn = $4, repair_error = NULL \
+            "UPDATE logical_ext.verify_differences SET repair_error = $4, repair_lsn = $5 \
              WHERE run_id = $1 AND relid = $2 AND key = $3 AND repaired_at IS NULL",
-            &[doc.run.into(), relid.into(), key.clone().into(), Lsn(lsn).into()],
+            &[doc.run.into(), relid.into(), key.clone().into(), error.as_str().into(), Lsn(lsn).into()],
         )
         .map_err(spi_err)?;
     }

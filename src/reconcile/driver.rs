@@ -595,6 +595,16 @@ fn repair_table(
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     drop(as_su);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+    // Every repair message of this call starts after this position; an
+    // earlier attempt's (a failed key's) before it.
+    let since = conn
+        .exec("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", 1)
+        .ok()
+        .and_then(|rows| rows.into_iter().next())
+        .and_then(|mut r| r.remove(0))
+        .unwrap_or_else(|| {
+            fail(PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION, "could not read the publisher's position", "")
+        });
     for batch in keys.chunks(REPAIR_BATCH) {
         let sql = format!(
             "SELECT logical_ext.reconcile_repair({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
@@ -613,10 +623,12 @@ fn repair_table(
         call(&mut conn, &sql, Duration::ZERO);
     }
     let _as = AsRole::bootstrap_superuser();
-    let done = "SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 \
-                AND (repaired_at IS NOT NULL OR repair_error IS NOT NULL)";
-    let total = fresh_count("SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1", run);
-    wait_for(done, run, total, deadline, &sub.name);
+    // Done when each key sent was tried (repaired or refused) by this call's messages.
+    let done = format!(
+        "SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 AND repair_lsn >= {}::pg_catalog.pg_lsn",
+        quote_literal(&since)
+    );
+    wait_for(&done, run, keys.len() as i64, deadline, &sub.name);
     let repaired = fresh_count(
         "SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 AND repaired_at IS NOT NULL",
         run,
