@@ -122,3 +122,22 @@ CREATE VIEW logical_ext.subscription_status AS
 REVOKE ALL ON FUNCTION logical_ext.subscription_status_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.subscription_status_rows() TO pg_monitor;
 GRANT SELECT ON logical_ext.subscription_status TO pg_monitor;
+
+-- == Issue 16 (helper S): no silent gap, sequences ==
+-- The apply worker refuses to stream from a slot whose confirmed_flush_lsn is
+-- past its origin's progress (src/apply/slot_fence.rs, docs/FAILOVER.md).
+-- Subscriptions of 0.3.0 start with accept_once: their workers reported idle
+-- positions as flushed without moving the origin, so their slots are
+-- legitimately ahead; the first start under 0.4.0 adopts the slot's position.
+ALTER TABLE logical_ext.subscription
+    ADD COLUMN slot_gap text NOT NULL DEFAULT 'accept_once' CHECK (slot_gap IN ('refuse', 'accept_once')),
+    ADD COLUMN slot_gap_accepted text;
+ALTER TABLE logical_ext.subscription ALTER COLUMN slot_gap SET DEFAULT 'refuse';
+
+CREATE FUNCTION logical_ext."accept_slot_gap"(
+	"subscription" TEXT /* &str */
+) RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'accept_slot_gap_wrapper';
+REVOKE ALL ON FUNCTION logical_ext.accept_slot_gap(text) FROM PUBLIC;

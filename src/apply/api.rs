@@ -712,6 +712,23 @@ fn skip_transaction(subscription: &str, lsn: crate::ffi::lsn::Lsn) {
     restart_worker(&sub);
 }
 
+/// Accept, once, that the subscription's slot is past this node's progress
+/// (the no-silent-gap fence, `slot_fence.rs`, docs/FAILOVER.md): the next
+/// start adopts the slot's position — the remote transactions in between
+/// are not on this node — records it in `slot_gap_accepted` and refuses
+/// again afterwards.
+#[pg_extern]
+fn accept_slot_gap(subscription: &str) {
+    require_superuser("accept a gap in a subscription's stream");
+    let sub = load(subscription);
+    Spi::run_with_args(
+        "UPDATE logical_ext.subscription SET slot_gap = 'accept_once' WHERE id = $1",
+        &[sub.id.into()],
+    )
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    restart_worker(&sub);
+}
+
 /// The resolution each subscription uses per conflict type: for all tables
 /// (`relation` NULL) and for every table that has rules of its own.
 #[pg_extern]

@@ -61,6 +61,7 @@ mod routing;
 mod row_input;
 mod rows;
 mod scan;
+mod slot_fence;
 pub(crate) mod settings;
 mod spool;
 mod stats;
@@ -104,6 +105,7 @@ pgrx::extension_sql_file!(
         api::redact_conninfo,
         api::set_conflict_resolution,
         api::skip_transaction,
+        api::accept_slot_gap,
         api::effective_conflict_resolutions,
         api::resync_table,
         api::refresh_subscription,

@@ -54,6 +54,34 @@ impl OriginSession {
         unsafe { pg_sys::replorigin_session_get_progress(false) }
     }
 
+    /// Move the origin to `remote_lsn` outside any remote transaction, in a
+    /// small local transaction of its own (with `also` run in it first,
+    /// without the origin), flushed before this returns; returns the local
+    /// commit's end. Never backwards (PostgreSQL keeps the larger LSN). The
+    /// apply worker does this so that what it reports as flushed while idle
+    /// is durably recorded here first (`slot_fence.rs`). Call with no
+    /// transaction open.
+    pub(crate) fn advance(&self, remote_lsn: u64, also: impl FnOnce()) -> u64 {
+        // SAFETY: no transaction is open (the caller's contract); an xid
+        // makes the commit write a record, which carries the origin's move.
+        unsafe {
+            pg_sys::SetCurrentStatementStartTimestamp();
+            pg_sys::StartTransactionCommand();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            pg_sys::GetTopTransactionId();
+        }
+        also();
+        // SAFETY: pairs with the push above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let end = self.begin().commit(remote_lsn, now);
+        // SAFETY: flushes WAL we wrote; the subscription may commit
+        // asynchronously, this record must not wait for the WAL writer.
+        unsafe { pg_sys::XLogFlush(end) };
+        end
+    }
+
     pub(crate) fn id(&self) -> u16 {
         self.id
     }
