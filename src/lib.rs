@@ -6,6 +6,7 @@
 //! - [`monitoring`]: slot health, replication status, stale-slot clean-up,
 //!   Prometheus metrics, and the background sampler behind them.
 //! - [`ddl`]: DDL capture by event triggers and its replay in stream order.
+//! - [`sequences`]: sequence states captured into the stream (publisher side).
 //!
 //! `ffi` is the thin layer of PostgreSQL calls shared by the parts.
 
@@ -18,6 +19,7 @@ mod ddl;
 mod decoder;
 mod ffi;
 mod monitoring;
+mod sequences;
 mod settings;
 
 // The roles of docs/SECURITY.md, before any grant mentions them.

@@ -19,7 +19,7 @@ use pgrx::{JsonB, PgXactCallbackEvent, register_xact_callback};
 use std::time::{Duration, Instant};
 
 /// The one place SQL-facing errors are raised: SQLSTATE, message, hint.
-fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
+pub(super) fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
     let hint: String = hint.into();
     let mut r = ErrorReport::new(code, format!("logical_ext: {}", msg.into()), "logical_ext");
     if !hint.is_empty() {
@@ -29,7 +29,7 @@ fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -
     unreachable!("ERROR does not return")
 }
 
-fn require_superuser(what: &str) {
+pub(super) fn require_superuser(what: &str) {
     // SAFETY: reads the current user's role attributes.
     if !unsafe { pg_sys::superuser() } {
         fail(
@@ -55,13 +55,13 @@ fn my_database() -> pg_sys::Oid {
     unsafe { pg_sys::MyDatabaseId }
 }
 
-fn load(name: &str) -> Subscription {
+pub(super) fn load(name: &str) -> Subscription {
     catalog::by_name(name).unwrap_or_else(|| {
         fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("subscription \"{name}\" does not exist"), "")
     })
 }
 
-fn connect(conninfo: &str, name: &str) -> Connection {
+pub(super) fn connect(conninfo: &str, name: &str) -> Connection {
     Connection::connect(conninfo, name).unwrap_or_else(|e| {
         fail(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,

@@ -61,6 +61,7 @@ mod routing;
 mod row_input;
 mod rows;
 mod scan;
+mod sequence;
 mod slot_fence;
 pub(crate) mod settings;
 mod spool;

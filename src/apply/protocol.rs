@@ -365,6 +365,8 @@ pub(crate) enum Doc<'a> {
     Message,
     /// A DDL event (src/ddl/), replayed at its place in the transaction.
     Ddl(Box<crate::ddl::DdlEvent>),
+    /// A sequence's state (`SEQ`, src/sequences/), applied forward only.
+    Sequence(Box<crate::sequences::message::SeqDoc>),
     /// `R` (compact documents): a relation's description for the rows that
     /// follow, kept with [`CompactRels::insert`].
     Relation(u32, Rc<CompactRel>),
@@ -604,6 +606,9 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
         "M" => Doc::Message,
         "DDL" => Doc::Ddl(Box::new(
             crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
+        )),
+        "SEQ" => Doc::Sequence(Box::new(
+            crate::sequences::message::SeqDoc::from_json(payload).ok_or("SEQ document without a valid sequence state")?,
         )),
         other => return Err(format!("unknown action \"{other}\"")),
     })
