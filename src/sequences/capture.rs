@@ -80,9 +80,11 @@ fn replicate_sequence(seq: pgrx::PgRelation) {
         // The registry is the superuser's table (it vouches for messages):
         // written as the bootstrap superuser once the caller was checked.
         let _su = AsRole::bootstrap_superuser();
+        // (ON CONFLICT is not available on a user catalog table.)
         Spi::run_with_args(
-            "INSERT INTO logical_ext.replicated_sequence (id, explicit) VALUES ($1, true) \
-             ON CONFLICT (id) DO UPDATE SET explicit = true",
+            "WITH up AS (UPDATE logical_ext.replicated_sequence SET explicit = true WHERE id = $1 RETURNING 1) \
+             INSERT INTO logical_ext.replicated_sequence (id, explicit) \
+             SELECT $1, true WHERE NOT EXISTS (SELECT 1 FROM up)",
             &[(seq.to_u32() as i64).into()],
         )
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not record the sequence: {e}"));
@@ -200,14 +202,18 @@ fn round() -> Round {
     .unwrap_or_else(|e| pgrx::error!("{e}"));
     let Some(content) = content else { return Round::Captured(0) };
     // What vouches for the message: these states, by this transaction.
+    // (ON CONFLICT is not available on a user catalog table.)
     let n = Spi::get_one_with_args::<i64>(
-        "WITH up AS (INSERT INTO logical_ext.replicated_sequence AS r (id, sent_xid, sent_value, sent_is_called, sent_at) \
-              SELECT e.id, pg_catalog.pg_current_xact_id(), e.last_value, e.is_called, pg_catalog.now() \
-                FROM pg_catalog.json_to_recordset($1::json -> 'sequences') AS e(id bigint, last_value bigint, is_called boolean) \
-              ON CONFLICT (id) DO UPDATE SET sent_xid = excluded.sent_xid, sent_value = excluded.sent_value, \
-                 sent_is_called = excluded.sent_is_called, sent_at = excluded.sent_at \
-              RETURNING 1) \
-         SELECT pg_catalog.count(*) FROM up",
+        "WITH e AS (SELECT * FROM pg_catalog.json_to_recordset($1::json -> 'sequences') \
+                      AS e(id bigint, last_value bigint, is_called boolean)), \
+              up AS (UPDATE logical_ext.replicated_sequence r \
+                        SET sent_xid = pg_catalog.pg_current_xact_id(), sent_value = e.last_value, \
+                            sent_is_called = e.is_called, sent_at = pg_catalog.now() \
+                       FROM e WHERE r.id = e.id RETURNING r.id), \
+              ins AS (INSERT INTO logical_ext.replicated_sequence (id, sent_xid, sent_value, sent_is_called, sent_at) \
+                      SELECT e.id, pg_catalog.pg_current_xact_id(), e.last_value, e.is_called, pg_catalog.now() \
+                        FROM e WHERE e.id NOT IN (SELECT up.id FROM up) RETURNING 1) \
+         SELECT (SELECT pg_catalog.count(*) FROM up) + (SELECT pg_catalog.count(*) FROM ins)",
         &[content.as_str().into()],
     )
     .unwrap_or_else(|e| pgrx::error!("{e}"))
