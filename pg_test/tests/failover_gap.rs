@@ -62,13 +62,10 @@ fn a_restored_subscriber_refuses_the_gap_until_accepted() {
     pair.wait_sub_count("s", "t", 15);
     let ids: String = query_string(&mut c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM t WHERE id > 10");
     assert_eq!(ids, "21,22,23,24,25", "the later changes, the gap's rows are not here");
-    let record: String = query_string(
-        &mut c,
-        "SELECT coalesce(slot_gap_accepted, '') FROM logical_ext.subscription WHERE name = 's'",
-    );
+    let record: String =
+        query_string(&mut c, "SELECT coalesce(slot_gap_accepted, '') FROM logical_ext.subscription WHERE name = 's'");
     assert!(record.contains(&format_lsn(confirmed)), "the acceptance is recorded: {record}");
-    let armed: String =
-        query_string(&mut c, "SELECT slot_gap FROM logical_ext.subscription WHERE name = 's'");
+    let armed: String = query_string(&mut c, "SELECT slot_gap FROM logical_ext.subscription WHERE name = 's'");
     assert_eq!(armed, "refuse", "accepted once: the fence is armed again");
     drop(original);
 }

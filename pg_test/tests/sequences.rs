@@ -96,7 +96,9 @@ fn serial_identity_and_shared_sequences_follow_under_load() {
     assert!(converged < Duration::from_secs(10), "lag bound: converged in {converged:?}");
     // Every value used on the publisher is behind the subscriber's next.
     pair.wait_sub_count("s", "b", count(&mut p, "b"));
-    for (seq, table) in [("s_serial_id_seq", "s_serial"), ("s_ident_id_seq", "s_ident"), ("shared_seq", "a"), ("shared_seq", "b")] {
+    for (seq, table) in
+        [("s_serial_id_seq", "s_serial"), ("s_ident_id_seq", "s_ident"), ("shared_seq", "a"), ("shared_seq", "b")]
+    {
         let max: i64 = s.query_one(&format!("SELECT coalesce(max(id), 0)::bigint FROM {table}"), &[]).unwrap().get(0);
         let nv: i64 = s.query_one(&format!("SELECT nextval('{seq}')"), &[]).unwrap().get(0);
         assert!(nv > max, "{seq}: the subscriber's nextval {nv} must be past {table}'s ids (max {max})");
@@ -133,10 +135,16 @@ fn never_backwards_sync_exact_and_missing_sequences() {
     let mut p = pair.pub_client();
     let mut s = pair.sub_client();
     // A sequence replicated explicitly that the subscriber does not have.
-    exec(&mut p, "CREATE SEQUENCE only_here; SELECT logical_ext.replicate_sequence('only_here'); SELECT nextval('only_here')");
+    exec(
+        &mut p,
+        "CREATE SEQUENCE only_here; SELECT logical_ext.replicate_sequence('only_here'); SELECT nextval('only_here')",
+    );
     // The subscriber went further on its own: left alone.
     exec(&mut s, "SELECT setval('s_ident_id_seq', 1000000)");
-    exec(&mut p, "INSERT INTO s_ident (v) SELECT 'x' FROM generate_series(1, 50); INSERT INTO s_serial (v) VALUES ('x')");
+    exec(
+        &mut p,
+        "INSERT INTO s_ident (v) SELECT 'x' FROM generate_series(1, 50); INSERT INTO s_serial (v) VALUES ('x')",
+    );
     wait_until(Duration::from_secs(20), "s_serial_id_seq follows", || state(&mut s, "s_serial_id_seq") == (1, true));
     pair.wait_sub_count("s", "s_ident", 50);
     assert_eq!(state(&mut s, "s_ident_id_seq"), (1_000_000, true), "never backwards");
@@ -151,9 +159,17 @@ fn never_backwards_sync_exact_and_missing_sequences() {
     // The stream stopped (the subscription disabled): the publisher moves
     // on, sync_sequences alone brings the subscriber there.
     exec(&mut s, "SELECT logical_ext.disable_subscription('s')");
-    exec(&mut p, "SELECT nextval('shared_seq') FROM generate_series(1, 77); SELECT setval('s_serial_id_seq', 500, false)");
-    let rows = s.query("SELECT sequence, action, publisher_last_value, publisher_is_called, local_after \
-                        FROM logical_ext.sync_sequences('s') ORDER BY 1", &[]).unwrap();
+    exec(
+        &mut p,
+        "SELECT nextval('shared_seq') FROM generate_series(1, 77); SELECT setval('s_serial_id_seq', 500, false)",
+    );
+    let rows = s
+        .query(
+            "SELECT sequence, action, publisher_last_value, publisher_is_called, local_after \
+                        FROM logical_ext.sync_sequences('s') ORDER BY 1",
+            &[],
+        )
+        .unwrap();
     let got: Vec<(String, String, i64, bool, Option<i64>)> =
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
     println!("sync_sequences: {got:?}");
@@ -168,10 +184,8 @@ fn never_backwards_sync_exact_and_missing_sequences() {
     assert_eq!(state(&mut s, "s_serial_id_seq"), (500, false), "is_called kept");
     assert_eq!(state(&mut s, "s_ident_id_seq"), (1_000_000, true), "still never backwards");
     // Run again: nothing to do.
-    let again: i64 = s
-        .query_one("SELECT count(*) FROM logical_ext.sync_sequences('s') WHERE action = 'set'", &[])
-        .unwrap()
-        .get(0);
+    let again: i64 =
+        s.query_one("SELECT count(*) FROM logical_ext.sync_sequences('s') WHERE action = 'set'", &[]).unwrap().get(0);
     assert_eq!(again, 0);
     // The stream, enabled again, brings older states: nothing moves back.
     exec(&mut s, "SELECT logical_ext.enable_subscription('s')");

@@ -721,11 +721,8 @@ fn skip_transaction(subscription: &str, lsn: crate::ffi::lsn::Lsn) {
 fn accept_slot_gap(subscription: &str) {
     require_superuser("accept a gap in a subscription's stream");
     let sub = load(subscription);
-    Spi::run_with_args(
-        "UPDATE logical_ext.subscription SET slot_gap = 'accept_once' WHERE id = $1",
-        &[sub.id.into()],
-    )
-    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    Spi::run_with_args("UPDATE logical_ext.subscription SET slot_gap = 'accept_once' WHERE id = $1", &[sub.id.into()])
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     restart_worker(&sub);
 }
 

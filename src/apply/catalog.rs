@@ -31,8 +31,7 @@ impl Subscription {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text, slot_pending, \
+const COLUMNS: &str = "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text, slot_pending, \
      slot_gap";
 
 fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::spi::SpiError> {

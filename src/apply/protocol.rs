@@ -608,7 +608,8 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
             crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
         )),
         "SEQ" => Doc::Sequence(Box::new(
-            crate::sequences::message::SeqDoc::from_json(payload).ok_or("SEQ document without a valid sequence state")?,
+            crate::sequences::message::SeqDoc::from_json(payload)
+                .ok_or("SEQ document without a valid sequence state")?,
         )),
         other => return Err(format!("unknown action \"{other}\"")),
     })

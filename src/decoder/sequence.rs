@@ -26,7 +26,8 @@ pub(super) fn authenticate(content: &[u8], xid: u32) -> Option<Vec<Entry>> {
             e.id,
             &[c"sent_xid", c"sent_value", c"sent_is_called"],
         )?;
-        let [Some(Value::Int8(sent_xid)), Some(Value::Int8(value)), Some(Value::Bool(is_called))] = row.as_slice() else {
+        let [Some(Value::Int8(sent_xid)), Some(Value::Int8(value)), Some(Value::Bool(is_called))] = row.as_slice()
+        else {
             return None;
         };
         // xid8 → the 32-bit xid the reorder buffer reports.

@@ -62,9 +62,13 @@ fn replicate_sequence(seq: pgrx::PgRelation) {
     // SAFETY: catalog lookups by OID.
     let (kind, owner) = unsafe { (pg_sys::get_rel_relkind(seq) as u8, rel_owner(seq)) };
     if kind != pg_sys::RELKIND_SEQUENCE {
-        ErrorReport::new(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "replicate_sequence() takes a sequence", function_name!())
-            .set_hint("Serial and identity columns of published tables are replicated without it.")
-            .report(PgLogLevel::ERROR);
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            "replicate_sequence() takes a sequence",
+            function_name!(),
+        )
+        .set_hint("Serial and identity columns of published tables are replicated without it.")
+        .report(PgLogLevel::ERROR);
     }
     // SAFETY: reads the current user; membership check in the catalog.
     let allowed = unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) };

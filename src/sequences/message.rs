@@ -88,6 +88,9 @@ mod tests {
     fn a_seq_document_reads() {
         let d = br#"{"action":"SEQ","xid":7,"lsn":"0/10","schema":"public","name":"t_id_seq","last_value":42,"is_called":true,"increment":1}"#;
         let s = SeqDoc::from_json(d).unwrap();
-        assert_eq!((s.schema.as_str(), s.name.as_str(), s.last_value, s.is_called, s.increment), ("public", "t_id_seq", 42, true, 1));
+        assert_eq!(
+            (s.schema.as_str(), s.name.as_str(), s.last_value, s.is_called, s.increment),
+            ("public", "t_id_seq", 42, true, 1)
+        );
     }
 }

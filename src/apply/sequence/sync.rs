@@ -12,6 +12,7 @@ use crate::apply::walrcv::quote_literal;
 use pgrx::prelude::*;
 
 #[pg_extern]
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelt out here
 fn sync_sequences(
     subscription: &str,
 ) -> TableIterator<
