@@ -1,12 +1,16 @@
 //! The publisher's sequence capture: one background worker per database
 //! with logical_ext installed (design notes in `mod.rs`).
 //!
-//! - Started by the database's starter at server start
-//!   (`apply/launcher.rs`), by `CREATE EXTENSION` / `ALTER EXTENSION ...
-//!   UPDATE` (`start_sequence_capture()` in the install script) and by
-//!   `replicate_sequence()`; a second one in the same database finds the
-//!   session advisory lock taken and exits. It exits when the extension is
-//!   dropped, and PostgreSQL restarts it after a crash.
+//! - It runs only while its database has a `logical_ext` slot (a database
+//!   with a logical slot cannot be dropped anyway; one without must not be
+//!   kept busy by a connected worker). Started by a `logical_ext` walsender
+//!   of the database (the plugin's startup, `decoder/plugin.rs`), by the
+//!   database's starter at server start (`apply/launcher.rs`), by `CREATE
+//!   EXTENSION` / `ALTER EXTENSION ... UPDATE` (`start_sequence_capture()`
+//!   in the scripts) and by `replicate_sequence()`; a second one in the same
+//!   database finds the session advisory lock taken and exits. It exits when
+//!   the extension is dropped or no slot is left, and PostgreSQL restarts it
+//!   after a crash.
 //! - Each round is one transaction: read `replicated_sequences()`, keep
 //!   those whose state differs from what `replicated_sequence` says was last
 //!   sent, record the new states there (with this transaction's id) and
@@ -137,9 +141,12 @@ pub extern "C-unwind" fn logical_ext_sequence_capture_main(arg: pg_sys::Datum) {
     if !first {
         return;
     }
+    let mut first_round = true;
     loop {
         let ms = super::settings::CAPTURE_INTERVAL.get();
-        backend::wait(Some(Duration::from_millis(if ms == 0 { 1000 } else { ms as u64 })));
+        if !std::mem::take(&mut first_round) {
+            backend::wait(Some(Duration::from_millis(if ms == 0 { 1000 } else { ms as u64 })));
+        }
         if ms == 0 {
             continue;
         }
@@ -157,7 +164,9 @@ pub extern "C-unwind" fn logical_ext_sequence_capture_main(arg: pg_sys::Datum) {
                 Round::Captured(0)
             })
             .execute();
-        if round == Round::Uninstalled {
+        if matches!(round, Round::Uninstalled | Round::NoConsumer) {
+            // Exit code 0: not restarted; a logical_ext walsender of this
+            // database starts it again.
             return;
         }
     }
@@ -167,6 +176,8 @@ pub extern "C-unwind" fn logical_ext_sequence_capture_main(arg: pg_sys::Datum) {
 enum Round {
     Captured(usize),
     Uninstalled,
+    /// No logical_ext slot in this database: nobody would read the states.
+    NoConsumer,
 }
 
 /// One capture round (inside a transaction).
@@ -184,6 +195,19 @@ fn round() -> Round {
             .flatten()
             .unwrap_or(false);
         return if still { Round::Captured(0) } else { Round::Uninstalled };
+    }
+    // Only while this database has a logical_ext slot: a database with a
+    // logical slot cannot be dropped anyway, one without must not be kept
+    // busy by this worker (DROP DATABASE refuses connected databases).
+    let consumed = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots \
+                         WHERE database = pg_catalog.current_database() AND plugin = 'logical_ext')",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !consumed {
+        return Round::NoConsumer;
     }
     // Forget what is neither fed nor explicit any more, or dropped.
     Spi::run(
