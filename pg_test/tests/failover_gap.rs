@@ -83,10 +83,13 @@ fn an_idle_subscriber_restarts_without_a_false_gap() {
     pair.pub_exec("INSERT INTO t VALUES (1)");
     pair.wait_sub_count("s", "t", 1);
     // WAL the subscription does not carry: the slot moves past the last
-    // applied commit on the idle worker's reports.
+    // applied commit on the idle worker's reports. And a remote transaction
+    // that changes nothing here (a logical message alone): its local commit
+    // must move the origin too.
     for _ in 0..5 {
         pair.pub_exec("INSERT INTO other SELECT g FROM generate_series(1, 100) g");
     }
+    pair.pub_exec("SELECT pg_logical_emit_message(true, 'app', 'hello')");
     let target = pair.publisher_flush_lsn();
     wait_until(CATCH_UP, "the slot confirms the unrelated WAL", || {
         pair.confirmed_flush("s").is_some_and(|c| c >= target)
