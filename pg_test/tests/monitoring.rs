@@ -186,7 +186,7 @@ fn health_of_active_inactive_and_physical_slots() {
         out_args.join(","),
         "slot_name,plugin,slot_type,database,active,active_pid,restart_lsn,confirmed_flush_lsn,lag_bytes,\
          retained_wal_bytes,wal_status,safe_wal_size,inactive_since,wal_growth_bytes_per_sec,\
-         seconds_until_exhausted,forecast_basis,status,reason"
+         seconds_until_exhausted,forecast_basis,status,reason,temporary,xmin_age,catalog_xmin_age"
     );
 
     create_slot(&mut c, "busy", PLUGIN);

@@ -8,7 +8,8 @@
 //!   (`pg_replication_slots`, `pg_stat_replication_slots`,
 //!   `subscription_status`), which need a database connection; the sampler
 //!   deliberately has none. This worker connects to
-//!   `logical_ext.metrics_database` (default `postgres`) as the bootstrap
+//!   `logical_ext.metrics_database` (default `postgres`; a change at reload
+//!   makes it exit and be started again, connected to the new one) as the bootstrap
 //!   superuser and gathers each scrape in one short transaction, through the
 //!   very function `metrics()` uses (`functions::metrics_text`). Slots,
 //!   walsenders and the server's WAL are server-wide, so each slot appears
@@ -28,7 +29,7 @@
 //!   answered with 500; the worker goes on. If the worker dies anyway, the
 //!   postmaster restarts it after [`RESTART_SECS`].
 
-use super::http::{self, Request};
+use super::http::{self, Answer};
 use super::{functions, settings};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
@@ -96,6 +97,22 @@ pub extern "C-unwind" fn logical_ext_metrics_main(_arg: pg_sys::Datum) {
     // The setting a bind last failed for, and when.
     let mut failed: Option<(String, Instant)> = None;
     loop {
+        if settings::metrics_database() != database {
+            // A worker is connected to one database for life: exit, and the
+            // postmaster starts a new one (connected to the new database)
+            // after RESTART_SECS.
+            log(
+                PgLogLevel::LOG,
+                PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                format!(
+                    "logical_ext: metrics endpoint restarting to connect to database \"{}\"",
+                    settings::metrics_database()
+                ),
+                None,
+            );
+            // SAFETY: ends this process the normal way (exit callbacks run).
+            unsafe { pg_sys::proc_exit(1) };
+        }
         let want = settings::metrics_listen();
         if bound.as_ref().map(|b| &b.setting) != want.as_ref() {
             if let Some(b) = bound.take() {
@@ -221,7 +238,7 @@ fn serve(mut stream: TcpStream, database: &str) {
     let mut buf = [0u8; 1024];
     let request = loop {
         let r = http::classify(&received);
-        if r != Request::Incomplete {
+        if r != Answer::Incomplete {
             break r;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -236,7 +253,7 @@ fn serve(mut stream: TcpStream, database: &str) {
         }
     };
     let response = match request {
-        Request::Metrics => match gather() {
+        Answer::Metrics => match gather() {
             Ok(text) => http::response(200, http::CONTENT_TYPE, &[], &text),
             Err(()) => http::response(
                 500,

@@ -20,7 +20,7 @@ pub(crate) const MAX_REQUEST_BYTES: usize = 8192;
 
 /// What to answer to the bytes received so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
+pub(crate) enum Answer {
     /// The head is not complete yet: read more.
     Incomplete,
     /// `GET /metrics` (a query string is ignored).
@@ -31,32 +31,32 @@ pub(crate) enum Request {
 }
 
 /// Classifies the bytes received so far on a connection.
-pub(crate) fn classify(received: &[u8]) -> Request {
+pub(crate) fn classify(received: &[u8]) -> Answer {
     let Some(end) = find(received, b"\r\n\r\n").or_else(|| find(received, b"\n\n")) else {
-        return if received.len() >= MAX_REQUEST_BYTES { Request::BadRequest } else { Request::Incomplete };
+        return if received.len() >= MAX_REQUEST_BYTES { Answer::BadRequest } else { Answer::Incomplete };
     };
     if end > MAX_REQUEST_BYTES {
-        return Request::BadRequest;
+        return Answer::BadRequest;
     }
     let Ok(head) = std::str::from_utf8(&received[..end]) else {
-        return Request::BadRequest;
+        return Answer::BadRequest;
     };
     let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Request::BadRequest;
+        return Answer::BadRequest;
     };
     if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
-        return Request::BadRequest;
+        return Answer::BadRequest;
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     if path != METRICS_PATH {
-        Request::NotFound
+        Answer::NotFound
     } else if method != "GET" {
-        Request::MethodNotAllowed
+        Answer::MethodNotAllowed
     } else {
-        Request::Metrics
+        Answer::Metrics
     }
 }
 
@@ -93,11 +93,11 @@ pub(crate) fn response(status: u16, content_type: &str, extra_headers: &[(&str, 
 }
 
 /// The answer to anything but a metrics request.
-pub(crate) fn refusal(r: Request) -> Vec<u8> {
+pub(crate) fn refusal(r: Answer) -> Vec<u8> {
     let text = "text/plain; charset=utf-8";
     match r {
-        Request::NotFound => response(404, text, &[], "not found: the metrics are at /metrics\n"),
-        Request::MethodNotAllowed => response(405, text, &[("Allow", "GET")], "only GET is allowed\n"),
+        Answer::NotFound => response(404, text, &[], "not found: the metrics are at /metrics\n"),
+        Answer::MethodNotAllowed => response(405, text, &[("Allow", "GET")], "only GET is allowed\n"),
         _ => response(400, text, &[], "bad request\n"),
     }
 }
@@ -121,31 +121,31 @@ mod tests {
     #[test]
     fn get_metrics_and_nothing_else() {
         let get = b"GET /metrics HTTP/1.1\r\nHost: localhost:9188\r\nAccept: text/plain\r\n\r\n";
-        assert_eq!(classify(get), Request::Metrics);
-        assert_eq!(classify(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Request::Metrics);
-        assert_eq!(classify(b"GET /metrics HTTP/1.1\n\n"), Request::Metrics, "bare newlines");
-        assert_eq!(classify(b"GET / HTTP/1.1\r\n\r\n"), Request::NotFound);
-        assert_eq!(classify(b"GET /metrics/x HTTP/1.1\r\n\r\n"), Request::NotFound);
-        assert_eq!(classify(b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"), Request::MethodNotAllowed);
-        assert_eq!(classify(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Request::MethodNotAllowed);
-        assert_eq!(classify(b"DELETE /other HTTP/1.1\r\n\r\n"), Request::NotFound);
+        assert_eq!(classify(get), Answer::Metrics);
+        assert_eq!(classify(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Answer::Metrics);
+        assert_eq!(classify(b"GET /metrics HTTP/1.1\n\n"), Answer::Metrics, "bare newlines");
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n\r\n"), Answer::NotFound);
+        assert_eq!(classify(b"GET /metrics/x HTTP/1.1\r\n\r\n"), Answer::NotFound);
+        assert_eq!(classify(b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"), Answer::MethodNotAllowed);
+        assert_eq!(classify(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Answer::MethodNotAllowed);
+        assert_eq!(classify(b"DELETE /other HTTP/1.1\r\n\r\n"), Answer::NotFound);
     }
 
     #[test]
     fn partial_malformed_and_oversized_requests() {
-        assert_eq!(classify(b""), Request::Incomplete);
-        assert_eq!(classify(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), Request::Incomplete);
-        assert_eq!(classify(b"GET /metrics\r\n\r\n"), Request::BadRequest, "HTTP/0.9");
-        assert_eq!(classify(b"GET  /metrics HTTP/1.1\r\n\r\n"), Request::BadRequest);
-        assert_eq!(classify(b"GET metrics HTTP/1.1\r\n\r\n"), Request::BadRequest);
-        assert_eq!(classify(b"GET /metrics SPDY/3\r\n\r\n"), Request::BadRequest);
-        assert_eq!(classify(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"), Request::BadRequest);
+        assert_eq!(classify(b""), Answer::Incomplete);
+        assert_eq!(classify(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), Answer::Incomplete);
+        assert_eq!(classify(b"GET /metrics\r\n\r\n"), Answer::BadRequest, "HTTP/0.9");
+        assert_eq!(classify(b"GET  /metrics HTTP/1.1\r\n\r\n"), Answer::BadRequest);
+        assert_eq!(classify(b"GET metrics HTTP/1.1\r\n\r\n"), Answer::BadRequest);
+        assert_eq!(classify(b"GET /metrics SPDY/3\r\n\r\n"), Answer::BadRequest);
+        assert_eq!(classify(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"), Answer::BadRequest);
         let huge = vec![b'a'; MAX_REQUEST_BYTES];
-        assert_eq!(classify(&huge), Request::BadRequest);
+        assert_eq!(classify(&huge), Answer::BadRequest);
         let mut long_header = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
         long_header.extend(vec![b'a'; MAX_REQUEST_BYTES]);
         long_header.extend(b"\r\n\r\n");
-        assert_eq!(classify(&long_header), Request::BadRequest);
+        assert_eq!(classify(&long_header), Answer::BadRequest);
     }
 
     #[test]
@@ -156,10 +156,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\n\
              Connection: close\r\nCache-Control: no-store\r\n\r\na 1\n"
         );
-        let r = String::from_utf8(refusal(Request::MethodNotAllowed)).unwrap();
+        let r = String::from_utf8(refusal(Answer::MethodNotAllowed)).unwrap();
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && r.contains("\r\nAllow: GET\r\n"), "{r}");
-        assert!(String::from_utf8(refusal(Request::NotFound)).unwrap().starts_with("HTTP/1.1 404 Not Found\r\n"));
-        assert!(String::from_utf8(refusal(Request::BadRequest)).unwrap().starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(String::from_utf8(refusal(Answer::NotFound)).unwrap().starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(String::from_utf8(refusal(Answer::BadRequest)).unwrap().starts_with("HTTP/1.1 400 Bad Request\r\n"));
     }
 
     #[test]

@@ -84,6 +84,10 @@ mod tests {
             ("logical_ext.slot_lag_warning", "1GB"),
             ("logical_ext.slot_lag_critical", "10GB"),
             ("logical_ext.slot_inactive_warning", "5min"),
+            ("logical_ext.slot_xmin_age_warning", "100000000"),
+            ("logical_ext.slot_xmin_age_critical", "1000000000"),
+            ("logical_ext.metrics_listen", ""),
+            ("logical_ext.metrics_database", "postgres"),
             ("logical_ext.monitor_interval", "10s"),
             ("logical_ext.log_prune_interval", "1h"),
             ("logical_ext.ddl_log_retention", "30d"),
@@ -95,6 +99,9 @@ mod tests {
         assert_eq!(super::settings::thresholds().lag_warning_bytes, Some(64 * 1024));
         Spi::run("SET logical_ext.slot_inactive_warning = -1").unwrap();
         assert_eq!(super::settings::thresholds().inactive_warning_secs, None);
+        Spi::run("SET logical_ext.slot_xmin_age_critical = 5000").unwrap();
+        assert_eq!(super::settings::thresholds().xmin_age_critical, Some(5000));
+        assert_eq!(super::settings::thresholds().xmin_age_warning, Some(100_000_000));
     }
 
     #[pg_test]

@@ -106,9 +106,10 @@ firewalled: the figures need no password.",
     GucRegistry::define_string_guc(
         c"logical_ext.metrics_database",
         c"The database the metrics endpoint's worker connects to; its logical_ext subscriptions are the ones served.",
-        c"logical_ext must be installed in it for the walsender and subscription figures.",
+        c"logical_ext must be installed in it for the walsender and subscription figures. A change at reload \
+makes the worker reconnect.",
         &METRICS_DATABASE,
-        GucContext::Postmaster,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
