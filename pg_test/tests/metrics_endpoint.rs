@@ -201,8 +201,36 @@ fn endpoint_serves_get_metrics_only_and_survives_reload_restart_and_worker_exit(
     cluster.restart();
     scrape(port2);
 
-    // Emptied at reload: the port closes.
+    // Another database, at reload: the worker reconnects there. Without
+    // logical_ext installed in it, the sections that need its schema are
+    // left out and named; the server-wide slot figures are complete.
     let mut c = cluster.client();
+    exec(&mut c, "CREATE DATABASE other");
+    let pid = metrics_worker_pid(&mut c).expect("the metrics worker runs");
+    exec(&mut c, "ALTER SYSTEM SET logical_ext.metrics_database = 'other'");
+    exec(&mut c, "SELECT pg_reload_conf()");
+    wait_until(TIMEOUT, "the metrics worker reconnects to database other", || {
+        c.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'logical_ext metrics' AND datname = 'other'",
+            &[],
+        )
+        .unwrap()
+        .is_some_and(|r| r.get::<_, i32>(0) != pid)
+    });
+    let body = scrape(port2);
+    let errors: BTreeMap<String, f64> =
+        samples(&body, "logical_ext_scrape_errors").into_iter().map(|(l, v)| (l["section"].clone(), v)).collect();
+    assert_eq!(
+        errors,
+        [("sampler", 0.0), ("server", 0.0), ("slots", 0.0), ("subscriptions", 1.0), ("walsenders", 1.0)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into(),
+        "{body}"
+    );
+    assert_eq!(samples(&body, "logical_ext_slot_active").len(), 2, "{body}");
+    promtool_check(&body);
+
+    // Emptied at reload: the port closes.
     exec(&mut c, "ALTER SYSTEM SET logical_ext.metrics_listen = ''");
     exec(&mut c, "SELECT pg_reload_conf()");
     wait_until(TIMEOUT, "the port is closed", || TcpStream::connect(("127.0.0.1", port2)).is_err());
