@@ -184,6 +184,19 @@ fn endpoint_serves_get_metrics_only_and_survives_reload_restart_and_worker_exit(
     assert_eq!(get(port, "/metrics").unwrap().0, 200);
     drop(idle);
 
+    // A lock held on logical_ext's catalog does not hold the scrape up for
+    // long: that section is left out after lock_timeout, the rest served.
+    let mut locker = cluster.client();
+    exec(&mut locker, "BEGIN; LOCK TABLE logical_ext.subscription IN ACCESS EXCLUSIVE MODE");
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(body.contains("\nlogical_ext_scrape_errors{section=\"subscriptions\"} 1\n"), "{body}");
+    assert!(body.contains("SQLSTATE 55P03"), "{body}");
+    assert_eq!(samples(&body, "logical_ext_slot_active").len(), 2, "{body}");
+    exec(&mut locker, "ROLLBACK");
+
     // A reload moves it to a new port.
     let port2 = free_port();
     exec(&mut c, &format!("ALTER SYSTEM SET logical_ext.metrics_listen = '127.0.0.1:{port2}'"));

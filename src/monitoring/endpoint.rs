@@ -22,8 +22,9 @@
 //!   SIGHUP, SIGTERM, postmaster death and procsignal barriers are handled
 //!   as in every other wait), reads a request head for at most
 //!   [`READ_TIMEOUT`] and at most `http::MAX_REQUEST_BYTES`, answers and
-//!   closes. Read-only: the transaction writes nothing, and no row data is
-//!   in the figures.
+//!   closes, with `lock_timeout` set so a scrape never waits long behind a
+//!   lock. Read-only: the transaction writes nothing, and no row data is in
+//!   the figures.
 //! - An ERROR while gathering (the gathering's own subtransactions already
 //!   leave failed sections out) is caught, logged with its SQLSTATE and
 //!   answered with 500; the worker goes on. If the worker dies anyway, the
@@ -50,6 +51,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served per wake-up before interrupts are checked again.
 const ACCEPTS_PER_WAKE: usize = 8;
+/// `lock_timeout` of the worker's session.
+const LOCK_TIMEOUT: &std::ffi::CStr = c"5s";
 /// How often a failed bind is retried.
 const RETRY: Duration = Duration::from_secs(10);
 
@@ -92,6 +95,18 @@ pub extern "C-unwind" fn logical_ext_metrics_main(_arg: pg_sys::Datum) {
     crate::ffi::worker::attach_signal_handlers();
     let database = settings::metrics_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // A scrape must not wait behind a long lock (say, DDL on logical_ext's
+    // tables): after LOCK_TIMEOUT its section fails (SQLSTATE 55P03) and is
+    // named in logical_ext_scrape_errors, the rest is served.
+    // SAFETY: setting a built-in GUC of this process to a valid value.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"lock_timeout".as_ptr(),
+            LOCK_TIMEOUT.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
 
     let mut bound: Option<Bound> = None;
     // The setting a bind last failed for, and when.

@@ -681,6 +681,41 @@ mod tests {
     }
 
     #[test]
+    fn server_series_on_a_primary_a_standby_and_a_failed_section() {
+        let primary = ServerReport {
+            wal_lsn: 0x1_0000_0000,
+            in_recovery: false,
+            receive_lsn: None,
+            replay_lsn: Some(5),
+            wal_directory_bytes: Some(16 << 20),
+            wal_filesystem_free_bytes: Some(1000),
+            wal_filesystem_size_bytes: None,
+        };
+        let render_server = |s: &ServerReport, failed: bool| render(&server_families(s, failed));
+        let text = render_server(&primary, false);
+        for line in [
+            "\nlogical_ext_wal_lsn_bytes 4294967296\n",
+            "\nlogical_ext_in_recovery 0\n",
+            "\nlogical_ext_wal_directory_bytes 16777216\n",
+            "\nlogical_ext_wal_filesystem_free_bytes 1000\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // Standby figures only on a standby; unknown sizes left out.
+        assert!(!text.contains("\nlogical_ext_standby_replay_lsn_bytes "), "{text}");
+        assert!(!text.contains("\nlogical_ext_wal_filesystem_size_bytes "), "{text}");
+        let standby = ServerReport { in_recovery: true, receive_lsn: Some(9), ..primary.clone() };
+        let text = render_server(&standby, false);
+        assert!(text.contains("\nlogical_ext_in_recovery 1\n"), "{text}");
+        assert!(text.contains("\nlogical_ext_standby_receive_lsn_bytes 9\n"), "{text}");
+        assert!(text.contains("\nlogical_ext_standby_replay_lsn_bytes 5\n"), "{text}");
+        // A failed section: the families are announced, without samples
+        // (not zeros that would read as "in_recovery 0").
+        let text = render_server(&standby, true);
+        assert!(text.lines().all(|l| l.starts_with('#')), "{text}");
+    }
+
+    #[test]
     fn a_failed_section_is_named() {
         let failed = [SectionError {
             section: Section::Subscriptions,
