@@ -197,12 +197,19 @@ fn endpoint_serves_get_metrics_only_and_survives_reload_restart_and_worker_exit(
     assert_eq!(samples(&body, "logical_ext_slot_active").len(), 2, "{body}");
     exec(&mut locker, "ROLLBACK");
 
-    // A reload moves it to a new port.
-    let port2 = free_port();
+    // A reload moves it to a new port; that port is taken at first: a
+    // WARNING with its SQLSTATE, then a retry once it is free.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port2 = blocker.local_addr().unwrap().port();
     exec(&mut c, &format!("ALTER SYSTEM SET logical_ext.metrics_listen = '127.0.0.1:{port2}'"));
     exec(&mut c, "SELECT pg_reload_conf()");
-    scrape(port2);
+    let warning = format!("WARNING:  could not listen on logical_ext.metrics_listen \"127.0.0.1:{port2}\"");
+    wait_until(TIMEOUT, "the bind failure is logged", || {
+        std::fs::read_to_string(cluster.log_path()).unwrap_or_default().contains(&warning)
+    });
     wait_until(TIMEOUT, "the old port is closed", || TcpStream::connect(("127.0.0.1", port)).is_err());
+    drop(blocker);
+    scrape(port2);
 
     // The worker exits (terminated): the postmaster starts it again.
     let pid = metrics_worker_pid(&mut c).expect("the metrics worker runs");

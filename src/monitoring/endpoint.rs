@@ -141,7 +141,9 @@ pub extern "C-unwind" fn logical_ext_metrics_main(_arg: pg_sys::Datum) {
             if let Some(w) = want.as_ref() {
                 let retry_due = failed.as_ref().is_none_or(|(s, at)| s != w || at.elapsed() >= RETRY);
                 if retry_due {
-                    match bind(w) {
+                    // Said once per value: a retry that fails again is quiet.
+                    let first_try = failed.as_ref().is_none_or(|(s, _)| s != w);
+                    match bind(w, if first_try { PgLogLevel::WARNING } else { PgLogLevel::DEBUG1 }) {
                         Some(listener) => {
                             failed = None;
                             bound = Some(Bound { setting: w.clone(), listener });
@@ -164,11 +166,12 @@ pub extern "C-unwind" fn logical_ext_metrics_main(_arg: pg_sys::Datum) {
     }
 }
 
-/// Binds the (non-blocking) listening socket of `setting`; logs why not.
-fn bind(setting: &str) -> Option<TcpListener> {
+/// Binds the (non-blocking) listening socket of `setting`; logs why not at
+/// `failure_level`.
+fn bind(setting: &str, failure_level: PgLogLevel) -> Option<TcpListener> {
     let Some(target) = http::listen_target(setting) else {
         log(
-            PgLogLevel::WARNING,
+            failure_level,
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("invalid value for logical_ext.metrics_listen: \"{setting}\""),
             Some("Use host:port, e.g. 127.0.0.1:9188, or a port alone for the loopback address."),
@@ -179,7 +182,7 @@ fn bind(setting: &str) -> Option<TcpListener> {
         Ok(a) => a.collect(),
         Err(e) => {
             log(
-                PgLogLevel::WARNING,
+                failure_level,
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 format!("could not resolve logical_ext.metrics_listen \"{setting}\": {e}"),
                 None,
@@ -208,13 +211,13 @@ fn bind(setting: &str) -> Option<TcpListener> {
         }
     }
     log(
-        PgLogLevel::WARNING,
+        failure_level,
         PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
         format!(
             "could not listen on logical_ext.metrics_listen \"{setting}\": {}",
             last_err.unwrap_or_else(|| "no address".to_string())
         ),
-        Some("Choose a free port (or another address) and reload; the worker retries every 10 seconds."),
+        Some("Choose a free port (or another address) and reload; the worker retries every 10 seconds (quietly)."),
     );
     None
 }
