@@ -715,6 +715,87 @@ mod tests {
         assert!(text.lines().all(|l| l.starts_with('#')), "{text}");
     }
 
+    fn slot(name: &str) -> SlotReport {
+        use super::super::health::{Assessment, Forecast, ForecastBasis, Inactivity};
+        use crate::ffi::lsn::Lsn;
+        SlotReport {
+            slot_name: name.to_string(),
+            plugin: Some("test_decoding".to_string()),
+            slot_type: "logical".to_string(),
+            database: Some("postgres".to_string()),
+            active: false,
+            active_pid: None,
+            restart_lsn: Some(Lsn(100)),
+            confirmed_flush_lsn: Some(Lsn(200)),
+            lag_bytes: Some(50),
+            retained_wal_bytes: Some(150),
+            wal_status: Some(WalStatus::Reserved),
+            safe_wal_size: None,
+            temporary: true,
+            xmin_age: None,
+            catalog_xmin_age: Some(1234),
+            decoding: None,
+            inactivity: Inactivity::Active,
+            growth: Some(10.0),
+            forecast: Forecast {
+                basis: ForecastBasis::Disk,
+                remaining_bytes: Some(1000),
+                seconds_until_exhausted: Some(100.0),
+            },
+            assessment: Assessment { status: Status::Warning, reason: String::new() },
+            wal_lsn: Lsn(250),
+            now: 0,
+        }
+    }
+
+    #[test]
+    fn slot_series_with_the_new_figures() {
+        let mut with_stats = slot("b");
+        with_stats.decoding = Some(super::super::report::DecodingStats {
+            spill_txns: 2,
+            spill_bytes: 4096,
+            stream_txns: 0,
+            stream_bytes: 0,
+            total_bytes: 9999,
+        });
+        with_stats.xmin_age = Some(7);
+        let text = render(&families(&Inputs {
+            server: &ServerReport::default(),
+            slots: &[slot("a"), with_stats],
+            walsenders: &[],
+            subscriptions: &[],
+            sampler: &SamplerReport::default(),
+            failed: &[],
+        }));
+        let l = |name: &str| {
+            format!("{{slot_name=\"{name}\",slot_type=\"logical\",database=\"postgres\",plugin=\"test_decoding\"")
+        };
+        for line in [
+            format!("logical_ext_slot_temporary{}}} 1\n", l("a")),
+            format!("logical_ext_slot_restart_lsn_bytes{}}} 100\n", l("a")),
+            format!("logical_ext_slot_confirmed_flush_lsn_bytes{}}} 200\n", l("a")),
+            format!("logical_ext_slot_catalog_xmin_age{}}} 1234\n", l("a")),
+            format!("logical_ext_slot_xmin_age{}}} 7\n", l("b")),
+            format!("logical_ext_slot_seconds_until_exhausted{},basis=\"disk\"}} 100\n", l("a")),
+            format!("logical_ext_slot_spill_bytes_total{}}} 4096\n", l("b")),
+            format!("logical_ext_slot_spilled_transactions_total{}}} 2\n", l("b")),
+            format!("logical_ext_slot_stream_bytes_total{}}} 0\n", l("b")),
+            format!("logical_ext_slot_decoded_bytes_total{}}} 9999\n", l("b")),
+        ] {
+            assert!(text.contains(&line), "{line}in\n{text}");
+        }
+        // NULL xmin and no decoding statistics: no series.
+        assert!(!text.contains(&format!("logical_ext_slot_xmin_age{}", l("a"))), "{text}");
+        assert!(!text.contains(&format!("logical_ext_slot_spill_bytes_total{}", l("a"))), "{text}");
+        // Every series of a family is unique.
+        let mut series: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).map(|l| l.rsplit_once(' ').unwrap().0).collect();
+        let n = series.len();
+        series.sort();
+        series.dedup();
+        assert_eq!(series.len(), n, "duplicate series in\n{text}");
+    }
+
     #[test]
     fn a_failed_section_is_named() {
         let failed = [SectionError {
