@@ -23,7 +23,8 @@ CHANGES_SQL="SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL,
 
 start_publisher() {
   section "1. A throwaway publisher cluster (shared_preload_libraries = 'logical_ext', for DDL capture)"
-  cluster_start publisher logical_ext
+  METRICS_PORT=$(free_port)
+  cluster_start publisher logical_ext "logical_ext.metrics_listen = '127.0.0.1:$METRICS_PORT'"
   note "$("$PGBIN/postgres" --version); $(cluster_conninfo publisher); data in ${CLUSTER_DIR[publisher]}"
   note "output_plugin_libraries = $(pub -Atc 'SHOW output_plugin_libraries')"
 }
@@ -210,6 +211,22 @@ slot_health() {
           FROM logical_ext.slot_health() ORDER BY slot_name"
 }
 
+metrics_scrape() {
+  section "12. The same figures over HTTP, as Prometheus scrapes them (logical_ext.metrics_listen)"
+  note "GET http://127.0.0.1:$METRICS_PORT/metrics (slot and WAL families; the full text has HELP/TYPE for each):"
+  python3 - "$METRICS_PORT" <<'PY'
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30) as r:
+    print("HTTP", r.status, r.headers["Content-Type"])
+    shown = ("logical_ext_slot_status", "logical_ext_slot_lag_bytes", "logical_ext_slot_catalog_xmin_age",
+             "logical_ext_wal_")
+    for line in r.read().decode().splitlines():
+        # One status line per slot: the one that is 1.
+        if line.startswith(shown) and not (line.startswith("logical_ext_slot_status") and line.endswith(" 0")):
+            print(line)
+PY
+}
+
 main() {
   run_setup
   start_publisher
@@ -223,6 +240,7 @@ main() {
   conflicts
   ddl_replication
   slot_health
+  metrics_scrape
   section "Done: the cluster is stopped and removed on exit"
 }
 

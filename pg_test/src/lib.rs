@@ -263,6 +263,48 @@ impl Cluster {
         cluster
     }
 
+    /// A streaming hot standby of `primary`: `pg_basebackup -R` through the
+    /// physical slot `slot` (created by the backup), started with the
+    /// primary's settings plus `extra_conf`. Returns once it accepts
+    /// connections (in recovery).
+    pub fn standby_of(primary: &Cluster, name: &str, slot: &str, extra_conf: &[&str]) -> Cluster {
+        let mut cluster = Cluster::empty(name);
+        run_checked(
+            command_as_postgres(pg_bin("pg_basebackup"))
+                .current_dir(&cluster.dir)
+                .arg("-D")
+                .arg(cluster.data_dir())
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-C",
+                    "-S",
+                    slot,
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ]),
+            &format!("pg_basebackup of {} for standby {name}", primary.name),
+        );
+        let mut text = format!("\n# standby {name}\nunix_socket_directories = '{}'\n", cluster.dir.display());
+        for line in extra_conf {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.data_dir().join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("append to the standby's postgresql.conf");
+        cluster.start_server();
+        cluster
+    }
+
     /// A new, empty cluster directory (no `data/` yet), owned by `postgres`.
     fn empty(name: &str) -> Cluster {
         let base = make_base_dir();
