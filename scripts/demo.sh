@@ -21,9 +21,13 @@ pub() { cluster_psql publisher "$@"; }
 CHANGES_SQL="SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL,
   'format-version', '2', 'include-xids', '1', 'include-lsn', '1', 'include-timestamp', '1')"
 
+# The publisher's metrics endpoint (logical_ext.metrics_listen), scraped at the end.
+METRICS_PORT=""
+
 start_publisher() {
   section "1. A throwaway publisher cluster (shared_preload_libraries = 'logical_ext', for DDL capture)"
-  cluster_start publisher logical_ext
+  METRICS_PORT=$(free_port)
+  cluster_start publisher logical_ext "logical_ext.metrics_listen = '127.0.0.1:$METRICS_PORT'"
   note "$("$PGBIN/postgres" --version); $(cluster_conninfo publisher); data in ${CLUSTER_DIR[publisher]}"
   note "output_plugin_libraries = $(pub -Atc 'SHOW output_plugin_libraries')"
 }
@@ -210,6 +214,31 @@ slot_health() {
           FROM logical_ext.slot_health() ORDER BY slot_name"
 }
 
+# http_get HOST PORT PATH: one HTTP/1.0 GET through bash's /dev/tcp (no curl
+# needed); prints the body, or fails when the status is not 200.
+http_get() {
+  local response
+  exec 3<>"/dev/tcp/$1/$2" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$3" "$1" "$2" >&3
+  response=$(cat <&3)
+  exec 3<&-
+  [[ $response == "HTTP/1."?" 200"* ]] || { echo "${response%%$'\r'*}" >&2; return 1; }
+  printf '%s\n' "${response#*$'\r\n\r\n'}"
+}
+
+metrics_scrape() {
+  section "12. What Prometheus scrapes: GET /metrics on logical_ext.metrics_listen"
+  note "curl -s http://127.0.0.1:$METRICS_PORT/metrics   (rules, dashboard: monitoring/; runbooks: docs/MONITORING.md)"
+  local body="" _
+  for _ in $(seq 1 50); do
+    body=$(http_get 127.0.0.1 "$METRICS_PORT" /metrics 2>/dev/null) && break
+    sleep 0.1
+  done
+  [ -n "$body" ] || { echo "the metrics endpoint 127.0.0.1:$METRICS_PORT does not answer" >&2; return 1; }
+  note "$(grep -c '^logical_ext_' <<<"$body") series; a few of them:"
+  grep -E '^logical_ext_(slot_(active|lag_bytes|retained_wal_bytes|catalog_xmin_age)\{|sampler_running|wal_filesystem_free_bytes)' <<<"$body" | head -n 14
+}
+
 main() {
   run_setup
   start_publisher
@@ -223,6 +252,7 @@ main() {
   conflicts
   ddl_replication
   slot_health
+  metrics_scrape
   section "Done: the cluster is stopped and removed on exit"
 }
 

@@ -198,9 +198,8 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<Response> {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {text:?}")))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no end of headers in {text:?}")))?;
     let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     let status = status_line
         .split_whitespace()
@@ -244,8 +243,11 @@ impl Prometheus {
     pub fn start(targets: &[String], rules: &str) -> Option<Prometheus> {
         let program = require_program("prometheus")?;
         fs::create_dir_all(BASE_DIR).unwrap_or_else(|e| panic!("create {BASE_DIR}: {e}"));
-        let dir = Path::new(BASE_DIR)
-            .join(format!("prometheus-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let dir = Path::new(BASE_DIR).join(format!(
+            "prometheus-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("data")).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         fs::write(dir.join("rules.yml"), rules).expect("write rules.yml");

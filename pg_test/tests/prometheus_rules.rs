@@ -58,7 +58,12 @@ fn promtool(promtool: &Path, args: &[&str], files: &[PathBuf], cwd: &Path) -> Ou
 }
 
 fn describe(out: &Output) -> String {
-    format!("{}\n--- stdout\n{}\n--- stderr\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -213,11 +218,7 @@ fn every_alert_has_severity_summary_description_runbook_and_unit_tests() {
         assert!(anchors.contains(anchor), "{}: docs/MONITORING.md has no section #{anchor}", b.name);
         assert_eq!(anchor, b.name.to_lowercase(), "{}: the runbook section is named after the alert", b.name);
         let cases = cases_of(&tests, &b.name);
-        assert!(
-            cases.iter().any(|c| c.contains("exp_alerts: []")),
-            "{}: no unit test where it does not fire",
-            b.name
-        );
+        assert!(cases.iter().any(|c| c.contains("exp_alerts: []")), "{}: no unit test where it does not fire", b.name);
         assert!(
             cases.iter().any(|c| c.contains("- exp_labels:") && c.contains(&format!("severity: {severity}"))),
             "{}: no unit test where it fires with severity {severity}",
