@@ -77,6 +77,32 @@ impl AlertBlock {
     }
 }
 
+impl AlertBlock {
+    /// The rule's `expr`, also when written as a block scalar (`expr: |`
+    /// followed by more indented lines).
+    pub fn expr(&self) -> String {
+        let mut lines = self.text.lines();
+        let mut out = String::new();
+        while let Some(l) = lines.next() {
+            let Some(rest) = l.trim_start().strip_prefix("expr:") else { continue };
+            let rest = rest.trim();
+            if rest != "|" && rest != ">" {
+                return rest.trim_matches('"').to_string();
+            }
+            let indent = l.len() - l.trim_start().len();
+            for cont in lines.by_ref() {
+                if cont.len() - cont.trim_start().len() <= indent && !cont.trim().is_empty() {
+                    break;
+                }
+                out.push_str(cont.trim());
+                out.push('\n');
+            }
+            break;
+        }
+        out
+    }
+}
+
 /// The alert blocks of a rules file, in order. Comment lines between
 /// blocks belong to the next one's preceding text and are left out.
 pub fn alert_blocks(rules: &str) -> Vec<AlertBlock> {

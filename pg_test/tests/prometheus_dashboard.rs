@@ -171,7 +171,7 @@ fn dashboard_and_rules_use_only_metric_names_logical_ext_serves() {
     }
     let rules = fs::read_to_string(rules_path()).expect("read rules");
     for b in alert_blocks(&rules) {
-        let expr = b.field("expr").unwrap_or_default();
+        let expr = b.expr();
         assert!(!expr.is_empty(), "alert {} has no expr", b.name);
         for n in metric_names_in(&expr) {
             if !served.contains(&n) {

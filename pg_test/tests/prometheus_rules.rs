@@ -90,14 +90,14 @@ fn promtool_unit_tests_of_every_alert_pass() {
     assert!(out.status.success(), "promtool test rules failed: {}", describe(&out));
 }
 
-/// Each alert silenced in turn (its expression replaced by one that never
-/// holds) makes the unit tests fail: every alert has a firing case that is
-/// really checked.
+/// Each rule silenced in turn (its expression replaced by one that never
+/// holds) makes the unit tests fail: every rule (also each severity of an
+/// alert with two) has a firing case that is really checked.
 #[test]
 fn unit_tests_fail_when_any_alert_stops_firing() {
     let Some(pt) = require_program("promtool") else { return };
     let rules = rules_text();
-    let names: BTreeSet<String> = alert_blocks(&rules).into_iter().map(|b| b.name).collect();
+    let blocks = alert_blocks(&rules);
     let work = std::env::temp_dir().join(format!("logical_ext_rules_mutants_{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(work.join("tests")).expect("create mutant dir");
@@ -107,25 +107,40 @@ fn unit_tests_fail_when_any_alert_stops_firing() {
         fs::copy(&f, &copy).expect("copy unit test");
         files.push(copy);
     }
-    for name in &names {
+    for (k, block) in blocks.iter().enumerate() {
+        let name = &block.name;
         let mut silenced = String::new();
         let mut in_alert = false;
+        let mut seen_blocks = 0;
+        // Inside a replaced `expr: |`: the indentation of its `expr:` line.
+        let mut skipping: Option<usize> = None;
         for line in rules.lines() {
-            if let Some(n) = line.trim_start().strip_prefix("- alert:") {
-                in_alert = n.trim() == name;
+            let indent = line.len() - line.trim_start().len();
+            if let Some(i) = skipping {
+                if indent > i || line.trim().is_empty() {
+                    continue;
+                }
+                skipping = None;
+            }
+            if line.trim_start().starts_with("- alert:") {
+                in_alert = seen_blocks == k;
+                seen_blocks += 1;
             }
             if in_alert && line.trim_start().starts_with("expr:") {
-                let indent = &line[..line.len() - line.trim_start().len()];
-                silenced.push_str(&format!("{indent}expr: vector(1) == 0\n"));
+                silenced.push_str(&format!("{}expr: vector(1) == 0\n", &line[..indent]));
+                let value = line.trim_start()["expr:".len()..].trim();
+                if value == "|" || value == ">" {
+                    skipping = Some(indent);
+                }
             } else {
                 silenced.push_str(line);
                 silenced.push('\n');
             }
         }
-        assert_ne!(silenced, rules, "alert {name}: no expr line replaced");
+        assert_ne!(silenced, rules, "rule {k} ({name}): no expr line replaced");
         fs::write(work.join("logical_ext.rules.yml"), &silenced).expect("write mutant rules");
         let out = promtool(&pt, &["test", "rules"], &files, &work.join("tests"));
-        assert!(!out.status.success(), "unit tests still pass with alert {name} silenced: {}", describe(&out));
+        assert!(!out.status.success(), "unit tests still pass with rule {k} ({name}) silenced: {}", describe(&out));
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(text.contains(&format!("alertname: {name},")), "promtool does not name {name}: {}", describe(&out));
     }
