@@ -122,3 +122,39 @@ CREATE VIEW logical_ext.subscription_status AS
 REVOKE ALL ON FUNCTION logical_ext.subscription_status_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.subscription_status_rows() TO pg_monitor;
 GRANT SELECT ON logical_ext.subscription_status TO pg_monitor;
+
+-- == Issue 18 (helper M): slot xmin ages and the temporary flag ==
+-- slot_health() gains the columns temporary, xmin_age and catalog_xmin_age;
+-- its forecast_basis is now 'safe_wal_size' or 'disk' (the nearer limit).
+-- A new OUT column changes the row type: the function is created again.
+DROP FUNCTION logical_ext.slot_health();
+CREATE FUNCTION logical_ext."slot_health"() RETURNS TABLE (
+	"slot_name" TEXT,  /* String */
+	"plugin" TEXT,  /* Option < String > */
+	"slot_type" TEXT,  /* String */
+	"database" TEXT,  /* Option < String > */
+	"active" bool,  /* bool */
+	"active_pid" INT,  /* Option < i32 > */
+	"restart_lsn" pg_lsn,  /* Option < Lsn > */
+	"confirmed_flush_lsn" pg_lsn,  /* Option < Lsn > */
+	"lag_bytes" bigint,  /* Option < i64 > */
+	"retained_wal_bytes" bigint,  /* Option < i64 > */
+	"wal_status" TEXT,  /* Option < String > */
+	"safe_wal_size" bigint,  /* Option < i64 > */
+	"inactive_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"wal_growth_bytes_per_sec" double precision,  /* Option < f64 > */
+	"seconds_until_exhausted" double precision,  /* Option < f64 > */
+	"forecast_basis" TEXT,  /* String */
+	"status" TEXT,  /* String */
+	"reason" TEXT,  /* String */
+	"temporary" bool,  /* bool */
+	"xmin_age" bigint,  /* Option < i64 > */
+	"catalog_xmin_age" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'slot_health_wrapper';
+COMMENT ON FUNCTION logical_ext.slot_health() IS
+    'One row per replication slot: lag, retained WAL, inactive time, growth, forecast, xmin ages, status and reason';
+REVOKE ALL ON FUNCTION logical_ext.slot_health() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.slot_health() TO pg_monitor;

@@ -211,7 +211,7 @@ fn health_of_active_inactive_and_physical_slots() {
     assert!(idle.lag_bytes.unwrap() >= 100 * 1000, "{idle:#?}");
     assert!(idle.retained_wal_bytes.unwrap() >= idle.lag_bytes.unwrap());
     assert_eq!(idle.wal_status.as_deref(), Some("reserved"));
-    assert_eq!(idle.forecast_basis, "pg_wal_free_space", "max_slot_wal_keep_size is unlimited");
+    assert_eq!(idle.forecast_basis, "disk", "max_slot_wal_keep_size is unlimited");
     assert!(idle.safe_wal_size.is_none());
 
     // The active slot stays ok whatever its age: its consumer confirms.
@@ -304,7 +304,7 @@ fn wal_status_lost_through_a_small_max_slot_wal_keep_size() {
     );
     create_slot(&mut c, "doomed", "test_decoding");
     let h = health_of(&mut c, "doomed");
-    assert_eq!(h.forecast_basis, "max_slot_wal_keep_size");
+    assert_eq!(h.forecast_basis, "safe_wal_size");
     assert!(h.safe_wal_size.is_some(), "{h:#?}");
 
     wait_until(TIMEOUT, "the slot is lost", || {
@@ -328,7 +328,7 @@ fn wal_status_lost_through_a_small_max_slot_wal_keep_size() {
     assert!(h.reason.contains(&format!("after {confirmed} can no longer be decoded")), "{h:#?}");
     assert!(h.reason.contains("to recover: drop the slot and resynchronise the consumer"), "{h:#?}");
     assert_eq!(h.seconds_until_exhausted, Some(0.0), "{h:#?}");
-    assert_eq!(h.forecast_basis, "max_slot_wal_keep_size");
+    assert_eq!(h.forecast_basis, "safe_wal_size");
     assert!(h.safe_wal_size.is_none());
 
     let metrics = query_string(&mut c, "SELECT logical_ext.metrics()");
@@ -371,7 +371,7 @@ fn forecast_is_positive_while_wal_grows() {
         let h = health_of(&mut c, "stale");
         let ok = h.wal_growth_bytes_per_sec.is_some_and(|g| g > 10_000.0)
             && h.seconds_until_exhausted.is_some_and(|s| s > 0.0)
-            && h.forecast_basis == "max_slot_wal_keep_size";
+            && h.forecast_basis == "safe_wal_size";
         last = Some(h);
         ok
     });
@@ -390,7 +390,7 @@ fn forecast_is_positive_while_wal_grows() {
     wait_until(TIMEOUT, "the forecast is against pg_wal's free space", || {
         write_wal(&mut c, 200);
         let h = health_of(&mut c, "stale");
-        let ok = h.forecast_basis == "pg_wal_free_space" && h.seconds_until_exhausted.is_some_and(|s| s > 0.0);
+        let ok = h.forecast_basis == "disk" && h.seconds_until_exhausted.is_some_and(|s| s > 0.0);
         last = Some(h);
         ok
     });
