@@ -65,9 +65,7 @@ fn wait_for(p: &Prometheus, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn prometheus_scrapes_the_figures_and_fires_then_resolves_the_inactive_slot_alert() {
-    if require_program("prometheus").is_none() || require_program("promtool").is_none() {
-        return;
-    }
+    let (Some(_), Some(promtool)) = (require_program("prometheus"), require_program("promtool")) else { return };
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let cluster = Cluster::start(
@@ -91,7 +89,7 @@ fn prometheus_scrapes_the_figures_and_fires_then_resolves_the_inactive_slot_aler
         _ => false,
     });
     assert!(up, "the metrics endpoint {addr} does not serve the figures\n--- log:\n{}", cluster.log_tail(20));
-    let mut lint = Command::new("promtool")
+    let mut lint = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
