@@ -258,6 +258,56 @@ impl Cluster {
     /// initdb + configure + start a new cluster. `extra_conf` lines are appended
     /// to the settings (later settings win), e.g. `&["logical_decoding_work_mem = '1MB'"]`.
     pub fn start(name: &str, extra_conf: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new_dir(name);
+        cluster.initdb(extra_conf);
+        cluster.start_server();
+        cluster
+    }
+
+    /// A streaming hot standby of `primary`: `pg_basebackup -R` through the
+    /// physical slot `slot` (created by the backup), started with the
+    /// primary's settings plus `extra_conf`. Returns once it accepts
+    /// connections (in recovery).
+    pub fn standby_of(primary: &Cluster, name: &str, slot: &str, extra_conf: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new_dir(name);
+        run_checked(
+            command_as_postgres(pg_bin("pg_basebackup"))
+                .current_dir(&cluster.dir)
+                .arg("-D")
+                .arg(cluster.data_dir())
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-C",
+                    "-S",
+                    slot,
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ]),
+            &format!("pg_basebackup of {} for standby {name}", primary.name),
+        );
+        let mut text = format!("\n# standby {name}\nunix_socket_directories = '{}'\n", cluster.dir.display());
+        for line in extra_conf {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.data_dir().join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("append to the standby's postgresql.conf");
+        cluster.start_server();
+        cluster
+    }
+
+    /// A new, empty cluster directory (owned by `postgres`).
+    fn new_dir(name: &str) -> Cluster {
         let base = make_base_dir();
         // Keep the socket path (dir + "/.s.PGSQL.NNNNN") under the 107-byte limit.
         let short: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(32).collect();
@@ -274,10 +324,7 @@ impl Cluster {
             }
         };
         chown_to_postgres(&dir);
-        let mut cluster = Cluster { name: name.to_string(), dir, port: 0, running: false };
-        cluster.initdb(extra_conf);
-        cluster.start_server();
-        cluster
+        Cluster { name: name.to_string(), dir, port: 0, running: false }
     }
 
     fn initdb(&self, extra_conf: &[&str]) {

@@ -696,6 +696,14 @@ fn metrics_are_prometheus_text_a_parser_accepts() {
             "logical_ext_sampler_samples",
             "logical_ext_subscription_applied_transactions",
             "logical_ext_subscription_applied_changes",
+            "logical_ext_subscription_conflicts",
+            "logical_ext_subscription_apply_errors",
+            "logical_ext_subscription_sync_errors",
+            "logical_ext_slot_spill_bytes",
+            "logical_ext_slot_spilled_transactions",
+            "logical_ext_slot_stream_bytes",
+            "logical_ext_slot_streamed_transactions",
+            "logical_ext_slot_decoded_bytes",
         ];
         let want = if counters.contains(&fam.as_str()) { "counter" } else { "gauge" };
         assert_eq!(kind, want, "{fam}");
@@ -758,6 +766,21 @@ fn metrics_are_prometheus_text_a_parser_accepts() {
         v[0].2
     };
     assert_eq!(value("logical_ext_subscription_enabled"), 1.0);
+    assert_eq!(value("logical_ext_subscription_apply_errors"), 0.0);
+    assert_eq!(value("logical_ext_subscription_sync_errors"), 0.0);
+    let (_, conflicts) = &f["logical_ext_subscription_conflicts"];
+    let types: Vec<&str> = conflicts.iter().map(|(_, l, _)| l["conflict_type"].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "insert_exists",
+            "update_exists",
+            "update_missing",
+            "delete_missing",
+            "update_origin_differs",
+            "delete_origin_differs"
+        ]
+    );
     assert_eq!(value("logical_ext_subscription_streaming"), 1.0);
     assert_eq!(value("logical_ext_subscription_error"), 0.0);
     assert!(value("logical_ext_subscription_applied_transactions") >= 1.0);

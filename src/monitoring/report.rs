@@ -127,12 +127,7 @@ fn pg_wal_free_bytes() -> Option<u64> {
 fn pg_wal_directory_bytes() -> Option<u64> {
     let entries = std::fs::read_dir(pg_wal_dir()).ok()?;
     Some(
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum(),
+        entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum(),
     )
 }
 
@@ -447,10 +442,19 @@ pub(crate) struct ServerReport {
 }
 
 pub(crate) fn server() -> ServerReport {
-    let (in_recovery, receive, replay) = Spi::get_three::<bool, Lsn, Lsn>(
-        "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_receive_lsn(), \
-         pg_catalog.pg_last_wal_replay_lsn()",
-    )
+    // A read-only select: Spi::get_* would run it as an update, which
+    // assigns a transaction ID, impossible on a standby.
+    let (in_recovery, receive, replay) = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_receive_lsn(), \
+                 pg_catalog.pg_last_wal_replay_lsn()",
+                Some(1),
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((row.get::<bool>(1)?, row.get::<Lsn>(2)?, row.get::<Lsn>(3)?))
+    })
     .or_report();
     let fs = pg_wal_filesystem();
     ServerReport {
