@@ -21,6 +21,9 @@ pub() { cluster_psql publisher "$@"; }
 CHANGES_SQL="SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL,
   'format-version', '2', 'include-xids', '1', 'include-lsn', '1', 'include-timestamp', '1')"
 
+# The publisher's metrics endpoint (logical_ext.metrics_listen), scraped at the end.
+METRICS_PORT=""
+
 start_publisher() {
   section "1. A throwaway publisher cluster (shared_preload_libraries = 'logical_ext', for DDL capture)"
   METRICS_PORT=$(free_port)
@@ -213,7 +216,7 @@ slot_health() {
 
 metrics_scrape() {
   section "12. The same figures over HTTP, as Prometheus scrapes them (logical_ext.metrics_listen)"
-  note "GET http://127.0.0.1:$METRICS_PORT/metrics (slot and WAL families; the full text has HELP/TYPE for each):"
+  note "GET http://127.0.0.1:$METRICS_PORT/metrics (slot and WAL families; the full text has HELP/TYPE for each; alert rules and a Grafana dashboard: monitoring/, runbooks: docs/MONITORING.md):"
   python3 - "$METRICS_PORT" <<'PY'
 import sys, urllib.request
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30) as r:

@@ -18,6 +18,7 @@ pub mod differential;
 pub mod generator;
 pub mod json;
 pub mod pgoutput;
+pub mod prometheus;
 pub mod replication;
 pub mod sync;
 
