@@ -21,9 +21,13 @@ pub() { cluster_psql publisher "$@"; }
 CHANGES_SQL="SELECT data FROM pg_logical_slot_get_changes('demo', NULL, NULL,
   'format-version', '2', 'include-xids', '1', 'include-lsn', '1', 'include-timestamp', '1')"
 
+# The publisher's metrics endpoint (logical_ext.metrics_listen), scraped at the end.
+METRICS_PORT=""
+
 start_publisher() {
   section "1. A throwaway publisher cluster (shared_preload_libraries = 'logical_ext', for DDL capture)"
-  cluster_start publisher logical_ext
+  METRICS_PORT=$(free_port)
+  cluster_start publisher logical_ext "logical_ext.metrics_listen = '127.0.0.1:$METRICS_PORT'"
   note "$("$PGBIN/postgres" --version); $(cluster_conninfo publisher); data in ${CLUSTER_DIR[publisher]}"
   note "output_plugin_libraries = $(pub -Atc 'SHOW output_plugin_libraries')"
 }
@@ -210,8 +214,24 @@ slot_health() {
           FROM logical_ext.slot_health() ORDER BY slot_name"
 }
 
+metrics_scrape() {
+  section "12. The same figures over HTTP, as Prometheus scrapes them (logical_ext.metrics_listen)"
+  note "GET http://127.0.0.1:$METRICS_PORT/metrics (slot and WAL families; the full text has HELP/TYPE for each; alert rules and a Grafana dashboard: monitoring/, runbooks: docs/MONITORING.md):"
+  python3 - "$METRICS_PORT" <<'PY'
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30) as r:
+    print("HTTP", r.status, r.headers["Content-Type"])
+    shown = ("logical_ext_slot_status", "logical_ext_slot_lag_bytes", "logical_ext_slot_catalog_xmin_age",
+             "logical_ext_wal_")
+    for line in r.read().decode().splitlines():
+        # One status line per slot: the one that is 1.
+        if line.startswith(shown) and not (line.startswith("logical_ext_slot_status") and line.endswith(" 0")):
+            print(line)
+PY
+}
+
 reconcile() {
-  section "12. Online reconciliation: prove a table equal, find each differing row, repair it"
+  section "13. Online reconciliation: prove a table equal, find each differing row, repair it"
   note "three hand edits on the subscriber (a deleted, an extra and a modified row), then verify:"
   sub -c "DELETE FROM items WHERE id = 150; INSERT INTO items VALUES (99999, 'only here', 1, '{}');
           UPDATE items SET price = 0 WHERE id = 160"
@@ -237,6 +257,7 @@ main() {
   conflicts
   ddl_replication
   slot_health
+  metrics_scrape
   reconcile
   section "Done: the cluster is stopped and removed on exit"
 }

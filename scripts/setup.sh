@@ -11,9 +11,12 @@ PG_CONFIG=${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # python3-psycopg2: the replication consumer of pg_test/tests/decoder_consumers.rs
 # (both for Debian's /usr/bin/python3, which the tests run).
 # postgresql-15-repack/-partman/-cron: the tools pg_test/tests/ddl_tools.rs runs.
+# prometheus (with promtool) and prometheus-postgres-exporter: the Prometheus
+# tests of pg_test/tests/prometheus*.rs (monitoring/ rules, a real scrape).
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo
           postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev
-          python3-prometheus-client python3-psycopg2 postgresql-15-repack postgresql-15-partman postgresql-15-cron)
+          python3-prometheus-client python3-psycopg2 postgresql-15-repack postgresql-15-partman postgresql-15-cron
+          prometheus prometheus-postgres-exporter)
 
 log() { echo "== setup: $*" >&2; }
 

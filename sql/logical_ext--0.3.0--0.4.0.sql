@@ -123,6 +123,182 @@ REVOKE ALL ON FUNCTION logical_ext.subscription_status_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.subscription_status_rows() TO pg_monitor;
 GRANT SELECT ON logical_ext.subscription_status TO pg_monitor;
 
+-- == Issue 16 (helper S): no silent gap, sequences ==
+-- The apply worker refuses to stream from a slot whose confirmed_flush_lsn is
+-- past its origin's progress (src/apply/slot_fence.rs, docs/FAILOVER.md).
+-- Subscriptions of 0.3.0 start with accept_once: their workers reported idle
+-- positions as flushed without moving the origin, so their slots are
+-- legitimately ahead; the first start under 0.4.0 adopts the slot's position.
+ALTER TABLE logical_ext.subscription
+    ADD COLUMN slot_gap text NOT NULL DEFAULT 'accept_once' CHECK (slot_gap IN ('refuse', 'accept_once')),
+    ADD COLUMN slot_gap_accepted text;
+ALTER TABLE logical_ext.subscription ALTER COLUMN slot_gap SET DEFAULT 'refuse';
+
+CREATE FUNCTION logical_ext."accept_slot_gap"(
+	"subscription" TEXT /* &str */
+) RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'accept_slot_gap_wrapper';
+REVOKE ALL ON FUNCTION logical_ext.accept_slot_gap(text) FROM PUBLIC;
+
+-- Sequences in the stream (src/sequences/, src/apply/sequence/).
+CREATE FUNCTION logical_ext."replicate_sequence"(
+	"seq" regclass /* pgrx :: PgRelation */
+) RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'replicate_sequence_wrapper';
+
+CREATE FUNCTION logical_ext."start_sequence_capture"() RETURNS bool /* bool */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'start_sequence_capture_wrapper';
+
+CREATE FUNCTION logical_ext."sync_sequences"(
+	"subscription" TEXT /* & str */
+) RETURNS TABLE (
+	"sequence" TEXT,  /* String */
+	"action" TEXT,  /* String */
+	"publisher_last_value" bigint,  /* i64 */
+	"publisher_is_called" bool,  /* bool */
+	"local_before" bigint,  /* Option < i64 > */
+	"local_after" bigint  /* Option < i64 > */
+)
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sync_sequences_wrapper';
+
+-- Sequences in the stream (src/sequences/, docs/FORMAT.md "SEQ documents",
+-- docs/FAILOVER.md). On the publisher, the capture worker reads the sequences
+-- that feed published tables (and those added with replicate_sequence()) every
+-- logical_ext.sequence_capture_interval and, for those that moved, writes one
+-- transactional logical message (prefix logical_ext.sequence). This table is
+-- what makes such a message authentic: only the capture worker (a superuser)
+-- writes it, in the message's own transaction, with the values it sends; the
+-- output plugin reads it under the decoding snapshot (user_catalog_table).
+-- id: the sequence's pg_class oid (bigint: the key the plugin looks up).
+-- explicit: added with replicate_sequence() (sent to every consumer).
+CREATE TABLE logical_ext.replicated_sequence (
+    id             bigint PRIMARY KEY,
+    explicit       boolean NOT NULL DEFAULT false,
+    sent_xid       xid8,
+    sent_value     bigint,
+    sent_is_called boolean,
+    sent_at        timestamptz
+) WITH (user_catalog_table = true);
+REVOKE ALL ON logical_ext.replicated_sequence FROM PUBLIC;
+GRANT SELECT ON logical_ext.replicated_sequence TO pg_monitor;
+
+-- The state of one sequence, exactly (pg_sequence_last_value() hides
+-- last_value when is_called is false). Needs SELECT on the sequence.
+CREATE FUNCTION logical_ext.sequence_state(seq regclass, OUT last_value bigint, OUT is_called boolean)
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE pg_catalog.format('SELECT last_value, is_called FROM %s', seq) INTO last_value, is_called;
+END
+$$;
+
+-- The sequences a consumer of `publications` (every publication when NULL)
+-- gets: those feeding a published table through a column default (serial,
+-- nextval('s') shared by several tables) or an identity column, and every
+-- sequence added with replicate_sequence(). Publisher side: read by the
+-- capture worker and, over the subscription's connection, by
+-- sync_sequences() on a subscriber. Runs with the caller's privileges.
+CREATE FUNCTION logical_ext.replicated_sequences(publications text[] DEFAULT NULL)
+RETURNS TABLE (seqid oid, schema text, name text, last_value bigint, is_called boolean,
+               increment bigint, publications text[], explicit boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH published AS (
+        SELECT c.oid AS relid, pt.pubname::text AS pubname
+          FROM pg_catalog.pg_publication_tables pt
+          JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+          JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+         WHERE $1 IS NULL OR pt.pubname = ANY ($1)
+    ), fed AS (
+        SELECT d.refobjid AS seq, p.pubname
+          FROM published p
+          JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = p.relid
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+               AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        UNION
+        SELECT d.objid, p.pubname
+          FROM published p
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               AND d.refobjid = p.relid AND d.deptype = 'i'
+    ), chosen AS (
+        SELECT x.seq,
+               coalesce(pg_catalog.array_agg(DISTINCT x.pubname) FILTER (WHERE x.pubname IS NOT NULL), '{}') AS pubs,
+               pg_catalog.bool_or(x.explicit) AS explicit
+          FROM (SELECT f.seq, f.pubname, false AS explicit FROM fed f
+                UNION ALL
+                SELECT r.id::oid, NULL, true FROM logical_ext.replicated_sequence r WHERE r.explicit) x
+         GROUP BY x.seq
+    )
+    SELECT s.oid, n.nspname::text, s.relname::text, st.last_value, st.is_called, sq.seqincrement, c.pubs, c.explicit
+      FROM chosen c
+      JOIN pg_catalog.pg_class s ON s.oid = c.seq AND s.relkind = 'S'
+      JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+      JOIN pg_catalog.pg_sequence sq ON sq.seqrelid = s.oid
+     CROSS JOIN LATERAL logical_ext.sequence_state(s.oid::pg_catalog.regclass) st
+     ORDER BY 2, 3
+$$;
+
+-- Reading sequence values needs SELECT on them: whoever the subscription
+-- connects as (sync_sequences) and the capture worker (a superuser).
+REVOKE ALL ON FUNCTION logical_ext.sequence_state(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.replicated_sequences(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.sequence_state(regclass) TO pg_monitor;
+GRANT EXECUTE ON FUNCTION logical_ext.replicated_sequences(text[]) TO pg_monitor;
+-- replicate_sequence(): the sequence's owner or a superuser (checked inside).
+-- sync_sequences(): superusers (it reads the subscription's conninfo).
+REVOKE ALL ON FUNCTION logical_ext.sync_sequences(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.start_sequence_capture() FROM PUBLIC;
+-- The capture worker of this database starts with the extension (with
+-- logical_ext in shared_preload_libraries; otherwise at the next start).
+SELECT logical_ext.start_sequence_capture();
+
+-- == Issue 18 (helper M): slot xmin ages and the temporary flag ==
+-- slot_health() gains the columns temporary, xmin_age and catalog_xmin_age;
+-- its forecast_basis is now 'safe_wal_size' or 'disk' (the nearer limit).
+-- A new OUT column changes the row type: the function is created again.
+DROP FUNCTION logical_ext.slot_health();
+CREATE FUNCTION logical_ext."slot_health"() RETURNS TABLE (
+	"slot_name" TEXT,  /* String */
+	"plugin" TEXT,  /* Option < String > */
+	"slot_type" TEXT,  /* String */
+	"database" TEXT,  /* Option < String > */
+	"active" bool,  /* bool */
+	"active_pid" INT,  /* Option < i32 > */
+	"restart_lsn" pg_lsn,  /* Option < Lsn > */
+	"confirmed_flush_lsn" pg_lsn,  /* Option < Lsn > */
+	"lag_bytes" bigint,  /* Option < i64 > */
+	"retained_wal_bytes" bigint,  /* Option < i64 > */
+	"wal_status" TEXT,  /* Option < String > */
+	"safe_wal_size" bigint,  /* Option < i64 > */
+	"inactive_since" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"wal_growth_bytes_per_sec" double precision,  /* Option < f64 > */
+	"seconds_until_exhausted" double precision,  /* Option < f64 > */
+	"forecast_basis" TEXT,  /* String */
+	"status" TEXT,  /* String */
+	"reason" TEXT,  /* String */
+	"temporary" bool,  /* bool */
+	"xmin_age" bigint,  /* Option < i64 > */
+	"catalog_xmin_age" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'slot_health_wrapper';
+COMMENT ON FUNCTION logical_ext.slot_health() IS
+    'One row per replication slot: lag, retained WAL, inactive time, growth, forecast, xmin ages, status and reason';
+REVOKE ALL ON FUNCTION logical_ext.slot_health() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION logical_ext.slot_health() TO pg_monitor;
+
 -- == Issue 17 (helper V): online reconciliation (docs/RECONCILE.md) ==
 -- Publisher side: reconcile_verify/reconcile_repair (granted by the operator to
 -- the subscription's role); subscriber side: verify_table, verify_subscription,

@@ -82,7 +82,7 @@ $$;
 COMMENT ON FUNCTION logical_ext.replication_status() IS
     'Each walsender joined with its slot: positions and lag in bytes and time';
 COMMENT ON FUNCTION logical_ext.slot_health() IS
-    'One row per replication slot: lag, retained WAL, inactive time, growth, forecast, status and reason';
+    'One row per replication slot: lag, retained WAL, inactive time, growth, forecast, xmin ages, status and reason';
 COMMENT ON FUNCTION logical_ext.metrics() IS
     'slot_health(), replication_status(), logical_ext subscription and sampler figures in the Prometheus text format';
 COMMENT ON FUNCTION logical_ext.sampler_status() IS

@@ -14,7 +14,13 @@ CREATE TABLE logical_ext.subscription (
     options      jsonb NOT NULL DEFAULT '{}',
     skip_lsn     pg_lsn,          -- set by skip_transaction(), cleared when skipped
     slot_pending boolean NOT NULL DEFAULT false,  -- the worker creates the slot (exporting a snapshot for the initial copy)
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- No silent gap (src/apply/slot_fence.rs): what the worker does with a slot
+    -- whose confirmed_flush_lsn is past the origin's progress. accept_slot_gap()
+    -- sets accept_once; the worker adopts the slot's position once, records it
+    -- in slot_gap_accepted and sets refuse again.
+    slot_gap     text NOT NULL DEFAULT 'refuse' CHECK (slot_gap IN ('refuse', 'accept_once')),
+    slot_gap_accepted text
 );
 REVOKE ALL ON logical_ext.subscription FROM PUBLIC;
 -- Names are not secrets (subscription_status shows them); the conninfo is.
@@ -234,5 +240,6 @@ GRANT SELECT ON logical_ext.conflict_resolutions TO pg_monitor;
 
 REVOKE ALL ON FUNCTION logical_ext.set_conflict_resolution(text, text, text, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.skip_transaction(text, pg_lsn) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.accept_slot_gap(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.effective_conflict_resolutions() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.effective_conflict_resolutions() TO pg_monitor;

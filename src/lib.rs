@@ -6,6 +6,7 @@
 //! - [`monitoring`]: slot health, replication status, stale-slot clean-up,
 //!   Prometheus metrics, and the background sampler behind them.
 //! - [`ddl`]: DDL capture by event triggers and its replay in stream order.
+//! - [`sequences`]: sequence states captured into the stream (publisher side).
 //!
 //! `ffi` is the thin layer of PostgreSQL calls shared by the parts.
 
@@ -19,6 +20,7 @@ mod decoder;
 mod ffi;
 mod monitoring;
 mod reconcile;
+mod sequences;
 mod settings;
 
 // The roles of docs/SECURITY.md, before any grant mentions them.

@@ -18,6 +18,7 @@ pub mod differential;
 pub mod generator;
 pub mod json;
 pub mod pgoutput;
+pub mod prometheus;
 pub mod replication;
 pub mod sync;
 
@@ -257,6 +258,56 @@ impl Cluster {
     /// initdb + configure + start a new cluster. `extra_conf` lines are appended
     /// to the settings (later settings win), e.g. `&["logical_decoding_work_mem = '1MB'"]`.
     pub fn start(name: &str, extra_conf: &[&str]) -> Cluster {
+        let mut cluster = Cluster::empty(name);
+        cluster.initdb(extra_conf);
+        cluster.start_server();
+        cluster
+    }
+
+    /// A streaming hot standby of `primary`: `pg_basebackup -R` through the
+    /// physical slot `slot` (created by the backup), started with the
+    /// primary's settings plus `extra_conf`. Returns once it accepts
+    /// connections (in recovery).
+    pub fn standby_of(primary: &Cluster, name: &str, slot: &str, extra_conf: &[&str]) -> Cluster {
+        let mut cluster = Cluster::empty(name);
+        run_checked(
+            command_as_postgres(pg_bin("pg_basebackup"))
+                .current_dir(&cluster.dir)
+                .arg("-D")
+                .arg(cluster.data_dir())
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-C",
+                    "-S",
+                    slot,
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ]),
+            &format!("pg_basebackup of {} for standby {name}", primary.name),
+        );
+        let mut text = format!("\n# standby {name}\nunix_socket_directories = '{}'\n", cluster.dir.display());
+        for line in extra_conf {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::OpenOptions::new()
+            .append(true)
+            .open(cluster.data_dir().join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("append to the standby's postgresql.conf");
+        cluster.start_server();
+        cluster
+    }
+
+    /// A new, empty cluster directory (no `data/` yet), owned by `postgres`.
+    fn empty(name: &str) -> Cluster {
         let base = make_base_dir();
         // Keep the socket path (dir + "/.s.PGSQL.NNNNN") under the 107-byte limit.
         let short: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(32).collect();
@@ -273,10 +324,50 @@ impl Cluster {
             }
         };
         chown_to_postgres(&dir);
-        let mut cluster = Cluster { name: name.to_string(), dir, port: 0, running: false };
-        cluster.initdb(extra_conf);
-        cluster.start_server();
-        cluster
+        Cluster { name: name.to_string(), dir, port: 0, running: false }
+    }
+
+    /// A physical copy of this running cluster (`pg_basebackup`, WAL
+    /// streamed, fast checkpoint) as a new cluster that is **not started**:
+    /// start it with [`Cluster::start_stopped`] (its own port and socket
+    /// directory). Its `postgresql.conf` is this cluster's, so it preloads
+    /// the same libraries and starts the same background workers — a clone
+    /// of a subscriber, a restored backup, or, with `standby_mode`, a
+    /// streaming physical standby (`standby.signal` and `primary_conninfo`).
+    pub fn base_backup(&self, name: &str, standby_mode: bool) -> Cluster {
+        let clone = Cluster::empty(name);
+        let mut cmd = command_as_postgres(pg_bin("pg_basebackup"));
+        cmd.current_dir(clone.dir()).arg("-D").arg(clone.data_dir()).args([
+            "-h",
+            &self.dir.display().to_string(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        ]);
+        if standby_mode {
+            cmd.arg("-R");
+        }
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(300), &format!("pg_basebackup into {name}"));
+        assert!(
+            out.status.success(),
+            "pg_basebackup of {} into {name} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        clone
+    }
+
+    /// Starts a stopped cluster (made by [`Cluster::base_backup`], or
+    /// stopped with [`Cluster::stop_with`]) on a free port.
+    pub fn start_stopped(&mut self) {
+        assert!(!self.running, "cluster {} is running", self.name);
+        self.start_server();
     }
 
     fn initdb(&self, extra_conf: &[&str]) {
@@ -301,8 +392,9 @@ impl Cluster {
             text.push_str(line);
             text.push('\n');
         }
-        let _ = writeln!(text, "unix_socket_directories = '{}'", self.dir.display());
-        // The port lives in its own file so a retry can pick another one.
+        // The port (and the socket directory: a base backup of this cluster
+        // has a directory of its own) live in their own file so a retry
+        // can pick another port.
         text.push_str("include_if_exists = 'harness_port.conf'\n");
         for line in extra_conf {
             text.push_str(line);
@@ -316,7 +408,8 @@ impl Cluster {
         for _attempt in 0..5 {
             self.port = free_port();
             let port_file = self.data_dir().join("harness_port.conf");
-            fs::write(&port_file, format!("port = {}\n", self.port)).expect("write port conf");
+            let conf = format!("port = {}\nunix_socket_directories = '{}'\n", self.port, self.dir.display());
+            fs::write(&port_file, conf).expect("write port conf");
             chown_to_postgres(&port_file);
             let out = command_as_postgres(pg_bin("pg_ctl"))
                 .current_dir(&self.dir)

@@ -186,7 +186,7 @@ fn health_of_active_inactive_and_physical_slots() {
         out_args.join(","),
         "slot_name,plugin,slot_type,database,active,active_pid,restart_lsn,confirmed_flush_lsn,lag_bytes,\
          retained_wal_bytes,wal_status,safe_wal_size,inactive_since,wal_growth_bytes_per_sec,\
-         seconds_until_exhausted,forecast_basis,status,reason"
+         seconds_until_exhausted,forecast_basis,status,reason,temporary,xmin_age,catalog_xmin_age"
     );
 
     create_slot(&mut c, "busy", PLUGIN);
@@ -211,7 +211,7 @@ fn health_of_active_inactive_and_physical_slots() {
     assert!(idle.lag_bytes.unwrap() >= 100 * 1000, "{idle:#?}");
     assert!(idle.retained_wal_bytes.unwrap() >= idle.lag_bytes.unwrap());
     assert_eq!(idle.wal_status.as_deref(), Some("reserved"));
-    assert_eq!(idle.forecast_basis, "pg_wal_free_space", "max_slot_wal_keep_size is unlimited");
+    assert_eq!(idle.forecast_basis, "disk", "max_slot_wal_keep_size is unlimited");
     assert!(idle.safe_wal_size.is_none());
 
     // The active slot stays ok whatever its age: its consumer confirms.
@@ -304,7 +304,7 @@ fn wal_status_lost_through_a_small_max_slot_wal_keep_size() {
     );
     create_slot(&mut c, "doomed", "test_decoding");
     let h = health_of(&mut c, "doomed");
-    assert_eq!(h.forecast_basis, "max_slot_wal_keep_size");
+    assert_eq!(h.forecast_basis, "safe_wal_size");
     assert!(h.safe_wal_size.is_some(), "{h:#?}");
 
     wait_until(TIMEOUT, "the slot is lost", || {
@@ -328,7 +328,7 @@ fn wal_status_lost_through_a_small_max_slot_wal_keep_size() {
     assert!(h.reason.contains(&format!("after {confirmed} can no longer be decoded")), "{h:#?}");
     assert!(h.reason.contains("to recover: drop the slot and resynchronise the consumer"), "{h:#?}");
     assert_eq!(h.seconds_until_exhausted, Some(0.0), "{h:#?}");
-    assert_eq!(h.forecast_basis, "max_slot_wal_keep_size");
+    assert_eq!(h.forecast_basis, "safe_wal_size");
     assert!(h.safe_wal_size.is_none());
 
     let metrics = query_string(&mut c, "SELECT logical_ext.metrics()");
@@ -371,7 +371,7 @@ fn forecast_is_positive_while_wal_grows() {
         let h = health_of(&mut c, "stale");
         let ok = h.wal_growth_bytes_per_sec.is_some_and(|g| g > 10_000.0)
             && h.seconds_until_exhausted.is_some_and(|s| s > 0.0)
-            && h.forecast_basis == "max_slot_wal_keep_size";
+            && h.forecast_basis == "safe_wal_size";
         last = Some(h);
         ok
     });
@@ -390,7 +390,7 @@ fn forecast_is_positive_while_wal_grows() {
     wait_until(TIMEOUT, "the forecast is against pg_wal's free space", || {
         write_wal(&mut c, 200);
         let h = health_of(&mut c, "stale");
-        let ok = h.forecast_basis == "pg_wal_free_space" && h.seconds_until_exhausted.is_some_and(|s| s > 0.0);
+        let ok = h.forecast_basis == "disk" && h.seconds_until_exhausted.is_some_and(|s| s > 0.0);
         last = Some(h);
         ok
     });
@@ -696,6 +696,14 @@ fn metrics_are_prometheus_text_a_parser_accepts() {
             "logical_ext_sampler_samples",
             "logical_ext_subscription_applied_transactions",
             "logical_ext_subscription_applied_changes",
+            "logical_ext_subscription_conflicts",
+            "logical_ext_subscription_apply_errors",
+            "logical_ext_subscription_sync_errors",
+            "logical_ext_slot_spill_bytes",
+            "logical_ext_slot_spilled_transactions",
+            "logical_ext_slot_stream_bytes",
+            "logical_ext_slot_streamed_transactions",
+            "logical_ext_slot_decoded_bytes",
         ];
         let want = if counters.contains(&fam.as_str()) { "counter" } else { "gauge" };
         assert_eq!(kind, want, "{fam}");
@@ -758,6 +766,21 @@ fn metrics_are_prometheus_text_a_parser_accepts() {
         v[0].2
     };
     assert_eq!(value("logical_ext_subscription_enabled"), 1.0);
+    assert_eq!(value("logical_ext_subscription_apply_errors"), 0.0);
+    assert_eq!(value("logical_ext_subscription_sync_errors"), 0.0);
+    let (_, conflicts) = &f["logical_ext_subscription_conflicts"];
+    let types: Vec<&str> = conflicts.iter().map(|(_, l, _)| l["conflict_type"].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "insert_exists",
+            "update_exists",
+            "update_missing",
+            "delete_missing",
+            "update_origin_differs",
+            "delete_origin_differs"
+        ]
+    );
     assert_eq!(value("logical_ext_subscription_streaming"), 1.0);
     assert_eq!(value("logical_ext_subscription_error"), 0.0);
     assert!(value("logical_ext_subscription_applied_transactions") >= 1.0);

@@ -53,6 +53,17 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
         S,
     ),
     ("logical_ext.skip_transaction(text,pg_lsn)", Call("SELECT logical_ext.skip_transaction('nosuch', '0/1')"), S),
+    // Issue 16: accepting a gap loses data; sync_sequences reads the conninfo.
+    ("logical_ext.accept_slot_gap(text)", Call("SELECT logical_ext.accept_slot_gap('nosuch')"), S),
+    ("logical_ext.sync_sequences(text)", Call("SELECT * FROM logical_ext.sync_sequences('nosuch')"), S),
+    ("logical_ext.start_sequence_capture()", Acl, S),
+    // Any login may call it; it checks ownership of the sequence itself
+    // (tests/sequences.rs, privileges_of_the_sequence_functions).
+    ("logical_ext.replicate_sequence(regclass)", Acl, ALL),
+    // Values only of sequences the caller may read (SELECT inside).
+    ("logical_ext.sequence_state(regclass)", Acl, MON),
+    ("logical_ext.replicated_sequences(text[])", Acl, MON),
+    ("logical_ext.replicated_sequence", Call("SELECT count(*) FROM logical_ext.replicated_sequence"), MON),
     ("logical_ext.worker_status()", Call("SELECT count(*) FROM logical_ext.worker_status()"), S),
     // Persisted counters: read through subscription_status; reset by
     // operators too (native pg_stat_reset_subscription_stats: superuser).

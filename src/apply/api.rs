@@ -19,7 +19,7 @@ use pgrx::{JsonB, PgXactCallbackEvent, register_xact_callback};
 use std::time::{Duration, Instant};
 
 /// The one place SQL-facing errors are raised: SQLSTATE, message, hint.
-fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
+pub(super) fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
     let hint: String = hint.into();
     let mut r = ErrorReport::new(code, format!("logical_ext: {}", msg.into()), "logical_ext");
     if !hint.is_empty() {
@@ -29,7 +29,7 @@ fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -
     unreachable!("ERROR does not return")
 }
 
-fn require_superuser(what: &str) {
+pub(super) fn require_superuser(what: &str) {
     // SAFETY: reads the current user's role attributes.
     if !unsafe { pg_sys::superuser() } {
         fail(
@@ -55,13 +55,13 @@ fn my_database() -> pg_sys::Oid {
     unsafe { pg_sys::MyDatabaseId }
 }
 
-fn load(name: &str) -> Subscription {
+pub(super) fn load(name: &str) -> Subscription {
     catalog::by_name(name).unwrap_or_else(|| {
         fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("subscription \"{name}\" does not exist"), "")
     })
 }
 
-fn connect(conninfo: &str, name: &str) -> Connection {
+pub(super) fn connect(conninfo: &str, name: &str) -> Connection {
     Connection::connect(conninfo, name).unwrap_or_else(|e| {
         fail(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
@@ -708,6 +708,20 @@ fn skip_transaction(subscription: &str, lsn: crate::ffi::lsn::Lsn) {
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "invalid LSN 0/0", "");
     }
     Spi::run_with_args("UPDATE logical_ext.subscription SET skip_lsn = $1 WHERE id = $2", &[lsn.into(), sub.id.into()])
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    restart_worker(&sub);
+}
+
+/// Accept, once, that the subscription's slot is past this node's progress
+/// (the no-silent-gap fence, `slot_fence.rs`, docs/FAILOVER.md): the next
+/// start adopts the slot's position — the remote transactions in between
+/// are not on this node — records it in `slot_gap_accepted` and refuses
+/// again afterwards.
+#[pg_extern]
+fn accept_slot_gap(subscription: &str) {
+    require_superuser("accept a gap in a subscription's stream");
+    let sub = load(subscription);
+    Spi::run_with_args("UPDATE logical_ext.subscription SET slot_gap = 'accept_once' WHERE id = $1", &[sub.id.into()])
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     restart_worker(&sub);
 }

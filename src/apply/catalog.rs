@@ -20,6 +20,8 @@ pub(crate) struct Subscription {
     /// The worker is to create the slot, exporting a snapshot for the
     /// initial copy (`sync/`).
     pub(crate) slot_pending: bool,
+    /// What to do with a slot ahead of the origin (`slot_fence.rs`).
+    pub(crate) slot_gap: super::slot_fence::GapPolicy,
 }
 
 impl Subscription {
@@ -29,8 +31,8 @@ impl Subscription {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text, slot_pending";
+const COLUMNS: &str = "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text, slot_pending, \
+     slot_gap";
 
 fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::spi::SpiError> {
     let options: pgrx::JsonB = row.get(9)?.expect("options is NOT NULL");
@@ -46,6 +48,7 @@ fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::
         options: WorkerOptions::parse(&options.0).unwrap_or_default(),
         skip_lsn: row.get::<String>(10)?.as_deref().and_then(super::protocol::parse_lsn),
         slot_pending: row.get(11)?.unwrap_or(false),
+        slot_gap: super::slot_fence::GapPolicy::parse(&row.get::<String>(12)?.unwrap_or_default()),
     })
 }
 

@@ -76,7 +76,7 @@ pub(crate) fn set_run_as_owner(on: bool) {
 }
 
 /// The identity a change to a table owned by `owner` is applied with.
-fn as_table_owner(owner: pg_sys::Oid) -> Option<AsRole> {
+pub(super) fn as_table_owner(owner: pg_sys::Oid) -> Option<AsRole> {
     (!AS_SUBSCRIPTION_OWNER.with(|c| c.get())).then(|| AsRole::become_role(owner))
 }
 use pgrx::pg_sys::panic::ErrorReport;

@@ -17,6 +17,12 @@
 //!   transaction), everything received is as good as flushed (and applied):
 //!   reporting it lets the publisher release WAL of transactions that
 //!   carried nothing for us and shut down promptly (pitfall in platform.md).
+//!   The apply worker ([`FlushTracker::durable`]) reports it only once its
+//!   replication origin durably records it ([`FlushTracker::idle_advance`]
+//!   says where to move it; the move is a commit like any other), so a
+//!   slot's `confirmed_flush_lsn` is never past the origin of the node that
+//!   confirmed it: the no-silent-gap fence (`slot_fence.rs`) rests on that.
+//!   A table's catch-up (its own temporary slot) reports it at once.
 //! - Reports never go backwards (PostgreSQL 15 lets a slot's
 //!   `confirmed_flush_lsn` move backwards).
 
@@ -31,12 +37,27 @@ pub(crate) struct FlushTracker {
     /// Remote end LSN of the last transaction committed here (or the last
     /// applied position reported).
     applied: u64,
+    /// Idle positions are reported only once the origin records them.
+    durable: bool,
 }
 
 impl FlushTracker {
     /// Start from `start`: everything before it is applied and durable.
     pub(crate) fn new(start: u64) -> FlushTracker {
-        FlushTracker { flushed: start, pending: VecDeque::new(), applied: start }
+        FlushTracker { flushed: start, pending: VecDeque::new(), applied: start, durable: false }
+    }
+
+    /// [`FlushTracker::new`] for the apply worker: what it receives while
+    /// idle is reported once the origin was moved there (`idle_advance`).
+    pub(crate) fn durable(start: u64) -> FlushTracker {
+        FlushTracker { durable: true, ..FlushTracker::new(start) }
+    }
+
+    /// Where to move the origin so that all that was received can be
+    /// reported: `Some` only for a durable tracker with nothing applied
+    /// waiting or open and more received than flushed.
+    pub(crate) fn idle_advance(&self, received: u64, work_open: bool) -> Option<u64> {
+        (self.durable && self.pending.is_empty() && !work_open && received > self.flushed).then_some(received)
     }
 
     /// A remote transaction ending at `remote_end` committed locally; its
@@ -75,7 +96,7 @@ impl FlushTracker {
     /// The flush position to report, given what was received and whether
     /// applied work is still open (a remote transaction or queued TRUNCATEs).
     pub(crate) fn report(&self, received: u64, work_open: bool) -> u64 {
-        if self.pending.is_empty() && !work_open { received.max(self.flushed) } else { self.flushed }
+        if self.pending.is_empty() && !work_open && !self.durable { received.max(self.flushed) } else { self.flushed }
     }
 
     /// The apply position to report: the last commit here, flushed or not
@@ -94,6 +115,23 @@ mod tests {
         let t = FlushTracker::new(100);
         assert_eq!(t.report(500, false), 500);
         assert_eq!(t.report(500, true), 100, "an open transaction holds the report back");
+    }
+
+    #[test]
+    fn a_durable_tracker_reports_idle_positions_once_the_origin_moved() {
+        let mut t = FlushTracker::durable(100);
+        assert_eq!(t.report(500, false), 100, "received, not yet recorded by the origin");
+        assert_eq!(t.report_apply(500, false), 100);
+        assert_eq!(t.idle_advance(500, false), Some(500));
+        assert_eq!(t.idle_advance(500, true), None, "an open transaction: no move");
+        // The origin's move is a commit, flushed at once.
+        t.committed(500, 2_000);
+        assert_eq!(t.idle_advance(600, false), None, "a commit is pending");
+        t.local_flush(2_000);
+        assert_eq!(t.report(600, false), 500, "what the origin records, not what arrived since");
+        assert_eq!(t.idle_advance(600, false), Some(600));
+        assert_eq!(t.idle_advance(500, false), None, "nothing new");
+        assert_eq!(FlushTracker::new(100).idle_advance(500, false), None, "a catch-up reports at once");
     }
 
     #[test]

@@ -109,14 +109,18 @@ pub extern "C-unwind" fn logical_ext_starter_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
     backend::attach_signal_handlers();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
-    let subs = BackgroundWorker::transaction(|| {
+    let (installed, subs) = BackgroundWorker::transaction(|| {
         let installed = Spi::get_one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'logical_ext'")
             .ok()
             .flatten()
             .unwrap_or(false);
-        if installed { super::catalog::enabled() } else { Vec::new() }
+        (installed, if installed { super::catalog::enabled() } else { Vec::new() })
     });
     for (subid, owner) in subs {
         start_apply_worker(dboid, subid, owner);
+    }
+    if installed {
+        // The publisher's side of sequences (src/sequences/capture.rs).
+        crate::sequences::start_for_database(dboid);
     }
 }

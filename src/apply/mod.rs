@@ -61,7 +61,9 @@ mod routing;
 mod row_input;
 mod rows;
 mod scan;
+mod sequence;
 pub(crate) mod settings;
+mod slot_fence;
 mod spool;
 mod stats;
 mod status;
@@ -104,6 +106,7 @@ pgrx::extension_sql_file!(
         api::redact_conninfo,
         api::set_conflict_resolution,
         api::skip_transaction,
+        api::accept_slot_gap,
         api::effective_conflict_resolutions,
         api::resync_table,
         api::refresh_subscription,

@@ -54,6 +54,34 @@ impl OriginSession {
         unsafe { pg_sys::replorigin_session_get_progress(false) }
     }
 
+    /// Move the origin to `remote_lsn` outside any remote transaction, in a
+    /// small local transaction of its own (with `also` run in it first,
+    /// without the origin), flushed before this returns; returns the local
+    /// commit's end. Never backwards (PostgreSQL keeps the larger LSN). The
+    /// apply worker does this so that what it reports as flushed while idle
+    /// is durably recorded here first (`slot_fence.rs`). Call with no
+    /// transaction open.
+    pub(crate) fn advance(&self, remote_lsn: u64, also: impl FnOnce()) -> u64 {
+        // SAFETY: no transaction is open (the caller's contract); an xid
+        // makes the commit write a record, which carries the origin's move.
+        unsafe {
+            pg_sys::SetCurrentStatementStartTimestamp();
+            pg_sys::StartTransactionCommand();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            pg_sys::GetTopTransactionId();
+        }
+        also();
+        // SAFETY: pairs with the push above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let end = self.begin().commit(remote_lsn, now);
+        // SAFETY: flushes WAL we wrote; the subscription may commit
+        // asynchronously, this record must not wait for the WAL writer.
+        unsafe { pg_sys::XLogFlush(end) };
+        end
+    }
+
     pub(crate) fn id(&self) -> u16 {
         self.id
     }
@@ -82,6 +110,12 @@ impl Applying {
         // the commit raises an ERROR, `self` is dropped by the unwind and
         // clears them before anything else commits or aborts.
         unsafe {
+            // A transaction id makes the commit write a record even when
+            // the remote transaction changed nothing here (its changes
+            // skipped, a logical message alone): the origin moves only in
+            // commit records, and what the worker reports as flushed must
+            // be recorded there (`slot_fence.rs`).
+            pg_sys::GetTopTransactionId();
             pg_sys::replorigin_session_origin_lsn = end_lsn;
             pg_sys::replorigin_session_origin_timestamp = ts;
             pg_sys::CommitTransactionCommand();
@@ -109,15 +143,22 @@ impl Applying {
     /// COMMIT PREPARED (`commit`) or ROLLBACK PREPARED `gid` in the current
     /// transaction, as the remote record ending at `end_lsn` (at `ts`), and
     /// commit: the origin's progress moves in that record, and only in it.
-    pub(crate) fn finish_prepared(self, gid: &str, commit: bool, end_lsn: u64, ts: i64) {
+    /// Returns the local record's end.
+    pub(crate) fn finish_prepared(self, gid: &str, commit: bool, end_lsn: u64, ts: i64) -> u64 {
         // SAFETY: as in `commit`.
         unsafe {
             pg_sys::replorigin_session_origin_lsn = end_lsn;
             pg_sys::replorigin_session_origin_timestamp = ts;
         }
         super::prepared::finish(gid, commit);
-        // SAFETY: the transaction FinishPreparedTransaction ran in.
-        unsafe { pg_sys::CommitTransactionCommand() };
+        // SAFETY: the transaction FinishPreparedTransaction ran in; its
+        // COMMIT/ROLLBACK PREPARED record (flushed there) is the last it
+        // wrote, and the commit of this xid-less transaction resets it.
+        unsafe {
+            let end = pg_sys::XactLastRecEnd;
+            pg_sys::CommitTransactionCommand();
+            end
+        }
     }
 }
 

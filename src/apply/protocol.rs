@@ -367,6 +367,8 @@ pub(crate) enum Doc<'a> {
     Ddl(Box<crate::ddl::DdlEvent>),
     /// `V`: a reconcile document (reconcile/document.rs).
     Reconcile(Box<crate::reconcile::ReconcileDoc>),
+    /// A sequence's state (`SEQ`, src/sequences/), applied forward only.
+    Sequence(Box<crate::sequences::message::SeqDoc>),
     /// `R` (compact documents): a relation's description for the rows that
     /// follow, kept with [`CompactRels::insert`].
     Relation(u32, Rc<CompactRel>),
@@ -610,6 +612,10 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
         "V" => Doc::Reconcile(Box::new(
             crate::reconcile::ReconcileDoc::from_v_document(payload)
                 .ok_or("V document without a valid reconcile document")?,
+        )),
+        "SEQ" => Doc::Sequence(Box::new(
+            crate::sequences::message::SeqDoc::from_json(payload)
+                .ok_or("SEQ document without a valid sequence state")?,
         )),
         other => return Err(format!("unknown action \"{other}\"")),
     })

@@ -258,6 +258,12 @@ impl Worker {
             .map_err(|e| format!("IDENTIFY_SYSTEM failed: {}", e.0))?;
         self.remote_node = ident.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
         let snapshot = if sub.slot_pending { self.create_slot_for_copy(&mut conn, &slot)? } else { None };
+        if let (Some((_, created_at)), Some(origin)) = (&snapshot, &self.origin) {
+            // The copy holds everything before the slot's creation point,
+            // and the stream starts there: recorded at once, so that a copy
+            // of this node taken during the initial copy is fenced too.
+            origin.advance(*created_at, || {});
+        }
         let mut sync = in_transaction(|| SyncManager::load(self.dboid, self.subid, sub.owner));
         if let Some(snap) = &snapshot {
             status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Syncing));
@@ -273,6 +279,20 @@ impl Worker {
             self.scope.is_some(),
             self.rules.iter().any(|r| matches!(r.resolution, Resolution::LastUpdateWins | Resolution::FirstUpdateWins)),
         );
+        // An invalidated slot can never stream again: say so, with what was
+        // lost and how to recover, instead of the server's bare refusal.
+        // Decided on the slot's catalog state, not on the error's text.
+        let slot_state = walrcv::slot_state(&mut conn, &slot)
+            .map_err(|e| format!("could not read replication slot \"{slot}\" on the publisher: {}", e.0))?;
+        if let Some((wal_status, confirmed)) = &slot_state
+            && wal_status == "lost"
+        {
+            return Err(lost_slot_message(&slot, &sub.name, confirmed.as_deref()));
+        }
+        // No silent gap (slot_fence.rs): never stream from a slot that
+        // confirmed what this node never applied.
+        let confirmed = slot_state.as_ref().and_then(|(_, c)| c.as_deref()).and_then(protocol::parse_lsn);
+        let start = self.fence(&sub, &slot, start, confirmed);
         let mut cmd = start_replication(&sub, &slot, start, self.wire);
         if self.two_phase_streaming {
             cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");
@@ -282,14 +302,6 @@ impl Worker {
             // table's catch-up stays on whole ones); see worker/streamed.rs.
             // A two-phase slot decodes without streaming (docs/SYNC.md).
             cmd = streaming_requested(cmd);
-        }
-        // An invalidated slot can never stream again: say so, with what was
-        // lost and how to recover, instead of the server's bare refusal.
-        // Decided on the slot's catalog state, not on the error's text.
-        if let Ok(Some((wal_status, confirmed))) = walrcv::slot_state(&mut conn, &slot)
-            && wal_status == "lost"
-        {
-            return Err(lost_slot_message(&slot, &sub.name, confirmed.as_deref()));
         }
         self.compact.clear();
         loop {
@@ -327,7 +339,7 @@ impl Worker {
         if self.relmap.is_none() {
             self.relmap = Some(RelationMap::new());
         }
-        let mut ses = Session::new(start);
+        let mut ses = Session::new(start, true);
         self.sub = Some(sub);
         self.stream(&mut conn, &mut ses)
     }
@@ -382,6 +394,59 @@ impl Worker {
                 return None;
             }
             backend::wait(Some(Duration::from_millis(500)));
+        }
+    }
+
+    /// The no-silent-gap fence before START_REPLICATION (`slot_fence.rs`):
+    /// the position to stream from, or the refusal raised as an ERROR
+    /// (SQLSTATE 55000, caught by the session like any other error and
+    /// shown in `subscription_status.last_error`).
+    fn fence(&mut self, sub: &Subscription, slot: &str, start: u64, confirmed: Option<u64>) -> u64 {
+        use super::slot_fence::{self as fence, Admission};
+        let origin = self.origin.as_ref().expect("set up before streaming");
+        match fence::admit(start, confirmed, sub.slot_gap) {
+            Admission::Stream => start,
+            Admission::Adopt { confirmed } => {
+                origin.advance(confirmed, || {});
+                confirmed
+            }
+            Admission::Accept { origin: from, confirmed } => {
+                let (from, to) = (protocol::format_lsn(from), protocol::format_lsn(confirmed));
+                origin.advance(confirmed, || {
+                    // SAFETY: reads the transaction's start time.
+                    let at = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+                    let at: pgrx::datum::TimestampWithTimeZone = at.try_into().expect("a valid timestamp");
+                    let record = fence::acceptance_record(&from, &to, &at.to_string());
+                    Spi::run_with_args(
+                        "UPDATE logical_ext.subscription SET slot_gap = 'refuse', slot_gap_accepted = $2 \
+                         WHERE id = $1",
+                        &[self.subid.into(), record.into()],
+                    )
+                    .unwrap_or_else(|e| pgrx::error!("logical_ext: could not record the accepted gap: {e}"));
+                });
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_WARNING,
+                    format!(
+                        "logical_ext: subscription \"{}\": accepted the gap {from}..{to} of replication slot \
+                         \"{slot}\": the remote transactions committed in it are not on this node",
+                        sub.name
+                    ),
+                    function_name!(),
+                )
+                .report(PgLogLevel::WARNING);
+                confirmed
+            }
+            Admission::Refuse { origin: from, confirmed } => {
+                let (from, to) = (protocol::format_lsn(from), protocol::format_lsn(confirmed));
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    fence::refusal_message(&sub.name, slot, &from, &to),
+                    function_name!(),
+                )
+                .set_detail(fence::refusal_detail(&to))
+                .report(PgLogLevel::ERROR);
+                unreachable!("an ERROR does not return")
+            }
         }
     }
 

@@ -46,6 +46,7 @@ mod options;
 mod plugin;
 mod publication;
 mod selectors;
+mod sequence;
 mod shape;
 mod stream;
 mod streaming;

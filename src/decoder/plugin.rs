@@ -119,6 +119,13 @@ unsafe extern "C-unwind" fn startup(
     _is_init: bool,
 ) {
     register_invalidation_callbacks();
+    // A consumer streams from this database: the sequence capture should
+    // run (it exits at once if it runs already; src/sequences/capture.rs).
+    // SAFETY: backend globals set at start.
+    let (walsender, db) = unsafe { (pg_sys::am_walsender, pg_sys::MyDatabaseId) };
+    if walsender && crate::apply::preloaded() {
+        crate::sequences::start_for_database(db);
+    }
     // SAFETY: PostgreSQL passes valid pointers.
     let (ctx, opt) = unsafe { (&mut *ctx, &mut *opt) };
     opt.output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_TEXTUAL_OUTPUT;

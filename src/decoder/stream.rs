@@ -908,6 +908,15 @@ impl Decoder {
         }
         // In format-version 1 a DDL event stays the message it is, as
         // wal2json prints it (DDL documents are a format-version 2 addition).
+        if m.transactional && !self.v1() && m.prefix == crate::sequences::PREFIX {
+            // The sequence capture's states, one SEQ document each; a
+            // message that is not authentic stays a plain message.
+            let xid = self.txn.as_ref().map_or(0, |t| t.info.xid);
+            if let Some(entries) = super::sequence::authenticate(m.content, xid) {
+                self.sequences(sink, m.lsn, &entries);
+                return;
+            }
+        }
         if m.transactional && self.opts.include_ddl && !self.v1() && m.prefix == crate::ddl::PREFIX {
             // A DDL event is printed as its own document; anything else
             // under the prefix — a forged one included — stays a plain
@@ -963,6 +972,28 @@ impl Decoder {
 }
 
 impl Decoder {
+    /// The `SEQ` documents of a sequence capture (docs/FORMAT.md, "SEQ
+    /// documents"), for the sequences delivered to this consumer.
+    fn sequences(&mut self, sink: &mut dyn Sink, lsn: u64, entries: &[crate::sequences::message::Entry]) {
+        for e in entries {
+            if !e.delivered_to(self.opts.publication_names.as_deref()) {
+                continue;
+            }
+            self.ensure_begun(sink);
+            let b = &mut self.buf;
+            b.clear();
+            b.extend_from_slice(b"{\"action\":\"SEQ\"");
+            push_txn_fields(b, &self.opts, self.txn.as_ref());
+            if self.opts.include_lsn {
+                b.extend_from_slice(b",\"lsn\":");
+                json::push_lsn(b, lsn);
+            }
+            super::sequence::push_fields(b, e);
+            b.push(b'}');
+            self.flush(sink);
+        }
+    }
+
     /// A DDL event (docs/FORMAT.md, "DDL"), for consumers following its
     /// publications (or everything).
     fn ddl(&mut self, sink: &mut dyn Sink, lsn: u64, event: &crate::ddl::DdlEvent) {

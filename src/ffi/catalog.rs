@@ -36,6 +36,7 @@ pub(crate) enum Value {
     /// `bigint` or `xid8`.
     Int8(i64),
     Bytea(Vec<u8>),
+    Bool(bool),
 }
 
 /// The `columns` of the row of `schema.table` whose `key_column` (`bigint`,
@@ -110,6 +111,7 @@ unsafe fn scan(rel: pg_sys::Relation, key_column: &CStr, key: i64, columns: &[&C
                     match (*(*desc).attrs.as_ptr().add(i)).atttypid {
                         pg_sys::INT8OID | pg_sys::XID8OID => Some(Value::Int8(values[i].value() as i64)),
                         pg_sys::BYTEAOID => Vec::<u8>::from_datum(values[i], false).map(Value::Bytea),
+                        pg_sys::BOOLOID => Some(Value::Bool(values[i].value() != 0)),
                         _ => None,
                     }
                 })

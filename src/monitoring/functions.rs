@@ -36,11 +36,15 @@ type SlotHealthRow = (
     name!(forecast_basis, String),
     name!(status, String),
     name!(reason, String),
+    name!(temporary, bool),
+    name!(xmin_age, Option<i64>),
+    name!(catalog_xmin_age, Option<i64>),
 );
 
 /// One row per replication slot (logical of any plugin, and physical): its
 /// positions, lag, retained WAL, inactive time, WAL growth rate, exhaustion
-/// forecast, and a status (`ok`, `warning`, `critical`) with the reason.
+/// forecast, xmin ages, and a status (`ok`, `warning`, `critical`, `lost`)
+/// with the reason.
 #[pg_extern(volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelt out here
 fn slot_health() -> TableIterator<
@@ -64,6 +68,9 @@ fn slot_health() -> TableIterator<
         name!(forecast_basis, String),
         name!(status, String),
         name!(reason, String),
+        name!(temporary, bool),
+        name!(xmin_age, Option<i64>),
+        name!(catalog_xmin_age, Option<i64>),
     ),
 > {
     let rows: Vec<SlotHealthRow> = report::slots(&settings::thresholds())
@@ -88,6 +95,9 @@ fn slot_health() -> TableIterator<
                 s.forecast.basis.as_str().to_string(),
                 s.assessment.status.as_str().to_string(),
                 s.assessment.reason,
+                s.temporary,
+                s.xmin_age,
+                s.catalog_xmin_age,
             )
         })
         .collect();
@@ -104,12 +114,20 @@ fn slot_health() -> TableIterator<
 /// (insufficient resources) end the scrape as usual.
 #[pg_extern(volatile, parallel_restricted)]
 fn metrics() -> String {
+    metrics_text()
+}
+
+/// The text of `metrics()`, also served by the metrics endpoint
+/// (`endpoint.rs`). Inside a transaction.
+pub(crate) fn metrics_text() -> String {
     let mut failed = Vec::new();
+    let server = section(Section::Server, &mut failed, report::server);
     let slots = section(Section::Slots, &mut failed, || report::slots(&settings::thresholds()));
     let walsenders = section(Section::Walsenders, &mut failed, report::walsenders);
     let subscriptions = section(Section::Subscriptions, &mut failed, report::subscriptions);
     let sampler = section(Section::Sampler, &mut failed, report::sampler);
     let body = prometheus::render(&prometheus::families(&prometheus::Inputs {
+        server: &server,
         slots: &slots,
         walsenders: &walsenders,
         subscriptions: &subscriptions,

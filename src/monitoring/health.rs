@@ -70,6 +70,9 @@ pub(crate) struct Thresholds {
     pub(crate) lag_warning_bytes: Option<u64>,
     pub(crate) lag_critical_bytes: Option<u64>,
     pub(crate) inactive_warning_secs: Option<u64>,
+    /// Age in transactions of the slot's older of `xmin`/`catalog_xmin`.
+    pub(crate) xmin_age_warning: Option<u64>,
+    pub(crate) xmin_age_critical: Option<u64>,
 }
 
 impl Thresholds {
@@ -80,6 +83,17 @@ impl Thresholds {
             lag_warning_bytes: kb(lag_warning_kb),
             lag_critical_bytes: kb(lag_critical_kb),
             inactive_warning_secs: u64::try_from(inactive_warning_s).ok(),
+            xmin_age_warning: None,
+            xmin_age_critical: None,
+        }
+    }
+
+    /// With the xmin-age thresholds (transactions; negative = off).
+    pub(crate) fn with_xmin_age(self, warning: i32, critical: i32) -> Thresholds {
+        Thresholds {
+            xmin_age_warning: u64::try_from(warning).ok(),
+            xmin_age_critical: u64::try_from(critical).ok(),
+            ..self
         }
     }
 }
@@ -217,22 +231,22 @@ pub(crate) fn growth_rate(points: &[(i64, i64)]) -> Option<f64> {
     Some(sxy / sxx)
 }
 
-/// What a slot's retained WAL runs into.
+/// What a slot's retained WAL runs into first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ForecastBasis {
-    /// `max_slot_wal_keep_size` is set: the slot is invalidated (`lost`)
-    /// when it retains more.
-    MaxSlotWalKeepSize,
-    /// `max_slot_wal_keep_size = -1`: WAL is kept until the file system
-    /// holding `pg_wal` is full.
-    PgWalFreeSpace,
+    /// `safe_wal_size` (set when `max_slot_wal_keep_size` is): the slot is
+    /// invalidated (`lost`) when it retains more.
+    SafeWalSize,
+    /// The free space of the file system holding `pg_wal`: the server
+    /// stops (PANIC on a failed WAL write) when it is full.
+    Disk,
 }
 
 impl ForecastBasis {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            ForecastBasis::MaxSlotWalKeepSize => "max_slot_wal_keep_size",
-            ForecastBasis::PgWalFreeSpace => "pg_wal_free_space",
+            ForecastBasis::SafeWalSize => "safe_wal_size",
+            ForecastBasis::Disk => "disk",
         }
     }
 }
@@ -240,26 +254,30 @@ impl ForecastBasis {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Forecast {
     pub(crate) basis: ForecastBasis,
-    /// Bytes left before the limit (`safe_wal_size`, or free space).
+    /// Bytes left before the nearer limit.
     pub(crate) remaining_bytes: Option<i64>,
     pub(crate) seconds_until_exhausted: Option<f64>,
 }
 
-/// The forecast for one slot. `safe_wal_size` is PostgreSQL's figure
-/// (bytes the server can still write before this slot is lost; NULL when
-/// `max_slot_wal_keep_size = -1` or the slot is lost); `pg_wal_free_bytes` is
-/// the free space of `pg_wal`'s file system.
+/// The forecast for one slot against the nearer of its two limits:
+/// `safe_wal_size` (PostgreSQL's figure: bytes the server can still write
+/// before this slot is lost; NULL when `max_slot_wal_keep_size = -1` or the
+/// slot is lost) and `pg_wal_free_bytes`, the free space of `pg_wal`'s file
+/// system (a configured `max_slot_wal_keep_size` larger than the free space
+/// would otherwise hide a nearly full disk).
 pub(crate) fn forecast(
     growth: Option<f64>,
     wal_status: Option<WalStatus>,
-    keep_size_limited: bool,
     safe_wal_size: Option<i64>,
     pg_wal_free_bytes: Option<u64>,
 ) -> Forecast {
-    let (basis, remaining) = if keep_size_limited {
-        (ForecastBasis::MaxSlotWalKeepSize, safe_wal_size)
-    } else {
-        (ForecastBasis::PgWalFreeSpace, pg_wal_free_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
+    let disk = pg_wal_free_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+    let (basis, remaining) = match (safe_wal_size, disk) {
+        // safe_wal_size is NULL once lost: it was that limit that was hit.
+        _ if wal_status == Some(WalStatus::Lost) => (ForecastBasis::SafeWalSize, None),
+        (Some(s), Some(d)) if d < s => (ForecastBasis::Disk, Some(d)),
+        (Some(s), _) => (ForecastBasis::SafeWalSize, Some(s)),
+        (None, d) => (ForecastBasis::Disk, d),
     };
     let seconds = if wal_status == Some(WalStatus::Lost) {
         Some(0.0)
@@ -306,6 +324,9 @@ pub(crate) struct Facts {
     pub(crate) confirmed_flush_lsn: Option<u64>,
     pub(crate) lag_bytes: Option<i64>,
     pub(crate) retained_bytes: Option<i64>,
+    /// `age(xmin)` and `age(catalog_xmin)` in transactions (NULL: none held).
+    pub(crate) xmin_age: Option<i64>,
+    pub(crate) catalog_xmin_age: Option<i64>,
     pub(crate) wal_status: Option<WalStatus>,
     pub(crate) inactivity: Inactivity,
     /// `Err` says why there is no rate.
@@ -352,6 +373,10 @@ pub(crate) fn assess(f: &Facts, t: &Thresholds) -> Assessment {
                 format!("lag {} is at or above logical_ext.slot_lag_warning ({})", bytes(lag), bytes(w)),
             ));
         }
+    }
+
+    if let Some(finding) = xmin_finding(f, t) {
+        findings.push(finding);
     }
 
     let mut notes: Vec<String> = Vec::new();
@@ -408,8 +433,8 @@ pub(crate) fn assess(f: &Facts, t: &Thresholds) -> Assessment {
                 "retained WAL grows {}/s: {} in {}",
                 bytes(g.max(0.0) as u64),
                 match f.forecast.basis {
-                    ForecastBasis::MaxSlotWalKeepSize => "reaches max_slot_wal_keep_size",
-                    ForecastBasis::PgWalFreeSpace => "fills the free space of pg_wal's file system",
+                    ForecastBasis::SafeWalSize => "reaches max_slot_wal_keep_size",
+                    ForecastBasis::Disk => "fills the free space of pg_wal's file system",
                 },
                 duration(s as u64)
             ),
@@ -422,6 +447,33 @@ pub(crate) fn assess(f: &Facts, t: &Thresholds) -> Assessment {
         _ => {}
     }
     Assessment { status, reason }
+}
+
+/// The older of the slot's `xmin` (a physical standby's
+/// `hot_standby_feedback`) and `catalog_xmin` (logical decoding) against the
+/// xmin-age thresholds: either holds back VACUUM in every database (the
+/// catalog one for catalogs only) and, left long enough, pushes the server
+/// towards transaction-ID wraparound.
+fn xmin_finding(f: &Facts, t: &Thresholds) -> Option<(Status, String)> {
+    let (which, age) = [("xmin", f.xmin_age), ("catalog_xmin", f.catalog_xmin_age)]
+        .into_iter()
+        .filter_map(|(w, a)| Some((w, u64::try_from(a?).ok()?)))
+        .max_by_key(|(_, a)| *a)?;
+    let (status, setting, limit) = if let Some(c) = t.xmin_age_critical.filter(|&c| age >= c) {
+        (Status::Critical, "logical_ext.slot_xmin_age_critical", c)
+    } else if let Some(w) = t.xmin_age_warning.filter(|&w| age >= w) {
+        (Status::Warning, "logical_ext.slot_xmin_age_warning", w)
+    } else {
+        return None;
+    };
+    Some((
+        status,
+        format!(
+            "{which} age {age} transactions is at or above {setting} ({limit}): the slot keeps VACUUM from removing \
+             dead rows{} and moves the server towards transaction ID wraparound",
+            if which == "catalog_xmin" { " of the system catalogs" } else { "" }
+        ),
+    ))
 }
 
 /// `X/Y`, as PostgreSQL prints an LSN.
@@ -536,11 +588,13 @@ mod tests {
             confirmed_flush_lsn: Some(0x1_0000_0100),
             lag_bytes: Some(lag),
             retained_bytes: Some(lag),
+            xmin_age: None,
+            catalog_xmin_age: Some(10),
             wal_status: Some(WalStatus::Reserved),
             inactivity: Inactivity::Active,
             growth: Ok(0.0),
             forecast: Forecast {
-                basis: ForecastBasis::PgWalFreeSpace,
+                basis: ForecastBasis::Disk,
                 remaining_bytes: Some(100 * GB as i64),
                 seconds_until_exhausted: None,
             },
@@ -556,7 +610,18 @@ mod tests {
         assert_eq!(t.lag_critical_bytes, Some(10 * GB));
         assert_eq!(t.inactive_warning_secs, Some(300));
         let off = Thresholds::from_settings(-1, -1, -1);
-        assert_eq!(off, Thresholds { lag_warning_bytes: None, lag_critical_bytes: None, inactive_warning_secs: None });
+        assert_eq!(
+            off,
+            Thresholds {
+                lag_warning_bytes: None,
+                lag_critical_bytes: None,
+                inactive_warning_secs: None,
+                xmin_age_warning: None,
+                xmin_age_critical: None
+            }
+        );
+        let x = off.with_xmin_age(100, -1);
+        assert_eq!((x.xmin_age_warning, x.xmin_age_critical), (Some(100), None));
         // i32::MAX kB does not overflow.
         assert_eq!(Thresholds::from_settings(i32::MAX, 0, 0).lag_warning_bytes, Some(i32::MAX as u64 * 1024));
     }
@@ -703,16 +768,46 @@ mod tests {
     fn forecast_text_names_the_limit() {
         let mut f = facts(0);
         f.growth = Ok(1024.0 * 1024.0);
-        f.forecast = forecast(Some(1024.0 * 1024.0), Some(WalStatus::Reserved), true, Some(60 << 20), None);
+        f.forecast = forecast(Some(1024.0 * 1024.0), Some(WalStatus::Reserved), Some(60 << 20), Some(1 << 40));
         let a = assess(&f, &defaults());
         assert!(
             a.reason.contains("retained WAL grows 1 MB/s: reaches max_slot_wal_keep_size in 1 min"),
             "{}",
             a.reason
         );
-        f.forecast = forecast(Some(1024.0 * 1024.0), Some(WalStatus::Reserved), false, None, Some(7200 << 20));
+        f.forecast = forecast(Some(1024.0 * 1024.0), Some(WalStatus::Reserved), None, Some(7200 << 20));
         let a = assess(&f, &defaults());
         assert!(a.reason.contains("fills the free space of pg_wal's file system in 2 h"), "{}", a.reason);
+    }
+
+    #[test]
+    fn xmin_age_warns_then_turns_critical() {
+        let t = defaults().with_xmin_age(1000, 5000);
+        let mut f = facts(0);
+        f.catalog_xmin_age = Some(999);
+        assert_eq!(assess(&f, &t).status, Status::Ok);
+        f.catalog_xmin_age = Some(1000);
+        let a = assess(&f, &t);
+        assert_eq!(a.status, Status::Warning);
+        assert!(
+            a.reason.starts_with(
+                "catalog_xmin age 1000 transactions is at or above logical_ext.slot_xmin_age_warning (1000): the \
+                 slot keeps VACUUM from removing dead rows of the system catalogs"
+            ),
+            "{}",
+            a.reason
+        );
+        // The older of the two counts; critical wins.
+        f.xmin_age = Some(6000);
+        let a = assess(&f, &t);
+        assert_eq!(a.status, Status::Critical);
+        assert!(a.reason.starts_with("xmin age 6000 transactions is at or above logical_ext.slot_xmin_age_critical"));
+        // Off by default in from_settings, and with -1.
+        assert_eq!(assess(&f, &defaults()).status, Status::Ok);
+        assert_eq!(assess(&f, &defaults().with_xmin_age(-1, -1)).status, Status::Ok);
+        f.xmin_age = None;
+        f.catalog_xmin_age = None;
+        assert_eq!(assess(&f, &Thresholds::from_settings(-1, -1, -1).with_xmin_age(0, 0)).status, Status::Ok);
     }
 
     #[test]
@@ -792,33 +887,31 @@ mod tests {
     }
 
     #[test]
-    fn forecast_against_max_slot_wal_keep_size_or_free_space() {
-        let f = forecast(Some(100.0), Some(WalStatus::Reserved), true, Some(1000), Some(1 << 40));
-        assert_eq!(f.basis, ForecastBasis::MaxSlotWalKeepSize);
+    fn forecast_against_the_nearer_of_safe_wal_size_and_free_space() {
+        let f = forecast(Some(100.0), Some(WalStatus::Reserved), Some(1000), Some(1 << 40));
+        assert_eq!(f.basis, ForecastBasis::SafeWalSize);
         assert_eq!(f.seconds_until_exhausted, Some(10.0));
-        let f = forecast(Some(100.0), Some(WalStatus::Extended), false, None, Some(5000));
-        assert_eq!(f.basis, ForecastBasis::PgWalFreeSpace);
+        // max_slot_wal_keep_size larger than the free space: the disk is nearer.
+        let f = forecast(Some(100.0), Some(WalStatus::Reserved), Some(1 << 40), Some(5000));
+        assert_eq!(f.basis, ForecastBasis::Disk);
         assert_eq!(f.remaining_bytes, Some(5000));
         assert_eq!(f.seconds_until_exhausted, Some(50.0));
+        let f = forecast(Some(100.0), Some(WalStatus::Extended), None, Some(5000));
+        assert_eq!(f.basis, ForecastBasis::Disk);
+        assert_eq!(f.seconds_until_exhausted, Some(50.0));
         // Lost or already past the limit: exhausted now.
-        let f = forecast(None, Some(WalStatus::Lost), true, None, None);
-        assert_eq!(f.seconds_until_exhausted, Some(0.0));
-        let f = forecast(Some(5.0), Some(WalStatus::Unreserved), true, Some(-10), None);
-        assert_eq!(f.seconds_until_exhausted, Some(0.0));
+        let f = forecast(None, Some(WalStatus::Lost), None, Some(1 << 40));
+        assert_eq!((f.basis, f.seconds_until_exhausted), (ForecastBasis::SafeWalSize, Some(0.0)));
+        let f = forecast(Some(5.0), Some(WalStatus::Unreserved), Some(-10), Some(1 << 40));
+        assert_eq!((f.basis, f.seconds_until_exhausted), (ForecastBasis::SafeWalSize, Some(0.0)));
         // Not growing, or unknown growth: no forecast.
-        assert_eq!(
-            forecast(Some(0.0), Some(WalStatus::Reserved), true, Some(1000), None).seconds_until_exhausted,
-            None
-        );
-        assert_eq!(
-            forecast(Some(-3.0), Some(WalStatus::Reserved), true, Some(1000), None).seconds_until_exhausted,
-            None
-        );
-        assert_eq!(forecast(None, Some(WalStatus::Reserved), true, Some(1000), None).seconds_until_exhausted, None);
+        assert_eq!(forecast(Some(0.0), Some(WalStatus::Reserved), Some(1000), None).seconds_until_exhausted, None);
+        assert_eq!(forecast(Some(-3.0), Some(WalStatus::Reserved), Some(1000), None).seconds_until_exhausted, None);
+        assert_eq!(forecast(None, Some(WalStatus::Reserved), Some(1000), None).seconds_until_exhausted, None);
         // No WAL reserved.
-        assert_eq!(forecast(Some(5.0), None, true, None, None).seconds_until_exhausted, None);
-        // Unknown free space.
-        assert_eq!(forecast(Some(5.0), Some(WalStatus::Reserved), false, None, None).seconds_until_exhausted, None);
+        assert_eq!(forecast(Some(5.0), None, None, Some(1)).seconds_until_exhausted, None);
+        // Unknown free space, no limit.
+        assert_eq!(forecast(Some(5.0), Some(WalStatus::Reserved), None, None).seconds_until_exhausted, None);
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //!   applies `health.rs`; the SQL functions in `functions.rs` are thin, and
 //!   `metrics()` renders the same reports as Prometheus text
 //!   (`prometheus.rs`), so all outputs agree.
+//! - The same text is served over HTTP by an opt-in background worker
+//!   (`endpoint.rs`, `logical_ext.metrics_listen`; the protocol's pure part
+//!   in `http.rs`), the supported path to Prometheus.
 //! - `drop_stale_slots()` is SECURITY DEFINER (to write the audit table)
 //!   and checks the *calling* role itself (`GetOuterUserId`): superuser or
 //!   REPLICATION to drop, also pg_monitor for a dry run. It runs only outside
@@ -34,10 +37,12 @@
 //!   grants) are in `sql/monitoring.sql`.
 
 mod candidates;
+mod endpoint;
 mod errors;
 mod functions;
 mod health;
 mod history;
+mod http;
 
 mod prometheus;
 mod pruner;
@@ -50,12 +55,14 @@ use pgrx::pg_sys;
 
 /// Called once from `_PG_init` (after `crate::settings::register`): when
 /// the library is being preloaded, reserves the shared history and
-/// registers the sampler; otherwise does nothing.
+/// registers the sampler, and the metrics endpoint's worker when
+/// `logical_ext.metrics_listen` is set; otherwise does nothing.
 pub(crate) fn init() {
     // SAFETY: a plain global set by the postmaster around preloading.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shmem::request();
         sampler::register();
+        endpoint::register_if_configured();
     }
 }
 
@@ -77,6 +84,10 @@ mod tests {
             ("logical_ext.slot_lag_warning", "1GB"),
             ("logical_ext.slot_lag_critical", "10GB"),
             ("logical_ext.slot_inactive_warning", "5min"),
+            ("logical_ext.slot_xmin_age_warning", "100000000"),
+            ("logical_ext.slot_xmin_age_critical", "1000000000"),
+            ("logical_ext.metrics_listen", ""),
+            ("logical_ext.metrics_database", "postgres"),
             ("logical_ext.monitor_interval", "10s"),
             ("logical_ext.log_prune_interval", "1h"),
             ("logical_ext.ddl_log_retention", "30d"),
@@ -88,6 +99,9 @@ mod tests {
         assert_eq!(super::settings::thresholds().lag_warning_bytes, Some(64 * 1024));
         Spi::run("SET logical_ext.slot_inactive_warning = -1").unwrap();
         assert_eq!(super::settings::thresholds().inactive_warning_secs, None);
+        Spi::run("SET logical_ext.slot_xmin_age_critical = 5000").unwrap();
+        assert_eq!(super::settings::thresholds().xmin_age_critical, Some(5000));
+        assert_eq!(super::settings::thresholds().xmin_age_warning, Some(100_000_000));
     }
 
     #[pg_test]

@@ -29,6 +29,11 @@ pub(crate) struct SlotReport {
     pub(crate) retained_wal_bytes: Option<i64>,
     pub(crate) wal_status: Option<WalStatus>,
     pub(crate) safe_wal_size: Option<i64>,
+    pub(crate) temporary: bool,
+    pub(crate) xmin_age: Option<i64>,
+    pub(crate) catalog_xmin_age: Option<i64>,
+    /// `pg_stat_replication_slots` (logical slots that decoded something).
+    pub(crate) decoding: Option<DecodingStats>,
     pub(crate) inactivity: Inactivity,
     pub(crate) growth: Option<f64>,
     pub(crate) forecast: Forecast,
@@ -48,6 +53,16 @@ impl SlotReport {
     pub(crate) fn inactive_seconds(&self) -> Option<f64> {
         self.inactivity.since().map(|at| (self.now - at).max(0) as f64 / 1e6)
     }
+}
+
+/// A logical slot's row of `pg_stat_replication_slots`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DecodingStats {
+    pub(crate) spill_txns: i64,
+    pub(crate) spill_bytes: i64,
+    pub(crate) stream_txns: i64,
+    pub(crate) stream_bytes: i64,
+    pub(crate) total_bytes: i64,
 }
 
 /// What the sampler remembers, copied out of shared memory.
@@ -77,19 +92,43 @@ fn history() -> Result<History, HistoryGap> {
     .unwrap_or(Err(HistoryGap::NotPreloaded))
 }
 
-/// Free bytes (for unprivileged users) of the file system holding `pg_wal`.
-fn pg_wal_free_bytes() -> Option<u64> {
+/// `pg_wal` under the data directory.
+fn pg_wal_dir() -> std::path::PathBuf {
     // SAFETY: DataDir is the server's data directory, set before any
-    // backend runs; statvfs fills the zeroed struct we pass.
+    // backend runs.
+    let dir = unsafe { crate::ffi::cstr_to_string(pgrx::pg_sys::DataDir) };
+    std::path::Path::new(&dir).join("pg_wal")
+}
+
+/// (free bytes for unprivileged users, size) of the file system holding
+/// `pg_wal` (a symbolic link to another file system is followed).
+fn pg_wal_filesystem() -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(pg_wal_dir().as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we pass, given a valid path.
     unsafe {
-        let dir = crate::ffi::cstr_to_string(pgrx::pg_sys::DataDir);
-        let path = std::ffi::CString::new(format!("{dir}/pg_wal")).ok()?;
         let mut st: libc::statvfs = std::mem::zeroed();
         if libc::statvfs(path.as_ptr(), &mut st) != 0 {
             return None;
         }
-        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        let unit = st.f_frsize as u64;
+        Some(((st.f_bavail as u64).saturating_mul(unit), (st.f_blocks as u64).saturating_mul(unit)))
     }
+}
+
+/// Free bytes of the file system holding `pg_wal`.
+fn pg_wal_free_bytes() -> Option<u64> {
+    pg_wal_filesystem().map(|(free, _)| free)
+}
+
+/// Bytes of the files directly in `pg_wal` (as `pg_ls_waldir()` sums them:
+/// segments, history and backup files, not `archive_status/`). A file
+/// removed while we list is skipped.
+fn pg_wal_directory_bytes() -> Option<u64> {
+    let entries = std::fs::read_dir(pg_wal_dir()).ok()?;
+    Some(
+        entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum(),
+    )
 }
 
 /// `max_slot_wal_keep_size` in bytes, `None` when unlimited (-1).
@@ -111,15 +150,22 @@ struct SlotRow {
     confirmed_flush_lsn: Option<Lsn>,
     wal_status: Option<String>,
     safe_wal_size: Option<i64>,
+    temporary: bool,
+    xmin_age: Option<i64>,
+    catalog_xmin_age: Option<i64>,
+    decoding: Option<DecodingStats>,
 }
 
 fn slot_rows() -> Vec<SlotRow> {
     Spi::connect(|client| {
         let table = client.select(
-            "SELECT slot_name::text, plugin::text, slot_type, database::text, active, active_pid,
-                    restart_lsn, confirmed_flush_lsn, wal_status, safe_wal_size
-               FROM pg_catalog.pg_replication_slots
-              ORDER BY slot_name",
+            "SELECT s.slot_name::text, s.plugin::text, s.slot_type, s.database::text, s.active, s.active_pid,
+                    s.restart_lsn, s.confirmed_flush_lsn, s.wal_status, s.safe_wal_size,
+                    s.temporary, pg_catalog.age(s.xmin)::int8, pg_catalog.age(s.catalog_xmin)::int8,
+                    st.spill_txns, st.spill_bytes, st.stream_txns, st.stream_bytes, st.total_bytes
+               FROM pg_catalog.pg_replication_slots s
+               LEFT JOIN pg_catalog.pg_stat_replication_slots st ON st.slot_name = s.slot_name
+              ORDER BY s.slot_name",
             None,
             &[],
         )?;
@@ -136,6 +182,19 @@ fn slot_rows() -> Vec<SlotRow> {
                 confirmed_flush_lsn: r.get(8)?,
                 wal_status: r.get(9)?,
                 safe_wal_size: r.get(10)?,
+                temporary: r.get::<bool>(11)?.unwrap_or(false),
+                xmin_age: r.get(12)?,
+                catalog_xmin_age: r.get(13)?,
+                decoding: match r.get::<i64>(14)? {
+                    None => None,
+                    Some(spill_txns) => Some(DecodingStats {
+                        spill_txns,
+                        spill_bytes: r.get::<i64>(15)?.unwrap_or(0),
+                        stream_txns: r.get::<i64>(16)?.unwrap_or(0),
+                        stream_bytes: r.get::<i64>(17)?.unwrap_or(0),
+                        total_bytes: r.get::<i64>(18)?.unwrap_or(0),
+                    }),
+                },
             });
         }
         Ok::<_, pgrx::spi::Error>(rows)
@@ -151,7 +210,7 @@ pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
     let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
     let wal_lsn = sampler::current_wal_lsn();
     let keep_size = max_slot_wal_keep_size();
-    let free = if keep_size.is_none() { pg_wal_free_bytes() } else { None };
+    let free = pg_wal_free_bytes();
 
     rows.into_iter()
         .map(|row| {
@@ -178,12 +237,14 @@ pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
                     health::growth_rate(&points).ok_or(HistoryGap::TooFewSamples)
                 }
             };
-            let forecast = health::forecast(growth.ok(), wal_status, keep_size.is_some(), row.safe_wal_size, free);
+            let forecast = health::forecast(growth.ok(), wal_status, row.safe_wal_size, free);
             let facts = Facts {
                 consumer: Consumer::of(&row.slot_type, row.plugin.as_deref()),
                 confirmed_flush_lsn: row.confirmed_flush_lsn.map(|l| l.0),
                 lag_bytes,
                 retained_bytes: retained,
+                xmin_age: row.xmin_age,
+                catalog_xmin_age: row.catalog_xmin_age,
                 wal_status,
                 inactivity,
                 growth,
@@ -205,6 +266,10 @@ pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
                 retained_wal_bytes: retained,
                 wal_status,
                 safe_wal_size: row.safe_wal_size,
+                temporary: row.temporary,
+                xmin_age: row.xmin_age,
+                catalog_xmin_age: row.catalog_xmin_age,
+                decoding: row.decoding,
                 inactivity,
                 growth: facts.growth.ok(),
                 forecast,
@@ -219,7 +284,6 @@ pub(crate) fn slots(thresholds: &Thresholds) -> Vec<SlotReport> {
 /// One walsender, from `logical_ext.replication_status()`.
 #[derive(Debug, Clone)]
 pub(crate) struct WalsenderReport {
-    pub(crate) pid: i32,
     pub(crate) application_name: String,
     pub(crate) slot_name: Option<String>,
     /// sent, write, flush, replay lag in bytes.
@@ -231,7 +295,7 @@ pub(crate) struct WalsenderReport {
 pub(crate) fn walsenders() -> Vec<WalsenderReport> {
     Spi::connect(|client| {
         let table = client.select(
-            "SELECT pid, application_name, slot_name::text,
+            "SELECT application_name, slot_name::text,
                     sent_lag_bytes, write_lag_bytes, flush_lag_bytes, replay_lag_bytes,
                     extract(epoch FROM write_lag)::float8, extract(epoch FROM flush_lag)::float8,
                     extract(epoch FROM replay_lag)::float8
@@ -242,11 +306,10 @@ pub(crate) fn walsenders() -> Vec<WalsenderReport> {
         let mut rows = Vec::new();
         for r in table {
             rows.push(WalsenderReport {
-                pid: r.get::<i32>(1)?.unwrap_or(0),
-                application_name: r.get::<String>(2)?.unwrap_or_default(),
-                slot_name: r.get(3)?,
-                lag_bytes: [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
-                lag_seconds: [r.get(8)?, r.get(9)?, r.get(10)?],
+                application_name: r.get::<String>(1)?.unwrap_or_default(),
+                slot_name: r.get(2)?,
+                lag_bytes: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+                lag_seconds: [r.get(7)?, r.get(8)?, r.get(9)?],
             });
         }
         Ok::<_, pgrx::spi::Error>(rows)
@@ -267,13 +330,31 @@ pub(crate) struct SubscriptionReport {
     pub(crate) applied_changes: i64,
     /// Unix time of the last message from the publisher.
     pub(crate) last_message_unix: Option<f64>,
+    /// Conflicts by type, in [`CONFLICT_TYPES`] order.
+    pub(crate) conflicts: [i64; 6],
+    pub(crate) apply_errors: i64,
+    pub(crate) sync_errors: i64,
 }
+
+/// The `conflict_type` label values, in the order of
+/// `subscription_status`'s `conflicts_*` columns.
+pub(crate) const CONFLICT_TYPES: [&str; 6] = [
+    "insert_exists",
+    "update_exists",
+    "update_missing",
+    "delete_missing",
+    "update_origin_differs",
+    "delete_origin_differs",
+];
 
 pub(crate) fn subscriptions() -> Vec<SubscriptionReport> {
     Spi::connect(|client| {
         let table = client.select(
             "SELECT name, enabled, state, lag_bytes::float8, extract(epoch FROM lag_time)::float8,
-                    applied_transactions, applied_changes, extract(epoch FROM last_msg_receipt_time)::float8
+                    applied_transactions, applied_changes, extract(epoch FROM last_msg_receipt_time)::float8,
+                    conflicts_insert_exists, conflicts_update_exists, conflicts_update_missing,
+                    conflicts_delete_missing, conflicts_update_origin_differs, conflicts_delete_origin_differs,
+                    apply_error_count, sync_error_count
                FROM logical_ext.subscription_status",
             None,
             &[],
@@ -289,6 +370,16 @@ pub(crate) fn subscriptions() -> Vec<SubscriptionReport> {
                 applied_transactions: r.get::<i64>(6)?.unwrap_or(0),
                 applied_changes: r.get::<i64>(7)?.unwrap_or(0),
                 last_message_unix: r.get(8)?,
+                conflicts: [
+                    r.get::<i64>(9)?.unwrap_or(0),
+                    r.get::<i64>(10)?.unwrap_or(0),
+                    r.get::<i64>(11)?.unwrap_or(0),
+                    r.get::<i64>(12)?.unwrap_or(0),
+                    r.get::<i64>(13)?.unwrap_or(0),
+                    r.get::<i64>(14)?.unwrap_or(0),
+                ],
+                apply_errors: r.get::<i64>(15)?.unwrap_or(0),
+                sync_errors: r.get::<i64>(16)?.unwrap_or(0),
             });
         }
         Ok::<_, pgrx::spi::Error>(rows)
@@ -333,4 +424,46 @@ pub(crate) fn sampler() -> SamplerReport {
         None => "sampling".to_string(),
     };
     r
+}
+
+/// Server-wide WAL figures: positions, `pg_wal` and its file system.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServerReport {
+    /// Where the figures were measured: the write position on a primary,
+    /// the last replayed one on a standby.
+    pub(crate) wal_lsn: u64,
+    pub(crate) in_recovery: bool,
+    /// `pg_last_wal_receive_lsn()` and `pg_last_wal_replay_lsn()` (standby).
+    pub(crate) receive_lsn: Option<u64>,
+    pub(crate) replay_lsn: Option<u64>,
+    pub(crate) wal_directory_bytes: Option<u64>,
+    pub(crate) wal_filesystem_free_bytes: Option<u64>,
+    pub(crate) wal_filesystem_size_bytes: Option<u64>,
+}
+
+pub(crate) fn server() -> ServerReport {
+    // A read-only select: Spi::get_* would run it as an update, which
+    // assigns a transaction ID, impossible on a standby.
+    let (in_recovery, receive, replay) = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_receive_lsn(), \
+                 pg_catalog.pg_last_wal_replay_lsn()",
+                Some(1),
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((row.get::<bool>(1)?, row.get::<Lsn>(2)?, row.get::<Lsn>(3)?))
+    })
+    .or_report();
+    let fs = pg_wal_filesystem();
+    ServerReport {
+        wal_lsn: sampler::current_wal_lsn(),
+        in_recovery: in_recovery.unwrap_or(false),
+        receive_lsn: receive.map(|l| l.0),
+        replay_lsn: replay.map(|l| l.0),
+        wal_directory_bytes: pg_wal_directory_bytes(),
+        wal_filesystem_free_bytes: fs.map(|f| f.0),
+        wal_filesystem_size_bytes: fs.map(|f| f.1),
+    }
 }

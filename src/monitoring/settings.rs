@@ -1,6 +1,8 @@
 //! The monitoring settings (`logical_ext.slot_lag_warning`,
 //! `logical_ext.slot_lag_critical`, `logical_ext.slot_inactive_warning`,
-//! `logical_ext.monitor_interval`, and for pruning the logs
+//! `logical_ext.slot_xmin_age_warning`, `logical_ext.slot_xmin_age_critical`,
+//! `logical_ext.monitor_interval`, the metrics endpoint's
+//! `logical_ext.metrics_listen` and `logical_ext.metrics_database`, and for pruning the logs
 //! `logical_ext.log_prune_interval`, `logical_ext.ddl_log_retention`; the
 //! conflict log's retention is the apply part's
 //! `logical_ext.conflict_log_retention`). Defined by [`define`], which
@@ -9,6 +11,7 @@
 
 use super::health::Thresholds;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 use std::time::Duration;
 
 /// kB; `-1` disables the check.
@@ -17,6 +20,15 @@ static SLOT_LAG_WARNING_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024
 static SLOT_LAG_CRITICAL_KB: GucSetting<i32> = GucSetting::<i32>::new(10 * 1024 * 1024);
 /// Seconds; `-1` disables the check.
 static SLOT_INACTIVE_WARNING_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// Transactions; `-1` disables the check. Half of the default
+/// `autovacuum_freeze_max_age` (200 million).
+static SLOT_XMIN_AGE_WARNING: GucSetting<i32> = GucSetting::<i32>::new(100_000_000);
+/// Transactions; `-1` disables the check. About half way to wraparound.
+static SLOT_XMIN_AGE_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(1_000_000_000);
+/// `host:port` of the metrics endpoint; empty = off.
+static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The database the endpoint's worker connects to.
+static METRICS_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// Milliseconds; `0` stops sampling.
 static MONITOR_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
@@ -59,6 +71,46 @@ shared_preload_libraries) the inactive time is unknown and any inactive slot is 
         i32::MAX,
         GucContext::Userset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"logical_ext.slot_xmin_age_warning",
+        c"Age in transactions of a slot's xmin or catalog_xmin at which logical_ext.slot_health() reports it as warning.",
+        c"-1 disables the check. Such a slot keeps VACUUM from removing dead rows and moves the server towards \
+transaction ID wraparound.",
+        &SLOT_XMIN_AGE_WARNING,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"logical_ext.slot_xmin_age_critical",
+        c"Age in transactions of a slot's xmin or catalog_xmin at which logical_ext.slot_health() reports it as critical.",
+        c"-1 disables the check.",
+        &SLOT_XMIN_AGE_CRITICAL,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"logical_ext.metrics_listen",
+        c"Address (host:port) where a logical_ext background worker serves GET /metrics in the Prometheus text format.",
+        c"Empty (the default) serves nothing. Needs logical_ext in shared_preload_libraries; switching it on from \
+empty needs a restart, a changed address is bound again at reload. Use a loopback address unless the port is \
+firewalled: the figures need no password.",
+        &METRICS_LISTEN,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"logical_ext.metrics_database",
+        c"The database the metrics endpoint's worker connects to; its logical_ext subscriptions are the ones served.",
+        c"logical_ext must be installed in it for the walsender and subscription figures. A change at reload \
+makes the worker reconnect.",
+        &METRICS_DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"logical_ext.monitor_interval",
@@ -109,6 +161,19 @@ pub(crate) fn ddl_log_retention_secs() -> i32 {
 /// The thresholds in force in this session.
 pub(crate) fn thresholds() -> Thresholds {
     Thresholds::from_settings(SLOT_LAG_WARNING_KB.get(), SLOT_LAG_CRITICAL_KB.get(), SLOT_INACTIVE_WARNING_S.get())
+        .with_xmin_age(SLOT_XMIN_AGE_WARNING.get(), SLOT_XMIN_AGE_CRITICAL.get())
+}
+
+/// `logical_ext.metrics_listen`, `None` when empty (off).
+pub(crate) fn metrics_listen() -> Option<String> {
+    let v = METRICS_LISTEN.get()?;
+    let v = v.to_string_lossy().trim().to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+/// `logical_ext.metrics_database`.
+pub(crate) fn metrics_database() -> String {
+    METRICS_DATABASE.get().map_or_else(|| "postgres".to_string(), |v| v.to_string_lossy().into_owned())
 }
 
 /// The sampling interval, or `None` when sampling is switched off. Values

@@ -89,7 +89,7 @@ pub(crate) fn catch_up(work: CatchUp, conn: &mut Connection) -> Result<(), Strin
     w.sub = Some(sub);
     conn.exec(&cmd, 0).map_err(|e| format!("could not start replication: {}", e.0))?;
 
-    let mut ses = Session::new(work.from);
+    let mut ses = Session::new(work.from, false);
     let until = work.until;
     let follow = AssertUnwindSafe(|| w.follow(conn, &mut ses, until));
     let outcome = PgTryBuilder::new(follow).catch_others(|e| Err(describe(e))).execute();

@@ -196,6 +196,25 @@ impl Worker {
                 }
                 ses.changes += 1;
             }
+            Doc::Sequence(seq) => {
+                if !ses.in_txn {
+                    return Err(format!("SEQ outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                // Sequences are the apply worker's, never a table catch-up's.
+                if ses.skipping || self.scope.is_some() {
+                    return Ok(());
+                }
+                let sub = &self.sub.as_ref().expect("set at session start").name;
+                // SAFETY: inside the remote transaction; see `change`.
+                unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+                crate::apply::sequence::apply(&seq, sub);
+                // SAFETY: pairs with the push above.
+                unsafe {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommandCounterIncrement();
+                }
+                ses.changes += 1;
+            }
             Doc::Ddl(event) => {
                 if !ses.in_txn {
                     return Err(format!("DDL outside a transaction at {}", protocol::format_lsn(lsn)));

@@ -114,21 +114,22 @@ impl Worker {
             pg_sys::SetCurrentStatementStartTimestamp();
             pg_sys::StartTransactionCommand();
         }
-        if prepared::exists(&gid) {
-            let Some(applying) = self.origin.as_ref().map(OriginSession::begin) else {
-                return Err("the subscription's replication origin is not set up".into());
-            };
-            applying.finish_prepared(&gid, commit, end_lsn, ts);
+        let Some(applying) = self.origin.as_ref().map(OriginSession::begin) else {
+            return Err("the subscription's replication origin is not set up".into());
+        };
+        let local_end = if prepared::exists(&gid) {
+            applying.finish_prepared(&gid, commit, end_lsn, ts)
         } else {
-            // SAFETY: ends the transaction started above; it wrote nothing.
-            unsafe { pg_sys::CommitTransactionCommand() };
             debug1!(
                 "logical_ext: subscription {}: {what} of remote transaction {xid} at {}: nothing prepared here",
                 self.subid,
                 protocol::format_lsn(lsn)
             );
-        }
-        ses.flush.committed(end_lsn, 0);
+            // Nothing to finish, but the origin still moves past it: what
+            // is reported as flushed is recorded there (`slot_fence.rs`).
+            applying.commit(end_lsn, ts)
+        };
+        ses.flush.committed(end_lsn, local_end);
         ses.last_committed = end_lsn;
         self.finished_remote(ses, ts, None);
         Ok(())

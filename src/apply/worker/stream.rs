@@ -47,10 +47,15 @@ use crate::apply::status::{self, WorkerState};
 use crate::apply::walrcv::{Busy, Connection, KeeperHandle, Received};
 use crate::ffi::worker::{self as backend, now_ts};
 use crate::ffi::{self, ContextSwitch};
+use pgrx::pg_sys;
 use std::time::{Duration, Instant};
 
 /// Row messages between two updates of the shared-memory receipt figures.
 const RECEIPT_REPORT_EVERY: u32 = 256;
+
+/// How often an idle apply worker moves its origin over WAL that carried
+/// nothing for it, at most (each move is one small local commit).
+const IDLE_ADVANCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The longest nap while applied commits wait for the local WAL flush.
 const FLUSH_WAIT_NAP_MS: i64 = 50;
@@ -113,15 +118,21 @@ pub(super) struct Session {
     pub(super) deferred: Option<(u64, i64)>,
     /// Loop iterations since the interval checks last read the clock.
     since_clock: u32,
+    /// When the origin was last moved over idle WAL (`idle_advance`).
+    last_idle_advance: Instant,
 }
 
 impl Session {
     /// A session streaming from `start` (everything before it is applied).
-    pub(super) fn new(start: u64) -> Session {
+    /// `durable`: the apply worker's session, whose idle positions are
+    /// reported once the origin records them (`flush.rs`); a table's
+    /// catch-up reports them at once.
+    pub(super) fn new(start: u64, durable: bool) -> Session {
         Session {
             last_received: start,
             last_committed: start,
-            flush: FlushTracker::new(start),
+            flush: if durable { FlushTracker::durable(start) } else { FlushTracker::new(start) },
+            last_idle_advance: Instant::now(),
             timer: ReceiveTimer::new(now_ts()),
             in_txn: false,
             applying: None,
@@ -408,6 +419,7 @@ impl Worker {
                             return Ok(Stop::Reload);
                         }
                     }
+                    self.idle_advance(ses, false);
                     self.feedback(conn, ses, false);
                     let timeout_ms = backend::wal_receiver_timeout_ms();
                     // Commits waiting for the local WAL flush (asynchronous
@@ -426,7 +438,10 @@ impl Worker {
                                      wal_receiver_timeout ({timeout_ms} ms); reconnecting"
                                 ));
                             }
-                            Due::Ping => self.send_feedback(conn, ses, true),
+                            Due::Ping => {
+                                self.idle_advance(ses, false);
+                                self.send_feedback(conn, ses, true)
+                            }
                             Due::Nothing => {}
                         }
                     }
@@ -439,9 +454,32 @@ impl Worker {
                 }
             }
             if reply_now || (timed && ses.last_feedback.elapsed() >= FEEDBACK_INTERVAL) {
+                self.idle_advance(ses, reply_now);
                 self.feedback(conn, ses, reply_now);
             }
         }
+    }
+
+    /// While idle, move the origin over what was received since the last
+    /// commit, so that it may be reported as flushed (`flush.rs`,
+    /// `slot_fence.rs`): at most every `IDLE_ADVANCE_INTERVAL`, or at once
+    /// when `now` (the publisher asked for a reply: it may be shutting down
+    /// and waiting for exactly that). Only the apply worker's durable
+    /// session does this, and never inside a local transaction.
+    pub(super) fn idle_advance(&self, ses: &mut Session, now: bool) {
+        let Some(to) = ses.flush.idle_advance(ses.last_received, ses.work_open()) else { return };
+        if !now && ses.last_idle_advance.elapsed() < IDLE_ADVANCE_INTERVAL {
+            return;
+        }
+        // SAFETY: reads backend-local transaction state.
+        if ses.in_txn || unsafe { pg_sys::IsTransactionState() } {
+            return;
+        }
+        let Some(origin) = &self.origin else { return };
+        let end = origin.advance(to, || {});
+        ses.flush.committed(to, end);
+        ses.flush.local_flush(end);
+        ses.last_idle_advance = Instant::now();
     }
 
     /// Report write/flush/apply positions (when they changed, every 10 s,
