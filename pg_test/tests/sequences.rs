@@ -220,6 +220,46 @@ fn privileges_of_the_sequence_functions() {
     assert_eq!(code, "42501", "sync_sequences is for superusers");
 }
 
+/// The publisher decides which sequences it sends (any owner of a sequence
+/// there may register one), the subscriber which ones move: a publisher
+/// login's own sequence named like an unrelated sequence of the subscriber
+/// does not push that one forward, until the subscriber registers it too.
+#[test]
+fn an_unrelated_sequence_moves_only_once_registered_here() {
+    let pair = start("seq_scope");
+    pair.sub_exec("CREATE SEQUENCE victim_seq");
+    pair.pub_exec("CREATE ROLE mallory LOGIN; GRANT CREATE ON SCHEMA public TO mallory");
+    let mut m = client_as(&pair.publisher, "mallory");
+    exec(
+        &mut m,
+        "CREATE SEQUENCE victim_seq; SELECT logical_ext.replicate_sequence('victim_seq');
+         SELECT setval('victim_seq', 9000000000000000000)",
+    );
+    let mut s = pair.sub_client();
+    wait_until(Duration::from_secs(20), "the subscriber skips the unrelated sequence", || {
+        std::fs::read_to_string(pair.subscriber.log_path())
+            .unwrap_or_default()
+            .contains("\"victim_seq\" does not feed a table of this subscription")
+    });
+    assert_eq!(state(&mut s, "victim_seq"), (1, false), "not moved by the publisher's login");
+    let got: Vec<(String, String)> = s
+        .query("SELECT sequence, action FROM logical_ext.sync_sequences('s') WHERE sequence = 'public.victim_seq'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got, vec![("public.victim_seq".to_string(), "not_replicated_here".to_string())]);
+    assert_eq!(state(&mut s, "victim_seq"), (1, false), "sync_sequences leaves it alone too");
+    assert!(pair.status("s").last_error.is_none(), "no error: {:?}", pair.status("s").last_error);
+
+    // Registered here by its owner: the publisher's states apply.
+    exec(&mut s, "SELECT logical_ext.replicate_sequence('victim_seq')");
+    exec(&mut m, "SELECT setval('victim_seq', 123457)");
+    wait_until(Duration::from_secs(20), "the registered sequence follows", || {
+        state(&mut s, "victim_seq") == (123457, true)
+    });
+}
+
 /// A forged capture message (anyone may call pg_logical_emit_message) is
 /// not a SEQ document: the subscriber's sequence does not move.
 #[test]

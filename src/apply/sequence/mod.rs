@@ -13,6 +13,13 @@
 //!   the subscription owner instead.
 //! - A sequence missing here is skipped with a WARNING and a HINT, once per
 //!   sequence and worker process: replication of the rows goes on.
+//! - Scope: the publisher decides which sequences it sends (any owner of a
+//!   sequence there may register it), so the subscriber decides which ones
+//!   it lets move: only a local sequence that feeds a table of this
+//!   subscription (serial/identity column, or a column default calling it)
+//!   or that was registered here with `replicate_sequence()`. Anything else
+//!   is skipped like a missing one (WARNING + HINT): a publisher login must
+//!   not be able to push an unrelated sequence of this node to its maximum.
 
 mod decision;
 mod sync;
@@ -35,6 +42,9 @@ pub(crate) enum Outcome {
     Same(SeqState),
     /// Ahead of the remote state: left alone.
     Ahead(SeqState),
+    /// It exists here but is not replicated here (see the scope note):
+    /// left alone.
+    NotReplicatedHere,
 }
 
 impl Outcome {
@@ -44,6 +54,7 @@ impl Outcome {
             Outcome::Moved(..) => "set",
             Outcome::Same(_) => "unchanged",
             Outcome::Ahead(_) => "ahead",
+            Outcome::NotReplicatedHere => "not_replicated_here",
         }
     }
 }
@@ -63,10 +74,39 @@ fn lookup(schema: &str, name: &str) -> Option<pg_sys::Oid> {
     }
 }
 
-/// Move the local `schema.name` forward to `remote` if it is behind (inside
-/// a transaction with an active snapshot).
-pub(crate) fn move_forward(schema: &str, name: &str, remote: SeqState) -> Outcome {
+/// Whether the local sequence `relid` is replicated here for subscription
+/// `subid`: it feeds one of the subscription's tables (owned by a column of
+/// it, serial or identity, or called by a column default) or was registered
+/// here with `replicate_sequence()`.
+fn replicated_here(relid: pg_sys::Oid, subid: i32) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (
+                SELECT 1 FROM pg_catalog.pg_depend d
+                  JOIN logical_ext.subscription_tables st ON st.subid = $2 AND st.relid = d.refobjid
+                 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1
+                   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i'))
+             OR EXISTS (
+                SELECT 1 FROM pg_catalog.pg_depend d
+                  JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
+                  JOIN logical_ext.subscription_tables st ON st.subid = $2 AND st.relid = ad.adrelid
+                 WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = $1)
+             OR EXISTS (
+                SELECT 1 FROM logical_ext.replicated_sequence r WHERE r.id = $1::pg_catalog.int8 AND r.explicit)",
+        &[relid.into(), subid.into()],
+    )
+    .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read the scope of a replicated sequence: {e}"))
+    .unwrap_or(false)
+}
+
+/// Move the local `schema.name` forward to `remote` if it is behind and
+/// replicated here for subscription `subid` (inside a transaction with an
+/// active snapshot).
+pub(crate) fn move_forward(schema: &str, name: &str, remote: SeqState, subid: i32) -> Outcome {
     let Some(relid) = lookup(schema, name) else { return Outcome::Missing };
+    if !replicated_here(relid, subid) {
+        return Outcome::NotReplicatedHere;
+    }
     // SAFETY: a heavyweight lock held until the transaction ends.
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::ExclusiveLock as i32) };
     let (local, increment, owner) = Spi::connect(|c| {
@@ -106,28 +146,40 @@ thread_local! {
     static WARNED: RefCell<HashSet<(String, String)>> = RefCell::new(HashSet::new());
 }
 
-/// Apply a `SEQ` document of subscription `subscription` (inside its
-/// remote transaction, with an active snapshot).
-pub(crate) fn apply(doc: &crate::sequences::message::SeqDoc, subscription: &str) {
+/// Apply a `SEQ` document of subscription `subscription` (id `subid`;
+/// inside its remote transaction, with an active snapshot).
+pub(crate) fn apply(doc: &crate::sequences::message::SeqDoc, subscription: &str, subid: i32) {
     let remote = SeqState { last_value: doc.last_value, is_called: doc.is_called };
-    if move_forward(&doc.schema, &doc.name, remote) != Outcome::Missing {
-        return;
-    }
+    let (message, hint) = match move_forward(&doc.schema, &doc.name, remote, subid) {
+        Outcome::Missing => (
+            "does not exist on the subscriber",
+            format!(
+                "Create the sequence here, then run SELECT logical_ext.sync_sequences('{subscription}') to bring it to \
+                 the publisher's value; later states are applied as they come."
+            ),
+        ),
+        Outcome::NotReplicatedHere => (
+            "does not feed a table of this subscription here",
+            format!(
+                "To let the publisher move it, run SELECT logical_ext.replicate_sequence('{}.{}') on this node as the \
+                 sequence's owner, then SELECT logical_ext.sync_sequences('{subscription}').",
+                doc.schema, doc.name
+            ),
+        ),
+        Outcome::Moved(..) | Outcome::Same(_) | Outcome::Ahead(_) => return,
+    };
     let first = WARNED.with(|w| w.borrow_mut().insert((doc.schema.clone(), doc.name.clone())));
     if first {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!(
-                "logical_ext: subscription \"{subscription}\": sequence \"{}\".\"{}\" does not exist on the \
-                 subscriber; its replicated states are skipped",
+                "logical_ext: subscription \"{subscription}\": sequence \"{}\".\"{}\" {message}; its replicated states \
+                 are skipped",
                 doc.schema, doc.name
             ),
             function_name!(),
         )
-        .set_hint(format!(
-            "Create the sequence here, then run SELECT logical_ext.sync_sequences('{subscription}') to bring it to \
-             the publisher's value; later states are applied as they come."
-        ))
+        .set_hint(hint)
         .report(PgLogLevel::WARNING);
     }
 }

@@ -50,9 +50,9 @@ fn sync_sequences(
             last_value: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
             is_called: r[3].as_deref() == Some("true"),
         };
-        let outcome = move_forward(&schema, &name, remote);
+        let outcome = move_forward(&schema, &name, remote, sub.id);
         let (before, after) = match outcome {
-            Outcome::Missing => (None, None),
+            Outcome::Missing | Outcome::NotReplicatedHere => (None, None),
             Outcome::Moved(b, a) => (Some(b.last_value), Some(a.last_value)),
             Outcome::Same(s) | Outcome::Ahead(s) => (Some(s.last_value), Some(s.last_value)),
         };

@@ -204,10 +204,10 @@ impl Worker {
                 if ses.skipping || self.scope.is_some() {
                     return Ok(());
                 }
-                let sub = &self.sub.as_ref().expect("set at session start").name;
+                let sub = self.sub.as_ref().expect("set at session start");
                 // SAFETY: inside the remote transaction; see `change`.
                 unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-                crate::apply::sequence::apply(&seq, sub);
+                crate::apply::sequence::apply(&seq, &sub.name, sub.id);
                 // SAFETY: pairs with the push above.
                 unsafe {
                     pg_sys::PopActiveSnapshot();
