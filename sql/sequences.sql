@@ -72,6 +72,7 @@ AS $$
     SELECT s.oid, n.nspname::text, s.relname::text, st.last_value, st.is_called, sq.seqincrement, c.pubs, c.explicit
       FROM chosen c
       JOIN pg_catalog.pg_class s ON s.oid = c.seq AND s.relkind = 'S'
+           AND s.relpersistence <> 't'  -- another session's temporary sequence cannot be read
       JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
       JOIN pg_catalog.pg_sequence sq ON sq.seqrelid = s.oid
      CROSS JOIN LATERAL logical_ext.sequence_state(s.oid::pg_catalog.regclass) st

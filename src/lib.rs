@@ -19,7 +19,6 @@ mod ddl;
 mod decoder;
 mod ffi;
 mod monitoring;
-mod reconcile;
 mod sequences;
 mod settings;
 

@@ -214,6 +214,11 @@ fn privileges_of_the_sequence_functions() {
     assert_eq!(code, "42501", "the registry is not writable by its users");
     let (code, _, _) = expect_error(&mut pair.pub_client(), "SELECT logical_ext.replicate_sequence('s_serial')");
     assert_eq!(code, "42809", "not a sequence");
+    // Another session's temporary sequence cannot be read by the capture
+    // worker: registering one would stop every capture round.
+    let (code, _, _) =
+        expect_error(&mut alice, "CREATE TEMP SEQUENCE tmp_seq; SELECT logical_ext.replicate_sequence('tmp_seq')");
+    assert_eq!(code, "0A000", "a temporary sequence is refused");
     pair.sub_exec("CREATE ROLE carol LOGIN");
     let mut carol = client_as(&pair.subscriber, "carol");
     let (code, _, _) = expect_error(&mut carol, "SELECT * FROM logical_ext.sync_sequences('s')");
@@ -258,6 +263,52 @@ fn an_unrelated_sequence_moves_only_once_registered_here() {
     wait_until(Duration::from_secs(20), "the registered sequence follows", || {
         state(&mut s, "victim_seq") == (123457, true)
     });
+}
+
+/// The capture worker runs SQL as the bootstrap superuser in every database
+/// with the extension. A database owner (not a superuser) may set the
+/// database's search_path: an operator of its own placed before pg_catalog
+/// must never run in that worker.
+#[test]
+fn the_capture_worker_ignores_the_database_search_path() {
+    let c = Cluster::start(
+        "seq_search_path",
+        &["shared_preload_libraries = 'logical_ext'", "logical_ext.sequence_capture_interval = '200ms'"],
+    );
+    c.exec("CREATE ROLE dbo LOGIN");
+    c.exec("CREATE DATABASE d OWNER dbo");
+    let mut owner = Client::connect(&format!("{} user=dbo", c.conninfo_db("d")), NoTls).expect("connect as dbo");
+    exec(
+        &mut owner,
+        "CREATE SCHEMA evil; GRANT USAGE ON SCHEMA evil TO PUBLIC;
+         CREATE TABLE evil.ran (who name, backend text); GRANT INSERT ON evil.ran TO PUBLIC;
+         CREATE FUNCTION evil.plus(bigint, bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO evil.ran SELECT current_user, backend_type FROM pg_catalog.pg_stat_activity
+                                   WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid();
+             RETURN $1 OPERATOR(pg_catalog.+) $2;
+         END $$;
+         CREATE OPERATOR evil.+ (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.plus);
+         ALTER DATABASE d SET search_path = evil, pg_catalog, public",
+    );
+    let mut d = c.client_db("d");
+    exec(&mut d, "SET search_path = public, pg_catalog");
+    exec(&mut d, "CREATE TABLE public.t (id serial PRIMARY KEY); CREATE PUBLICATION p FOR TABLE public.t");
+    exec(&mut d, "SELECT pg_catalog.pg_create_logical_replication_slot('s', 'logical_ext')");
+    exec(&mut d, "CREATE EXTENSION logical_ext");
+    exec(&mut d, "INSERT INTO public.t DEFAULT VALUES");
+    wait_until(Duration::from_secs(20), "a capture round sends the sequence", || {
+        let rows = d
+            .query(
+                "SELECT data FROM pg_catalog.pg_logical_slot_peek_changes('s', NULL, NULL, 'include-transaction', '0')",
+                &[],
+            )
+            .unwrap();
+        rows.iter().any(|r| r.get::<_, String>(0).contains("t_id_seq"))
+    });
+    let ran: Vec<(String, Option<String>)> =
+        d.query("SELECT who::text, backend FROM evil.ran", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(ran.is_empty(), "the database owner's operator ran in a logical_ext worker: {ran:?}");
 }
 
 /// A forged capture message (anyone may call pg_logical_emit_message) is

@@ -109,6 +109,8 @@ pub extern "C-unwind" fn logical_ext_starter_main(arg: pg_sys::Datum) {
     let dboid = pg_sys::Oid::from(arg.value() as u32);
     backend::attach_signal_handlers();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    // Runs SQL as the bootstrap superuser: never with the database's search_path.
+    backend::pin_session_search_path();
     let (installed, subs) = BackgroundWorker::transaction(|| {
         let installed = Spi::get_one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'logical_ext'")
             .ok()

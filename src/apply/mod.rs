@@ -41,11 +41,11 @@
 
 mod api;
 mod batch;
-pub(crate) mod catalog;
+mod catalog;
 mod commit_time;
 mod config;
 mod conflict;
-pub(crate) mod conninfo;
+mod conninfo;
 mod executor;
 mod flush;
 mod jsonb_input;
@@ -67,12 +67,12 @@ mod slot_fence;
 mod spool;
 mod stats;
 mod status;
-pub(crate) mod sync;
+mod sync;
 mod tablesync;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_rng;
 mod values;
-pub(crate) mod walrcv;
+mod walrcv;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

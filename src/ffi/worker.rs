@@ -173,6 +173,14 @@ pub(crate) fn set_replica_session() {
     }
 }
 
+/// `search_path = pg_catalog, pg_temp` for the whole life of a background
+/// worker that runs SQL as a superuser: a setting of the database
+/// (`ALTER DATABASE ... SET search_path`, which its owner may set) would
+/// otherwise let that owner's functions and operators run in it.
+pub(crate) fn pin_session_search_path() {
+    set_override(c"search_path", c"pg_catalog, pg_temp");
+}
+
 /// `synchronous_commit` of this session's local commits (a value the
 /// setting accepts, such as `config::SynchronousCommit::as_str` gives).
 pub(crate) fn set_synchronous_commit(value: &str) {

@@ -95,6 +95,8 @@ pub extern "C-unwind" fn logical_ext_metrics_main(_arg: pg_sys::Datum) {
     crate::ffi::worker::attach_signal_handlers();
     let database = settings::metrics_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // Runs SQL as the bootstrap superuser: never with the database's search_path.
+    crate::ffi::worker::pin_session_search_path();
     // A scrape must not wait behind a long lock (say, DDL on logical_ext's
     // tables): after LOCK_TIMEOUT its section fails (SQLSTATE 55P03) and is
     // named in logical_ext_scrape_errors, the rest is served.

@@ -127,6 +127,8 @@ fn databases() -> Vec<pg_sys::Oid> {
 
 fn prune(db: pg_sys::Oid) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    // Runs SQL as the bootstrap superuser: never with the database's search_path.
+    crate::ffi::worker::pin_session_search_path();
     let conflict_secs = crate::apply::settings::CONFLICT_LOG_RETENTION.get();
     let ddl_secs = super::settings::ddl_log_retention_secs();
     BackgroundWorker::transaction(|| {

@@ -74,6 +74,18 @@ fn replicate_sequence(seq: pgrx::PgRelation) {
         .set_hint("Serial and identity columns of published tables are replicated without it.")
         .report(PgLogLevel::ERROR);
     }
+    // SAFETY: catalog lookup by OID.
+    if unsafe { pg_sys::get_rel_persistence(seq) } as u8 == pg_sys::RELPERSISTENCE_TEMP {
+        // The capture worker cannot read another session's temporary
+        // sequence: registering one would stop every capture round.
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "a temporary sequence cannot be replicated",
+            function_name!(),
+        )
+        .set_hint("Replicate a permanent sequence.")
+        .report(PgLogLevel::ERROR);
+    }
     // SAFETY: reads the current user; membership check in the catalog.
     let allowed = unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) };
     if !allowed {
@@ -127,6 +139,8 @@ pub extern "C-unwind" fn logical_ext_sequence_capture_main(arg: pg_sys::Datum) {
     // The bootstrap superuser: it reads every sequence and writes the
     // registry.
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    // Runs SQL as the bootstrap superuser: never with the database's search_path.
+    backend::pin_session_search_path();
     let first = in_transaction(|| {
         let installed = Spi::get_one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'logical_ext'")
             .ok()

@@ -76,8 +76,10 @@ fn lookup(schema: &str, name: &str) -> Option<pg_sys::Oid> {
 
 /// Whether the local sequence `relid` is replicated here for subscription
 /// `subid`: it feeds one of the subscription's tables (owned by a column of
-/// it, serial or identity, or called by a column default) or was registered
-/// here with `replicate_sequence()`.
+/// it, serial or identity, or called by a column default of a table with the
+/// same owner: replayed DDL of another role must not be able to point a
+/// default at somebody else's sequence to adopt it) or was registered here
+/// with `replicate_sequence()`.
 fn replicated_here(relid: pg_sys::Oid, subid: i32) -> bool {
     Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (
@@ -89,8 +91,11 @@ fn replicated_here(relid: pg_sys::Oid, subid: i32) -> bool {
                 SELECT 1 FROM pg_catalog.pg_depend d
                   JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
                   JOIN logical_ext.subscription_tables st ON st.subid = $2 AND st.relid = ad.adrelid
+                  JOIN pg_catalog.pg_class t ON t.oid = ad.adrelid
+                  JOIN pg_catalog.pg_class q ON q.oid = $1
                  WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-                   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = $1)
+                   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = $1
+                   AND t.relowner OPERATOR(pg_catalog.=) q.relowner)
              OR EXISTS (
                 SELECT 1 FROM logical_ext.replicated_sequence r WHERE r.id = $1::pg_catalog.int8 AND r.explicit)",
         &[relid.into(), subid.into()],
@@ -109,7 +114,7 @@ pub(crate) fn move_forward(schema: &str, name: &str, remote: SeqState, subid: i3
     }
     // SAFETY: a heavyweight lock held until the transaction ends.
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::ExclusiveLock as i32) };
-    let (local, increment, owner) = Spi::connect(|c| {
+    let found = Spi::connect(|c| {
         let mut rows = c.select(
             "SELECT st.last_value, st.is_called, sq.seqincrement, c.relowner \
                FROM pg_catalog.pg_sequence sq JOIN pg_catalog.pg_class c ON c.oid = sq.seqrelid, \
@@ -118,14 +123,16 @@ pub(crate) fn move_forward(schema: &str, name: &str, remote: SeqState, subid: i3
             Some(1),
             &[relid.into()],
         )?;
-        let row = rows.next().expect("the sequence was found and is locked");
-        Ok::<_, pgrx::spi::SpiError>((
+        // Dropped between the lookup and the lock: missing after all.
+        let Some(row) = rows.next() else { return Ok(None) };
+        Ok::<_, pgrx::spi::SpiError>(Some((
             SeqState { last_value: row.get(1)?.unwrap_or(0), is_called: row.get(2)?.unwrap_or(false) },
             row.get::<i64>(3)?.unwrap_or(1),
             row.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::InvalidOid),
-        ))
+        )))
     })
     .unwrap_or_else(|e| pgrx::error!("logical_ext: could not read sequence \"{schema}\".\"{name}\": {e}"));
+    let Some((local, increment, owner)) = found else { return Outcome::Missing };
     match forward(local, remote, increment) {
         Move::Same => Outcome::Same(local),
         Move::Ahead => Outcome::Ahead(local),
