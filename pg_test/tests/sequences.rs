@@ -295,7 +295,9 @@ fn the_capture_worker_ignores_the_database_search_path() {
     exec(&mut d, "SET search_path = public, pg_catalog");
     exec(&mut d, "CREATE TABLE public.t (id serial PRIMARY KEY); CREATE PUBLICATION p FOR TABLE public.t");
     exec(&mut d, "SELECT pg_catalog.pg_create_logical_replication_slot('s', 'logical_ext')");
-    exec(&mut d, "CREATE EXTENSION logical_ext");
+    // The capture worker is started by CREATE EXTENSION: at its commit, or
+    // it would find no extension and exit (a transaction held open shows it).
+    exec(&mut d, "BEGIN; CREATE EXTENSION logical_ext; SELECT pg_catalog.pg_sleep(1); COMMIT");
     exec(&mut d, "INSERT INTO public.t DEFAULT VALUES");
     wait_until(Duration::from_secs(20), "a capture round sends the sequence", || {
         let rows = d

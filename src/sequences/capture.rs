@@ -7,7 +7,8 @@
 //!   of the database (the plugin's startup, `decoder/plugin.rs`), by the
 //!   database's starter at server start (`apply/launcher.rs`), by `CREATE
 //!   EXTENSION` / `ALTER EXTENSION ... UPDATE` (`start_sequence_capture()`
-//!   in the scripts) and by `replicate_sequence()`; a second one in the same
+//!   in the scripts) and by `replicate_sequence()`, these two at commit (a
+//!   worker started earlier could miss the uncommitted extension and exit); a second one in the same
 //!   database finds the session advisory lock taken and exits. It exits when
 //!   the extension is dropped or no slot is left, and PostgreSQL restarts it
 //!   after a crash.
@@ -23,6 +24,7 @@ use crate::ffi::worker::{self as backend, in_transaction};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use pgrx::{PgXactCallbackEvent, register_xact_callback};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -44,13 +46,27 @@ pub(crate) fn start_for_database(dboid: pg_sys::Oid) -> bool {
         .is_ok()
 }
 
-/// Start this database's capture worker; false when logical_ext is not in
-/// `shared_preload_libraries` (no background workers) or no worker slot is
-/// free. Called by the extension's install and upgrade scripts.
+/// Start this database's capture worker once the current transaction
+/// commits; false when logical_ext is not in `shared_preload_libraries` (no
+/// background workers). Called by the extension's install and upgrade
+/// scripts.
 #[pg_extern]
 fn start_sequence_capture() -> bool {
+    crate::apply::preloaded() && {
+        start_at_commit();
+        true
+    }
+}
+
+/// Start this database's capture worker when the current transaction
+/// commits: started at once, the worker could look before `CREATE
+/// EXTENSION` (or a registration) is visible, find nothing, and exit.
+fn start_at_commit() {
     // SAFETY: set at backend start.
-    crate::apply::preloaded() && start_for_database(unsafe { pg_sys::MyDatabaseId })
+    let db = unsafe { pg_sys::MyDatabaseId };
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        start_for_database(db);
+    });
 }
 
 /// Replicate `seq` whether or not it feeds a published table: its state is
@@ -110,8 +126,7 @@ fn replicate_sequence(seq: pgrx::PgRelation) {
         .unwrap_or_else(|e| pgrx::error!("logical_ext: could not record the sequence: {e}"));
     }
     if crate::apply::preloaded() {
-        // SAFETY: set at backend start.
-        start_for_database(unsafe { pg_sys::MyDatabaseId });
+        start_at_commit();
     }
 }
 
