@@ -75,6 +75,9 @@ mod values;
 mod walrcv;
 mod worker;
 
+/// The closed list of conflict types, also the monitoring's label values.
+pub(crate) use conflict::ConflictType;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static PRELOADED: AtomicBool = AtomicBool::new(false);

@@ -7,7 +7,8 @@
 //! and a comment line says why, so the rest of the scrape still arrives.
 
 use super::health::{Status, WalStatus};
-use super::report::{CONFLICT_TYPES, SamplerReport, ServerReport, SlotReport, SubscriptionReport, WalsenderReport};
+use super::report::{SamplerReport, ServerReport, SlotReport, SubscriptionReport, WalsenderReport};
+use crate::apply::ConflictType;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -411,8 +412,8 @@ pub(crate) fn families(inputs: &Inputs<'_>) -> Vec<Family> {
     );
     for s in subscriptions {
         let l = vec![("subscription", s.name.clone())];
-        for (ty, n) in CONFLICT_TYPES.into_iter().zip(s.conflicts) {
-            sub_conflicts.add(with(l.clone(), "conflict_type", ty), n as f64);
+        for (ty, n) in ConflictType::ALL.into_iter().zip(s.conflicts) {
+            sub_conflicts.add(with(l.clone(), "conflict_type", ty.as_str()), n as f64);
         }
         sub_apply_errors.add(l.clone(), s.apply_errors as f64);
         sub_sync_errors.add(l.clone(), s.sync_errors as f64);

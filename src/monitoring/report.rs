@@ -330,22 +330,12 @@ pub(crate) struct SubscriptionReport {
     pub(crate) applied_changes: i64,
     /// Unix time of the last message from the publisher.
     pub(crate) last_message_unix: Option<f64>,
-    /// Conflicts by type, in [`CONFLICT_TYPES`] order.
+    /// Conflicts by type, in `ConflictType::ALL` order (that of
+    /// `subscription_status`'s `conflicts_*` columns).
     pub(crate) conflicts: [i64; 6],
     pub(crate) apply_errors: i64,
     pub(crate) sync_errors: i64,
 }
-
-/// The `conflict_type` label values, in the order of
-/// `subscription_status`'s `conflicts_*` columns.
-pub(crate) const CONFLICT_TYPES: [&str; 6] = [
-    "insert_exists",
-    "update_exists",
-    "update_missing",
-    "delete_missing",
-    "update_origin_differs",
-    "delete_origin_differs",
-];
 
 pub(crate) fn subscriptions() -> Vec<SubscriptionReport> {
     Spi::connect(|client| {
