@@ -490,3 +490,36 @@ fn the_copy_never_reads_a_target_as_the_subscription_owner() {
     });
     assert!(!role_exists(&pair.subscriber, "pwned_by_view"), "the copy read the view as a superuser");
 }
+
+/// A publisher table owner names a table so that, quoted as a plain `'...'`
+/// literal, its name ends the literal early when the publisher runs with
+/// `standard_conforming_strings = off` (a backslash then escapes the quote)
+/// and the rest runs as SQL under the subscription's replication role. The
+/// initial copy puts published table names into the SQL it sends to the
+/// publisher; the `E'...'` form is correct under both settings. Seen failing
+/// before the fix: the copy ran `CREATE ROLE pwned SUPERUSER` on the
+/// publisher (refused there only because the copy's transaction is read-only;
+/// a function call would have run) and never finished.
+#[test]
+fn published_names_are_data_under_any_string_setting() {
+    let pair = Pair::start_with("sec_scs", &[PRELOAD, "standard_conforming_strings = off"], &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext");
+    let table = r#"app."q\';CREATE ROLE pwned SUPERUSER;--""#;
+    pair.both_exec(&format!(
+        "CREATE ROLE app LOGIN;
+         CREATE SCHEMA app AUTHORIZATION app;
+         CREATE TABLE {table} (id int PRIMARY KEY, v text);
+         ALTER TABLE {table} OWNER TO app;"
+    ));
+    pair.pub_exec(&format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 10) g"));
+    // A backslash in the publication's name too: SQL literals and the
+    // replication command's options quote it differently.
+    pair.pub_exec(r#"CREATE PUBLICATION "p\" FOR TABLES IN SCHEMA app"#);
+    logical_ext_pg_test::sync::subscribe_copy(&pair, "s", &[r"p\"], "");
+    pair.wait_sub_count("s", table, 10);
+    pair.wait_streaming("s");
+    pair.pub_exec(&format!("INSERT INTO {table} VALUES (11, 'streamed')"));
+    pair.wait_sub_count("s", table, 11);
+    assert!(!role_exists(&pair.publisher, "pwned"), "the table's name ran as SQL on the publisher");
+    pair.assert_same_tables(&[table]);
+}

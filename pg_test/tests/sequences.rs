@@ -94,6 +94,21 @@ fn serial_identity_and_shared_sequences_follow_under_load() {
         max_behind
     );
     assert!(converged < Duration::from_secs(10), "lag bound: converged in {converged:?}");
+    // Quiet rounds (nothing moved since the last send) are quiet in the log
+    // too. Three intervals without a send mean at least two such rounds ran.
+    // Seen failing before the fix: every quiet round logged "sequence capture
+    // round failed (SpiTupleTable positioned before the start or after the
+    // end)" (its query returned no row).
+    wait_until(Duration::from_secs(10), "three capture intervals without a send", || {
+        p.query_one(
+            "SELECT coalesce(max(sent_at) < now() - interval '600 ms', true) FROM logical_ext.replicated_sequence",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0)
+    });
+    let log = std::fs::read_to_string(pair.publisher.log_path()).unwrap_or_default();
+    assert!(!log.contains("sequence capture round failed"), "a quiet capture round failed:\n{}", pair.publisher.log_tail(20));
     // Every value used on the publisher is behind the subscriber's next.
     pair.wait_sub_count("s", "b", count(&mut p, "b"));
     for (seq, table) in

@@ -280,8 +280,21 @@ pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Quote a string literal (`'...'`, quotes doubled; standard_conforming_strings).
+/// Quote a string literal for SQL run on the publisher: quotes doubled and,
+/// when the text holds a backslash, the `E'...'` form with backslashes doubled
+/// (as PostgreSQL's own quote_literal does). The plain form alone is only safe
+/// under standard_conforming_strings = on, which the publisher decides: with it
+/// off, a table named `x\` would end the literal early and let the rest of its
+/// name run as SQL under the subscription's replication role.
 pub(crate) fn quote_literal(s: &str) -> String {
+    let quoted = s.replace('\'', "''");
+    if quoted.contains('\\') { format!("E'{}'", quoted.replace('\\', "\\\\")) } else { format!("'{quoted}'") }
+}
+
+/// Quote a string literal inside a replication command (`START_REPLICATION`
+/// options): the replication grammar knows only `'...'` with quotes doubled;
+/// a backslash is an ordinary character there and `E'...'` a syntax error.
+pub(crate) fn quote_command_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -304,4 +317,21 @@ pub(crate) fn slot_exists(conn: &mut Connection, slot: &str) -> Result<bool, Wal
     let sql = format!("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}", quote_literal(slot));
     let rows = crate::ffi::worker::in_transaction(|| conn.exec(&sql, 1))?;
     Ok(!rows.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{quote_command_literal, quote_literal};
+
+    #[test]
+    fn literals_are_safe_under_both_string_settings() {
+        assert_eq!(quote_literal("plain"), "'plain'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        // A backslash: the E form, so that a publisher with
+        // standard_conforming_strings = off reads the same text.
+        assert_eq!(quote_literal(r"q\';DROP"), r"E'q\\'';DROP'");
+        assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+        // Replication commands have no E form and no backslash escapes.
+        assert_eq!(quote_command_literal(r"p\'s"), r"'p\''s'");
+    }
 }

@@ -56,7 +56,7 @@ use super::relation::RelationMap;
 use super::resolver::{self, ConflictRecord};
 use super::status::{self, WorkerState};
 use super::sync::manager::SyncManager;
-use super::walrcv::{self, Connection, quote_ident, quote_literal};
+use super::walrcv::{self, Connection, quote_command_literal, quote_ident};
 use crate::ffi;
 use crate::ffi::worker::{self as backend, in_transaction};
 use pgrx::bgworkers::BackgroundWorker;
@@ -478,7 +478,7 @@ fn start_replication(sub: &Subscription, slot: &str, start: u64, wire: Wire) -> 
          \"publication_names\" {}, \"origin\" '{}'{})",
         quote_ident(slot),
         protocol::format_lsn(start),
-        quote_literal(&pubs.join(",")),
+        quote_command_literal(&pubs.join(",")),
         sub.origin.as_str(),
         wire.option()
     )

@@ -246,15 +246,18 @@ fn round() -> Round {
                  (SELECT 1 FROM logical_ext.replicated_sequences() s WHERE s.seqid = r.id::oid))",
     )
     .unwrap_or_else(|e| pgrx::error!("{e}"));
+    // Always one row (an aggregate without GROUP BY), NULL when nothing
+    // moved: get_one reports a query without rows as an error, which made
+    // every quiet round fail and log it.
     let content = Spi::get_one::<String>(
-        "SELECT pg_catalog.json_build_object('sequences', pg_catalog.json_agg(pg_catalog.json_build_object( \
+        "SELECT CASE WHEN pg_catalog.count(*) > 0 THEN \
+                pg_catalog.json_build_object('sequences', pg_catalog.json_agg(pg_catalog.json_build_object( \
                 'id', s.seqid::bigint, 'schema', s.schema, 'name', s.name, 'last_value', s.last_value, \
                 'is_called', s.is_called, 'increment', s.increment, 'publications', s.publications, \
-                'explicit', s.explicit) ORDER BY s.schema, s.name))::text \
+                'explicit', s.explicit) ORDER BY s.schema, s.name))::text END \
            FROM logical_ext.replicated_sequences() s \
            LEFT JOIN logical_ext.replicated_sequence r ON r.id = s.seqid::bigint \
-          WHERE r.sent_value IS DISTINCT FROM s.last_value OR r.sent_is_called IS DISTINCT FROM s.is_called \
-         HAVING pg_catalog.count(*) > 0",
+          WHERE r.sent_value IS DISTINCT FROM s.last_value OR r.sent_is_called IS DISTINCT FROM s.is_called",
     )
     .unwrap_or_else(|e| pgrx::error!("{e}"));
     let Some(content) = content else { return Round::Captured(0) };
