@@ -167,10 +167,11 @@ fn a_second_subscriber_is_refused_until_it_takes_the_slot_over() {
     assert_eq!(count_on(&second, "t"), 0);
     assert_eq!(recorded_owner(&mut publisher, "s"), first, "a refused client changes nothing");
 
-    // The explicit takeover. Known issue (issue 16 report): rows the
-    // publisher commits after this second subscriber took the slot over
-    // were sent and confirmed but, in about half the runs, not applied
-    // here — not root-caused yet, so row arrival is not asserted.
+    // The explicit takeover. Known issue, not of the ownership code: a
+    // fresh subscriber (origin 0/0, create_slot => false) on a slot another
+    // subscriber used shows rows as applied and confirmed but often not in
+    // its table within 15 s — reproduced on main (788c235, no owner option,
+    // no takeover) too; not root-caused, so row arrival is not asserted here.
     second.exec("SELECT logical_ext.takeover_slot('s')");
     wait_state(&second, "s", "the second subscriber streams", |s, _| s == "streaming");
     let taken: String = query_string(
