@@ -299,3 +299,107 @@ COMMENT ON FUNCTION logical_ext.slot_health() IS
     'One row per replication slot: lag, retained WAL, inactive time, growth, forecast, xmin ages, status and reason';
 REVOKE ALL ON FUNCTION logical_ext.slot_health() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.slot_health() TO pg_monitor;
+
+-- == Issue 16 (helper O): slot ownership and the subscriber timeline check ==
+-- The apply worker names itself to the publisher's plugin ("owner" option;
+-- src/decoder/owner.rs records the claim beside the slot) and a node whose
+-- system identifier or timeline differs from the one the subscription last ran
+-- on waits for adopt_subscription() (src/apply/slot_owner.rs,
+-- docs/FAILOVER.md). Existing subscriptions record their node at their next start.
+ALTER TABLE logical_ext.subscription
+    ADD COLUMN node_identity text,
+    ADD COLUMN slot_takeover boolean NOT NULL DEFAULT false,
+    ADD COLUMN slot_taken_over_at timestamptz;
+
+CREATE FUNCTION logical_ext."takeover_slot"(
+	"subscription" TEXT /* &str */
+) RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'takeover_slot_wrapper';
+REVOKE ALL ON FUNCTION logical_ext.takeover_slot(text) FROM PUBLIC;
+
+CREATE FUNCTION logical_ext."adopt_subscription"(
+	"subscription" TEXT /* &str */
+) RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'adopt_subscription_wrapper';
+REVOKE ALL ON FUNCTION logical_ext.adopt_subscription(text) FROM PUBLIC;
+
+-- subscription_status: state 'blocked' for a subscription waiting for adopt.
+CREATE OR REPLACE FUNCTION logical_ext.subscription_status_rows()
+RETURNS TABLE (
+    name text,
+    enabled boolean,
+    worker_pid integer,
+    state text,
+    received_lsn pg_lsn,
+    applied_lsn pg_lsn,
+    latest_end_lsn pg_lsn,
+    last_msg_send_time timestamptz,
+    last_msg_receipt_time timestamptz,
+    lag_bytes numeric,
+    lag_time interval,
+    last_error text,
+    last_error_time timestamptz,
+    applied_transactions bigint,
+    applied_changes bigint,
+    conflicts_insert_exists bigint,
+    conflicts_update_exists bigint,
+    conflicts_update_missing bigint,
+    conflicts_delete_missing bigint,
+    conflicts_update_origin_differs bigint,
+    conflicts_delete_origin_differs bigint,
+    apply_error_count bigint,
+    sync_error_count bigint,
+    stats_reset timestamptz,
+    conninfo text,
+    publications text[],
+    slot_name text,
+    origin text
+)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH w AS (SELECT * FROM logical_ext.worker_status()),
+    t AS (
+        SELECT s.*, w.pid, w.state AS wstate, w.last_error AS werror,
+               NULLIF(w.received_lsn, 0) AS recv, NULLIF(w.latest_end_lsn, 0) AS latest,
+               NULLIF(w.last_msg_send_time, 0) AS send_us, NULLIF(w.last_msg_receipt_time, 0) AS recv_us,
+               NULLIF(w.last_commit_time, 0) AS commit_us, NULLIF(w.last_error_time, 0) AS error_us,
+               c.applied_transactions AS txns, c.applied_changes AS changes, c.conflicts,
+               c.apply_error_count, c.sync_error_count, c.stats_reset,
+               pg_replication_origin_progress('logical_ext_' || s.id, false) AS applied
+        FROM logical_ext.subscription s LEFT JOIN w ON w.subid = s.id
+        CROSS JOIN LATERAL logical_ext.subscription_counters(s.id, s.created_at) c
+    )
+    SELECT t.name, t.enabled, t.pid,
+           CASE WHEN NOT t.enabled THEN 'disabled'
+                WHEN t.wstate = 'blocked' THEN 'blocked'
+                WHEN t.werror IS NOT NULL AND t.wstate IS DISTINCT FROM 'streaming' THEN 'error'
+                ELSE coalesce(t.wstate, 'starting') END,
+           ('0/0'::pg_lsn + t.recv::numeric),
+           t.applied,
+           ('0/0'::pg_lsn + t.latest::numeric),
+           timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.send_us / 1e6),
+           timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.recv_us / 1e6),
+           greatest(('0/0'::pg_lsn + t.latest::numeric) - t.applied, 0),
+           CASE WHEN t.latest IS NULL OR t.applied IS NULL THEN NULL
+                WHEN ('0/0'::pg_lsn + t.latest::numeric) <= t.applied THEN interval '0'
+                ELSE now() - (timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.commit_us / 1e6)) END,
+           logical_ext.row_data_for_caller(
+               coalesce(t.werror, (SELECT 'table ' || st.relid::text || ': ' || st.last_error
+                                     FROM logical_ext.subscription_tables st
+                                    WHERE st.subid = t.id AND st.state = 'error' ORDER BY st.relid::oid LIMIT 1))),
+           CASE WHEN t.werror IS NOT NULL THEN timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => t.error_us / 1e6)
+                ELSE (SELECT max(st.finished_at) FROM logical_ext.subscription_tables st
+                       WHERE st.subid = t.id AND st.state = 'error') END,
+           coalesce(t.txns, 0), coalesce(t.changes, 0),
+           coalesce(t.conflicts[1], 0), coalesce(t.conflicts[2], 0), coalesce(t.conflicts[3], 0),
+           coalesce(t.conflicts[4], 0), coalesce(t.conflicts[5], 0), coalesce(t.conflicts[6], 0),
+           t.apply_error_count, t.sync_error_count, t.stats_reset,
+           logical_ext.redact_conninfo(t.conninfo), t.publications, t.slot_name, t.origin
+    FROM t ORDER BY t.name
+$$;

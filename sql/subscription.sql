@@ -20,7 +20,15 @@ CREATE TABLE logical_ext.subscription (
     -- sets accept_once; the worker adopts the slot's position once, records it
     -- in slot_gap_accepted and sets refuse again.
     slot_gap     text NOT NULL DEFAULT 'refuse' CHECK (slot_gap IN ('refuse', 'accept_once')),
-    slot_gap_accepted text
+    slot_gap_accepted text,
+    -- Slot ownership and the timeline check (src/apply/slot_owner.rs):
+    -- <system identifier>/<timeline> of the node the subscription last ran on
+    -- (a worker on another node waits, state 'blocked', for
+    -- adopt_subscription()); slot_takeover: send "takeover" to the publisher at
+    -- the next start (takeover_slot(), adopt_subscription()); when it last did.
+    node_identity text,
+    slot_takeover boolean NOT NULL DEFAULT false,
+    slot_taken_over_at timestamptz
 );
 REVOKE ALL ON logical_ext.subscription FROM PUBLIC;
 -- Names are not secrets (subscription_status shows them); the conninfo is.
@@ -136,6 +144,7 @@ AS $$
     )
     SELECT t.name, t.enabled, t.pid,
            CASE WHEN NOT t.enabled THEN 'disabled'
+                WHEN t.wstate = 'blocked' THEN 'blocked'
                 WHEN t.werror IS NOT NULL AND t.wstate IS DISTINCT FROM 'streaming' THEN 'error'
                 ELSE coalesce(t.wstate, 'starting') END,
            ('0/0'::pg_lsn + t.recv::numeric),
@@ -241,5 +250,7 @@ GRANT SELECT ON logical_ext.conflict_resolutions TO pg_monitor;
 REVOKE ALL ON FUNCTION logical_ext.set_conflict_resolution(text, text, text, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.skip_transaction(text, pg_lsn) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.accept_slot_gap(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.takeover_slot(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.adopt_subscription(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.effective_conflict_resolutions() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.effective_conflict_resolutions() TO pg_monitor;

@@ -53,6 +53,9 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.skip_transaction(text,pg_lsn)", Call("SELECT logical_ext.skip_transaction('nosuch', '0/1')"), S),
     // Issue 16: accepting a gap loses data; sync_sequences reads the conninfo.
     ("logical_ext.accept_slot_gap(text)", Call("SELECT logical_ext.accept_slot_gap('nosuch')"), S),
+    // Slot ownership: taking a slot from another subscriber, adopting after a failover.
+    ("logical_ext.takeover_slot(text)", Call("SELECT logical_ext.takeover_slot('nosuch')"), S),
+    ("logical_ext.adopt_subscription(text)", Call("SELECT logical_ext.adopt_subscription('nosuch')"), S),
     ("logical_ext.sync_sequences(text)", Call("SELECT * FROM logical_ext.sync_sequences('nosuch')"), S),
     ("logical_ext.start_sequence_capture()", Acl, S),
     // Any login may call it; it checks ownership of the sequence itself

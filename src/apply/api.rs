@@ -726,6 +726,44 @@ fn accept_slot_gap(subscription: &str) {
     restart_worker(&sub);
 }
 
+/// Make this subscriber the owner of the subscription's publisher slot:
+/// the next start sends `takeover` (docs/FAILOVER.md "Slot ownership";
+/// the plugin refuses a slot claimed by another subscriber otherwise).
+#[pg_extern]
+fn takeover_slot(subscription: &str) {
+    require_superuser("take a replication slot over");
+    let sub = load(subscription);
+    Spi::run_with_args("UPDATE logical_ext.subscription SET slot_takeover = true WHERE id = $1", &[sub.id.into()])
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    restart_worker(&sub);
+}
+
+/// Adopt a subscription on this node after a failover (a promoted standby
+/// or a restored copy of the subscriber, `slot_owner.rs`): record this
+/// node's identity so that the worker starts, and take the slot over.
+#[pg_extern]
+fn adopt_subscription(subscription: &str) {
+    require_superuser("adopt a subscription");
+    let sub = load(subscription);
+    if crate::ffi::worker::in_recovery() {
+        fail(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot adopt a subscription during recovery",
+            "Promote this standby first.",
+        );
+    }
+    let here = super::slot_owner::NodeIdentity {
+        system_identifier: crate::ffi::worker::system_identifier(),
+        timeline: crate::ffi::worker::timeline(),
+    };
+    Spi::run_with_args(
+        "UPDATE logical_ext.subscription SET node_identity = $2, slot_takeover = true WHERE id = $1",
+        &[sub.id.into(), here.to_string().into()],
+    )
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    restart_worker(&sub);
+}
+
 /// The resolution each subscription uses per conflict type: for all tables
 /// (`relation` NULL) and for every table that has rules of its own.
 #[pg_extern]

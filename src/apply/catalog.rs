@@ -22,6 +22,12 @@ pub(crate) struct Subscription {
     pub(crate) slot_pending: bool,
     /// What to do with a slot ahead of the origin (`slot_fence.rs`).
     pub(crate) slot_gap: super::slot_fence::GapPolicy,
+    /// `<system identifier>/<timeline>` of the node it last ran on
+    /// (`slot_owner.rs`); `None` until its first start.
+    pub(crate) node_identity: Option<String>,
+    /// Take the publisher's slot over at the next start (`takeover_slot()`,
+    /// `adopt_subscription()`).
+    pub(crate) slot_takeover: bool,
 }
 
 impl Subscription {
@@ -32,7 +38,7 @@ impl Subscription {
 }
 
 const COLUMNS: &str = "id, name, owner, conninfo, publications, slot_name, origin, enabled, options, skip_lsn::text, slot_pending, \
-     slot_gap";
+     slot_gap, node_identity, slot_takeover";
 
 fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::spi::SpiError> {
     let options: pgrx::JsonB = row.get(9)?.expect("options is NOT NULL");
@@ -49,6 +55,8 @@ fn from_row(row: pgrx::spi::SpiHeapTupleData<'_>) -> Result<Subscription, pgrx::
         skip_lsn: row.get::<String>(10)?.as_deref().and_then(super::protocol::parse_lsn),
         slot_pending: row.get(11)?.unwrap_or(false),
         slot_gap: super::slot_fence::GapPolicy::parse(&row.get::<String>(12)?.unwrap_or_default()),
+        node_identity: row.get(13)?,
+        slot_takeover: row.get(14)?.unwrap_or(false),
     })
 }
 

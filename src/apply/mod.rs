@@ -64,6 +64,7 @@ mod scan;
 mod sequence;
 pub(crate) mod settings;
 mod slot_fence;
+mod slot_owner;
 mod spool;
 mod stats;
 mod status;
@@ -110,6 +111,8 @@ pgrx::extension_sql_file!(
         api::set_conflict_resolution,
         api::skip_transaction,
         api::accept_slot_gap,
+        api::takeover_slot,
+        api::adopt_subscription,
         api::effective_conflict_resolutions,
         api::resync_table,
         api::refresh_subscription,

@@ -22,6 +22,9 @@ pub(crate) enum WorkerState {
     Error = 3,
     /// Copying the tables before streaming (`sync/`).
     Syncing = 4,
+    /// Not started: this node is not the one the subscription last ran on
+    /// (`slot_owner.rs`); waits for `adopt_subscription()`.
+    Blocked = 5,
 }
 
 impl WorkerState {
@@ -31,6 +34,7 @@ impl WorkerState {
             WorkerState::Streaming => "streaming",
             WorkerState::Error => "error",
             WorkerState::Syncing => "syncing",
+            WorkerState::Blocked => "blocked",
         }
     }
 
@@ -40,6 +44,7 @@ impl WorkerState {
             2 => Some(WorkerState::Streaming),
             3 => Some(WorkerState::Error),
             4 => Some(WorkerState::Syncing),
+            5 => Some(WorkerState::Blocked),
             _ => None,
         }
     }

@@ -54,6 +54,7 @@ use super::origin::OriginSession;
 use super::protocol;
 use super::relation::RelationMap;
 use super::resolver::{self, ConflictRecord};
+use super::slot_owner;
 use super::status::{self, WorkerState};
 use super::sync::manager::SyncManager;
 use super::walrcv::{self, Connection, quote_command_literal, quote_ident};
@@ -155,6 +156,9 @@ struct Worker {
     /// Streamed transactions received again after their eager apply fell
     /// back: spooled and applied at their commit (`eager.rs`).
     eager_refused: Vec<u32>,
+    /// The publisher takes the `owner` option (src/decoder/owner.rs); false
+    /// once an older one refused it.
+    owner_known: bool,
 }
 
 impl Worker {
@@ -188,6 +192,7 @@ impl Worker {
             eager_open: false,
             eager_failed: false,
             eager_refused: Vec::new(),
+            owner_known: true,
         }
     }
 
@@ -227,6 +232,21 @@ impl Worker {
         let Some(slot) = sub.slot_name.clone() else {
             return Err("subscription has no slot (slot_name is NULL): set one with alter_subscription".into());
         };
+        // The timeline check (slot_owner.rs): a copy of the subscriber does
+        // not compete for the slot until an operator adopts it here.
+        let here =
+            slot_owner::NodeIdentity { system_identifier: backend::system_identifier(), timeline: backend::timeline() };
+        match slot_owner::check(sub.node_identity.as_deref(), here) {
+            slot_owner::NodeCheck::Same => {}
+            slot_owner::NodeCheck::Record => in_transaction(|| {
+                Spi::run_with_args(
+                    "UPDATE logical_ext.subscription SET node_identity = $2 WHERE id = $1 AND node_identity IS NULL",
+                    &[self.subid.into(), here.to_string().into()],
+                )
+            })
+            .map_err(|e| format!("could not record this node's identity: {e}"))?,
+            slot_owner::NodeCheck::Blocked { recorded } => return Ok(self.blocked(&sub, recorded, here)),
+        }
         let start = self.setup_origin(&sub);
         super::executor::set_run_as_owner(sub.options.run_as_owner);
         // The subscription's own, as a native subscription's worker does.
@@ -294,6 +314,15 @@ impl Worker {
         let confirmed = slot_state.as_ref().and_then(|(_, c)| c.as_deref()).and_then(protocol::parse_lsn);
         let start = self.fence(&sub, &slot, start, confirmed);
         let mut cmd = start_replication(&sub, &slot, start, self.wire);
+        // Slot ownership (src/decoder/owner.rs): who asks, and whether it
+        // takes the slot over. Dropped for a publisher that does not know it.
+        let mut owner = format!(", \"owner\" '{}'", here.owner(self.dboid, self.subid));
+        if sub.slot_takeover {
+            owner.push_str(", \"takeover\" 'on'");
+        }
+        if self.owner_known {
+            cmd.insert_str(cmd.len() - 1, &owner);
+        }
         if self.two_phase_streaming {
             cmd.insert_str(cmd.len() - 1, ", \"two-phase\" 'on'");
         }
@@ -307,6 +336,19 @@ impl Worker {
         loop {
             match conn.exec_with_state(&cmd, 0) {
                 Ok(_) => break,
+                Err((e, sqlstate)) if self.owner_known && protocol::option_refused(sqlstate) => {
+                    // The newest option first: a logical_ext before 0.4.0
+                    // knows no owner (the slot is then not fenced). If the
+                    // error was about something else it comes back below.
+                    log!(
+                        "logical_ext: subscription \"{}\": the publisher's logical_ext does not take the owner \
+                         option ({}); its slot is used without ownership fencing",
+                        sub.name,
+                        e.0
+                    );
+                    cmd = cmd.replacen(&owner, "", 1);
+                    self.owner_known = false;
+                }
                 Err((e, sqlstate)) if self.wire != Wire::Full && protocol::option_refused(sqlstate) => {
                     // An older logical_ext on the publisher: ask for less. If
                     // the error was about something else it comes back below.
@@ -334,6 +376,18 @@ impl Worker {
                 }
                 Err((e, _)) => return Err(format!("could not start replication: {}", e.0)),
             }
+        }
+        if sub.slot_takeover && self.owner_known {
+            // The publisher recorded this node as the slot's owner.
+            in_transaction(|| {
+                Spi::run_with_args(
+                    "UPDATE logical_ext.subscription SET slot_takeover = false, slot_taken_over_at = now() \
+                     WHERE id = $1",
+                    &[self.subid.into()],
+                )
+            })
+            .map_err(|e| format!("could not record the slot's takeover: {e}"))?;
+            log!("logical_ext: subscription \"{}\" took replication slot \"{slot}\" over", sub.name);
         }
         status::update(self.dboid, self.subid, |s| s.set_state(WorkerState::Streaming));
         if self.relmap.is_none() {
@@ -446,6 +500,41 @@ impl Worker {
                 .set_detail(fence::refusal_detail(&to))
                 .report(PgLogLevel::ERROR);
                 unreachable!("an ERROR does not return")
+            }
+        }
+    }
+
+    /// Wait, not started, while this node is not the one the subscription
+    /// last ran on (`slot_owner.rs`): one WARNING, the reason in
+    /// `subscription_status`, until `adopt_subscription()` (a new
+    /// generation), a disable or a drop.
+    fn blocked(
+        &mut self,
+        sub: &Subscription,
+        recorded: slot_owner::NodeIdentity,
+        here: slot_owner::NodeIdentity,
+    ) -> Stop {
+        let msg = slot_owner::blocked_message(&sub.name, recorded, here);
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("logical_ext: subscription \"{}\" {msg}", sub.name),
+            function_name!(),
+        )
+        .set_detail(slot_owner::blocked_detail())
+        .report(PgLogLevel::WARNING);
+        let now = backend::now_ts();
+        status::update(self.dboid, self.subid, |s| {
+            s.set_error(&msg, now);
+            s.set_state(WorkerState::Blocked);
+        });
+        loop {
+            backend::wait(Some(Duration::from_secs(1)));
+            backend::check_for_interrupts();
+            if !status::still_owner(self.dboid, self.subid, status::my_pid()) {
+                return Stop::Exit;
+            }
+            if status::generation(self.dboid, self.subid) != self.generation {
+                return Stop::Reload;
             }
         }
     }

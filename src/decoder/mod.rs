@@ -43,6 +43,7 @@ mod jsonb;
 mod limit;
 mod numeric;
 mod options;
+mod owner;
 mod plugin;
 mod publication;
 mod selectors;

@@ -134,6 +134,11 @@ pub(crate) struct Options {
     /// [`super::compact::BATCH_MARK`]), so the walsender writes one message
     /// per 64 kB instead of one per change.
     pub(crate) batch: bool,
+    /// `owner`: the apply worker's identity (`owner.rs`), checked against
+    /// the slot's recorded owner at startup. `None` for other consumers.
+    pub(crate) owner: Option<super::owner::SlotOwner>,
+    /// `takeover`: with `owner`, take the slot from its recorded owner.
+    pub(crate) takeover: bool,
 }
 
 impl Default for Options {
@@ -170,6 +175,8 @@ impl Default for Options {
             two_phase: false,
             compact: false,
             batch: false,
+            owner: None,
+            takeover: false,
         }
     }
 }
@@ -268,6 +275,8 @@ const KNOWN: &[&str] = &[
     "two-phase",
     "compact",
     "batch",
+    "owner",
+    "takeover",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -364,6 +373,8 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "two-phase" => o.two_phase = boolean()?,
             "compact" => o.compact = boolean()?,
             "batch" => o.batch = boolean()?,
+            "owner" => o.owner = Some(super::owner::SlotOwner::parse(text()?).map_err(|r| bad(&r))?),
+            "takeover" => o.takeover = boolean()?,
             "actions" => {
                 if let Some(v) = value {
                     o.actions = parse_actions(v).map_err(|r| bad(&r))?
@@ -434,6 +445,13 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             name: "batch".into(),
             value: "true".into(),
             reason: "batch needs compact".into(),
+        });
+    }
+    if o.takeover && o.owner.is_none() {
+        return Err(OptionError::Malformed {
+            name: "takeover".into(),
+            value: "true".into(),
+            reason: "takeover needs owner".into(),
         });
     }
     Ok(o)
@@ -583,6 +601,18 @@ mod tests {
         }
         assert!(p(&[("origin", Some("some"))]).is_err());
         assert!(p(&[("publication_names", Some(""))]).is_err());
+    }
+
+    #[test]
+    fn owner_and_takeover() {
+        assert_eq!(p(&[]).unwrap().owner, None, "other consumers name no owner");
+        let o = p(&[("owner", Some("7300000000000000001/2/5/1")), ("takeover", Some("on"))]).unwrap();
+        assert_eq!(o.owner.map(|w| w.to_string()).as_deref(), Some("7300000000000000001/2/5/1"));
+        assert!(o.takeover);
+        assert!(p(&[("owner", Some("1/2/3"))]).is_err(), "malformed");
+        assert!(p(&[("owner", None)]).is_err(), "a value is required");
+        assert!(p(&[("takeover", Some("on"))]).is_err(), "takeover needs owner");
+        assert!(p(&[("takeover", Some("off"))]).is_ok());
     }
 
     #[test]

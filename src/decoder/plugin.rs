@@ -116,7 +116,7 @@ fn options_of(list: *mut pg_sys::List) -> Vec<(String, Option<String>)> {
 unsafe extern "C-unwind" fn startup(
     ctx: *mut pg_sys::LogicalDecodingContext,
     opt: *mut pg_sys::OutputPluginOptions,
-    _is_init: bool,
+    is_init: bool,
 ) {
     register_invalidation_callbacks();
     // A consumer streams from this database: the sequence capture should
@@ -141,6 +141,13 @@ unsafe extern "C-unwind" fn startup(
             unreachable!("ERROR does not return")
         }
     };
+    // Slot ownership (owner.rs): checked before anything is decoded. Slot
+    // creation passes no options.
+    if let (false, false, Some((owner, takeover))) = (is_init, ctx.slot.is_null(), decoder.owner()) {
+        // SAFETY: the slot is acquired by this process; its name is a NameData.
+        let slot = unsafe { ffi::cstr_to_string((*ctx.slot).data.name.data.as_ptr()) };
+        super::owner::enforce(&slot, owner, takeover);
+    }
     // PostgreSQL decodes prepares at PREPARE time when the slot is already
     // two-phase or the plugin says the option was given; it then marks the
     // slot two-phase for good (logical.c, CreateDecodingContext).

@@ -1020,6 +1020,11 @@ impl Decoder {
         self.opts.two_phase
     }
 
+    /// The client's `owner` and `takeover` options (`owner.rs`).
+    pub(crate) fn owner(&self) -> Option<(super::owner::SlotOwner, bool)> {
+        self.opts.owner.map(|o| (o, self.opts.takeover))
+    }
+
     pub(crate) fn is_v1(&self) -> bool {
         self.v1()
     }

@@ -132,6 +132,20 @@ pub(crate) fn system_identifier() -> u64 {
     *NODE.get_or_init(|| unsafe { pg_sys::GetSystemIdentifier() })
 }
 
+/// The timeline this node writes WAL on (it changes at a promotion or at
+/// the end of a PITR restore). Only meaningful outside recovery.
+pub(crate) fn timeline() -> u32 {
+    // SAFETY: reads the insert timeline from shared memory (no lock needed
+    // once recovery has ended, which the apply worker's start time implies).
+    unsafe { pg_sys::GetWALInsertionTimeLine() }
+}
+
+/// Whether this node is still in recovery (a standby).
+pub(crate) fn in_recovery() -> bool {
+    // SAFETY: reads the shared recovery state.
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
 /// How far the local WAL is flushed.
 pub(crate) fn local_flush_lsn() -> u64 {
     // SAFETY: reads the local WAL flush position.
