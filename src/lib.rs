@@ -19,6 +19,7 @@ mod ddl;
 mod decoder;
 mod ffi;
 mod monitoring;
+mod reconcile;
 mod sequences;
 mod settings;
 
