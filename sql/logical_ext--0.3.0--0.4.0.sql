@@ -307,7 +307,9 @@ GRANT EXECUTE ON FUNCTION logical_ext.slot_health() TO pg_monitor;
 CREATE FUNCTION logical_ext."reconcile_repair"(
 	"subscription" TEXT, /* & str */
 	"node" TEXT, /* & str */
+	"nonce" TEXT, /* & str */
 	"run" bigint, /* i64 */
+	"batch" INT, /* i32 */
 	"schema" TEXT, /* & str */
 	"table" TEXT, /* & str */
 	"sub_relation" bigint, /* i64 */
@@ -325,6 +327,7 @@ AS 'MODULE_PATHNAME', 'reconcile_repair_wrapper';
 CREATE FUNCTION logical_ext."reconcile_verify"(
 	"subscription" TEXT, /* & str */
 	"node" TEXT, /* & str */
+	"nonce" TEXT, /* & str */
 	"run" bigint, /* i64 */
 	"chunk" INT, /* i32 */
 	"schema" TEXT, /* & str */
@@ -442,7 +445,11 @@ CREATE TABLE logical_ext.verify_chunks (
     PRIMARY KEY (run_id, chunk)
 );
 REVOKE ALL ON logical_ext.verify_chunks FROM PUBLIC;
-GRANT SELECT ON logical_ext.verify_chunks TO pg_monitor, logical_ext_operator;
+-- Key bounds and error texts (which may quote row values) are row data:
+-- pg_monitor sees the figures only.
+GRANT SELECT (run_id, subscription, relid, chunk, per_key, pub_rows, sub_rows, matches, lsn, checked_at)
+    ON logical_ext.verify_chunks TO pg_monitor;
+GRANT SELECT ON logical_ext.verify_chunks TO logical_ext_operator;
 
 -- One row per differing key: missing (on the publisher only), extra (on
 -- the subscriber only), different (values differ); repaired_at once
@@ -465,6 +472,21 @@ REVOKE ALL ON logical_ext.verify_differences FROM PUBLIC;
 -- Keys are row data: for the operator, not pg_monitor.
 GRANT SELECT ON logical_ext.verify_differences TO logical_ext_operator;
 
+-- Reconcile documents the apply worker did not act on (no open request of
+-- this subscriber matched, or they named what the request did not), counted
+-- per subscription and reason (src/reconcile/requests.rs, Rejection).
+CREATE TABLE logical_ext.reconcile_rejected (
+    subscription text NOT NULL,
+    reason       text NOT NULL,
+    count        bigint NOT NULL,
+    last_lsn     pg_lsn NOT NULL,
+    first_at     timestamptz NOT NULL DEFAULT now(),
+    last_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription, reason)
+);
+REVOKE ALL ON logical_ext.reconcile_rejected FROM PUBLIC;
+GRANT SELECT ON logical_ext.reconcile_rejected TO pg_monitor, logical_ext_operator;
+
 -- One row per repaired key, with the local row before and after (the
 -- compared columns' canonical text), like conflict_log.
 CREATE TABLE logical_ext.repair_log (
@@ -484,7 +506,7 @@ REVOKE ALL ON logical_ext.repair_log FROM PUBLIC;
 GRANT SELECT ON logical_ext.repair_log TO logical_ext_operator;
 
 -- Publisher side: granted by the operator to the subscription's role.
-REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, text, bigint, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
 -- Subscriber side: any login may call them; each checks that the caller owns
 -- the table or is an operator (docs/SECURITY.md).

@@ -126,13 +126,20 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
         ALL,
     ),
     (
-        "logical_ext.reconcile_verify(text,text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],integer,boolean,integer)",
+        "logical_ext.reconcile_verify(text,text,text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],integer,boolean,integer)",
         Acl,
         S,
     ),
-    ("logical_ext.reconcile_repair(text,text,bigint,text,text,bigint,text[],text[],text[],text,integer)", Acl, S),
+    (
+        "logical_ext.reconcile_repair(text,text,text,bigint,integer,text,text,bigint,text[],text[],text[],text,integer)",
+        Acl,
+        S,
+    ),
     ("logical_ext.reconcile_log", Call("SELECT count(*) FROM logical_ext.reconcile_log"), MON),
-    ("logical_ext.verify_chunks", Call("SELECT count(*) FROM logical_ext.verify_chunks"), MON),
+    // Figures for pg_monitor; key bounds and error texts (row data) not.
+    ("logical_ext.verify_chunks", Call("SELECT count(*), max(pub_rows) FROM logical_ext.verify_chunks"), MON),
+    ("logical_ext.verify_chunks", Call("SELECT lower_key, upper_key, error FROM logical_ext.verify_chunks"), OPS),
+    ("logical_ext.reconcile_rejected", Call("SELECT * FROM logical_ext.reconcile_rejected"), MON),
     ("logical_ext.verify_differences", Call("SELECT key FROM logical_ext.verify_differences"), OPS),
     ("logical_ext.repair_log", Call("SELECT local_row FROM logical_ext.repair_log"), OPS),
     // Harmless for everyone.

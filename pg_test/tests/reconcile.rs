@@ -267,8 +267,8 @@ fn privileges() {
     let mut publ = pair.pub_client();
     let (code, _, _) = expect_error(
         &mut publ,
-        "SET ROLE repl; SELECT logical_ext.reconcile_verify('s', '0/0', 1, 1, 'public', 't', 0, '{p}', '{id}', '{id}', \
-         NULL, NULL, 10, false, 100)",
+        "SET ROLE repl; SELECT logical_ext.reconcile_verify('s', '0/0', '', 1, 1, 'public', 't', 0, '{p}', '{id}', \
+         '{id}', NULL, NULL, 10, false, 100)",
     );
     publ.batch_execute("RESET ROLE").unwrap();
     assert_eq!(code, "42501");
@@ -278,8 +278,8 @@ fn privileges() {
     assert_eq!(code, "08000", "{msg}");
     assert!(hint.contains("EXECUTE"), "{hint}");
     pair.pub_exec(
-        "GRANT EXECUTE ON FUNCTION logical_ext.reconcile_verify(text, text, bigint, integer, text, text, bigint, text[], \
-         text[], text[], text[], text[], integer, boolean, integer) TO repl",
+        "GRANT EXECUTE ON FUNCTION logical_ext.reconcile_verify(text, text, text, bigint, integer, text, text, bigint, \
+         text[], text[], text[], text[], text[], integer, boolean, integer) TO repl",
     );
     let ok = verify(&mut sub, "t", 5000);
     assert_eq!((ok.3, ok.4, ok.5, ok.6), (0, 0, 0, 0), "{ok:?}");
@@ -351,4 +351,161 @@ fn forged_reconcile_messages_are_ignored() {
     assert_eq!(v, "v1", "the forged repair was not applied");
     assert_eq!(count(&mut sub, "logical_ext.repair_log"), 0);
     assert_eq!(pair.status("s").state, "streaming", "{}", pair.explain("s"));
+}
+
+/// The subscriber's node name, as documents address it.
+fn node_of(sub: &mut Client) -> String {
+    sub.query_one(
+        "SELECT s.system_identifier || '/' || d.oid FROM pg_control_system() s, pg_database d \
+         WHERE d.datname = current_database()",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn oid_of(c: &mut Client, rel: &str) -> i64 {
+    c.query_one(&format!("SELECT '{rel}'::regclass::oid::bigint"), &[]).unwrap().get(0)
+}
+
+/// The calls a publisher role can make once an operator granted it
+/// `reconcile_verify` / `reconcile_repair` (as for a subscription's role).
+const VERIFY_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer";
+const REPAIR_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text, integer";
+
+fn repair_call(
+    node: &str,
+    run: i64,
+    table: &str,
+    relid: i64,
+    pubs: &str,
+    cols: &str,
+    keys: &str,
+    key_list: &str,
+) -> String {
+    format!(
+        "SELECT logical_ext.reconcile_repair('s', '{node}', '{}', {run}, 1, 'public', '{table}', {relid}, '{pubs}', \
+         '{cols}', '{keys}', '{key_list}', 1000)",
+        "00".repeat(16)
+    )
+}
+
+/// Step 2 of the security review (issue 17): a role allowed to call the
+/// publisher functions chooses their arguments, so a document must be bound
+/// to a request the subscriber recorded itself. Forged documents for
+/// pg_authid, for a subscriber table the subscription does not replicate,
+/// and for keys no verify run found (under a finished run's number) change
+/// nothing; each is counted. On 49b09df the first deleted plain_r's
+/// pg_authid row, the second overwrote victim, the third repaired key 2 and
+/// the fourth wrote a verify_chunks row for victim.
+#[test]
+fn forged_requests_from_a_publisher_role_change_nothing() {
+    let pair = start();
+    let mut sub = pair.sub_client();
+    let clean = verify(&mut sub, "t", 5000);
+    assert_eq!(clean.3, 0);
+    pair.sub_exec(
+        "CREATE ROLE plain_r LOGIN; CREATE TABLE victim (id bigint PRIMARY KEY, v text, n int); \
+         INSERT INTO victim VALUES (1, 'mine', 0); UPDATE t SET v = 'local edit' WHERE id = 2",
+    );
+    let plain_r: i64 = sub.query_one("SELECT oid::bigint FROM pg_roles WHERE rolname = 'plain_r'", &[]).unwrap().get(0);
+    let (victim, t) = (oid_of(&mut sub, "victim"), oid_of(&mut sub, "t"));
+    let node = node_of(&mut sub);
+    // mallory's own table with pg_authid's column names, in its own
+    // publication (set up before it is published: nothing is captured).
+    pair.pub_exec(&format!(
+        "CREATE ROLE mallory LOGIN; CREATE TABLE mal (oid oid PRIMARY KEY, rolname name, rolsuper boolean); \
+         ALTER TABLE mal OWNER TO mallory; CREATE PUBLICATION pm FOR TABLE mal; GRANT SELECT ON t TO mallory; \
+         GRANT EXECUTE ON FUNCTION logical_ext.reconcile_verify({VERIFY_SIG}) TO mallory; \
+         GRANT EXECUTE ON FUNCTION logical_ext.reconcile_repair({REPAIR_SIG}) TO mallory"
+    ));
+    let mut publ = pair.pub_client();
+    publ.batch_execute("SET ROLE mallory").unwrap();
+    for sql in [
+        // pg_authid (1260): mal has no such row, so "repair" = delete.
+        repair_call(&node, 1, "mal", 1260, "{pm}", "{oid,rolname,rolsuper}", "{oid}", &format!("[[\"{plain_r}\"]]")),
+        // A subscriber table that is not the subscription's.
+        repair_call(&node, 1, "t", victim, "{p}", "{id,v,n}", "{id}", "[[\"1\"]]"),
+        // The right table, a key no verify run recorded, a finished run.
+        repair_call(&node, clean.0, "t", t, "{p}", "{id,v,n}", "{id}", "[[\"2\"]]"),
+        // A verify document for the other table.
+        format!(
+            "SELECT logical_ext.reconcile_verify('s', '{node}', '{}', 999, 1, 'public', 't', {victim}, '{{p}}', \
+             '{{id,v,n}}', '{{id}}', NULL, NULL, 10, true, 1000)",
+            "00".repeat(16)
+        ),
+    ] {
+        publ.batch_execute(&sql).unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+    }
+    publ.batch_execute("RESET ROLE; INSERT INTO t VALUES (30001, 'after', 0)").unwrap();
+    pair.wait_sub_count("s", "t WHERE id = 30001", 1);
+    assert_eq!(count(&mut sub, "pg_roles WHERE rolname = 'plain_r'"), 1, "pg_authid untouched");
+    let v: String = sub.query_one("SELECT v FROM victim WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(v, "mine", "a table outside the subscription untouched");
+    let v: String = sub.query_one("SELECT v FROM t WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(v, "local edit", "a key no verify run recorded is not repaired");
+    assert_eq!(count(&mut sub, &format!("logical_ext.verify_chunks WHERE relid = {victim}::oid::regclass")), 0);
+    assert_eq!(count(&mut sub, "logical_ext.repair_log"), 0);
+    assert_eq!(pair.status("s").state, "streaming", "{}", pair.explain("s"));
+    let rejected: i64 = sub
+        .query_one(
+            "SELECT coalesce(sum(count), 0)::bigint FROM logical_ext.reconcile_rejected WHERE subscription = 's'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rejected, 4, "each forged document counted");
+}
+
+/// Step 2 (2, 3): a key whose type runs some role's code (a domain's CHECK
+/// here, evaluated by every `$n::keydom` bound) is refused on both nodes
+/// before anything is read (on 49b09df the subscriber's worker ran the
+/// CHECK as the bootstrap superuser and the publisher as the subscription's
+/// role); the publisher's functions refuse transaction blocks and oversized
+/// chunks.
+#[test]
+fn key_type_code_never_runs_and_the_publisher_keeps_its_lock_short() {
+    let pair = start();
+    let setup = "CREATE ROLE owner_r LOGIN; CREATE TABLE spylog (who text); GRANT INSERT ON spylog TO PUBLIC; \
+        CREATE FUNCTION spy(int) RETURNS boolean LANGUAGE plpgsql AS \
+          $$BEGIN INSERT INTO public.spylog VALUES (current_user); RETURN true; END$$; \
+        CREATE DOMAIN keydom AS int CHECK (public.spy(VALUE)); \
+        CREATE TABLE dk (id keydom PRIMARY KEY, v text); ALTER TABLE dk OWNER TO owner_r";
+    pair.pub_exec(setup);
+    pair.sub_exec(setup);
+    pair.pub_exec("ALTER PUBLICATION p ADD TABLE dk");
+    pair.sub_exec("SELECT logical_ext.refresh_subscription('s', copy_data => false)");
+    pair.pub_exec("INSERT INTO dk SELECT g, 'd' || g FROM generate_series(1, 50) g");
+    pair.wait_sub_count("s", "dk", 50);
+    pair.sub_exec("DELETE FROM spylog");
+    pair.pub_exec("DELETE FROM spylog");
+    let mut sub = pair.sub_client();
+    let r = sub.batch_execute(
+        "SET ROLE owner_r; SELECT * FROM logical_ext.verify_table('s', 'dk', chunk_rows => 10, timeout_ms => 20000)",
+    );
+    sub.batch_execute("RESET ROLE").unwrap();
+    let code = r.err().and_then(|e| e.as_db_error().map(|d| d.code().code().to_string()));
+    assert_eq!(code.as_deref(), Some("0A000"), "a domain key is refused");
+    assert_eq!(count(&mut sub, "spylog"), 0, "the domain's code never ran for the subscriber's verify");
+    let mut publ = pair.pub_client();
+    assert_eq!(count(&mut publ, "spylog"), 0, "nor on the publisher");
+    // Called directly on the publisher: refused before reading.
+    let call = |table: &str, max_rows: i32| {
+        format!(
+            "SELECT logical_ext.reconcile_verify('s', 'n', '', 1, 1, 'public', '{table}', 0, '{{p}}', '{{id,v}}', \
+             '{{id}}', NULL, NULL, {max_rows}, false, 1000)"
+        )
+    };
+    let (code, _, hint) = expect_error(&mut publ, &call("dk", 10));
+    assert_eq!(code, "0A000");
+    assert!(hint.contains("built-in"), "{hint}");
+    assert_eq!(count(&mut publ, "spylog"), 0);
+    let (code, _, _) = expect_error(&mut publ, &format!("BEGIN; {}", call("t", 10)));
+    publ.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(code, "25001", "the SHARE lock is never held by an open transaction block");
+    let (code, _, _) = expect_error(&mut publ, &call("t", 1_000_000));
+    assert_eq!(code, "22023");
+    let (code, _, _) =
+        expect_error(&mut sub, "SELECT * FROM logical_ext.verify_table('s', 't', chunk_rows => 1000000)");
+    assert_eq!(code, "22023");
 }

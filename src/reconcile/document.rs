@@ -44,14 +44,24 @@ pub(crate) struct ReconcileDoc {
     pub(crate) subscription: String,
     #[serde(default)]
     pub(crate) node: String,
+    /// The subscriber's nonce of the request this document answers
+    /// (`requests.rs`): 32 hex digits, passed through by the publisher.
+    #[serde(default)]
+    pub(crate) nonce: String,
     /// The run (subscriber's `verify_run_seq`) and chunk number.
     pub(crate) run: i64,
     pub(crate) chunk: i32,
     /// Whether this is a per-key re-check of a mismatching chunk.
     #[serde(default)]
     pub(crate) per_key: bool,
-    /// The subscriber's relation (its OID there, passed through).
+    /// The subscriber's relation (its OID there, passed through; the worker
+    /// acts on its request's relation, never on this one alone).
     pub(crate) relation: u32,
+    /// The publisher's table that was read (as resolved there).
+    #[serde(default)]
+    pub(crate) schema: String,
+    #[serde(default)]
+    pub(crate) table: String,
     /// Compared columns (in this order) and key columns, by name.
     pub(crate) columns: Vec<String>,
     pub(crate) keys: Vec<String>,
@@ -103,10 +113,13 @@ mod tests {
             op: Op::Verify,
             subscription: "s".into(),
             node: "7/5".into(),
+            nonce: "ab".repeat(16),
             run: 3,
             chunk: 2,
             per_key: true,
             relation: 16384,
+            schema: "public".into(),
+            table: "t".into(),
             columns: vec!["id".into(), "v".into()],
             keys: vec!["id".into()],
             range: Range { lower: Some(vec!["10".into()]), upper: None },

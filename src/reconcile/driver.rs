@@ -14,8 +14,10 @@
 //! Results go to tables written by the worker, so progress is visible to
 //! other sessions while a run goes on; the function returns the totals.
 
-use super::document::Range;
+use super::document::{Op, Range};
 use super::fail;
+use super::publisher::{FIRST_NORMAL_OBJECT_ID, MAX_ROWS, unsupported_key_type};
+use super::requests::Request;
 use crate::apply::catalog::{self, Subscription};
 use crate::apply::conninfo::redact;
 use crate::apply::sync::remote;
@@ -26,7 +28,7 @@ use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
 /// Most keys sent in one repair message.
-const REPAIR_BATCH: usize = 1000;
+const REPAIR_BATCH: usize = super::publisher::MAX_KEYS;
 /// Tries of a publisher call that timed out waiting for its lock.
 const LOCK_TRIES: u32 = 20;
 
@@ -112,21 +114,42 @@ fn load(subscription: &str) -> Subscription {
     })
 }
 
-/// A table being copied (or waiting for its copy) is not applied by the
-/// apply worker yet: comparing it would report the copy's progress.
+/// The table must be one of the subscription's tables, `ready` (a table
+/// being copied is not applied by the apply worker yet: comparing it would
+/// report the copy's progress), and neither a catalog nor logical_ext's own.
 fn require_synced(sub: &Subscription, relid: pg_sys::Oid) {
     let _as = AsRole::bootstrap_superuser();
     let state = Spi::get_one_with_args::<String>(
-        "SELECT state FROM logical_ext.subscription_tables WHERE subid = $1 AND relid = $2::pg_catalog.regclass",
-        &[sub.id.into(), relid.into()],
+        "SELECT st.state FROM logical_ext.subscription_tables st JOIN pg_catalog.pg_class c ON c.oid = st.relid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE st.subid = $1 AND st.relid = $2::pg_catalog.regclass AND c.oid >= $3::pg_catalog.oid \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'logical_ext')",
+        &[sub.id.into(), relid.into(), pg_sys::Oid::from(FIRST_NORMAL_OBJECT_ID).into()],
     )
     .ok()
     .flatten();
-    if let Some(state) = state.filter(|s| s != "ready") {
-        fail(
+    match state.as_deref() {
+        Some("ready") => {}
+        Some(state) => fail(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("the table is being synchronized (state {state})"),
             "Verify it once logical_ext.subscription_tables shows it ready.",
+        ),
+        None => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the table is not one of subscription \"{}\"'s tables", sub.name),
+            "Verify a table listed in logical_ext.subscription_tables for this subscription (logical_ext.refresh_subscription() adds newly published ones).",
+        ),
+    }
+}
+
+/// Chunk sizes: at least 1 row, at most the publisher's cap.
+fn require_rows(what: &str, n: i32) {
+    if !(1..=MAX_ROWS).contains(&n) {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{what} must be between 1 and {MAX_ROWS}"),
+            "Smaller chunks keep the publisher's SHARE lock short.",
         );
     }
 }
@@ -180,6 +203,27 @@ fn describe(conn: &mut Connection, sub: &Subscription, relid: pg_sys::Oid) -> Ta
     .into_iter()
     .filter_map(|mut r| r.remove(0))
     .collect();
+    for r in spi_rows(
+        &format!(
+            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid::pg_catalog.int8::text, \
+             t.typtype::text FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = {} AND a.attnum > 0 AND NOT a.attisdropped",
+            relid.to_u32()
+        ),
+        4,
+    ) {
+        let [Some(col), Some(ty), Some(oid), Some(typtype)] = r.as_slice() else { continue };
+        if !keys.contains(col) {
+            continue;
+        }
+        if let Some(why) = unsupported_key_type(oid.parse().unwrap_or(u32::MAX), typtype) {
+            fail(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("key column \"{col}\" of {schema}.{name} has type {ty}, {why}"),
+                "Reconciliation compares key ranges with PostgreSQL's own operators only: the key's columns must have built-in base types. Resynchronize such a table instead (logical_ext.resync_table).",
+            );
+        }
+    }
     let published: Vec<String> = conn
         .exec(&remote::columns_query(&sub.publications, &schema, &name), 1)
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e.0, ""))
@@ -306,6 +350,7 @@ pub(crate) fn remaining(requested: &Range, covered_upper: Option<Vec<String>>, c
 struct Walk<'a> {
     conn: &'a mut Connection,
     sub: &'a Subscription,
+    request: &'a Request,
     table: &'a Table,
     run: i64,
     chunks: i32,
@@ -324,10 +369,14 @@ impl Walk<'_> {
                 nap(self.throttle);
             }
             self.chunks += 1;
+            // Allowed before it is asked for: the document may be applied
+            // before the reply comes back.
+            self.request.allow_chunks(self.chunks);
             let sql = format!(
-                "SELECT logical_ext.reconcile_verify({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                "SELECT logical_ext.reconcile_verify({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                 quote_literal(&self.sub.name),
                 quote_literal(&super::this_node()),
+                quote_literal(&self.request.nonce_hex()),
                 self.run,
                 self.chunks,
                 quote_literal(&self.table.schema),
@@ -358,6 +407,8 @@ impl Walk<'_> {
 type VerifyRow = (i64, i32, i64, i64, i64, i64, i64, i64);
 
 fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyRow {
+    require_rows("chunk_rows", opts.chunk_rows);
+    require_rows("key_rows", opts.key_rows);
     require_synced(sub, relid);
     let mut conn = connect(sub);
     let table = describe(&mut conn, sub, relid);
@@ -369,9 +420,13 @@ fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyR
             .unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "could not number a verify run", ""))
     };
     let deadline = Instant::now() + Duration::from_millis(opts.timeout_ms.max(0) as u64);
+    // Open until this function returns (or fails): the worker acts only on
+    // documents answering it.
+    let request = Request::open(sub.id, relid, run, Op::Verify);
     let mut walk = Walk {
         conn: &mut conn,
         sub,
+        request: &request,
         table: &table,
         run,
         chunks: 0,
@@ -511,18 +566,19 @@ fn verify_subscription(
         )
         .ok()
         .flatten();
-        let syncing = relid.is_some_and(|relid| {
+        // Only the subscription's own tables, once `ready` (require_synced).
+        let ready = relid.is_some_and(|relid| {
             let _as = AsRole::bootstrap_superuser();
             Spi::get_one_with_args::<bool>(
                 "SELECT EXISTS (SELECT FROM logical_ext.subscription_tables \
-                 WHERE subid = $1 AND relid = $2::pg_catalog.regclass AND state <> 'ready')",
+                 WHERE subid = $1 AND relid = $2::pg_catalog.regclass AND state = 'ready')",
                 &[sub.id.into(), relid.into()],
             )
             .ok()
             .flatten()
             .unwrap_or(false)
         });
-        if let (Some(relid), false) = (relid, syncing) {
+        if let (Some(relid), true) = (relid, ready) {
             tables.push((relid, qualified));
         }
     }
@@ -557,6 +613,7 @@ fn repair_table(
     require_privilege(relid, "repair");
     require_read_committed();
     let sub = load(subscription);
+    require_synced(&sub, relid);
     let mut conn = connect(&sub);
     let table = describe(&mut conn, &sub, relid);
     if table.keys.is_empty() {
@@ -605,12 +662,17 @@ fn repair_table(
         .unwrap_or_else(|| {
             fail(PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION, "could not read the publisher's position", "")
         });
-    for batch in keys.chunks(REPAIR_BATCH) {
+    let request = Request::open(sub.id, relid, run, Op::Repair);
+    for (i, batch) in keys.chunks(REPAIR_BATCH).enumerate() {
+        let number = i as i32 + 1;
+        request.allow_chunks(number);
         let sql = format!(
-            "SELECT logical_ext.reconcile_repair({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+            "SELECT logical_ext.reconcile_repair({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             quote_literal(&sub.name),
             quote_literal(&super::this_node()),
+            quote_literal(&request.nonce_hex()),
             run,
+            number,
             quote_literal(&table.schema),
             quote_literal(&table.name),
             relid.to_u32(),
@@ -629,6 +691,7 @@ fn repair_table(
         quote_literal(&since)
     );
     wait_for(&done, run, keys.len() as i64, deadline, &sub.name);
+    drop(request);
     let repaired = fresh_count(
         "SELECT count(*) FROM logical_ext.verify_differences WHERE run_id = $1 AND repaired_at IS NOT NULL",
         run,

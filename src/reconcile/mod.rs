@@ -15,6 +15,9 @@
 //!   voucher (`logical_ext.reconcile_log`), as for DDL events.
 //! - `driver.rs`: `verify_table`, `verify_subscription`, `repair_table` in
 //!   the caller's session (chunk walk, per-key split, waiting for results).
+//! - `requests.rs`: the requests the subscriber made (run, relation, random
+//!   nonce, chunks asked for), in shared memory; the worker acts only on
+//!   documents that answer one of them (docs/RECONCILE.md, "Trust").
 //!
 //! Hooks elsewhere are one call each: the output plugin prints authentic
 //! messages as `"V"` documents (decoder/stream.rs), the worker passes them to
@@ -26,6 +29,7 @@ mod digest;
 mod document;
 mod driver;
 mod publisher;
+mod requests;
 
 pub(crate) use apply::apply;
 pub(crate) use authentic::authenticate;
@@ -33,6 +37,13 @@ pub(crate) use document::{PREFIX, ReconcileDoc};
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+
+/// Called from `_PG_init`: the open requests' shared memory, when preloading.
+pub(crate) fn init() {
+    if crate::apply::preloaded() {
+        requests::init_shmem();
+    }
+}
 
 /// This node, as reconcile documents name the subscriber that asked:
 /// `<system identifier>/<database OID>`.

@@ -22,9 +22,20 @@
 //! lock is held for one call), and the wait for the lock is bounded by
 //! `lock_timeout_ms` (55P03; the subscriber retries). docs/RECONCILE.md.
 //!
-//! The functions run as their caller (the subscription's role), so they read
-//! only what that role may read; EXECUTE is granted by the operator
-//! (REVOKEd from PUBLIC), as taking the lock is part of what they do.
+//! The caller (the subscription's role) must be allowed to SELECT the table;
+//! EXECUTE is granted by the operator (REVOKEd from PUBLIC), as taking the
+//! lock is part of what they do. The rows are read as the **table's owner**
+//! under `SECURITY_RESTRICTED_OPERATION` with `search_path = pg_catalog,
+//! pg_temp` (the types' output functions and the row filter are the owner's
+//! code, never run as the caller), operators schema-qualified. Key columns
+//! must be of built-in, non-domain types (their comparisons are then
+//! PostgreSQL's own code). A call refuses to run inside a transaction block
+//! (the SHARE lock must be held for one short statement) and to read more
+//! than [`MAX_ROWS`] rows or [`MAX_KEYS`] keys.
+//!
+//! The subscriber's nonce and relation are passed through: the subscriber
+//! acts on a document only when they match a request it recorded itself
+//! (`requests.rs`), so choosing them here gains nothing.
 
 use super::digest::{Digest, row_hash};
 use super::document::{Op, PREFIX, Range, ReconcileDoc, RepairRow};
@@ -40,10 +51,19 @@ use std::ffi::CString;
 
 /// Rows fetched from the cursor at a time.
 const FETCH: i64 = 10_000;
+/// Most rows one `reconcile_verify` call reads (`max_rows`).
+pub(crate) const MAX_ROWS: i32 = 100_000;
+/// Most keys one `reconcile_repair` call reads.
+pub(crate) const MAX_KEYS: usize = 1_000;
+/// The first OID of objects created after `initdb` (`FirstNormalObjectId`).
+pub(crate) const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
 /// The published part of a table, as this node replicates it.
 struct Published {
     relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    schema: String,
+    table: String,
     /// `"schema"."table"`.
     qualified: String,
     /// Requested columns, all published, with their types here.
@@ -55,6 +75,14 @@ struct Published {
 
 impl Published {
     fn resolve(schema: &str, table: &str, publications: &[String], columns: &[String], keys: &[String]) -> Published {
+        // SAFETY: reads the state of the current transaction.
+        if unsafe { pg_sys::IsTransactionBlock() } {
+            fail(
+                PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+                "reconcile_verify and reconcile_repair cannot run inside a transaction block",
+                "They hold a SHARE lock on the table until their transaction ends: call them as single statements, as verify_table and repair_table do.",
+            );
+        }
         // SAFETY: reads the isolation level of the current transaction.
         if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
             fail(
@@ -65,15 +93,17 @@ impl Published {
         }
         let found = Spi::connect(|c| {
             let rows = c.select(
-                "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+                "SELECT c.oid, c.relkind::text, c.relowner FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
                 None,
                 &[schema.into(), table.into()],
             )?;
-            rows.map(|r| Ok((r.get::<pg_sys::Oid>(1)?, r.get::<String>(2)?))).next().transpose()
+            rows.map(|r| Ok((r.get::<pg_sys::Oid>(1)?, r.get::<String>(2)?, r.get::<pg_sys::Oid>(3)?)))
+                .next()
+                .transpose()
         })
         .unwrap_or_else(|e: pgrx::spi::SpiError| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
-        let Some((Some(relid), Some(relkind))) = found else {
+        let Some((Some(relid), Some(relkind), Some(owner))) = found else {
             fail(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
                 format!("table {schema}.{table} does not exist on the publisher"),
@@ -97,9 +127,10 @@ impl Published {
                 "The subscription's role needs SELECT on the table, as for its initial copy.",
             );
         }
-        let published: Vec<(String, String)> = Spi::connect(|c| {
+        let published: Vec<(String, String, u32, String)> = Spi::connect(|c| {
             let rows = c.select(
-                "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+                "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid, t.typtype::text \
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
                  AND a.attname IN (SELECT pg_catalog.unnest(pt.attnames) FROM pg_catalog.pg_publication_tables pt \
                                     WHERE pt.pubname = ANY ($2) AND pt.schemaname = $3 AND pt.tablename = $4) \
@@ -107,8 +138,15 @@ impl Published {
                 None,
                 &[relid.into(), publications.to_vec().into(), schema.into(), table.into()],
             )?;
-            rows.map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())))
-                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+            rows.map(|r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<pg_sys::Oid>(3)?.map_or(0, |o| o.to_u32()),
+                    r.get::<String>(4)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
         if published.is_empty() {
@@ -122,18 +160,30 @@ impl Published {
             names
                 .iter()
                 .map(|n| {
-                    published.iter().find(|(p, _)| p == n).cloned().unwrap_or_else(|| {
-                        fail(
-                            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                            format!("{what} \"{n}\" of {schema}.{table} is not published"),
-                            "Compare only columns the publications replicate.",
-                        )
-                    })
+                    published.iter().find(|(p, ..)| p == n).map(|(p, t, ..)| (p.clone(), t.clone())).unwrap_or_else(
+                        || {
+                            fail(
+                                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                                format!("{what} \"{n}\" of {schema}.{table} is not published"),
+                                "Compare only columns the publications replicate.",
+                            )
+                        },
+                    )
                 })
                 .collect()
         };
         let columns = pick(columns, "column");
         let keys = pick(keys, "key column");
+        for (name, ty) in &keys {
+            let (_, _, oid, typtype) = published.iter().find(|(p, ..)| p == name).expect("picked from published");
+            if let Some(why) = unsupported_key_type(*oid, typtype) {
+                fail(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!("key column \"{name}\" of {schema}.{table} has type {ty}, {why}"),
+                    "Reconciliation compares key ranges with PostgreSQL's own operators only: the key's columns must have built-in base types. Resynchronize such a table instead (logical_ext.resync_table).",
+                );
+            }
+        }
         if columns.is_empty() {
             fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "no column to compare", "");
         }
@@ -149,6 +199,9 @@ impl Published {
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
         Published {
             relid,
+            owner,
+            schema: schema.to_string(),
+            table: table.to_string(),
             qualified: format!("{}.{}", quote_ident(schema), quote_ident(table)),
             columns,
             keys,
@@ -180,6 +233,27 @@ impl Published {
     }
 }
 
+/// Why a key column's type cannot be compared across nodes (`None`: it
+/// can): domains (their CHECK and the base type's operators are found by
+/// the domain's definition) and types created after `initdb` (their
+/// operators are some role's code). Pure; unit-tested.
+pub(crate) fn unsupported_key_type(type_oid: u32, typtype: &str) -> Option<&'static str> {
+    if typtype == "d" {
+        Some("a domain")
+    } else if type_oid >= FIRST_NORMAL_OBJECT_ID {
+        Some("not a built-in type")
+    } else if typtype != "b" {
+        Some("not a base type")
+    } else {
+        None
+    }
+}
+
+/// Read as the table's owner, restricted, `search_path` pinned.
+fn as_owner(p: &Published) -> ffi::identity::AsRole {
+    ffi::identity::AsRole::become_role_restricted(p.owner)
+}
+
 /// The key-range conditions of `range` over `keys` (name, type); bound
 /// values are parameters `$first..`, lower bound first. Shared with the
 /// subscriber's side (`apply.rs`), which reads the same range.
@@ -203,10 +277,10 @@ pub(crate) fn key_bounds(keys: &[(String, String)], range: &Range, first: usize)
         return parts;
     }
     if range.lower.is_some() {
-        parts.push(format!("ROW({cols}) > {}", tuple()));
+        parts.push(format!("ROW({cols}) OPERATOR(pg_catalog.>) {}", tuple()));
     }
     if range.upper.is_some() {
-        parts.push(format!("ROW({cols}) <= {}", tuple()));
+        parts.push(format!("ROW({cols}) OPERATOR(pg_catalog.<=) {}", tuple()));
     }
     parts
 }
@@ -263,6 +337,7 @@ fn args(values: &[String]) -> Vec<DatumWithOid<'static>> {
 fn reconcile_verify(
     subscription: &str,
     node: &str,
+    nonce: &str,
     run: i64,
     chunk: i32,
     schema: &str,
@@ -277,6 +352,13 @@ fn reconcile_verify(
     per_key: bool,
     lock_timeout_ms: i32,
 ) -> String {
+    if !(0..=MAX_ROWS).contains(&max_rows) {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("max_rows must be between 0 and {MAX_ROWS}"),
+            "Smaller chunks keep the table's SHARE lock short.",
+        );
+    }
     let p = Published::resolve(schema, table, &publications, &columns, &keys);
     let range = Range { lower, upper };
     for b in [&range.lower, &range.upper].into_iter().flatten() {
@@ -303,6 +385,7 @@ fn reconcile_verify(
     let mut hashes = Vec::new();
     let mut last: Option<Vec<String>> = None;
     let bounds = bound_args(&range);
+    let owner = as_owner(&p);
     Spi::connect(|c| {
         let mut cur = c.open_cursor(sql.as_str(), &args(&bounds));
         loop {
@@ -329,16 +412,20 @@ fn reconcile_verify(
         Ok::<_, pgrx::spi::SpiError>(())
     })
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    drop(owner);
     let complete = !limited || digest.rows < max_rows as u64;
     let covered = Range { lower: range.lower.clone(), upper: if complete { range.upper.clone() } else { last } };
     let mut doc = ReconcileDoc {
         op: Op::Verify,
         subscription: subscription.to_string(),
         node: node.to_string(),
+        nonce: nonce.to_string(),
         run,
         chunk,
         per_key,
         relation: sub_relation as u32,
+        schema: p.schema.clone(),
+        table: p.table.clone(),
         columns: p.columns.iter().map(|(n, _)| n.clone()).collect(),
         keys: p.keys.iter().map(|(n, _)| n.clone()).collect(),
         range: covered.clone(),
@@ -368,7 +455,9 @@ fn reconcile_verify(
 fn reconcile_repair(
     subscription: &str,
     node: &str,
+    nonce: &str,
     run: i64,
+    batch: i32,
     schema: &str,
     table: &str,
     sub_relation: i64,
@@ -389,6 +478,13 @@ fn reconcile_repair(
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("key_list is not a JSON array of keys: {e}"), "")
     });
     let p = Published::resolve(schema, table, &publications, &columns, &keys);
+    if wanted.len() > MAX_KEYS {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("at most {MAX_KEYS} keys per call"),
+            "repair_table sends the keys in batches of that size.",
+        );
+    }
     if wanted.iter().any(|k| k.len() != p.keys.len()) {
         fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "a key must give every key column", "");
     }
@@ -397,11 +493,13 @@ fn reconcile_repair(
     let keycols = p.keys.iter().map(|(n, _)| quote_ident(n)).collect::<Vec<_>>().join(", ");
     let params =
         p.keys.iter().enumerate().map(|(i, (_, ty))| format!("${}::{ty}", i + 1)).collect::<Vec<_>>().join(", ");
-    let mut sql = format!("SELECT {cols} FROM ONLY {} WHERE ROW({keycols}) = ROW({params})", p.qualified);
+    let mut sql =
+        format!("SELECT {cols} FROM ONLY {} WHERE ROW({keycols}) OPERATOR(pg_catalog.=) ROW({params})", p.qualified);
     if let Some(f) = &p.filter {
         sql.push_str(&format!(" AND ({f})"));
     }
     let ncols = p.columns.len();
+    let owner = as_owner(&p);
     let repairs = Spi::connect(|c| {
         let mut out = Vec::with_capacity(wanted.len());
         for key in &wanted {
@@ -415,15 +513,19 @@ fn reconcile_repair(
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    drop(owner);
     let n = repairs.len();
     let mut doc = ReconcileDoc {
         op: Op::Repair,
         subscription: subscription.to_string(),
         node: node.to_string(),
+        nonce: nonce.to_string(),
         run,
-        chunk: 0,
+        chunk: batch,
         per_key: true,
         relation: sub_relation as u32,
+        schema: p.schema.clone(),
+        table: p.table.clone(),
         columns: p.columns.iter().map(|(n, _)| n.clone()).collect(),
         keys: p.keys.iter().map(|(n, _)| n.clone()).collect(),
         range: Range::default(),
@@ -446,16 +548,32 @@ mod tests {
     }
 
     #[test]
+    fn key_types_must_be_built_in_base_types() {
+        assert_eq!(unsupported_key_type(20, "b"), None); // int8
+        assert_eq!(unsupported_key_type(25, "b"), None); // text
+        assert_eq!(unsupported_key_type(16500, "d"), Some("a domain"));
+        assert_eq!(unsupported_key_type(16500, "b"), Some("not a built-in type"));
+        assert_eq!(unsupported_key_type(16500, "e"), Some("not a built-in type"));
+        assert_eq!(unsupported_key_type(2249, "p"), Some("not a base type")); // record
+    }
+
+    #[test]
     fn bounds_are_row_comparisons_with_typed_parameters() {
         let keys = vec![("a".to_string(), "integer".to_string()), ("b".to_string(), "text".to_string())];
         let r = Range { lower: k(&["1", "x"]), upper: k(&["5", "y"]) };
         assert_eq!(
             key_bounds(&keys, &r, 1),
-            vec!["ROW(\"a\", \"b\") > ROW($1::integer, $2::text)", "ROW(\"a\", \"b\") <= ROW($3::integer, $4::text)"]
+            vec![
+                "ROW(\"a\", \"b\") OPERATOR(pg_catalog.>) ROW($1::integer, $2::text)",
+                "ROW(\"a\", \"b\") OPERATOR(pg_catalog.<=) ROW($3::integer, $4::text)"
+            ]
         );
         assert_eq!(bound_args(&r), vec!["1", "x", "5", "y"]);
         let open = Range { lower: None, upper: k(&["5", "y"]) };
-        assert_eq!(key_bounds(&keys, &open, 3), vec!["ROW(\"a\", \"b\") <= ROW($3::integer, $4::text)"]);
+        assert_eq!(
+            key_bounds(&keys, &open, 3),
+            vec!["ROW(\"a\", \"b\") OPERATOR(pg_catalog.<=) ROW($3::integer, $4::text)"]
+        );
         assert!(key_bounds(&[], &r, 1).is_empty());
         assert!(key_bounds(&keys, &Range::default(), 1).is_empty());
     }

@@ -183,12 +183,12 @@ impl Worker {
                 if ses.skipping || self.scope.is_some() {
                     return Ok(());
                 }
-                let sub = &self.sub.as_ref().expect("set at session start").name;
+                let sub = self.sub.as_ref().expect("set at session start");
                 // A repair writes through SPI: cached executor state is released.
                 ses.targets.close_all();
                 // SAFETY: inside the remote transaction; see `change`.
                 unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-                crate::reconcile::apply(&doc, sub, lsn);
+                crate::reconcile::apply(&doc, &sub.name, sub.id, lsn);
                 // SAFETY: pairs with the push above; later changes see repaired rows.
                 unsafe {
                     pg_sys::PopActiveSnapshot();
