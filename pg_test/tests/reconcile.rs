@@ -373,6 +373,7 @@ fn oid_of(c: &mut Client, rel: &str) -> i64 {
 const VERIFY_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer";
 const REPAIR_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text, integer";
 
+#[allow(clippy::too_many_arguments)] // one argument per forged field
 fn repair_call(
     node: &str,
     run: i64,
