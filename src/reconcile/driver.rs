@@ -21,7 +21,7 @@ use super::requests::Request;
 use crate::apply::catalog::{self, Subscription};
 use crate::apply::conninfo::redact;
 use crate::apply::sync::remote;
-use crate::apply::walrcv::{Connection, quote_literal};
+use crate::apply::walrcv::Connection;
 use crate::ffi::identity::{self, AsRole};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -59,6 +59,18 @@ fn require_read_committed() {
             "verify_table and repair_table wait for results the apply worker commits meanwhile",
             "Call them in a READ COMMITTED transaction.",
         );
+    }
+}
+
+/// A string literal for SQL sent to the publisher, as PostgreSQL's
+/// `quote_literal()` writes it: with a backslash, an `E''` string with it
+/// doubled, so a key text means the same whatever the publisher's
+/// `standard_conforming_strings`. Pure; unit-tested.
+pub(crate) fn quote_literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
     }
 }
 
@@ -723,6 +735,12 @@ mod tests {
         let chunk = Range { lower: k("10"), upper: k("50") };
         assert_eq!(remaining(&chunk, k("20"), false), Some(Range { lower: k("20"), upper: k("50") }));
         assert_eq!(remaining(&chunk, k("50"), true), None);
+    }
+
+    #[test]
+    fn literals_mean_the_same_with_or_without_standard_conforming_strings() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\'b"), r"E'a\\''b'");
     }
 
     #[test]
