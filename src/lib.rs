@@ -19,6 +19,7 @@ mod ddl;
 mod decoder;
 mod ffi;
 mod monitoring;
+mod reconcile;
 mod sequences;
 mod settings;
 
@@ -38,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     settings::register();
     apply::init();
+    reconcile::init();
     monitoring::init();
     ddl::init();
 }

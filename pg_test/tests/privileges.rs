@@ -27,6 +27,8 @@ const MON: [bool; 5] = [true, true, true, false, false];
 /// Superuser and operator (row data).
 const OPS: [bool; 5] = [true, true, false, false, false];
 const ALL: [bool; 5] = [true; 5];
+/// Superuser, operator and the table's owner (reconciliation, issue 17).
+const OWN: [bool; 5] = [true, true, false, true, false];
 
 /// (object as pg_describe_object/regprocedure names it, probe, allowed per ROLES)
 const MATRIX: &[(&str, Probe, [bool; 5])] = &[
@@ -107,6 +109,42 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.ddl_object_in_extension(oid,oid)", Acl, S),
     ("logical_ext.ddl_published_objects()", Acl, S),
     ("logical_ext.ddl_published_schemas()", Acl, S),
+    // Reconciliation (issue 17): table owners on their own tables,
+    // operators on any; the publisher side is granted to the subscription's
+    // role by the operator. verify_subscription checks each table's owner
+    // after finding the subscription (reconcile.rs tests that per table).
+    (
+        "logical_ext.verify_table(text,regclass,integer,integer,integer,integer,integer)",
+        Call("SELECT count(*) FROM logical_ext.verify_table('nosuch', 'public.owned')"),
+        OWN,
+    ),
+    (
+        "logical_ext.repair_table(text,regclass,bigint,integer,integer)",
+        Call("SELECT count(*) FROM logical_ext.repair_table('nosuch', 'public.owned')"),
+        OWN,
+    ),
+    (
+        "logical_ext.verify_subscription(text,integer,integer,integer)",
+        Call("SELECT count(*) FROM logical_ext.verify_subscription('nosuch')"),
+        ALL,
+    ),
+    (
+        "logical_ext.reconcile_verify(text,text,text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],integer,boolean,integer)",
+        Acl,
+        S,
+    ),
+    (
+        "logical_ext.reconcile_repair(text,text,text,bigint,integer,text,text,bigint,text[],text[],text[],text,integer)",
+        Acl,
+        S,
+    ),
+    ("logical_ext.reconcile_log", Call("SELECT count(*) FROM logical_ext.reconcile_log"), MON),
+    // Figures for pg_monitor; key bounds and error texts (row data) not.
+    ("logical_ext.verify_chunks", Call("SELECT count(*), max(pub_rows) FROM logical_ext.verify_chunks"), MON),
+    ("logical_ext.verify_chunks", Call("SELECT lower_key, upper_key, error FROM logical_ext.verify_chunks"), OPS),
+    ("logical_ext.reconcile_rejected", Call("SELECT * FROM logical_ext.reconcile_rejected"), MON),
+    ("logical_ext.verify_differences", Call("SELECT key FROM logical_ext.verify_differences"), OPS),
+    ("logical_ext.repair_log", Call("SELECT local_row FROM logical_ext.repair_log"), OPS),
     // Harmless for everyone.
     ("logical_ext.format_version()", Call("SELECT logical_ext.format_version()"), ALL),
     ("logical_ext.version()", Call("SELECT logical_ext.version()"), ALL),

@@ -41,11 +41,11 @@
 
 mod api;
 mod batch;
-mod catalog;
+pub(crate) mod catalog;
 mod commit_time;
 mod config;
 mod conflict;
-mod conninfo;
+pub(crate) mod conninfo;
 mod executor;
 mod flush;
 mod jsonb_input;
@@ -68,12 +68,12 @@ mod slot_owner;
 mod spool;
 mod stats;
 mod status;
-mod sync;
+pub(crate) mod sync;
 mod tablesync;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_rng;
 mod values;
-mod walrcv;
+pub(crate) mod walrcv;
 mod worker;
 
 /// The closed list of conflict types, also the monitoring's label values.

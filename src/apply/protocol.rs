@@ -365,6 +365,8 @@ pub(crate) enum Doc<'a> {
     Message,
     /// A DDL event (src/ddl/), replayed at its place in the transaction.
     Ddl(Box<crate::ddl::DdlEvent>),
+    /// `V`: a reconcile document (reconcile/document.rs).
+    Reconcile(Box<crate::reconcile::ReconcileDoc>),
     /// A sequence's state (`SEQ`, src/sequences/), applied forward only.
     Sequence(Box<crate::sequences::message::SeqDoc>),
     /// `R` (compact documents): a relation's description for the rows that
@@ -606,6 +608,10 @@ pub(crate) fn parse_doc<'a>(payload: &'a [u8], rels: &CompactRels) -> Result<Doc
         "M" => Doc::Message,
         "DDL" => Doc::Ddl(Box::new(
             crate::ddl::DdlEvent::from_json(payload).ok_or("DDL document without a valid DDL event")?,
+        )),
+        "V" => Doc::Reconcile(Box::new(
+            crate::reconcile::ReconcileDoc::from_v_document(payload)
+                .ok_or("V document without a valid reconcile document")?,
         )),
         "SEQ" => Doc::Sequence(Box::new(
             crate::sequences::message::SeqDoc::from_json(payload)
@@ -889,6 +895,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_doc(br#"{"action":"DDL","command":"x"}"#).is_err());
+        // A reconcile document, nested so that its fields (columns, keys)
+        // are not taken for a row's.
+        let v = br#"{"action":"V","lsn":"0/1","reconcile":{"op":"verify","subscription":"s","run":1,"chunk":1,"relation":5,"columns":["id"],"keys":["id"],"range":{"lower":null,"upper":["9"]},"rows":1,"digest":"00000000000000000000000000000001","log_id":3}}"#;
+        match parse_doc(v).unwrap() {
+            Doc::Reconcile(d) => {
+                assert_eq!((d.run, d.columns.len(), d.range.upper.clone()), (1, 1, Some(vec!["9".into()])))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_doc(br#"{"action":"V","reconcile":{"op":"x"}}"#).is_err());
     }
 
     #[test]

@@ -588,8 +588,9 @@ impl Wire {
     /// The plugin options asking for it (appended to the option list).
     fn option(self) -> &'static str {
         match self {
-            Wire::Batched => ", \"compact\" 'on', \"batch\" 'on'",
-            Wire::Compact => ", \"compact\" 'on'",
+            // Publishers that know `compact` (0.4.0) know `include-reconcile`.
+            Wire::Batched => ", \"compact\" 'on', \"batch\" 'on', \"include-reconcile\" 'on'",
+            Wire::Compact => ", \"compact\" 'on', \"include-reconcile\" 'on'",
             Wire::Full => "",
         }
     }

@@ -116,6 +116,10 @@ pub(crate) struct Options {
     /// DDL events (prefix `logical_ext.ddl`) as `"DDL"` documents; off: as
     /// the plain messages they are, exactly as wal2json prints them.
     pub(crate) include_ddl: bool,
+    /// `include-reconcile`: authentic reconcile messages (prefix
+    /// `logical_ext.reconcile`) as `"V"` documents (off: the plain `M`
+    /// messages they are). Asked for by 0.4.0's apply worker.
+    pub(crate) include_reconcile: bool,
     /// Stream a transaction larger than `logical_decoding_work_mem` while
     /// it is in progress (`stream.rs`'s streamed blocks; pgoutput's
     /// `streaming`). Off: PostgreSQL spills it and sends it at its commit.
@@ -171,6 +175,7 @@ impl Default for Options {
             origin: OriginMode::Any,
             publication_names: None,
             include_ddl: true,
+            include_reconcile: false,
             streaming: false,
             two_phase: false,
             compact: false,
@@ -277,6 +282,7 @@ const KNOWN: &[&str] = &[
     "batch",
     "owner",
     "takeover",
+    "include-reconcile",
 ];
 
 /// PostgreSQL's `parse_bool`: case-insensitive prefixes of true/false/yes/no,
@@ -369,6 +375,7 @@ pub(crate) fn parse(pairs: &[(String, Option<String>)]) -> Result<Options, Optio
             "include-pk" => o.include_pk = boolean()?,
             "pretty-print" => o.pretty_print = boolean()?,
             "include-ddl" => o.include_ddl = boolean()?,
+            "include-reconcile" => o.include_reconcile = boolean()?,
             "streaming" => o.streaming = boolean()?,
             "two-phase" => o.two_phase = boolean()?,
             "compact" => o.compact = boolean()?,

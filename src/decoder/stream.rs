@@ -927,6 +927,14 @@ impl Decoder {
                 return;
             }
         }
+        if m.transactional && self.opts.include_reconcile && !self.v1() && m.prefix == crate::reconcile::PREFIX {
+            // Likewise for reconcile documents (reconcile/authentic.rs).
+            let xid = self.txn.as_ref().map_or(0, |t| t.info.xid);
+            if let Some(doc) = crate::reconcile::authenticate(m.content, xid) {
+                self.reconcile(sink, m.lsn, &doc);
+                return;
+            }
+        }
         if m.transactional {
             self.ensure_begun(sink);
         }
@@ -1006,6 +1014,29 @@ impl Decoder {
         limit::reserve(b, body.len());
         b.push(b',');
         b.extend_from_slice(&body.as_bytes()[1..]);
+        self.flush(sink);
+    }
+}
+
+impl Decoder {
+    /// A reconcile document (docs/FORMAT.md, "V"), for the subscriber whose
+    /// apply worker asked for it (`include-reconcile`).
+    fn reconcile(&mut self, sink: &mut dyn Sink, lsn: u64, doc: &crate::reconcile::ReconcileDoc) {
+        self.ensure_begun(sink);
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(b"{\"action\":\"V\"");
+        push_txn_fields(b, &self.opts, self.txn.as_ref());
+        if self.opts.include_lsn {
+            b.extend_from_slice(b",\"lsn\":");
+            json::push_lsn(b, lsn);
+        }
+        // Nested: the document's field names stay its own.
+        let body = doc.to_json();
+        limit::reserve(b, body.len() + 16);
+        b.extend_from_slice(b",\"reconcile\":");
+        b.extend_from_slice(body.as_bytes());
+        b.push(b'}');
         self.flush(sink);
     }
 }

@@ -52,6 +52,28 @@ impl AsRole {
         }
     }
 
+    /// Become `role` under `SECURITY_RESTRICTED_OPERATION` with `search_path`
+    /// pinned to `pg_catalog, pg_temp`, whoever the current user is: for
+    /// code that evaluates other roles' functions (a table's types,
+    /// operators, row filter) and must not change session state or find
+    /// objects by an unpinned path (online reconciliation).
+    pub(crate) fn become_role_restricted(role: pg_sys::Oid) -> AsRole {
+        let (user, sec_context) = super::unguarded::user_id_and_sec_context();
+        // SAFETY: the previous values are restored by Drop; the GUC nest
+        // level pushed here is popped there.
+        unsafe {
+            let nest = pg_sys::NewGUCNestLevel();
+            super::unguarded::set_user_id_and_sec_context(
+                role,
+                sec_context
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            );
+            pin_search_path();
+            AsRole { user, sec_context, guc_nest_level: Some(nest) }
+        }
+    }
+
     /// Become the bootstrap superuser for catalog reads of our own (schema-
     /// qualified SQL of the extension, never user text), restricted so that
     /// nothing run meanwhile can change session state.

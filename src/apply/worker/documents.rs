@@ -174,6 +174,28 @@ impl Worker {
             // stream state, kept whatever is skipped or applied (it comes
             // right before a row, so queued TRUNCATEs are due anyway).
             Doc::Relation(id, rel) => self.compact.insert(id, rel),
+            Doc::Reconcile(doc) => {
+                if !ses.in_txn {
+                    return Err(format!("reconcile document outside a transaction at {}", protocol::format_lsn(lsn)));
+                }
+                // Compared in the apply worker only (not while a sync worker
+                // catches a table up), after the rows before it.
+                if ses.skipping || self.scope.is_some() {
+                    return Ok(());
+                }
+                let sub = self.sub.as_ref().expect("set at session start");
+                // A repair writes through SPI: cached executor state is released.
+                ses.targets.close_all();
+                // SAFETY: inside the remote transaction; see `change`.
+                unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+                crate::reconcile::apply(&doc, &sub.name, sub.id, lsn);
+                // SAFETY: pairs with the push above; later changes see repaired rows.
+                unsafe {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommandCounterIncrement();
+                }
+                ses.changes += 1;
+            }
             Doc::Sequence(seq) => {
                 if !ses.in_txn {
                     return Err(format!("SEQ outside a transaction at {}", protocol::format_lsn(lsn)));

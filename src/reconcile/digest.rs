@@ -1,0 +1,153 @@
+//! Chunk digests (pure, unit-tested).
+//!
+//! A row's hash is the first 128 bits of SHA-256 over the canonical text of
+//! its replicated columns (`ROW(c1, c2, ...)::text`: the types' output
+//! functions, NULL and the empty string told apart, quoting of `record_out`).
+//! SHA-256 runs in hardware here (SHA-NI), is already a dependency, and is
+//! strong: no one can craft rows whose hashes cancel.
+//!
+//! A chunk's digest combines its rows' hashes **order-independently**, since
+//! the two nodes read the rows in whatever order their plans give:
+//! `(count, sum of the hashes modulo 2^128)`. Unlike XOR, a sum does not
+//! cancel duplicates (two equal rows add `2h`, and the count differs too),
+//! and a difference in one row changes the sum unless another row's hash
+//! changes by exactly the opposite amount — a 2^-128 chance for unrelated
+//! rows, and not constructible without breaking SHA-256.
+
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+
+/// The hash of one row's canonical text.
+pub(crate) fn row_hash(text: &[u8]) -> u128 {
+    let d = Sha256::digest(text);
+    u128::from_be_bytes(d[..16].try_into().expect("32-byte digest"))
+}
+
+/// Order-independent digest of a set (with repetitions) of rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Digest {
+    pub(crate) rows: u64,
+    pub(crate) sum: u128,
+}
+
+impl Digest {
+    pub(crate) fn add(&mut self, hash: u128) {
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(hash);
+    }
+
+    /// The digest as the documents carry it: 32 hexadecimal digits.
+    pub(crate) fn sum_hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+
+    pub(crate) fn parse_hex(s: &str) -> Option<u128> {
+        (s.len() == 32).then(|| u128::from_str_radix(s, 16).ok()).flatten()
+    }
+}
+
+/// How a key differs between the publisher and the subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Difference {
+    /// On the publisher, not on the subscriber.
+    Missing,
+    /// On the subscriber, not on the publisher.
+    Extra,
+    /// On both, with different replicated values.
+    Different,
+}
+
+impl Difference {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Difference::Missing => "missing",
+            Difference::Extra => "extra",
+            Difference::Different => "different",
+        }
+    }
+}
+
+/// The differing keys of one range, given each side's hash per key, sorted
+/// by kind then key (a stable order for the results table and tests).
+pub(crate) fn compare_keys(
+    publisher: &HashMap<Vec<String>, u128>,
+    subscriber: &HashMap<Vec<String>, u128>,
+) -> Vec<(Vec<String>, Difference)> {
+    let mut out = Vec::new();
+    for (key, h) in publisher {
+        match subscriber.get(key) {
+            None => out.push((key.clone(), Difference::Missing)),
+            Some(s) if s != h => out.push((key.clone(), Difference::Different)),
+            Some(_) => {}
+        }
+    }
+    for key in subscriber.keys() {
+        if !publisher.contains_key(key) {
+            out.push((key.clone(), Difference::Extra));
+        }
+    }
+    out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_of(rows: &[&str]) -> Digest {
+        let mut d = Digest::default();
+        for r in rows {
+            d.add(row_hash(r.as_bytes()));
+        }
+        d
+    }
+
+    #[test]
+    fn order_does_not_matter() {
+        assert_eq!(digest_of(&["(1,a)", "(2,b)", "(3,c)"]), digest_of(&["(3,c)", "(1,a)", "(2,b)"]));
+    }
+
+    #[test]
+    fn duplicates_do_not_cancel() {
+        // XOR would make these two equal to the empty set and to each other.
+        let empty = digest_of(&[]);
+        let twice = digest_of(&["(1,a)", "(1,a)"]);
+        assert_ne!(twice, empty);
+        assert_ne!(twice.sum, 0);
+        let four = digest_of(&["(1,a)", "(1,a)", "(2,b)", "(2,b)"]);
+        let xor = [row_hash(b"(1,a)"), row_hash(b"(1,a)"), row_hash(b"(2,b)"), row_hash(b"(2,b)")]
+            .iter()
+            .fold(0u128, |a, h| a ^ h);
+        assert_eq!(xor, 0, "the XOR combination cancels duplicates");
+        assert_ne!(four.sum, 0);
+        // Same count, one row swapped for a duplicate of another: differs.
+        assert_ne!(digest_of(&["(1,a)", "(2,b)"]), digest_of(&["(1,a)", "(1,a)"]));
+    }
+
+    #[test]
+    fn one_changed_value_changes_the_digest() {
+        assert_ne!(digest_of(&["(1,a)", "(2,b)"]), digest_of(&["(1,a)", "(2,c)"]));
+        // NULL and the empty string have different canonical texts.
+        assert_ne!(row_hash(b"(1,)"), row_hash(b"(1,\"\")"));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let d = digest_of(&["(1,a)"]);
+        assert_eq!(Digest::parse_hex(&d.sum_hex()), Some(d.sum));
+        assert_eq!(Digest::parse_hex("xyz"), None);
+    }
+
+    #[test]
+    fn keys_compare_by_kind() {
+        let k = |s: &str| vec![s.to_string()];
+        let publisher: HashMap<_, _> = [(k("1"), 10u128), (k("2"), 20), (k("3"), 30)].into();
+        let subscriber: HashMap<_, _> = [(k("1"), 10u128), (k("3"), 31), (k("4"), 40)].into();
+        let diffs = compare_keys(&publisher, &subscriber);
+        assert_eq!(
+            diffs,
+            vec![(k("2"), Difference::Missing), (k("4"), Difference::Extra), (k("3"), Difference::Different)]
+        );
+        assert!(compare_keys(&publisher, &publisher).is_empty());
+    }
+}
