@@ -35,7 +35,10 @@ fn both_hosts(a: &Cluster, b: &Cluster) -> String {
 fn readiness(c: &Cluster, slot: &str) -> Option<(bool, bool, Option<String>)> {
     let mut cl = try_client(c).ok()?;
     let row = cl
-        .query_opt("SELECT safe, persistent, reason FROM logical_ext.failover_readiness() WHERE slot_name = $1", &[&slot])
+        .query_opt(
+            "SELECT safe, persistent, reason FROM logical_ext.failover_readiness() WHERE slot_name = $1",
+            &[&slot],
+        )
         .ok()??;
     Some((row.get(0), row.get(1), row.get(2)))
 }
