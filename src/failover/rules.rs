@@ -174,10 +174,8 @@ pub(crate) fn standby_safety(
     if !fresh {
         return Err(NotSafe::Stale);
     }
-    if let Some(r) = remote {
-        if r.confirmed_flush > received {
-            return Err(NotSafe::NotReceived);
-        }
+    if remote.is_some_and(|r| r.confirmed_flush > received) {
+        return Err(NotSafe::NotReceived);
     }
     Ok(())
 }
