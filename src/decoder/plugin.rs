@@ -172,6 +172,9 @@ unsafe extern "C-unwind" fn startup(
     // option; docs/FORMAT.md "Streamed transactions").
     ctx.streaming &= decoder.streaming() && !decoder.two_phase() && !slot_two_phase;
     ctx.output_plugin_private = Box::into_raw(Box::new(PluginState { decoder, change_cxt })).cast();
+    // A walsender of a failover slot reads only WAL its standbys flushed
+    // (logical_ext.standby_slot_names; src/failover/gate.rs).
+    crate::failover::gate_walsender(ctx as *mut pg_sys::LogicalDecodingContext, is_init);
 }
 
 #[pg_guard]
