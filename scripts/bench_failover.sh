@@ -161,7 +161,9 @@ scenario() {
     q "$subc" -c "CREATE EXTENSION logical_ext" \
               -c "SELECT logical_ext.create_subscription('s', '$both', ARRAY['p'])" >/dev/null
     wait_for "$pubc" "EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 's')" "the slot s exists"
-    q "$pubc" -c "SELECT logical_ext.set_slot_failover('s')" >/dev/null
+    # The mark is read when a walsender starts decoding: restart the running one.
+    q "$pubc" -c "SELECT logical_ext.set_slot_failover('s')" \
+      -c "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 's' AND active_pid IS NOT NULL" >/dev/null
   fi
   wait_for "$pubc" "EXISTS (SELECT FROM pg_stat_replication WHERE application_name = 's' AND state = 'streaming')" \
     "the subscription streams"
