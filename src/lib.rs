@@ -7,6 +7,8 @@
 //!   Prometheus metrics, and the background sampler behind them.
 //! - [`ddl`]: DDL capture by event triggers and its replay in stream order.
 //! - [`sequences`]: sequence states captured into the stream (publisher side).
+//! - [`failover`]: failover slots (publisher walsenders held back to their
+//!   standbys, copies kept on standbys, `failover_readiness()`).
 //!
 //! `ffi` is the thin layer of PostgreSQL calls shared by the parts.
 
@@ -17,6 +19,7 @@ use pgrx::prelude::*;
 mod apply;
 mod ddl;
 mod decoder;
+mod failover;
 mod ffi;
 mod monitoring;
 mod sequences;
@@ -40,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
     apply::init();
     monitoring::init();
     ddl::init();
+    failover::init();
 }
 
 /// The version of the JSON stream format documented in docs/FORMAT.md.

@@ -11,6 +11,7 @@ pub(crate) fn register() {
     crate::apply::settings::define();
     crate::ddl::settings::define();
     crate::sequences::settings::define();
+    crate::failover::settings::define();
     // SAFETY: called from _PG_init with a static string.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"logical_ext".as_ptr()) }
 }

@@ -55,6 +55,14 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.accept_slot_gap(text)", Call("SELECT logical_ext.accept_slot_gap('nosuch')"), S),
     ("logical_ext.sync_sequences(text)", Call("SELECT * FROM logical_ext.sync_sequences('nosuch')"), S),
     ("logical_ext.start_sequence_capture()", Acl, S),
+    // Publisher failover: marking a slot is an operator's task; readiness
+    // is a figure.
+    (
+        "logical_ext.set_slot_failover(name,boolean)",
+        Call("SELECT logical_ext.set_slot_failover('nosuch')"),
+        OPS,
+    ),
+    ("logical_ext.failover_readiness()", Call("SELECT count(*) FROM logical_ext.failover_readiness()"), MON),
     // Any login may call it; it checks ownership of the sequence itself
     // (tests/sequences.rs, privileges_of_the_sequence_functions).
     ("logical_ext.replicate_sequence(regclass)", Acl, ALL),
@@ -128,6 +136,7 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.conflict_log", Call("SELECT local_tuple, remote_tuple FROM logical_ext.conflict_log"), OPS),
     ("logical_ext.ddl_log", Call("SELECT count(*) FROM logical_ext.ddl_log"), MON),
     ("logical_ext.slot_drop_audit", Call("SELECT count(*) FROM logical_ext.slot_drop_audit"), MON),
+    ("logical_ext.failover_slot", Call("SELECT count(*) FROM logical_ext.failover_slot"), MON),
 ];
 
 #[test]

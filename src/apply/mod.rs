@@ -77,6 +77,9 @@ mod worker;
 
 /// The closed list of conflict types, also the monitoring's label values.
 pub(crate) use conflict::ConflictType;
+/// A SQL connection to a publisher (or primary) over libpqwalreceiver,
+/// also used by the standby's slot synchronization (`crate::failover`).
+pub(crate) use walrcv::Connection as PublisherConnection;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

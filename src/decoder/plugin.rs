@@ -116,7 +116,7 @@ fn options_of(list: *mut pg_sys::List) -> Vec<(String, Option<String>)> {
 unsafe extern "C-unwind" fn startup(
     ctx: *mut pg_sys::LogicalDecodingContext,
     opt: *mut pg_sys::OutputPluginOptions,
-    _is_init: bool,
+    is_init: bool,
 ) {
     register_invalidation_callbacks();
     // A consumer streams from this database: the sequence capture should
@@ -165,6 +165,9 @@ unsafe extern "C-unwind" fn startup(
     // option; docs/FORMAT.md "Streamed transactions").
     ctx.streaming &= decoder.streaming() && !decoder.two_phase() && !slot_two_phase;
     ctx.output_plugin_private = Box::into_raw(Box::new(PluginState { decoder, change_cxt })).cast();
+    // A walsender of a failover slot reads only WAL its standbys flushed
+    // (logical_ext.standby_slot_names; src/failover/gate.rs).
+    crate::failover::gate_walsender(ctx as *mut pg_sys::LogicalDecodingContext, is_init);
 }
 
 #[pg_guard]

@@ -134,7 +134,10 @@ pub(crate) fn metrics_text() -> String {
         sampler: &sampler,
         failed: &failed,
     }));
-    format!("{}{body}", prometheus::error_comments(&failed))
+    // Failover slots (src/failover/readiness.rs): their own families, left
+    // out when reading them fails (the rest of the scrape stands).
+    let failover = crate::ffi::in_subtransaction(crate::failover::metrics_text).unwrap_or_default();
+    format!("{}{body}{failover}", prometheus::error_comments(&failed))
 }
 
 /// Whether an ERROR of this SQLSTATE must end the scrape rather than only
