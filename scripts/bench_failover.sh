@@ -145,8 +145,10 @@ scenario() {
       cluster_stop "$pubc" immediate
       return 0
     fi
-    q "$pubc" -c "ALTER SYSTEM SET logical_ext.standby_slot_names = 'stby_slot'" -c "SELECT pg_reload_conf()" >/dev/null
     standby_start "$stbyc" "$pubc" "logical_ext.synchronize_slots = on" "logical_ext.slot_sync_database = 'postgres'"
+    # After the base backup: the standby, once promoted, has no standby of
+    # its own to wait for.
+    q "$pubc" -c "ALTER SYSTEM SET logical_ext.standby_slot_names = 'stby_slot'" -c "SELECT pg_reload_conf()" >/dev/null
   else
     standby_start "$stbyc" "$pubc"
   fi
@@ -201,6 +203,13 @@ scenario() {
   lsn=$(q "$stbyc" -c "SELECT pg_current_wal_lsn()")
   wait_for "$stbyc" "COALESCE((SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = 's'), false)" \
     "the subscriber confirms $lsn on the new primary" 60 || status=stalled
+  if [ "$status" = stalled ]; then
+    if [ "$kind" = logical_ext ]; then
+      say "subscription: $(q "$subc" -c "SELECT format('state=%s error=%s', state, last_error) FROM logical_ext.subscription_status")"
+    fi
+    say "--- subscriber log"; tail -n 15 "${CLUSTER_DIR[$subc]}/server.log" >&2
+    say "--- new primary log"; tail -n 15 "${CLUSTER_DIR[$stbyc]}/server.log" >&2
+  fi
   q "$stbyc" -c "COPY t TO STDOUT" | q "$subc" -c "COPY np_rows FROM STDIN" >/dev/null
   local figures
   figures=$(q "$subc" -F $'\t' -c "
@@ -209,8 +218,8 @@ scenario() {
            (SELECT count(*) - count(DISTINCT id) FROM t),
            (SELECT count(DISTINCT id) FROM t WHERE NOT EXISTS (SELECT FROM np_rows n WHERE n.id = t.id)),
            (SELECT count(DISTINCT t.id) FROM t JOIN np_rows n USING (id) WHERE (t.node, t.at) IS DISTINCT FROM (n.node, n.at)),
-           (SELECT min(id) FROM np_rows n WHERE NOT EXISTS (SELECT FROM t WHERE t.id = n.id)),
-           (SELECT max(id) FROM np_rows n WHERE NOT EXISTS (SELECT FROM t WHERE t.id = n.id))")
+           coalesce((SELECT min(id) FROM np_rows n WHERE NOT EXISTS (SELECT FROM t WHERE t.id = n.id))::text, '-'),
+           coalesce((SELECT max(id) FROM np_rows n WHERE NOT EXISTS (SELECT FROM t WHERE t.id = n.id))::text, '-')")
   local label=$kind
   [ "$kind" = native ] && label="native (operator ${delay}s)"
   printf '%s\t%s\t%s\t%s\n' "$label" "$figures" "$first_ms" "$status" >>"$RESULTS"
@@ -236,7 +245,7 @@ echo
 printf '%-26s %8s %8s %6s %6s %7s %16s %10s %s\n' scenario rows lost dup extra differ "lost ids" first_ms end
 while IFS=$'\t' read -r label rows lost dup extra differ lo hi first status; do
   range=-
-  [ -n "$lo" ] && range="$lo..$hi"
+  [ "$lo" != - ] && range="$lo..$hi"
   printf '%-26s %8s %8s %6s %6s %7s %16s %10s %s\n' "$label" "$rows" "$lost" "$dup" "$extra" "$differ" "$range" "$first" "$status"
 done <"$RESULTS"
 rm -f "$RESULTS"
