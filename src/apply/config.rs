@@ -128,6 +128,9 @@ pub(crate) struct WorkerOptions {
     /// received in one local transaction (`apply/worker/grouping.rs`); on
     /// by default.
     pub(crate) group_commit: bool,
+    /// Mark the slot for failover on the publisher
+    /// (`logical_ext.set_slot_failover`) before each START_REPLICATION.
+    pub(crate) failover: bool,
 }
 
 impl Default for WorkerOptions {
@@ -143,6 +146,7 @@ impl Default for WorkerOptions {
             streaming_eager: true,
             two_phase: false,
             group_commit: true,
+            failover: false,
         }
     }
 }
@@ -158,6 +162,7 @@ pub(crate) const WORKER_OPTION_KEYS: &[&str] = &[
     "streaming_eager",
     "two_phase",
     "group_commit",
+    "failover",
 ];
 
 fn millis(v: &Value, key: &str) -> Result<Duration, String> {
@@ -204,6 +209,7 @@ impl WorkerOptions {
                 "group_commit" => {
                     o.group_commit = val.as_bool().ok_or("option \"group_commit\" must be true or false")?
                 }
+                "failover" => o.failover = val.as_bool().ok_or("option \"failover\" must be true or false")?,
                 other => {
                     return Err(format!(
                         "unknown subscription option \"{other}\" (valid: {})",

@@ -300,6 +300,13 @@ pub(crate) fn slot_state(conn: &mut Connection, slot: &str) -> Result<Option<(St
     Ok(rows.into_iter().next().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone())))
 }
 
+/// Mark `slot` for failover on the publisher (`logical_ext.set_slot_failover`,
+/// a SQL call over the replication connection). Outside a transaction.
+pub(crate) fn mark_failover(conn: &mut Connection, slot: &str) -> Result<(), WalRcvError> {
+    let sql = format!("SELECT logical_ext.set_slot_failover({}::pg_catalog.name)::text", quote_literal(slot));
+    crate::ffi::worker::in_transaction(|| conn.exec(&sql, 1)).map(|_| ())
+}
+
 pub(crate) fn slot_exists(conn: &mut Connection, slot: &str) -> Result<bool, WalRcvError> {
     let sql = format!("SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}", quote_literal(slot));
     let rows = crate::ffi::worker::in_transaction(|| conn.exec(&sql, 1))?;

@@ -282,6 +282,19 @@ impl Worker {
         // An invalidated slot can never stream again: say so, with what was
         // lost and how to recover, instead of the server's bare refusal.
         // Decided on the slot's catalog state, not on the error's text.
+        // Publisher failover (option `failover`): the slot is marked before
+        // the walsender starts decoding, so the standby_slot_names rule
+        // holds from the first change and standbys copy it.
+        if sub.options.failover {
+            walrcv::mark_failover(&mut conn, &slot).map_err(|e| {
+                format!(
+                    "could not mark replication slot \"{slot}\" for failover on the publisher: {} (logical_ext must be \
+                     installed in the publisher's database, and the connection's role be a superuser or a member of \
+                     logical_ext_operator there)",
+                    e.0
+                )
+            })?;
+        }
         let slot_state = walrcv::slot_state(&mut conn, &slot)
             .map_err(|e| format!("could not read replication slot \"{slot}\" on the publisher: {}", e.0))?;
         if let Some((wal_status, confirmed)) = &slot_state

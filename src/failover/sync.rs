@@ -158,19 +158,23 @@ fn round(conn: &mut PublisherConnection) -> Result<(), String> {
             },
         })
         .collect();
-    drop_unlisted(&listed);
+    in_transaction(|| drop_unlisted(&listed));
     let received = received_lsn();
     let mut seen = Vec::new();
     for l in listed.iter().take(state::MAX_ENTRIES) {
         // One slot's failure is its own: logged, the others go on.
-        let hold = match crate::ffi::in_subtransaction(std::panic::AssertUnwindSafe(|| sync_one(conn, l, received))) {
-            Ok(h) => h,
-            Err(e) => {
-                release_if_acquired();
-                warning!("logical_ext slot sync: slot \"{}\": {}", l.name, e.message());
-                Some(NotSafe::NoCopy)
+        // Its own transaction (catalog lookups, the primary's answers) and
+        // subtransaction (an ERROR is caught and logged).
+        let hold = in_transaction(|| {
+            match crate::ffi::in_subtransaction(std::panic::AssertUnwindSafe(|| sync_one(conn, l, received))) {
+                Ok(h) => h,
+                Err(e) => {
+                    release_if_acquired();
+                    warning!("logical_ext slot sync: slot \"{}\": {}", l.name, e.message());
+                    Some(NotSafe::NoCopy)
+                }
             }
-        };
+        });
         seen.push(Seen { name: l.name.clone(), remote: l.remote, hold });
     }
     // SAFETY: backend globals.
@@ -337,7 +341,8 @@ fn copy_snapshot(conn: &mut PublisherConnection, lsn: u64) -> bool {
         return true;
     }
     let sql = format!("SELECT pg_catalog.encode(pg_catalog.pg_read_binary_file('{file}', 0, 1073741823, true), 'hex')");
-    let rows = match in_transaction(|| conn.exec(&sql, 1)) {
+    // Inside the slot's transaction (sync_one).
+    let rows = match conn.exec(&sql, 1) {
         Ok(r) => r,
         Err(e) => {
             warning!("logical_ext slot sync: could not read {file} on the primary: {}", e.0);
