@@ -29,9 +29,9 @@
 #                primary>' and ENABLE. PostgreSQL 15 does not copy logical
 #                slots to standbys, so the slot starts at the new primary's
 #                current position: what was written before is never sent.
-#   logical_ext  logical_ext.create_subscription with the two-host conninfo;
-#                on the publisher logical_ext.set_slot_failover('s') and
-#                logical_ext.standby_slot_names = 'stby_slot'; on the standby
+#   logical_ext  logical_ext.create_subscription with the two-host conninfo
+#                and the option failover (the worker marks its slot); on the
+#                publisher logical_ext.standby_slot_names = 'stby_slot'; on the standby
 #                logical_ext.synchronize_slots = on. No manual step after the
 #                promotion. Needs a logical_ext build with failover slots
 #                (issue 16); without one the run says so and is skipped.
@@ -161,11 +161,8 @@ scenario() {
     q "$subc" -c "CREATE SUBSCRIPTION s CONNECTION '$conninfo' PUBLICATION p" >/dev/null
   else
     q "$subc" -c "CREATE EXTENSION logical_ext" \
-              -c "SELECT logical_ext.create_subscription('s', '$both', ARRAY['p'])" >/dev/null
-    wait_for "$pubc" "EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 's')" "the slot s exists"
-    # The mark is read when a walsender starts decoding: restart the running one.
-    q "$pubc" -c "SELECT logical_ext.set_slot_failover('s')" \
-      -c "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 's' AND active_pid IS NOT NULL" >/dev/null
+              -c "SELECT logical_ext.create_subscription('s', '$both', ARRAY['p'], options => '{\"failover\": true}')" >/dev/null
+    wait_for "$pubc" "EXISTS (SELECT FROM logical_ext.failover_slot WHERE slot_name = 's')" "the worker marks its slot s for failover"
   fi
   wait_for "$pubc" "EXISTS (SELECT FROM pg_stat_replication WHERE application_name = 's' AND state = 'streaming')" \
     "the subscription streams"

@@ -10,8 +10,8 @@
 //! walsenders behind the other node's physical slot
 //! (`logical_ext.standby_slot_names = 'pgautofailover_standby_<id>'`, per
 //! node). A logical_ext subscriber (a separate cluster) subscribes with a
-//! connection string listing both nodes (`target_session_attrs=read-write`);
-//! its slot is marked for failover. A writer inserts numbered rows, one
+//! connection string listing both nodes (`target_session_attrs=read-write`)
+//! and the option `failover` (its worker marks its slot for failover). A writer inserts numbered rows, one
 //! transaction each, through the same kind of connection string, across:
 //!
 //! 1. `pg_autoctl perform failover` (a switchover: the primary is demoted and
@@ -241,12 +241,12 @@ fn the_subscription_follows_pg_auto_failover_promotions() {
     sub.exec("CREATE EXTENSION logical_ext; CREATE TABLE t (id bigint, node int, at timestamptz)");
     let conninfo = f.multi_host_conninfo();
     let mut sc = sub.client();
+    // The option `failover`: the worker marks its slot on the publisher
+    // (set_slot_failover) before each START_REPLICATION.
+    let options = FAST_RETRY.replace('{', r#"{"failover": true, "#);
     if let Err(e) = sc.execute(
-        &format!(
-            "SELECT logical_ext.create_subscription('s', $1::text, ARRAY['p'], copy_data => false, \
-             options => '{FAST_RETRY}')"
-        ),
-        &[&conninfo],
+        "SELECT logical_ext.create_subscription('s', $1::text, ARRAY['p'], copy_data => false, options => $2::text::jsonb)",
+        &[&conninfo, &options],
     ) {
         panic!("create_subscription: {}", describe_error(&e));
     }
@@ -261,12 +261,9 @@ fn the_subscription_follows_pg_auto_failover_promotions() {
         },
         || explain(&f, &sub),
     );
-    // The mark is read when a walsender starts decoding: end the running one
-    // (the worker reconnects at once, now held back to the other node).
-    exec(
-        &mut primary,
-        "SELECT logical_ext.set_slot_failover('s');
-         SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 's' AND active_pid IS NOT NULL",
+    assert!(
+        query_bool(&mut primary, "SELECT EXISTS (SELECT FROM logical_ext.failover_slot WHERE slot_name = 's')"),
+        "the worker marked its slot for failover"
     );
     drop(primary);
 
