@@ -35,7 +35,10 @@ fn both_hosts(a: &Cluster, b: &Cluster) -> String {
 fn readiness(c: &Cluster, slot: &str) -> Option<(bool, bool, Option<String>)> {
     let mut cl = try_client(c).ok()?;
     let row = cl
-        .query_opt("SELECT safe, persistent, reason FROM logical_ext.failover_readiness() WHERE slot_name = $1", &[&slot])
+        .query_opt(
+            "SELECT safe, persistent, reason FROM logical_ext.failover_readiness() WHERE slot_name = $1",
+            &[&slot],
+        )
         .ok()??;
     Some((row.get(0), row.get(1), row.get(2)))
 }
@@ -140,7 +143,7 @@ fn writer(conninfo: String, start: i64, stop: Arc<AtomicBool>) -> std::thread::J
         let Ok(mut c) = postgres::Client::connect(&conninfo, postgres::NoTls) else { return 0 };
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
-            if c.execute("INSERT INTO t VALUES ($1, md5($1::text))", &[&(start + n)]).is_err() {
+            if c.execute("INSERT INTO t VALUES ($1::bigint, md5($1::bigint::text))", &[&(start + n)]).is_err() {
                 break;
             }
             n += 1;
@@ -271,7 +274,8 @@ fn the_rule_holds_changes_back_while_answering_and_its_absence_loses_them() {
     );
 
     // Without the rule: the subscriber gets row 3, the standby does not.
-    primary.exec("ALTER SYSTEM RESET logical_ext.standby_slot_names; SELECT pg_reload_conf();");
+    primary.exec("ALTER SYSTEM RESET logical_ext.standby_slot_names");
+    primary.exec("SELECT pg_reload_conf()");
     standby.stop_with("fast");
     primary.exec("INSERT INTO t VALUES (3, 'c')");
     wait_until(CATCH_UP, "row 3 applied without the rule", || count(&mut sc, "t") == 3);

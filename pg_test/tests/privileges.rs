@@ -57,11 +57,7 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
     ("logical_ext.start_sequence_capture()", Acl, S),
     // Publisher failover: marking a slot is an operator's task; readiness
     // is a figure.
-    (
-        "logical_ext.set_slot_failover(name,boolean)",
-        Call("SELECT logical_ext.set_slot_failover('nosuch')"),
-        OPS,
-    ),
+    ("logical_ext.set_slot_failover(name,boolean)", Call("SELECT logical_ext.set_slot_failover('nosuch')"), OPS),
     ("logical_ext.failover_readiness()", Call("SELECT count(*) FROM logical_ext.failover_readiness()"), MON),
     // Any login may call it; it checks ownership of the sequence itself
     // (tests/sequences.rs, privileges_of_the_sequence_functions).

@@ -340,7 +340,7 @@ fn copy_snapshot(conn: &mut PublisherConnection, lsn: u64) -> bool {
     if std::path::Path::new(&file).exists() {
         return true;
     }
-    let sql = format!("SELECT pg_catalog.encode(pg_catalog.pg_read_binary_file('{file}', 0, 1073741823, true), 'hex')");
+    let sql = format!("SELECT pg_catalog.encode(pg_catalog.pg_read_binary_file('{file}', 0, 100000000, true), 'hex')");
     // Inside the slot's transaction (sync_one).
     let rows = match conn.exec(&sql, 1) {
         Ok(r) => r,
