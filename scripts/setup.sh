@@ -13,10 +13,13 @@ PG_CONFIG=${LOGICAL_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # postgresql-15-repack/-partman/-cron: the tools pg_test/tests/ddl_tools.rs runs.
 # prometheus (with promtool) and prometheus-postgres-exporter: the Prometheus
 # tests of pg_test/tests/prometheus*.rs (monitoring/ rules, a real scrape).
+# postgresql-15-auto-failover (the pgautofailover extension) and pg-auto-failover-cli
+# (pg_autoctl): the HA manager of pg_test/tests/failover_autoctl.rs, whose promotion
+# our failover slots must follow (issue 16).
 PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo
           postgresql-15-wal2json postgresql-15-pglogical pkg-config libssl-dev
           python3-prometheus-client python3-psycopg2 postgresql-15-repack postgresql-15-partman postgresql-15-cron
-          prometheus prometheus-postgres-exporter)
+          prometheus prometheus-postgres-exporter postgresql-15-auto-failover pg-auto-failover-cli)
 
 log() { echo "== setup: $*" >&2; }
 

@@ -11,6 +11,7 @@
 //! directory, unless `KEEP_CLUSTERS=1` is set or the thread is panicking; then the
 //! directory is kept and the server log's path (and its tail) is printed.
 
+pub mod autofailover;
 pub mod background;
 pub mod conflicts;
 pub mod decoding;
