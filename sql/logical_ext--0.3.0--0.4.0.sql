@@ -123,7 +123,7 @@ REVOKE ALL ON FUNCTION logical_ext.subscription_status_rows() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.subscription_status_rows() TO pg_monitor;
 GRANT SELECT ON logical_ext.subscription_status TO pg_monitor;
 
--- == Issue 16 (helper S): no silent gap, sequences ==
+-- == Issue 16: no silent gap, sequences ==
 -- The apply worker refuses to stream from a slot whose confirmed_flush_lsn is
 -- past its origin's progress (src/apply/slot_fence.rs, docs/FAILOVER.md).
 -- Subscriptions of 0.3.0 start with accept_once: their workers reported idle
@@ -264,7 +264,7 @@ REVOKE ALL ON FUNCTION logical_ext.start_sequence_capture() FROM PUBLIC;
 -- logical_ext in shared_preload_libraries; otherwise at the next start).
 SELECT logical_ext.start_sequence_capture();
 
--- == Issue 18 (helper M): slot xmin ages and the temporary flag ==
+-- == Issue 18: slot xmin ages and the temporary flag ==
 -- slot_health() gains the columns temporary, xmin_age and catalog_xmin_age;
 -- its forecast_basis is now 'safe_wal_size' or 'disk' (the nearer limit).
 -- A new OUT column changes the row type: the function is created again.
@@ -300,7 +300,7 @@ COMMENT ON FUNCTION logical_ext.slot_health() IS
 REVOKE ALL ON FUNCTION logical_ext.slot_health() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION logical_ext.slot_health() TO pg_monitor;
 
--- == Issue 16 (helper O): slot ownership and the subscriber timeline check ==
+-- == Issue 16: slot ownership and the subscriber timeline check ==
 -- The apply worker names itself to the publisher's plugin ("owner" option;
 -- src/decoder/owner.rs records the claim beside the slot) and a node whose
 -- system identifier or timeline differs from the one the subscription last ran
@@ -404,7 +404,7 @@ AS $$
     FROM t ORDER BY t.name
 $$;
 
--- == Issue 17 (helper V): online reconciliation (docs/RECONCILE.md) ==
+-- == Issue 17: online reconciliation (docs/RECONCILE.md) ==
 -- Publisher side: reconcile_verify/reconcile_repair (granted by the operator to
 -- the subscription's role); subscriber side: verify_table, verify_subscription,
 -- repair_table; the tables of sql/reconcile.sql.
