@@ -36,7 +36,8 @@ fn used_slot(tag: &str, confirmed: bool) -> Pair {
     pair
 }
 
-/// A second node subscribing on slot `s` of `pair`'s publisher.
+/// A second node subscribing on slot `s` of `pair`'s publisher, taking it
+/// over from the first.
 fn second_on_slot(pair: &Pair, tag: &str, copy: bool) -> Cluster {
     let second = Cluster::start(&format!("{tag}_b"), SUBSCRIBER_CONF);
     second.exec("CREATE EXTENSION logical_ext; CREATE TABLE t (id int PRIMARY KEY)");
@@ -45,6 +46,9 @@ fn second_on_slot(pair: &Pair, tag: &str, copy: bool) -> Cluster {
          copy_data => {copy}, options => '{FAST_RETRY}')",
         pair.publisher_conninfo()
     ));
+    // The slot belongs to the first subscriber (docs/FAILOVER.md "Slot
+    // ownership"): the second takes it over explicitly.
+    second.exec("SELECT logical_ext.takeover_slot('s')");
     second
 }
 

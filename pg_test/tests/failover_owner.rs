@@ -130,6 +130,10 @@ fn a_second_subscriber_is_refused_until_it_takes_the_slot_over() {
     pair.wait_streaming("s");
     pair.pub_exec("INSERT INTO t VALUES (1)");
     pair.wait_sub_count("s", "t", 1);
+    // The slot confirms row 1 before the first subscriber stops, so the
+    // second starts after it (docs/FAILOVER.md "A fresh subscriber on a used
+    // slot": an unconfirmed row would be sent again).
+    pair.wait_caught_up("s");
     let mut publisher = pair.pub_client();
     let first = owner_of(&pair.subscriber, "s");
     assert_eq!(recorded_owner(&mut publisher, "s"), first);
@@ -167,13 +171,13 @@ fn a_second_subscriber_is_refused_until_it_takes_the_slot_over() {
     assert_eq!(count_on(&second, "t"), 0);
     assert_eq!(recorded_owner(&mut publisher, "s"), first, "a refused client changes nothing");
 
-    // The explicit takeover. Known issue, not of the ownership code: a
-    // fresh subscriber (origin 0/0, create_slot => false) on a slot another
-    // subscriber used shows rows as applied and confirmed but often not in
-    // its table within 15 s — reproduced on main (788c235, no owner option,
-    // no takeover) too; not root-caused, so row arrival is not asserted here.
+    // The explicit takeover: the second subscriber streams from the slot
+    // and gets exactly the rows after what the first one confirmed.
     second.exec("SELECT logical_ext.takeover_slot('s')");
     wait_state(&second, "s", "the second subscriber streams", |s, _| s == "streaming");
+    pair.pub_exec("INSERT INTO t VALUES (2)");
+    wait_until(CATCH_UP, "the second subscriber gets row 2", || count_on(&second, "t") == 1);
+    assert_eq!(query_string(&mut second.client(), "SELECT string_agg(id::text, ',') FROM t"), "2");
     let taken: String = query_string(
         &mut second.client(),
         "SELECT slot_takeover || ':' || (slot_taken_over_at IS NOT NULL) FROM logical_ext.subscription WHERE name = 's'",

@@ -64,7 +64,8 @@ fn primary_and_standby(name: &str, rule: bool) -> (Cluster, Cluster) {
     primary.exec(
         "CREATE EXTENSION logical_ext;
          CREATE TABLE t (id bigint PRIMARY KEY, v text);
-         CREATE PUBLICATION p FOR TABLE t;",
+         CREATE TABLE q (id bigserial PRIMARY KEY, v text);
+         CREATE PUBLICATION p FOR TABLE t, q;",
     );
     let standby = Cluster::standby_of(&primary, &format!("{name}_sby"), "sby", STANDBY_CONF);
     if rule {
@@ -80,7 +81,10 @@ fn primary_and_standby(name: &str, rule: bool) -> (Cluster, Cluster) {
 /// subscription's option `failover`, or on the primary.
 fn subscriber_of(name: &str, primary: &Cluster, standby: &Cluster, by_option: bool) -> Cluster {
     let sub = Cluster::start(&format!("{name}_sub"), SUBSCRIBER_CONF);
-    sub.exec("CREATE EXTENSION logical_ext; CREATE TABLE t (id bigint PRIMARY KEY, v text);");
+    sub.exec(
+        "CREATE EXTENSION logical_ext; CREATE TABLE t (id bigint PRIMARY KEY, v text);
+         CREATE TABLE q (id bigserial PRIMARY KEY, v text);",
+    );
     let options = if by_option {
         r#"{"retry_min_delay_ms": 100, "retry_max_delay_ms": 1000, "failover": true}"#
     } else {
@@ -136,6 +140,24 @@ fn wait_safe(primary: &Cluster, standby: &Cluster, slot: &str, what: &str) {
     );
 }
 
+/// pgbench on `primary` (2 clients, a custom script inserting into `q`,
+/// whose ids come from its sequence) until the server goes away.
+fn pgbench(primary: &Cluster) -> std::process::Child {
+    let script = primary.dir().join("q.sql");
+    std::fs::write(&script, "INSERT INTO q (v) VALUES (md5(random()::text));\n").unwrap();
+    let (uid, gid) = postgres_ids();
+    std::os::unix::fs::chown(&script, Some(uid), Some(gid)).unwrap();
+    primary
+        .pg_command("pgbench")
+        .args(["-n", "-c", "2", "-T", "120", "-f"])
+        .arg(&script)
+        .arg(primary.conninfo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pgbench")
+}
+
 /// A writer committing one row per transaction until stopped or its
 /// server goes away; ids from `start`.
 fn writer(conninfo: String, start: i64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<i64> {
@@ -163,6 +185,7 @@ fn the_subscriber_follows_three_promotions_with_nothing_lost_or_duplicated() {
         // Load on the primary while the standby's copy gets ready.
         let stop = Arc::new(AtomicBool::new(false));
         let w = writer(primary.conninfo(), next_id, stop.clone());
+        let mut bench = pgbench(&primary);
         wait_safe(&primary, &standby, "s", &format!("round {round}: the standby's copy of s is safe"));
         let applied = count(&mut sc, "t");
         wait_until(CATCH_UP, "the subscriber applies under load", || count(&mut sc, "t") > applied + 200);
@@ -171,6 +194,8 @@ fn the_subscriber_follows_three_promotions_with_nothing_lost_or_duplicated() {
         stop.store(true, Ordering::Relaxed);
         let written = w.join().expect("writer");
         assert!(written > 0);
+        // pgbench ends with the server (its clients' connections are gone).
+        let _ = bench.wait();
         promote(&standby);
         let new_primary = standby;
         // More changes on the new primary, then both must be equal.
@@ -193,7 +218,25 @@ fn the_subscriber_follows_three_promotions_with_nothing_lost_or_duplicated() {
             },
             || format!("subscriber: {} rows, new primary: {} rows\n{}", got.borrow().0, expected.0, explain(&sub)),
         );
-        println!("round {round}: {} rows identical after promotion ({written} written during the load)", expected.0);
+        // pgbench's table too, and its sequence on the subscriber ahead of
+        // every id used on the new primary (SEQ documents from the new
+        // primary's capture worker).
+        let q_expected = (count(&mut pc, "q"), digest(&mut pc, "SELECT id, v FROM q", "id"));
+        assert!(q_expected.0 > 0, "pgbench wrote nothing");
+        wait_until(CATCH_UP, &format!("round {round}: q equals the promoted primary's"), || {
+            (count(&mut sc, "q"), digest(&mut sc, "SELECT id, v FROM q", "id")) == q_expected
+        });
+        let max_q: i64 = pc.query_one("SELECT max(id) FROM q", &[]).unwrap().get(0);
+        wait_until(CATCH_UP, &format!("round {round}: q_id_seq on the subscriber reaches {max_q}"), || {
+            sc.query_one("SELECT last_value FROM q_id_seq", &[]).unwrap().get::<_, i64>(0) >= max_q
+        });
+        let next: i64 = sc.query_one("SELECT nextval('q_id_seq')", &[]).unwrap().get(0);
+        assert!(next > max_q, "round {round}: the subscriber's next id {next} is not past {max_q}");
+        println!(
+            "round {round}: t {} rows and q {} rows (pgbench) identical after promotion ({written} written by the \
+             writer during the load); q_id_seq ahead",
+            expected.0, q_expected.0
+        );
         // The next round's standby, and the subscription's hosts.
         let next_standby = Cluster::standby_of(&new_primary, &format!("fo_chain_sby{round}"), "sby", STANDBY_CONF);
         new_primary.exec("ALTER SYSTEM SET logical_ext.standby_slot_names = 'sby'");

@@ -523,3 +523,44 @@ fn published_names_are_data_under_any_string_setting() {
     assert!(!role_exists(&pair.publisher, "pwned"), "the table's name ran as SQL on the publisher");
     pair.assert_same_tables(&[table]);
 }
+
+/// The failover gate reads `logical_ext.failover_slot` of the database a
+/// walsender decodes as the bootstrap superuser. In a database without the
+/// extension, a REPLICATION role that owns the database put a view of that
+/// name there whose function ran as the superuser when it streamed its own
+/// slot. Seen failing before the fix (reported by the security review and
+/// reproduced here): `rep` became a superuser. Now only a superuser-owned
+/// table of that name is read.
+#[test]
+fn a_lookalike_failover_table_runs_nothing_as_superuser() {
+    let cluster = Cluster::start("sec_gate", &[PRELOAD]);
+    cluster.exec("CREATE ROLE rep LOGIN REPLICATION CREATEDB");
+    cluster.exec("CREATE DATABASE evil OWNER rep");
+    let mut evil = cluster.client_db("evil");
+    exec(
+        &mut evil,
+        "SET ROLE rep;
+         CREATE SCHEMA logical_ext;
+         CREATE FUNCTION public.pwn() RETURNS SETOF name LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+                 EXECUTE 'ALTER ROLE rep SUPERUSER';
+             END IF;
+             RETURN NEXT 'x'::name;
+         END $$;
+         CREATE VIEW logical_ext.failover_slot AS SELECT s AS slot_name FROM public.pwn() s;
+         RESET ROLE",
+    );
+    exec(&mut evil, "SET ROLE rep; SELECT pg_catalog.pg_create_logical_replication_slot('x', 'logical_ext')");
+    let endpos = query_string(&mut evil, "SELECT pg_catalog.pg_current_wal_lsn()::text");
+    let out = run_with_timeout(
+        cluster.recvlogical("user=rep dbname=evil", "x").arg(format!("--endpos={endpos}")),
+        std::time::Duration::from_secs(30),
+        "pg_recvlogical as rep",
+    );
+    let mut c = cluster.client();
+    let rolsuper: bool = c.query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'rep'", &[]).unwrap().get(0);
+    assert!(!rolsuper, "the lookalike table's code ran as a superuser; pg_recvlogical: {out:?}");
+    // The slot streams as any slot does (not marked, so not gated).
+    assert!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));
+}

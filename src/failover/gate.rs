@@ -73,7 +73,7 @@ pub(crate) fn install(ctx: *mut pg_sys::LogicalDecodingContext, is_init: bool) {
 }
 
 /// Whether `logical_ext.failover_slot` of this database lists the slot.
-/// Read as the bootstrap superuser (a replication login need not read the
+/// Read, when it is the extension's own table, as the bootstrap superuser (a replication login need not read the
 /// table), in a transaction of its own when none is open (a walsender's
 /// START_REPLICATION runs outside one).
 fn marked(slot: &str) -> bool {
@@ -89,11 +89,11 @@ fn marked(slot: &str) -> bool {
         }
     }
     let found = {
+        // Only the extension's own table: in a database without it, a role
+        // that may create the schema could put a view of that name here,
+        // and its code would run as the superuser below.
+        let installed = crate::ffi::catalog::superuser_table(c"logical_ext", c"failover_slot");
         let _su = AsRole::bootstrap_superuser();
-        let installed = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('logical_ext.failover_slot') IS NOT NULL")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
         installed
             && Spi::get_one_with_args::<bool>(
                 "SELECT EXISTS (SELECT 1 FROM logical_ext.failover_slot WHERE slot_name = $1::pg_catalog.name)",

@@ -23,6 +23,11 @@ pub(crate) struct Row {
 const FRESH_US: i64 = 10_000_000;
 
 fn marked_here() -> Vec<String> {
+    // Only the extension's own table (the metrics endpoint calls this as the
+    // bootstrap superuser, in a database that may lack the extension).
+    if !crate::ffi::catalog::superuser_table(c"logical_ext", c"failover_slot") {
+        return Vec::new();
+    }
     Spi::connect(|c| {
         c.select("SELECT slot_name::text FROM logical_ext.failover_slot ORDER BY 1", None, &[])
             .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())

@@ -133,7 +133,23 @@ fn lsn(s: &Option<String>) -> u64 {
     s.as_deref().and_then(rules::parse_lsn).unwrap_or(0)
 }
 
+/// On the primary: whether `logical_ext.failover_slot` is a superuser-owned
+/// table (the extension's). Asked first, in its own statement: in a database
+/// without the extension, a role that may create the schema could put a view
+/// of that name there, whose code would run as the standby's connection role.
+const OWN_TABLE_QUERY: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_roles a ON a.oid = c.relowner \
+     WHERE n.nspname = 'logical_ext' AND c.relname = 'failover_slot' AND c.relkind = 'r' AND a.rolsuper)::text";
+
 fn round(conn: &mut PublisherConnection) -> Result<(), String> {
+    let own = in_transaction(|| conn.exec(OWN_TABLE_QUERY, 1))
+        .map_err(|e| format!("could not read the primary's catalog: {}", e.0))?;
+    if own.first().and_then(|r| r[0].as_deref()) != Some("true") {
+        return Err("the primary's database has no logical_ext.failover_slot of the extension's \
+                    (is logical_ext installed in logical_ext.slot_sync_database there?)"
+            .into());
+    }
     let rows = in_transaction(|| {
         conn.exec(
             "SELECT s.slot_name::text, s.database::text, s.two_phase::text, s.restart_lsn::text, \

@@ -30,6 +30,27 @@ pub(crate) fn has_columns(schema: &CStr, table: &CStr, columns: &[&CStr]) -> boo
     })
 }
 
+/// Whether `schema.table` is an ordinary table owned by a superuser: what
+/// CREATE EXTENSION made, and nothing an ordinary role can have put under
+/// that name (a view, a function behind it, a table of its own). Check this
+/// before reading a table of the extension's by name with elevated rights
+/// in a database where the extension may not be installed.
+pub(crate) fn superuser_table(schema: &CStr, table: &CStr) -> bool {
+    let Some(relid) = relation(schema, table) else { return false };
+    // SAFETY: try_relation_open gives NULL for a relation dropped since the
+    // lookup; an open relation's rd_rel is valid until it is closed here.
+    unsafe {
+        let rel = pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32);
+        if rel.is_null() {
+            return false;
+        }
+        let form = &*(*rel).rd_rel;
+        let ok = form.relkind as u8 == pg_sys::RELKIND_RELATION && pg_sys::superuser_arg(form.relowner);
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as i32);
+        ok
+    }
+}
+
 /// A value of a column read by [`trusted_row`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Value {
