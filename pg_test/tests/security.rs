@@ -559,7 +559,8 @@ fn a_lookalike_failover_table_runs_nothing_as_superuser() {
         "pg_recvlogical as rep",
     );
     let mut c = cluster.client();
-    let rolsuper: bool = c.query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'rep'", &[]).unwrap().get(0);
+    let rolsuper: bool =
+        c.query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = 'rep'", &[]).unwrap().get(0);
     assert!(!rolsuper, "the lookalike table's code ran as a superuser; pg_recvlogical: {out:?}");
     // The slot streams as any slot does (not marked, so not gated).
     assert!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -108,7 +108,11 @@ fn serial_identity_and_shared_sequences_follow_under_load() {
         .get::<_, bool>(0)
     });
     let log = std::fs::read_to_string(pair.publisher.log_path()).unwrap_or_default();
-    assert!(!log.contains("sequence capture round failed"), "a quiet capture round failed:\n{}", pair.publisher.log_tail(20));
+    assert!(
+        !log.contains("sequence capture round failed"),
+        "a quiet capture round failed:\n{}",
+        pair.publisher.log_tail(20)
+    );
     // Every value used on the publisher is behind the subscriber's next.
     pair.wait_sub_count("s", "b", count(&mut p, "b"));
     for (seq, table) in
