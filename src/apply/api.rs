@@ -18,16 +18,8 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, PgXactCallbackEvent, register_xact_callback};
 use std::time::{Duration, Instant};
 
-/// The one place SQL-facing errors are raised: SQLSTATE, message, hint.
-pub(super) fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
-    let hint: String = hint.into();
-    let mut r = ErrorReport::new(code, format!("logical_ext: {}", msg.into()), "logical_ext");
-    if !hint.is_empty() {
-        r = r.set_hint(hint);
-    }
-    r.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
+/// SQL-facing errors: SQLSTATE, message, hint (`ffi::fail`).
+pub(super) use crate::ffi::fail;
 
 pub(super) fn require_superuser(what: &str) {
     // SAFETY: reads the current user's role attributes.

@@ -1,11 +1,7 @@
-//! The local replication slots, read from shared memory as
-//! `pg_get_replication_slots()` does (control lock shared, each slot's
-//! spinlock around the copy).
+//! The local replication slots as the failover code looks at them (copied
+//! out of shared memory by `ffi::slots`).
 
 use pgrx::pg_sys;
-
-/// `ReplicationSlotControlLock` in PostgreSQL 15's `storage/lwlocknames.h`.
-const REPLICATION_SLOT_CONTROL_LOCK: usize = 37;
 
 #[derive(Clone, Debug)]
 pub(crate) struct SlotView {
@@ -27,42 +23,13 @@ impl SlotView {
     }
 }
 
-pub(crate) fn name_to_string(n: &pg_sys::NameData) -> String {
-    let bytes: Vec<u8> = n.data.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
+pub(crate) use crate::ffi::slots::name_to_string;
 
 /// Every slot in use.
 pub(crate) fn read() -> Vec<SlotView> {
-    // SAFETY: plain int GUC.
-    let max = usize::try_from(unsafe { pg_sys::max_replication_slots }).unwrap_or(0);
-    let mut raw: Vec<(pg_sys::ReplicationSlotPersistentData, i32)> = Vec::with_capacity(max);
-    // SAFETY: the protocol of pg_get_replication_slots(): the control lock
-    // (shared) keeps slots from being created or dropped, each slot's
-    // spinlock makes the copy consistent. Nothing in the spinlocked section
-    // can fail or allocate (`raw` has room for every slot).
-    unsafe {
-        let ctl = pg_sys::ReplicationSlotCtl;
-        if ctl.is_null() || max == 0 {
-            return Vec::new();
-        }
-        let lock = &raw mut (*pg_sys::MainLWLockArray.add(REPLICATION_SLOT_CONTROL_LOCK)).lock;
-        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED);
-        let slots = (&raw mut (*ctl).replication_slots).cast::<pg_sys::ReplicationSlot>();
-        for i in 0..max {
-            let slot = slots.add(i);
-            if !(*slot).in_use {
-                continue;
-            }
-            pg_sys::SpinLockAcquire(&raw mut (*slot).mutex);
-            let r = ((*slot).data, (*slot).active_pid);
-            pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
-            raw.push(r);
-        }
-        pg_sys::LWLockRelease(lock);
-    }
-    raw.into_iter()
-        .map(|(d, pid)| SlotView {
+    crate::ffi::slots::copy_all()
+        .into_iter()
+        .map(|crate::ffi::slots::Copied { data: d, active_pid: pid }| SlotView {
             name: name_to_string(&d.name),
             database: d.database,
             plugin: name_to_string(&d.plugin),

@@ -292,8 +292,9 @@ fn create_copy(name: &CString, l: &Listed) -> Option<Local> {
         }
         pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
         pg_sys::ReplicationSlotReserveWal();
-        let ctl_lock = &raw mut (*pg_sys::MainLWLockArray.add(37)).lock;
-        let proc_lock = &raw mut (*pg_sys::MainLWLockArray.add(4)).lock;
+        use crate::ffi::slots::{PROC_ARRAY_LOCK, REPLICATION_SLOT_CONTROL_LOCK};
+        let ctl_lock = &raw mut (*pg_sys::MainLWLockArray.add(REPLICATION_SLOT_CONTROL_LOCK)).lock;
+        let proc_lock = &raw mut (*pg_sys::MainLWLockArray.add(PROC_ARRAY_LOCK)).lock;
         pg_sys::LWLockAcquire(ctl_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         pg_sys::LWLockAcquire(proc_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let xmin = pg_sys::GetOldestSafeDecodingTransactionId(true);

@@ -14,9 +14,23 @@ pub(crate) mod lsn;
 pub(crate) mod numeric;
 pub(crate) mod parse;
 pub(crate) mod partition;
+pub(crate) mod slots;
 pub(crate) mod unguarded;
 pub(crate) mod worker;
 use std::ffi::{CStr, c_char};
+
+/// Raise an ERROR with its SQLSTATE, a `logical_ext: ` message and a HINT
+/// (none when empty): the one way SQL-facing functions report what they
+/// refuse.
+pub(crate) fn fail(code: pgrx::PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
+    let hint: String = hint.into();
+    let mut r = pg_sys::panic::ErrorReport::new(code, format!("logical_ext: {}", msg.into()), "logical_ext");
+    if !hint.is_empty() {
+        r = r.set_hint(hint);
+    }
+    r.report(pgrx::PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
 
 unsafe extern "C-unwind" {
     /// `catalog/partition.h`: the ancestors of a partition, nearest first.

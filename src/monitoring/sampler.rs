@@ -16,6 +16,7 @@
 
 use super::history::{self, Observed, Round, record_round};
 use super::{pruner, settings, shmem};
+use crate::ffi::slots::name_to_string;
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use std::time::{Duration, Instant};
@@ -24,8 +25,6 @@ use std::time::{Duration, Instant};
 pub(crate) const WORKER_TYPE: &str = "logical_ext monitor";
 /// Seconds before the postmaster restarts an exited sampler.
 pub(crate) const RESTART_SECS: u64 = 5;
-/// `ReplicationSlotControlLock` in PostgreSQL 15's `storage/lwlocknames.h`.
-const REPLICATION_SLOT_CONTROL_LOCK: usize = 37;
 
 /// Registers the sampler. Call only from `_PG_init` while
 /// `process_shared_preload_libraries_in_progress`.
@@ -141,69 +140,21 @@ fn sample_once(interval: Duration, fresh_start: bool) {
     });
 }
 
-/// A slot's fields as copied under its spinlock.
-struct RawSlot {
-    name: pg_sys::NameData,
-    plugin: pg_sys::NameData,
-    database: pg_sys::Oid,
-    active: bool,
-    restart_lsn: u64,
-    confirmed_flush: u64,
-}
-
 /// Name, identity, active flag and positions of every slot in use.
 fn read_slots() -> Vec<Observed> {
-    // SAFETY: plain int GUC.
-    let max = usize::try_from(unsafe { pg_sys::max_replication_slots }).unwrap_or(0);
-    let mut raw: Vec<RawSlot> = Vec::with_capacity(max);
-    // SAFETY: the same protocol as pg_get_replication_slots(): the control
-    // lock (shared) keeps slots from being created or dropped, each slot's
-    // spinlock makes the copy of its fields consistent. ReplicationSlotCtl
-    // holds max_replication_slots slots (NULL when that is 0). Nothing in the
-    // spinlocked section can fail or allocate (`raw` has room for every slot).
-    unsafe {
-        let ctl = pg_sys::ReplicationSlotCtl;
-        if ctl.is_null() || max == 0 {
-            return Vec::new();
-        }
-        let lock = &raw mut (*pg_sys::MainLWLockArray.add(REPLICATION_SLOT_CONTROL_LOCK)).lock;
-        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED);
-        let slots = (&raw mut (*ctl).replication_slots).cast::<pg_sys::ReplicationSlot>();
-        for i in 0..max {
-            let slot = slots.add(i);
-            if !(*slot).in_use {
-                continue;
-            }
-            pg_sys::SpinLockAcquire(&raw mut (*slot).mutex);
-            let r = RawSlot {
-                name: (*slot).data.name,
-                plugin: (*slot).data.plugin,
-                database: (*slot).data.database,
-                active: (*slot).active_pid != 0,
-                restart_lsn: (*slot).data.restart_lsn,
-                confirmed_flush: (*slot).data.confirmed_flush,
-            };
-            pg_sys::SpinLockRelease(&raw mut (*slot).mutex);
-            raw.push(r);
-        }
-        pg_sys::LWLockRelease(lock);
-    }
-    raw.into_iter()
+    crate::ffi::slots::copy_all()
+        .into_iter()
         .map(|r| {
+            let d = &r.data;
             // A logical slot belongs to a database (SlotIsLogical).
-            let logical = r.database != pg_sys::InvalidOid;
+            let logical = d.database != pg_sys::InvalidOid;
             Observed {
-                name: name_to_string(&r.name),
-                identity: history::identity(logical, r.database.to_u32(), &name_to_string(&r.plugin)),
-                active: r.active,
-                restart_lsn: r.restart_lsn,
-                confirmed_flush: if logical { r.confirmed_flush } else { 0 },
+                name: name_to_string(&d.name),
+                identity: history::identity(logical, d.database.to_u32(), &name_to_string(&d.plugin)),
+                active: r.active_pid != 0,
+                restart_lsn: d.restart_lsn,
+                confirmed_flush: if logical { d.confirmed_flush } else { 0 },
             }
         })
         .collect()
-}
-
-fn name_to_string(n: &pg_sys::NameData) -> String {
-    let bytes: Vec<u8> = n.data.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
 }

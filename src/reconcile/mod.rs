@@ -35,9 +35,6 @@ pub(crate) use apply::apply;
 pub(crate) use authentic::authenticate;
 pub(crate) use document::{PREFIX, ReconcileDoc};
 
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::prelude::*;
-
 /// Called from `_PG_init`: the open requests' shared memory, when preloading.
 pub(crate) fn init() {
     if crate::apply::preloaded() {
@@ -53,16 +50,8 @@ fn this_node() -> String {
     format!("{}/{}", crate::ffi::worker::system_identifier(), db.to_u32())
 }
 
-/// Raise an ERROR with SQLSTATE and HINT.
-fn fail(code: PgSqlErrorCode, msg: impl Into<String>, hint: impl Into<String>) -> ! {
-    let hint: String = hint.into();
-    let mut r = ErrorReport::new(code, format!("logical_ext: {}", msg.into()), "logical_ext");
-    if !hint.is_empty() {
-        r = r.set_hint(hint);
-    }
-    r.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
+/// SQL-facing errors: SQLSTATE, message, hint.
+use crate::ffi::fail;
 
 pgrx::extension_sql_file!(
     "../../sql/reconcile.sql",
