@@ -80,6 +80,7 @@ fn marked(slot: &str) -> bool {
     // SAFETY: transaction state queries and the standard start/commit of a
     // backend; the memory context is restored after the commit.
     let own = unsafe { !pg_sys::IsTransactionState() };
+    // SAFETY: reads a backend global.
     let cxt = unsafe { pg_sys::CurrentMemoryContext };
     if own {
         // SAFETY: as above.

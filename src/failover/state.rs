@@ -55,6 +55,8 @@ impl Default for SyncState {
 // SAFETY: plain old data with no pointers, shared between processes.
 unsafe impl PGRXSharedMemory for SyncState {}
 
+// SAFETY: new() only names the lock; pg_shmem_init! in _PG_init sets it up
+// in shared memory before any backend uses it.
 static STATE: PgLwLock<SyncState> = unsafe { PgLwLock::new(c"logical_ext_failover_sync") };
 
 static ATTACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -50,6 +50,8 @@ impl Default for Registry {
 // SAFETY: plain old data with no pointers, shared between processes.
 unsafe impl PGRXSharedMemory for Registry {}
 
+// SAFETY: new() only names the lock; pg_shmem_init! in _PG_init sets it up
+// in shared memory before any backend uses it.
 static REGISTRY: PgLwLock<Registry> = unsafe { PgLwLock::new(c"logical_ext_sync_workers") };
 
 /// Set up the shared memory (from `_PG_init` while preloading).
