@@ -350,8 +350,9 @@ fn alter_table_between_rows_in_one_session() {
 /// options with SQLSTATE 22023, as an older logical_ext refuses `compact`
 /// (here test_decoding, which refuses every option of ours with 22023;
 /// pgoutput's XX000 would not count). The worker retries at once without
-/// `batch`, then without `compact`, on the same connection, says so once
-/// each, remembers it, and reports the error that remains as before.
+/// the newest option, `owner` (slot ownership, 0.4.0), then without `batch`,
+/// then without `compact`, on the same connection, says so once each,
+/// remembers it, and reports the error that remains as before.
 #[test]
 fn refused_compact_falls_back_once() {
     let pair = Pair::start_with("compact_fallback", &["log_replication_commands = on"], &[]);
@@ -366,19 +367,27 @@ fn refused_compact_falls_back_once() {
     assert!(error.contains("is unknown"), "the error that remains is reported: {error}");
     // Retried (FAST_RETRY) a few times: each fallback was logged once.
     let publog = || std::fs::read_to_string(pair.publisher.log_path()).unwrap_or_default();
-    wait_until(CATCH_UP, "four attempts", || {
-        publog().lines().filter(|l| l.contains("received replication command: START_REPLICATION")).count() >= 4
+    wait_until(CATCH_UP, "five attempts", || {
+        publog().lines().filter(|l| l.contains("received replication command: START_REPLICATION")).count() >= 5
     });
     let starts: Vec<String> = publog()
         .lines()
         .filter(|l| l.contains("received replication command: START_REPLICATION"))
         .map(str::to_string)
         .collect();
-    assert!(starts[0].contains("\"compact\" 'on', \"batch\" 'on'"), "asked first: {starts:?}");
-    assert!(starts[1].contains("\"compact\" 'on'") && !starts[1].contains("batch"), "then without batch: {starts:?}");
-    assert!(!starts[2].contains("compact"), "then without compact: {starts:?}");
-    assert!(starts[3..].iter().all(|s| !s.contains("compact")), "remembered: {starts:?}");
+    assert!(
+        starts[0].contains("\"compact\" 'on', \"batch\" 'on'") && starts[0].contains("\"owner\""),
+        "asked first: {starts:?}"
+    );
+    assert!(
+        starts[1].contains("\"compact\" 'on', \"batch\" 'on'") && !starts[1].contains("owner"),
+        "then without owner: {starts:?}"
+    );
+    assert!(starts[2].contains("\"compact\" 'on'") && !starts[2].contains("batch"), "then without batch: {starts:?}");
+    assert!(!starts[3].contains("compact"), "then without compact: {starts:?}");
+    assert!(starts[4..].iter().all(|s| !s.contains("compact") && !s.contains("owner")), "remembered: {starts:?}");
     let sub_log = std::fs::read_to_string(pair.subscriber.log_path()).unwrap_or_default();
+    assert_eq!(sub_log.matches("does not take the owner option").count(), 1, "logged once");
     assert_eq!(sub_log.matches("does not offer batched compact documents").count(), 1, "logged once");
     assert_eq!(sub_log.matches("does not offer the compact format").count(), 1, "logged once");
 }
