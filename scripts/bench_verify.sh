@@ -4,12 +4,14 @@
 # figures, never passes or fails on timing. Run as root (or as postgres):
 #
 #   scripts/bench_verify.sh                                  # 1M rows, pgbench scale 10
+#   BENCH_PGBENCH_SCALE=100 BENCH_PGBENCH_SECONDS=120 scripts/bench_verify.sh   # 10M-row pgbench_accounts
 #   BENCH_ROWS=200000 BENCH_PGBENCH_SECONDS=10 scripts/bench_verify.sh   # quick check
 #
 # Steps, on a throwaway publisher and subscriber:
-#  1. verify_table of an idle table of BENCH_ROWS rows x 8 mixed-type columns:
-#     rows/s hashed (both nodes hash every row once), CPU seconds of the apply
-#     worker (the subscriber's side runs there);
+#  1. verify_table of an idle table of BENCH_ROWS rows x 8 mixed-type columns
+#     (numeric and jsonb compared as text, the rest in binary), then of the idle
+#     pgbench_accounts (all binary): rows/s elapsed, and rows/s hashed per node
+#     (each node's read-and-hash time of every chunk, from verify_chunks);
 #  2. the postgres_fdw anti-join on the same table (full outer join on the key
 #     comparing the rows' text): time;
 #  3. while pgbench writes pgbench_accounts: verify_table of pgbench_accounts
@@ -41,6 +43,10 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 # CPU seconds (user + system) of a process so far.
 cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
 worker_pid() { sq "SELECT worker_pid FROM logical_ext.subscription_status WHERE name = 'bench'"; }
+per_node() { # RUN -> "publisher rows/s, subscriber rows/s" (read + hash time per node)
+  sq "SELECT round(sum(pub_rows) / greatest(sum(pub_ms), 0.001) * 1000) || ' ' || round(sum(sub_rows) / greatest(sum(sub_ms), 0.001) * 1000)
+      FROM logical_ext.verify_chunks WHERE run_id = $1 AND NOT per_key"
+}
 verify() { # TABLE -> "run chunks rows mismatched missing extra different errors"
   sq "SELECT concat_ws(' ', run_id, chunks, rows, mismatched_chunks, missing, extra, different, errors)
       FROM logical_ext.verify_table('bench', '$1', chunk_rows => $CHUNK, timeout_ms => 3600000)"
@@ -78,15 +84,19 @@ sub postgres -c "CREATE SERVER pubsrv FOREIGN DATA WRAPPER postgres_fdw OPTIONS 
   -c "CREATE USER MAPPING FOR postgres SERVER pubsrv OPTIONS (user 'postgres')" \
   -c "CREATE SCHEMA fdw" -c "IMPORT FOREIGN SCHEMA public LIMIT TO (bench, pgbench_accounts) FROM SERVER pubsrv INTO fdw" >/dev/null
 
-say "1. verify_table, idle table"
-w=$(worker_pid); c0=$(cpu "$w"); t0=$(now)
-r=$(verify bench); t1=$(now); c1=$(cpu "$w")
-read -r _ chunks rows mism miss extra diff errs <<<"$r"
-el=$(secs "$t0" "$t1")
-printf '   verify_table: %s rows, %s chunks in %s s = %.0f rows/s; apply worker CPU %.2f s (%.0f rows per CPU s); differences %s/%s/%s, mismatched chunks %s, errors %s\n' \
-  "$rows" "$chunks" "$el" "$(awk -v r="$rows" -v e="$el" 'BEGIN{print r/e}')" \
-  "$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')" "$(awk -v r="$rows" -v a="$c0" -v b="$c1" 'BEGIN{d=b-a; if (d<=0) d=0.01; print r/d}')" \
-  "$miss" "$extra" "$diff" "$mism" "$errs" >&2
+say "1. verify_table, idle tables"
+for table in bench pgbench_accounts; do
+  w=$(worker_pid); c0=$(cpu "$w"); t0=$(now)
+  r=$(verify "$table"); t1=$(now); c1=$(cpu "$w")
+  read -r run chunks rows mism miss extra diff errs <<<"$r"
+  read -r pub_rate sub_rate <<<"$(per_node "$run")"
+  el=$(secs "$t0" "$t1")
+  [ "$table" = bench ] && el_bench=$el
+  printf '   %s: %s rows, %s chunks in %s s = %.0f rows/s elapsed; hashed per node: publisher %s rows/s, subscriber %s rows/s; apply worker CPU %.2f s; differences %s/%s/%s, mismatched chunks %s, errors %s\n' \
+    "$table" "$rows" "$chunks" "$el" "$(awk -v r="$rows" -v e="$el" 'BEGIN{print r/e}')" "$pub_rate" "$sub_rate" \
+    "$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')" "$miss" "$extra" "$diff" "$mism" "$errs" >&2
+done
+el=$el_bench
 
 say "2. postgres_fdw anti-join, idle table"
 t0=$(now); n=$(antijoin bench id); t1=$(now)
@@ -99,9 +109,10 @@ as_pg "$PGBIN/pgbench" -n -c "$CLIENTS" -j 2 -T "$SECONDS_PGB" -h "${CLUSTER_DIR
 pgb=$!
 sleep 2
 t0=$(now); r=$(verify pgbench_accounts); t1=$(now)
-read -r _ chunks rows mism miss extra diff errs <<<"$r"
-printf '   verify_table under load: %s rows in %s s; false positives: missing %s extra %s different %s (mismatched chunks %s)\n' \
-  "$rows" "$(secs "$t0" "$t1")" "$miss" "$extra" "$diff" "$mism" >&2
+read -r run chunks rows mism miss extra diff errs <<<"$r"
+read -r pub_rate sub_rate <<<"$(per_node "$run")"
+printf '   verify_table under load: %s rows in %s s (hashed per node: publisher %s rows/s, subscriber %s rows/s); false positives: missing %s extra %s different %s (mismatched chunks %s, errors %s)\n' \
+  "$rows" "$(secs "$t0" "$t1")" "$pub_rate" "$sub_rate" "$miss" "$extra" "$diff" "$mism" "$errs" >&2
 t0=$(now); n=$(antijoin pgbench_accounts aid); t1=$(now)
 printf '   anti-join under load: %s "differences" in %s s (rows in flight, not divergences)\n' "$n" "$(secs "$t0" "$t1")" >&2
 wait "$pgb" || true

@@ -440,6 +440,7 @@ CREATE FUNCTION logical_ext."reconcile_verify"(
 	"publications" TEXT[], /* Vec < String > */
 	"columns" TEXT[], /* Vec < String > */
 	"keys" TEXT[], /* Vec < String > */
+	"codings" TEXT[], /* Vec < String > */
 	"lower" TEXT[], /* :: std :: option :: Option < Vec < String > > */
 	"upper" TEXT[], /* :: std :: option :: Option < Vec < String > > */
 	"max_rows" INT, /* i32 */
@@ -531,7 +532,8 @@ REVOKE ALL ON SEQUENCE logical_ext.verify_run_seq FROM PUBLIC;
 
 -- One row per chunk compared (pass 1: per_key false; the per-key re-check
 -- of a mismatching chunk: per_key true). Range (lower_key, upper_key] of
--- the key columns' texts, NULL meaning unbounded.
+-- the key columns' texts, NULL meaning unbounded. pub_ms / sub_ms: time
+-- each node spent reading and hashing the chunk.
 CREATE TABLE logical_ext.verify_chunks (
     run_id       bigint NOT NULL,
     subscription text NOT NULL,
@@ -546,12 +548,14 @@ CREATE TABLE logical_ext.verify_chunks (
     lsn          pg_lsn NOT NULL,
     error        text,
     checked_at   timestamptz NOT NULL DEFAULT now(),
+    pub_ms       double precision,
+    sub_ms       double precision,
     PRIMARY KEY (run_id, chunk)
 );
 REVOKE ALL ON logical_ext.verify_chunks FROM PUBLIC;
 -- Key bounds and error texts (which may quote row values) are row data:
 -- pg_monitor sees the figures only.
-GRANT SELECT (run_id, subscription, relid, chunk, per_key, pub_rows, sub_rows, matches, lsn, checked_at)
+GRANT SELECT (run_id, subscription, relid, chunk, per_key, pub_rows, sub_rows, matches, lsn, checked_at, pub_ms, sub_ms)
     ON logical_ext.verify_chunks TO pg_monitor;
 GRANT SELECT ON logical_ext.verify_chunks TO logical_ext_operator;
 
@@ -610,7 +614,7 @@ REVOKE ALL ON logical_ext.repair_log FROM PUBLIC;
 GRANT SELECT ON logical_ext.repair_log TO logical_ext_operator;
 
 -- Publisher side: granted by the operator to the subscription's role.
-REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION logical_ext.reconcile_verify(text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], text[], integer, boolean, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_ext.reconcile_repair(text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text, integer) FROM PUBLIC;
 -- Subscriber side: any login may call them; each checks that the caller owns
 -- the table or is an operator (docs/SECURITY.md).

@@ -133,7 +133,7 @@ const MATRIX: &[(&str, Probe, [bool; 5])] = &[
         ALL,
     ),
     (
-        "logical_ext.reconcile_verify(text,text,text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],integer,boolean,integer)",
+        "logical_ext.reconcile_verify(text,text,text,bigint,integer,text,text,bigint,text[],text[],text[],text[],text[],text[],integer,boolean,integer)",
         Acl,
         S,
     ),

@@ -268,7 +268,7 @@ fn privileges() {
     let (code, _, _) = expect_error(
         &mut publ,
         "SET ROLE repl; SELECT logical_ext.reconcile_verify('s', '0/0', '', 1, 1, 'public', 't', 0, '{p}', '{id}', \
-         '{id}', NULL, NULL, 10, false, 100)",
+         '{id}', '{binary}', NULL, NULL, 10, false, 100)",
     );
     publ.batch_execute("RESET ROLE").unwrap();
     assert_eq!(code, "42501");
@@ -279,7 +279,7 @@ fn privileges() {
     assert!(hint.contains("EXECUTE"), "{hint}");
     pair.pub_exec(
         "GRANT EXECUTE ON FUNCTION logical_ext.reconcile_verify(text, text, text, bigint, integer, text, text, bigint, \
-         text[], text[], text[], text[], text[], integer, boolean, integer) TO repl",
+         text[], text[], text[], text[], text[], text[], integer, boolean, integer) TO repl",
     );
     let ok = verify(&mut sub, "t", 5000);
     assert_eq!((ok.3, ok.4, ok.5, ok.6), (0, 0, 0, 0), "{ok:?}");
@@ -370,7 +370,7 @@ fn oid_of(c: &mut Client, rel: &str) -> i64 {
 
 /// The calls a publisher role can make once an operator granted it
 /// `reconcile_verify` / `reconcile_repair` (as for a subscription's role).
-const VERIFY_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], integer, boolean, integer";
+const VERIFY_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text[], text[], text[], integer, boolean, integer";
 const REPAIR_SIG: &str = "text, text, text, bigint, integer, text, text, bigint, text[], text[], text[], text, integer";
 
 #[allow(clippy::too_many_arguments)] // one argument per forged field
@@ -432,7 +432,7 @@ fn forged_requests_from_a_publisher_role_change_nothing() {
         // A verify document for the other table.
         format!(
             "SELECT logical_ext.reconcile_verify('s', '{node}', '{}', 999, 1, 'public', 't', {victim}, '{{p}}', \
-             '{{id,v,n}}', '{{id}}', NULL, NULL, 10, true, 1000)",
+             '{{id,v,n}}', '{{id}}', '{{binary,text,binary}}', NULL, NULL, 10, true, 1000)",
             "00".repeat(16)
         ),
     ] {
@@ -494,7 +494,7 @@ fn key_type_code_never_runs_and_the_publisher_keeps_its_lock_short() {
     let call = |table: &str, max_rows: i32| {
         format!(
             "SELECT logical_ext.reconcile_verify('s', 'n', '', 1, 1, 'public', '{table}', 0, '{{p}}', '{{id,v}}', \
-             '{{id}}', NULL, NULL, {max_rows}, false, 1000)"
+             '{{id}}', '{{binary,text}}', NULL, NULL, {max_rows}, false, 1000)"
         )
     };
     let (code, _, hint) = expect_error(&mut publ, &call("dk", 10));
@@ -509,4 +509,71 @@ fn key_type_code_never_runs_and_the_publisher_keeps_its_lock_short() {
     let (code, _, _) =
         expect_error(&mut sub, "SELECT * FROM logical_ext.verify_table('s', 't', chunk_rows => 1000000)");
     assert_eq!(code, "22023");
+}
+
+/// Review finding L1 (issue 17): the nonce is in the publisher call's SQL,
+/// so the role answering there can read it (`pg_stat_activity`) and answer a
+/// requested chunk itself — with a publication without the row filter, or
+/// another column list, to have filtered rows reported `missing` (and then
+/// written by repair_table) or differences hidden. The request binds its
+/// publications, columns and codings: such answers are ignored
+/// (`wrong_shape`), and the verify stays exact. Before, they were acted on.
+#[test]
+fn an_answer_with_another_publication_or_columns_is_ignored() {
+    let pair = start();
+    pair.pub_exec("CREATE PUBLICATION pall FOR TABLE f");
+    let mut watcher = pair.pub_client();
+    // 200 published rows of f in chunks of 20, 200 ms apart: long enough to
+    // be answered by hand.
+    let mut caller = pair.sub_client();
+    let run = thread::spawn(move || {
+        let sql = "SELECT * FROM logical_ext.verify_table('s', 'f', chunk_rows => 20, throttle_ms => 200, \
+                   timeout_ms => 60000)";
+        let r = caller.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+        (r.get::<_, i64>(3), r.get::<_, i64>(4), r.get::<_, i64>(5), r.get::<_, i64>(6), r.get::<_, i64>(7))
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut forged = 0;
+    while forged < 2 {
+        assert!(std::time::Instant::now() < deadline, "never saw the verify's publisher call");
+        let seen: Option<String> = watcher
+            .query_opt(
+                "SELECT query FROM pg_stat_activity WHERE query LIKE '%logical_ext.reconcile_verify(%' \
+                 AND pid <> pg_backend_pid() LIMIT 1",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        let Some(call) = seen else { continue };
+        // 's', '<node>', '<nonce>', run, chunk, 'public', 'f', relid, ...
+        let args: Vec<&str> = call.split("reconcile_verify(").nth(1).unwrap().split(", ").take(8).collect();
+        let [_, node, nonce, run_id, chunk, _, _, relid] = args[..] else { panic!("{call}") };
+        let (publications, columns, codings) = if forged == 0 {
+            // Every row of f, not only those with flag.
+            ("{pall}", "{id,v,flag}", "{binary,binary,binary}")
+        } else {
+            // Another column list (the flag left out).
+            ("{p}", "{id,v}", "{binary,binary}")
+        };
+        watcher
+            .batch_execute(&format!(
+                "SELECT logical_ext.reconcile_verify('s', {node}, {nonce}, {run_id}, {chunk}, 'public', 'f', {relid}, \
+                 '{publications}', '{columns}', '{{id}}', '{codings}', NULL, NULL, 0, true, 1000)"
+            ))
+            .unwrap_or_else(|e| panic!("forged answer: {}", describe_error(&e)));
+        forged += 1;
+    }
+    let (mismatched, missing, extra, different, errors) = run.join().unwrap();
+    assert_eq!((mismatched, missing, extra, different, errors), (0, 0, 0, 0, 0), "the verify stays exact");
+    let mut sub = pair.sub_client();
+    let rejected: i64 = sub
+        .query_one(
+            "SELECT coalesce(sum(count), 0)::bigint FROM logical_ext.reconcile_rejected \
+             WHERE subscription = 's' AND reason = 'wrong_shape'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rejected, 2, "both forged answers ignored");
+    assert_eq!(count(&mut sub, "logical_ext.verify_differences"), 0);
 }

@@ -14,6 +14,7 @@ pub(crate) mod lsn;
 pub(crate) mod numeric;
 pub(crate) mod parse;
 pub(crate) mod partition;
+pub(crate) mod rowscan;
 pub(crate) mod slots;
 pub(crate) mod unguarded;
 pub(crate) mod worker;

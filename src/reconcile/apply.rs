@@ -28,14 +28,17 @@
 //! refuses a repaired row) is recorded as the chunk's or key's `error`
 //! instead of failing the remote transaction.
 
-use super::digest::{Digest, compare_keys, row_hash};
+use super::digest::{Coding, Digest, compare_keys, row_hash};
 use super::document::{Op, ReconcileDoc, RepairRow};
-use super::publisher::{FIRST_NORMAL_OBJECT_ID, bound_args, key_bounds, row_text_expr, unsupported_key_type};
+use super::publisher::{
+    FIRST_NORMAL_OBJECT_ID, bound_args, key_bounds, key_positions, row_text_expr, select_list, unsupported_key_type,
+};
 use super::requests::{self, Rejection};
 use crate::apply::walrcv::quote_ident;
 use crate::ffi;
 use crate::ffi::identity::AsRole;
 use crate::ffi::lsn::Lsn;
+use crate::ffi::rowscan::{self, KeyTexts, RowScan};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -43,6 +46,7 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::time::Instant;
 
 /// The request's table here, with the types of its compared columns.
 struct Local {
@@ -288,40 +292,37 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, subid: i32, lsn: u64
 }
 
 fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
-    // Key texts only when keys are named (per-key): the digest needs none.
-    let nkeys = if doc.per_key { local.keys.len() } else { 0 };
-    let key_list = local.keys[..nkeys].iter().map(|(n, _)| format!("{}::text", quote_ident(n)));
-    let select = key_list.chain([row_text_expr(&local.columns)]).collect::<Vec<_>>().join(", ");
+    if doc.codings.len() != local.columns.len() || doc.types.len() != local.columns.len() {
+        return Err("the document gives no coding or type for some column".into());
+    }
+    // A binary column must have the same type here (its bytes are compared).
+    for (((name, here), there), coding) in local.columns.iter().zip(&doc.types).zip(&doc.codings) {
+        if *coding == Coding::Binary && here != there {
+            return Err(format!("column \"{name}\" has type {here} here and {there} on the publisher"));
+        }
+    }
+    let started = Instant::now();
     let bounds = key_bounds(&local.keys, &doc.range, 1);
     let filter = if bounds.is_empty() { String::new() } else { format!(" WHERE {}", bounds.join(" AND ")) };
-    let sql = format!("SELECT {select} FROM ONLY {}{filter}", local.qualified);
+    let sql = format!("SELECT {} FROM ONLY {} AS r{filter}", select_list(&local.columns), local.qualified);
+    let binary: Vec<bool> = doc.codings.iter().map(|c| *c == Coding::Binary).collect();
+    let key_columns = key_positions(&local.columns, &local.keys);
+    let key_texts = if doc.per_key { KeyTexts::Every } else { KeyTexts::None };
     let mut digest = Digest::default();
     let mut mine: HashMap<Vec<String>, u128> = HashMap::new();
+    let bound_values = bound_args(&doc.range);
     // The types' code (comparisons, output functions) runs as the owner.
     let owner = AsRole::become_role_restricted(local.owner);
-    Spi::connect(|c| {
-        let mut cur = c.open_cursor(sql.as_str(), &args(&bound_args(&doc.range)));
-        loop {
-            let t = cur.fetch(10_000)?;
-            if t.is_empty() {
-                break;
-            }
-            for r in t {
-                let h = row_hash(r.get::<&str>(nkeys + 1)?.unwrap_or_default().as_bytes());
-                digest.add(h);
-                if doc.per_key {
-                    let key =
-                        (1..=nkeys)
-                            .map(|i| Ok(r.get::<String>(i)?.unwrap_or_default()))
-                            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()?;
-                    mine.insert(key, h);
-                }
-            }
+    let scan = RowScan { sql: &sql, args: &bound_values, binary: &binary, key_columns: &key_columns, key_texts };
+    rowscan::scan(&scan, &mut |row, key| {
+        let h = row_hash(row);
+        digest.add(h);
+        if let Some(key) = key {
+            mine.insert(key, h);
         }
-        Ok::<_, pgrx::spi::SpiError>(())
-    })
-    .map_err(spi_err)?;
+    });
     drop(owner);
+    let sub_ms = started.elapsed().as_secs_f64() * 1000.0;
     let theirs = Digest { rows: doc.rows, sum: Digest::parse_hex(&doc.digest).ok_or("malformed digest")? };
     let matches = theirs == digest;
     let relid = local.relid;
@@ -350,8 +351,8 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
     }
     Spi::run_with_args(
         "INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, lower_key, upper_key, \
-         pub_rows, sub_rows, matches, lsn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT DO NOTHING",
+         pub_rows, sub_rows, matches, lsn, pub_ms, sub_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
         &[
             doc.run.into(),
             doc.subscription.as_str().into(),
@@ -364,6 +365,8 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
             (digest.rows as i64).into(),
             matches.into(),
             Lsn(lsn).into(),
+            (doc.elapsed_us as f64 / 1000.0).into(),
+            sub_ms.into(),
         ],
     )
     .map_err(spi_err)

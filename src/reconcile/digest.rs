@@ -1,10 +1,11 @@
 //! Chunk digests (pure, unit-tested).
 //!
-//! A row's hash is the first 128 bits of SHA-256 over the canonical text of
-//! its replicated columns (`ROW(c1, c2, ...)::text`: the types' output
-//! functions, NULL and the empty string told apart, quoting of `record_out`).
-//! SHA-256 runs in hardware here (SHA-NI), is already a dependency, and is
-//! strong: no one can craft rows whose hashes cancel.
+//! A row's hash is the first 128 bits of SHA-256 over the canonical bytes of
+//! its compared columns (`ffi::rowscan`: per column a NULL flag, a length
+//! and the value — its binary form for the built-in types both nodes store
+//! alike, else its output text; see [`Coding`]). SHA-256 runs in hardware
+//! here (SHA-NI), is already a dependency, and is strong: no one can craft
+//! rows whose hashes cancel.
 //!
 //! A chunk's digest combines its rows' hashes **order-independently**, since
 //! the two nodes read the rows in whatever order their plans give:
@@ -14,8 +15,56 @@
 //! changes by exactly the opposite amount — a 2^-128 chance for unrelated
 //! rows, and not constructible without breaking SHA-256.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
+
+/// How a compared column's values are hashed; both nodes use the same
+/// coding per column (chosen by the subscriber, carried in the request and
+/// the documents).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Coding {
+    /// The value's stored bytes (canonical form): fast, and only for
+    /// built-in types whose stored form is their value, with the same type
+    /// (and modifier) on both nodes.
+    Binary,
+    /// The type's output text (any type; what replication itself sends).
+    Text,
+}
+
+impl Coding {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Coding::Binary => "binary",
+            Coding::Text => "text",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Coding> {
+        match s {
+            "binary" => Some(Coding::Binary),
+            "text" => Some(Coding::Text),
+            _ => None,
+        }
+    }
+}
+
+/// A compared column's type on one node: OID and `format_type` (with its
+/// modifier).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ColumnType {
+    pub(crate) oid: u32,
+    pub(crate) name: String,
+}
+
+/// The coding of a column typed `here` on the subscriber and `there` on the
+/// publisher: binary when both are the same type with the same modifier and
+/// the type's stored form is canonical (`binary_ok`), else text. Pure;
+/// unit-tested.
+pub(crate) fn choose_coding(here: &ColumnType, there: &ColumnType, binary_ok: impl Fn(u32) -> bool) -> Coding {
+    if here == there && binary_ok(here.oid) { Coding::Binary } else { Coding::Text }
+}
 
 /// The hash of one row's canonical text.
 pub(crate) fn row_hash(text: &[u8]) -> u128 {
@@ -129,6 +178,21 @@ mod tests {
         assert_ne!(digest_of(&["(1,a)", "(2,b)"]), digest_of(&["(1,a)", "(2,c)"]));
         // NULL and the empty string have different canonical texts.
         assert_ne!(row_hash(b"(1,)"), row_hash(b"(1,\"\")"));
+    }
+
+    #[test]
+    fn binary_only_for_the_same_supported_type() {
+        let t = |oid: u32, name: &str| ColumnType { oid, name: name.into() };
+        let ok = |oid: u32| oid != 1700;
+        assert_eq!(choose_coding(&t(23, "integer"), &t(23, "integer"), ok), Coding::Binary);
+        // int4 here, int8 there: the texts agree, the bytes would not.
+        assert_eq!(choose_coding(&t(23, "integer"), &t(20, "bigint"), ok), Coding::Text);
+        // Same type, other modifier: char(4) and char(8) pad differently.
+        assert_eq!(choose_coding(&t(1042, "character(4)"), &t(1042, "character(8)"), ok), Coding::Text);
+        // A type whose stored form is not canonical.
+        assert_eq!(choose_coding(&t(1700, "numeric"), &t(1700, "numeric"), ok), Coding::Text);
+        assert_eq!(Coding::parse(Coding::Binary.as_str()), Some(Coding::Binary));
+        assert_eq!(Coding::parse("raw"), None);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! when the message is authentic (`authentic.rs`), and what the apply worker
 //! acts on in commit order (`apply.rs`). docs/FORMAT.md, "Reconcile".
 
+use super::digest::Coding;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// Prefix of the logical messages carrying reconcile documents.
 pub(crate) const PREFIX: &str = "logical_ext.reconcile";
@@ -62,9 +64,18 @@ pub(crate) struct ReconcileDoc {
     pub(crate) schema: String,
     #[serde(default)]
     pub(crate) table: String,
+    /// The publications whose row filters and column lists were applied.
+    #[serde(default)]
+    pub(crate) publications: Vec<String>,
     /// Compared columns (in this order) and key columns, by name.
     pub(crate) columns: Vec<String>,
     pub(crate) keys: Vec<String>,
+    /// Per compared column: how it was hashed, and its type on the
+    /// publisher (`format_type`; a binary column must have the same here).
+    #[serde(default)]
+    pub(crate) codings: Vec<Coding>,
+    #[serde(default)]
+    pub(crate) types: Vec<String>,
     #[serde(default)]
     pub(crate) range: Range,
     /// Verify: the publisher's row count and hash sum (32 hex digits).
@@ -78,8 +89,27 @@ pub(crate) struct ReconcileDoc {
     /// Repair: the publisher's version of each key.
     #[serde(default)]
     pub(crate) repairs: Vec<RepairRow>,
+    /// Verify: microseconds the publisher spent reading and hashing.
+    #[serde(default)]
+    pub(crate) elapsed_us: u64,
     /// The `logical_ext.reconcile_log` row vouching for this message.
     pub(crate) log_id: Option<i64>,
+}
+
+/// What a request binds besides its table, run and chunks: the
+/// publications, compared columns, key and codings, as a 128-bit digest.
+/// The subscriber records it when it opens the request and acts only on
+/// documents of the same shape (`requests.rs`). Pure; unit-tested.
+pub(crate) fn shape(publications: &[String], columns: &[String], keys: &[String], codings: &[Coding]) -> [u8; 16] {
+    let text = serde_json::to_string(&(publications, columns, keys, codings)).expect("strings serialize");
+    Sha256::digest(text.as_bytes())[..16].try_into().expect("32-byte digest")
+}
+
+impl ReconcileDoc {
+    /// This document's [`shape`].
+    pub(crate) fn shape(&self) -> [u8; 16] {
+        shape(&self.publications, &self.columns, &self.keys, &self.codings)
+    }
 }
 
 impl ReconcileDoc {
@@ -120,13 +150,17 @@ mod tests {
             relation: 16384,
             schema: "public".into(),
             table: "t".into(),
+            publications: vec!["p".into()],
             columns: vec!["id".into(), "v".into()],
             keys: vec!["id".into()],
+            codings: vec![Coding::Binary, Coding::Text],
+            types: vec!["integer".into(), "numeric".into()],
             range: Range { lower: Some(vec!["10".into()]), upper: None },
             rows: 2,
             digest: "00".repeat(16),
             hashes: vec![(vec!["11".into()], "ab".into())],
             repairs: vec![],
+            elapsed_us: 12,
             log_id: Some(7),
         };
         let j = d.to_json();
@@ -135,5 +169,21 @@ mod tests {
         let v = format!("{{\"action\":\"V\",\"lsn\":\"0/1\",\"reconcile\":{j}}}");
         assert_eq!(ReconcileDoc::from_v_document(v.as_bytes()), Some(d));
         assert_eq!(ReconcileDoc::from_json(b"{\"op\":\"drop\"}"), None);
+    }
+
+    #[test]
+    fn the_shape_binds_publications_columns_keys_and_codings() {
+        let s = |p: &[&str], c: &[&str], k: &[&str], x: &[Coding]| {
+            let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            shape(&v(p), &v(c), &v(k), x)
+        };
+        let base = s(&["p"], &["id", "v"], &["id"], &[Coding::Binary, Coding::Text]);
+        assert_eq!(base, s(&["p"], &["id", "v"], &["id"], &[Coding::Binary, Coding::Text]));
+        assert_ne!(base, s(&["p", "q"], &["id", "v"], &["id"], &[Coding::Binary, Coding::Text]));
+        assert_ne!(base, s(&["p"], &["id"], &["id"], &[Coding::Binary]));
+        assert_ne!(base, s(&["p"], &["id", "v"], &["v"], &[Coding::Binary, Coding::Text]));
+        assert_ne!(base, s(&["p"], &["id", "v"], &["id"], &[Coding::Text, Coding::Text]));
+        // No ambiguity from joining names.
+        assert_ne!(s(&["a,b"], &["id"], &["id"], &[]), s(&["a", "b"], &["id"], &["id"], &[]));
     }
 }

@@ -14,7 +14,8 @@
 //! Results go to tables written by the worker, so progress is visible to
 //! other sessions while a run goes on; the function returns the totals.
 
-use super::document::{Op, Range};
+use super::digest::{Coding, ColumnType, choose_coding};
+use super::document::{Op, Range, shape};
 use super::fail;
 use super::publisher::{FIRST_NORMAL_OBJECT_ID, MAX_ROWS, unsupported_key_type};
 use super::requests::Request;
@@ -69,6 +70,17 @@ struct Table {
     name: String,
     columns: Vec<String>,
     keys: Vec<String>,
+    /// Per compared column: binary where both nodes store the same type.
+    codings: Vec<Coding>,
+}
+
+impl Table {
+    /// What a request of this table binds (`document::shape`); repairs hash
+    /// nothing, so their shape has no codings.
+    fn shape(&self, sub: &Subscription, op: Op) -> [u8; 16] {
+        let codings: &[Coding] = if op == Op::Verify { &self.codings } else { &[] };
+        shape(&sub.publications, &self.columns, &self.keys, codings)
+    }
 }
 
 /// SQL (run here and on the publisher) listing a relation's key columns'
@@ -203,6 +215,7 @@ fn describe(conn: &mut Connection, sub: &Subscription, relid: pg_sys::Oid) -> Ta
     .into_iter()
     .filter_map(|mut r| r.remove(0))
     .collect();
+    let mut local_types: Vec<(String, ColumnType)> = Vec::new();
     for r in spi_rows(
         &format!(
             "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid::pg_catalog.int8::text, \
@@ -213,6 +226,7 @@ fn describe(conn: &mut Connection, sub: &Subscription, relid: pg_sys::Oid) -> Ta
         4,
     ) {
         let [Some(col), Some(ty), Some(oid), Some(typtype)] = r.as_slice() else { continue };
+        local_types.push((col.clone(), ColumnType { oid: oid.parse().unwrap_or(0), name: ty.clone() }));
         if !keys.contains(col) {
             continue;
         }
@@ -261,7 +275,57 @@ fn describe(conn: &mut Connection, sub: &Subscription, relid: pg_sys::Oid) -> Ta
             );
         }
     }
-    Table { relid, schema, name, columns, keys }
+    let codings = codings(conn, &schema, &name, &columns, &local_types);
+    Table { relid, schema, name, columns, keys, codings }
+}
+
+/// Each compared column's coding: binary where both nodes have the same
+/// type and modifier and `ffi::rowscan` reads it in binary. Both databases
+/// must have the same encoding (texts are compared byte for byte).
+fn codings(
+    conn: &mut Connection,
+    schema: &str,
+    name: &str,
+    columns: &[String],
+    local: &[(String, ColumnType)],
+) -> Vec<Coding> {
+    let remote_fail = |e: crate::apply::walrcv::WalRcvError| fail(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, e.0, "");
+    let encoding_sql = "SELECT pg_catalog.getdatabaseencoding()::text";
+    let there = conn.exec(encoding_sql, 1).unwrap_or_else(remote_fail);
+    let here = spi_rows(encoding_sql, 1);
+    if here != there {
+        fail(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "the publisher's and the subscriber's databases have different encodings",
+            "Reconciliation compares texts byte for byte: both databases need the same encoding.",
+        );
+    }
+    let rel = format!("{}.{}", crate::apply::walrcv::quote_ident(schema), crate::apply::walrcv::quote_ident(name));
+    let remote: Vec<(String, ColumnType)> = conn
+        .exec(
+            &format!(
+                "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid::pg_catalog.int8::text \
+                 FROM pg_catalog.pg_attribute a WHERE a.attrelid = {}::pg_catalog.regclass AND a.attnum > 0 \
+                 AND NOT a.attisdropped",
+                quote_literal(&rel)
+            ),
+            3,
+        )
+        .unwrap_or_else(remote_fail)
+        .into_iter()
+        .filter_map(|r| match r.as_slice() {
+            [Some(n), Some(t), Some(o)] => Some((n.clone(), ColumnType { oid: o.parse().unwrap_or(0), name: t.clone() })),
+            _ => None,
+        })
+        .collect();
+    let find = |list: &[(String, ColumnType)], c: &str| list.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone());
+    columns
+        .iter()
+        .map(|c| match (find(local, c), find(&remote, c)) {
+            (Some(h), Some(t)) => choose_coding(&h, &t, crate::ffi::rowscan::binary_supported),
+            _ => Coding::Text,
+        })
+        .collect()
 }
 
 fn array_literal(v: &[String]) -> String {
@@ -347,6 +411,56 @@ pub(crate) fn remaining(requested: &Range, covered_upper: Option<Vec<String>>, c
     Some(Range { lower: covered_upper, upper: requested.upper.clone() })
 }
 
+/// Chunks whose recorded answer covers another range (or kind) than the
+/// one asked for: `asked` against `recorded` (chunk, per-key, lower, upper).
+/// Pure; unit-tested.
+pub(crate) fn unanswered(asked: &[(i32, bool, Range)], recorded: &[(i32, bool, Range)]) -> Vec<i32> {
+    asked
+        .iter()
+        .filter(|a| !recorded.iter().any(|r| r == *a))
+        .map(|(chunk, ..)| *chunk)
+        .filter(|chunk| recorded.iter().any(|(c, ..)| c == chunk))
+        .collect()
+}
+
+/// The worker records what a document covered; a chunk answered with
+/// another range than this call asked for (a document sent by hand with
+/// this request's nonce, review finding L1) is marked as an error rather
+/// than trusted: its comparison says nothing about the range asked for.
+fn check_answers(run: i64, asked: &[(i32, bool, Range)]) {
+    let _as = AsRole::bootstrap_superuser();
+    // SAFETY: a fresh READ COMMITTED snapshot for this read, popped after.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let recorded: Vec<(i32, bool, Range)> = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT chunk, per_key, lower_key, upper_key FROM logical_ext.verify_chunks WHERE run_id = $1",
+            None,
+            &[run.into()],
+        )?;
+        rows.map(|r| {
+            Ok((
+                r.get::<i32>(1)?.unwrap_or_default(),
+                r.get::<bool>(2)?.unwrap_or_default(),
+                Range { lower: r.get::<Vec<String>>(3)?, upper: r.get::<Vec<String>>(4)? },
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    // SAFETY: pairs with the push above.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    let wrong = unanswered(asked, &recorded);
+    if !wrong.is_empty() {
+        Spi::run_with_args(
+            "UPDATE logical_ext.verify_chunks SET matches = NULL, \
+             error = 'answered with another range than verify_table asked for' \
+             WHERE run_id = $1 AND chunk = ANY ($2)",
+            &[run.into(), wrong.into()],
+        )
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    }
+}
+
 struct Walk<'a> {
     conn: &'a mut Connection,
     sub: &'a Subscription,
@@ -357,6 +471,9 @@ struct Walk<'a> {
     rows: i64,
     lock_timeout_ms: i32,
     throttle: Duration,
+    /// Each chunk asked for: number, per-key, the range it covers (the
+    /// publisher's reply gives its upper end when it ended early).
+    asked: Vec<(i32, bool, Range)>,
 }
 
 impl Walk<'_> {
@@ -373,7 +490,7 @@ impl Walk<'_> {
             // before the reply comes back.
             self.request.allow_chunks(self.chunks);
             let sql = format!(
-                "SELECT logical_ext.reconcile_verify({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                "SELECT logical_ext.reconcile_verify({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                 quote_literal(&self.sub.name),
                 quote_literal(&super::this_node()),
                 quote_literal(&self.request.nonce_hex()),
@@ -385,6 +502,7 @@ impl Walk<'_> {
                 array_literal(&self.sub.publications),
                 array_literal(&self.table.columns),
                 array_literal(&self.table.keys),
+                array_literal(&self.table.codings.iter().map(|c| c.as_str().to_string()).collect::<Vec<_>>()),
                 opt_array(&r.lower),
                 opt_array(&r.upper),
                 if self.table.keys.is_empty() { 0 } else { max_rows.max(1) },
@@ -397,7 +515,10 @@ impl Walk<'_> {
             }
             let upper: Option<Vec<String>> = serde_json::from_value(reply["upper"].clone()).unwrap_or(None);
             let complete = reply["complete"].as_bool().unwrap_or(true);
-            sent.push(Range { lower: r.lower.clone(), upper: if complete { r.upper.clone() } else { upper.clone() } });
+            let covered =
+                Range { lower: r.lower.clone(), upper: if complete { r.upper.clone() } else { upper.clone() } };
+            self.asked.push((self.chunks, per_key, covered.clone()));
+            sent.push(covered);
             next = remaining(&r, upper, complete);
         }
         sent
@@ -422,7 +543,7 @@ fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyR
     let deadline = Instant::now() + Duration::from_millis(opts.timeout_ms.max(0) as u64);
     // Open until this function returns (or fails): the worker acts only on
     // documents answering it.
-    let request = Request::open(sub.id, relid, run, Op::Verify);
+    let request = Request::open(sub.id, relid, run, Op::Verify, table.shape(sub, Op::Verify));
     let mut walk = Walk {
         conn: &mut conn,
         sub,
@@ -433,6 +554,7 @@ fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyR
         rows: 0,
         lock_timeout_ms: opts.lock_timeout_ms,
         throttle: Duration::from_millis(opts.throttle_ms.max(0) as u64),
+        asked: Vec::new(),
     };
     let pass1 = walk.send(Range::default(), opts.chunk_rows, false);
     let _as = AsRole::bootstrap_superuser();
@@ -443,6 +565,7 @@ fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyR
         deadline,
         &sub.name,
     );
+    check_answers(run, &walk.asked);
     let mismatched: Vec<Range> = Spi::connect(|c| {
         let rows = c.select(
             "SELECT lower_key, upper_key FROM logical_ext.verify_chunks \
@@ -470,6 +593,7 @@ fn run_verify(sub: &Subscription, relid: pg_sys::Oid, opts: &Options) -> VerifyR
             deadline,
             &sub.name,
         );
+        check_answers(run, &walk.asked);
     }
     let (chunks, rows) = (walk.chunks, walk.rows);
     let _as = AsRole::bootstrap_superuser();
@@ -662,7 +786,7 @@ fn repair_table(
         .unwrap_or_else(|| {
             fail(PgSqlErrorCode::ERRCODE_CONNECTION_EXCEPTION, "could not read the publisher's position", "")
         });
-    let request = Request::open(sub.id, relid, run, Op::Repair);
+    let request = Request::open(sub.id, relid, run, Op::Repair, table.shape(&sub, Op::Repair));
     for (i, batch) in keys.chunks(REPAIR_BATCH).enumerate() {
         let number = i as i32 + 1;
         request.allow_chunks(number);
@@ -723,6 +847,22 @@ mod tests {
         let chunk = Range { lower: k("10"), upper: k("50") };
         assert_eq!(remaining(&chunk, k("20"), false), Some(Range { lower: k("20"), upper: k("50") }));
         assert_eq!(remaining(&chunk, k("50"), true), None);
+    }
+
+    #[test]
+    fn an_answer_for_another_range_is_found() {
+        let asked = vec![
+            (1, false, Range { lower: None, upper: k("100") }),
+            (2, false, Range { lower: k("100"), upper: None }),
+        ];
+        assert!(unanswered(&asked, &asked).is_empty());
+        // Chunk 2 answered with a range that starts later (rows 100..500
+        // left out of the comparison), chunk 1 as a per-key re-check.
+        let recorded =
+            vec![(1, true, Range { lower: None, upper: k("100") }), (2, false, Range { lower: k("500"), upper: None })];
+        assert_eq!(unanswered(&asked, &recorded), vec![1, 2]);
+        // Not recorded yet: not judged (the wait decides about those).
+        assert!(unanswered(&asked, &asked[..1]).is_empty());
     }
 
     #[test]

@@ -37,20 +37,19 @@
 //! acts on a document only when they match a request it recorded itself
 //! (`requests.rs`), so choosing them here gains nothing.
 
-use super::digest::{Digest, row_hash};
+use super::digest::{Coding, Digest, row_hash};
 use super::document::{Op, PREFIX, Range, ReconcileDoc, RepairRow};
 use super::fail;
 use crate::apply::sync::remote::combine_filters;
 use crate::apply::walrcv::quote_ident;
 use crate::ffi;
+use crate::ffi::rowscan::{self, KeyTexts, RowScan};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use sha2::{Digest as _, Sha256};
 use std::ffi::CString;
-
-/// Rows fetched from the cursor at a time.
-const FETCH: i64 = 10_000;
+use std::time::Instant;
 /// Most rows one `reconcile_verify` call reads (`max_rows`).
 pub(crate) const MAX_ROWS: i32 = 100_000;
 /// Most keys one `reconcile_repair` call reads.
@@ -68,6 +67,8 @@ struct Published {
     qualified: String,
     /// Requested columns, all published, with their types here.
     columns: Vec<(String, String)>,
+    /// Their type OIDs here.
+    column_oids: Vec<u32>,
     /// Key columns (a subset of `columns`), with their types here.
     keys: Vec<(String, String)>,
     filter: Option<String>,
@@ -173,6 +174,10 @@ impl Published {
                 .collect()
         };
         let columns = pick(columns, "column");
+        let column_oids = columns
+            .iter()
+            .map(|(n, _)| published.iter().find(|(p, ..)| p == n).map_or(0, |(_, _, oid, _)| *oid))
+            .collect();
         let keys = pick(keys, "key column");
         for (name, ty) in &keys {
             let (_, _, oid, typtype) = published.iter().find(|(p, ..)| p == name).expect("picked from published");
@@ -204,6 +209,7 @@ impl Published {
             table: table.to_string(),
             qualified: format!("{}.{}", quote_ident(schema), quote_ident(table)),
             columns,
+            column_oids,
             keys,
             filter: combine_filters(&filters),
         }
@@ -346,6 +352,7 @@ fn reconcile_verify(
     publications: Vec<String>,
     columns: Vec<String>,
     keys: Vec<String>,
+    codings: Vec<String>,
     lower: Option<Vec<String>>,
     upper: Option<Vec<String>>,
     max_rows: i32,
@@ -360,6 +367,7 @@ fn reconcile_verify(
         );
     }
     let p = Published::resolve(schema, table, &publications, &columns, &keys);
+    let codings = parse_codings(&codings, &p);
     let range = Range { lower, upper };
     for b in [&range.lower, &range.upper].into_iter().flatten() {
         if b.len() != p.keys.len() {
@@ -368,51 +376,40 @@ fn reconcile_verify(
     }
     let limited = max_rows > 0 && !p.keys.is_empty();
     p.lock(lock_timeout_ms);
-    let key_list = p.keys.iter().map(|(n, _)| format!("{}::text", quote_ident(n))).collect::<Vec<_>>();
-    let mut sql = format!(
-        "SELECT {}",
-        key_list.iter().cloned().chain([row_text_expr(&p.columns)]).collect::<Vec<_>>().join(", ")
-    );
-    sql.push_str(&format!(" FROM ONLY {} AS r{}", p.qualified, p.predicate(&range, 1)));
+    let started = Instant::now();
+    let mut sql =
+        format!("SELECT {} FROM ONLY {} AS r{}", select_list(&p.columns), p.qualified, p.predicate(&range, 1));
     if limited {
-        // Qualified: an output column of the same name is the key's text,
-        // which sorts differently.
         let order = p.keys.iter().map(|(n, _)| format!("r.{}", quote_ident(n))).collect::<Vec<_>>().join(", ");
         sql.push_str(&format!(" ORDER BY {order} LIMIT {max_rows}"));
     }
-    let nkeys = p.keys.len();
+    let key_columns = key_positions(&p.columns, &p.keys);
+    let binary: Vec<bool> = codings.iter().map(|c| *c == Coding::Binary).collect();
+    let key_texts = if per_key {
+        KeyTexts::Every
+    } else if limited {
+        KeyTexts::AtRow(max_rows as u64)
+    } else {
+        KeyTexts::None
+    };
     let mut digest = Digest::default();
     let mut hashes = Vec::new();
     let mut last: Option<Vec<String>> = None;
     let bounds = bound_args(&range);
     let owner = as_owner(&p);
-    Spi::connect(|c| {
-        let mut cur = c.open_cursor(sql.as_str(), &args(&bounds));
-        loop {
-            let t = cur.fetch(FETCH)?;
-            if t.is_empty() {
-                break;
+    let scan = RowScan { sql: &sql, args: &bounds, binary: &binary, key_columns: &key_columns, key_texts };
+    rowscan::scan(&scan, &mut |row, key| {
+        let h = row_hash(row);
+        digest.add(h);
+        if let Some(key) = key {
+            if per_key {
+                hashes.push((key.clone(), format!("{h:032x}")));
             }
-            for r in t {
-                let text = r.get::<&str>(nkeys + 1)?.unwrap_or_default();
-                let h = row_hash(text.as_bytes());
-                digest.add(h);
-                if per_key || limited {
-                    let key =
-                        (1..=nkeys)
-                            .map(|i| Ok(r.get::<String>(i)?.unwrap_or_default()))
-                            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()?;
-                    if per_key {
-                        hashes.push((key.clone(), format!("{h:032x}")));
-                    }
-                    last = Some(key);
-                }
-            }
+            last = Some(key);
         }
-        Ok::<_, pgrx::spi::SpiError>(())
-    })
-    .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
+    });
     drop(owner);
+    let elapsed_us = started.elapsed().as_micros() as u64;
     let complete = !limited || digest.rows < max_rows as u64;
     let covered = Range { lower: range.lower.clone(), upper: if complete { range.upper.clone() } else { last } };
     let mut doc = ReconcileDoc {
@@ -426,13 +423,17 @@ fn reconcile_verify(
         relation: sub_relation as u32,
         schema: p.schema.clone(),
         table: p.table.clone(),
+        publications,
         columns: p.columns.iter().map(|(n, _)| n.clone()).collect(),
         keys: p.keys.iter().map(|(n, _)| n.clone()).collect(),
+        codings,
+        types: p.columns.iter().map(|(_, t)| t.clone()).collect(),
         range: covered.clone(),
         rows: digest.rows,
         digest: digest.sum_hex(),
         hashes,
         repairs: Vec::new(),
+        elapsed_us,
         log_id: None,
     };
     let lsn = emit(&mut doc);
@@ -441,8 +442,40 @@ fn reconcile_verify(
         "upper": covered.upper,
         "complete": complete,
         "lsn": crate::ffi::lsn::Lsn(lsn).to_string(),
+        "elapsed_us": elapsed_us,
     })
     .to_string()
+}
+
+/// The requested codings, one per compared column; binary only for the
+/// types `ffi::rowscan` reads in binary.
+fn parse_codings(codings: &[String], p: &Published) -> Vec<Coding> {
+    if codings.len() != p.columns.len() {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "codings must give one coding per column", "");
+    }
+    codings
+        .iter()
+        .zip(p.columns.iter().zip(&p.column_oids))
+        .map(|(c, ((name, ty), oid))| match Coding::parse(c) {
+            Some(Coding::Binary) if !rowscan::binary_supported(*oid) => fail(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("column \"{name}\" has type {ty} on the publisher, which has no binary comparison form"),
+                "Both nodes must have the same column types; verify_table chooses the codings.",
+            ),
+            Some(c) => c,
+            None => fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("unknown coding \"{c}\""), ""),
+        })
+        .collect()
+}
+
+/// `r."c1", r."c2", ...`: the compared columns, read by the row scan.
+pub(crate) fn select_list(columns: &[(String, String)]) -> String {
+    columns.iter().map(|(n, _)| format!("r.{}", quote_ident(n))).collect::<Vec<_>>().join(", ")
+}
+
+/// Where each key column is among the compared columns (0-based).
+pub(crate) fn key_positions(columns: &[(String, String)], keys: &[(String, String)]) -> Vec<usize> {
+    keys.iter().filter_map(|(k, _)| columns.iter().position(|(c, _)| c == k)).collect()
 }
 
 /// The publisher's current version of each key of `key_list` (a JSON array
@@ -526,13 +559,17 @@ fn reconcile_repair(
         relation: sub_relation as u32,
         schema: p.schema.clone(),
         table: p.table.clone(),
+        publications,
         columns: p.columns.iter().map(|(n, _)| n.clone()).collect(),
         keys: p.keys.iter().map(|(n, _)| n.clone()).collect(),
+        codings: Vec::new(),
+        types: p.columns.iter().map(|(_, t)| t.clone()).collect(),
         range: Range::default(),
         rows: 0,
         digest: String::new(),
         hashes: Vec::new(),
         repairs,
+        elapsed_us: 0,
         log_id: None,
     };
     let lsn = emit(&mut doc);

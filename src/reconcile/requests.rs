@@ -37,6 +37,9 @@ pub(crate) struct Entry {
     pub(crate) nonce: [u8; 16],
     /// Chunks (verify) or batches (repair) asked for so far: 1..=chunks.
     pub(crate) chunks: i32,
+    /// The publications, columns, key and codings asked for
+    /// (`document::shape`).
+    pub(crate) shape: [u8; 16],
 }
 
 #[derive(Clone, Copy)]
@@ -90,8 +93,9 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// Open a request for `run` of `kind` on `relid` for subscription `subid`.
-    pub(crate) fn open(subid: i32, relid: pgrx::pg_sys::Oid, run: i64, op: Op) -> Request {
+    /// Open a request for `run` of `kind` on `relid` for subscription
+    /// `subid`, of the given `shape`.
+    pub(crate) fn open(subid: i32, relid: pgrx::pg_sys::Oid, run: i64, op: Op, shape: [u8; 16]) -> Request {
         if !crate::apply::preloaded() {
             fail(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -107,7 +111,7 @@ impl Request {
         // SAFETY: reads backend globals.
         let (dboid, pid) = unsafe { (pgrx::pg_sys::MyDatabaseId.to_u32(), pgrx::pg_sys::MyProcPid) };
         let kind = kind_code(op);
-        let entry = Entry { dboid, subid, pid, run, kind, relid: relid.to_u32(), nonce, chunks: 0 };
+        let entry = Entry { dboid, subid, pid, run, kind, relid: relid.to_u32(), nonce, chunks: 0, shape };
         {
             let mut r = REGISTRY.exclusive();
             let Some(e) = r.entries.iter_mut().find(|e| !alive(e.pid)) else {
@@ -215,12 +219,16 @@ pub(crate) fn authorize(doc: &ReconcileDoc, open: &[Entry]) -> Result<Entry, Rej
     if doc.chunk < 1 || doc.chunk > e.chunks {
         return Err(Rejection::UnaskedChunk);
     }
+    if doc.shape() != e.shape {
+        return Err(Rejection::WrongShape);
+    }
     Ok(*e)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::digest::Coding;
     use crate::reconcile::document::Range;
 
     fn doc(op: Op, run: i64, chunk: i32, relation: u32, nonce: &str) -> ReconcileDoc {
@@ -235,13 +243,17 @@ mod tests {
             relation,
             schema: "public".into(),
             table: "t".into(),
+            publications: vec!["p".into()],
             columns: vec!["id".into()],
             keys: vec!["id".into()],
+            codings: vec![Coding::Binary],
+            types: vec!["integer".into()],
             range: Range::default(),
             rows: 0,
             digest: String::new(),
             hashes: vec![],
             repairs: vec![],
+            elapsed_us: 0,
             log_id: Some(1),
         }
     }
@@ -249,7 +261,8 @@ mod tests {
     #[test]
     fn only_documents_answering_an_open_request_are_authorized() {
         let nonce = [7u8; 16];
-        let e = Entry { dboid: 5, subid: 1, pid: 42, run: 9, kind: 1, relid: 16400, nonce, chunks: 3 };
+        let shape = doc(Op::Verify, 9, 2, 16400, "").shape();
+        let e = Entry { dboid: 5, subid: 1, pid: 42, run: 9, kind: 1, relid: 16400, nonce, chunks: 3, shape };
         let good = hex(&nonce);
         assert_eq!(authorize(&doc(Op::Verify, 9, 2, 16400, &good), &[e]), Ok(e));
         // No request at all (a forged document with a made-up run/nonce).
@@ -263,5 +276,18 @@ mod tests {
         // A chunk not asked for yet.
         assert_eq!(authorize(&doc(Op::Verify, 9, 4, 16400, &good), &[e]), Err(Rejection::UnaskedChunk));
         assert_eq!(authorize(&doc(Op::Verify, 9, 0, 16400, &good), &[e]), Err(Rejection::UnaskedChunk));
+        // The right request answered with another publication, column set
+        // or coding (review finding L1: the nonce is no secret from the
+        // role answering on the publisher).
+        let mut other = doc(Op::Verify, 9, 2, 16400, &good);
+        other.publications = vec!["p_without_filter".into()];
+        assert_eq!(authorize(&other, &[e]), Err(Rejection::WrongShape));
+        let mut other = doc(Op::Verify, 9, 2, 16400, &good);
+        other.columns = vec!["id".into(), "secret".into()];
+        other.codings = vec![Coding::Binary, Coding::Text];
+        assert_eq!(authorize(&other, &[e]), Err(Rejection::WrongShape));
+        let mut other = doc(Op::Verify, 9, 2, 16400, &good);
+        other.codings = vec![Coding::Text];
+        assert_eq!(authorize(&other, &[e]), Err(Rejection::WrongShape));
     }
 }
