@@ -50,6 +50,7 @@ pub(crate) fn binary_supported(type_oid: u32) -> bool {
         | 1184  // timestamptz (no TimeZone in it, unlike its text)
         | 1186  // interval
         | 1266  // timetz
+        | 1700  // numeric (canonical form: ffi::numeric::push_canonical)
         | 2950 // uuid
     )
 }
@@ -87,6 +88,9 @@ enum Form {
     Fixed(Fixed),
     /// A varlena: its de-TOASTed data.
     Varlena,
+    /// A numeric, in the canonical form of `ffi::numeric::push_canonical`
+    /// (equal exactly when `numeric_out` prints the same text).
+    Numeric,
     /// The output function's text.
     Text,
 }
@@ -229,6 +233,7 @@ fn binary_form(a: &pg_sys::FormData_pg_attribute) -> Form {
         (700 | 701, true, n) => Form::Float(n as usize),
         (_, true, n) => Form::ByVal(n as usize),
         (19, false, _) => Form::Fixed(Fixed::Name),
+        (1700, false, -1) => Form::Numeric,
         (1186, false, 16) => Form::Fixed(Fixed::Interval),
         (1266, false, 12) => Form::Fixed(Fixed::TimeTz),
         (_, false, -1) => Form::Varlena,
@@ -348,6 +353,23 @@ unsafe fn append_value(buf: &mut Vec<u8>, col: &mut Column, v: pg_sys::Datum) {
                 buf.extend_from_slice(std::slice::from_raw_parts(pgrx::varlena::vardata_any(p).cast::<u8>(), len));
             }
         }
+        Form::Numeric => {
+            // SAFETY: a numeric (varlena) value; de-TOASTed into the row context.
+            let data = unsafe {
+                let p = pg_sys::pg_detoast_datum_packed(v.cast_mut_ptr());
+                std::slice::from_raw_parts(
+                    pgrx::varlena::vardata_any(p).cast::<u8>(),
+                    pgrx::varlena::varsize_any_exhdr(p),
+                )
+            };
+            if super::numeric::push_canonical(buf, data).is_none() {
+                // Not the layout we know: numeric_out decides (after a kind
+                // byte no canonical form starts with).
+                buf.push(0xFF);
+                // SAFETY: per the contract.
+                buf.extend_from_slice(unsafe { output_text(col, v) }.as_bytes());
+            }
+        }
         // SAFETY: per the contract.
         Form::Text => buf.extend_from_slice(unsafe { output_text(col, v) }.as_bytes()),
     }
@@ -404,6 +426,11 @@ mod tests {
         assert_ne!(utc_text, rows("SELECT '2026-01-01 00:00+00'::timestamptz", &[false]));
         // Text form: the output function.
         assert_eq!(rows("SELECT 1.50::numeric", &[false]), vec![[vec![1, 0, 0, 0, 4], b"1.50".to_vec()].concat()]);
+        // numeric: equal texts, equal bytes, whatever produced the value.
+        assert_eq!(rows("SELECT 1.50::numeric", &[true]), rows("SELECT (3.00 / 2)::numeric(10, 2)", &[true]));
+        assert_ne!(rows("SELECT 1.50::numeric", &[true]), rows("SELECT 1.5::numeric", &[true]));
+        assert_eq!(rows("SELECT 0::numeric", &[true]), rows("SELECT (1.0 - 1.0)::numeric(5, 0)", &[true]));
+        assert_eq!(rows("SELECT 'NaN'::numeric", &[true]), vec![vec![1, 0, 0, 0, 1, 2]]);
     }
 
     #[pg_test]
@@ -423,6 +450,6 @@ mod tests {
     #[pg_test]
     #[should_panic(expected = "no binary comparison form")]
     fn unsupported_binary_is_refused() {
-        rows("SELECT 1::numeric", &[true]);
+        rows("SELECT '{}'::jsonb", &[true]);
     }
 }
