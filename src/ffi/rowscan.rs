@@ -303,6 +303,15 @@ unsafe fn output_text(col: &mut Column, v: pg_sys::Datum) -> String {
     unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(&mut col.output, v)).to_string_lossy().into_owned() }
 }
 
+/// Append the value's output text (no UTF-8 check: its bytes are hashed).
+///
+/// # Safety
+/// `v` is a non-NULL value of the column's type.
+unsafe fn append_output(buf: &mut Vec<u8>, col: &mut Column, v: pg_sys::Datum) {
+    // SAFETY: per the contract; the text is palloc'd in the row context.
+    buf.extend_from_slice(unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(&mut col.output, v)) }.to_bytes());
+}
+
 /// Append the canonical bytes of `v`.
 ///
 /// # Safety
@@ -367,11 +376,11 @@ unsafe fn append_value(buf: &mut Vec<u8>, col: &mut Column, v: pg_sys::Datum) {
                 // byte no canonical form starts with).
                 buf.push(0xFF);
                 // SAFETY: per the contract.
-                buf.extend_from_slice(unsafe { output_text(col, v) }.as_bytes());
+                unsafe { append_output(buf, col, v) };
             }
         }
         // SAFETY: per the contract.
-        Form::Text => buf.extend_from_slice(unsafe { output_text(col, v) }.as_bytes()),
+        Form::Text => unsafe { append_output(buf, col, v) },
     }
 }
 
