@@ -77,6 +77,10 @@ pub(crate) struct RowScan<'a> {
     pub(crate) key_texts: KeyTexts,
 }
 
+/// What receives each row: its canonical bytes, and its key texts when
+/// [`KeyTexts`] asks for them.
+pub(crate) type OnRow<'f> = dyn FnMut(&[u8], Option<Vec<String>>) + 'f;
+
 /// How one column is turned into bytes.
 #[derive(Clone, Copy)]
 enum Form {
@@ -125,12 +129,12 @@ struct State<'a, 'f> {
     row_cx: pg_sys::MemoryContext,
     buf: Vec<u8>,
     rows: u64,
-    on_row: &'f mut dyn FnMut(&[u8], Option<Vec<String>>),
+    on_row: &'f mut OnRow<'f>,
 }
 
 /// Stream the rows of `scan` to `on_row(row bytes, key texts)`; the number
 /// of rows.
-pub(crate) fn scan(scan: &RowScan<'_>, on_row: &mut dyn FnMut(&[u8], Option<Vec<String>>)) -> u64 {
+pub(crate) fn scan(scan: &RowScan<'_>, on_row: &mut OnRow<'_>) -> u64 {
     let sql = CString::new(scan.sql).expect("no NUL in generated SQL");
     let args: Vec<CString> = scan.args.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
     Spi::connect(|_| {
