@@ -577,3 +577,50 @@ fn an_answer_with_another_publication_or_columns_is_ignored() {
     assert_eq!(rejected, 2, "both forged answers ignored");
     assert_eq!(count(&mut sub, "logical_ext.verify_differences"), 0);
 }
+
+/// The first test: identical tables verify clean while pgbench
+/// writes to them (every pgbench transaction updates an account, a teller
+/// and a branch: the hottest rows a table can have, in every chunk).
+#[test]
+fn identical_tables_verify_clean_under_pgbench() {
+    use logical_ext_pg_test::background::{Background, wait_with_load};
+    use logical_ext_pg_test::sync::{subscribe_copy, wait_all_ready};
+    use logical_ext_pg_test::{pg_bin, run_checked};
+    use std::process::Command;
+
+    let pair = Pair::start_with("reconcile_pgbench", &["shared_preload_libraries = 'logical_ext'"], &[]);
+    pair.pub_exec("CREATE EXTENSION logical_ext");
+    run_checked(
+        Command::new(pg_bin("pgbench")).args(["-i", "-s", "2", "-q", "-d"]).arg(pair.publisher.conninfo()),
+        "pgbench -i on the publisher",
+    );
+    run_checked(
+        Command::new(pg_bin("pgbench")).args(["-i", "-I", "dtp", "-s", "2", "-d"]).arg(pair.subscriber.conninfo()),
+        "pgbench -i -I dtp on the subscriber",
+    );
+    pair.pub_exec("CREATE PUBLICATION p FOR TABLE pgbench_accounts, pgbench_tellers, pgbench_branches");
+    subscribe_copy(&pair, "s", &["p"], "");
+    wait_all_ready(&pair, "s");
+    let mut bench = Background::pgbench(&pair.publisher, &["-c", "2", "-j", "2", "-T", "900"]);
+    wait_with_load(
+        &mut bench,
+        CATCH_UP,
+        "20 streamed transactions applied",
+        || pair.try_status("s").is_ok_and(|s| s.is_some_and(|s| s.applied_transactions >= 20)),
+        || pair.explain("s"),
+    );
+    let mut publ = pair.pub_client();
+    let mut sub = pair.sub_client();
+    for (table, chunk_rows) in [("pgbench_accounts", 5000), ("pgbench_tellers", 5), ("pgbench_branches", 1)] {
+        let before = count(&mut publ, "pgbench_history");
+        let r = verify(&mut sub, table, chunk_rows);
+        bench.assert_running(&format!("the verify of {table} ended"));
+        assert!(count(&mut publ, "pgbench_history") > before, "pgbench wrote while {table} was verified");
+        assert!(r.1 > 1, "{table} in several chunks: {r:?}");
+        assert_eq!((r.3, r.4, r.5, r.6, r.7), (0, 0, 0, 0, 0), "{table}: no difference under load: {r:?}");
+    }
+    bench.stop();
+    pair.wait_caught_up("s");
+    pair.assert_same("SELECT * FROM pgbench_accounts", "aid");
+    assert_eq!(pair.status("s").state, "streaming", "{}", pair.explain("s"));
+}
