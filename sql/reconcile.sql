@@ -48,7 +48,8 @@ GRANT SELECT ON logical_ext.verify_chunks TO logical_ext_operator;
 
 -- One row per differing key: missing (on the publisher only), extra (on
 -- the subscriber only), different (values differ); repaired_at once
--- repair_table brought it to the publisher's version.
+-- repair_table brought it to the publisher's version; chunk: the per-key
+-- chunk that found it.
 CREATE TABLE logical_ext.verify_differences (
     run_id       bigint NOT NULL,
     subscription text NOT NULL,
@@ -61,6 +62,7 @@ CREATE TABLE logical_ext.verify_differences (
     repaired_at  timestamptz,
     repair_lsn   pg_lsn,
     repair_error text,
+    chunk        integer NOT NULL,
     PRIMARY KEY (run_id, relid, key)
 );
 REVOKE ALL ON logical_ext.verify_differences FROM PUBLIC;

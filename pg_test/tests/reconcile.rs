@@ -511,6 +511,24 @@ fn key_type_code_never_runs_and_the_publisher_keeps_its_lock_short() {
     assert_eq!(code, "22023");
 }
 
+/// The arguments of a verify_table's publisher call seen in
+/// pg_stat_activity (as the subscription's role could see its own):
+/// node, nonce (both quoted), run, chunk, relation.
+fn seen_call(watcher: &mut Client) -> Option<[String; 5]> {
+    let call: String = watcher
+        .query_opt(
+            "SELECT query FROM pg_stat_activity WHERE query LIKE '%logical_ext.reconcile_verify(%' \
+             AND pid <> pg_backend_pid() LIMIT 1",
+            &[],
+        )
+        .unwrap()?
+        .get(0);
+    // 's', '<node>', '<nonce>', run, chunk, 'public', '<table>', relid, ...
+    let args: Vec<&str> = call.split("reconcile_verify(").nth(1)?.split(", ").take(8).collect();
+    let [_, node, nonce, run, chunk, _, _, relid] = args[..] else { panic!("{call}") };
+    Some([node, nonce, run, chunk, relid].map(str::to_string))
+}
+
 /// Review finding L1 (issue 17): the nonce is in the publisher call's SQL,
 /// so the role answering there can read it (`pg_stat_activity`) and answer a
 /// requested chunk itself — with a publication without the row filter, or
@@ -536,18 +554,7 @@ fn an_answer_with_another_publication_or_columns_is_ignored() {
     let mut forged = 0;
     while forged < 2 {
         assert!(std::time::Instant::now() < deadline, "never saw the verify's publisher call");
-        let seen: Option<String> = watcher
-            .query_opt(
-                "SELECT query FROM pg_stat_activity WHERE query LIKE '%logical_ext.reconcile_verify(%' \
-                 AND pid <> pg_backend_pid() LIMIT 1",
-                &[],
-            )
-            .unwrap()
-            .map(|r| r.get(0));
-        let Some(call) = seen else { continue };
-        // 's', '<node>', '<nonce>', run, chunk, 'public', 'f', relid, ...
-        let args: Vec<&str> = call.split("reconcile_verify(").nth(1).unwrap().split(", ").take(8).collect();
-        let [_, node, nonce, run_id, chunk, _, _, relid] = args[..] else { panic!("{call}") };
+        let Some([node, nonce, run_id, chunk, relid]) = seen_call(&mut watcher) else { continue };
         let (publications, columns, codings) = if forged == 0 {
             // Every row of f, not only those with flag.
             ("{pall}", "{id,v,flag}", "{binary,binary,binary}")
@@ -623,4 +630,48 @@ fn identical_tables_verify_clean_under_pgbench() {
     pair.wait_caught_up("s");
     pair.assert_same("SELECT * FROM pgbench_accounts", "aid");
     assert_eq!(pair.status("s").state, "streaming", "{}", pair.explain("s"));
+}
+
+/// Review of the L1 fix: a second answer of the right shape for a chunk
+/// already recorded — here per key and over the whole table — adds nothing:
+/// no differences from outside the range asked for. On the code before,
+/// its per-key differences were recorded (a key of a chunk compared clean
+/// before it was edited showed up as `different`).
+#[test]
+fn a_second_answer_for_a_recorded_chunk_adds_nothing() {
+    let pair = start();
+    let mut watcher = pair.pub_client();
+    let mut sub = pair.sub_client();
+    let mut caller = pair.sub_client();
+    let run = thread::spawn(move || {
+        let sql = "SELECT * FROM logical_ext.verify_table('s', 'f', chunk_rows => 20, throttle_ms => 300, \
+                   timeout_ms => 60000)";
+        let r = caller.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {}", describe_error(&e)));
+        (r.get::<_, i64>(0), r.get::<_, i64>(4), r.get::<_, i64>(5), r.get::<_, i64>(6), r.get::<_, i64>(7))
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let [node, nonce, run_id, _, relid] = loop {
+        assert!(std::time::Instant::now() < deadline, "never saw chunk 2 recorded");
+        if let Some(seen) = seen_call(&mut watcher) {
+            let recorded =
+                count(&mut sub, &format!("logical_ext.verify_chunks WHERE run_id = {} AND chunk = 2", seen[2]));
+            if recorded == 1 {
+                break seen;
+            }
+        }
+    };
+    // Chunk 1 (ids up to 60) compared clean; now id 3 differs here.
+    sub.batch_execute(
+        "BEGIN; SET LOCAL session_replication_role = replica; UPDATE f SET v = 'edited' WHERE id = 3; COMMIT",
+    )
+    .unwrap();
+    watcher
+        .batch_execute(&format!(
+            "SELECT logical_ext.reconcile_verify('s', {node}, {nonce}, {run_id}, 2, 'public', 'f', {relid}, \
+             '{{p}}', '{{id,v,flag}}', '{{id}}', '{{binary,binary,binary}}', NULL, NULL, 0, true, 1000)"
+        ))
+        .unwrap_or_else(|e| panic!("second answer: {}", describe_error(&e)));
+    let (run, missing, extra, different, errors) = run.join().unwrap();
+    assert_eq!((missing, extra, different, errors), (0, 0, 0, 0), "the run's chunks were clean when compared");
+    assert_eq!(count(&mut sub, &format!("logical_ext.verify_differences WHERE run_id = {run}")), 0);
 }

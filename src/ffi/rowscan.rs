@@ -10,7 +10,8 @@
 //!   form (integers big-endian, NaN folded to one pattern, varlenas
 //!   de-TOASTed and without header), only for the built-in types listed in
 //!   [`binary_supported`], whose stored form is exactly their value;
-//! * text — the type's output function, as `record_out` would print it.
+//! * text — the type's output function's text (no quoting: the framing
+//!   below keeps values apart).
 //!
 //! A row's bytes: per column `0x00` (NULL) or `0x01`, a 4-byte big-endian
 //! length and the value's bytes, so no two rows share an encoding.
@@ -101,8 +102,13 @@ enum Form {
 
 #[derive(Clone, Copy)]
 enum Fixed {
-    /// Bytes as stored (uuid: network order already).
-    Raw(usize),
+    /// A uuid: its 16 bytes, in network order already.
+    Uuid,
+    /// An 8-byte integer passed by reference (builds without
+    /// FLOAT8PASSBYVAL): big-endian, as its by-value form.
+    Int8,
+    /// A float8 passed by reference: as [`Form::Float`].
+    Float8,
     /// A NUL-terminated name.
     Name,
     /// interval: time (i64), day (i32), month (i32), native-endian in store.
@@ -129,6 +135,8 @@ struct State<'a, 'f> {
     row_cx: pg_sys::MemoryContext,
     buf: Vec<u8>,
     rows: u64,
+    /// Set by [`startup`]: the executor ran the query into this receiver.
+    started: bool,
     on_row: &'f mut OnRow<'f>,
 }
 
@@ -143,7 +151,15 @@ pub(crate) fn scan(scan: &RowScan<'_>, on_row: &mut OnRow<'_>) -> u64 {
         // outlive the execution, which is synchronous.
         unsafe {
             let row_cx = super::new_memory_context(pg_sys::CurrentMemoryContext, c"logical_ext row scan");
-            let mut state = State { scan, columns: Vec::new(), row_cx, buf: Vec::with_capacity(256), rows: 0, on_row };
+            let mut state = State {
+                scan,
+                columns: Vec::new(),
+                row_cx,
+                buf: Vec::with_capacity(256),
+                rows: 0,
+                started: false,
+                on_row,
+            };
             let mut receiver = Receiver {
                 base: pg_sys::DestReceiver {
                     receiveSlot: Some(receive),
@@ -184,7 +200,7 @@ pub(crate) fn scan(scan: &RowScan<'_>, on_row: &mut OnRow<'_>) -> u64 {
             let rc = pg_sys::SPI_execute_plan_extended(plan, &options);
             // SPI says "utility" for a SELECT whose receiver is not its own
             // (DestNone): the rows went to us.
-            if rc != pg_sys::SPI_OK_SELECT as i32 && rc != pg_sys::SPI_OK_UTILITY as i32 {
+            if !state.started || (rc != pg_sys::SPI_OK_SELECT as i32 && rc != pg_sys::SPI_OK_UTILITY as i32) {
                 pgrx::error!("logical_ext: a row scan failed (SPI code {rc})");
             }
             pg_sys::MemoryContextDelete(state.row_cx);
@@ -210,6 +226,7 @@ unsafe extern "C-unwind" fn startup(dest: *mut pg_sys::DestReceiver, _op: i32, d
     if attrs.len() != state.scan.binary.len() {
         pgrx::error!("logical_ext: a row scan returned {} columns, {} expected", attrs.len(), state.scan.binary.len());
     }
+    state.started = true;
     state.columns = attrs
         .iter()
         .zip(state.scan.binary)
@@ -234,15 +251,19 @@ fn binary_form(a: &pg_sys::FormData_pg_attribute) -> Form {
         pgrx::error!("logical_ext: type {oid} has no binary comparison form");
     }
     match (oid, a.attbyval, a.attlen) {
-        (700 | 701, true, n) => Form::Float(n as usize),
-        (_, true, n) => Form::ByVal(n as usize),
+        (700 | 701, true, n @ (4 | 8)) => Form::Float(n as usize),
+        (16 | 18 | 20 | 21 | 23 | 26 | 790 | 1082 | 1083 | 1114 | 1184, true, n @ (1 | 2 | 4 | 8)) => {
+            Form::ByVal(n as usize)
+        }
+        (701, false, 8) => Form::Fixed(Fixed::Float8),
+        (20 | 790 | 1083 | 1114 | 1184, false, 8) => Form::Fixed(Fixed::Int8),
         (19, false, _) => Form::Fixed(Fixed::Name),
-        (1700, false, -1) => Form::Numeric,
         (1186, false, 16) => Form::Fixed(Fixed::Interval),
         (1266, false, 12) => Form::Fixed(Fixed::TimeTz),
-        (_, false, -1) => Form::Varlena,
-        (_, false, n) if n > 0 => Form::Fixed(Fixed::Raw(n as usize)),
-        _ => Form::Text,
+        (2950, false, 16) => Form::Fixed(Fixed::Uuid),
+        (1700, false, -1) => Form::Numeric,
+        (17 | 25 | 114 | 1042 | 1043, false, -1) => Form::Varlena,
+        _ => pgrx::error!("logical_ext: type {oid} is stored in an unexpected way"),
     }
 }
 
@@ -304,7 +325,18 @@ unsafe extern "C-unwind" fn noop(_dest: *mut pg_sys::DestReceiver) {}
 /// `v` is a non-NULL value of the column's type.
 unsafe fn output_text(col: &mut Column, v: pg_sys::Datum) -> String {
     // SAFETY: per the contract; the text is palloc'd in the row context.
-    unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(&mut col.output, v)).to_string_lossy().into_owned() }
+    let text = unsafe { CStr::from_ptr(pg_sys::OutputFunctionCall(&mut col.output, v)) };
+    // Key texts become bounds of the next chunk: a lossy conversion would
+    // make a bound that is not the key, and rows between the two would be
+    // in no chunk at all.
+    match text.to_str() {
+        Ok(t) => t.to_owned(),
+        Err(_) => super::fail(
+            pgrx::PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            "a key value is not valid UTF-8",
+            "Reconciliation names keys by their text, which must be UTF-8: verify tables whose keys are ASCII, or use a UTF8 database.",
+        ),
+    }
 }
 
 /// Append the value's output text (no UTF-8 check: its bytes are hashed).
@@ -342,18 +374,25 @@ unsafe fn append_value(buf: &mut Vec<u8>, col: &mut Column, v: pg_sys::Datum) {
             // SAFETY: a by-reference value of the type's fixed length.
             unsafe {
                 match fixed {
-                    Fixed::Raw(n) => buf.extend_from_slice(std::slice::from_raw_parts(p, n)),
+                    Fixed::Uuid => buf.extend_from_slice(std::slice::from_raw_parts(p, 16)),
+                    Fixed::Int8 => buf.extend_from_slice(&p.cast::<i64>().read_unaligned().to_be_bytes()),
+                    Fixed::Float8 => {
+                        let f = p.cast::<f64>().read_unaligned();
+                        let bits = if f.is_nan() { u64::MAX } else { f.to_bits() };
+                        buf.extend_from_slice(&bits.to_be_bytes());
+                    }
                     Fixed::Name => buf.extend_from_slice(CStr::from_ptr(p.cast()).to_bytes()),
                     Fixed::Interval => {
-                        let i = &*p.cast::<pg_sys::Interval>();
+                        let i = p.cast::<pg_sys::Interval>().read_unaligned();
                         buf.extend_from_slice(&i.time.to_be_bytes());
                         buf.extend_from_slice(&i.day.to_be_bytes());
                         buf.extend_from_slice(&i.month.to_be_bytes());
                     }
                     Fixed::TimeTz => {
-                        let t = &*p.cast::<pg_sys::TimeTzADT>();
-                        buf.extend_from_slice(&t.time.to_be_bytes());
-                        buf.extend_from_slice(&t.zone.to_be_bytes());
+                        // 12 bytes stored (time, zone): not a whole
+                        // 16-byte TimeTzADT, so read the fields.
+                        buf.extend_from_slice(&p.cast::<i64>().read_unaligned().to_be_bytes());
+                        buf.extend_from_slice(&p.add(8).cast::<i32>().read_unaligned().to_be_bytes());
                     }
                 }
             }

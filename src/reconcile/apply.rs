@@ -326,33 +326,13 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
     let theirs = Digest { rows: doc.rows, sum: Digest::parse_hex(&doc.digest).ok_or("malformed digest")? };
     let matches = theirs == digest;
     let relid = local.relid;
-    if doc.per_key && !matches {
-        let published: HashMap<Vec<String>, u128> = doc
-            .hashes
-            .iter()
-            .map(|(k, h)| Ok((k.clone(), Digest::parse_hex(h).ok_or("malformed key hash")?)))
-            .collect::<Result<_, String>>()?;
-        for (key, kind) in compare_keys(&published, &mine) {
-            Spi::run_with_args(
-                "INSERT INTO logical_ext.verify_differences (run_id, subscription, relid, key_columns, key, kind, lsn) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                &[
-                    doc.run.into(),
-                    doc.subscription.as_str().into(),
-                    relid.into(),
-                    doc.keys.clone().into(),
-                    key.into(),
-                    kind.as_str().into(),
-                    Lsn(lsn).into(),
-                ],
-            )
-            .map_err(spi_err)?;
-        }
-    }
-    Spi::run_with_args(
+    // The chunk first: a second document for a chunk already recorded adds
+    // nothing, not even differences (the driver checks the recorded range
+    // against the one it asked for, and drops a wrong chunk's differences).
+    let recorded = Spi::get_one_with_args::<bool>(
         "INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, lower_key, upper_key, \
          pub_rows, sub_rows, matches, lsn, pub_ms, sub_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING true",
         &[
             doc.run.into(),
             doc.subscription.as_str().into(),
@@ -369,7 +349,33 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
             sub_ms.into(),
         ],
     )
-    .map_err(spi_err)
+    .map_err(spi_err)?
+    .unwrap_or(false);
+    if recorded && doc.per_key && !matches {
+        let published: HashMap<Vec<String>, u128> = doc
+            .hashes
+            .iter()
+            .map(|(k, h)| Ok((k.clone(), Digest::parse_hex(h).ok_or("malformed key hash")?)))
+            .collect::<Result<_, String>>()?;
+        for (key, kind) in compare_keys(&published, &mine) {
+            Spi::run_with_args(
+                "INSERT INTO logical_ext.verify_differences (run_id, subscription, relid, key_columns, key, kind, lsn, \
+                 chunk) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[
+                    doc.run.into(),
+                    doc.subscription.as_str().into(),
+                    relid.into(),
+                    doc.keys.clone().into(),
+                    key.into(),
+                    kind.as_str().into(),
+                    Lsn(lsn).into(),
+                    doc.chunk.into(),
+                ],
+            )
+            .map_err(spi_err)?;
+        }
+    }
+    Ok(())
 }
 
 fn repair(doc: &ReconcileDoc, local: &Local, subscription: &str, lsn: u64) -> Result<(), String> {

@@ -455,8 +455,14 @@ fn check_answers(run: i64, asked: &[(i32, bool, Range)]) {
             "UPDATE logical_ext.verify_chunks SET matches = NULL, \
              error = 'answered with another range than verify_table asked for' \
              WHERE run_id = $1 AND chunk = ANY ($2)",
-            &[run.into(), wrong.into()],
+            &[run.into(), wrong.clone().into()],
         )
+        .and_then(|()| {
+            Spi::run_with_args(
+                "DELETE FROM logical_ext.verify_differences WHERE run_id = $1 AND chunk = ANY ($2)",
+                &[run.into(), wrong.into()],
+            )
+        })
         .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
     }
 }
