@@ -330,9 +330,10 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
     // nothing, not even differences (the driver checks the recorded range
     // against the one it asked for, and drops a wrong chunk's differences).
     let recorded = Spi::get_one_with_args::<bool>(
-        "INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, lower_key, upper_key, \
-         pub_rows, sub_rows, matches, lsn, pub_ms, sub_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING true",
+        "WITH inserted AS (INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, \
+         lower_key, upper_key, pub_rows, sub_rows, matches, lsn, pub_ms, sub_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING 1) \
+         SELECT EXISTS (SELECT FROM inserted)",
         &[
             doc.run.into(),
             doc.subscription.as_str().into(),
