@@ -485,6 +485,52 @@ mod tests {
         assert_eq!(rows("SELECT 'NaN'::numeric", &[true]), vec![vec![1, 0, 0, 0, 1, 2]]);
     }
 
+    /// For every type read in binary: two values get the same bytes exactly
+    /// when their output texts are the same.
+    #[pg_test]
+    fn binary_bytes_agree_with_texts() {
+        let pairs = [
+            ("true", "false", "bool"),
+            ("'a'", "'a'", "\"char\""),
+            ("'ab'", "'ab '", "name"),
+            ("-1", "32767", "int2"),
+            ("-1", "-1", "int4"),
+            ("9007199254740993", "9007199254740992", "int8"),
+            ("'1.5'", "'1.50'", "float4"),
+            ("'NaN'", "'NaN'", "float8"),
+            ("'$1.00'", "'$1.00'", "money"),
+            ("'x'", "'x'", "text"),
+            ("'x'", "'x '", "varchar(4)"),
+            ("'x'", "'x '", "char(4)"),
+            ("'\\x00ff'", "'\\x00ff'", "bytea"),
+            ("'{\"a\": 1}'", "'{\"a\":1}'", "json"),
+            ("'2026-01-01'", "'2026-01-02'", "date"),
+            ("'12:00'", "'12:00:00'", "time"),
+            ("'12:00+02'", "'12:00+03'", "timetz"),
+            ("'2026-01-01 00:00'", "'2026-01-01 00:00:00'", "timestamp"),
+            ("'2026-01-01 00:00+00'", "'2026-01-01 02:00+02'", "timestamptz"),
+            ("'1 day'", "'24 hours'", "interval"),
+            ("'1 mon'", "'1 mon'", "interval"),
+            ("'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'", "uuid"),
+            ("'1.10'", "'1.1'", "numeric"),
+            ("'-0.001'", "'-0.00'", "numeric(5, 2)"),
+            ("'1e3'", "'1000'", "numeric"),
+        ];
+        for (a, b, ty) in pairs {
+            let sql = format!("SELECT {a}::{ty}, {b}::{ty}");
+            let bin = rows(&sql, &[true, true]).remove(0);
+            let text = rows(&sql, &[false, false]).remove(0);
+            // Each row is two framed values: split them back.
+            let split = |r: &[u8]| {
+                let n = u32::from_be_bytes(r[1..5].try_into().unwrap()) as usize;
+                (r[..5 + n].to_vec(), r[5 + n..].to_vec())
+            };
+            let (ba, bb) = split(&bin);
+            let (ta, tb) = split(&text);
+            assert_eq!(ba == bb, ta == tb, "{sql}: binary and text disagree");
+        }
+    }
+
     #[pg_test]
     fn key_texts_of_every_row_or_one() {
         let mut keys = Vec::new();
