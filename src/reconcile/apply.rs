@@ -261,23 +261,7 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, subid: i32, lsn: u64
     // finds its row there and adds nothing). The request's relation, never
     // the document's.
     let recorded = ffi::in_subtransaction(AssertUnwindSafe(|| match doc.op {
-        Op::Verify => Spi::run_with_args(
-            "INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, lower_key, upper_key, \
-             pub_rows, lsn, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT DO NOTHING",
-            &[
-                doc.run.into(),
-                subscription.into(),
-                relid.into(),
-                doc.chunk.into(),
-                doc.per_key.into(),
-                doc.range.lower.clone().into(),
-                doc.range.upper.clone().into(),
-                (doc.rows as i64).into(),
-                Lsn(lsn).into(),
-                error.as_str().into(),
-            ],
-        ),
+        Op::Verify => record_chunk(doc, subscription, relid, lsn, Outcome::Failed(&error)).map(|_| ()),
         Op::Repair => Spi::run_with_args(
             "UPDATE logical_ext.verify_differences SET repair_error = $4, repair_lsn = $5 \
              WHERE run_id = $1 AND relid = $2 AND subscription = $3 AND repaired_at IS NULL",
@@ -289,6 +273,50 @@ pub(crate) fn apply(doc: &ReconcileDoc, subscription: &str, subid: i32, lsn: u64
         Ok(Err(e)) => pgrx::warning!("logical_ext: could not record a reconcile error ({error}): {e}"),
         Err(e) => pgrx::warning!("logical_ext: could not record a reconcile error ({error}): {}", e.message()),
     }
+}
+
+/// What became of a verify document's chunk.
+enum Outcome<'a> {
+    Compared { sub_rows: u64, matches: bool, sub_ms: f64 },
+    Failed(&'a str),
+}
+
+/// Record `doc`'s chunk in `verify_chunks`; whether it was recorded now
+/// (`false`: a document for that chunk was recorded before).
+fn record_chunk(
+    doc: &ReconcileDoc,
+    subscription: &str,
+    relid: pg_sys::Oid,
+    lsn: u64,
+    outcome: Outcome<'_>,
+) -> Result<bool, pgrx::spi::SpiError> {
+    let (sub_rows, matches, sub_ms, error) = match outcome {
+        Outcome::Compared { sub_rows, matches, sub_ms } => (Some(sub_rows as i64), Some(matches), Some(sub_ms), None),
+        Outcome::Failed(e) => (None, None, None, Some(e)),
+    };
+    Spi::get_one_with_args::<bool>(
+        "WITH inserted AS (INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, \
+         lower_key, upper_key, pub_rows, sub_rows, matches, lsn, pub_ms, sub_ms, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING RETURNING 1) \
+         SELECT EXISTS (SELECT FROM inserted)",
+        &[
+            doc.run.into(),
+            subscription.into(),
+            relid.into(),
+            doc.chunk.into(),
+            doc.per_key.into(),
+            doc.range.lower.clone().into(),
+            doc.range.upper.clone().into(),
+            (doc.rows as i64).into(),
+            sub_rows.into(),
+            matches.into(),
+            Lsn(lsn).into(),
+            (doc.elapsed_us as f64 / 1000.0).into(),
+            sub_ms.into(),
+            error.into(),
+        ],
+    )
+    .map(|r| r.unwrap_or(false))
 }
 
 fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
@@ -329,29 +357,9 @@ fn verify(doc: &ReconcileDoc, local: &Local, lsn: u64) -> Result<(), String> {
     // The chunk first: a second document for a chunk already recorded adds
     // nothing, not even differences (the driver checks the recorded range
     // against the one it asked for, and drops a wrong chunk's differences).
-    let recorded = Spi::get_one_with_args::<bool>(
-        "WITH inserted AS (INSERT INTO logical_ext.verify_chunks (run_id, subscription, relid, chunk, per_key, \
-         lower_key, upper_key, pub_rows, sub_rows, matches, lsn, pub_ms, sub_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING 1) \
-         SELECT EXISTS (SELECT FROM inserted)",
-        &[
-            doc.run.into(),
-            doc.subscription.as_str().into(),
-            relid.into(),
-            doc.chunk.into(),
-            doc.per_key.into(),
-            doc.range.lower.clone().into(),
-            doc.range.upper.clone().into(),
-            (doc.rows as i64).into(),
-            (digest.rows as i64).into(),
-            matches.into(),
-            Lsn(lsn).into(),
-            (doc.elapsed_us as f64 / 1000.0).into(),
-            sub_ms.into(),
-        ],
-    )
-    .map_err(spi_err)?
-    .unwrap_or(false);
+    let recorded =
+        record_chunk(doc, &doc.subscription, relid, lsn, Outcome::Compared { sub_rows: digest.rows, matches, sub_ms })
+            .map_err(spi_err)?;
     if recorded && doc.per_key && !matches {
         let published: HashMap<Vec<String>, u128> = doc
             .hashes

@@ -380,12 +380,19 @@ fn nap(d: Duration) {
 
 /// A count read under a fresh snapshot (what the worker committed so far).
 fn fresh_count(sql: &str, run: i64) -> i64 {
-    // SAFETY: a fresh READ COMMITTED snapshot for this one read, popped after.
+    fresh(|| Spi::get_one_with_args::<i64>(sql, &[run.into()]).ok().flatten().unwrap_or(0))
+}
+
+/// `read` under a fresh READ COMMITTED snapshot (what the worker committed
+/// so far, though this function's own statement began earlier).
+fn fresh<T>(read: impl FnOnce() -> T) -> T {
+    // SAFETY: a fresh snapshot for this one read, popped after (an ERROR
+    // in between aborts the transaction, which pops it).
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    let n = Spi::get_one_with_args::<i64>(sql, &[run.into()]).ok().flatten().unwrap_or(0);
+    let out = read();
     // SAFETY: pairs with the push above.
     unsafe { pg_sys::PopActiveSnapshot() };
-    n
+    out
 }
 
 /// Wait until `sql` (a count for run `$1`) reaches `want`.
@@ -429,26 +436,24 @@ pub(crate) fn unanswered(asked: &[(i32, bool, Range)], recorded: &[(i32, bool, R
 /// than trusted: its comparison says nothing about the range asked for.
 fn check_answers(run: i64, asked: &[(i32, bool, Range)]) {
     let _as = AsRole::bootstrap_superuser();
-    // SAFETY: a fresh READ COMMITTED snapshot for this read, popped after.
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    let recorded: Vec<(i32, bool, Range)> = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT chunk, per_key, lower_key, upper_key FROM logical_ext.verify_chunks WHERE run_id = $1",
-            None,
-            &[run.into()],
-        )?;
-        rows.map(|r| {
-            Ok((
-                r.get::<i32>(1)?.unwrap_or_default(),
-                r.get::<bool>(2)?.unwrap_or_default(),
-                Range { lower: r.get::<Vec<String>>(3)?, upper: r.get::<Vec<String>>(4)? },
-            ))
+    let recorded: Vec<(i32, bool, Range)> = fresh(|| {
+        Spi::connect(|c| {
+            let rows = c.select(
+                "SELECT chunk, per_key, lower_key, upper_key FROM logical_ext.verify_chunks WHERE run_id = $1",
+                None,
+                &[run.into()],
+            )?;
+            rows.map(|r| {
+                Ok((
+                    r.get::<i32>(1)?.unwrap_or_default(),
+                    r.get::<bool>(2)?.unwrap_or_default(),
+                    Range { lower: r.get::<Vec<String>>(3)?, upper: r.get::<Vec<String>>(4)? },
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
-        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
     })
     .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string(), ""));
-    // SAFETY: pairs with the push above.
-    unsafe { pg_sys::PopActiveSnapshot() };
     let wrong = unanswered(asked, &recorded);
     if !wrong.is_empty() {
         Spi::run_with_args(
